@@ -1,0 +1,59 @@
+# denoisrec: `make train` and `make test` each create .venv themselves when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+GPU ?= 0
+NPROC ?= 2
+PRESET ?= small
+DATA ?= data/$(PRESET)
+OUT ?= runs/default
+EPOCHS ?= 3
+ARGS ?=
+# Extra index for the CUDA torch build when GPU=1 (pick the CUDA version your driver supports).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed-gpu$(GPU)
+RUNTIME_NEEDS := tensordict torchmetrics tqdm pyre-extensions typing-inspect torchx pyarrow numpy scipy pyyaml fsspec tensorboard
+
+ifeq ($(GPU),1)
+  PINS := -c requirements/cpu.txt -c requirements/gpu.txt
+  TORCH_STACK := --extra-index-url $(TORCH_INDEX) torch fbgemm-gpu
+else
+  PINS := -c requirements/cpu.txt
+  TORCH_STACK := torch fbgemm-gpu-cpu
+endif
+
+.PHONY: venv data train test clean help
+
+help:
+	@echo "make train   # set up .venv, generate data/$(PRESET) if missing, train on $(NPROC) ranks"
+	@echo "make test    # set up .venv, run the test suite"
+	@echo "variables: GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--denoiser tce ...'"
+
+venv: $(STAMP)
+
+$(STAMP): requirements/cpu.txt requirements/gpu.txt requirements/test.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(PINS) $(TORCH_STACK)
+	$(PIP) install $(PINS) $(RUNTIME_NEEDS) -r requirements/test.txt
+	$(PIP) install $(PINS) --no-deps torchrec
+	$(PIP) install --no-deps -e .
+	$(PY) -c "import torch, fbgemm_gpu, torchrec, denoisrec.trainer; print('stack ok: torch', torch.__version__)"
+	@rm -f $(VENV)/.installed-gpu*; touch $(STAMP)
+
+$(DATA)/schema.json: | $(STAMP)
+	$(VENV)/bin/denoisrec gen-data --preset $(PRESET) --out $(DATA)
+
+data: $(DATA)/schema.json
+
+train: $(STAMP) $(DATA)/schema.json
+	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m denoisrec.trainer \
+		--data $(DATA) --out $(OUT) --epochs $(EPOCHS) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs data/tiny data/small .pytest_cache

@@ -1,0 +1,33 @@
+"""Plain binary cross-entropy: the baseline every denoiser is measured against.
+
+``L = (1/B) Σ_i ℓ_i`` with ``ℓ_i = BCE(σ(z_i), y_i)`` over the global batch of ``B`` samples
+(PAPERS.md, "BCE (baseline)").
+
+Example::
+
+    out = BCE()(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]))
+    assert torch.isclose(out.value, torch.tensor(0.6931), atol=1e-4)  # log 2
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+
+
+class BCE(Denoiser):
+    """Mean BCE over the global batch; no sample is dropped, reweighted or relabelled."""
+
+    name = "bce"
+
+    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
+                batch: Optional[Any]) -> LossOutput:
+        ell = bce_per_sample(logits, labels)
+        n, _ = self.global_batch_size(labels)
+        weight = torch.ones_like(ell)
+        loss, value = self.global_mean(ell, weight, n)
+        dropped, relabelled = no_decisions(labels)
+        return LossOutput(loss, value, weight, labels.detach(), dropped, relabelled, {})

@@ -1,0 +1,155 @@
+"""Global batch statistics over the data-parallel group, exact and world-size independent.
+
+Every denoiser decides on the *global* batch: with the same global batch, any number of ranks and any split
+of it decide exactly what one process decides on the whole batch. This module provides the statistics:
+
+- :func:`all_reduce` — SUM / MIN / MAX of a small tensor (an identity on one process);
+- :func:`kth_largest_keys` — the exact k-th largest of 64-bit keys across ranks by radix select: eight
+  rounds, each all-reducing a fixed ``[K, 256]`` histogram of one byte of the keys. The traffic is
+  ``8 · K · 256 · 8`` bytes whatever the world size, and nothing leaves the device (no ``.item()``);
+- :func:`order_keys` — a total order on samples: the loss's float bits above a 32-bit sample key, so equal
+  losses are ordered by sample id, never by rank.
+
+Counters (:data:`COUNTER`) record the calls and bytes each collective adds, for the throughput benchmark.
+
+Example (one process; with ``torch.distributed`` initialised the same call is global)::
+
+    loss = torch.tensor([0.3, 0.9, 0.1, 0.9])
+    keys = order_keys(loss, torch.arange(4))
+    thr = kth_largest_keys(keys, torch.ones(4, dtype=torch.bool), torch.tensor([2]))
+    top2 = keys >= thr  # tensor([False, True, False, True])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+ProcessGroup = Optional[dist.ProcessGroup]
+NO_KEY = torch.iinfo(torch.int64).max  # larger than every order key: "select nothing"
+
+
+@dataclass
+class CollectiveCounter:
+    """Collective calls and payload bytes issued by this module (per process)."""
+
+    calls: int = 0
+    bytes: int = 0
+
+    def reset(self) -> None:
+        self.calls, self.bytes = 0, 0
+
+
+COUNTER = CollectiveCounter()
+
+
+def world_size(group: ProcessGroup = None) -> int:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum", group: ProcessGroup = None) -> torch.Tensor:
+    """Reduce ``t`` over the group (out of place, detached). ``op`` is ``sum``, ``min`` or ``max``."""
+    t = t.detach().clone()
+    if world_size(group) == 1:
+        return t
+    red = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+    COUNTER.calls += 1
+    COUNTER.bytes += t.numel() * t.element_size()
+    dist.all_reduce(t, op=red, group=group)
+    return t
+
+
+def global_sum(t: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor:
+    return all_reduce(t, "sum", group)
+
+
+def global_count(mask: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor:
+    """Number of true entries of ``mask`` over all ranks (int64 scalar)."""
+    return all_reduce(mask.sum(dtype=torch.int64), "sum", group)
+
+
+def global_min_max(x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                   group: ProcessGroup = None) -> torch.Tensor:
+    """``[min, max]`` of ``x`` (where ``mask``) over all ranks in one MAX all-reduce; ``[inf, -inf]`` if empty."""
+    x = x.detach()
+    if mask is not None:
+        lo = torch.where(mask, x, torch.full_like(x, float("inf")))
+        hi = torch.where(mask, x, torch.full_like(x, float("-inf")))
+    else:
+        lo = hi = x
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    local = torch.stack([-(lo.min() if lo.numel() else inf), hi.max() if hi.numel() else -inf])
+    both = all_reduce(local, "max", group)
+    return torch.stack([-both[0], both[1]])
+
+
+def order_keys(values: torch.Tensor, sample_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """int64 keys ordering samples by ``values`` (non-negative floats) then by the low 32 bits of their id.
+
+    For non-negative IEEE floats the bit pattern is monotone in the value, so comparing keys compares
+    values first; equal values fall back to the sample id, which is the same whichever rank holds the sample.
+    Without ids the local position is used (exact on one process only). Negative values count as 0.
+    """
+    v = values.detach().float()
+    v = torch.where(v > 0, v, torch.zeros_like(v))  # also maps -0.0 to +0.0
+    bits = v.view(torch.int32).to(torch.int64)
+    if sample_ids is None:
+        sample_ids = torch.arange(v.numel(), device=v.device)
+    return (bits << 32) | (sample_ids.to(torch.int64) & 0xFFFFFFFF)
+
+
+def kth_largest_keys(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
+                     group: ProcessGroup = None) -> torch.Tensor:
+    """Exact global k-th largest key among ``valid`` entries, for each k in ``k`` (shape ``[K]``).
+
+    Keys must be non-negative int64 and distinct across the group (see :func:`order_keys`). Returns a
+    ``[K]`` tensor ``thr`` such that ``valid & (keys >= thr[j])`` selects exactly ``min(k[j], n_valid)``
+    samples globally; where that is 0 ``thr[j]`` is :data:`NO_KEY` (selects nothing).
+
+    Radix select from the most significant byte: each of 8 rounds histograms the current byte of the keys
+    that still match the chosen prefix, all-reduces the ``[K, 256]`` histogram, and fixes the byte at which
+    the running count from the top reaches the remaining rank. All on device; traffic independent of the
+    world size.
+    """
+    k = k.reshape(-1).to(device=keys.device, dtype=torch.int64)
+    kk = k.numel()
+    keys = keys.reshape(-1)
+    valid = valid.reshape(-1)
+    prefix = torch.zeros(kk, dtype=torch.int64, device=keys.device)
+    remaining = k.clone()
+    n_valid = None
+    for shift in range(56, -8, -8):
+        digit = (keys >> shift) & 0xFF  # [N]
+        if shift == 56:
+            match = valid.unsqueeze(0).expand(kk, -1)
+        else:
+            match = valid.unsqueeze(0) & ((keys >> (shift + 8)).unsqueeze(0) == (prefix >> (shift + 8)).unsqueeze(1))
+        hist = torch.zeros(kk, 256, dtype=torch.int64, device=keys.device)
+        hist.scatter_add_(1, digit.unsqueeze(0).expand(kk, -1), match.to(torch.int64))
+        hist = all_reduce(hist, "sum", group)
+        if n_valid is None:
+            n_valid = hist[0].sum()
+            remaining = torch.minimum(remaining, n_valid)
+            want = remaining.clone()
+        # at_or_above[b] = number of matching keys whose digit >= b (non-increasing in b)
+        at_or_above = hist.flip(1).cumsum(1).flip(1)
+        sel = (at_or_above >= remaining.clamp_min(1).unsqueeze(1)).sum(1) - 1  # largest b reaching remaining
+        sel = sel.clamp(0, 255)
+        above = torch.cat([at_or_above, torch.zeros(kk, 1, dtype=torch.int64, device=keys.device)], 1)
+        remaining = remaining - above.gather(1, (sel + 1).unsqueeze(1)).squeeze(1)
+        prefix = prefix | (sel << shift)
+    none = torch.full_like(prefix, NO_KEY)
+    return torch.where(want > 0, prefix, none)  # type: ignore[possibly-undefined]
+
+
+def top_k_mask(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
+               group: ProcessGroup = None) -> torch.Tensor:
+    """Boolean ``[K, N]`` (or ``[N]`` for a scalar ``k``): the global top-``k`` valid entries by key."""
+    thr = kth_largest_keys(keys, valid, k, group)
+    mask = valid.unsqueeze(0) & (keys.unsqueeze(0) >= thr.unsqueeze(1))
+    return mask[0] if k.dim() == 0 else mask

@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny synthetic dataset, and a helper that runs scripts under real torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST_DIR = Path(__file__).resolve().parent / "dist"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``tiny`` preset (6,000 train rows in 3 files of 500-row groups), generated once per session."""
+    from denoisrec.trainer.data.synthetic import PRESETS, generate
+
+    out = tmp_path_factory.mktemp("tiny")
+    generate(str(out), PRESETS["tiny"], seed=0)
+    return out
+
+
+def torchrun(script: str, nproc: int, args: List[str], timeout: int = 240,
+             env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run ``tests/dist/<script>`` (or ``-m module``) on ``nproc`` local gloo ranks; fail with its output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", script[3:]] if script.startswith("-m ") else [str(DIST_DIR / script)]
+    cmd += args
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

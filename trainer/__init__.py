@@ -1,0 +1,1 @@
+"""denoisrec.trainer: configuration, sharding, the training loop, evaluation and the ``denoisrec`` CLI."""

@@ -1,0 +1,1 @@
+"""denoisrec.trainer.data: the dataset schema, ``Batch``, the streaming Parquet reader, the generator."""

@@ -1,0 +1,393 @@
+"""Synthetic noisy implicit feedback from a music app, with ground truth.
+
+The generative story (every draw seeded, so a seed gives the same bytes):
+
+1. **Users and items.** Activity and popularity follow Zipf laws; each user and item has a latent taste
+   vector. Items belong to a genre (whose centre their latent vector is drawn around), an artist and a
+   language, carry 1-3 tags; users have an age bucket, gender and region correlated with their taste.
+2. **Impressions.** A row is a song shown to a user at a position 1-30 of a recommendation list, in a
+   context (hour, weekday, device, scene). Users are drawn by activity, items by popularity.
+3. **Clean label** ``clean_label = 1[u·v + b_u + b_i + ε > θ]`` with logistic ε and θ set so that a
+   ``clean_rate`` share of impressions is truly liked.
+4. **Attention.** The user is attentive with probability ``σ(a0 − a1·(position − 1) + scene effect)``,
+   which decays down the list. An attentive user's observed label is the clean one. An inattentive user
+   lets a disliked song play in the background (a *false positive*, probability ``q_fp``) or never notices
+   a liked one (a *false negative*, probability ``q_fn``).
+5. ``label`` is the observed label; ``is_noisy = label != clean_label``.
+
+With the defaults roughly a third of observed positives are false (the LCD paper's premise), and noisy
+positives have low clean preference, so a model's loss on them stays high early in training.
+
+Output: ``<out>/{train,valid,test}/part-NNNNN.parquet`` plus ``schema.json`` and ``stats.json``.
+Generation streams in fixed chunks of rows, so memory is bounded by the user/item tables and one chunk,
+whatever the row count.
+
+Example::
+
+    from denoisrec.trainer.data.synthetic import generate, PRESETS
+    stats = generate("/tmp/tiny", PRESETS["tiny"], seed=0)
+    print(stats["train"]["noisy_positive_rate"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
+
+GEN_CHUNK = 1 << 16  # rows drawn per random chunk; fixed so output does not depend on file layout
+N_POSITIONS = 30
+SCENES = 6  # playlist, radio, search, daily-mix, charts, similar-songs
+DEVICES = 4
+
+
+@dataclass
+class Preset:
+    """Size and noise knobs of a synthetic dataset.
+
+    ``extra_*`` add filler categorical features (derived from the user id, the item id, or drawn per row)
+    and extra dense columns, so larger presets can match the width of industrial data (LCD's "Product":
+    69 features).
+    """
+
+    n_users: int
+    n_items: int
+    train_rows: int
+    valid_rows: int
+    test_rows: int
+    latent_dim: int = 8
+    n_genres: int = 20
+    n_tags: int = 64
+    n_regions: int = 64
+    user_zipf: float = 0.9
+    item_zipf: float = 1.1
+    clean_rate: float = 0.35
+    attention_a0: float = 1.4
+    attention_a1: float = 0.07
+    q_fp: float = 0.55
+    q_fn: float = 0.5
+    extra_user_features: List[int] = field(default_factory=list)
+    extra_item_features: List[int] = field(default_factory=list)
+    extra_context_features: List[int] = field(default_factory=list)
+    extra_multi_hot: List[int] = field(default_factory=list)
+    extra_dense: int = 0
+    rows_per_file: int = 1 << 20
+    row_group_size: int = 1 << 16
+
+    def rows(self, split: str) -> int:
+        return {"train": self.train_rows, "valid": self.valid_rows, "test": self.test_rows}[split]
+
+
+PRESETS: Dict[str, Preset] = {
+    # A few thousand rows: unit tests and smoke runs.
+    "tiny": Preset(n_users=300, n_items=200, train_rows=6000, valid_rows=1500, test_rows=1500,
+                   rows_per_file=2500, row_group_size=500),
+    # The embedded default of `make train`: a few minutes on 2 CPU cores.
+    "small": Preset(n_users=20_000, n_items=5_000, train_rows=400_000, valid_rows=50_000, test_rows=50_000,
+                    rows_per_file=200_000, row_group_size=25_000),
+    "medium": Preset(n_users=200_000, n_items=30_000, train_rows=4_000_000, valid_rows=500_000,
+                     test_rows=500_000),
+}
+
+
+def _zipf_cdf(n: int, a: float) -> np.ndarray:
+    w = 1.0 / np.power(np.arange(1, n + 1, dtype=np.float64), a)
+    c = np.cumsum(w)
+    return c / c[-1]
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, *keys])))
+
+
+class World:
+    """The fixed users and items of a dataset (everything but the impressions)."""
+
+    def __init__(self, p: Preset, seed: int) -> None:
+        self.p = p
+        d = p.latent_dim
+        r = _rng(seed, 1)
+        # Items: genre centres, then items around them.
+        self.genre_centre = r.normal(0, 1.0, (p.n_genres, d)).astype(np.float32)
+        self.item_cdf = _zipf_cdf(p.n_items, p.item_zipf)
+        self.item_genre = r.choice(p.n_genres, p.n_items, p=_zipf_pmf(p.n_genres, 0.8)).astype(np.int64)
+        self.item_vec = (self.genre_centre[self.item_genre] + r.normal(0, 0.6, (p.n_items, d))).astype(np.float32)
+        self.item_bias = r.normal(0, 0.3, p.n_items).astype(np.float32)
+        self.n_artists = max(p.n_items // 8, p.n_genres)
+        per_genre = max(self.n_artists // p.n_genres, 1)
+        self.item_artist = (self.item_genre * per_genre + r.integers(0, per_genre, p.n_items)) % self.n_artists
+        self.item_language = np.minimum(r.geometric(0.45, p.n_items) - 1, 7).astype(np.int64)
+        self.item_duration = r.lognormal(0.0, 0.25, p.n_items).astype(np.float32)
+        pop = np.diff(np.concatenate([[0.0], self.item_cdf]))
+        self.item_logpop = _standardise(np.log(pop)).astype(np.float32)
+        self.item_pop_bucket = np.minimum((np.argsort(np.argsort(-pop)) * 10) // p.n_items, 9).astype(np.int64)
+        tag_base = self.item_genre * 3 % p.n_tags
+        self.item_tags = np.stack(
+            [tag_base, (tag_base + 1 + r.integers(0, 2, p.n_items)) % p.n_tags, r.integers(0, p.n_tags, p.n_items)],
+            axis=1,
+        ).astype(np.int64)
+        self.item_ntags = r.integers(1, 4, p.n_items)
+        # Users: taste clusters shape the demographics.
+        k = 16
+        cluster_centre = r.normal(0, 0.8, (k, d)).astype(np.float32)
+        self.user_cdf = _zipf_cdf(p.n_users, p.user_zipf)
+        self.user_cluster = r.integers(0, k, p.n_users)
+        self.user_vec = (cluster_centre[self.user_cluster] + r.normal(0, 0.6, (p.n_users, d))).astype(np.float32)
+        self.user_bias = r.normal(0, 0.3, p.n_users).astype(np.float32)
+        self.user_age = ((self.user_cluster // 2 + r.integers(0, 2, p.n_users)) % 8).astype(np.int64)
+        self.user_gender = ((self.user_cluster % 2) * (r.random(p.n_users) < 0.8) + 1).astype(np.int64)
+        self.user_region = np.searchsorted(_zipf_cdf(p.n_regions, 1.0), r.random(p.n_users)).astype(np.int64)
+        act = np.diff(np.concatenate([[0.0], self.user_cdf]))
+        self.user_logact = _standardise(np.log(act)).astype(np.float32)
+        self.user_act_bucket = np.minimum((np.argsort(np.argsort(-act)) * 10) // p.n_users, 9).astype(np.int64)
+        # The user's favourite genres (for the multi-hot "recent genres" feature).
+        aff = self.user_vec @ self.genre_centre.T
+        self.user_top_genres = np.argsort(-aff, axis=1)[:, :5].astype(np.int64)
+        self.scene_attention = np.array([0.3, -0.9, 0.8, 0.0, -0.3, 0.2], dtype=np.float32)
+        self.threshold = self._calibrate(seed)
+
+    def score(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
+        return np.einsum("nd,nd->n", self.user_vec[u], self.item_vec[i]) + self.user_bias[u] + self.item_bias[i]
+
+    def draw_users(self, r: np.random.Generator, n: int) -> np.ndarray:
+        return np.searchsorted(self.user_cdf, r.random(n)).astype(np.int64)
+
+    def draw_items(self, r: np.random.Generator, n: int) -> np.ndarray:
+        return np.searchsorted(self.item_cdf, r.random(n)).astype(np.int64)
+
+    def _calibrate(self, seed: int) -> float:
+        r = _rng(seed, 2)
+        n = 200_000
+        s = self.score(self.draw_users(r, n), self.draw_items(r, n)) + r.logistic(0, 0.35, n)
+        return float(np.quantile(s, 1.0 - self.p.clean_rate))
+
+
+def _zipf_pmf(n: int, a: float) -> np.ndarray:
+    w = 1.0 / np.power(np.arange(1, n + 1, dtype=np.float64), a)
+    return w / w.sum()
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-9)
+
+
+def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
+    """The schema of datasets generated with preset ``p``."""
+    n_artists = max(p.n_items // 8, p.n_genres) if world is None else world.n_artists
+    sparse = [
+        SparseFeature("user_id", p.n_users),
+        SparseFeature("item_id", p.n_items),
+        SparseFeature("user_age", 8),
+        SparseFeature("user_gender", 3),
+        SparseFeature("user_region", p.n_regions),
+        SparseFeature("user_activity", 10),
+        SparseFeature("item_artist", n_artists),
+        SparseFeature("item_genre", p.n_genres),
+        SparseFeature("item_language", 8),
+        SparseFeature("item_popularity", 10),
+        SparseFeature("hour", 24),
+        SparseFeature("weekday", 7),
+        SparseFeature("device", DEVICES),
+        SparseFeature("scene", SCENES),
+        SparseFeature("position", N_POSITIONS + 1),
+        SparseFeature("item_tags", p.n_tags, multi_hot=True),
+        SparseFeature("user_recent_genres", p.n_genres, multi_hot=True),
+    ]
+    sparse += [SparseFeature(f"user_cat_{j}", c) for j, c in enumerate(p.extra_user_features)]
+    sparse += [SparseFeature(f"item_cat_{j}", c) for j, c in enumerate(p.extra_item_features)]
+    sparse += [SparseFeature(f"ctx_cat_{j}", c) for j, c in enumerate(p.extra_context_features)]
+    sparse += [SparseFeature(f"list_cat_{j}", c, multi_hot=True) for j, c in enumerate(p.extra_multi_hot)]
+    dense = ["user_log_activity", "item_log_popularity", "duration", "genre_affinity"]
+    dense += [f"dense_{j}" for j in range(p.extra_dense)]
+    return DataSchema(sparse=sparse, dense=dense, extra={"preset": dataclasses.asdict(p)})
+
+
+_HASH_PRIMES = (1_000_003, 998_244_353, 1_000_000_007, 19_260_817, 2_147_483_647, 104_729)
+
+
+def _derived(ids: np.ndarray, j: int, card: int) -> np.ndarray:
+    """A deterministic categorical attribute of an id (filler features of wide presets)."""
+    h = (ids * _HASH_PRIMES[j % len(_HASH_PRIMES)] + 7919 * (j + 1)) % 2_147_483_647
+    return (h % card).astype(np.int64)
+
+
+def _list_array(vals: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
+    """Rows of ``vals[:, :lengths]`` as a ``list<int64>`` column."""
+    keep = np.arange(vals.shape[1])[None, :] < lengths[:, None]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals[keep], type=pa.int64()))
+
+
+def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, row_offset: int) -> pa.Table:
+    """Impressions ``row_offset .. row_offset + n`` of a split (one random chunk)."""
+    p = world.p
+    r = _rng(seed, 10 + split_idx, chunk_idx)
+    u = world.draw_users(r, n)
+    i = world.draw_items(r, n)
+    position = r.integers(1, N_POSITIONS + 1, n)
+    hour = r.integers(0, 24, n)
+    weekday = r.integers(0, 7, n)
+    device = np.minimum(r.geometric(0.5, n) - 1, DEVICES - 1)
+    scene = r.integers(0, SCENES, n)
+    s = world.score(u, i) + r.logistic(0, 0.35, n)
+    clean = (s > world.threshold).astype(np.int8)
+    attention_logit = p.attention_a0 - p.attention_a1 * (position - 1) + world.scene_attention[scene]
+    attentive = r.random(n) < 1.0 / (1.0 + np.exp(-attention_logit))
+    flip = np.where(clean == 1, r.random(n) < p.q_fn, r.random(n) < p.q_fp)
+    label = np.where(attentive | ~flip, clean, 1 - clean).astype(np.int8)
+    genre = world.item_genre[i]
+    affinity = np.einsum("nd,nd->n", world.user_vec[u], world.genre_centre[genre]) + r.normal(0, 0.7, n)
+    cols: Dict[str, Any] = {
+        "row_id": np.arange(row_offset, row_offset + n, dtype=np.int64),
+        "user_id": u,
+        "item_id": i,
+        "user_age": world.user_age[u],
+        "user_gender": world.user_gender[u],
+        "user_region": world.user_region[u],
+        "user_activity": world.user_act_bucket[u],
+        "item_artist": world.item_artist[i].astype(np.int64),
+        "item_genre": genre,
+        "item_language": world.item_language[i],
+        "item_popularity": world.item_pop_bucket[i],
+        "hour": hour.astype(np.int64),
+        "weekday": weekday.astype(np.int64),
+        "device": device.astype(np.int64),
+        "scene": scene.astype(np.int64),
+        "position": position.astype(np.int64),
+        "item_tags": _list_array(world.item_tags[i], world.item_ntags[i]),
+        "user_recent_genres": _list_array(world.user_top_genres[u], r.integers(1, 6, n)),
+    }
+    for j, c in enumerate(p.extra_user_features):
+        cols[f"user_cat_{j}"] = _derived(u, j, c)
+    for j, c in enumerate(p.extra_item_features):
+        cols[f"item_cat_{j}"] = _derived(i, j + 17, c)
+    for j, c in enumerate(p.extra_context_features):
+        cols[f"ctx_cat_{j}"] = r.integers(0, c, n).astype(np.int64)
+    for j, c in enumerate(p.extra_multi_hot):
+        cols[f"list_cat_{j}"] = _list_array(r.integers(0, c, (n, 4)), r.integers(0, 5, n))
+    cols["user_log_activity"] = world.user_logact[u]
+    cols["item_log_popularity"] = world.item_logpop[i]
+    cols["duration"] = world.item_duration[i]
+    cols["genre_affinity"] = affinity.astype(np.float32)
+    for j in range(p.extra_dense):
+        cols[f"dense_{j}"] = r.normal(0, 1, n).astype(np.float32)
+    cols["label"] = label
+    cols["clean_label"] = clean
+    cols["is_noisy"] = (label != clean).astype(np.int8)
+    return pa.table(cols)
+
+
+class _SplitWriter:
+    """Writes a split as files of ``rows_per_file`` rows in row groups of ``row_group_size`` rows."""
+
+    def __init__(self, directory: str, rows_per_file: int, row_group_size: int) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.dir, self.rows_per_file, self.rgs = directory, rows_per_file, row_group_size
+        self.writer: Optional[pq.ParquetWriter] = None
+        self.file_idx, self.file_rows = 0, 0
+        self.pending: List[pa.Table] = []
+        self.pending_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        while self.pending_rows >= self.rgs:
+            self._emit(self.rgs)
+
+    def _emit(self, n: int) -> None:
+        t = pa.concat_tables(self.pending)
+        head, rest = t.slice(0, n), t.slice(n)
+        self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        if self.writer is None:
+            path = os.path.join(self.dir, f"part-{self.file_idx:05d}.parquet")
+            self.writer = pq.ParquetWriter(path, head.schema, compression="snappy")
+        self.writer.write_table(head, row_group_size=n)
+        self.file_rows += n
+        if self.file_rows >= self.rows_per_file:
+            self.writer.close()
+            self.writer, self.file_idx, self.file_rows = None, self.file_idx + 1, 0
+
+    def close(self) -> None:
+        if self.pending_rows:
+            self._emit(self.pending_rows)
+        if self.writer is not None:
+            self.writer.close()
+
+
+def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) -> Dict[str, Any]:
+    """Write a dataset for ``preset`` under ``out``; return (and write) its statistics."""
+    t0 = time.time()
+    world = World(preset, seed)
+    schema = schema_for(preset, world)
+    os.makedirs(out, exist_ok=True)
+    stats: Dict[str, Any] = {"seed": seed}
+    row_offset = 0
+    for split_idx, split in enumerate(SPLITS):
+        total = preset.rows(split)
+        w = _SplitWriter(os.path.join(out, split), preset.rows_per_file, preset.row_group_size)
+        counts = np.zeros(4, dtype=np.int64)  # rows, observed positives, noisy positives, noisy rows
+        clean_pos = 0
+        for chunk_idx, start in enumerate(range(0, total, GEN_CHUNK)):
+            n = min(GEN_CHUNK, total - start)
+            t = draw_chunk(world, seed, split_idx, chunk_idx, n, row_offset + start)
+            label = t.column("label").to_numpy()
+            noisy = t.column("is_noisy").to_numpy()
+            counts += [n, label.sum(), (label * noisy).sum(), noisy.sum()]
+            clean_pos += int(t.column("clean_label").to_numpy().sum())
+            w.write(t)
+            if progress and (chunk_idx % 16 == 0 or start + n == total):
+                done = start + n
+                print(f"gen-data {split}: {done:,}/{total:,} rows ({done / max(time.time() - t0, 1e-9):,.0f} rows/s)",
+                      file=sys.stderr, flush=True)
+        w.close()
+        row_offset += total
+        stats[split] = {
+            "rows": int(counts[0]),
+            "files": w.file_idx + (1 if w.file_rows else 0),
+            "positive_rate": float(counts[1] / max(counts[0], 1)),
+            "clean_positive_rate": float(clean_pos / max(counts[0], 1)),
+            "noisy_positive_rate": float(counts[2] / max(counts[1], 1)),
+            "noisy_rate": float(counts[3] / max(counts[0], 1)),
+        }
+    stats["seconds"] = round(time.time() - t0, 2)
+    schema.extra["seed"] = seed
+    schema.save(os.path.join(out, "schema.json"))
+    with open(os.path.join(out, "stats.json"), "w") as f:
+        json.dump(stats, f, indent=2)
+    return stats
+
+
+def preset_by_name(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"--preset {name!r}: unknown preset, expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def scaled(preset: Preset, rows: Optional[int]) -> Preset:
+    """``preset`` with ``rows`` training rows (valid and test scaled alike)."""
+    if rows is None:
+        return preset
+    f = rows / preset.train_rows
+    return dataclasses.replace(preset, train_rows=rows, valid_rows=max(int(preset.valid_rows * f), 1),
+                               test_rows=max(int(preset.test_rows * f), 1))
+
+
+def describe(stats: Dict[str, Any]) -> str:
+    lines = []
+    for split in SPLITS:
+        s = stats[split]
+        lines.append(f"{split:5s}: {s['rows']:>10,} rows in {s['files']} file(s); observed positives "
+                     f"{s['positive_rate']:.1%}, of which false {s['noisy_positive_rate']:.1%}; "
+                     f"noisy rows {s['noisy_rate']:.1%}")
+    return "\n".join(lines)
+

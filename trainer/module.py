@@ -1,0 +1,43 @@
+"""``TrainModule``: model and denoiser in one forward, the unit ``DistributedModelParallel`` shards.
+
+TorchRec's ``DLRMTrain`` idiom: ``forward(batch)`` returns ``(loss, outputs)`` so that
+``TrainPipelineSparseDist`` can overlap input distribution with compute. Putting the denoiser inside the
+module also puts its auxiliary embedding tables (DeCA) under the planner's control.
+
+Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` scalar and
+``(value, logits [B], LossOutput | None)``.
+
+Example::
+
+    module = TrainModule(model, build_denoiser("tce"))
+    loss, (value, logits, out) = module(batch)
+    loss.backward()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from denoisrec.denoisers import Denoiser, LossOutput
+
+
+class TrainModule(nn.Module):
+    """Args: ``model`` maps ``(dense, KJT) → logits [B, 1]``; ``denoiser`` turns logits into the loss."""
+
+    def __init__(self, model: nn.Module, denoiser: Denoiser) -> None:
+        super().__init__()
+        self.model = model
+        self.denoiser = denoiser
+
+    def forward(self, batch: Any) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, Optional[LossOutput]]]:
+        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1)
+        if self.training:
+            out = self.denoiser(logits, batch.labels, batch.sample_ids, batch)
+            return out.loss, (out.value, logits.detach(), out)
+        # Evaluation: the plain BCE sum on this rank's share (the caller normalises globally).
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype), reduction="sum")
+        return loss.detach(), (loss.detach(), logits.detach(), None)

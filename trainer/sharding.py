@@ -1,0 +1,121 @@
+"""Sharding: the TorchRec planner's plan, ``DistributedModelParallel``, and the two optimizers.
+
+- Every ``EmbeddingBagCollection`` in the module (the model's and any auxiliary model's) is planned by
+  ``EmbeddingShardingPlanner`` over a ``Topology`` built from the world size and device; a configured
+  sharding type constrains every table.
+- The sparse optimizer is fused into backward (``apply_optimizer_in_backward`` before DMP: FBGEMM's TBE
+  updates the shards in the backward pass); the dense optimizer steps the remaining parameters.
+
+Example::
+
+    plan = make_plan(module, env, sharding_type="table_wise", batch_size=2048)
+    dmp = wrap(module, plan, env)
+    dense_opt = dense_optimizer(dmp, "adam", lr=1e-3)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec import EmbeddingBagCollection
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingPlan
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.keyed import KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from denoisrec.trainer.dist import DistEnv
+
+SHARDING_TYPES = ("table_wise", "column_wise", "row_wise", "data_parallel")
+SPARSE_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "adam", "sgd")
+DENSE_OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+
+
+def embedding_tables(module: nn.Module) -> List[str]:
+    """Names of every embedding table in ``module`` (all ``EmbeddingBagCollection`` s)."""
+    names: List[str] = []
+    for m in module.modules():
+        if isinstance(m, EmbeddingBagCollection):
+            names += [c.name for c in m.embedding_bag_configs()]
+    return names
+
+
+def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], batch_size: int) -> ShardingPlan:
+    """Plan the module's tables over the world (the same plan on every rank: ``collective_plan``)."""
+    constraints: Optional[Dict[str, ParameterConstraints]] = None
+    if sharding_type is not None:
+        if sharding_type not in SHARDING_TYPES:
+            raise ValueError(f"sharding.sharding_type={sharding_type!r}: expected one of {SHARDING_TYPES}")
+        if sharding_type == "row_wise" and env.device.type != "cuda":
+            raise ValueError("sharding.sharding_type=row_wise: TorchRec's planner offers row-wise sharding on "
+                             "GPU only; on CPU use table_wise, column_wise or data_parallel")
+        constraints = {t: ParameterConstraints(sharding_types=[sharding_type]) for t in embedding_tables(module)}
+    topology = Topology(
+        world_size=env.world_size,
+        local_world_size=env.local_world_size,
+        compute_device=env.device.type,
+    )
+    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints,
+                                       debug=False)
+    return planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
+
+
+def fuse_sparse_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> None:
+    """Attach the sparse optimizer to every embedding table so it runs inside backward."""
+    params = [p for m in module.modules() if isinstance(m, EmbeddingBagCollection) for p in m.parameters()]
+    if name == "rowwise_adagrad":
+        apply_optimizer_in_backward(RowWiseAdagrad, params, {"lr": lr, "weight_decay": weight_decay})
+    elif name == "adagrad":
+        apply_optimizer_in_backward(torch.optim.Adagrad, params, {"lr": lr, "weight_decay": weight_decay})
+    elif name == "adam":
+        apply_optimizer_in_backward(torch.optim.Adam, params, {"lr": lr, "weight_decay": weight_decay})
+    elif name == "sgd":
+        apply_optimizer_in_backward(torch.optim.SGD, params, {"lr": lr, "weight_decay": weight_decay})
+    else:
+        raise ValueError(f"optim.sparse={name!r}: expected one of {SPARSE_OPTIMIZERS}")
+
+
+def wrap(module: nn.Module, plan: ShardingPlan, env: DistEnv, static_graph: bool = True) -> DistributedModelParallel:
+    """Shard ``module`` with ``plan``; dense parameters are wrapped in DDP (TorchRec's default wrapper)."""
+    return DistributedModelParallel(
+        module,
+        device=env.device,
+        plan=plan,
+        sharders=[EmbeddingBagCollectionSharder()],
+        data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=static_graph,
+                                                         find_unused_parameters=not static_graph),
+    )
+
+
+def dense_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> KeyedOptimizerWrapper:
+    """The optimizer of every parameter not updated in backward."""
+    params = dict(in_backward_optimizer_filter(model.named_parameters()))
+    makers = {
+        "adam": lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=weight_decay),
+        "adamw": lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=weight_decay),
+        "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=lr, weight_decay=weight_decay),
+        "sgd": lambda ps: torch.optim.SGD(ps, lr=lr, weight_decay=weight_decay),
+    }
+    if name not in makers:
+        raise ValueError(f"optim.dense={name!r}: expected one of {DENSE_OPTIMIZERS}")
+    return KeyedOptimizerWrapper(params, makers[name])
+
+
+def plan_summary(plan: ShardingPlan) -> Dict[str, Dict[str, object]]:
+    """``{table: {sharding_type, compute_kernel, ranks}}`` for logs and the run summary."""
+    out: Dict[str, Dict[str, object]] = {}
+    for module_path, module_plan in plan.plan.items():
+        for table, ps in module_plan.items():  # type: ignore[union-attr]
+            ranks = sorted({r for r in (ps.ranks or [])})
+            out[f"{module_path}.{table}" if module_path else table] = {
+                "sharding_type": ps.sharding_type,
+                "compute_kernel": ps.compute_kernel,
+                "ranks": ranks,
+            }
+    return out
