@@ -1,9 +1,12 @@
 """DLRM (Naumov et al., 2019): TorchRec's ``torchrec.models.dlrm.DLRM``, configured for denoisrec.
 
 Dense features go through a bottom MLP to the embedding width; the pooled embeddings and the dense
-projection interact by pairwise dot products; a top MLP maps them to one logit.
+projection interact by pairwise dot products; a top MLP maps them to one logit. DLRM needs at least one
+dense feature (its dot interaction includes the dense projection): data without dense features (MovieLens,
+ModCloth) is an error that names the models that accept it.
 
-Shapes: ``dense_features [B, n_dense]``, ``sparse_features`` a KJT with ``F`` keys → logits ``[B, 1]``.
+Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 1``), ``sparse_features`` a KJT with ``F`` keys →
+logits ``[B, 1]``.
 
 Example::
 
@@ -21,6 +24,9 @@ from typing import List, Sequence
 from torchrec import EmbeddingBagCollection
 from torchrec.models.dlrm import DLRM
 
+from denoisrec.models.embeddings import common_width
+from denoisrec.models.layers import check_sizes
+
 
 def dlrm(
     ebc: EmbeddingBagCollection,
@@ -36,15 +42,17 @@ def dlrm(
         dense_arch: hidden sizes of the bottom MLP; a final layer of width ``D`` is appended if missing.
         over_arch: sizes of the top MLP; must end with 1.
     """
-    dim = ebc.embedding_bag_configs()[0].embedding_dim
-    bottom: List[int] = list(dense_arch)
+    if dense_in_features < 1:
+        raise ValueError("model 'dlrm' needs at least one dense feature, and the data's schema lists none "
+                         "(\"dense\": []); use dcnv2, deepfm, fm or widedeep, which accept data without dense "
+                         "features")
+    dim = common_width(ebc, "dlrm")
+    bottom: List[int] = check_sizes("dense_arch", dense_arch)
     if not bottom or bottom[-1] != dim:
         bottom.append(dim)
-    top = list(over_arch)
+    top = check_sizes("over_arch", over_arch)
     if not top or top[-1] != 1:
         raise ValueError(f"model option over_arch={top}: the top MLP must end with 1 (one logit)")
-    if dense_in_features < 1:
-        raise ValueError("dlrm needs at least one dense feature (dense_in_features >= 1)")
     return DLRM(
         embedding_bag_collection=ebc,
         dense_in_features=dense_in_features,

@@ -3,6 +3,10 @@
 Tables are created on the ``meta`` device by default: ``DistributedModelParallel`` materialises each shard
 on the rank that owns it, so a table never has to fit on one process before sharding.
 
+Shapes: a ``KeyedJaggedTensor`` with ``F`` keys and stride ``B`` → a ``KeyedTensor`` whose ``values()`` is
+``[B, D_1 + … + D_F]`` (features in table order). :func:`stacked_fields` turns it into ``[B, F, D]`` when every
+table has one width ``D``.
+
 Example::
 
     ebc = embedding_bag_collection([("user_id", 1000), ("item_id", 500)], embedding_dim=16,
@@ -15,10 +19,15 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedTensor, PoolingType
+
+# FBGEMM's table-batched kernels (every sharding type, CPU and GPU) need row widths divisible by 4.
+MIN_WIDTH = 4
+# Table-name prefix of the first-order ("linear") tables of FM, DeepFM and Wide&Deep.
+LINEAR_PREFIX = "w_"
 
 
 def table_name(feature: str, prefix: str = "t_") -> str:
@@ -31,24 +40,78 @@ def embedding_bag_collection(
     device: Optional[torch.device] = None,
     pooling: PoolingType = PoolingType.SUM,
     prefix: str = "t_",
+    dims: Optional[Mapping[str, int]] = None,
+    init_range: Optional[Tuple[float, float]] = None,
 ) -> EmbeddingBagCollection:
-    """One table per ``(feature name, num_embeddings)``, all of width ``embedding_dim``.
+    """One table per ``(feature name, num_embeddings)``, of width ``embedding_dim`` unless ``dims`` says.
 
     Args:
         features: sparse features in KJT key order.
-        embedding_dim: width of every table (DLRM's dot interaction needs one width).
+        embedding_dim: width of every table (DLRM, FM and DeepFM need one width).
         device: where to allocate (``meta`` by default: DMP materialises the shards).
         pooling: how a multi-hot bag is pooled (SUM, as TorchRec's DLRM).
         prefix: table-name prefix (auxiliary models use their own so table names never collide).
+        dims: per-feature widths overriding ``embedding_dim`` (each a multiple of 4).
+        init_range: ``(min, max)`` of the uniform initialisation; TorchRec's default
+            ``±sqrt(1/num_embeddings)`` when ``None``.
     """
-    tables = [
-        EmbeddingBagConfig(
+    dims = dict(dims or {})
+    unknown = set(dims) - {name for name, _ in features}
+    if unknown:
+        raise ValueError(f"model.tables: unknown sparse feature(s) {sorted(unknown)}; "
+                         f"the data has {[name for name, _ in features]}")
+    tables = []
+    for name, num in features:
+        dim = int(dims.get(name, embedding_dim))
+        if dim <= 0 or dim % MIN_WIDTH:
+            raise ValueError(f"embedding width {dim} of feature {name!r}: must be a positive multiple of "
+                             f"{MIN_WIDTH} (FBGEMM's table-batched kernels need it)")
+        tables.append(EmbeddingBagConfig(
             name=table_name(name, prefix),
-            embedding_dim=embedding_dim,
-            num_embeddings=num,
+            embedding_dim=dim,
+            num_embeddings=int(num),
             feature_names=[name],
             pooling=pooling,
-        )
-        for name, num in features
-    ]
+            weight_init_min=None if init_range is None else init_range[0],
+            weight_init_max=None if init_range is None else init_range[1],
+        ))
     return EmbeddingBagCollection(tables=tables, device=device or torch.device("meta"))
+
+
+def feature_specs(ebc: EmbeddingBagCollection) -> List[Tuple[str, int, int]]:
+    """``(feature, num_embeddings, embedding_dim)`` of every table, in output order."""
+    return [(f, c.num_embeddings, c.embedding_dim) for c in ebc.embedding_bag_configs() for f in c.feature_names]
+
+
+def ebc_device(ebc: EmbeddingBagCollection) -> torch.device:
+    """The device ``ebc`` was created on (``meta`` before sharding)."""
+    for p in ebc.parameters():
+        return p.device
+    return torch.device("meta")
+
+
+def common_width(ebc: EmbeddingBagCollection, model: str) -> int:
+    """The one width of every table; a clear error when ``model`` needs it and the tables differ."""
+    widths = {f: d for f, _, d in feature_specs(ebc)}
+    if len(set(widths.values())) != 1:
+        raise ValueError(f"model {model!r} needs one embedding width for every table, got {widths} "
+                         "(remove the per-table embedding_dim overrides in model.tables)")
+    return next(iter(widths.values()))
+
+
+def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection:
+    """First-order weights ``w[id]`` of every feature of ``ebc``: tables ``w_<feature>`` of width 4.
+
+    FBGEMM's kernels need widths divisible by 4, so each id owns a row of 4 entries and its weight is their
+    mean (see :class:`denoisrec.models.layers.FirstOrder`). The rows start at zero, so the four entries stay
+    equal under any element-wise optimizer and the mean behaves as one scalar weight.
+    """
+    features = [(f, n) for f, n, _ in feature_specs(ebc)]
+    return embedding_bag_collection(features, MIN_WIDTH, device=ebc_device(ebc), prefix=LINEAR_PREFIX,
+                                    init_range=(0.0, 0.0))
+
+
+def stacked_fields(pooled: KeyedTensor, num_fields: int) -> torch.Tensor:
+    """``[B, F·D]`` pooled embeddings of one width → ``[B, F, D]`` fields."""
+    values = pooled.values()
+    return values.reshape(values.shape[0], num_fields, -1)

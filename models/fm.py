@@ -1,0 +1,60 @@
+"""FM: the factorization machine (Rendle, 2010) over the shared embeddings.
+
+``logit = b + Σ_f w_f[id_f] + Σ_j u_j x_j + Σ_{i<j} <v_i, v_j>`` where the fields ``v`` are the pooled
+sparse embeddings (one per feature) and the dense features as fields ``x_j · v_j``. The first-order weights
+``w`` live in their own sharded tables (:class:`~denoisrec.models.layers.FirstOrder`).
+
+Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 0``), KJT with ``F`` keys → logits ``[B, 1]``.
+
+Example::
+
+    ebc = embedding_bag_collection([("user_id", 100), ("item_id", 50)], 8, device=torch.device("cpu"))
+    model = FM(ebc, dense_in_features=0)
+    kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "item_id"], torch.tensor([1, 2, 3, 4]),
+                                              torch.tensor([1, 1, 1, 1]))
+    model(torch.zeros(2, 0), kjt).shape  # torch.Size([2, 1])
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
+
+from denoisrec.models.embeddings import common_width, stacked_fields
+from denoisrec.models.layers import DenseFields, FirstOrder, FMInteraction
+
+
+class FM(nn.Module):
+    """Factorization machine over ``ebc`` (see module docstring).
+
+    Args:
+        ebc: the sparse arch; all tables of one width ``D``.
+        dense_in_features: number of dense features (may be 0).
+    """
+
+    # Default table initialisation (uniform ±0.01) when built from a ModelSpec: the pairwise term sums
+    # F(F−1)/2 dot products, so TorchRec's ±sqrt(1/n) on small tables starts with logits of several units.
+    EMBEDDING_INIT = 0.01
+
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int) -> None:
+        super().__init__()
+        dim = common_width(ebc, "fm")
+        self.sparse_arch = ebc
+        self.num_fields = len(ebc.embedding_bag_configs())
+        self.first_order = FirstOrder(ebc, dense_in_features)
+        self.dense_fields: Optional[DenseFields] = DenseFields(dense_in_features, dim) if dense_in_features else None
+        self.interaction = FMInteraction()
+
+    def fields(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, F (+ n_dense), D]``: the sparse fields, then the dense ones."""
+        fields = stacked_fields(self.sparse_arch(sparse_features), self.num_fields)
+        if self.dense_fields is not None:
+            fields = torch.cat([fields, self.dense_fields(dense_features)], dim=1)
+        return fields
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        fields = self.fields(dense_features, sparse_features)
+        return self.first_order(dense_features, sparse_features) + self.interaction(fields)
