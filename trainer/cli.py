@@ -1,6 +1,8 @@
 """The ``denoisrec`` command line.
 
-    denoisrec train [--config FILE] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...] [--set a.b=v ...]
+    denoisrec train [--config FILE] [--preset lcd|dart] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...]
+                    [--baseline RUN_DIR] [--resume auto|never|DIR] [--set a.b=v ...]
+    denoisrec predict --model-file RUN_DIR/model.pt --data FILE_OR_DIR --out scores.parquet
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
@@ -17,6 +19,8 @@ from denoisrec.trainer.config import Config, apply_overrides, parse_params
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (see trainer/config.py for the tree)")
+    p.add_argument("--preset", help="the papers' set-ups: lcd, dart (applied after --config, before the other "
+                                    "flags; see trainer/presets.py)")
     p.add_argument("--data", help="dataset directory (data.path)")
     p.add_argument("--out", help="run output directory (run.out)")
     p.add_argument("--model", help="model name (model.name)")
@@ -29,23 +33,38 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="run.seed")
     p.add_argument("--sharding", help="sharding.sharding_type: table_wise, column_wise, row_wise, data_parallel")
     p.add_argument("--device", help="run.device: auto, cpu or cuda")
+    p.add_argument("--baseline", help="run directory whose summary.json is the RealImp baseline (run.baseline)")
+    p.add_argument("--resume", help="run.resume: auto (default: <out>/checkpoints/latest if present), never, "
+                                    "or a checkpoint directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
-    cfg = Config.load(a.config) if a.config else Config()
-    direct = {
-        "data.path": a.data, "run.out": a.out, "model.name": a.model, "denoiser.name": a.denoiser,
-        "data.batch_size": a.batch_size, "run.epochs": a.epochs, "run.max_steps": a.steps, "run.seed": a.seed,
-        "sharding.sharding_type": a.sharding, "run.device": a.device,
-    }
-    for key, value in direct.items():
-        if value is not None:
-            section, name = key.split(".")
-            setattr(getattr(cfg, section), name, value)
-    cfg.denoiser.params.update(parse_params(a.denoiser_param))
-    return apply_overrides(cfg, a.set)
+    """``--config`` file, then ``--preset``, then the flags, then ``--set`` (later wins)."""
+    def flags_and_sets(cfg: Config) -> Config:
+        direct = {
+            "data.path": a.data, "run.out": a.out, "model.name": a.model, "denoiser.name": a.denoiser,
+            "data.batch_size": a.batch_size, "run.epochs": a.epochs, "run.max_steps": a.steps, "run.seed": a.seed,
+            "sharding.sharding_type": a.sharding, "run.device": a.device, "run.baseline": a.baseline,
+            "run.resume": a.resume,
+        }
+        for key, value in direct.items():
+            if value is not None:
+                section, name = key.split(".")
+                setattr(getattr(cfg, section), name, value)
+        cfg.denoiser.params.update(parse_params(a.denoiser_param))
+        return apply_overrides(cfg, a.set)
+
+    load = lambda: Config.load(a.config) if a.config else Config()  # noqa: E731
+    if a.preset:
+        from denoisrec.trainer.presets import apply_preset
+
+        cfg = load()
+        cfg.model.name = flags_and_sets(load()).model.name  # the preset maps onto the final model's options
+        apply_preset(cfg, a.preset)
+        return flags_and_sets(cfg)
+    return flags_and_sets(load())
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -57,6 +76,20 @@ def cmd_train(a: argparse.Namespace) -> int:
         train(cfg)
     finally:
         shutdown()
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.predict import predict_file
+
+    r = predict_file(a.model_file, a.data, a.out, batch_size=a.batch_size, device=a.device)
+    print(f"scored {r['rows']:,} rows from {r['files']} file(s) with {r['model']} -> {r['out']}")
+    for name in ("observed", "clean"):
+        if name in r:
+            m = r[name]
+            print(f"  labels {name:8s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}")
+    if r["oov_hashed"]:
+        print(f"  out-of-table ids hashed: {r['oov_hashed']}")
     return 0
 
 
@@ -77,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train and evaluate a model (one process, or under torchrun/torchx)")
     add_train_args(t)
     t.set_defaults(fn=cmd_train)
+    pr = sub.add_parser("predict", help="score a Parquet file or directory with an exported model file")
+    pr.add_argument("--model-file", required=True, help="<run out>/model.pt written by training")
+    pr.add_argument("--data", required=True, help="a .parquet file or a directory of them (e.g. data/small/test)")
+    pr.add_argument("--out", required=True, help="output Parquet file of scores")
+    pr.add_argument("--batch-size", type=int, default=8192)
+    pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pr.set_defaults(fn=cmd_predict)
     g = sub.add_parser("gen-data", help="write a synthetic noisy-feedback dataset with ground truth")
     g.add_argument("--preset", default="small", help="tiny, small, medium")
     g.add_argument("--out", required=True, help="output directory")

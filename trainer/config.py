@@ -22,22 +22,29 @@ import yaml
 class DataConfig:
     """Where the data is and how it is batched.
 
-    ``batch_size`` is per rank (the global batch is ``batch_size × world size``).
+    ``batch_size`` is per rank (the global batch is ``batch_size × world size``); ``global_batch_size``,
+    when set, overrides it with ``global_batch_size / world size`` (it must divide evenly).
     """
 
     path: str = "data/small"
     batch_size: int = 2048
+    global_batch_size: Optional[int] = None
     eval_batch_size: int = 8192
     shuffle: bool = True
 
 
 @dataclass
 class ModelConfig:
-    """``name`` from :data:`denoisrec.models.MODELS`; ``params`` are that model's options."""
+    """``name`` from :data:`denoisrec.models.MODELS`; ``params`` are that model's options; ``tables`` overrides
+    single tables: ``{feature: {num_embeddings: N, embedding_dim: D}}`` (a smaller ``num_embeddings`` applies
+    the schema's out-of-table policy to the ids above it); ``embedding_init`` ``a`` starts every table uniform
+    in ``[−a, a]`` (``null``: the model's default, see :class:`denoisrec.models.ModelSpec`)."""
 
     name: str = "dlrm"
     embedding_dim: int = 16
     params: Dict[str, Any] = field(default_factory=dict)
+    tables: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    embedding_init: Optional[float] = None
 
 
 @dataclass
@@ -50,7 +57,12 @@ class DenoiserConfig:
 
 @dataclass
 class OptimConfig:
-    """Dense optimizer (applied after backward) and sparse optimizer (fused into backward)."""
+    """Dense optimizer (applied after backward) and sparse optimizer (fused into backward).
+
+    The learning rates of both follow one schedule: linear warm-up over ``warmup_steps``, then ``decay``
+    (``none``, ``linear`` or ``cosine``) down to ``min_lr_ratio × lr`` at the last step. ``clip_grad_norm``
+    clips the dense gradients' global L2 norm (the fused sparse update happens inside backward, unclipped).
+    """
 
     dense: str = "adam"
     lr: float = 1e-3
@@ -58,6 +70,10 @@ class OptimConfig:
     sparse: str = "rowwise_adagrad"
     sparse_lr: float = 0.05
     sparse_weight_decay: float = 0.0
+    warmup_steps: int = 0
+    decay: str = "none"
+    min_lr_ratio: float = 0.0
+    clip_grad_norm: Optional[float] = None
 
 
 @dataclass
@@ -70,12 +86,43 @@ class ShardingConfig:
 
 @dataclass
 class RunConfig:
+    """The run: budget, evaluation, early stopping, checkpoints, precision, outputs.
+
+    - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end), on the
+      splits in ``eval_during`` (``valid``, ``test_clean``, ``test_observed``).
+    - ``early_stop_patience``: stop after this many validations without a better validation AUC
+      (0: off); the best model is then restored for the final evaluation.
+    - ``checkpoint_every``: save a sharded checkpoint every N steps and at the end (0: never).
+      ``resume``: ``auto`` (from ``<out>/checkpoints/latest`` when present), ``never``, or a checkpoint
+      directory. See docs/checkpoints.md.
+      ``stop_after_steps``: end this session after N steps with a checkpoint and no final evaluation (for
+      time-sliced schedulers: the next launch with ``resume=auto`` continues the same run).
+    - ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast of the forward pass.
+    - ``pipeline``: ``auto`` (TorchRec's ``TrainPipelineSparseDist`` on GPU), ``on`` or ``off``.
+    - ``progress``: ``auto`` (a tqdm bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``.
+    - ``baseline``: a run directory (or its ``summary.json``) to report RealImp against.
+    - ``export``: write ``<out>/model.pt`` (unsharded, for ``denoisrec predict``) at the end.
+    """
+
     out: str = "runs/default"
     epochs: int = 1
     max_steps: Optional[int] = None
     log_every: int = 50
     seed: int = 0
     device: str = "auto"
+    eval_every: Any = 0
+    eval_during: List[str] = field(default_factory=lambda: ["valid"])
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    stop_after_steps: Optional[int] = None
+    precision: str = "fp32"
+    pipeline: str = "auto"
+    progress: str = "auto"
+    baseline: Optional[str] = None
+    export: bool = True
 
 
 @dataclass

@@ -7,7 +7,8 @@ number that tells whether a denoiser learned the users' real preferences.
 
 from __future__ import annotations
 
-from typing import Dict, List
+import contextlib
+from typing import Any, Callable, ContextManager, Dict, List
 
 import numpy as np
 import torch
@@ -34,27 +35,30 @@ def all_gather_varlen(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str) -> torch.Tensor:
+def predict(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str,
+            autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> torch.Tensor:
     """``[N, 3]`` float64 (logit, target label, group id) of this rank's share. ``target`` is ``observed``
-    or ``clean``."""
+    or ``clean``; ``autocast`` wraps the forward (the run's precision)."""
     rows: List[torch.Tensor] = []
     for batch in reader:
         batch = batch.to(device, non_blocking=True)
-        _, (_, logits, _) = model(batch)
+        with autocast():
+            _, (_, logits, _) = model(batch)
         labels = batch.clean_labels if target == "clean" else batch.labels
         groups = batch.group_ids if batch.group_ids is not None else torch.zeros_like(batch.labels)
         rows.append(torch.stack([logits.double(), labels.double(), groups.double()], dim=1).cpu())
     return torch.cat(rows) if rows else torch.zeros((0, 3), dtype=torch.float64)
 
 
-def evaluate(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str = "observed") -> Dict[str, float]:
+def evaluate(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str = "observed",
+             autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> Dict[str, float]:
     """AUC, GAUC and logloss of ``model`` on ``reader``'s split, over all ranks (same result on every rank)."""
     if target == "clean" and not reader.with_ground_truth:
         raise ValueError(f"{reader.path}: clean-label evaluation needs the schema's clean_label column")
     was_training = model.training
     model.eval()
     try:
-        local = predict(model, reader, device, target)
+        local = predict(model, reader, device, target, autocast)
     finally:
         model.train(was_training)
     rows = all_gather_varlen(local.to(device)).cpu().numpy()

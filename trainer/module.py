@@ -34,7 +34,8 @@ class TrainModule(nn.Module):
         self.denoiser = denoiser
 
     def forward(self, batch: Any) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, Optional[LossOutput]]]:
-        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1)
+        # float32 logits for the loss, also under bf16/fp16 autocast
+        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1).float()
         if self.training:
             out = self.denoiser(logits, batch.labels, batch.sample_ids, batch)
             return out.loss, (out.value, logits.detach(), out)

@@ -25,16 +25,17 @@ def _jsonable(v: Any) -> Any:
 
 
 class RunLog:
-    """Args: ``out`` directory; ``enabled`` is True on rank 0 only."""
+    """Args: ``out`` directory; ``enabled`` is True on rank 0 only; ``append`` continues ``metrics.jsonl``
+    (a resumed run)."""
 
-    def __init__(self, out: str, enabled: bool) -> None:
+    def __init__(self, out: str, enabled: bool, append: bool = False) -> None:
         self.out, self.enabled = out, enabled
         self.t0 = time.time()
         self._tb = None
         self._jsonl = None
         if enabled:
             os.makedirs(out, exist_ok=True)
-            self._jsonl = open(os.path.join(out, "metrics.jsonl"), "w")
+            self._jsonl = open(os.path.join(out, "metrics.jsonl"), "a" if append else "w")
             try:
                 from torch.utils.tensorboard import SummaryWriter
 

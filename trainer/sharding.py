@@ -6,16 +6,21 @@
 - The sparse optimizer is fused into backward (``apply_optimizer_in_backward`` before DMP: FBGEMM's TBE
   updates the shards in the backward pass); the dense optimizer steps the remaining parameters.
 
+- :func:`train_optimizer` combines both into one TorchRec ``CombinedOptimizer`` (``sparse.*`` and
+  ``dense.*`` keys), with TorchRec's ``GradientClippingOptimizer`` on the dense side when clipping is on.
+
 Example::
 
     plan = make_plan(module, env, sharding_type="table_wise", batch_size=2048)
     dmp = wrap(module, plan, env)
-    dense_opt = dense_optimizer(dmp, "adam", lr=1e-3)
+    opt = train_optimizer(dmp, cfg.optim)
+    opt.optimizer.zero_grad(); loss.backward(); opt.optimizer.step()
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -26,7 +31,8 @@ from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, Dist
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingPlan
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.keyed import KeyedOptimizerWrapper
+from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
@@ -64,6 +70,17 @@ def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], bat
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints,
                                        debug=False)
     return planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
+
+
+def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torch.device) -> None:
+    """Fail early where FBGEMM cannot fuse ``name``: its CPU kernels offer row-wise Adagrad, Adagrad and SGD
+    only (``data_parallel`` tables are updated by torch optimizers in backward, so Adam works there)."""
+    if name not in SPARSE_OPTIMIZERS:
+        raise ValueError(f"optim.sparse={name!r}: expected one of {SPARSE_OPTIMIZERS}")
+    if name == "adam" and device.type != "cuda" and sharding_type != "data_parallel":
+        raise ValueError("optim.sparse=adam: FBGEMM's CPU kernels fuse only rowwise_adagrad, adagrad and sgd into "
+                         "sharded tables; on CPU use --sharding data_parallel (tables replicated, Adam applied in "
+                         "backward) or another optim.sparse. On GPU every sharding type supports adam.")
 
 
 def fuse_sparse_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> None:
@@ -119,3 +136,37 @@ def plan_summary(plan: ShardingPlan) -> Dict[str, Dict[str, object]]:
                 "ranks": ranks,
             }
     return out
+
+
+@dataclass
+class TrainOptimizer:
+    """The run's optimizers.
+
+    Attributes:
+        optimizer: ``CombinedOptimizer`` of both; ``zero_grad``/``step`` it once per step (TrainPipeline too).
+        sparse: DMP's fused optimizer (its update runs inside backward; ``step`` only sets the learning rate).
+        dense: the dense optimizer (clipping wrapper included when on).
+        lr_groups: ``(optimizer, base learning rate)`` pairs for :func:`denoisrec.trainer.schedule.set_lr`.
+    """
+
+    optimizer: CombinedOptimizer
+    sparse: KeyedOptimizer
+    dense: KeyedOptimizer
+    lr_groups: Sequence[Tuple[Any, float]]
+
+    def grad_norm(self) -> Optional[torch.Tensor]:
+        """The dense gradients' norm before clipping at the last step (``None`` when clipping is off)."""
+        return self.dense.last_total_grad_norm if isinstance(self.dense, GradientClippingOptimizer) else None
+
+
+def train_optimizer(model: DistributedModelParallel, optim: Any) -> TrainOptimizer:
+    """Build :class:`TrainOptimizer` from the ``optim`` config section for a DMP-wrapped model."""
+    dense: KeyedOptimizer = dense_optimizer(model, optim.dense, optim.lr, optim.weight_decay)
+    if optim.clip_grad_norm is not None:
+        if optim.clip_grad_norm <= 0:
+            raise ValueError(f"optim.clip_grad_norm={optim.clip_grad_norm}: must be positive (or null for off)")
+        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM,
+                                          max_gradient=float(optim.clip_grad_norm))
+    sparse = model.fused_optimizer
+    combined = CombinedOptimizer([("sparse", sparse), ("dense", dense)])
+    return TrainOptimizer(combined, sparse, dense, [(sparse, optim.sparse_lr), (dense, optim.lr)])

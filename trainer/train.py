@@ -1,7 +1,17 @@
-"""The training job: data → sharded model + denoiser → steps → evaluation → summary.
+"""The training job: data → sharded model + denoiser → steps → evaluation → checkpoints → summary → export.
 
-One function, :func:`train`, runs on every rank (one process or many under torchrun / torchx). Rank 0
-writes the outputs (see :mod:`denoisrec.trainer.runlog`).
+:func:`train` runs on every rank (one process, or many under torchrun / torchx). Rank 0 writes the outputs
+(see :mod:`denoisrec.trainer.runlog`):
+
+``<out>/config.yaml`` (resolved config), ``plan.json`` (sharding plan), ``metrics.jsonl`` and ``tb/``
+(training and evaluation scalars), ``checkpoints/`` (DCP, when ``run.checkpoint_every > 0`` or early
+stopping keeps the best model), ``summary.json`` (config, plan, metrics, throughput, wall time, RealImp)
+and ``model.pt`` (the unsharded model for ``denoisrec predict``).
+
+The loop: ``run.epochs`` over the train split, capped by ``run.max_steps``; the learning rate follows
+:mod:`~denoisrec.trainer.schedule`; validation every ``run.eval_every`` steps (or epochs) feeds early
+stopping; a checkpoint every ``run.checkpoint_every`` steps; at the end, validation and test (against clean
+labels when the data has them), with the best model restored when early stopping is on.
 
 Example (one process)::
 
@@ -13,26 +23,39 @@ Example (one process)::
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import platform
 import random
 import time
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from denoisrec.denoisers import build_denoiser
-from denoisrec.models import build_model, embedding_bag_collection
+from denoisrec.models import ModelSpec, save_model_file
+from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
-from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.data.schema import DataSchema, SparseFeature
 from denoisrec.trainer.dist import DistEnv, init_distributed
+from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
+from denoisrec.trainer.export import unsharded_state_dict
+from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.runlog import RunLog, fmt_stats
-from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, plan_summary, wrap
+from denoisrec.trainer.progress import Progress
+from denoisrec.trainer.runlog import RunLog
+from denoisrec.trainer.schedule import LRSchedule, set_lr
+from denoisrec.trainer.sharding import (check_sparse_optimizer, fuse_sparse_optimizer, make_plan, plan_summary,
+                                        train_optimizer, wrap)
+from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
+
+EVAL_SPLITS = ("valid", "test_clean", "test_observed")
 
 
 def seed_everything(seed: int) -> None:
@@ -41,104 +64,344 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ------------------------------------------------------------------------------------------------ set-up
+def apply_table_overrides(schema: DataSchema, tables: Dict[str, Dict[str, int]]) -> DataSchema:
+    """``model.tables`` row counts replace the schema's (the reader then checks ids against them)."""
+    names = set(schema.sparse_names)
+    for feature, opts in tables.items():
+        if feature not in names:
+            raise ValueError(f"model.tables.{feature}: unknown sparse feature; the data has {sorted(names)}")
+        bad = set(opts) - {"num_embeddings", "embedding_dim"}
+        if bad:
+            raise ValueError(f"model.tables.{feature}: unknown key(s) {sorted(bad)}; "
+                             "expected num_embeddings, embedding_dim")
+    sparse = [SparseFeature(f.name, int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)),
+                            f.multi_hot) for f in schema.sparse]
+    return DataSchema.from_dict({**schema.to_dict(), "sparse": [vars(f) for f in sparse]})
+
+
+def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
+    dims = {f: int(o["embedding_dim"]) for f, o in cfg.model.tables.items() if "embedding_dim" in o}
+    return ModelSpec(
+        name=cfg.model.name,
+        features=[(f.name, f.num_embeddings) for f in schema.sparse],
+        dense_in_features=len(schema.dense),
+        embedding_dim=cfg.model.embedding_dim,
+        dims=dims,
+        params=dict(cfg.model.params),
+        embedding_init=cfg.model.embedding_init,
+    )
+
+
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
-    ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim)
-    model = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
+    model = model_spec(cfg, schema).build()
     denoiser = build_denoiser(cfg.denoiser.name, **cfg.denoiser.params)
     return TrainModule(model, denoiser)
 
 
-def _readers(cfg: Config, schema: DataSchema, env: DistEnv) -> Dict[str, ParquetBatchReader]:
+def rank_batch_size(cfg: Config, world_size: int) -> int:
+    g = cfg.data.global_batch_size
+    if g is None:
+        return cfg.data.batch_size
+    if g <= 0 or g % world_size:
+        raise ValueError(f"data.global_batch_size={g}: must be a positive multiple of the world size {world_size}")
+    return g // world_size
+
+
+def _readers(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> Dict[str, ParquetBatchReader]:
     root = cfg.data.path
     mk = lambda split, bs, shuffle: ParquetBatchReader(  # noqa: E731
         os.path.join(root, split), schema, bs, env.rank, env.world_size, shuffle=shuffle, seed=cfg.run.seed)
     return {
-        "train": mk("train", cfg.data.batch_size, cfg.data.shuffle),
+        "train": mk("train", batch_size, cfg.data.shuffle),
         "valid": mk("valid", cfg.data.eval_batch_size, False),
         "test": mk("test", cfg.data.eval_batch_size, False),
     }
 
 
-def _global_sum(x: float, device: torch.device) -> float:
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return float(t.item())
+def _check_run_options(cfg: Config) -> None:
+    e = cfg.run.eval_every
+    if not (e == "epoch" or (isinstance(e, int) and not isinstance(e, bool) and e >= 0)):
+        raise ValueError(f"run.eval_every={e!r}: expected a number of steps (0: only at the end) or 'epoch'")
+    bad = set(cfg.run.eval_during) - set(EVAL_SPLITS)
+    if bad:
+        raise ValueError(f"run.eval_during: unknown split(s) {sorted(bad)}; expected some of {EVAL_SPLITS}")
+    if cfg.run.checkpoint_every < 0:
+        raise ValueError(f"run.checkpoint_every={cfg.run.checkpoint_every}: must be >= 0 (0: no checkpoints)")
+    if cfg.run.log_every <= 0:
+        raise ValueError(f"run.log_every={cfg.run.log_every}: must be positive")
 
 
+def load_baseline(path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The ``summary.json`` of the baseline run named by ``run.baseline`` (a run directory or the file)."""
+    if not path:
+        return None
+    file = os.path.join(path, "summary.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"run.baseline={path!r}: no summary.json there (train the baseline run first)")
+    with open(file) as f:
+        s = json.load(f)
+    if "metrics" not in s:
+        raise ValueError(f"{file}: not a denoisrec run summary (no 'metrics')")
+    return {"path": file, "metrics": s["metrics"]}
+
+
+def realimp_against(metrics: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[str, Any]:
+    """RealImp of this run's AUC over the baseline's, split by split (the splits both runs evaluated)."""
+    out: Dict[str, Any] = {"baseline": baseline["path"]}
+    for split, m in metrics.items():
+        b = baseline["metrics"].get(split)
+        if b and b.get("auc") is not None:
+            out[split] = real_imp(m["auc"], float(b["auc"]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- data position
+def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int) -> Iterator[Any]:
+    """The batches of steps ``[start_step, total_steps)``: epoch ``step // steps_per_epoch``, skipping the
+    batches of that epoch already consumed (the reader is deterministic given the epoch and the seed)."""
+    spe = len(reader)
+    step = start_step
+    while step < total_steps:
+        epoch, skip = divmod(step, spe)
+        reader.set_epoch(epoch)
+        for i, batch in enumerate(reader):
+            if i < skip:
+                continue
+            if step >= total_steps:
+                return
+            yield batch
+            step += 1
+
+
+def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -> int:
+    """The step to continue from. Same world size and batch: the checkpoint's step. Otherwise the epoch in
+    progress continues after the rows it had consumed, rounded down to a whole batch of the new layout."""
+    if meta["steps_per_epoch"] == steps_per_epoch and meta["global_batch"] == global_batch:
+        return int(meta["step"])
+    rows = int(meta["batches_in_epoch"]) * int(meta["global_batch"])
+    return int(meta["epoch"]) * steps_per_epoch + min(rows // global_batch, steps_per_epoch)
+
+
+@dataclass
+class Window:
+    """Training statistics since the last log line (device tensors: no host sync until read)."""
+
+    loss_sum: Optional[torch.Tensor] = None
+    steps: int = 0
+    samples: int = 0
+    t0: float = 0.0
+
+    def add(self, value: torch.Tensor, samples: int) -> None:
+        v = value.detach().double()
+        self.loss_sum = v if self.loss_sum is None else self.loss_sum + v
+        self.steps += 1
+        self.samples += samples
+
+    def reset(self) -> None:
+        self.loss_sum, self.steps, self.samples, self.t0 = None, 0, 0, time.time()
+
+
+# ------------------------------------------------------------------------------------------------- train
 def train(cfg: Config) -> Dict[str, Any]:
     """Train and evaluate as ``cfg`` says; return the summary (identical on every rank)."""
     env = init_distributed(cfg.run.device)
-    log = RunLog(cfg.run.out, env.is_main)
     t_start = time.time()
+    _check_run_options(cfg)
+    autocast = autocast_context(cfg.run.precision, env.device)
+    check_sparse_optimizer(cfg.optim.sparse, cfg.sharding.sharding_type, env.device)
+    pipelined = use_pipeline(cfg.run.pipeline, env.device)
     seed_everything(cfg.run.seed)
-    schema = DataSchema.load(cfg.data.path)
-    readers = _readers(cfg, schema, env)
+    schema = apply_table_overrides(DataSchema.load(cfg.data.path), cfg.model.tables)
+    batch_size = rank_batch_size(cfg, env.world_size)
+    readers = _readers(cfg, schema, env, batch_size)
+    spec = model_spec(cfg, schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size)
     model = wrap(module, plan, env)
-    dense_opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
-    if env.is_main:
-        cfg.save(os.path.join(cfg.run.out, "config.yaml"))
+    opt = train_optimizer(model, cfg.optim)
     plan_info = plan_summary(plan)
-    log.write_json("plan.json", plan_info)
-    log.print(f"denoisrec: {env.world_size} rank(s) on {env.device} ({env.backend}); model={cfg.model.name} "
-              f"denoiser={module.denoiser!r}")
-    log.print(str(plan))
+    baseline = load_baseline(cfg.run.baseline)
 
     train_reader = readers["train"]
-    steps_per_epoch = len(train_reader)
-    total_steps = steps_per_epoch * cfg.run.epochs
+    spe = len(train_reader)
+    total_steps = spe * cfg.run.epochs
     if cfg.run.max_steps is not None:
         total_steps = min(total_steps, cfg.run.max_steps)
-    log.print(f"train: {train_reader.total_rows:,} rows, {steps_per_epoch} steps/epoch of {cfg.data.batch_size} "
-              f"rows/rank; running {total_steps} steps")
+    global_batch = batch_size * env.world_size
+    schedule = LRSchedule(cfg.optim.warmup_steps, cfg.optim.decay, total_steps, cfg.optim.min_lr_ratio)
+    stopper = EarlyStopping(cfg.run.early_stop_patience, cfg.run.early_stop_min_delta)
+    ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
+    resume_path = ck.resolve(cfg.run.resume)
 
-    step, local_samples = 0, 0
-    epoch_rows = []
+    log = RunLog(cfg.run.out, env.is_main, append=resume_path is not None)
+    if env.is_main:
+        cfg.save(os.path.join(cfg.run.out, "config.yaml"))
+    log.write_json("plan.json", plan_info)
+    log.print(f"denoisrec: {env.world_size} rank(s) on {env.device} ({env.backend}); model={cfg.model.name} "
+              f"denoiser={module.denoiser!r}; precision {cfg.run.precision}; "
+              f"pipeline {'TrainPipelineSparseDist' if pipelined else 'off'}")
+    log.print(str(plan))
+
+    # ------------------------------------------------------------------------------------------ resume
+    start_step, rows_before, first_loss = 0, 0, float("nan")
+    resumed: Optional[Dict[str, Any]] = None
+    if resume_path is not None:
+        meta = _read_meta_checked(resume_path, spec, cfg)
+        ck.load(resume_path, model, opt)
+        start_step = min(resume_step(meta, spe, global_batch), total_steps)
+        stopper.load_state_dict(meta.get("early_stop", {}))
+        rows_before = int(meta.get("rows_trained", 0))
+        first_loss = float(meta.get("first_loss", float("nan")))
+        resumed = {"path": resume_path, "from_step": int(meta["step"]), "world_size": meta["world_size"],
+                   "start_step": start_step}
+        note = "" if meta["world_size"] == env.world_size else (
+            f"; re-sharded from {meta['world_size']} rank(s): tables re-sharded on load, data position mapped by "
+            f"rows to step {start_step}, RNG re-seeded")
+        if meta["world_size"] != env.world_size:
+            seed_everything(cfg.run.seed + start_step)
+        log.print(f"resumed from {resume_path} at step {meta['step']} (epoch {meta['epoch']}, "
+                  f"{meta['batches_in_epoch']} batches into it){note}")
+
+    log.print(f"train: {train_reader.total_rows:,} rows, {spe} steps/epoch of {batch_size} rows/rank "
+              f"({global_batch} global); running steps {start_step}..{total_steps}")
+
+    # ------------------------------------------------------------------------------------------ loop
+    stepper = Stepper(model, opt.optimizer, env.device, pipelined, autocast)
+    step = start_step
+    local_samples = 0
+    eval_history: List[Dict[str, Any]] = []
+    last_eval: Dict[str, Any] = {}
+    last_loss = float("nan")
+    pause_seconds = 0.0
+    set_lr(opt.lr_groups, schedule.multiplier(step))
     model.train()
+    window = Window()
+    window.reset()
     t_train = time.time()
-    t_log, samples_log = t_train, 0
-    first_loss = last_loss = float("nan")
-    for epoch in range(cfg.run.epochs):
-        if step >= total_steps:
-            break
-        train_reader.set_epoch(epoch)
-        plan_e = train_reader.epoch_plan()
-        epoch_rows.append({"epoch": epoch, "rank_rows": plan_e.rank_rows, "steps": plan_e.steps})
-        for batch in train_reader:
-            if step >= total_steps:
-                break
-            batch = batch.to(env.device, non_blocking=True)
-            loss, (value, _, out) = model(batch)
-            dense_opt.zero_grad()
-            loss.backward()
-            dense_opt.step()
+    progress = Progress(total_steps, start_step, env.is_main, cfg.run.progress)
+
+    def position_meta(at: int) -> Dict[str, Any]:
+        return {
+            "step": at, "epoch": at // spe, "batches_in_epoch": at % spe, "steps_per_epoch": spe,
+            "world_size": env.world_size, "batch_size": batch_size, "global_batch": global_batch,
+            "total_steps": total_steps, "spec": spec.to_dict(),
+            "denoiser": {"name": cfg.denoiser.name, "params": cfg.denoiser.params},
+            "plan": plan_info, "early_stop": stopper.state_dict(),
+            "rows_trained": rows_before + int(_global_sum(float(local_samples), env.device)),
+            "first_loss": first_loss, "seed": cfg.run.seed,
+        }
+
+    def run_eval(at: int, splits: List[str]) -> Dict[str, Any]:
+        results = {}
+        for split in splits:
+            results[split] = _evaluate_split(model, readers, split, env, autocast)
+            log.scalars(at, split, _numeric(results[split]))
+        return results
+
+    interrupted = False
+    checkpoint_path: Optional[str] = None
+    if cfg.run.stop_after_steps is not None and cfg.run.stop_after_steps < 1:
+        raise ValueError(f"run.stop_after_steps={cfg.run.stop_after_steps}: must be >= 1 (or null)")
+    if not stopper.stop:
+        for value, logits, out in stepper.run(train_batches(train_reader, start_step, total_steps)):
             step += 1
-            local_samples += batch.size
-            samples_log += batch.size
-            if step == 1:
+            n = int(logits.shape[0])
+            local_samples += n
+            window.add(value, n)
+            if math.isnan(first_loss):
                 first_loss = float(value.item())
+            mult = schedule.multiplier(step)
+            set_lr(opt.lr_groups, mult)  # for the next step: FBGEMM reads it at zero_grad
+
             if step % cfg.run.log_every == 0 or step == total_steps:
-                last_loss = float(value.item())
-                now = time.time()
-                rate = samples_log * env.world_size / max(now - t_log, 1e-9)
+                last_loss = float(window.loss_sum.item() / window.steps)  # type: ignore[union-attr]
+                rate = window.samples * env.world_size / max(time.time() - window.t0, 1e-9)
+                values: Dict[str, Any] = {"loss": last_loss, "samples/s": rate,
+                                          "lr": opt.lr_groups[1][1] * schedule.multiplier(step - 1)}
+                gn = opt.grad_norm()
+                if gn is not None:
+                    values["grad_norm"] = float(gn.item())
                 stats = {k: float(v.item()) for k, v in out.stats.items()} if out is not None else {}
-                log.scalars(step, "train", {"loss": last_loss, "samples_per_s": rate, "epoch": epoch, **stats})
-                log.print(f"step {step:>6}/{total_steps} epoch {epoch} loss {last_loss:.4f} "
-                          f"{rate:,.0f} samples/s {fmt_stats(stats)}")
-                t_log, samples_log = now, 0
-    train_seconds = time.time() - t_train
+                log.scalars(step, "train", {"loss": last_loss, "samples_per_s": rate, "epoch": (step - 1) // spe,
+                                            "lr": values["lr"], **({"grad_norm": values["grad_norm"]}
+                                                                   if "grad_norm" in values else {}), **stats})
+                progress.update(step, {**values, **stats}, epoch=(step - 1) // spe)
+                window.reset()
+
+            due_eval = _eval_due(cfg.run.eval_every, step, spe) and step < total_steps
+            due_ckpt = cfg.run.checkpoint_every > 0 and step % cfg.run.checkpoint_every == 0 and step < total_steps
+            if due_eval or due_ckpt:
+                t_pause = time.time()
+                stepper.pause()
+                if due_eval:
+                    last_eval = {"step": step, **run_eval(step, _eval_splits(cfg, readers, stopper))}
+                    eval_history.append(_brief(last_eval))
+                    improved = stopper.update(step, last_eval["valid"]["auc"]) if "valid" in last_eval else False
+                    if improved and stopper.enabled:
+                        ck.save_best(model, position_meta(step))
+                    progress.write(_eval_line(last_eval, stopper))
+                if due_ckpt:
+                    checkpoint_path = ck.save(step, model, opt, position_meta(step))
+                    progress.write(f"checkpoint: {checkpoint_path}")
+                stepper.resume()
+                pause_seconds += time.time() - t_pause
+                window.t0 += time.time() - t_pause
+                if stopper.stop:
+                    progress.write(f"early stop at step {step}: no better validation AUC in {stopper.patience} "
+                                   f"evaluations (best {stopper.best_auc:.4f} at step {stopper.best_step})")
+                    break
+            if cfg.run.stop_after_steps is not None and step - start_step >= cfg.run.stop_after_steps \
+                    and step < total_steps:
+                interrupted = True
+                break
+    progress.close()
+    stepper.pause()
+    train_seconds = time.time() - t_train - pause_seconds
     global_samples = _global_sum(float(local_samples), env.device)
 
-    metrics: Dict[str, Any] = {"valid": evaluate(model, readers["valid"], env.device, "observed")}
-    if readers["test"].with_ground_truth:
-        metrics["test_clean"] = evaluate(model, readers["test"], env.device, "clean")
-    metrics["test_observed"] = evaluate(model, readers["test"], env.device, "observed")
-    for name, m in metrics.items():
-        log.scalars(step, name, {k: v for k, v in m.items() if isinstance(v, (int, float))})
+    # ----------------------------------------------------------------------------- final checkpoint
+    if (cfg.run.checkpoint_every > 0 or interrupted) and step > 0 and \
+            checkpoint_path != step_dir(ck.root, step):
+        checkpoint_path = ck.save(step, model, opt, position_meta(step))
+    if interrupted:
+        summary = {"interrupted": True, "steps": step, "total_steps": total_steps, "checkpoint": checkpoint_path,
+                   "resumed": resumed, "train_seconds": round(train_seconds, 3),
+                   "wall_seconds": round(time.time() - t_start, 3)}
+        log.print(f"stopped after {cfg.run.stop_after_steps} step(s) of this session at step {step}/{total_steps}; "
+                  f"checkpoint {checkpoint_path} (run again with run.resume=auto to continue)")
+        log.write_json("session.json", summary)
+        log.close()
+        return summary
 
+    # ----------------------------------------------------------------------------- final evaluation
+    metrics: Dict[str, Any] = {}
+    metrics["valid"] = last_eval["valid"] if last_eval.get("step") == step and "valid" in last_eval else \
+        run_eval(step, ["valid"])["valid"]
+    restored_best = None
+    if stopper.enabled:
+        if last_eval.get("step") != step:
+            if stopper.update(step, metrics["valid"]["auc"]):
+                ck.save_best(model, position_meta(step))
+        if stopper.best_step is not None and stopper.best_step != step:
+            ck.load(os.path.join(ck.root, "best"), model, None)
+            restored_best = stopper.best_step
+            metrics["valid"] = run_eval(step, ["valid"])["valid"]
+            log.print(f"restored the best model (validation AUC {stopper.best_auc:.4f} at step {stopper.best_step})")
+    if readers["test"].with_ground_truth:
+        metrics["test_clean"] = run_eval(step, ["test_clean"])["test_clean"]
+    metrics["test_observed"] = run_eval(step, ["test_observed"])["test_observed"]
+
+    # ----------------------------------------------------------------------------- export + summary
+    model_file = None
+    if cfg.run.export:
+        state = unsharded_state_dict(model, env)
+        model_file = os.path.join(cfg.run.out, "model.pt")
+        if env.is_main:
+            save_model_file(model_file, spec, state, schema.to_dict(), extra={
+                "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
+                "restored_best_step": restored_best, "config": cfg.to_dict()})
     rows_per_rank: list = [local_samples]
     if env.world_size > 1:
         rows_per_rank = [None] * env.world_size
@@ -148,16 +411,28 @@ def train(cfg: Config) -> Dict[str, Any]:
         "world_size": env.world_size,
         "device": str(env.device),
         "backend": env.backend,
+        "precision": cfg.run.precision,
+        "pipeline": {"on": pipelined, "pipelined_modules": stepper.pipelined_modules},
         "plan": plan_info,
         "steps": step,
-        "epochs_started": len(epoch_rows),
-        "rows_trained": {"total": int(global_samples), "per_rank": [int(r) for r in rows_per_rank]},
+        "total_steps": total_steps,
+        "steps_per_epoch": spe,
+        "batch_size_per_rank": batch_size,
+        "epochs_started": (step - 1) // spe + 1 if step else 0,
+        "rows_trained": {"total": rows_before + int(global_samples), "this_session": int(global_samples),
+                         "per_rank": [int(r) for r in rows_per_rank]},
         "train_rows_in_split": train_reader.total_rows,
         "loss": {"first": first_loss, "last": last_loss},
         "throughput_samples_per_s": global_samples / max(train_seconds, 1e-9),
         "train_seconds": round(train_seconds, 3),
+        "eval_and_checkpoint_seconds": round(pause_seconds, 3),
         "wall_seconds": round(time.time() - t_start, 3),
         "metrics": metrics,
+        "evaluations": eval_history,
+        "early_stopping": {**stopper.state_dict(), "restored_best_step": restored_best},
+        "resumed": resumed,
+        "checkpoint": checkpoint_path,
+        "model_file": model_file,
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -165,19 +440,85 @@ def train(cfg: Config) -> Dict[str, Any]:
             "cores": os.cpu_count(),
         },
     }
+    if baseline is not None:
+        summary["realimp"] = realimp_against(metrics, baseline)
     log.write_json("summary.json", summary)
     log.print(format_summary(summary))
     log.close()
     return summary
 
 
+# ------------------------------------------------------------------------------------------------ helpers
+def _read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any]:
+    from denoisrec.trainer.checkpoint import read_meta
+
+    meta = read_meta(path)
+    if meta.get("spec") != json.loads(json.dumps(spec.to_dict())):
+        raise CheckpointError(f"{path}: written for model {meta.get('spec')}, but this run builds {spec.to_dict()}; "
+                              "resume with the same model options, or use --set run.resume=never / another --out")
+    if meta.get("denoiser", {}).get("name") != cfg.denoiser.name:
+        raise CheckpointError(f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
+                              f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out")
+    return meta
+
+
+def _eval_due(every: Any, step: int, spe: int) -> bool:
+    if every == "epoch":
+        return step % spe == 0
+    return bool(every) and step % int(every) == 0
+
+
+def _eval_splits(cfg: Config, readers: Dict[str, ParquetBatchReader], stopper: EarlyStopping) -> List[str]:
+    splits = list(dict.fromkeys((["valid"] if stopper.enabled else []) + list(cfg.run.eval_during)))
+    if not readers["test"].with_ground_truth:
+        splits = [s for s in splits if s != "test_clean"]
+    return splits
+
+
+def _evaluate_split(model: torch.nn.Module, readers: Dict[str, ParquetBatchReader], split: str, env: DistEnv,
+                    autocast: Any) -> Dict[str, Any]:
+    reader = readers["valid" if split == "valid" else "test"]
+    target = "clean" if split == "test_clean" else "observed"
+    return evaluate(model, reader, env.device, target, autocast)
+
+
+def _numeric(m: Dict[str, Any]) -> Dict[str, float]:
+    return {k: v for k, v in m.items() if isinstance(v, (int, float))}
+
+
+def _brief(e: Dict[str, Any]) -> Dict[str, Any]:
+    return {"step": e["step"], **{s: {k: m[k] for k in ("auc", "gauc", "logloss")} for s, m in e.items()
+                                  if s != "step"}}
+
+
+def _eval_line(e: Dict[str, Any], stopper: EarlyStopping) -> str:
+    parts = [f"eval @ step {e['step']}:"]
+    for s, m in e.items():
+        if s != "step":
+            parts.append(f"{s} AUC {m['auc']:.4f} GAUC {m['gauc']:.4f} logloss {m['logloss']:.4f}")
+    if stopper.enabled:
+        parts.append(f"(best {stopper.best_auc:.4f} @ {stopper.best_step}, {stopper.bad_evals}/{stopper.patience})")
+    return "  ".join(parts)
+
+
+def _global_sum(x: float, device: torch.device) -> float:
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return float(t.item())
+
+
 def format_summary(s: Dict[str, Any]) -> str:
     lines = [
-        f"done: {s['steps']} steps, {s['rows_trained']['total']:,} rows in {s['train_seconds']:.1f}s "
+        f"done: {s['steps']} steps, {s['rows_trained']['this_session']:,} rows in {s['train_seconds']:.1f}s "
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    ri = s.get("realimp") or {}
     for name, m in s["metrics"].items():
+        extra = f"  RealImp {ri[name]:+.2%}" if isinstance(ri.get(name), float) and not math.isnan(ri[name]) else ""
         lines.append(f"  {name:13s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
-                     f"({m['rows']:,} rows, labels: {m['target']})")
+                     f"({m['rows']:,} rows, labels: {m['target']}){extra}")
+    if ri:
+        lines.append(f"  RealImp against {ri['baseline']}")
     return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Export: the trained, sharded model as one unsharded model file (``<out>/model.pt``).
+
+Every rank takes part (the embedding tables are gathered shard by shard to rank 0); rank 0 writes the file
+with :func:`denoisrec.models.save_model_file`. Only the model is exported (the ``model.`` part of
+``TrainModule``); the denoiser is a training-time object. The format is in docs/checkpoints.md.
+
+Rank 0 holds one full table at a time, so every single table must fit in its memory; for tables beyond
+that, use the DCP checkpoint directly.
+
+Example::
+
+    state = unsharded_state_dict(dmp, env)   # full tensors on rank 0, None elsewhere
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.tensor import DTensor
+
+from denoisrec.trainer.dist import DistEnv
+
+PREFIX = "model."
+
+
+def unsharded_state_dict(model: nn.Module, env: DistEnv, prefix: str = PREFIX) -> Optional[Dict[str, torch.Tensor]]:
+    """The ``prefix`` part of ``model.state_dict()`` with every sharded tensor gathered, on rank 0 (CPU).
+
+    Returns ``None`` on the other ranks. Keys lose ``prefix``.
+    """
+    state = model.state_dict()
+    keys = sorted(k for k in state if k.startswith(prefix))
+    if dist.is_initialized() and env.world_size > 1:  # every rank must walk the same keys in the same order
+        all_keys = [None] * env.world_size
+        dist.all_gather_object(all_keys, keys)
+        if any(k != keys for k in all_keys):
+            raise RuntimeError("export: the ranks' state dicts differ in their keys; cannot gather the model")
+    out: Dict[str, torch.Tensor] = {}
+    for k in keys:
+        v = state[k]
+        if isinstance(v, ShardedTensor):
+            full = torch.empty(v.size(), dtype=v.dtype, device=env.device) if env.is_main else None
+            v.gather(dst=0, out=full)
+            t = full
+        elif isinstance(v, DTensor):
+            t = v.full_tensor()
+        else:
+            t = v
+        if env.is_main and t is not None:
+            out[k[len(prefix):]] = t.detach().cpu().clone()
+    return out if env.is_main else None

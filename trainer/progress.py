@@ -1,0 +1,70 @@
+"""Progress on rank 0: a tqdm bar (samples/s, loss, lr, denoiser statistics) or plain log lines.
+
+``mode``: ``bar`` (tqdm), ``log`` (one line every ``log_every`` steps, for files and CI), ``none``, or
+``auto`` (``bar`` when stderr is a terminal, else ``log``). Messages go through :meth:`Progress.write`, so
+they never tear the bar.
+
+Example::
+
+    with Progress(total=294, initial=0, enabled=env.is_main, mode="auto") as p:
+        p.update(step, {"loss": 0.61, "samples/s": 62000.0, "lr": 1e-3})
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, Optional
+
+MODES = ("auto", "bar", "log", "none")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return str(v)
+
+
+class Progress:
+    def __init__(self, total: int, initial: int, enabled: bool, mode: str = "auto", desc: str = "train") -> None:
+        if mode not in MODES:
+            raise ValueError(f"run.progress={mode!r}: expected one of {MODES}")
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self.enabled, self.mode, self.total = enabled, mode, total
+        self._bar: Optional[Any] = None
+        self._last = initial
+        if enabled and mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, values: Dict[str, Any], epoch: Optional[int] = None) -> None:
+        """Report progress up to ``step`` (1-based count of steps done) with the window's ``values``."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(step - self._last)
+            self._bar.set_postfix({k: _fmt(v) for k, v in values.items()}, refresh=False)
+        elif self.mode == "log":
+            head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
+            print(head + " " + " ".join(f"{k} {_fmt(v)}" for k, v in values.items()), flush=True)
+        self._last = step
+
+    def write(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
