@@ -29,7 +29,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from torchrec.modules.crossnet import CrossNet, LowRankCrossNet
 
-from denoisrec.models.embeddings import feature_specs
+from denoisrec.models.embeddings import feature_names, feature_specs, ordered_values
 from denoisrec.models.layers import check_sizes, mlp as make_mlp
 
 STRUCTURES = ("stacked", "parallel")
@@ -67,6 +67,7 @@ class DCNv2(nn.Module):
             raise ValueError(f"model option low_rank={low_rank}: must be >= 1, or null for full rank")
         hidden = check_sizes("mlp", mlp)
         self.sparse_arch = ebc
+        self.features = feature_names(ebc)
         self.structure = structure
         width = dense_in_features + sum(d for _, _, d in feature_specs(ebc))
         self.cross: nn.Module = (CrossNet(width, cross_layers) if low_rank is None
@@ -76,7 +77,7 @@ class DCNv2(nn.Module):
         self.logit = nn.Linear(out_in, 1)
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
-        x0 = torch.cat([dense_features, self.sparse_arch(sparse_features).values()], dim=1)
+        x0 = torch.cat([dense_features, ordered_values(self.sparse_arch(sparse_features), self.features)], dim=1)
         if self.structure == "stacked":
             h = self.cross(x0)
             if self.deep is not None:

@@ -3,9 +3,9 @@
 Tables are created on the ``meta`` device by default: ``DistributedModelParallel`` materialises each shard
 on the rank that owns it, so a table never has to fit on one process before sharding.
 
-Shapes: a ``KeyedJaggedTensor`` with ``F`` keys and stride ``B`` → a ``KeyedTensor`` whose ``values()`` is
-``[B, D_1 + … + D_F]`` (features in table order). :func:`stacked_fields` turns it into ``[B, F, D]`` when every
-table has one width ``D``.
+Shapes: a ``KeyedJaggedTensor`` with ``F`` keys and stride ``B`` → a ``KeyedTensor`` of ``[B, D_1 + … + D_F]``.
+Read it with :func:`ordered_values` (by feature name: a sharded collection groups its outputs by sharding)
+or :func:`stacked_fields` (``[B, F, D]`` when every table has one width ``D``).
 
 Example::
 
@@ -14,7 +14,7 @@ Example::
     kjt = KeyedJaggedTensor.from_lengths_sync(keys=["user_id", "item_id"],
                                               values=torch.tensor([1, 2, 3, 4]),
                                               lengths=torch.tensor([1, 1, 1, 1]))
-    ebc(kjt).values().shape  # torch.Size([2, 32]): B=2 rows, 2 features × 16
+    ordered_values(ebc(kjt), ["user_id", "item_id"]).shape  # torch.Size([2, 32]): B=2 rows, 2 features × 16
 """
 
 from __future__ import annotations
@@ -111,7 +111,21 @@ def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection
                                     init_range=(0.0, 0.0))
 
 
-def stacked_fields(pooled: KeyedTensor, num_fields: int) -> torch.Tensor:
-    """``[B, F·D]`` pooled embeddings of one width → ``[B, F, D]`` fields."""
-    values = pooled.values()
-    return values.reshape(values.shape[0], num_fields, -1)
+def feature_names(ebc: EmbeddingBagCollection) -> List[str]:
+    return [f for f, _, _ in feature_specs(ebc)]
+
+
+def ordered_values(pooled: KeyedTensor, names: Sequence[str]) -> torch.Tensor:
+    """``[B, Σ D_f]``: the pooled embeddings in the order of ``names``.
+
+    A sharded collection returns its features grouped by sharding, not in the order of its tables, so
+    models read them by name (as TorchRec's DLRM does).
+    """
+    by_name = pooled.to_dict()
+    return torch.cat([by_name[n] for n in names], dim=1)
+
+
+def stacked_fields(pooled: KeyedTensor, names: Sequence[str]) -> torch.Tensor:
+    """``[B, F, D]`` fields of one width ``D``, in the order of ``names``."""
+    values = ordered_values(pooled, names)
+    return values.reshape(values.shape[0], len(names), -1)

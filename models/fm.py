@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
-from denoisrec.models.embeddings import common_width, stacked_fields
+from denoisrec.models.embeddings import common_width, feature_names, stacked_fields
 from denoisrec.models.layers import DenseFields, FirstOrder, FMInteraction
 
 
@@ -43,14 +43,14 @@ class FM(nn.Module):
         super().__init__()
         dim = common_width(ebc, "fm")
         self.sparse_arch = ebc
-        self.num_fields = len(ebc.embedding_bag_configs())
+        self.features = feature_names(ebc)
         self.first_order = FirstOrder(ebc, dense_in_features)
         self.dense_fields: Optional[DenseFields] = DenseFields(dense_in_features, dim) if dense_in_features else None
         self.interaction = FMInteraction()
 
     def fields(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, F (+ n_dense), D]``: the sparse fields, then the dense ones."""
-        fields = stacked_fields(self.sparse_arch(sparse_features), self.num_fields)
+        fields = stacked_fields(self.sparse_arch(sparse_features), self.features)
         if self.dense_fields is not None:
             fields = torch.cat([fields, self.dense_fields(dense_features)], dim=1)
         return fields

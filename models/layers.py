@@ -125,7 +125,7 @@ class FirstOrder(nn.Module):
             nn.init.zeros_(self.dense_linear.weight)  # a linear model starts at zero, like the sparse weights
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        w = self.linear_ebc(sparse).values()  # [B, 4F]
+        w = self.linear_ebc(sparse).values()  # [B, 4F], any feature order: the weights are summed
         out = w.reshape(w.shape[0], self.num_fields, -1).mean(dim=2).sum(dim=1, keepdim=True) + self.bias
         if self.dense_linear is not None:
             out = out + self.dense_linear(dense)

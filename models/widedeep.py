@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
-from denoisrec.models.embeddings import feature_specs
+from denoisrec.models.embeddings import feature_names, feature_specs, ordered_values
 from denoisrec.models.layers import FirstOrder, check_sizes, mlp as make_mlp
 
 
@@ -44,10 +44,11 @@ class WideDeep(nn.Module):
         super().__init__()
         hidden = check_sizes("mlp", mlp)
         self.sparse_arch = ebc
+        self.features = feature_names(ebc)
         self.wide = FirstOrder(ebc, dense_in_features)
         width = dense_in_features + sum(d for _, _, d in feature_specs(ebc))
         self.deep = nn.Sequential(make_mlp(width, hidden, dropout), nn.Linear(hidden[-1] if hidden else width, 1))
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
-        x = torch.cat([dense_features, self.sparse_arch(sparse_features).values()], dim=1)
+        x = torch.cat([dense_features, ordered_values(self.sparse_arch(sparse_features), self.features)], dim=1)
         return self.wide(dense_features, sparse_features) + self.deep(x)

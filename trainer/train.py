@@ -453,9 +453,12 @@ def _read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any
     from denoisrec.trainer.checkpoint import read_meta
 
     meta = read_meta(path)
-    if meta.get("spec") != json.loads(json.dumps(spec.to_dict())):
-        raise CheckpointError(f"{path}: written for model {meta.get('spec')}, but this run builds {spec.to_dict()}; "
-                              "resume with the same model options, or use --set run.resume=never / another --out")
+    saved, now = meta.get("spec") or {}, json.loads(json.dumps(spec.to_dict()))
+    if saved != now:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
+                         for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
+        raise CheckpointError(f"{path}: the checkpoint's model differs from this run's ({diff}); resume with the "
+                              "same model and data, or use --set run.resume=never / another --out")
     if meta.get("denoiser", {}).get("name") != cfg.denoiser.name:
         raise CheckpointError(f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
                               f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out")

@@ -1,0 +1,63 @@
+"""Checkpoints, resume, the pipeline and distributed metrics with real gloo processes (two torchrun launches:
+tests/dist/train_resume.py in 'resume' mode on 2 ranks, then 'reshard' mode on 3 ranks)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import torchrun
+
+
+@pytest.mark.dist
+def test_resume_equals_uninterrupted_and_reshards_onto_three_ranks(tiny_data: Path, tmp_path: Path) -> None:
+    torchrun("train_resume.py", 2, ["--mode", "resume", "--data", str(tiny_data), "--root", str(tmp_path)])
+    r = json.loads((tmp_path / "resume.json").read_text())
+
+    # N + resume + M steps == N + M uninterrupted steps, bit for bit (dropout, T-CE step, LR schedule, clipping,
+    # fused row-wise Adagrad state, Adam state, data position mid-epoch).
+    assert r["session"] == {"interrupted": True, "steps": 21,
+                            "checkpoint": str(tmp_path / "part" / "checkpoints" / "step_00000021")}
+    assert r["ckpts_after_stop"] == ["latest", "step_00000020", "step_00000021"]  # keep_checkpoints=2 pruned 10
+    assert r["resumed"]["from_step"] == 21 and r["resumed"]["start_step"] == 21
+    assert r["full_steps"] == r["resumed_steps"] == 32
+    assert r["rows"] == [12000, 12000]  # 2 epochs of 6,000 rows: the resumed run skipped exactly what it had read
+    assert r["diff_resumed"] == 0.0
+    assert r["metrics"][0] == r["metrics"][1]
+    assert r["loss"][0] == r["loss"][1]
+    assert r["train_log_steps"] == [8, 16, 24, 32]  # metrics.jsonl continued, not overwritten
+    assert r["latest"] == "step_00000032"
+
+    # TrainPipelineSparseDist (evaluations and checkpoints in between) trains exactly like the plain loop.
+    assert r["pipelined_modules"] >= 1 and r["diff_pipe"] == 0.0
+    assert r["pipe_evals"] == [5, 10, 15, 20, 25, 30]
+    assert r["metrics"][2] == r["metrics"][0]
+    assert r["pipe_realimp"] == {"baseline": str(tmp_path / "full" / "summary.json"),
+                                 "valid": 0.0, "test_clean": 0.0, "test_observed": 0.0}  # same AUC as its baseline
+
+    assert "the checkpoint's model differs from this run's (name: 'deepfm' in the checkpoint, 'dlrm' now" in \
+        r["mismatch"]
+
+    e = r["early"]  # min_delta=1 makes every validation after the first a miss: patience 1 stops at the second
+    assert (e["steps"], e["stop"], e["best_step"], e["restored_best_step"]) == (8, True, 4, 4)
+    assert [v["step"] for v in e["evals"]] == [4, 8]
+    assert e["final_valid_auc"] == e["evals"][0]["valid"]["auc"] != e["evals"][1]["valid"]["auc"]
+    assert e["precision"] == "bf16" and e["loss"]["last"] < 0.75
+
+    torchrun("train_resume.py", 3, ["--mode", "reshard", "--data", str(tiny_data), "--root", str(tmp_path)])
+    s = json.loads((tmp_path / "reshard.json").read_text())
+    # The 2-rank checkpoint loads onto 3 ranks (tables re-sharded, now also on rank 2) unchanged ...
+    assert s["loaded_resumed"]["world_size"] == 2 and s["loaded_steps"] == 21
+    assert s["plan_ranks"] == [0, 1, 2]
+    assert s["diff_loaded_vs_checkpoint"] == 0.0
+    # ... and training continues to the end.
+    assert s["cont_steps"] == 32 and s["cont_loss_last"] < 0.69
+
+    # Metrics on 3 ranks == scikit-learn on one process: the trained model's validation (distributed evaluation
+    # vs the exported model scoring the split alone via `predict`), and random uneven shares (one rank empty).
+    for got, want in [("dist_valid", "single_valid"), ("random_dist", "random_sklearn")]:
+        for k in ("auc", "gauc"):
+            assert s[got][k] == pytest.approx(s[want][k], abs=1e-9), (got, k)
+        assert s[got]["logloss"] == pytest.approx(s[want]["logloss"], abs=1e-6)
+    assert s["random_rows"] == 1537 and s["predict_rows"] == 1500
+    assert s["predict_observed"]["auc"] == pytest.approx(s["single_valid"]["auc"], abs=1e-12)
