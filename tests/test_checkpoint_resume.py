@@ -52,6 +52,9 @@ def test_resume_equals_uninterrupted_and_reshards_onto_three_ranks(tiny_data: Pa
     assert s["diff_loaded_vs_checkpoint"] == 0.0
     # ... and training continues to the end.
     assert s["cont_steps"] == 32 and s["cont_loss_last"] < 0.69
+    # ... but not onto data_parallel tables (their optimizer state lives in the dense optimizer): a clear error.
+    assert "could not load the checkpoint written by 2 rank(s) with plan ['table_wise'] onto 3 rank(s)" in \
+        s["dp_error"] and "resume with the checkpoint's sharding type (--sharding)" in s["dp_error"]
 
     # Metrics on 3 ranks == scikit-learn on one process: the trained model's validation (distributed evaluation
     # vs the exported model scoring the split alone via `predict`), and random uneven shares (one rank empty).

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
 from denoisrec.trainer.dist import DistEnv
@@ -200,13 +201,14 @@ class Checkpointer:
             state["dense_optim"] = opt.dense.state_dict()
         try:
             dcp.load(state, checkpoint_id=path)
-        except Exception as e:  # DCP raises CheckpointException carrying every rank's failure
+        except (Exception, CheckpointException) as e:  # DCP's CheckpointException (a BaseException) carries every rank's failure
             raise CheckpointError(
                 f"{path}: could not load the checkpoint written by {meta.get('world_size')} rank(s) with plan "
                 f"{_plan_types(meta)} onto {self.env.world_size} rank(s) with the current plan "
-                f"({type(e).__name__}: {str(e)[:2000]}). Tables re-shard on load between table_wise, "
-                "column_wise and row_wise plans; the fused optimizer state differs between data_parallel and the "
-                "other sharding types, so force the checkpoint's sharding type with --sharding.") from e
+                f"({_first_error(e)}). Tables re-shard on load between table_wise, column_wise "
+                "and row_wise plans, but data_parallel tables are trained by the dense optimizer and the others by "
+                "the fused sparse one, so their optimizer states differ: resume with the checkpoint's sharding "
+                "type (--sharding).") from e
         model.load_state_dict(state["model"])
         if opt is not None:
             opt.sparse.load_state_dict(state["sparse_optim"])
@@ -218,6 +220,17 @@ class Checkpointer:
             rng_file = os.path.join(path, "rng", f"rank{self.env.rank}.pt")
             set_rng_state(torch.load(rng_file, weights_only=False))
         return meta
+
+
+def _first_error(e: BaseException) -> str:
+    """The first underlying message of a DCP ``CheckpointException`` (which holds one failure per rank)."""
+    failures = getattr(e, "failures", None)
+    if isinstance(failures, dict) and failures:
+        inner = next(iter(failures.values()))
+        if isinstance(inner, tuple):  # (exception, traceback frames)
+            inner = inner[0]
+        return f"{type(inner).__name__}: {inner}"[:500]
+    return str(e)[:500]
 
 
 def _plan_types(meta: Dict[str, Any]) -> Any:

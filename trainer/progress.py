@@ -43,8 +43,8 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(step - self._last)
             self._bar.set_postfix({k: _fmt(v) for k, v in values.items()}, refresh=False)
+            self._bar.update(step - self._last)
         elif self.mode == "log":
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
             print(head + " " + " ".join(f"{k} {_fmt(v)}" for k, v in values.items()), flush=True)

@@ -74,13 +74,16 @@ def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], bat
 
 def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torch.device) -> None:
     """Fail early where FBGEMM cannot fuse ``name``: its CPU kernels offer row-wise Adagrad, Adagrad and SGD
-    only (``data_parallel`` tables are updated by torch optimizers in backward, so Adam works there)."""
+    only. (``data_parallel`` tables use TorchRec's dense kernel: they are replicated, their gradients are
+    all-reduced like any dense parameter, and the *dense* optimizer updates them; ``optim.sparse`` does not
+    apply to them.)"""
     if name not in SPARSE_OPTIMIZERS:
         raise ValueError(f"optim.sparse={name!r}: expected one of {SPARSE_OPTIMIZERS}")
     if name == "adam" and device.type != "cuda" and sharding_type != "data_parallel":
         raise ValueError("optim.sparse=adam: FBGEMM's CPU kernels fuse only rowwise_adagrad, adagrad and sgd into "
-                         "sharded tables; on CPU use --sharding data_parallel (tables replicated, Adam applied in "
-                         "backward) or another optim.sparse. On GPU every sharding type supports adam.")
+                         "sharded tables; on CPU use another optim.sparse, or --sharding data_parallel (tables "
+                         "replicated and updated by the dense optimizer, optim.dense). On GPU every sharding type "
+                         "supports adam.")
 
 
 def fuse_sparse_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> None:

@@ -10,7 +10,8 @@
 - ``early``: early stopping that must stop and restore the best model (under bf16 autocast).
 
 ``--mode reshard`` (3 ranks): load ``part``'s 2-rank checkpoint at step 21 onto 3 ranks (no further step) and
-export it; then resume it on 3 ranks to the end. Also checks the distributed metrics against scikit-learn.
+export it; then resume it on 3 ranks to the end; resuming it with data_parallel tables must fail clearly.
+Also checks the distributed metrics against scikit-learn.
 
 Rank 0 writes what it found to ``<root>/<mode>.json``; the pytest side asserts on it.
 """
@@ -119,6 +120,13 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     ckpt = j("part", "checkpoints", "step_00000021")
     loaded = train(with_run(base_config(data, j("re3")), resume=ckpt, max_steps=21))
     cont = train(with_run(base_config(data, j("re3b")), resume=ckpt))
+    dp = with_run(base_config(data, j("re3dp")), resume=ckpt)
+    dp.sharding.sharding_type = "data_parallel"
+    try:
+        train(dp)
+        dp_error = None
+    except ValueError as e:
+        dp_error = str(e)
 
     # Metrics over ranks: uneven random shares (one rank empty), gathered, against scikit-learn.
     sizes = [1000, 0, 537][:world]
@@ -153,7 +161,7 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
         "loaded_steps": loaded["steps"], "loaded_resumed": loaded["resumed"],
         "diff_loaded_vs_checkpoint": max_diff(saved, state(j("re3", "model.pt"))),
         "plan_ranks": sorted({r for t in loaded["plan"].values() for r in t["ranks"]}),
-        "cont_steps": cont["steps"], "cont_loss_last": cont["loss"]["last"],
+        "cont_steps": cont["steps"], "cont_loss_last": cont["loss"]["last"], "dp_error": dp_error,
         "dist_valid": cont["metrics"]["valid"], "single_valid": sklearn_metrics(labels, probs, groups),
         "predict_rows": report["rows"], "predict_observed": report.get("observed"),
         "random_dist": dist_metrics,
