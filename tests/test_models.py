@@ -172,3 +172,18 @@ def test_model_file_round_trip_gives_the_same_scores(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.pt: not a readable model file"):
         load_model_file(str(tmp_path / "bad.pt"))
+
+
+@pytest.mark.parametrize("module", ["dlrm", "dcnv2", "deepfm", "fm", "widedeep", "layers", "embeddings", "spec"])
+def test_docstring_examples_run(module: str) -> None:
+    """Each model module's ``Example::`` block runs as written (with torch, KJT and the module's names)."""
+    import importlib
+    import textwrap
+
+    mod = importlib.import_module(f"denoisrec.models.{module}")
+    doc = mod.__doc__
+    assert "Example::" in doc, module
+    block = doc.split("Example::", 1)[1].split("\n\n", 2)[1]  # the indented paragraph after the marker
+    namespace = {"torch": torch, "KeyedJaggedTensor": KeyedJaggedTensor,
+                 "embedding_bag_collection": embedding_bag_collection, **vars(mod)}
+    exec(compile(textwrap.dedent(block), f"<{module} example>", "exec"), namespace)  # noqa: S102

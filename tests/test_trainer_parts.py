@@ -108,7 +108,7 @@ def test_sparse_optimizer_limits_of_fbgemm_cpu_are_clear_errors() -> None:
 
     from denoisrec.trainer.sharding import check_sparse_optimizer
 
-    with pytest.raises(ValueError, match="on CPU use --sharding data_parallel"):
+    with pytest.raises(ValueError, match="on CPU use another optim.sparse, or --sharding data_parallel"):
         check_sparse_optimizer("adam", "table_wise", torch.device("cpu"))
     check_sparse_optimizer("adam", "data_parallel", torch.device("cpu"))
     check_sparse_optimizer("adam", None, torch.device("cuda"))

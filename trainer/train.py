@@ -293,6 +293,23 @@ def train(cfg: Config) -> Dict[str, Any]:
             "first_loss": first_loss, "seed": cfg.run.seed,
         }
 
+    def log_window(at: int, out: Any) -> float:
+        """Log the steps since the last log line (one host sync per log line, not per step)."""
+        loss = float(window.loss_sum.item() / window.steps)  # type: ignore[union-attr]
+        rate = window.samples * env.world_size / max(time.time() - window.t0, 1e-9)
+        values: Dict[str, Any] = {"loss": loss, "samples/s": rate,
+                                  "lr": opt.lr_groups[1][1] * schedule.multiplier(at - 1)}
+        gn = opt.grad_norm()
+        if gn is not None:
+            values["grad_norm"] = float(gn.item())
+        stats = {k: float(v.item()) for k, v in out.stats.items()} if out is not None else {}
+        log.scalars(at, "train", {"loss": loss, "samples_per_s": rate, "epoch": (at - 1) // spe,
+                                  "lr": values["lr"], **({"grad_norm": values["grad_norm"]} if gn is not None else {}),
+                                  **stats})
+        progress.update(at, {**values, **stats}, epoch=(at - 1) // spe)
+        window.reset()
+        return loss
+
     def run_eval(at: int, splits: List[str]) -> Dict[str, Any]:
         results = {}
         for split in splits:
@@ -301,6 +318,7 @@ def train(cfg: Config) -> Dict[str, Any]:
         return results
 
     interrupted = False
+    last_out: Any = None
     checkpoint_path: Optional[str] = None
     if cfg.run.stop_after_steps is not None and cfg.run.stop_after_steps < 1:
         raise ValueError(f"run.stop_after_steps={cfg.run.stop_after_steps}: must be >= 1 (or null)")
@@ -315,20 +333,9 @@ def train(cfg: Config) -> Dict[str, Any]:
             mult = schedule.multiplier(step)
             set_lr(opt.lr_groups, mult)  # for the next step: FBGEMM reads it at zero_grad
 
+            last_out = out
             if step % cfg.run.log_every == 0 or step == total_steps:
-                last_loss = float(window.loss_sum.item() / window.steps)  # type: ignore[union-attr]
-                rate = window.samples * env.world_size / max(time.time() - window.t0, 1e-9)
-                values: Dict[str, Any] = {"loss": last_loss, "samples/s": rate,
-                                          "lr": opt.lr_groups[1][1] * schedule.multiplier(step - 1)}
-                gn = opt.grad_norm()
-                if gn is not None:
-                    values["grad_norm"] = float(gn.item())
-                stats = {k: float(v.item()) for k, v in out.stats.items()} if out is not None else {}
-                log.scalars(step, "train", {"loss": last_loss, "samples_per_s": rate, "epoch": (step - 1) // spe,
-                                            "lr": values["lr"], **({"grad_norm": values["grad_norm"]}
-                                                                   if "grad_norm" in values else {}), **stats})
-                progress.update(step, {**values, **stats}, epoch=(step - 1) // spe)
-                window.reset()
+                last_loss = log_window(step, out)
 
             due_eval = _eval_due(cfg.run.eval_every, step, spe) and step < total_steps
             due_ckpt = cfg.run.checkpoint_every > 0 and step % cfg.run.checkpoint_every == 0 and step < total_steps
@@ -356,6 +363,8 @@ def train(cfg: Config) -> Dict[str, Any]:
                     and step < total_steps:
                 interrupted = True
                 break
+    if window.steps:  # the steps since the last log line (early stop, end of session)
+        last_loss = log_window(step, last_out)
     progress.close()
     stepper.pause()
     train_seconds = time.time() - t_train - pause_seconds
