@@ -7,14 +7,19 @@ with :func:`denoisrec.models.save_model_file`. Only the model is exported (the `
 Rank 0 holds one full table at a time, so every single table must fit in its memory; for tables beyond
 that, use the DCP checkpoint directly.
 
+:func:`load_unsharded_state_dict` is the inverse: full tensors (a model file's ``state_dict``) into a
+sharded model, every rank copying the slices of its own shards (e.g. a frozen prior for DeCA(p), or
+fine-tuning from an exported model).
+
 Example::
 
     state = unsharded_state_dict(dmp, env)   # full tensors on rank 0, None elsewhere
+    load_unsharded_state_dict(dmp, load_model_file("model.pt").model.state_dict())   # every rank
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -53,3 +58,29 @@ def unsharded_state_dict(model: nn.Module, env: DistEnv, prefix: str = PREFIX) -
         if env.is_main and t is not None:
             out[k[len(prefix):]] = t.detach().cpu().clone()
     return out if env.is_main else None
+
+
+def load_unsharded_state_dict(model: nn.Module, full: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> None:
+    """Copy full (unsharded) tensors into the ``prefix`` part of a sharded model; every rank calls it with the
+    same ``full`` (keys without ``prefix``). Shapes and the key set must match exactly."""
+    state = model.state_dict()
+    keys = {k[len(prefix):] for k in state if k.startswith(prefix)}
+    if keys != set(full):
+        raise ValueError(f"state dict does not match the model: missing {sorted(keys - set(full))}, "
+                         f"unexpected {sorted(set(full) - keys)}")
+    for k, v in state.items():
+        if not k.startswith(prefix):
+            continue
+        src = full[k[len(prefix):]]
+        if tuple(src.shape) != tuple(v.shape):
+            raise ValueError(f"{k}: shape {tuple(src.shape)} in the state dict, {tuple(v.shape)} in the model")
+        if isinstance(v, ShardedTensor):
+            for shard in v.local_shards():
+                md = shard.metadata
+                window = tuple(slice(o, o + n) for o, n in zip(md.shard_offsets, md.shard_sizes))
+                shard.tensor.detach().copy_(src[window])
+        elif isinstance(v, DTensor):
+            raise NotImplementedError(f"{k}: loading full tensors into DTensor shards is not supported")
+        else:
+            v.detach().copy_(src)
+    model.load_state_dict(state)

@@ -6,6 +6,7 @@ load that into an unsharded copy on every rank, and check on this rank's batch t
 - the sharded forward equals the unsharded one (eval mode),
 - one training step (fused sparse optimizer in backward + dense optimizer) changes every table and every
   dense tensor, with a finite loss,
+- the full state from before the step loads back into the sharded model (``load_unsharded_state_dict``),
 - the plan used the sharding type asked for and spread the tables over both ranks.
 
 Rank 0 writes a JSON report to --out; any failed check raises (the launch fails with its message).
@@ -22,7 +23,7 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.dist import init_distributed
-from denoisrec.trainer.export import unsharded_state_dict
+from denoisrec.trainer.export import load_unsharded_state_dict, unsharded_state_dict
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, plan_summary, train_optimizer, wrap
 from denoisrec.trainer.train import model_spec, seed_everything
@@ -83,7 +84,11 @@ def main() -> None:
         opt.optimizer.step()
         assert torch.isfinite(value), (name, value)
         after = unsharded_state_dict(model, env)
+        # ... and the full state from before the step loads back into the sharded model (every rank its shards)
+        load_unsharded_state_dict(model, before)
+        reloaded = unsharded_state_dict(model, env)
         if env.is_main:
+            assert all(torch.equal(before[k], reloaded[k]) for k in before), (name, sharding, "reload differs")
             unchanged = [k for k in before if torch.equal(before[k], after[k])]
             assert not unchanged, (name, sharding, "unchanged after a step:", unchanged)
             tables = [k for k in before if ".embedding_bags." in k]
