@@ -328,8 +328,8 @@ def train(cfg: Config) -> Dict[str, Any]:
             n = int(logits.shape[0])
             local_samples += n
             window.add(value, n)
-            if math.isnan(first_loss):
-                first_loss = float(value.item())
+            if step == 1:
+                first_loss = float(value.item())  # once per run: the loss before any update
             mult = schedule.multiplier(step)
             set_lr(opt.lr_groups, mult)  # for the next step: FBGEMM reads it at zero_grad
 
