@@ -28,7 +28,7 @@ from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.dist import DistEnv, init_distributed
+from denoisrec.trainer.dist import DistEnv, describe_ranks, init_distributed
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.runlog import RunLog, fmt_stats
@@ -152,6 +152,7 @@ def train(cfg: Config) -> Dict[str, Any]:
         "steps": step,
         "epochs_started": len(epoch_rows),
         "rows_trained": {"total": int(global_samples), "per_rank": [int(r) for r in rows_per_rank]},
+        "ranks": describe_ranks(env),
         "train_rows_in_split": train_reader.total_rows,
         "loss": {"first": first_loss, "last": last_loss},
         "throughput_samples_per_s": global_samples / max(train_seconds, 1e-9),
