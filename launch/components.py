@@ -25,8 +25,11 @@ Example (Python)::
 
     app = train("--data", "data/tiny", j="2x1", max_restarts=3)
     role = app.roles[0]
-    role.num_replicas        # 2 (one torchrun agent per node)
-    role.args[1]             # "python -m torch.distributed.run --rdzv_backend c10d ... -m denoisrec.trainer --data data/tiny"
+    role.num_replicas        # 2: one torchrun agent per node
+    role.args[1]             # 'python -m torch.distributed.run --rdzv_backend c10d --rdzv_endpoint
+                             #  $${${rank0_env}:=localhost}:29500 --rdzv_id '${app_id}' --nnodes 2
+                             #  --nproc_per_node 1 --max_restarts 3 ... -m denoisrec.trainer --data data/tiny'
+                             # (the scheduler fills in the macros ${rank0_env}, ${app_id})
 """
 
 import re

@@ -1,8 +1,8 @@
 """The torchx component end to end: real ``torchx run -s local_cwd`` jobs (CPU, gloo), and what they prove.
 
 - ``-j 1x2``: 2 ranks through torchx, every row read once (also the reference for the resume test);
-- ``-j 2x1``: two elastic agents (simulated nodes) meet by c10d rendezvous; node ranks 0 and 1;
-- ``-j 1x3``: an odd world size with an uneven row split;
+- ``-j 3x1``: three elastic agents (simulated nodes) meet by c10d rendezvous; node ranks 0, 1, 2; an odd
+  world size with an uneven row split;
 - failure propagation: a SIGKILLed worker with ``max_restarts=0`` fails the job promptly; a rank that
   raises on bad input brings both simulated nodes down with its message, not a collective timeout;
 - elastic restart: with ``max_restarts=1`` a worker killed mid-run is restarted, the trainer resumes from
@@ -147,41 +147,30 @@ def test_two_ranks_through_torchx_local_cwd(reference_run: dict) -> None:
 
 
 @pytest.mark.dist
-def test_two_simulated_nodes_meet_by_c10d_rendezvous(tiny_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    job = Job(tmp_path, "2x1", ["--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch-size", "256"])
-    rc, text = job.wait()
-    _assert_succeeded(rc, text)
-    s = _summary(out)
-    assert s["world_size"] == 2 and s["steps"] == math.ceil(3000 / 256)
-    ranks = s["ranks"]
-    # One worker per agent: node ranks 0 and 1 (c10d assigns them in joining order), local rank 0 on each,
-    # and global rank = node rank × nproc_per_node + local rank.
-    assert sorted(r["node_rank"] for r in ranks) == [0, 1]
-    assert all(r["local_rank"] == 0 and r["local_world_size"] == 1 for r in ranks)
-    assert [r["node_rank"] * 1 + r["local_rank"] for r in ranks] == [0, 1]
-    assert s["rows_trained"]["per_rank"] == [_share(6000, 2, r) for r in range(2)]
-    assert {rk for p in s["plan"].values() for rk in p["ranks"]} == {0, 1}  # tables sharded across the nodes
-    assert re.search(r"^trainer/0 ", text, re.M) and re.search(r"^trainer/1 ", text, re.M)  # two replicas
-
-
-@pytest.mark.dist
-def test_odd_world_size_three_ranks(tmp_path: Path) -> None:
+def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
+    """``-j 3x1``: three torchrun agents (simulated nodes) meet by c10d rendezvous; an odd world size with an
+    uneven split. (``-j 2x1`` and ``-j 1x3`` run the same code paths; docs/launch.md shows both.)"""
     from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled
 
     n = 6001  # 2000 / 2000 / 2001 rows: the last rank has one more, and every rank ends on a short batch
     data = tmp_path / "data"
     generate(str(data), scaled(PRESETS["tiny"], n), seed=3)
     out = tmp_path / "run"
-    job = Job(tmp_path, "1x3", ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256",
+    job = Job(tmp_path, "3x1", ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256",
                                 "--denoiser", "tce", "-p", "eps_max=0.1", "num_gradual=4"])
     rc, text = job.wait()
     _assert_succeeded(rc, text)
     s = _summary(out)
-    assert s["world_size"] == 3 and [r["local_rank"] for r in s["ranks"]] == [0, 1, 2]
+    ranks = s["ranks"]
+    # One worker per agent: node ranks 0, 1, 2 (c10d numbers the agents in joining order), local rank 0 on
+    # each, and global rank = node rank × nproc_per_node + local rank.
+    assert s["world_size"] == 3 and sorted(r["node_rank"] for r in ranks) == [0, 1, 2]
+    assert all(r["local_rank"] == 0 and r["local_world_size"] == 1 for r in ranks)
+    assert [r["node_rank"] * 1 + r["local_rank"] for r in ranks] == [0, 1, 2]
     assert s["rows_trained"]["per_rank"] == [_share(n, 3, r) for r in range(3)] == [2000, 2000, 2001]
-    assert s["steps"] == math.ceil(math.ceil(n / 3) / 256)
-    assert s["rows_trained"]["total"] == n
+    assert s["steps"] == math.ceil(math.ceil(n / 3) / 256) and s["rows_trained"]["total"] == n
+    assert len({rk for p in s["plan"].values() for rk in p["ranks"]}) > 1  # tables sharded across the nodes
+    assert all(re.search(rf"^trainer/{i} ", text, re.M) for i in range(3))  # three replicas ran
     assert s["metrics"]["test_clean"]["rows"] == s["metrics"]["test_observed"]["rows"] > 0
 
 
