@@ -2,7 +2,15 @@
 
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 from denoisrec.trainer.cli import main
 
+
+@record  # an uncaught exception's traceback goes to torchelastic's error file and its failure summary
+def run() -> int:
+    return main(["train", *sys.argv[1:]])
+
+
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(run())

@@ -4,6 +4,7 @@
                     [--baseline RUN_DIR] [--resume auto|never|DIR] [--set a.b=v ...]
     denoisrec predict --model-file RUN_DIR/model.pt --data FILE_OR_DIR --out scores.parquet
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
+    denoisrec launch [-s SCHEDULER] -j NxM [component options] -- [train options]   (torchx; docs/launch.md)
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -25,8 +27,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run output directory (run.out)")
     p.add_argument("--model", help="model name (model.name)")
     p.add_argument("--denoiser", help="denoiser name (denoiser.name)")
-    p.add_argument("-p", "--denoiser-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="denoiser hyperparameter, repeatable (denoiser.params.NAME)")
+    p.add_argument("-p", "--denoiser-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="denoiser hyperparameter(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2")
     p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
     p.add_argument("--epochs", type=int, help="run.epochs")
     p.add_argument("--steps", type=int, help="step budget (run.max_steps)")
@@ -36,8 +38,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", help="run directory whose summary.json is the RealImp baseline (run.baseline)")
     p.add_argument("--resume", help="run.resume: auto (default: <out>/checkpoints/latest if present), never, "
                                     "or a checkpoint directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set optim.lr=3e-4 run.epochs=2 (repeatable; torchx "
+                        "rejects a repeated option, so give them as one list there)")
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
@@ -117,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=8192)
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pr.set_defaults(fn=cmd_predict)
+    sub.add_parser("launch", add_help=False,
+                   help="torchx run a component (train, bench, gen_data) on a scheduler: "
+                        "denoisrec launch -j 1x2 -- --data DIR (see docs/launch.md)")
     g = sub.add_parser("gen-data", help="write a synthetic noisy-feedback dataset with ground truth")
     g.add_argument("--preset", default="small", help="tiny, small, medium")
     g.add_argument("--out", required=True, help="output directory")
@@ -128,12 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["launch"]:  # torchx's and the component's options follow, unparsed here
+        from denoisrec.launch.torchx_cli import main as launch_main
+
+        return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except (ValueError, FileNotFoundError) as e:
         print(f"denoisrec {args.command}: error: {e}", file=sys.stderr)
+        _record_for_torchelastic(e)
         return 2
+
+
+def _record_for_torchelastic(e: BaseException) -> None:
+    """Under torchrun/torchx, write ``e`` to this worker's error file: the agent's failure summary
+    ("Root Cause") then shows the message instead of only an exit code."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(e)
 
 
 if __name__ == "__main__":

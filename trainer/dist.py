@@ -12,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
@@ -73,6 +74,26 @@ def init_distributed(device: str = "auto", timeout_s: int = 600) -> DistEnv:
         device=dev,
         backend=dist.get_backend(),
     )
+
+
+def describe_ranks(env: DistEnv) -> List[Dict[str, Any]]:
+    """Where every rank ran, gathered on all ranks (for the run summary): global rank, node rank
+    (torchelastic's ``GROUP_RANK``), local rank, host, pid, and how often the elastic agent restarted
+    the group (``TORCHELASTIC_RESTART_COUNT``). Outside torchrun node rank and restarts are 0."""
+    me = {
+        "rank": env.rank,
+        "node_rank": int(os.environ.get("GROUP_RANK", 0)),
+        "local_rank": env.local_rank,
+        "local_world_size": env.local_world_size,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "restart_count": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
+    }
+    if env.world_size == 1:
+        return [me]
+    out: List[Any] = [None] * env.world_size
+    dist.all_gather_object(out, me)
+    return out
 
 
 def shutdown() -> None:

@@ -42,7 +42,7 @@ from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
-from denoisrec.trainer.dist import DistEnv, init_distributed
+from denoisrec.trainer.dist import DistEnv, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.export import unsharded_state_dict
@@ -430,6 +430,7 @@ def train(cfg: Config) -> Dict[str, Any]:
         "epochs_started": (step - 1) // spe + 1 if step else 0,
         "rows_trained": {"total": rows_before + int(global_samples), "this_session": int(global_samples),
                          "per_rank": [int(r) for r in rows_per_rank]},
+        "ranks": describe_ranks(env),
         "train_rows_in_split": train_reader.total_rows,
         "loss": {"first": first_loss, "last": last_loss},
         "throughput_samples_per_s": global_samples / max(train_seconds, 1e-9),

@@ -1,0 +1,98 @@
+"""``denoisrec launch``: ``torchx run`` with this package's components, from any directory.
+
+    denoisrec launch [-s SCHEDULER] [-cfg K=V,...] [--dryrun] [--component train|bench|gen_data]
+                     [component options: -j 2x4 --gpu 8 --max_restarts 3 ...] [-- trainer options]
+
+It runs ``python -m torchx.cli.main run -s SCHEDULER <installed launch/components.py>:COMPONENT ...`` and
+adds two conveniences over plain ``torchx run``:
+
+- On a local scheduler (``local_cwd``, the default) the workers use this interpreter (``--python
+  sys.executable``), so the venv need not be activated and no ``.torchxconfig`` is needed.
+- Repeated list options of the trainer (``--set a=1 --set b=2``, ``-p x=1 -p y=2``) are merged into one
+  (``--set a=1 b=2``): torchx rejects an option named twice.
+
+Example::
+
+    torchx_argv(["-j", "1x2", "--", "--data", "d", "--set", "a=1", "--set", "b=2"], python="/venv/bin/python")
+    # [..., "run", "-s", "local_cwd", ".../launch/components.py:train", "-j", "1x2",
+    #  "--python", "/venv/bin/python", "--", "--data", "d", "--set", "a=1", "b=2"]
+"""
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional
+
+COMPONENTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "components.py")
+COMPONENTS = ("train", "bench", "gen_data")
+_LIST_OPTIONS = {"--set": "--set", "-p": "-p", "--denoiser-param": "-p"}
+
+
+def merge_list_options(args: List[str]) -> List[str]:
+    """``--set a=1 --data d --set b=2`` → ``--data d --set a=1 b=2`` (values keep their order)."""
+    rest: List[str] = []
+    merged: Dict[str, List[str]] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        if name in _LIST_OPTIONS:
+            values = merged.setdefault(_LIST_OPTIONS[name], [])
+            if eq:
+                values.append(inline)
+            i += 1
+            while i < len(args) and not args[i].startswith("-"):
+                values.append(args[i])
+                i += 1
+            continue
+        rest.append(a)
+        i += 1
+    for opt, values in merged.items():
+        if values:
+            rest += [opt, *values]
+    return rest
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="denoisrec launch", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-s", "--scheduler", default="local_cwd", help="torchx scheduler (local_cwd, slurm, kubernetes)")
+    p.add_argument("-cfg", "--scheduler_args", help="scheduler options, e.g. partition=gpu,time=04:00:00")
+    p.add_argument("--dryrun", action="store_true", help="print the AppDef and the scheduler request; run nothing")
+    p.add_argument("--component", default="train", choices=COMPONENTS, help="which component (default: train)")
+    return p
+
+
+def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
+    """The ``torchx`` command line for ``denoisrec launch ARGV`` (without the interpreter prefix)."""
+    if "--" in argv:
+        cut = argv.index("--")
+        head, tail = argv[:cut], argv[cut + 1:]
+    else:
+        head, tail = argv, []
+    ours, component_opts = _parser().parse_known_args(head)
+    cmd = ["run", "-s", ours.scheduler]
+    if ours.scheduler_args:
+        cmd += ["-cfg", ours.scheduler_args]
+    if ours.dryrun:
+        cmd.append("--dryrun")
+    cmd += [f"{COMPONENTS_FILE}:{ours.component}", *component_opts]
+    if ours.scheduler.startswith("local") and "--python" not in component_opts and python:
+        cmd += ["--python", python]
+    if tail:
+        cmd += ["--", *merge_list_options(tail)]
+    return cmd
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Replace this process with ``torchx run``; its exit status is the job's (local schedulers wait)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        _parser().print_help()
+        print("\ncomponent options: torchx run <component> --help, e.g. "
+              f"torchx run {COMPONENTS_FILE}:train --help")
+        return 0
+    cmd = [sys.executable, "-m", "torchx.cli.main", *torchx_argv(argv, python=sys.executable)]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
