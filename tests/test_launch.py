@@ -230,14 +230,7 @@ def test_gen_data_component_writes_a_dataset(tmp_path: Path) -> None:
     assert stats["train"]["rows"] == 1200 and (out / "schema.json").exists()
 
 
-def _has_checkpointing() -> bool:
-    from denoisrec.trainer.config import RunConfig
-
-    return all(hasattr(RunConfig(), k) for k in ("checkpoint_every", "resume"))
-
-
 @pytest.mark.dist
-@pytest.mark.skipif(not _has_checkpointing(), reason="blocked on issue 4: no run.checkpoint_every / run.resume")
 def test_killed_worker_restarts_and_resumes_from_checkpoint(tiny_data: Path, tmp_path: Path,
                                                             reference_run: dict) -> None:
     every = 10
