@@ -2,6 +2,8 @@
 
     denoisrec train [--config FILE] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...] [--set a.b=v ...]
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
+    denoisrec convert {movielens,deca} PATH --out DIR [--noisy-max-rating R] [--seed S]
+    denoisrec bench {throughput,quality,peers,...} [options]   (see trainer/bench/)
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -84,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
+    from denoisrec.trainer.bench.cli import add_bench_commands
+    from denoisrec.trainer.data.convert import add_convert_commands
+
+    add_convert_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 
