@@ -22,13 +22,16 @@ import yaml
 class DataConfig:
     """Where the data is and how it is batched.
 
-    ``batch_size`` is per rank (the global batch is ``batch_size × world size``).
+    ``batch_size`` is per rank (the global batch is ``batch_size × world size``). ``train_label`` is the
+    column training sees: ``label`` (observed) or ``clean_label`` (the ground-truth oracle, see
+    ``trainer/train_labels.py``).
     """
 
     path: str = "data/small"
     batch_size: int = 2048
     eval_batch_size: int = 8192
     shuffle: bool = True
+    train_label: str = "label"
 
 
 @dataclass

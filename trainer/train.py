@@ -17,7 +17,7 @@ import os
 import platform
 import random
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.runlog import RunLog, fmt_stats
 from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, plan_summary, wrap
+from denoisrec.trainer.train_labels import check_train_label, select_train_labels
 
 
 def seed_everything(seed: int) -> None:
@@ -66,13 +67,19 @@ def _global_sum(x: float, device: torch.device) -> float:
     return float(t.item())
 
 
-def train(cfg: Config) -> Dict[str, Any]:
-    """Train and evaluate as ``cfg`` says; return the summary (identical on every rank)."""
+def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
+    """Train and evaluate as ``cfg`` says; return the summary (identical on every rank).
+
+    ``hooks`` (optional, e.g. ``denoisrec.trainer.bench.quality.QualityHooks``) is called with
+    ``on_step(step, epoch, batch, loss_output)`` after every step and ``on_epoch_end(epoch, model, readers,
+    env)`` after every epoch; a true return from the latter stops training (early stopping).
+    """
     env = init_distributed(cfg.run.device)
     log = RunLog(cfg.run.out, env.is_main)
     t_start = time.time()
     seed_everything(cfg.run.seed)
     schema = DataSchema.load(cfg.data.path)
+    check_train_label(cfg.data.train_label, schema, cfg.data.path)
     readers = _readers(cfg, schema, env)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
@@ -110,12 +117,14 @@ def train(cfg: Config) -> Dict[str, Any]:
         for batch in train_reader:
             if step >= total_steps:
                 break
-            batch = batch.to(env.device, non_blocking=True)
+            batch = select_train_labels(batch.to(env.device, non_blocking=True), cfg.data.train_label)
             loss, (value, _, out) = model(batch)
             dense_opt.zero_grad()
             loss.backward()
             dense_opt.step()
             step += 1
+            if hooks is not None:
+                hooks.on_step(step, epoch, batch, out)
             local_samples += batch.size
             samples_log += batch.size
             if step == 1:
@@ -129,10 +138,13 @@ def train(cfg: Config) -> Dict[str, Any]:
                 log.print(f"step {step:>6}/{total_steps} epoch {epoch} loss {last_loss:.4f} "
                           f"{rate:,.0f} samples/s {fmt_stats(stats)}")
                 t_log, samples_log = now, 0
+        if hooks is not None and hooks.on_epoch_end(epoch, model, readers, env):
+            break
     train_seconds = time.time() - t_train
     global_samples = _global_sum(float(local_samples), env.device)
 
-    metrics: Dict[str, Any] = {"valid": evaluate(model, readers["valid"], env.device, "observed")}
+    valid_target = "clean" if cfg.data.train_label == "clean_label" else "observed"
+    metrics: Dict[str, Any] = {"valid": evaluate(model, readers["valid"], env.device, valid_target)}
     if readers["test"].with_ground_truth:
         metrics["test_clean"] = evaluate(model, readers["test"], env.device, "clean")
     metrics["test_observed"] = evaluate(model, readers["test"], env.device, "observed")
