@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
     from denoisrec.trainer.bench.cli import add_bench_commands
-    from denoisrec.trainer.data.convert import add_convert_commands
+    from denoisrec.trainer.data.convert_cli import add_convert_commands
 
     add_convert_commands(sub)
     add_bench_commands(sub)

@@ -55,6 +55,7 @@ SPEEDUP_TARGET = 2.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="synthetic dataset directory (default: data/<preset>)")
     p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
+    p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
     p.add_argument("--out", default="runs/bench", help="report directory (peers.{json,md,png})")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {', '.join(PEERS)}")
     p.add_argument("--embedding-dim", type=int, default=16)
@@ -273,7 +274,7 @@ def run(a: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--peers: unknown peer(s) {unknown}; known: {sorted(PEER_RUNNERS)}")
     os.makedirs(a.out, exist_ok=True)
-    data = ensure_data(a.data, a.preset, a.out, a.quick)
+    data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     view_dir = os.path.join(a.out, "peers-data")
     schema = single_valued_view(data, view_dir)
     sizes = [(f.name, f.num_embeddings) for f in schema.sparse]

@@ -63,6 +63,7 @@ DART_TABLE2_ML100K = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset directory with ground truth (default: data/<preset>)")
     p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
+    p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
     p.add_argument("--out", default="runs/bench", help="report directory (quality.{json,md,png}) and run logs")
     p.add_argument("--model", default="dlrm", help="model name from denoisrec.models.MODELS")
     p.add_argument("--denoisers", default="all", help="comma-separated names or 'all'")
@@ -461,7 +462,7 @@ def run(a: argparse.Namespace) -> int:
     _apply_quick(a)
     methods = resolve_methods(a.denoisers)
     params = parse_method_params(a.param)
-    data = ensure_data(a.data, a.preset, a.out, a.quick)
+    data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     from denoisrec.trainer.data.schema import DataSchema
 
     if not DataSchema.load(data).ground_truth:

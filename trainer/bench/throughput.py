@@ -53,6 +53,7 @@ def target_for(method: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset directory (default: data/<preset>, generated if missing)")
     p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
+    p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
     p.add_argument("--out", default="runs/bench", help="report directory (throughput.{json,md,png})")
     p.add_argument("--model", default="dlrm", help="model name from denoisrec.models.MODELS")
     p.add_argument("--denoisers", default="all",
@@ -92,19 +93,21 @@ def _apply_quick(a: argparse.Namespace) -> None:
     a.threads = a.threads or 1
 
 
-def ensure_data(data: Optional[str], preset: str, out: str, quick: bool) -> str:
-    """``data`` if given (must hold schema.json); else ``data/<preset>`` (quick: ``<out>/data-<preset>``),
-    generated when missing."""
-    from denoisrec.trainer.data.synthetic import generate, preset_by_name
+def ensure_data(data: Optional[str], preset: str, out: str, quick: bool, rows: Optional[int] = None) -> str:
+    """``data`` if given (must hold schema.json); else ``data/<preset>[-<rows>]`` (quick:
+    ``<out>/data-<preset>``), generated (seed 0) when missing."""
+    from denoisrec.trainer.data.synthetic import generate, preset_by_name, scaled
 
     if data:
         if not os.path.exists(os.path.join(data, "schema.json")):
-            raise FileNotFoundError(f"--data {data}: no schema.json (generate with `denoisrec gen-data`)")
+            raise FileNotFoundError(f"--data {data}: no schema.json (generate with `denoisrec gen-data` or "
+                                    "`denoisrec convert`)")
         return data
-    path = os.path.join(out, f"data-{preset}") if quick else os.path.join("data", preset)
+    name = preset if rows is None else f"{preset}-{rows}"
+    path = os.path.join(out, f"data-{name}") if quick else os.path.join("data", name)
     if not os.path.exists(os.path.join(path, "schema.json")):
-        print(f"bench: generating the {preset} preset into {path}", flush=True)
-        generate(path, preset_by_name(preset), seed=0)
+        print(f"bench: generating the {preset} preset ({rows or 'default'} rows) into {path}", flush=True)
+        generate(path, scaled(preset_by_name(preset), rows), seed=0)
     return path
 
 
@@ -149,7 +152,7 @@ def run(a: argparse.Namespace) -> int:
         if m not in methods:
             raise ValueError(f"-p {m}.*: {m!r} is not among the benchmarked methods {methods}")
     os.makedirs(a.out, exist_ok=True)
-    data = ensure_data(a.data, a.preset, a.out, a.quick)
+    data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     results: Dict[int, Dict[str, Any]] = {}
     for ws in timed + counted:
         mode = "time" if ws in timed else "count"
@@ -254,7 +257,8 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
     ccols += [(f"added vs bce at {wss[-1]}", f"d{wss[-1]}", "{}"), ("bytes grow with ranks", "grows", "{}")]
     rep.markdown = (
         f"Model `{a.model}`, data `{data}`; {a.rounds} interleaved rounds × {a.steps} steps per method after "
-        f"{a.warmup} warm-up steps; ingest excluded (batches cycled from memory).\n\n{table}\n\n"
+        f"{a.warmup} warm-up steps; ingest excluded (batches cycled from memory). "
+        f"`× baseline`: median over rounds of the ratio to the baseline in the same round.\n\n{table}\n\n"
         f"Loss-layer collectives per step (rank 0; `denoisrec.denoisers.collectives.COUNTER`):\n\n"
         f"{markdown_table(crow, ccols)}\n")
     for ws, r in sorted(results.items()):
