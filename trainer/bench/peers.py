@@ -11,10 +11,11 @@ writes a dataset view (``<out>/peers-data``: a ``schema.json`` listing those fea
 that denoisrec reads, and the peers get the same columns as arrays.
 
 **Same shape**: DeepFM with embedding dim ``--embedding-dim``, MLP ``--mlp``, dropout ``--dropout``, batch
-``--batch-size`` (global: split over denoisrec's ranks), Adam with ``--lr`` for every parameter (denoisrec's
-sparse optimizer is set to fused Adam too), no L2, ``--epochs`` epochs over the train split, shuffled.
-Known differences: torchfm's MLP always has BatchNorm after each hidden layer (DeepCTR's and denoisrec's
-are plain); DeepCTR initialises embeddings with N(0, 1e-4²); torchfm Xavier; denoisrec TorchRec's default.
+``--batch-size`` (global: split over denoisrec's ranks), one ``--optimizer`` with ``--lr`` for every parameter
+(denoisrec's fused sparse optimizer too; on CPU FBGEMM's fused embedding kernels have no Adam, so ``auto``
+picks Adagrad there and Adam on CUDA), no L2, ``--epochs`` epochs over the train split, shuffled.
+Known differences: torchfm's MLP always has BatchNorm after each hidden layer (DeepCTR's is plain); DeepCTR
+initialises embeddings with N(0, 1e-4²), torchfm with Xavier, denoisrec with TorchRec's default.
 
 **Measured**: training samples/s (train rows × epochs / training seconds; peers: their training loop incl.
 their DataLoader over in-memory arrays; denoisrec: its trainer incl. the Parquet reader), and AUC on the test
@@ -39,6 +40,7 @@ import argparse
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,7 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlp", default="128,64", help="hidden layer sizes of the DNN part")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=2048, help="global batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate for every parameter")
+    p.add_argument("--optimizer", choices=("auto", "adam", "adagrad"), default="auto",
+                   help="one optimizer for every parameter of every system; auto: adam on CUDA, adagrad on CPU "
+                        "(FBGEMM's fused CPU embedding kernels have no Adam)")
+    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.01 for adagrad)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--nproc", type=int, default=2, help="ranks of the distributed denoisrec run (0: skip)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the one-process runs (0: all cores)")
@@ -71,6 +76,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra config override for the denoisrec runs (e.g. model.params.hidden=[128,64])")
     p.add_argument("--quick", action="store_true", help="CI smoke test: tiny preset, batch 256")
     p.add_argument("--timeout", type=int, default=3600)
+
+
+def _resolve_optimizer(a: argparse.Namespace) -> None:
+    if a.optimizer == "auto":
+        import torch
+
+        a.optimizer = "adam" if torch.cuda.is_available() else "adagrad"
+    if a.lr is None:
+        a.lr = 1e-3 if a.optimizer == "adam" else 0.01
+
+
+def make_optimizer(a: argparse.Namespace, params):  # type: ignore[no-untyped-def]
+    import torch
+
+    return (torch.optim.Adam if a.optimizer == "adam" else torch.optim.Adagrad)(params, lr=a.lr)
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
@@ -141,7 +161,7 @@ def run_deepctr(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
     cols = [SparseFeat(name, vocabulary_size=n, embedding_dim=a.embedding_dim) for name, n in sizes]
     model = DeepFM(cols, cols, dnn_hidden_units=tuple(hidden), l2_reg_linear=0.0, l2_reg_embedding=0.0,
                    l2_reg_dnn=0.0, dnn_dropout=a.dropout, task="binary", device="cpu", seed=a.seed)
-    model.compile(torch.optim.Adam(model.parameters(), lr=a.lr), "binary_crossentropy")
+    model.compile(make_optimizer(a, model.parameters()), "binary_crossentropy")
     x_train = {name: train["x"][:, j] for j, (name, _) in enumerate(sizes)}
     x_test = {name: test["x"][:, j] for j, (name, _) in enumerate(sizes)}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -162,7 +182,7 @@ def run_torchfm(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
 
     torch.manual_seed(a.seed)
     model = DeepFactorizationMachineModel([n for _, n in sizes], a.embedding_dim, tuple(hidden), a.dropout)
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    opt = make_optimizer(a, model.parameters())
     loss_fn = torch.nn.BCELoss()
     loader = DataLoader(TensorDataset(torch.from_numpy(train["x"]), torch.from_numpy(train["y"])),
                         batch_size=a.batch_size, shuffle=True)
@@ -235,8 +255,9 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
     if a.batch_size % nproc:
         raise ValueError(f"--batch-size {a.batch_size} is not divisible by {nproc} ranks")
     sets = ([] if any(s.startswith("model.params.") for s in a.denoisrec_set) else deepfm_overrides(hidden, a.dropout))
-    sets += [f"model.embedding_dim={a.embedding_dim}", "optim.dense=adam", f"optim.lr={a.lr}",
-             "optim.sparse=adam", f"optim.sparse_lr={a.lr}", "optim.weight_decay=0", "optim.sparse_weight_decay=0",
+    sets += [f"model.embedding_dim={a.embedding_dim}", f"optim.dense={a.optimizer}", f"optim.lr={a.lr}",
+             f"optim.sparse={a.optimizer}", f"optim.sparse_lr={a.lr}", "optim.weight_decay=0",
+             "optim.sparse_weight_decay=0",
              "run.log_every=1000000000"] + list(a.denoisrec_set)
     args = ["--data", view, "--out", out, "--model", "deepfm", "--denoiser", "bce",
             "--batch-size", str(a.batch_size // nproc), "--epochs", str(a.epochs), "--seed", str(a.seed)]
@@ -249,8 +270,11 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
     summary_path = os.path.join(out, "summary.json")
     if proc.returncode != 0 or not os.path.exists(summary_path):
-        lines = [x for x in (proc.stderr + proc.stdout).splitlines() if "error" in x.lower()]
-        raise RuntimeError(lines[-1] if lines else f"exit {proc.returncode}: {proc.stderr[-500:]}")
+        text = (proc.stderr + proc.stdout).splitlines()
+        ours = [x for x in text if "denoisrec train: error:" in x]
+        errors = [x for x in text if re.search(r"\w+(Error|Exception): ", x) and "elastic" not in x]
+        line = (ours or errors or [f"exit {proc.returncode}: {proc.stderr[-500:]}"])[-1]
+        raise RuntimeError(line.split("denoisrec train: error: ")[-1].replace("[rank0]: ", "").strip())
     with open(summary_path) as f:
         s = json.load(f)
     return {"samples_per_s": s["throughput_samples_per_s"], "seconds": s["train_seconds"],
@@ -264,6 +288,7 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
 
 def run(a: argparse.Namespace) -> int:
     _apply_quick(a)
+    _resolve_optimizer(a)
     import torch
 
     from denoisrec.trainer.bench.report import BenchReport, markdown_table
@@ -328,7 +353,8 @@ def run(a: argparse.Namespace) -> int:
                                      and abs(r["auc_delta_vs_fastest_peer"]) <= AUC_TOLERANCE)
     rep = BenchReport("peers", params={
         "data": data, "view": view_dir, "features": [n for n, _ in sizes], "embedding_dim": a.embedding_dim,
-        "mlp": hidden, "dropout": a.dropout, "batch_size": a.batch_size, "lr": a.lr, "epochs": a.epochs,
+        "mlp": hidden, "dropout": a.dropout, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
+        "epochs": a.epochs,
         "train_rows": n_train, "test_rows": int(test["x"].shape[0]), "nproc": a.nproc, "quick": a.quick})
     rep.rows = rows
     cols = [("system", "system", "{}"), ("processes", "processes", "{}"), ("threads", "threads", "{}"),
@@ -340,8 +366,8 @@ def run(a: argparse.Namespace) -> int:
             ("status", "status", "{}")]
     rep.markdown = (f"DeepFM, {len(sizes)} single-valued features of `{data}` ({n_train:,} train rows), "
                     f"embedding {a.embedding_dim}, MLP {hidden}, dropout {a.dropout}, global batch {a.batch_size}, "
-                    f"Adam lr {a.lr}, {a.epochs} epoch(s); AUC on the test split.\n\n{markdown_table(rows, cols)}\n")
-    rep.notes.append("torchfm's MLP has BatchNorm after every hidden layer; DeepCTR-Torch's and denoisrec's do not")
+                    f"{a.optimizer} lr {a.lr} on every parameter, {a.epochs} epoch(s); AUC on the test split.\n\n{markdown_table(rows, cols)}\n")
+    rep.notes.append("torchfm's MLP has BatchNorm after every hidden layer; DeepCTR-Torch's does not")
     rep.notes.append("FuxiCTR: not installed as a peer (PyPI 2.3.10 needs ray[data], polars, h5py, pandas, pydantic "
                      "and ships no DeepFM; its models live in the repository's model_zoo/)")
     if a.quick:
