@@ -5,6 +5,8 @@
     denoisrec predict --model-file RUN_DIR/model.pt --data FILE_OR_DIR --out scores.parquet
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
     denoisrec launch [-s SCHEDULER] -j NxM [component options] -- [train options]   (torchx; docs/launch.md)
+    denoisrec convert {movielens,deca} PATH --out DIR [--noisy-max-rating R] [--seed S]
+    denoisrec bench {throughput,quality,peers,...} [options]   (see trainer/bench/)
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -130,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
+    from denoisrec.trainer.bench.cli import add_bench_commands
+    from denoisrec.trainer.data.convert_cli import add_convert_commands
+
+    add_convert_commands(sub)
+    add_bench_commands(sub)
     return parser
 
 

@@ -23,7 +23,9 @@ class DataConfig:
     """Where the data is and how it is batched.
 
     ``batch_size`` is per rank (the global batch is ``batch_size × world size``); ``global_batch_size``,
-    when set, overrides it with ``global_batch_size / world size`` (it must divide evenly).
+    when set, overrides it with ``global_batch_size / world size`` (it must divide evenly). ``train_label`` is the
+    column training sees: ``label`` (observed) or ``clean_label`` (the ground-truth oracle, see
+    ``trainer/train_labels.py``).
     """
 
     path: str = "data/small"
@@ -31,6 +33,7 @@ class DataConfig:
     global_batch_size: Optional[int] = None
     eval_batch_size: int = 8192
     shuffle: bool = True
+    train_label: str = "label"
 
 
 @dataclass

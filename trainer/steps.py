@@ -61,6 +61,7 @@ class Stepper:
         self.model, self.optimizer, self.device = model, optimizer, device
         self.autocast = autocast
         self.pipeline: Optional[Any] = None
+        self.last_batch: Optional[Any] = None  # the plain loop's current batch (hooks read it; None when pipelined)
         if pipelined:
             from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -75,6 +76,7 @@ class Stepper:
         if self.pipeline is None:
             for batch in batches:
                 batch = batch.to(self.device, non_blocking=True)
+                self.last_batch = batch
                 self.optimizer.zero_grad()
                 loss, output = self._forward(batch)
                 loss.backward()

@@ -54,6 +54,7 @@ from denoisrec.trainer.schedule import LRSchedule, set_lr
 from denoisrec.trainer.sharding import (check_sparse_optimizer, fuse_sparse_optimizer, make_plan, plan_summary,
                                         train_optimizer, wrap)
 from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
+from denoisrec.trainer.train_labels import check_train_label, select_train_labels
 
 EVAL_SPLITS = ("valid", "test_clean", "test_observed")
 
@@ -203,8 +204,14 @@ class Window:
 
 
 # ------------------------------------------------------------------------------------------------- train
-def train(cfg: Config) -> Dict[str, Any]:
-    """Train and evaluate as ``cfg`` says; return the summary (identical on every rank)."""
+def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
+    """Train and evaluate as ``cfg`` says; return the summary (identical on every rank).
+
+    ``hooks`` (optional, e.g. ``denoisrec.trainer.bench.quality.QualityHooks``) is called with
+    ``on_step(step, epoch, batch, loss_output)`` after every step (``batch`` is ``None`` under the GPU
+    pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
+    latter stops training.
+    """
     env = init_distributed(cfg.run.device)
     t_start = time.time()
     _check_run_options(cfg)
@@ -213,6 +220,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     pipelined = use_pipeline(cfg.run.pipeline, env.device)
     seed_everything(cfg.run.seed)
     schema = apply_table_overrides(DataSchema.load(cfg.data.path), cfg.model.tables)
+    check_train_label(cfg.data.train_label, schema, cfg.data.path)
     batch_size = rank_batch_size(cfg, env.world_size)
     readers = _readers(cfg, schema, env, batch_size)
     spec = model_spec(cfg, schema)
@@ -313,7 +321,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     def run_eval(at: int, splits: List[str]) -> Dict[str, Any]:
         results = {}
         for split in splits:
-            results[split] = _evaluate_split(model, readers, split, env, autocast)
+            results[split] = _evaluate_split(model, readers, split, env, autocast, cfg.data.train_label)
             log.scalars(at, split, _numeric(results[split]))
         return results
 
@@ -323,7 +331,9 @@ def train(cfg: Config) -> Dict[str, Any]:
     if cfg.run.stop_after_steps is not None and cfg.run.stop_after_steps < 1:
         raise ValueError(f"run.stop_after_steps={cfg.run.stop_after_steps}: must be >= 1 (or null)")
     if not stopper.stop:
-        for value, logits, out in stepper.run(train_batches(train_reader, start_step, total_steps)):
+        batches = (select_train_labels(b, cfg.data.train_label)
+                   for b in train_batches(train_reader, start_step, total_steps))
+        for value, logits, out in stepper.run(batches):
             step += 1
             n = int(logits.shape[0])
             local_samples += n
@@ -336,6 +346,10 @@ def train(cfg: Config) -> Dict[str, Any]:
             last_out = out
             if step % cfg.run.log_every == 0 or step == total_steps:
                 last_loss = log_window(step, out)
+            if hooks is not None:
+                hooks.on_step(step, (step - 1) // spe, stepper.last_batch, out)
+                if step % spe == 0 and hooks.on_epoch_end(step // spe - 1, model, readers, env):
+                    break
 
             due_eval = _eval_due(cfg.run.eval_every, step, spe) and step < total_steps
             due_ckpt = cfg.run.checkpoint_every > 0 and step % cfg.run.checkpoint_every == 0 and step < total_steps
@@ -489,9 +503,10 @@ def _eval_splits(cfg: Config, readers: Dict[str, ParquetBatchReader], stopper: E
 
 
 def _evaluate_split(model: torch.nn.Module, readers: Dict[str, ParquetBatchReader], split: str, env: DistEnv,
-                    autocast: Any) -> Dict[str, Any]:
+                    autocast: Any, train_label: str = "label") -> Dict[str, Any]:
     reader = readers["valid" if split == "valid" else "test"]
-    target = "clean" if split == "test_clean" else "observed"
+    # Validation is scored against the labels training sees (clean ones for the "Clean" oracle run).
+    target = "clean" if split == "test_clean" or (split == "valid" and train_label == "clean_label") else "observed"
     return evaluate(model, reader, env.device, target, autocast)
 
 

@@ -1,0 +1,176 @@
+"""`denoisrec bench`: the quick modes end to end (smoke tests of the real code paths), with every reported
+number checked against the raw numbers it was computed from. Figures are measured by the full benches, never
+here."""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from denoisrec.trainer.bench.quality import grid_points, select_best
+from denoisrec.trainer.bench.report import BenchReport, markdown_table, summarize
+from denoisrec.trainer.cli import main
+
+
+def test_report_writes_json_markdown_png_and_environment(tmp_path: Path) -> None:
+    rep = BenchReport("demo", params={"k": 1})
+    rep.rows = [{"method": "bce", "v": 1234.5, "x": float("nan")}]
+    rep.markdown = markdown_table(rep.rows, [("method", "method", "{}"), ("v", "v", "{:,.1f}"), ("x", "x", "{:.2f}")])
+    paths = rep.write(str(tmp_path), plot=lambda fig: fig.add_subplot(111).bar(["bce"], [1.0]))
+    d = json.loads(Path(paths["json"]).read_text())
+    assert d["rows"][0]["x"] is None and d["params"] == {"k": 1}
+    env = d["environment"]
+    assert env["cpu_cores"] >= 1 and env["versions"]["torch"] and env["versions"]["torchrec"] and env["cpu_model"]
+    assert env["device"] in ("cpu",) or env["cuda"]
+    assert "| bce | 1,234.5 | — |" in Path(paths["md"]).read_text()
+    assert Path(paths["png"]).read_bytes()[:4] == b"\x89PNG"
+    s = summarize([3.0, 1.0, 2.0, 10.0])
+    assert s["median"] == 2.5 and s["p25"] == 1.75 and s["p75"] == 4.75 and s["rel_spread"] == pytest.approx(3 / 2.5)
+
+
+def test_grid_points_and_selection_use_validation_only() -> None:
+    from denoisrec.denoisers import TruncatedBCE
+
+    class Gridded(TruncatedBCE):
+        name = "tce_grid_unit"
+        GRID = {"eps_max": [0.1, 0.2], "num_gradual": [10, 20]}
+
+    ofat = grid_points(Gridded, {}, "ofat", 24)
+    assert ofat[0] == {"eps_max": 0.2, "num_gradual": 30000}  # the defaults come first
+    assert {"eps_max": 0.1, "num_gradual": 30000} in ofat and {"eps_max": 0.2, "num_gradual": 10} in ofat
+    assert len(ofat) == 1 + 1 + 2  # eps 0.2 is the default already
+    assert len(grid_points(Gridded, {}, "full", 24)) == 1 + 4
+    assert grid_points(Gridded, {"num_gradual": 5}, "ofat", 24) == [
+        {"eps_max": 0.2, "num_gradual": 5}, {"eps_max": 0.1, "num_gradual": 5}]
+    with pytest.raises(ValueError, match="max-grid"):
+        grid_points(Gridded, {}, "full", 3)
+    pts = [{"valid_auc": 0.7, "test": 0.99}, {"valid_auc": 0.8, "test": 0.1}, {"valid_auc": 0.8}, {"valid_auc": float("nan")}]
+    assert select_best(pts) == 1
+
+
+@pytest.mark.dist
+def test_bench_throughput_quick(tmp_path: Path) -> None:
+    # One rank in this process, three under torchrun (an odd world size; one launch keeps the test short).
+    out = tmp_path / "b"
+    assert main(["bench", "throughput", "--quick", "--denoisers", "tce,rce", "--ranks", "1,3", "--count-ranks", "",
+                 "--out", str(out)]) == 0
+    d = json.loads((out / "throughput.json").read_text())
+    assert (out / "throughput.md").exists() and (out / "throughput.png").exists()
+    raw = d["raw"]["per_world_size"]
+    assert sorted(raw) == ["1", "3"] and raw["3"]["mode"] == "time" and raw["3"]["world_size"] == 3
+    rows = {(r["world_size"], r["method"]): r for r in d["rows"]}
+    assert sorted(rows) == [(w, m) for w in (1, 3) for m in ("bce", "rce", "tce")]
+    for (ws, m), r in rows.items():
+        rates, base = raw[str(ws)]["rates"][m], raw[str(ws)]["rates"]["bce"]
+        assert len(rates) == 5 and all(x > 0 for x in rates)
+        assert r["samples_per_s"] == pytest.approx(statistics.median(rates))
+        assert r["ratio"] == pytest.approx(statistics.median(x / b for x, b in zip(rates, base)))
+        assert r["step_ms"] == pytest.approx(256 * ws / r["samples_per_s"] * 1000)
+    assert rows[(1, "bce")]["ratio"] == 1.0 and rows[(3, "tce")]["target"] == 0.97
+    c = d["raw"]["collectives"]
+    for m in ("bce", "rce", "tce"):
+        assert c[m]["1"] == {"calls_per_step": 0.0, "bytes_per_step": 0.0}  # one process: no collective
+    # BCE: one all-reduce of the two int64 counts (B, P) and one of the float32 loss sum.
+    assert c["bce"]["3"] == {"calls_per_step": 2.0, "bytes_per_step": 2 * 8 + 4}
+    # R-CE adds the float32 weight sum; T-CE the radix select: 8 rounds of a [1, 256] int64 histogram.
+    assert c["rce"]["3"] == {"calls_per_step": 3.0, "bytes_per_step": 2 * 8 + 4 + 4}
+    assert c["tce"]["3"]["bytes_per_step"] >= c["bce"]["3"]["bytes_per_step"] + 8 * 256 * 8
+
+
+def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from denoisrec.denoisers import DENOISERS, TruncatedBCE
+
+    class Gridded(TruncatedBCE):
+        name = "tce_grid"
+        GRID = {"eps_max": [0.05]}
+
+    monkeypatch.setitem(DENOISERS, "tce_grid", Gridded)
+    out = tmp_path / "q"
+    assert main(["bench", "quality", "--quick", "--denoisers", "tce_grid", "-p", "tce_grid.num_gradual=5",
+                 "--curve-points", "1000", "--out", str(out)]) == 0
+    d = json.loads((out / "quality.json").read_text())
+    assert (out / "quality.md").exists() and (out / "quality.png").exists()
+    runs, rows = d["raw"]["runs"], {r["method"]: r for r in d["rows"]}
+    assert sorted(rows) == ["bce", "clean", "tce_grid"]
+    # Sweep: defaults (eps 0.2) and eps 0.05 on seed 0; the better validation AUC wins.
+    sw = d["raw"]["sweeps"]["tce_grid"]
+    assert [p["params"] for p in sw["points"]] == [{"eps_max": 0.2, "num_gradual": 5}, {"eps_max": 0.05, "num_gradual": 5}]
+    assert sw["selected"] == int(np.argmax([p["valid_auc"] for p in sw["points"]]))
+    assert rows["tce_grid"]["params"] == sw["points"][sw["selected"]]["params"]
+    # Aggregates are the seeds' mean ± std; RealImp and gap closure follow their formulas.
+    for m, row in rows.items():
+        aucs = [r["test_clean"]["auc"] for r in runs if r["method"] == m]
+        assert len(aucs) == 2 and row["test_clean_auc"] == pytest.approx(np.mean(aucs))
+        assert row["test_clean_auc_std"] == pytest.approx(np.std(aucs, ddof=1))
+        finals = [r["epoch_curve"][-1]["test_clean_auc"] for r in runs if r["method"] == m]
+        assert row["final_epoch_clean_auc"] == pytest.approx(np.mean(finals))
+    base, clean, t = (rows[m]["test_clean_auc"] for m in ("bce", "clean", "tce_grid"))
+    assert rows["tce_grid"]["real_imp"] == pytest.approx((t - 0.5) / (base - 0.5) - 1)
+    assert rows["tce_grid"]["gap_closure"] == pytest.approx((t - base) / (clean - base))
+    assert rows["clean"]["gap_closure"] == pytest.approx(1.0)
+    # The oracle trains on clean labels and is validated against them; the others on observed labels.
+    assert {r["valid"]["target"] for r in runs if r["method"] == "clean"} == {"clean"}
+    assert {r["valid"]["target"] for r in runs if r["method"] != "clean"} == {"observed"}
+    # Noise identification: T-CE drops min(⌊ε(T)·B⌋, positives) per step, ε(T) = min(T·ε_max/g, ε_max).
+    eps, g, b = rows["tce_grid"]["params"]["eps_max"], 5, 500
+    for r in (r for r in runs if r["method"] == "tce_grid"):
+        curve = r["diagnostics"]["curve"]
+        assert len(curve) == r["steps"] == 2 * 12  # tiny: 6,000 rows in batches of 500, 2 epochs
+        for step, point in enumerate(curve):
+            expect = min(math.floor(min(step * eps / g, eps) * b + 1e-9), point["positives"])
+            assert point["handled"] == expect
+        tot = r["diagnostics"]["total"]
+        assert tot["precision"] == pytest.approx(tot["handled_noisy"] / tot["handled"])
+        assert tot["recall"] == pytest.approx(tot["handled_noisy"] / tot["noisy_positives"])
+        assert tot["random_precision"] == pytest.approx(tot["noisy_positives"] / tot["positives"])
+    assert not rows["bce"]["has_decisions"] and rows["tce_grid"]["has_decisions"]
+    assert "tce_grid" in (out / "quality.md").read_text()
+
+
+def test_bench_peers_quick(tmp_path: Path) -> None:
+    from denoisrec.models import MODELS
+    from denoisrec.trainer.data.schema import DataSchema
+
+    out = tmp_path / "p"
+    assert main(["bench", "peers", "--quick", "--out", str(out)]) == 0
+    d = json.loads((out / "peers.json").read_text())
+    assert (out / "peers.md").exists()
+    view = DataSchema.load(str(out / "peers-data"))
+    assert view.dense == [] and not any(f.multi_hot for f in view.sparse) and len(view.sparse) == 15
+    rows = d["rows"]
+    for name in ("deepctr_torch", "torchfm"):
+        r = next(r for r in rows if r["system"] == name)
+        try:
+            __import__(name)
+        except ImportError:
+            assert r["status"].startswith("not installed")
+            continue
+        assert r["status"] == "ok" and r["samples_per_s"] > 0 and 0.0 <= r["auc"] <= 1.0
+    dn = [r for r in rows if r["system"] == "denoisrec"]
+    assert [r["processes"] for r in dn] == [1, 2]
+    for r in dn:
+        if "deepfm" in MODELS:
+            assert r["status"] == "ok" and r["samples_per_s"] > 0 and r["auc"] > 0.5
+        else:
+            assert r["status"].startswith("failed: --model 'deepfm': unknown model")
+
+
+def test_deepfm_overrides_map_the_mlp_by_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    from denoisrec.models import MODELS
+    from denoisrec.trainer.bench.peers import deepfm_overrides
+
+    def deepfm(ebc, dense_in_features, deep_arch=(256, 128, 1), dropout=0.0):  # noqa: ANN001, ANN202
+        return None
+
+    monkeypatch.setitem(MODELS, "deepfm", deepfm)
+    assert deepfm_overrides([64, 32], 0.2) == ["model.params.deep_arch=[64, 32, 1]", "model.params.dropout=0.2"]
+
+    def deepfm2(ebc, dense_in_features, layers=(8, 8), other=(1, 2)):  # noqa: ANN001, ANN202
+        return None
+
+    monkeypatch.setitem(MODELS, "deepfm", deepfm2)
+    with pytest.raises(ValueError, match="cannot tell its MLP parameter"):
+        deepfm_overrides([64], 0.0)

@@ -1,0 +1,7 @@
+"""denoisrec.trainer.bench: the ``denoisrec bench`` commands (throughput, quality, peers, ingest).
+
+Each bench is a module here with two functions, found by :mod:`denoisrec.trainer.bench.cli`:
+
+- ``add_arguments(parser)``: its command-line options;
+- ``run(args) -> int``: run it and write its report (JSON + Markdown + PNG, see :mod:`.report`).
+"""

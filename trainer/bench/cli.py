@@ -1,0 +1,43 @@
+"""The ``denoisrec bench`` command group.
+
+    denoisrec bench throughput [--quick] [--out DIR] ...
+    denoisrec bench quality    [--quick] ...
+    denoisrec bench peers      [--quick] ...
+    denoisrec bench ingest     ...            (when ``denoisrec.trainer.bench.ingest`` is present)
+
+A bench module registers itself by defining ``add_arguments(parser)`` and ``run(args) -> int`` (see the
+package docstring); a listed module that is absent is left out of the group, one without that contract is
+an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+BENCHES = {
+    "throughput": "samples/s of every denoiser against the BCE baseline, same process, interleaved rounds",
+    "quality": "clean-test AUC/GAUC/logloss of every denoiser against BCE and the clean-label oracle",
+    "peers": "DeepFM in denoisrec versus DeepCTR-Torch / pytorch-fm on the same data and shape",
+    "ingest": "Parquet -> Batch rows/s against a raw pyarrow scan",
+}
+
+
+def add_bench_commands(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks: throughput, quality, peers, ingest",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    for name, helptext in BENCHES.items():
+        try:
+            mod = importlib.import_module(f"denoisrec.trainer.bench.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"denoisrec.trainer.bench.{name}":
+                continue  # not built in this checkout
+            raise
+        if not (hasattr(mod, "add_arguments") and hasattr(mod, "run")):
+            raise RuntimeError(f"denoisrec.trainer.bench.{name} must define add_arguments(parser) and run(args)")
+        p = kinds.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(fn=mod.run)

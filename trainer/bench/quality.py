@@ -1,0 +1,523 @@
+"""``denoisrec bench quality``: what each denoiser buys on the clean test set, against BCE and the oracle.
+
+For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic presets, or real data from
+``denoisrec convert``) it trains, with the real trainer (:func:`denoisrec.trainer.train.train`):
+
+- **BCE** on the observed labels (the "Base" row);
+- **Clean**: BCE on ``clean_label`` (``data.train_label=clean_label``), the oracle row of DART's Table 2;
+- **every denoiser** with its defaults (the papers'), or with the point of a small sweep over its ``GRID``
+  (a class attribute: ``{"param": [values]}``) selected on the **validation** split only;
+
+each over ``--seeds`` seeds, and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
+over BCE, **gap closure** ``(AUC_d − AUC_BCE) / (AUC_Clean − AUC_BCE)``, and the noise-identification
+precision and recall over training (ADT Fig. 9, DART RQ4).
+
+**Early stopping** (``--patience``, DART's "two trials"): after every epoch the validation split is scored
+(observed labels; clean labels for the Clean row, as the thesis' oracle uses a clean validation set); training
+stops after ``patience`` epochs without a better validation AUC and the test metrics of the best epoch are
+reported. ``--patience 0`` trains every epoch and reports the last.
+
+**Sweep** (``--sweep``): ``ofat`` varies one hyperparameter at a time around the defaults (DART's 4 grids give
+13 points instead of 320), ``full`` takes the Cartesian product (at most ``--max-grid`` points), ``none``
+keeps the defaults. Points run on the first seed; the best validation AUC wins (ties: the earlier point,
+defaults first); the winner then runs on every seed. Test numbers never influence the choice.
+
+**Noise identification** (from the denoiser's per-sample decisions, ``LossOutput.dropped | relabelled``,
+restricted to observed positives): precision = noisy among handled positives, recall = handled among noisy
+positives, against random handling (precision = the noisy share of positives, recall = the handled share).
+Methods without hard decisions (R-CE) report the mean weight of noisy versus clean positives instead.
+
+Example::
+
+    denoisrec bench quality --preset small --rows 100000 --seeds 3 --epochs 4 --out runs/bench
+    denoisrec bench quality --data data/ml100k --model fm --set data.batch_size=2048 --epochs 30
+    denoisrec bench quality --quick --out /tmp/q      # CI smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+from denoisrec.trainer.bench.throughput import BASELINE, ensure_data, parse_method_params, resolve_methods
+
+CLEAN = "clean"
+
+# DART thesis, Table 2 (AUC on the clean test set; MovieLens-100K, rating <= 3 noisy, 1:1 negatives, 8:1:1).
+DART_TABLE2_ML100K = {
+    "fm": {"bce": 0.8204, "clean": 0.8263, "bootstrap_hard": 0.8208, "bootstrap_soft": 0.8204, "lcd": 0.8163,
+           "lcd_re": 0.8215, "rce": 0.8205, "tce": 0.8205, "dart": 0.8205},
+    "deepfm": {"bce": 0.8079, "clean": 0.8148, "bootstrap_hard": 0.8096, "bootstrap_soft": 0.8078, "lcd": 0.7882,
+               "lcd_re": 0.8100, "rce": 0.8084, "tce": 0.8087, "dart": 0.8089},
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="dataset directory with ground truth (default: data/<preset>)")
+    p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
+    p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
+    p.add_argument("--out", default="runs/bench", help="report directory (quality.{json,md,png}) and run logs")
+    p.add_argument("--model", default="dlrm", help="model name from denoisrec.models.MODELS")
+    p.add_argument("--denoisers", default="all", help="comma-separated names or 'all'")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="DENOISER.KEY=VALUE",
+                   help="fixed denoiser hyperparameter (overrides the default; not swept)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run, e.g. optim.lr=1e-3 (repeatable)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for reported figures)")
+    p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")
+    p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
+    p.add_argument("--sweep", choices=("ofat", "full", "none"), default="ofat")
+    p.add_argument("--max-grid", type=int, default=24, help="most sweep points per method")
+    p.add_argument("--nproc", type=int, default=1, help="ranks per run (>1: one torchrun job runs everything)")
+    p.add_argument("--curve-points", type=int, default=20, help="points of the precision/recall curves")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: torch's default)")
+    p.add_argument("--quick", action="store_true", help="CI smoke test: tiny data, 2 epochs, 2 seeds, 1 thread")
+    p.add_argument("--timeout", type=int, default=6 * 3600, help="seconds for the torchrun job (--nproc > 1)")
+
+
+def _apply_quick(a: argparse.Namespace) -> None:
+    if a.quick:
+        a.preset, a.seeds, a.epochs, a.batch_size, a.patience = "tiny", 2, 2, a.batch_size or 500, 0
+        a.threads = a.threads or 1
+
+
+# ---------------------------------------------------------------------------------------------- sweeping
+
+
+def default_params(cls: type) -> Dict[str, Any]:
+    """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
+    sig = inspect.signature(cls.__init__)
+    return {k: v.default for k, v in sig.parameters.items()
+            if k not in ("self", "process_group") and v.default is not inspect.Parameter.empty}
+
+
+def grid_points(cls: type, fixed: Dict[str, Any], mode: str, max_grid: int) -> List[Dict[str, Any]]:
+    """The sweep's hyperparameter points for denoiser class ``cls`` (the defaults + ``fixed`` first).
+
+    ``GRID`` keys that ``fixed`` sets are not swept. ``ofat``: one key at a time; ``full``: the product.
+    """
+    base = {**default_params(cls), **fixed}
+    grid = {k: list(v) for k, v in (getattr(cls, "GRID", None) or {}).items() if k not in fixed}
+    unknown = set(grid) - set(default_params(cls))
+    if unknown:
+        raise ValueError(f"{cls.__name__}.GRID names {sorted(unknown)}, which its __init__ does not accept")
+    points = [dict(base)]
+    if mode == "none" or not grid:
+        return points
+    if mode == "ofat":
+        for k, values in grid.items():
+            for v in values:
+                pt = {**base, k: v}
+                if pt not in points:
+                    points.append(pt)
+    else:
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            pt = {**base, **dict(zip(keys, combo))}
+            if pt not in points:
+                points.append(pt)
+    if len(points) > max_grid:
+        raise ValueError(f"sweep of {cls.name!r} ({mode}) has {len(points)} points, more than --max-grid "
+                         f"{max_grid}; use --sweep ofat, fix some with -p, or raise --max-grid")
+    return points
+
+
+def select_best(points: List[Dict[str, Any]]) -> int:
+    """Index of the point with the highest validation AUC (the first on ties; NaN never wins)."""
+    best, best_auc = 0, -math.inf
+    for i, pt in enumerate(points):
+        v = pt["valid_auc"]
+        if v is not None and not math.isnan(v) and v > best_auc:
+            best, best_auc = i, v
+    return best
+
+
+# ------------------------------------------------------------------------------------------------ hooks
+
+
+class QualityHooks:
+    """Per-step noise-identification counts and per-epoch evaluation with early stopping.
+
+    Passed to :func:`denoisrec.trainer.train.train`. Per step it stacks, on the device (no host sync),
+    ``[positives, noisy positives, handled positives, handled noisy positives, Σw noisy positives,
+    Σw clean positives]`` of the global batch; :meth:`diagnostics` all-reduces and bins them.
+    """
+
+    def __init__(self, valid_target: str, patience: int) -> None:
+        self.valid_target, self.patience = valid_target, patience
+        self.per_step: List[Any] = []
+        self.epochs: List[Dict[str, Any]] = []
+        self.best: Optional[Dict[str, Any]] = None
+        self.since_best = 0
+        self.has_decisions = False
+
+    def on_step(self, step: int, epoch: int, batch: Any, out: Any) -> None:
+        import torch
+
+        if out is None or batch.is_noisy is None:
+            return
+        pos = batch.labels > 0.5
+        noisy = pos & (batch.is_noisy > 0.5)
+        clean = pos & ~noisy
+        handled = (out.dropped | out.relabelled) & pos
+        w = out.weight.detach().to(torch.float64)
+        f = lambda m: m.sum(dtype=torch.float64)  # noqa: E731
+        self.per_step.append(torch.stack([f(pos), f(noisy), f(handled), f(handled & noisy),
+                                          (w * noisy).sum(), (w * clean).sum()]))
+
+    def on_epoch_end(self, epoch: int, model: Any, readers: Dict[str, Any], env: Any) -> bool:
+        from denoisrec.trainer.evaluate import evaluate
+
+        rec = {"epoch": epoch, "valid": evaluate(model, readers["valid"], env.device, self.valid_target),
+               "test_clean": evaluate(model, readers["test"], env.device, "clean"),
+               "test_observed": evaluate(model, readers["test"], env.device, "observed")}
+        self.epochs.append(rec)
+        if self.patience <= 0:
+            self.best = rec
+            return False
+        auc = rec["valid"]["auc"]
+        if self.best is None or (not math.isnan(auc) and auc > self.best["valid"]["auc"]):
+            self.best, self.since_best = rec, 0
+            return False
+        self.since_best += 1
+        return self.since_best >= self.patience
+
+    def diagnostics(self, points: int) -> Dict[str, Any]:
+        """Totals over training and ``points`` binned curves of precision / recall (global over ranks)."""
+        import torch
+        import torch.distributed as dist
+
+        if not self.per_step:
+            return {}
+        c = torch.stack(self.per_step)  # [steps, 6]
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(c)
+        c = c.cpu().numpy()
+        tot = c.sum(0)
+        self.has_decisions = bool(tot[2] > 0)
+
+        def pr(v: Any) -> Dict[str, float]:
+            pos, noisy, handled, hit, wn, wc = (float(x) for x in v)
+            return {
+                "positives": pos, "noisy_positives": noisy, "handled": handled, "handled_noisy": hit,
+                "precision": hit / handled if handled else float("nan"),
+                "recall": hit / noisy if noisy else float("nan"),
+                "random_precision": noisy / pos if pos else float("nan"),
+                "random_recall": handled / pos if pos else float("nan"),
+                "handled_share": handled / pos if pos else float("nan"),
+                "mean_weight_noisy": wn / noisy if noisy else float("nan"),
+                "mean_weight_clean": wc / (pos - noisy) if pos > noisy else float("nan"),
+            }
+
+        n = c.shape[0]
+        bins = max(1, min(points, n))
+        edges = [round(i * n / bins) for i in range(bins + 1)]
+        curve = [{"step": edges[i + 1], **pr(c[edges[i]:edges[i + 1]].sum(0))} for i in range(bins)]
+        return {"total": pr(tot), "curve": curve, "steps": n, "has_decisions": self.has_decisions}
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
+    """Train one (method, hyperparameters, seed) with the real trainer; return its metrics and diagnostics."""
+    import contextlib
+    import io
+
+    import torch.distributed as dist
+
+    from denoisrec.trainer.config import Config, apply_overrides
+    from denoisrec.trainer.train import train
+
+    cfg = apply_overrides(Config(), spec["set"])
+    cfg.data.path, cfg.model.name, cfg.run.seed, cfg.run.epochs = spec["data"], spec["model"], seed, spec["epochs"]
+    if spec.get("batch_size"):
+        cfg.data.batch_size = spec["batch_size"]
+    cfg.run.out = os.path.join(spec["out"], "quality-runs", f"{tag}-s{seed}")
+    cfg.run.log_every = 10**9
+    if method == CLEAN:
+        cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
+    else:
+        cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
+    hooks = QualityHooks("clean" if method == CLEAN else "observed", spec["patience"])
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        summary = train(cfg, hooks=hooks)
+    best = hooks.best or {"epoch": summary["epochs_started"] - 1, **{k: summary["metrics"][k] for k in
+                                                                     ("valid", "test_clean", "test_observed")}}
+    result = {
+        "method": method, "params": params, "seed": seed, "tag": tag,
+        "best_epoch": best["epoch"], "epochs_run": len(hooks.epochs) or summary["epochs_started"],
+        "valid": best["valid"], "test_clean": best["test_clean"], "test_observed": best["test_observed"],
+        "epoch_curve": [{"epoch": e["epoch"], "valid_auc": e["valid"]["auc"], "test_clean_auc": e["test_clean"]["auc"]}
+                        for e in hooks.epochs],
+        "diagnostics": hooks.diagnostics(spec["curve_points"]),
+        "train_seconds": summary["train_seconds"], "steps": summary["steps"],
+    }
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"  {tag:32s} seed {seed}: valid AUC {best['valid']['auc']:.4f}  clean-test AUC "
+              f"{best['test_clean']['auc']:.4f} (epoch {best['epoch']}, {summary['train_seconds']:.1f}s)", flush=True)
+    return result
+
+
+def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Every run of the bench (sweeps, then seeds), in this process group; same result on every rank."""
+    from denoisrec.denoisers import DENOISERS
+
+    runs: List[Dict[str, Any]] = []
+    sweeps: Dict[str, Any] = {}
+    seeds = list(range(spec["seeds"]))
+    for method in spec["methods"] + [CLEAN]:
+        if method in (BASELINE, CLEAN):
+            chosen: Dict[str, Any] = dict(spec["params"].get(method, {}))
+            first = None
+        else:
+            points = grid_points(DENOISERS[method], spec["params"].get(method, {}), spec["sweep"], spec["max_grid"])
+            tried = []
+            for i, pt in enumerate(points):
+                r = run_one(spec, method, pt, seeds[0], f"{method}-sweep{i}" if len(points) > 1 else method)
+                tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "run": r})
+            best = select_best(tried)
+            chosen, first = tried[best]["params"], tried[best]["run"]
+            sweeps[method] = {"points": [{"params": t["params"], "valid_auc": t["valid_auc"],
+                                          "test_clean_auc": t["run"]["test_clean"]["auc"]} for t in tried],
+                              "selected": best, "grid": getattr(DENOISERS[method], "GRID", None)}
+        for s in seeds:
+            if s == seeds[0] and first is not None:
+                runs.append(first)
+            else:
+                runs.append(run_one(spec, method, chosen, s, method))
+    return {"runs": runs, "sweeps": sweeps}
+
+
+def worker(spec_path: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from denoisrec.trainer.dist import init_distributed, shutdown
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    env = init_distributed("auto")
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    result = run_all(spec)
+    if env.is_main:
+        with open(spec["result"], "w") as f:
+            json.dump(result, f, default=str)
+    dist.barrier()
+    shutdown()
+
+
+# -------------------------------------------------------------------------------------------- reporting
+
+
+def aggregate(runs: List[Dict[str, Any]], methods: List[str]) -> List[Dict[str, Any]]:
+    """One row per method: metric means ± stds over seeds, RealImp, gap closure, identification."""
+    import numpy as np
+
+    from denoisrec.trainer.metrics import real_imp
+
+    rows: Dict[str, Dict[str, Any]] = {}
+    for m in [BASELINE, CLEAN] + [x for x in methods if x != BASELINE]:
+        rs = [r for r in runs if r["method"] == m]  # the chosen point's runs, one per seed
+        if not rs:
+            continue
+        row: Dict[str, Any] = {"method": m, "params": rs[0]["params"], "seeds": len(rs)}
+        for split in ("test_clean", "test_observed", "valid"):
+            for k in ("auc", "gauc", "logloss"):
+                v = np.array([r[split][k] for r in rs], dtype=np.float64)
+                row[f"{split}_{k}"] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                row[f"{split}_{k}_std"] = float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else 0.0
+        row["best_epochs"] = [r["best_epoch"] for r in rs]
+        finals = [r["epoch_curve"][-1]["test_clean_auc"] for r in rs if r.get("epoch_curve")]
+        row["final_epoch_clean_auc"] = float(np.mean(finals)) if finals else float("nan")
+        row["epochs_run"] = [r["epochs_run"] for r in rs]
+        diags = [r["diagnostics"]["total"] for r in rs if r.get("diagnostics")]
+        for k in ("precision", "recall", "random_precision", "random_recall", "mean_weight_noisy",
+                  "mean_weight_clean"):
+            vals = [d[k] for d in diags if d.get(k) is not None and not math.isnan(d[k])]
+            row[k] = float(np.mean(vals)) if vals else float("nan")
+        row["has_decisions"] = any(r.get("diagnostics", {}).get("has_decisions") for r in rs)
+        rows[m] = row
+    base = rows.get(BASELINE, {}).get("test_clean_auc", float("nan"))
+    clean = rows.get(CLEAN, {}).get("test_clean_auc", float("nan"))
+    for row in rows.values():
+        auc = row["test_clean_auc"]
+        row["real_imp"] = real_imp(auc, base)
+        gap = clean - base
+        row["gap_closure"] = (auc - base) / gap if gap and not math.isnan(gap) and abs(gap) > 1e-12 else float("nan")
+    return list(rows.values())
+
+
+def reference_for(schema_extra: Dict[str, Any], model: str) -> Optional[Dict[str, float]]:
+    if schema_extra.get("source") == "movielens-100k":
+        return DART_TABLE2_ML100K.get(model)
+    return None
+
+
+def build_report(a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any],
+                 result: Dict[str, Any], spec: Dict[str, Any]):
+    from denoisrec.trainer.bench.report import BenchReport, markdown_table, pm
+    from denoisrec.trainer.data.schema import DataSchema
+
+    schema = DataSchema.load(data)
+    ref = reference_for(schema.extra, a.model)
+    rows = aggregate(result["runs"], methods)
+    for r in rows:
+        r["reference_auc"] = ref.get(r["method"]) if ref else None
+        if r["method"] in result["sweeps"]:
+            r["sweep_points"] = len(result["sweeps"][r["method"]]["points"])
+    rep = BenchReport("quality", params={k: v for k, v in spec.items() if k not in ("result",)})
+    rep.params["source"] = schema.extra.get("source", "synthetic")
+    rep.rows, rep.raw = rows, result
+
+    def hp(r: Dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (r["params"] or {}).items()) or "—"
+
+    def ident(r: Dict[str, Any], k: str) -> Optional[str]:
+        if not r["has_decisions"]:
+            return None
+        return f"{r[k]:.3f} (rand {r['random_' + k]:.3f})"
+
+    cols = [("method", "method", "{}"), ("hyperparameters", hp, "{}"),
+            ("clean AUC", lambda r: pm(r["test_clean_auc"], r["test_clean_auc_std"]), "{}"),
+            ("GAUC", lambda r: pm(r["test_clean_gauc"], r["test_clean_gauc_std"]), "{}"),
+            ("logloss", lambda r: pm(r["test_clean_logloss"], r["test_clean_logloss_std"]), "{}"),
+            ("RealImp", "real_imp", "{:+.2%}"), ("gap closure", "gap_closure", "{:+.2f}"),
+            ("valid AUC", "valid_auc", "{:.4f}"),
+            ("clean AUC, last epoch", "final_epoch_clean_auc", "{:.4f}"),
+            ("precision", lambda r: ident(r, "precision"), "{}"), ("recall", lambda r: ident(r, "recall"), "{}"),
+            ("w noisy / clean pos.", lambda r: None if r["has_decisions"] else
+             (f"{r['mean_weight_noisy']:.3f} / {r['mean_weight_clean']:.3f}"
+              if not math.isnan(r["mean_weight_noisy"]) else None), "{}")]
+    if ref:
+        cols.insert(3, ("thesis AUC", "reference_auc", "{:.4f}"))
+    rep.markdown = (
+        f"Data `{data}` ({rep.params['source']}), model `{a.model}`, {a.seeds} seed(s), at most {a.epochs} "
+        f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` on validation (observed labels). "
+        f"Metrics on the clean test set at the best validation epoch; RealImp and gap closure from the seed means; "
+        f"'last epoch': the clean AUC after the last epoch run (memorisation of the noise shows there).\n\n"
+        f"{markdown_table(rows, cols)}\n")
+    for m, sw in result["sweeps"].items():
+        if len(sw["points"]) > 1:
+            srows = [{"i": i, "params": p["params"], "valid_auc": p["valid_auc"], "test": p["test_clean_auc"],
+                      "sel": "**selected**" if i == sw["selected"] else ""} for i, p in enumerate(sw["points"])]
+            rep.markdown += (f"\nSweep of `{m}` (seed 0; selection on validation AUC):\n\n" + markdown_table(srows, [
+                ("#", "i", "{}"), ("hyperparameters", lambda r: ", ".join(f"{k}={v}" for k, v in r["params"].items()),
+                                   "{}"),
+                ("valid AUC", "valid_auc", "{:.4f}"), ("clean-test AUC", "test", "{:.4f}"), ("", "sel", "{}")]) + "\n")
+    no_grid = [m for m in methods if m != BASELINE and m not in result["sweeps"]]
+    no_grid += [m for m, sw in result["sweeps"].items() if not sw.get("grid")]
+    if no_grid and a.sweep != "none":
+        rep.notes.append(f"no sweep for {', '.join(sorted(set(no_grid)))}: the denoiser class defines no GRID; "
+                         "its defaults were used")
+    if a.quick:
+        rep.notes.append("--quick: tiny data, 2 epochs, 2 seeds; a smoke test, not a measurement")
+    return rep
+
+
+def plot(fig: Any, rep: Any) -> None:
+    rows = rep.rows
+    ax = fig.add_subplot(1, 2, 1)
+    names = [r["method"] for r in rows]
+    ax.errorbar(range(len(rows)), [r["test_clean_auc"] for r in rows],
+                yerr=[r["test_clean_auc_std"] for r in rows], fmt="o", capsize=4, label="denoisrec (mean ± std)")
+    refs = [r.get("reference_auc") for r in rows]
+    if any(x is not None for x in refs):
+        ax.plot([i for i, x in enumerate(refs) if x is not None], [x for x in refs if x is not None], "x",
+                color="tab:red", label="thesis Table 2")
+    for name, style in ((BASELINE, "--"), (CLEAN, ":")):
+        r = next((r for r in rows if r["method"] == name), None)
+        if r is not None:
+            ax.axhline(r["test_clean_auc"], linestyle=style, color="0.4", linewidth=1, label=f"{name}")
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(names, rotation=45)
+    ax.set_ylabel("clean-test AUC")
+    ax.legend(fontsize=7)
+    ax2 = fig.add_subplot(1, 2, 2)
+    drawn = False
+    for r in rep.raw["runs"]:
+        d = r.get("diagnostics") or {}
+        if not d.get("has_decisions") or r["seed"] != 0:
+            continue
+        steps = [p["step"] for p in d["curve"]]
+        line = ax2.plot(steps, [p["precision"] for p in d["curve"]], label=f"{r['method']} precision")[0]
+        ax2.plot(steps, [p["recall"] for p in d["curve"]], "--", color=line.get_color(), label=f"{r['method']} recall")
+        ax2.plot(steps, [p["random_precision"] for p in d["curve"]], ":", color=line.get_color(), linewidth=0.8)
+        drawn = True
+    ax2.set_xlabel("training step")
+    ax2.set_title("noise identification (seed 0; dotted: random precision)")
+    if drawn:
+        ax2.legend(fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "no method with hard decisions", ha="center", transform=ax2.transAxes)
+
+
+def run(a: argparse.Namespace) -> int:
+    _apply_quick(a)
+    methods = resolve_methods(a.denoisers)
+    params = parse_method_params(a.param)
+    data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
+    from denoisrec.trainer.data.schema import DataSchema
+
+    if not DataSchema.load(data).ground_truth:
+        raise ValueError(f"--data {data}: bench quality needs ground truth (clean_label / is_noisy columns)")
+    os.makedirs(a.out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {"data": data, "model": a.model, "methods": methods, "params": params, "set": a.set,
+                "seeds": a.seeds, "epochs": a.epochs, "patience": a.patience, "batch_size": a.batch_size,
+                "sweep": a.sweep, "max_grid": a.max_grid, "curve_points": a.curve_points, "out": a.out,
+                "nproc": a.nproc, "threads": a.threads, "result": os.path.join(tmp, "result.json")}
+        print(f"bench quality: {data}, model {a.model}, methods {', '.join(methods)} + clean, {a.seeds} seed(s)",
+              flush=True)
+        if a.nproc == 1 and "WORLD_SIZE" not in os.environ:
+            import torch
+
+            from denoisrec.trainer.dist import shutdown
+
+            prev = torch.get_num_threads()
+            if a.threads:
+                torch.set_num_threads(a.threads)
+            try:
+                result = run_all(spec)
+            finally:
+                shutdown()
+                torch.set_num_threads(prev)
+        else:
+            spec_path = os.path.join(tmp, "spec.json")
+            with open(spec_path, "w") as f:
+                json.dump(spec, f)
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.nproc}",
+                   "-m", "denoisrec.trainer.bench.quality", "--worker", spec_path]
+            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            if a.threads:
+                env["OMP_NUM_THREADS"] = str(a.threads)
+            proc = subprocess.run(cmd, text=True, timeout=a.timeout, stderr=subprocess.PIPE,
+                                  env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench quality: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
+            with open(spec["result"]) as f:
+                result = json.load(f)
+    rep = build_report(a, data, methods, params, result, spec)
+    paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
+    print(rep.markdown)
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        sys.exit("usage: python -m denoisrec.trainer.bench.quality --worker SPEC.json "
+                 "(use `denoisrec bench quality` instead)")

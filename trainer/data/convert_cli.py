@@ -1,0 +1,50 @@
+"""``denoisrec convert {movielens,deca} PATH --out DIR``: the command line of :mod:`.convert`.
+
+Kept apart from the converter so that building the ``denoisrec`` parser imports neither torch nor pyarrow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CLEAN_TEST = ("relabel", "remove")  # the choices of convert.CLEAN_TEST (checked there again)
+
+
+def add_convert_commands(sub: Any) -> None:
+    """``denoisrec convert {movielens,deca} PATH --out DIR [options]`` on an argparse subparsers object."""
+    conv = sub.add_parser("convert", help="convert real rating data with noise ground truth to a denoisrec dataset")
+    kinds = conv.add_subparsers(dest="source", required=True)
+    for kind, default_thr, helptext in (
+        ("movielens", 3, "a MovieLens-100K folder (u.data, u.user, u.item)"),
+        ("deca", 4, "a folder in DeCA's format (*.train.rating, *.valid.rating, *.test.negative[, *.test.noisy])"),
+    ):
+        p = kinds.add_parser(kind, help=helptext)
+        p.add_argument("path", help=helptext)
+        p.add_argument("--out", required=True, help="output dataset directory")
+        p.add_argument("--noisy-max-rating", type=int, default=default_thr,
+                       help=f"positives rated at most this are noisy (default {default_thr})")
+        p.add_argument("--neg-ratio", type=int, default=1, help="sampled negatives per positive (default 1)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--clean-test", choices=CLEAN_TEST, default="relabel",
+                       help="noisy test positives: relabel (clean_label 0, DART) or remove")
+        if kind == "movielens":
+            p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
+            p.add_argument("--split-by", choices=("random", "time"), default="random")
+        p.set_defaults(fn=cmd_convert)
+
+
+def cmd_convert(a: Any) -> int:
+    from denoisrec.trainer.data.convert import convert_deca, convert_movielens, describe
+
+    if a.source == "movielens":
+        try:
+            fractions = [float(x) for x in a.split.split(",")]
+        except ValueError:
+            raise ValueError(f"--split {a.split!r}: expected three comma-separated fractions") from None
+        stats = convert_movielens(a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, fractions, a.split_by,
+                                  a.clean_test)
+    else:
+        stats = convert_deca(a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, a.clean_test)
+    print(f"wrote {a.out}")
+    print(describe(stats))
+    return 0
