@@ -23,11 +23,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from denoisrec.denoisers import build_denoiser
 from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.denoising import build_denoiser_for, denoiser_stats, prepare_denoiser, static_graph
 from denoisrec.trainer.dist import DistEnv, init_distributed
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.module import TrainModule
@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
     ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim)
     model = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
-    denoiser = build_denoiser(cfg.denoiser.name, **cfg.denoiser.params)
+    denoiser = build_denoiser_for(cfg, schema)
     return TrainModule(model, denoiser)
 
 
@@ -77,7 +77,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size)
-    model = wrap(module, plan, env)
+    model = wrap(module, plan, env, static_graph=static_graph(module))
     dense_opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
     if env.is_main:
         cfg.save(os.path.join(cfg.run.out, "config.yaml"))
@@ -95,6 +95,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     log.print(f"train: {train_reader.total_rows:,} rows, {steps_per_epoch} steps/epoch of {cfg.data.batch_size} "
               f"rows/rank; running {total_steps} steps")
 
+    prepare_denoiser(model, cfg, train_reader, dense_opt, env.device, log)  # DeCA(p): prior phase
     step, local_samples = 0, 0
     epoch_rows = []
     model.train()
@@ -124,7 +125,7 @@ def train(cfg: Config) -> Dict[str, Any]:
                 last_loss = float(value.item())
                 now = time.time()
                 rate = samples_log * env.world_size / max(now - t_log, 1e-9)
-                stats = {k: float(v.item()) for k, v in out.stats.items()} if out is not None else {}
+                stats = denoiser_stats(model, out)
                 log.scalars(step, "train", {"loss": last_loss, "samples_per_s": rate, "epoch": epoch, **stats})
                 log.print(f"step {step:>6}/{total_steps} epoch {epoch} loss {last_loss:.4f} "
                           f"{rate:,.0f} samples/s {fmt_stats(stats)}")

@@ -1,0 +1,177 @@
+"""The trainer's side of the denoising layer: what a denoiser needs from the job, and what it reports.
+
+- :func:`build_denoiser_for` injects what a denoiser class lists in ``INJECTED``: the sparse features'
+  table sizes, the ``meta`` device (DeCA's MF tables are materialised, sharded, by DMP), and for DeCA(p)
+  the prior ``f'`` — the configured model built by the same builder from seed ``run.seed + 1``, with its
+  tables named ``prior_t_<feature>``.
+- :func:`static_graph` tells :func:`~denoisrec.trainer.sharding.wrap` whether DDP may assume a fixed set of
+  trained parameters (not for DeCA / DeCA(p)).
+- :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (``pretrain_steps`` of BCE on
+  ``f'``; one epoch by default), or loads ``prior_checkpoint`` into the sharded ``f'``.
+- :func:`denoiser_stats` turns a step's ``LossOutput.stats`` and the denoiser's ground-truth report into
+  floats with one host transfer (log steps only; :meth:`Denoiser.report` is a collective, so every rank
+  calls this at the same steps).
+
+Example (inside ``train``)::
+
+    module = TrainModule(model, build_denoiser_for(cfg, schema))
+    dmp = wrap(module, plan, env, static_graph=static_graph(module))
+    prepare_denoiser(dmp, cfg, train_reader, dense_opt, env, log)
+    ...
+    stats = denoiser_stats(dmp, out)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from denoisrec.denoisers import DENOISERS, Denoiser, build_denoiser
+from denoisrec.models import build_model, embedding_bag_collection
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.data.schema import DataSchema
+
+PRIOR_TABLE_PREFIX = "prior_t_"
+
+
+def build_prior(cfg: Config, schema: DataSchema, seed: Optional[int] = None) -> nn.Module:
+    """The target architecture again, from another seed (DeCA(p)'s ``f'``); tables ``prior_t_<feature>``.
+
+    The global RNG is forked, so building the prior does not change the target model's initialisation.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.run.seed + 1 if seed is None else seed)
+        ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim,
+                                       prefix=PRIOR_TABLE_PREFIX)
+        return build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
+
+
+def build_denoiser_for(cfg: Config, schema: DataSchema, device: Optional[torch.device] = None) -> Denoiser:
+    """``cfg.denoiser`` built with what its class needs from the job (see the module docstring)."""
+    name = cfg.denoiser.name
+    if name not in DENOISERS:
+        raise ValueError(f"--denoiser {name!r}: unknown denoiser, expected one of {sorted(DENOISERS)}")
+    wanted = DENOISERS[name].INJECTED
+    makers: Dict[str, Callable[[], Any]] = {
+        "tables": lambda: {f.name: f.num_embeddings for f in schema.sparse},
+        "device": lambda: device or torch.device("meta"),
+        "prior": lambda: build_prior(cfg, schema),
+    }
+    context = {k: makers[k]() for k in wanted}
+    return build_denoiser(name, context=context, **cfg.denoiser.params)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The TrainModule inside DistributedModelParallel (or the module itself)."""
+    return getattr(model, "module", model)
+
+
+def denoiser_of(model: nn.Module) -> Denoiser:
+    return _unwrapped(model).denoiser
+
+
+def static_graph(module: nn.Module) -> bool:
+    """Whether DDP may use a static graph: ``False`` when the denoiser trains different parameters on
+    different steps (DeCA's h / h', DeCA(p)'s phases)."""
+    return bool(denoiser_of(module).static_graph)
+
+
+def denoiser_stats(model: nn.Module, out: Any) -> Dict[str, float]:
+    """This step's global stats plus the ground-truth report since the last call, as floats (one transfer)."""
+    values: Dict[str, torch.Tensor] = dict(out.stats) if out is not None else {}
+    values.update({f"truth_{k}": v for k, v in denoiser_of(model).report().items()})
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().reshape(()).to(torch.float64).cpu() for v in values.values()]).tolist()
+    return dict(zip(values, flat))
+
+
+# ---- DeCA(p): the prior's pre-training phase, or its checkpoint --------------------------------------------
+
+
+def load_full_state(module: nn.Module, full: Mapping[str, torch.Tensor], rename: Callable[[str], str] = lambda k: k,
+                    where: str = "checkpoint") -> None:
+    """Copy unsharded tensors into ``module``'s (possibly sharded) state, shard by shard.
+
+    Every key of ``module.state_dict()`` must be found in ``full`` (after ``rename``) with the full shape;
+    a ``ShardedTensor`` or ``DTensor`` receives the slice of its local shards, a plain tensor the whole.
+    """
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    with torch.no_grad():
+        for key, dst in module.state_dict().items():
+            src_key = rename(key)
+            if src_key not in full:
+                raise ValueError(f"{where}: no tensor {src_key!r} (needed for {key!r}); "
+                                 f"it holds {sorted(full)[:8]}{' ...' if len(full) > 8 else ''}")
+            src = full[src_key]
+            shape = tuple(dst.size())
+            if tuple(src.shape) != shape:
+                raise ValueError(f"{where}: {src_key!r} has shape {tuple(src.shape)}, the model needs {shape}")
+            if isinstance(dst, ShardedTensor):
+                for shard in dst.local_shards():
+                    md = shard.metadata
+                    sl = tuple(slice(o, o + s) for o, s in zip(md.shard_offsets, md.shard_sizes))
+                    shard.tensor.copy_(src[sl])
+            elif isinstance(dst, DTensor):
+                local = dst.to_local()
+                lshape, offset = compute_local_shape_and_global_offset(dst.shape, dst.device_mesh, dst.placements)
+                local.copy_(src[tuple(slice(o, o + s) for o, s in zip(offset, lshape))])
+            else:
+                dst.copy_(src)
+
+
+def load_prior_checkpoint(model: nn.Module, path: str) -> None:
+    """Load a ``torch.save(model.state_dict())`` file of the target architecture into DeCA(p)'s sharded
+    ``f'`` (keys as the unwrapped model's, optionally prefixed ``model.`` as a TrainModule's)."""
+    full = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(full, Mapping):
+        raise ValueError(f"deca_p option prior_checkpoint={path!r}: expected a state_dict, got {type(full).__name__}")
+    prefixed = any(k.startswith("model.") for k in full)
+    marker = f".{PRIOR_TABLE_PREFIX}"
+
+    def rename(key: str) -> str:
+        key = key.replace(marker, ".t_")
+        return f"model.{key}" if prefixed else key
+
+    load_full_state(denoiser_of(model).prior, full, rename, where=f"deca_p option prior_checkpoint={path!r}")
+
+
+def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
+                     log: Any) -> None:
+    """Run what must happen before the main loop. Only DeCA(p) needs anything: load its prior, or
+    pre-train it for ``pretrain_steps`` (one epoch of ``reader`` when unset) with BCE on this DMP model."""
+    d = denoiser_of(model)
+    if not hasattr(d, "pretrain_steps"):
+        return
+    if d.prior_checkpoint is not None:
+        load_prior_checkpoint(model, d.prior_checkpoint)
+        log.print(f"deca_p: prior f' loaded from {d.prior_checkpoint}")
+        return
+    if d.pretrain_steps is None:
+        d.pretrain_steps = len(reader)
+    todo = d.pretrain_steps - d.host_step
+    if todo <= 0:
+        return
+    log.print(f"deca_p phase 1: pre-training the prior f' with BCE for {todo} step(s)")
+    model.train()
+    t0, done, epoch = time.time(), 0, 0
+    while done < todo:
+        reader.set_epoch(10_000 + epoch)  # a shuffle of its own (the main loop starts again at epoch 0)
+        for batch in reader:
+            if done >= todo:
+                break
+            batch = batch.to(device, non_blocking=True)
+            loss, (value, _, _) = model(batch)
+            dense_opt.zero_grad()
+            loss.backward()
+            dense_opt.step()
+            done += 1
+            if done % cfg.run.log_every == 0 or done == todo:
+                log.print(f"prior  {done:>6}/{todo} loss {float(value.item()):.4f} ({time.time() - t0:.1f}s)")
+        epoch += 1
