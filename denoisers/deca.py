@@ -2,13 +2,17 @@
 Cross-Model Agreement", WWW 2022, Eq. 9, 13-15, Algorithms 1-2; journal version Eq. 10, Alg. 1).
 
 Models: the target ``f = σ(z)`` (the trained CTR model), and three matrix factorisations on their own
-embedding tables (:class:`~denoisrec.denoisers.mf.MF`): the auxiliary model ``g`` and the noise models
+embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, one sharded ``EmbeddingBagCollection`` with
+tables ``deca_g_*``, ``deca_h_*``, ``deca_hp_*``): the auxiliary model ``g`` and the noise models
 ``h = P(ỹ=1 | y=0)`` and ``h' = P(ỹ=1 | y=1)``. Per sample (DeCA Eq. 9)::
 
     loss = −E_{y∼f}[log P(ỹ | y)] + α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)          (Bernoulli KL, A.2)
 
 The expectation alternates every step between two sub-tasks (§3.4), chosen by the parity of the global
-step; only the sub-task's own noise model is used, and so trained, in it:
+step; only the sub-task's own noise model is trained in it (the other one is evaluated detached, for the
+diagnostics, so its tables receive an exactly-zero gradient: unchanged under the default row-wise Adagrad,
+Adagrad and SGD without weight decay; a sparse optimizer with momentum or weight decay would still move
+them, and the trainer warns about that):
 
 - **DP** (denoise positives, ``h' ≡ 1``; Eq. 14): positives ``−(1 − f)·log h``;
   negatives ``−(1 − f)·log(1 − h) + C1·f``.
@@ -25,9 +29,9 @@ builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before t
 ``prior_checkpoint`` instead.
 
 Reported per step: the sub-task, mean ``P(y=1 | ỹ=1) = h'·f / (h'·f + h·(1 − f))`` over positives, and
-mean ``h``, ``h'`` (the sub-task's inactive noise model is evaluated without gradient for this); with
-ground truth, the mean ``P(y=1 | ỹ=1)`` of clean vs noisy positives (``report``). Cost per step: one SUM
-all-reduce, plus the auxiliary tables' embedding all-to-alls.
+mean ``h``, ``h'``; with ground truth, the mean ``P(y=1 | ỹ=1)`` of clean vs noisy positives (``report``).
+Cost per step: one SUM all-reduce, plus one input and one output all-to-all (and the backward one) for the
+auxiliary tables together.
 
 Inference uses ``f`` alone (the trainer's evaluation never calls the denoiser).
 
@@ -47,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
-from denoisrec.denoisers.mf import MF
+from denoisrec.denoisers.mf import MFHeads
 
 DP, DN = 0, 1
 
@@ -74,7 +78,7 @@ class DeCA(Denoiser):
     name = "deca"
     GRID = {"C1": [1, 10, 100, 1000], "C2": [1, 10, 100, 1000], "alpha": [0.0, 0.5, 1.0]}
     INJECTED = ("tables", "device")
-    static_graph = False  # h and h' are trained on alternate steps
+    HEADS = ("g", "h", "hp")
     reports_posterior = True
 
     def __init__(self, tables: Mapping[str, int], C1: float = 1000.0, C2: float = 10.0, alpha: float = 1.0,
@@ -91,17 +95,9 @@ class DeCA(Denoiser):
             raise ValueError(f"{self.name} options C1={C1}, C2={C2}: must be >= 0")
         self.C1, self.C2, self.alpha = float(C1), float(C2), float(alpha)
         self.user_feature, self.item_feature, self.mf_dim = user_feature, item_feature, int(mf_dim)
-        nu, ni = int(tables[user_feature]), int(tables[item_feature])
-
-        def mf(prefix: str) -> MF:
-            return MF(user_feature, item_feature, nu, ni, mf_dim, prefix, device)
-
-        self.h = mf("deca_h_")         # P(ỹ=1 | y=0)
-        self.h_prime = mf("deca_hp_")  # P(ỹ=1 | y=1)
-        self.build_reference(mf)
-
-    def build_reference(self, mf: Any) -> None:
-        self.g = mf("deca_g_")
+        # g (DeCA only), h = P(ỹ=1 | y=0), h' = P(ỹ=1 | y=1): one EBC, tables deca_<head>_<feature>.
+        self.mf = MFHeads(self.HEADS, user_feature, item_feature, int(tables[user_feature]),
+                          int(tables[item_feature]), mf_dim, "deca_", device)
 
     def hparams(self) -> Dict[str, Any]:
         return {"C1": self.C1, "C2": self.C2, "alpha": self.alpha, "user_feature": self.user_feature,
@@ -112,8 +108,8 @@ class DeCA(Denoiser):
         """``DP`` on even global steps, ``DN`` on odd ones (host-side: the step mirror, no device sync)."""
         return self.host_step % 2
 
-    def reference_logits(self, batch: Any) -> torch.Tensor:
-        return self.g(batch.sparse_features)
+    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return mf["g"]
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
         """``α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)`` (both models receive gradients)."""
@@ -123,24 +119,14 @@ class DeCA(Denoiser):
                 batch: Optional[Any]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
-        return self.deca_loss(logits, labels, batch, self.subtask(), self.reference_logits(batch))
+        mf = self.mf(batch.sparse_features)
+        task = self.subtask()
+        # Only the sub-task's noise model is trained: the other one is detached (diagnostics only).
+        zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
+        return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
 
-    def noise_logits(self, batch: Any, task: int) -> "tuple[torch.Tensor, torch.Tensor]":
-        """``(z_h, z_h')``: the sub-task's noise model with gradient, the other one without."""
-        kjt = batch.sparse_features
-        if task == DP:
-            zh = self.h(kjt)
-            with torch.no_grad():
-                zhp = self.h_prime(kjt)
-        else:
-            zhp = self.h_prime(kjt)
-            with torch.no_grad():
-                zh = self.h(kjt)
-        return zh, zhp
-
-    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int,
-                  zr: torch.Tensor) -> LossOutput:
-        zh, zhp = self.noise_logits(batch, task)
+    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
+                  zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
         pos = labels > 0.5
         posf = pos.to(z.dtype)
         f = torch.sigmoid(z)
@@ -190,6 +176,8 @@ class DeCAPrior(DeCA):
 
     name = "deca_p"
     INJECTED = ("tables", "device", "prior")
+    HEADS = ("h", "hp")
+    static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
 
     def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: float = 1000.0, C2: float = 10.0,
                  alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
@@ -206,9 +194,6 @@ class DeCAPrior(DeCA):
             raise ValueError(f"deca_p option pretrain_steps={pretrain_steps}: must be >= 0")
         self.pretrain_steps = pretrain_steps
         self.prior_checkpoint = prior_checkpoint
-
-    def build_reference(self, mf: Any) -> None:
-        pass  # f' is injected (set after the noise models)
 
     def hparams(self) -> Dict[str, Any]:
         return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint}
@@ -228,7 +213,7 @@ class DeCAPrior(DeCA):
     def prior_logits(self, batch: Any) -> torch.Tensor:
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
-    def reference_logits(self, batch: Any) -> torch.Tensor:
+    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             return self.prior_logits(batch)
 

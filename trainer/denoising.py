@@ -24,6 +24,7 @@ Example (inside ``train``)::
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
@@ -61,6 +62,11 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, device: Optional[torch.d
         "prior": lambda: build_prior(cfg, schema),
     }
     context = {k: makers[k]() for k in wanted}
+    if "tables" in wanted and (cfg.optim.sparse == "adam" or cfg.optim.sparse_weight_decay > 0):
+        warnings.warn(f"--denoiser {name}: the sub-task's inactive noise model gets a zero gradient, which "
+                      f"optim.sparse={cfg.optim.sparse} with sparse_weight_decay={cfg.optim.sparse_weight_decay} "
+                      "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
+                      "to keep it exactly frozen", stacklevel=2)
     return build_denoiser(name, context=context, **cfg.denoiser.params)
 
 

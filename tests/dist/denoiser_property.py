@@ -20,7 +20,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import DENOISERS, build_denoiser
-from denoisrec.denoisers.mf import MF
+from denoisrec.denoisers.mf import MFHeads
 
 N_USERS, N_ITEMS = 13, 11
 
@@ -51,11 +51,11 @@ class MFPrior(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.mf = MF("user_id", "item_id", N_USERS, N_ITEMS, 4, "prior_", torch.device("cpu"))
+        self.mf = MFHeads(["p"], "user_id", "item_id", N_USERS, N_ITEMS, 4, "prior_", torch.device("cpu"))
         self.w = nn.Linear(2, 1)
 
     def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> torch.Tensor:
-        return self.mf(kjt).unsqueeze(1) + self.w(dense)
+        return self.mf(kjt)["p"].unsqueeze(1) + self.w(dense)
 
 
 def make(name: str, params: dict):  # type: ignore[no-untyped-def]

@@ -39,7 +39,9 @@ METHODS = [
     ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
 ]
 # DeCA's models by state-dict prefix of the TrainModule.
-GROUPS = {"f": "model.", "g": "denoiser.g.", "h": "denoiser.h.", "h'": "denoiser.h_prime.", "f'": "denoiser.prior."}
+TABLES = "denoiser.mf.ebc.embedding_bags."
+GROUPS = {"f": "model.", "g": TABLES + "deca_g_", "h": TABLES + "deca_h_", "h'": TABLES + "deca_hp_",
+          "f'": "denoiser.prior."}
 
 
 def config(data: str, out: str, name: str, params: dict, sharding, steps: int, batch: int) -> Config:  # type: ignore[no-untyped-def]
