@@ -36,6 +36,9 @@ NO_KEY = torch.iinfo(torch.int64).max  # larger than every order key: "select no
 DIGIT_BITS = 11  # radix digit width: 6 rounds cover the 63 bits of a non-negative int64 key
 BINS = 1 << DIGIT_BITS
 SHIFTS = tuple(range(63 - DIGIT_BITS, -DIGIT_BITS, -DIGIT_BITS))[:-1] + (0,)  # (52, 41, 30, 19, 8, 0)
+_SHIFT_T = torch.tensor(SHIFTS, dtype=torch.int64)
+_MASK_T = torch.tensor([(1 << (63 - SHIFTS[0])) - 1] + [(1 << (a - b)) - 1 for a, b in zip(SHIFTS, SHIFTS[1:])],
+                       dtype=torch.int64)  # each round's digit width (the last one is narrower)
 
 
 @dataclass
@@ -149,10 +152,11 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     keys = keys.reshape(-1)
     valid = valid.reshape(-1)
     dev = keys.device
+    # Every round's digit at once: [R, N].
+    digits = ((keys.unsqueeze(0) >> _SHIFT_T.to(dev).unsqueeze(1)) & _MASK_T.to(dev).unsqueeze(1))
+    one = valid.to(torch.int64)
     # Round 1 (the top digit): one histogram row, plus the extra counts, in one all-reduce.
-    top = SHIFTS[0]
-    hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev)
-    hist0.scatter_add_(0, (keys >> top) & (BINS - 1), valid.to(torch.int64))
+    hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev).scatter_add_(0, digits[0], one)
     n_extra = 0 if extra is None else extra.numel()
     payload = hist0 if extra is None else torch.cat([hist0, extra.reshape(-1).to(device=dev, dtype=torch.int64)])
     payload = all_reduce(payload, "sum", group)
@@ -161,25 +165,24 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     kk = (k(n_valid, extra_g) if callable(k) else k).reshape(-1).to(device=dev, dtype=torch.int64)
     kk = torch.minimum(kk.clamp_min(0), n_valid)
     nk = kk.numel()
-    remaining = kk.clone()
+    remaining = kk.clamp_min(1)  # the rank (from the top) still to find among the matching keys
     prefix = torch.zeros(nk, dtype=torch.int64, device=dev)
+    offsets = (torch.arange(nk, device=dev) * BINS).unsqueeze(1)
     hist = hist0.unsqueeze(0).expand(nk, -1)
+    match = one.unsqueeze(0)  # [K or 1, N]: 1 where the key still matches the chosen prefix
     for r, shift in enumerate(SHIFTS):
         if r > 0:
-            width = SHIFTS[r - 1] - shift  # the last digit may be narrower
-            digit = (keys >> shift) & ((1 << width) - 1)  # [N]
-            above_digit = SHIFTS[r - 1]
-            match = valid.unsqueeze(0) & ((keys >> above_digit).unsqueeze(0) == (prefix >> above_digit).unsqueeze(1))
-            hist = torch.zeros(nk, BINS, dtype=torch.int64, device=dev)
-            hist.scatter_add_(1, digit.unsqueeze(0).expand(nk, -1), match.to(torch.int64))
-            hist = all_reduce(hist, "sum", group)
-        # at_or_above[b] = number of matching keys whose digit >= b (non-increasing in b)
-        at_or_above = hist.flip(1).cumsum(1).flip(1)
-        sel = (at_or_above >= remaining.clamp_min(1).unsqueeze(1)).sum(1) - 1  # largest b reaching remaining
-        sel = sel.clamp(0, BINS - 1)
-        above = torch.cat([at_or_above, torch.zeros(nk, 1, dtype=torch.int64, device=dev)], 1)
-        remaining = remaining - above.gather(1, (sel + 1).unsqueeze(1)).squeeze(1)
+            hist = torch.zeros(nk * BINS, dtype=torch.int64, device=dev)
+            hist.scatter_add_(0, (digits[r].unsqueeze(0) + offsets).reshape(-1), match.expand(nk, -1).reshape(-1))
+            hist = all_reduce(hist.view(nk, BINS), "sum", group)
+        cs = hist.cumsum(1)
+        at_or_above = cs[:, -1:] - cs + hist  # matching keys whose digit is >= b
+        sel = ((at_or_above >= remaining.unsqueeze(1)).sum(1) - 1).clamp_min(0)  # largest b reaching it
+        sel2 = sel.unsqueeze(1)
+        remaining = remaining - (at_or_above.gather(1, sel2) - hist.gather(1, sel2)).squeeze(1)
         prefix = prefix | (sel << shift)
+        if r + 1 < len(SHIFTS):
+            match = match * (digits[r].unsqueeze(0) == sel2)
     thr = torch.where(kk > 0, prefix, torch.full_like(prefix, NO_KEY))
     return Selection(thr, kk, n_valid, extra_g)
 
