@@ -77,7 +77,7 @@ class TruncatedBCE(Denoiser):
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
         keys = C.order_keys(ell, sample_ids)
-        local_n = torch.tensor([labels.numel()], dtype=torch.int64, device=labels.device)
+        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
         # B travels in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device.
         sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]

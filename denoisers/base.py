@@ -67,14 +67,10 @@ def bce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
-# Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``).
-TRUTH_FIELDS: Tuple[str, ...] = (
-    "pos_noisy", "pos_clean",            # positives that are / are not truly noisy
-    "loss_pos_noisy", "loss_pos_clean",  # their summed BCE against the observed label
-    "handled", "handled_noisy",          # Σ handling amount (1 = dropped / relabelled), and on noisy samples
-    "cand", "cand_noisy",                # samples the method may handle (positives, or all), and noisy ones
-    "post_pos_noisy", "post_pos_clean",  # DeCA: Σ P(y=1 | ỹ=1) over noisy / clean positives
-)
+# Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``): the
+# [4, 4] matrix Σ_i row_r(i)·col_c(i) of these per-sample rows and columns (one matmul per step).
+TRUTH_ROWS: Tuple[str, ...] = ("noisy_pos", "clean_pos", "all", "noisy")
+TRUTH_COLS: Tuple[str, ...] = ("count", "loss", "handled", "posterior")
 
 
 class Denoiser(nn.Module):
@@ -105,7 +101,8 @@ class Denoiser(nn.Module):
         super().__init__()
         self.process_group = process_group
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("truth_sums", torch.zeros(len(TRUTH_FIELDS), dtype=torch.float64), persistent=False)
+        self.register_buffer("truth_sums", torch.zeros(len(TRUTH_ROWS), len(TRUTH_COLS), dtype=torch.float64),
+                             persistent=False)
         self._host_step = 0
         self._host_key: Optional[Tuple[int, int]] = None
 
@@ -199,16 +196,15 @@ class Denoiser(nn.Module):
         if noisy_t is None:
             return
         with torch.no_grad():
-            dt = torch.float64
+            dt = ell.dtype
             noisy = (noisy_t.reshape(-1) > 0.5).to(dt)
             pos = (labels.reshape(-1) > 0.5).to(dt)
-            pn, pc = pos * noisy, pos * (1 - noisy)
-            cand = pos if self.positives_only else torch.ones_like(pos)
-            h = handled.detach().reshape(-1).to(dt)
-            l = ell.detach().reshape(-1).to(dt)
-            post = posterior.detach().reshape(-1).to(dt) if posterior is not None else torch.zeros_like(pos)
-            cols = torch.stack([pn, pc, pn * l, pc * l, h, h * noisy, cand, cand * noisy, pn * post, pc * post], 1)
-            self.truth_sums += cols.sum(0)
+            pn = pos * noisy
+            ones = torch.ones_like(pn)
+            post = posterior.detach().reshape(-1).to(dt) if posterior is not None else ones
+            rows = torch.stack([pn, pos - pn, ones, noisy])                                   # [4, B]
+            cols = torch.stack([ones, ell.detach().reshape(-1), handled.detach().reshape(-1).to(dt), post], 1)
+            self.truth_sums += (rows @ cols).to(torch.float64)                                # [4, 4]
 
     def report(self) -> Dict[str, torch.Tensor]:
         """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
@@ -222,9 +218,19 @@ class Denoiser(nn.Module):
         """
         tot = C.global_sum(self.truth_sums, self.process_group)
         self.truth_sums.zero_()
-        v = dict(zip(TRUTH_FIELDS, tot.unbind(0)))
-        if float(v["cand"] + v["pos_noisy"] + v["pos_clean"]) == 0.0:  # log time, not the hot path
+        S = {(r, c): tot[i, j] for i, r in enumerate(TRUTH_ROWS) for j, c in enumerate(TRUTH_COLS)}
+        if float(tot[:, 0].sum()) == 0.0:  # log time, not the hot path
             return {}
+        if self.positives_only:  # candidates: the observed positives
+            cand, cand_noisy = S["noisy_pos", "count"] + S["clean_pos", "count"], S["noisy_pos", "count"]
+        else:
+            cand, cand_noisy = S["all", "count"], S["noisy", "count"]
+        v = {
+            "handled": S["all", "handled"], "handled_noisy": S["noisy", "handled"], "cand": cand,
+            "cand_noisy": cand_noisy, "pos_noisy": S["noisy_pos", "count"], "pos_clean": S["clean_pos", "count"],
+            "loss_pos_noisy": S["noisy_pos", "loss"], "loss_pos_clean": S["clean_pos", "loss"],
+            "post_pos_noisy": S["noisy_pos", "posterior"], "post_pos_clean": S["clean_pos", "posterior"],
+        }
 
         def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return torch.where(b > 0, a / b.clamp_min(1e-300), torch.full_like(a, float("nan"))).float()

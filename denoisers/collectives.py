@@ -91,7 +91,7 @@ def global_min_max(x: torch.Tensor, mask: Optional[torch.Tensor] = None,
         hi = torch.where(mask, x, torch.full_like(x, float("-inf")))
     else:
         lo = hi = x
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    inf = torch.full((), float("inf"), dtype=x.dtype, device=x.device)
     local = torch.stack([-(lo.min() if lo.numel() else inf), hi.max() if hi.numel() else -inf])
     both = all_reduce(local, "max", group)
     return torch.stack([-both[0], both[1]])
@@ -133,6 +133,16 @@ class Selection:
 KFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
+_CONSTANTS: dict = {}
+
+
+def _digit_constants(dev: torch.device) -> "tuple[torch.Tensor, torch.Tensor]":
+    """``[R, 1]`` shifts and masks of the digits, cached per device (no host-to-device copy per call)."""
+    if dev not in _CONSTANTS:
+        _CONSTANTS[dev] = (_SHIFT_T.to(dev).unsqueeze(1), _MASK_T.to(dev).unsqueeze(1))
+    return _CONSTANTS[dev]
+
+
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
                  group: ProcessGroup = None, extra: Optional[torch.Tensor] = None) -> Selection:
     """Exact global k-th largest key among ``valid`` entries, for several k at once.
@@ -153,7 +163,8 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     valid = valid.reshape(-1)
     dev = keys.device
     # Every round's digit at once: [R, N].
-    digits = ((keys.unsqueeze(0) >> _SHIFT_T.to(dev).unsqueeze(1)) & _MASK_T.to(dev).unsqueeze(1))
+    shifts, masks = _digit_constants(dev)
+    digits = (keys.unsqueeze(0) >> shifts) & masks
     one = valid.to(torch.int64)
     # Round 1 (the top digit): one histogram row, plus the extra counts, in one all-reduce.
     hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev).scatter_add_(0, digits[0], one)

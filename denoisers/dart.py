@@ -80,14 +80,14 @@ class DART(Denoiser):
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         tau = self.rate(self.step)
-        r = torch.tensor(self.r, dtype=torch.float64, device=logits.device)
+        r = torch.full((), self.r, dtype=torch.float64, device=logits.device)
 
         def counts(n_pos: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
             k_identified = floor_count(tau, n_pos)
             return torch.stack([k_identified, floor_count(r, k_identified)])
 
         keys = C.order_keys(ell, sample_ids)
-        local_n = torch.tensor([labels.numel()], dtype=torch.int64, device=labels.device)
+        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
         sel = C.radix_select(keys, pos, counts, self.process_group, local_n)
         identified = pos & (keys >= sel.thr[0])
         relabelled = pos & (keys >= sel.thr[1])

@@ -150,7 +150,7 @@ class DeCA(Denoiser):
         value = (sums[2] / n_pos + sums[3] / n_neg).to(z.dtype)
         n = (sums[0] + sums[1]).clamp_min(1)
         stats = {
-            "subtask": torch.tensor(float(task), device=z.device),
+            "subtask": torch.full((), float(task), device=z.device),
             "post_pos_mean": (sums[4] / sums[0].clamp_min(1)).float(),
             "h_mean": (sums[5] / n).float(),
             "h_prime_mean": (sums[6] / n).float(),

@@ -16,12 +16,22 @@ DECA_STEPS = [["f", "g", "h"], ["f", "g", "h'"], ["f", "g", "h"], ["f", "g", "h'
 DECA_P_STEPS = [["f'"], ["f'"], ["f", "h"], ["f", "h'"], ["f", "h"]]  # phase 1 × 2, then DP, DN, DP
 
 
+# A stat each method logs with the training metrics (besides the ground-truth report every method logs).
+LOGGED = {"bce": "loss", "tce": "eps", "rce": "mean_weight", "lcd": "omega_mean", "lcd_re": "omega_mean",
+          "bootstrap_soft": "correction_mean", "bootstrap_hard": "correction_mean", "dart": "tau",
+          "deca": "post_pos_mean", "deca_p": "post_pos_mean"}
+TRUTH = {"truth_precision", "truth_recall", "truth_random_precision", "truth_loss_noisy_pos", "truth_loss_clean_pos"}
+
+
 def check(report: dict, world: int) -> None:
     assert sorted(report["train"]) == sorted(DENOISERS)
     for name, s in report["train"].items():
         assert s["world_size"] == world and s["steps"] == 6, name
         assert math.isfinite(s["loss"]["first"]) and math.isfinite(s["loss"]["last"]), (name, s)
         assert s["auc"] is not None and math.isfinite(s["auc"]), (name, s)
+        assert LOGGED[name] in s["logged"] and TRUTH <= set(s["logged"]), (name, s["logged"])
+        if name.startswith("deca"):
+            assert {"truth_post_noisy_pos", "truth_post_clean_pos"} <= set(s["logged"]), name
     assert report["updates"]["deca"] == DECA_STEPS
     assert report["updates"]["deca_p"] == DECA_P_STEPS
 

@@ -131,6 +131,16 @@ def checkpoint_roundtrip(data: str, work: str, env) -> float:  # type: ignore[no
     return float(diff)
 
 
+def logged_keys(out: str) -> List[str]:
+    """Keys of the last training record rank 0 logged (the denoiser's stats and ground-truth report)."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        train = [json.loads(x) for x in f if '"kind": "train"' in x]
+    return sorted(train[-1]) if train else []
+
+
 class _Quiet:
     def print(self, msg: str) -> None:
         pass
@@ -149,7 +159,7 @@ def main() -> None:
     for name, params, sharding in METHODS:
         s = train(config(a.data, os.path.join(a.work, name), name, params, sharding, a.steps, 256))
         report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
-                                 "world_size": s["world_size"]}
+                                 "world_size": s["world_size"], "logged": logged_keys(os.path.join(a.work, name))}
     report["updates"]["deca"] = update_pattern(
         config(a.data, os.path.join(a.work, "u1"), "deca", {"C1": 10, "mf_dim": 8}, "table_wise", 4, 128), env, 4)
     report["updates"]["deca_p"] = update_pattern(
