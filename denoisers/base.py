@@ -247,6 +247,10 @@ class Denoiser(nn.Module):
             out["post_clean_pos"] = ratio(v["post_pos_clean"], v["pos_clean"])
         return out
 
+    def model_parallel_tables(self) -> List[str]:
+        """Embedding tables of this denoiser that must be sharded model-parallel (not replicated)."""
+        return []
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 

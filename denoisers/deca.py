@@ -44,7 +44,7 @@ Example (one process, unsharded tables)::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,11 @@ class DeCA(Denoiser):
         # g (DeCA only), h = P(ỹ=1 | y=0), h' = P(ỹ=1 | y=1): one EBC, tables deca_<head>_<feature>.
         self.mf = MFHeads(self.HEADS, user_feature, item_feature, int(tables[user_feature]),
                           int(tables[item_feature]), mf_dim, "deca_", device)
+
+    def model_parallel_tables(self) -> List[str]:
+        """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
+        the sub-task's inactive noise model (its gradient is exactly zero)."""
+        return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def hparams(self) -> Dict[str, Any]:
         return {"C1": self.C1, "C2": self.C2, "alpha": self.alpha, "user_feature": self.user_feature,

@@ -36,14 +36,14 @@ BENCH_PARAMS: Dict[str, Dict[str, object]] = {"deca_p": {"pretrain_steps": 0}}
 
 class _Runner:
     def __init__(self, name: str, params: Dict[str, object], cfg: Config, env, schema: DataSchema) -> None:  # type: ignore[no-untyped-def]
-        from denoisrec.trainer.denoising import static_graph
+        from denoisrec.trainer.denoising import plan_constraints, static_graph
         from denoisrec.trainer.train import build_module, seed_everything
 
         cfg.denoiser.name, cfg.denoiser.params = name, dict(params)
         seed_everything(cfg.run.seed)
         module = build_module(cfg, schema)
         fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-        plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size)
+        plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size, plan_constraints(module, cfg))
         self.model = wrap(module, plan, env, static_graph=static_graph(module))
         self.opt = dense_optimizer(self.model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
         self.reader = ParquetBatchReader(f"{cfg.data.path}/train", schema, cfg.data.batch_size, env.rank,

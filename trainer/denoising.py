@@ -85,6 +85,31 @@ def static_graph(module: nn.Module) -> bool:
     return bool(denoiser_of(module).static_graph)
 
 
+MODEL_PARALLEL = ["table_wise", "column_wise", "row_wise"]
+
+
+def plan_constraints(module: nn.Module, cfg: Config) -> Optional[Dict[str, Any]]:
+    """Planner constraints for the denoiser's tables: DeCA's MF tables must be model-parallel.
+
+    A sub-task's inactive noise model gets an exactly-zero gradient; the fused row-wise Adagrad of
+    model-parallel tables leaves it unchanged, but a replicated (``data_parallel``) table is stepped by the
+    dense optimizer, whose momentum would move it. A forced ``--sharding data_parallel`` is warned about.
+    """
+    from torchrec.distributed.planner import ParameterConstraints
+
+    tables = denoiser_of(module).model_parallel_tables()
+    if not tables:
+        return None
+    if cfg.sharding.sharding_type == "data_parallel":
+        warnings.warn(f"--denoiser {cfg.denoiser.name} with sharding.sharding_type=data_parallel: its noise "
+                      "models' tables are then stepped by the dense optimizer, whose momentum moves the "
+                      "sub-task's inactive noise model; prefer a model-parallel sharding type", stacklevel=2)
+        return None
+    if cfg.sharding.sharding_type is not None:
+        return None  # one forced model-parallel type for every table already
+    return {t: ParameterConstraints(sharding_types=list(MODEL_PARALLEL)) for t in tables}
+
+
 def denoiser_stats(model: nn.Module, out: Any) -> Dict[str, float]:
     """This step's global stats plus the ground-truth report since the last call, as floats (one transfer)."""
     values: Dict[str, torch.Tensor] = dict(out.stats) if out is not None else {}

@@ -27,7 +27,8 @@ from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import build_denoiser_for, denoiser_stats, prepare_denoiser, static_graph
+from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
+                                        static_graph)
 from denoisrec.trainer.dist import DistEnv, init_distributed
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.module import TrainModule
@@ -76,7 +77,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     readers = _readers(cfg, schema, env)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size, plan_constraints(module, cfg))
     model = wrap(module, plan, env, static_graph=static_graph(module))
     dense_opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
     if env.is_main:

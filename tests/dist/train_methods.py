@@ -20,7 +20,7 @@ from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of, prepare_denoiser, static_graph
+from denoisrec.trainer.denoising import denoiser_of, plan_constraints, prepare_denoiser, static_graph
 from denoisrec.trainer.dist import init_distributed
 from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
 from denoisrec.trainer.train import build_module, seed_everything, train
@@ -35,7 +35,7 @@ METHODS = [
     ("bootstrap_soft", {}, None),
     ("bootstrap_hard", {}, None),
     ("dart", {"t_m": 2, "tau_m": 0.2}, None),
-    ("deca", {"C1": 10, "mf_dim": 8}, "table_wise"),
+    ("deca", {"C1": 10, "mf_dim": 8}, None),
     ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
 ]
 # DeCA's models by state-dict prefix of the TrainModule.
@@ -84,7 +84,7 @@ def build(cfg: Config, env):  # type: ignore[no-untyped-def]
     schema = DataSchema.load(cfg.data.path)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size, plan_constraints(module, cfg))
     model = wrap(module, plan, env, static_graph=static_graph(module))
     opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
     reader = ParquetBatchReader(os.path.join(cfg.data.path, "train"), schema, cfg.data.batch_size, env.rank,
@@ -161,7 +161,7 @@ def main() -> None:
         report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
                                  "world_size": s["world_size"], "logged": logged_keys(os.path.join(a.work, name))}
     report["updates"]["deca"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u1"), "deca", {"C1": 10, "mf_dim": 8}, "table_wise", 4, 128), env, 4)
+        config(a.data, os.path.join(a.work, "u1"), "deca", {"C1": 10, "mf_dim": 8}, None, 4, 128), env, 4)
     report["updates"]["deca_p"] = update_pattern(
         config(a.data, os.path.join(a.work, "u2"), "deca_p", {"pretrain_steps": 2, "mf_dim": 8}, None, 5, 128), env, 5)
     if not a.skip_checkpoint:
