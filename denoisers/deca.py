@@ -10,9 +10,10 @@ tables ``deca_g_*``, ``deca_h_*``, ``deca_hp_*``): the auxiliary model ``g`` and
 
 The expectation alternates every step between two sub-tasks (§3.4), chosen by the parity of the global
 step; only the sub-task's own noise model is trained in it (the other one is evaluated detached, for the
-diagnostics, so its tables receive an exactly-zero gradient: unchanged under the default row-wise Adagrad,
-Adagrad and SGD without weight decay; a sparse optimizer with momentum or weight decay would still move
-them, and the trainer warns about that):
+diagnostics, so its tables receive an exactly-zero gradient: unchanged under the fused row-wise Adagrad,
+Adagrad or SGD without weight decay of model-parallel tables, which is why the tables are listed by
+``model_parallel_tables`` for the planner; a replicated table or a sparse optimizer with momentum or
+weight decay would still move them, and the trainer warns about both):
 
 - **DP** (denoise positives, ``h' ≡ 1``; Eq. 14): positives ``−(1 − f)·log h``;
   negatives ``−(1 − f)·log(1 − h) + C1·f``.
