@@ -13,8 +13,8 @@ relabelled targets::
 
     L = Σ_{i ∉ discarded} BCE(p_i, y'_i) / (B − |discarded|),   y'_i = 0 if i relabelled else y_i
 
-Both thresholds come from ONE multi-k radix select (``k = [⌊τ·P⌋, ⌊r·⌊τ·P⌋⌋]``, formed on device from the
-positives count of the select's first round); ties in the loss are broken by the sample id. Cost per step:
+Both thresholds come from ONE multi-k radix select (``k = [⌊τ·P⌋, ⌊r·⌊τ·P⌋⌋]``, formed on device from
+the positives count of the select's first round); ties in the loss are broken by the sample id. Cost per step:
 the select's 8 all-reduces (the first also carries the batch size) plus one SUM all-reduce for the loss.
 
 Example::

@@ -78,7 +78,8 @@ def lcd_by_hand(z: list, y: list, omega_of, reverse: bool) -> tuple:  # type: ig
 
 @pytest.mark.parametrize("name,reverse", [("lcd", False), ("lcd_re", True)])
 @pytest.mark.parametrize("ab,omega_of", [((1.0, 1.0), lambda t: t), ((2.0, 2.0), lambda t: 3 * t**2 - 2 * t**3)])
-def test_lcd_corrects_targets_by_the_beta_weight_of_the_normalised_loss(name, reverse, ab, omega_of) -> None:  # type: ignore[no-untyped-def]
+def test_lcd_corrects_targets_by_the_beta_weight_of_the_normalised_loss(  # type: ignore[no-untyped-def]
+        name, reverse, ab, omega_of) -> None:
     d = build_denoiser(name, alpha_b=ab[0], beta_b=ab[1], start_step=0)
     out, grad = run(d)
     ys, value, g = lcd_by_hand(Z, Y, omega_of, reverse)
@@ -331,7 +332,8 @@ def test_deca_target_gradient_is_the_papers() -> None:
         z = torch.tensor(Z, dtype=torch.float64, requires_grad=True)
         y = torch.tensor(Y, dtype=torch.float64)
         f, g = torch.sigmoid(z), torch.sigmoid(torch.tensor(zg, dtype=torch.float64))
-        h, hp = torch.sigmoid(torch.tensor(zh, dtype=torch.float64)), torch.sigmoid(torch.tensor(zhp, dtype=torch.float64))
+        h = torch.sigmoid(torch.tensor(zh, dtype=torch.float64))
+        hp = torch.sigmoid(torch.tensor(zhp, dtype=torch.float64))
         if task == 0:
             term = torch.where(y > 0, -(1 - f) * h.log(), -(1 - f) * (1 - h).log() + C1 * f)
         else:

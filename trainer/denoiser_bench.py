@@ -27,7 +27,7 @@ from denoisrec.denoisers import collectives as C
 from denoisrec.trainer.config import Config, parse_params
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.dist import DistEnv, init_distributed
 from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
 
 # deca_p is timed in its phase 2 (the prior frozen), the phase that lasts.
@@ -35,7 +35,8 @@ BENCH_PARAMS: Dict[str, Dict[str, object]] = {"deca_p": {"pretrain_steps": 0}}
 
 
 class _Runner:
-    def __init__(self, name: str, params: Dict[str, object], cfg: Config, env, schema: DataSchema) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, name: str, params: Dict[str, object], cfg: Config, env: DistEnv,
+                 schema: DataSchema) -> None:
         from denoisrec.trainer.denoising import plan_constraints, static_graph
         from denoisrec.trainer.train import build_module, seed_everything
 

@@ -11,7 +11,7 @@ Report: ``{"train": {name: summary subset}, "updates": {name: [[changed prefixes
 import argparse
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -44,7 +44,8 @@ GROUPS = {"f": "model.", "g": TABLES + "deca_g_", "h": TABLES + "deca_h_", "h'":
           "f'": "denoiser.prior."}
 
 
-def config(data: str, out: str, name: str, params: dict, sharding, steps: int, batch: int) -> Config:  # type: ignore[no-untyped-def]
+def config(data: str, out: str, name: str, params: dict, sharding: Optional[str], steps: int,
+           batch: int) -> Config:
     cfg = Config()
     cfg.data.path, cfg.data.batch_size, cfg.data.eval_batch_size = data, batch, 1024
     cfg.run.out, cfg.run.max_steps, cfg.run.log_every, cfg.run.epochs = out, steps, 2, 1
