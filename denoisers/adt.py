@@ -51,6 +51,7 @@ class TruncatedBCE(Denoiser):
     """
 
     name = "tce"
+    GRID = {"eps_max": [0.05, 0.1, 0.2], "num_gradual": [1000, 5000, 10000, 20000, 30000]}
 
     def __init__(self, eps_max: float = 0.2, num_gradual: int = 30000, process_group: Optional[Any] = None) -> None:
         super().__init__(process_group)
@@ -74,17 +75,21 @@ class TruncatedBCE(Denoiser):
                 batch: Optional[Any]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
-        n, n_pos = self.global_batch_size(labels)
         eps = self.drop_rate(self.step)
-        n_drop = torch.minimum(floor_count(eps, n), n_pos)
-        dropped = C.top_k_mask(C.order_keys(ell, sample_ids), pos, n_drop, self.process_group)
+        keys = C.order_keys(ell, sample_ids)
+        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
+        # B travels in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device.
+        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
+        n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
+        dropped = pos & (keys >= sel.thr[0])
         weight = (~dropped).to(ell.dtype)
-        loss, value = self.global_mean(ell, weight, n - n_drop)
+        loss, value, _ = self.global_mean(ell, weight, weight.sum())  # Σ kept over ranks = B − n_drop
         stats = {
             "eps": eps.float(),
             "drop_share": n_drop.float() / n.clamp_min(1).float(),
             "dropped": n_drop.float(),
         }
+        self.track_truth(batch, labels, ell, dropped.to(ell.dtype))
         return LossOutput(loss, value, weight, labels.detach(), dropped, torch.zeros_like(dropped), stats)
 
 
@@ -96,6 +101,8 @@ class ReweightedBCE(Denoiser):
     """
 
     name = "rce"
+    positives_only = False
+    GRID = {"beta": [0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0]}
 
     def __init__(self, beta: float = 0.2, process_group: Optional[Any] = None) -> None:
         super().__init__(process_group)
@@ -113,9 +120,9 @@ class ReweightedBCE(Denoiser):
         # p^β = exp(β·log σ(z)), (1 − p)^β = exp(β·log σ(−z)): stable for large |z|.
         log_conf = torch.where(labels > 0.5, F.logsigmoid(z), F.logsigmoid(-z))
         weight = torch.exp(self.beta * log_conf)
-        n, _ = self.global_batch_size(labels)
-        loss, value = self.global_mean(ell, weight, n)
-        w_sum = C.global_sum(weight.sum(), self.process_group)
+        # One all-reduce: [Σ w·ℓ, B, Σ w].
+        loss, value, sums = self.global_mean(ell, weight, torch.ones_like(ell).sum(), extra=[weight.sum()])
         dropped, relabelled = no_decisions(labels)
-        stats = {"mean_weight": w_sum / n.clamp_min(1).to(w_sum.dtype)}
+        stats = {"mean_weight": (sums[2] / sums[1].clamp_min(1)).float()}
+        self.track_truth(batch, labels, ell, 1.0 - weight)
         return LossOutput(loss, value, weight, labels.detach(), dropped, relabelled, stats)

@@ -14,6 +14,12 @@ mean ``L = Σ_i w_i·ℓ_i / D`` (``D`` the global denominator) each rank backpr
 ``W · Σ_{i on rank} w_i·ℓ_i / D``; the average of these gradients is exactly ``∇L``, also for uneven
 splits. (Model-parallel embedding shards receive the sum over ranks, TorchRec's convention.)
 
+**Diagnostics.** Per-step global statistics (schedule values, shares handled) come in
+``LossOutput.stats`` at no extra collective: they are folded into the reductions the loss needs anyway.
+Ground-truth diagnostics (precision / recall of the handled samples against ``is_noisy``, mean loss of
+noisy vs clean positives) are accumulated *locally* on device every step and reduced once by
+:meth:`Denoiser.report`, which the trainer calls at log time on every rank.
+
 Example::
 
     d = BCE()
@@ -24,7 +30,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,19 +67,59 @@ def bce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
+# Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``): the
+# [4, 4] matrix Σ_i row_r(i)·col_c(i) of these per-sample rows and columns (one matmul per step).
+TRUTH_ROWS: Tuple[str, ...] = ("noisy_pos", "clean_pos", "all", "noisy")
+TRUTH_COLS: Tuple[str, ...] = ("count", "loss", "handled", "posterior")
+
+
 class Denoiser(nn.Module):
     """Base class: holds the global step and the process group; subclasses implement :meth:`compute`.
+
+    Class attributes a subclass may set:
+
+    - ``name``: registry name (``--denoiser NAME``).
+    - ``GRID``: the papers' hyperparameter grid, ``{option: [values]}`` (the sweep reads it).
+    - ``INJECTED``: constructor arguments the trainer supplies (feature table sizes, device, a prior
+      model); they are not user options.
+    - ``static_graph``: ``False`` when the set of trained dense parameters changes between steps (DeCA's
+      alternating sub-tasks, DeCA(p)'s phases); the trainer then lets DDP find unused parameters.
+    - ``positives_only``: the method only ever handles observed positives (recall is measured on them).
 
     Args:
         process_group: the data-parallel group statistics are global over (default: the world).
     """
 
     name: ClassVar[str] = ""
+    GRID: ClassVar[Dict[str, List[Any]]] = {}
+    INJECTED: ClassVar[Tuple[str, ...]] = ()
+    static_graph: ClassVar[bool] = True
+    positives_only: ClassVar[bool] = True
+    reports_posterior: ClassVar[bool] = False
 
     def __init__(self, process_group: Optional[Any] = None) -> None:
         super().__init__()
         self.process_group = process_group
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("truth_sums", torch.zeros(len(TRUTH_ROWS), len(TRUTH_COLS), dtype=torch.float64),
+                             persistent=False)
+        self._host_step = 0
+        self._host_key: Optional[Tuple[int, int]] = None
+
+    @property
+    def host_step(self) -> int:
+        """The global step as a Python int, mirrored from the ``step`` buffer without a device sync.
+
+        The mirror advances with every training forward; if the buffer was changed from outside
+        (``load_state_dict``, ``.to(device)``, a test's ``fill_``) it is re-read once (one ``.item()``,
+        outside the steady state). Used only for host-side phase switches (LCD's start, DeCA's
+        sub-task parity); device-side schedules read the buffer itself.
+        """
+        key = (self.step.data_ptr(), self.step._version)
+        if key != self._host_key:
+            self._host_step = int(self.step.item())
+            self._host_key = key
+        return self._host_step
 
     def forward(
         self,
@@ -92,7 +138,9 @@ class Denoiser(nn.Module):
         """
         out = self.compute(logits, labels.to(logits.dtype), sample_ids, batch)
         if self.training:
+            t = self.host_step
             self.step.add_(1)
+            self._host_step, self._host_key = t + 1, (self.step.data_ptr(), self.step._version)
         return out
 
     def compute(
@@ -104,28 +152,104 @@ class Denoiser(nn.Module):
     ) -> LossOutput:
         raise NotImplementedError
 
-    def global_mean(
-        self, per_sample: torch.Tensor, weight: torch.Tensor, denominator: torch.Tensor
-    ) -> "tuple[torch.Tensor, torch.Tensor]":
-        """``(loss_to_backprop, value)`` for ``Σ weight·per_sample / denominator`` over the global batch.
+    # ---- global reductions -------------------------------------------------------------------------------
 
-        ``denominator`` must already be global (and is clamped to at least 1e-12 so an empty global batch
-        gives 0, not NaN).
+    def reduce_sums(self, *local: torch.Tensor) -> torch.Tensor:
+        """One SUM all-reduce of local scalars, stacked in float64 (exact for counts below 2^53)."""
+        vec = torch.stack([t.detach().to(torch.float64).reshape(()) for t in local])
+        return C.global_sum(vec, self.process_group)
+
+    def scaled(self, local_sum: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+        """What this rank backpropagates for the global ``Σ local_sum / denominator`` (see "Gradient
+        scaling"); ``denominator`` is global and clamped to 1e-12 so an empty global batch gives 0."""
+        w = C.world_size(self.process_group)
+        return local_sum * (w / denominator.detach().clamp_min(1e-12)).to(local_sum.dtype)
+
+    def global_mean(
+        self, per_sample: torch.Tensor, weight: torch.Tensor, local_count: torch.Tensor,
+        extra: Sequence[torch.Tensor] = (),
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss_to_backprop, value, sums)`` for ``L = Σ weight·per_sample / Σ local_count`` over the
+        global batch, in ONE all-reduce that also sums the ``extra`` local scalars.
+
+        ``local_count`` is this rank's share of the denominator (its batch size, or its kept samples);
+        ``sums`` is the reduced float64 vector ``[Σ weight·ℓ, Σ local_count, *Σ extra]``.
         """
         local = (weight.detach() * per_sample).sum()
-        denom = denominator.detach().to(local.dtype).clamp_min(1e-12)
-        w = C.world_size(self.process_group)
-        value = C.global_sum(local.detach(), self.process_group) / denom
-        return local * (w / denom), value
+        sums = self.reduce_sums(local, local_count, *extra)
+        denom = sums[1].clamp_min(1e-12)
+        return self.scaled(local, denom), (sums[0] / denom).to(local.dtype), sums
 
-    def global_batch_size(self, labels: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
-        """``(B, P)``: global numbers of samples and of observed positives, in one all-reduce."""
-        counts = torch.stack([
-            torch.tensor(labels.numel(), dtype=torch.int64, device=labels.device),
-            (labels > 0.5).sum(dtype=torch.int64),
-        ])
-        counts = C.global_sum(counts, self.process_group)
-        return counts[0], counts[1]
+    # ---- diagnostics -------------------------------------------------------------------------------------
+
+    def track_truth(self, batch: Optional[Any], labels: torch.Tensor, ell: torch.Tensor,
+                    handled: torch.Tensor, posterior: Optional[torch.Tensor] = None) -> None:
+        """Accumulate this step's local ground-truth sums (no collective; nothing if the batch has none).
+
+        Args:
+            ell: ``[B]`` per-sample BCE against the observed label.
+            handled: ``[B]`` handling amount in ``[0, 1]`` (1 = dropped / relabelled; ``1 − w`` for a
+                weight, ``|y* − y|`` for a corrected target). Never used to decide anything.
+            posterior: DeCA's ``[B]`` P(y=1 | ỹ=1), reported for clean vs noisy positives.
+        """
+        noisy_t = getattr(batch, "is_noisy", None) if batch is not None else None
+        if noisy_t is None:
+            return
+        with torch.no_grad():
+            dt = ell.dtype
+            noisy = (noisy_t.reshape(-1) > 0.5).to(dt)
+            pos = (labels.reshape(-1) > 0.5).to(dt)
+            pn = pos * noisy
+            ones = torch.ones_like(pn)
+            post = posterior.detach().reshape(-1).to(dt) if posterior is not None else ones
+            rows = torch.stack([pn, pos - pn, ones, noisy])                                   # [4, B]
+            cols = torch.stack([ones, ell.detach().reshape(-1), handled.detach().reshape(-1).to(dt), post], 1)
+            self.truth_sums += (rows @ cols).to(torch.float64)                                # [4, 4]
+
+    def report(self) -> Dict[str, torch.Tensor]:
+        """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
+        every rank at the same step). Empty when no batch carried ``is_noisy``. Resets the sums.
+
+        - ``precision``: noisy share of the handled amount; ``random_precision``: noisy share of the
+          candidates (what random handling would get);
+        - ``recall``: handled amount on noisy candidates over the noisy candidates;
+        - ``loss_noisy_pos`` / ``loss_clean_pos``: mean BCE of truly noisy / clean positives;
+        - DeCA: ``post_noisy_pos`` / ``post_clean_pos``, the mean P(y=1 | ỹ=1).
+        """
+        tot = C.global_sum(self.truth_sums, self.process_group)
+        self.truth_sums.zero_()
+        S = {(r, c): tot[i, j] for i, r in enumerate(TRUTH_ROWS) for j, c in enumerate(TRUTH_COLS)}
+        if float(tot[:, 0].sum()) == 0.0:  # log time, not the hot path
+            return {}
+        if self.positives_only:  # candidates: the observed positives
+            cand, cand_noisy = S["noisy_pos", "count"] + S["clean_pos", "count"], S["noisy_pos", "count"]
+        else:
+            cand, cand_noisy = S["all", "count"], S["noisy", "count"]
+        v = {
+            "handled": S["all", "handled"], "handled_noisy": S["noisy", "handled"], "cand": cand,
+            "cand_noisy": cand_noisy, "pos_noisy": S["noisy_pos", "count"], "pos_clean": S["clean_pos", "count"],
+            "loss_pos_noisy": S["noisy_pos", "loss"], "loss_pos_clean": S["clean_pos", "loss"],
+            "post_pos_noisy": S["noisy_pos", "posterior"], "post_pos_clean": S["clean_pos", "posterior"],
+        }
+
+        def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(b > 0, a / b.clamp_min(1e-300), torch.full_like(a, float("nan"))).float()
+
+        out = {
+            "precision": ratio(v["handled_noisy"], v["handled"]),
+            "random_precision": ratio(v["cand_noisy"], v["cand"]),
+            "recall": ratio(v["handled_noisy"], v["cand_noisy"]),
+            "loss_noisy_pos": ratio(v["loss_pos_noisy"], v["pos_noisy"]),
+            "loss_clean_pos": ratio(v["loss_pos_clean"], v["pos_clean"]),
+        }
+        if self.reports_posterior:
+            out["post_noisy_pos"] = ratio(v["post_pos_noisy"], v["pos_noisy"])
+            out["post_clean_pos"] = ratio(v["post_pos_clean"], v["pos_clean"])
+        return out
+
+    def model_parallel_tables(self) -> List[str]:
+        """Embedding tables of this denoiser that must be sharded model-parallel (not replicated)."""
+        return []
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
@@ -138,3 +262,15 @@ def no_decisions(labels: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
     """All-false ``dropped`` and ``relabelled`` masks."""
     z = torch.zeros_like(labels, dtype=torch.bool)
     return z, z.clone()
+
+
+def soft_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``ℓ = −[y* log σ(z) + (1 − y*) log(1 − σ(z))]`` for a soft target ``y*`` in ``[0, 1]``.
+
+    A constant target uses the fused BCE-with-logits, whose gradient ``σ(z) − y*`` is formed before any
+    scaling (so it is the same on every rank however the loss is scaled). A target in the graph (Reed's
+    attached bootstrap) uses ``softplus(z) − y*·z``, differentiable in ``y*`` too.
+    """
+    if target.requires_grad:
+        return F.softplus(logits) - target * logits
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none")

@@ -26,8 +26,8 @@ class BCE(Denoiser):
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
                 batch: Optional[Any]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
-        n, _ = self.global_batch_size(labels)
         weight = torch.ones_like(ell)
-        loss, value = self.global_mean(ell, weight, n)
+        loss, value, _ = self.global_mean(ell, weight, weight.sum())  # one all-reduce: [Σℓ, B]
         dropped, relabelled = no_decisions(labels)
+        self.track_truth(batch, labels, ell, torch.zeros_like(ell))
         return LossOutput(loss, value, weight, labels.detach(), dropped, relabelled, {})

@@ -99,15 +99,25 @@ def common_width(ebc: EmbeddingBagCollection, model: str) -> int:
     return next(iter(widths.values()))
 
 
+def model_prefix(ebc: EmbeddingBagCollection) -> str:
+    """The model-level prefix of ``ebc``'s table names: ``""`` for ``t_<feature>``, ``"prior_"`` for
+    ``prior_t_<feature>`` (a second copy of a model in the same job, e.g. DeCA(p)'s prior)."""
+    c = ebc.embedding_bag_configs()[0]
+    full = c.name[: len(c.name) - len(c.feature_names[0])]
+    return full[: -len("t_")] if full.endswith("t_") else full
+
+
 def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection:
-    """First-order weights ``w[id]`` of every feature of ``ebc``: tables ``w_<feature>`` of width 4.
+    """First-order weights ``w[id]`` of every feature of ``ebc``: tables ``<prefix>w_<feature>`` of width 4
+    (``prefix`` as :func:`model_prefix` reads it from ``ebc``).
 
     FBGEMM's kernels need widths divisible by 4, so each id owns a row of 4 entries and its weight is their
     mean (see :class:`denoisrec.models.layers.FirstOrder`). The rows start at zero, so the four entries stay
     equal under any element-wise optimizer and the mean behaves as one scalar weight.
     """
     features = [(f, n) for f, n, _ in feature_specs(ebc)]
-    return embedding_bag_collection(features, MIN_WIDTH, device=ebc_device(ebc), prefix=LINEAR_PREFIX,
+    return embedding_bag_collection(features, MIN_WIDTH, device=ebc_device(ebc),
+                                    prefix=model_prefix(ebc) + LINEAR_PREFIX,
                                     init_range=(0.0, 0.0))
 
 

@@ -56,12 +56,13 @@ class ModelSpec:
             raise ValueError(f"model.embedding_init={a}: must be >= 0")
         return (-float(a), float(a))
 
-    def build(self, device: Optional[torch.device] = None) -> nn.Module:
-        """The model, with tables on ``device`` (``meta`` by default, for sharding)."""
+    def build(self, device: Optional[torch.device] = None, table_prefix: str = "") -> nn.Module:
+        """The model, with tables on ``device`` (``meta`` by default, for sharding). ``table_prefix`` names a
+        second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``)."""
         from denoisrec.models import build_model  # the registry imports this module
 
         ebc = embedding_bag_collection(self.features, self.embedding_dim, device=device, dims=self.dims,
-                                       init_range=self.init_range())
+                                       init_range=self.init_range(), prefix=f"{table_prefix}t_")
         return build_model(self.name, ebc, self.dense_in_features, **self.params)
 
     def to_dict(self) -> Dict[str, Any]:

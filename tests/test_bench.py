@@ -73,11 +73,13 @@ def test_bench_throughput_quick(tmp_path: Path) -> None:
     c = d["raw"]["collectives"]
     for m in ("bce", "rce", "tce"):
         assert c[m]["1"] == {"calls_per_step": 0.0, "bytes_per_step": 0.0}  # one process: no collective
-    # BCE: one all-reduce of the two int64 counts (B, P) and one of the float32 loss sum.
-    assert c["bce"]["3"] == {"calls_per_step": 2.0, "bytes_per_step": 2 * 8 + 4}
-    # R-CE adds the float32 weight sum; T-CE the radix select: 8 rounds of a [1, 256] int64 histogram.
-    assert c["rce"]["3"] == {"calls_per_step": 3.0, "bytes_per_step": 2 * 8 + 4 + 4}
-    assert c["tce"]["3"]["bytes_per_step"] >= c["bce"]["3"]["bytes_per_step"] + 8 * 256 * 8
+    from denoisrec.denoisers.collectives import BINS, SHIFTS
+
+    # BCE: one all-reduce of the float64 sums [Σ w·ℓ, Σ count]; R-CE adds Σ w to the same vector.
+    assert c["bce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 2 * 8}
+    assert c["rce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 3 * 8}
+    # T-CE: the radix select (one [1, BINS] int64 histogram per round) plus its sums [Σ w·ℓ, Σ kept, Σ dropped].
+    assert c["tce"]["3"] == {"calls_per_step": len(SHIFTS) + 1.0, "bytes_per_step": len(SHIFTS) * BINS * 8 + 3 * 8}
 
 
 def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,11 +13,18 @@ from denoiser_property import run  # noqa: E402
 
 from conftest import torchrun  # noqa: E402
 
-# Every loss-based denoiser with hyperparameters that make it act within a few steps.
+# Every denoiser with hyperparameters that make it act (and cross its schedule boundaries) within 5 steps.
 CASES = [
     ["bce", {}],
     ["tce", {"eps_max": 0.4, "num_gradual": 3}],
     ["rce", {"beta": 0.3}],
+    ["lcd", {"alpha_b": 0.5, "beta_b": 0.5, "start_step": 2}],
+    ["lcd_re", {"alpha_b": 2.0, "beta_b": 2.0, "start_step": 0}],
+    ["bootstrap_soft", {"lam": 0.7}],
+    ["bootstrap_hard", {"lam": 0.6}],
+    ["dart", {"t_i": 1, "t_m": 2, "tau_m": 0.6, "r": 0.5}],
+    ["deca", {"C1": 10.0, "C2": 5.0, "alpha": 0.5, "mf_dim": 4}],
+    ["deca_p", {"pretrain_steps": 2, "alpha": 0.5, "mf_dim": 4}],
 ]
 # (sizes per rank, leading samples forced negative): even, uneven, an empty rank, a rank with no positives.
 SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12)]
@@ -25,7 +32,8 @@ SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12
 
 def reference(name: str, params: dict, n: int, steps: int, no_pos: int) -> list:
     res = run(name, params, [n], 0, steps, seed=0, no_pos=no_pos)
-    return [{"value": r["value"], "stats": r["stats"], "rows": r["rows"].tolist()} for r in res["records"]]
+    return [{"value": r["value"], "stats": r["stats"], "report": r["report"], "rows": r["rows"].tolist()}
+            for r in res["records"]]
 
 
 def _by_id(rows: list) -> dict:
@@ -49,8 +57,12 @@ def test_decisions_do_not_depend_on_world_size_or_split(split: str, no_pos: int,
         for step, (r, g) in enumerate(zip(ref, got)):
             where = (name, split, step)
             assert g["value"] == pytest.approx(r["value"], rel=1e-6, abs=1e-9), where
+            assert g["stats"].keys() == r["stats"].keys(), where
             for k, v in r["stats"].items():
                 assert g["stats"][k] == pytest.approx(v, rel=1e-6, abs=1e-9), (*where, k)
+            assert g["report"].keys() == r["report"].keys(), where  # ground-truth diagnostics, reduced once
+            for k, v in r["report"].items():
+                assert g["report"][k] == pytest.approx(v, rel=1e-5, abs=1e-9, nan_ok=True), (*where, k)
             rb, gb = _by_id(r["rows"]), _by_id(g["rows"])
             assert rb.keys() == gb.keys()
             for sid, rrow in rb.items():

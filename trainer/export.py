@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.tensor import DTensor
 
 from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.module import unwrap
 
 PREFIX = "model."
 
@@ -60,27 +61,43 @@ def unsharded_state_dict(model: nn.Module, env: DistEnv, prefix: str = PREFIX) -
     return out if env.is_main else None
 
 
+def load_full_state(module: nn.Module, full: Mapping[str, torch.Tensor], rename: Callable[[str], str] = lambda k: k,
+                    where: str = "state dict") -> None:
+    """Copy full (unsharded) tensors into ``module``'s state, every rank the slices of its own shards.
+
+    Every key of ``module.state_dict()`` must be in ``full`` (after ``rename``) with the full shape; a
+    ``ShardedTensor`` or ``DTensor`` receives its local shards' slices, a plain tensor the whole. Every rank
+    calls it with the same ``full``.
+    """
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    with torch.no_grad():
+        for key, dst in module.state_dict().items():
+            src_key = rename(key)
+            if src_key not in full:
+                raise ValueError(f"{where}: no tensor {src_key!r} (needed for {key!r}); "
+                                 f"it holds {sorted(full)[:8]}{' ...' if len(full) > 8 else ''}")
+            src = full[src_key]
+            if tuple(src.shape) != tuple(dst.size()):
+                raise ValueError(f"{where}: {src_key!r} has shape {tuple(src.shape)}, the model needs "
+                                 f"{tuple(dst.size())}")
+            if isinstance(dst, ShardedTensor):
+                for shard in dst.local_shards():
+                    md = shard.metadata
+                    shard.tensor.copy_(src[tuple(slice(o, o + n) for o, n in zip(md.shard_offsets, md.shard_sizes))])
+            elif isinstance(dst, DTensor):
+                shape, offset = compute_local_shape_and_global_offset(dst.shape, dst.device_mesh, dst.placements)
+                dst.to_local().copy_(src[tuple(slice(o, o + n) for o, n in zip(offset, shape))])
+            else:
+                dst.copy_(src)
+
+
 def load_unsharded_state_dict(model: nn.Module, full: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> None:
     """Copy full (unsharded) tensors into the ``prefix`` part of a sharded model; every rank calls it with the
-    same ``full`` (keys without ``prefix``). Shapes and the key set must match exactly."""
+    same ``full`` (keys without ``prefix``). The key sets must match exactly."""
     state = model.state_dict()
     keys = {k[len(prefix):] for k in state if k.startswith(prefix)}
     if keys != set(full):
         raise ValueError(f"state dict does not match the model: missing {sorted(keys - set(full))}, "
                          f"unexpected {sorted(set(full) - keys)}")
-    for k, v in state.items():
-        if not k.startswith(prefix):
-            continue
-        src = full[k[len(prefix):]]
-        if tuple(src.shape) != tuple(v.shape):
-            raise ValueError(f"{k}: shape {tuple(src.shape)} in the state dict, {tuple(v.shape)} in the model")
-        if isinstance(v, ShardedTensor):
-            for shard in v.local_shards():
-                md = shard.metadata
-                window = tuple(slice(o, o + n) for o, n in zip(md.shard_offsets, md.shard_sizes))
-                shard.tensor.detach().copy_(src[window])
-        elif isinstance(v, DTensor):
-            raise NotImplementedError(f"{k}: loading full tensors into DTensor shards is not supported")
-        else:
-            v.detach().copy_(src)
-    model.load_state_dict(state)
+    load_full_state(getattr(unwrap(model), prefix.rstrip(".")), full)

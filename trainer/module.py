@@ -42,3 +42,9 @@ class TrainModule(nn.Module):
         # Evaluation: the plain BCE sum on this rank's share (the caller normalises globally).
         loss = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype), reduction="sum")
         return loss.detach(), (loss.detach(), logits.detach(), None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The :class:`TrainModule` inside ``DistributedModelParallel`` (DMP's ``module`` property strips DMP and
+    DDP), or ``model`` itself when it is not wrapped."""
+    return getattr(model, "module", model)

@@ -52,9 +52,13 @@ def embedding_tables(module: nn.Module) -> List[str]:
     return names
 
 
-def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], batch_size: int) -> ShardingPlan:
-    """Plan the module's tables over the world (the same plan on every rank: ``collective_plan``)."""
-    constraints: Optional[Dict[str, ParameterConstraints]] = None
+def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], batch_size: int,
+              table_constraints: Optional[Dict[str, ParameterConstraints]] = None) -> ShardingPlan:
+    """Plan the module's tables over the world (the same plan on every rank: ``collective_plan``).
+
+    ``table_constraints`` constrain single tables (e.g. DeCA's MF tables to model-parallel types) when no
+    ``sharding_type`` forces one type on every table."""
+    constraints: Optional[Dict[str, ParameterConstraints]] = dict(table_constraints) if table_constraints else None
     if sharding_type is not None:
         if sharding_type not in SHARDING_TYPES:
             raise ValueError(f"sharding.sharding_type={sharding_type!r}: expected one of {SHARDING_TYPES}")

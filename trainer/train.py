@@ -36,12 +36,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from denoisrec.denoisers import build_denoiser
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
+from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
+                                         static_graph)
 from denoisrec.trainer.dist import DistEnv, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
@@ -95,9 +96,8 @@ def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
 
 
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
-    model = model_spec(cfg, schema).build()
-    denoiser = build_denoiser(cfg.denoiser.name, **cfg.denoiser.params)
-    return TrainModule(model, denoiser)
+    spec = model_spec(cfg, schema)
+    return TrainModule(spec.build(), build_denoiser_for(cfg, schema, spec))
 
 
 def rank_batch_size(cfg: Config, world_size: int) -> int:
@@ -226,8 +226,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     spec = model_spec(cfg, schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size)
-    model = wrap(module, plan, env)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
+    model = wrap(module, plan, env, static_graph=static_graph(module))
     opt = train_optimizer(model, cfg.optim)
     plan_info = plan_summary(plan)
     baseline = load_baseline(cfg.run.baseline)
@@ -275,6 +275,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     log.print(f"train: {train_reader.total_rows:,} rows, {spe} steps/epoch of {batch_size} rows/rank "
               f"({global_batch} global); running steps {start_step}..{total_steps}")
 
+    prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log)  # DeCA(p): the prior's phase
+
     # ------------------------------------------------------------------------------------------ loop
     stepper = Stepper(model, opt.optimizer, env.device, pipelined, autocast)
     step = start_step
@@ -310,7 +312,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         gn = opt.grad_norm()
         if gn is not None:
             values["grad_norm"] = float(gn.item())
-        stats = {k: float(v.item()) for k, v in out.stats.items()} if out is not None else {}
+        stats = denoiser_stats(model, out)
         log.scalars(at, "train", {"loss": loss, "samples_per_s": rate, "epoch": (at - 1) // spe,
                                   "lr": values["lr"], **({"grad_norm": values["grad_norm"]} if gn is not None else {}),
                                   **stats})

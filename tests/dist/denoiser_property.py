@@ -1,45 +1,91 @@
 """Run under torchrun: each rank takes its slice of one fixed global batch and applies a denoiser for a
-few steps; rank 0 writes every sample's decisions (by sample id) and the loss values to --out (JSON).
+few steps; rank 0 writes every sample's decisions (by sample id), the loss values, the per-step stats and
+the ground-truth report to --out (JSON).
 
     torchrun --nproc_per_node 3 tests/dist/denoiser_property.py --sizes 20,0,17 \
         --cases '[["tce", {"eps_max": 0.4, "num_gradual": 3}]]' --out /tmp/x.json
+
+DeCA's models read user / item ids from the batch's KJT; its MF tables (and DeCA(p)'s prior) are plain
+replicated modules here, built from a fixed seed on every rank, so the decisions must still be those of one
+process on the whole batch.
 """
 
 import argparse
 import json
+from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from denoisrec.denoisers import build_denoiser
+from denoisrec.denoisers import DENOISERS, build_denoiser
+from denoisrec.denoisers.mf import MFHeads
+
+N_USERS, N_ITEMS = 13, 11
 
 
-def global_batch(n: int, seed: int, no_pos_prefix: int) -> tuple:
+def global_batch(n: int, seed: int, no_pos_prefix: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     logits = torch.round(torch.randn(n, generator=g) * 4) / 2  # coarse values: many tied losses
     labels = (torch.rand(n, generator=g) < 0.5).float()
     labels[:no_pos_prefix] = 0.0  # lets a split give one rank no positives at all
     ids = torch.randperm(10_000, generator=g)[:n] + 5_000_000_000  # ids above 2^32: only low bits are used
-    return logits, labels, ids
+    users = torch.randint(0, N_USERS, (n,), generator=g)
+    items = torch.randint(0, N_ITEMS, (n,), generator=g)
+    noisy = (torch.rand(n, generator=g) < 0.3).float()
+    dense = torch.randn(n, 2, generator=g)
+    return {"logits": logits, "labels": labels, "ids": ids, "users": users, "items": items, "noisy": noisy,
+            "dense": dense}
+
+
+def batch_slice(b: dict, lo: int, hi: int) -> SimpleNamespace:
+    n = hi - lo
+    kjt = KeyedJaggedTensor(keys=["user_id", "item_id"], values=torch.cat([b["users"][lo:hi], b["items"][lo:hi]]),
+                            lengths=torch.ones(2 * n, dtype=torch.int32), stride=n)
+    return SimpleNamespace(sparse_features=kjt, dense_features=b["dense"][lo:hi], is_noisy=b["noisy"][lo:hi])
+
+
+class MFPrior(nn.Module):
+    """A stand-in for DeCA(p)'s prior f': ``(dense, KJT) → [B, 1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mf = MFHeads(["p"], "user_id", "item_id", N_USERS, N_ITEMS, 4, "prior_", torch.device("cpu"))
+        self.w = nn.Linear(2, 1)
+
+    def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        return self.mf(kjt)["p"].unsqueeze(1) + self.w(dense)
+
+
+def make(name: str, params: dict):  # type: ignore[no-untyped-def]
+    torch.manual_seed(1234)  # identical auxiliary models on every rank
+    context = {"tables": {"user_id": N_USERS, "item_id": N_ITEMS}, "device": torch.device("cpu"),
+               "prior": MFPrior()}
+    return build_denoiser(name, context={k: context[k] for k in DENOISERS[name].INJECTED}, **params)
 
 
 def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, no_pos: int) -> dict:
     n = sum(sizes)
-    logits, labels, ids = global_batch(n, seed, no_pos)
+    b = global_batch(n, seed, no_pos)
     lo = sum(sizes[:rank])
     hi = lo + sizes[rank]
-    d = build_denoiser(name, **params)
+    d = make(name, params)
     d.train()
     records = []
+    ids = b["ids"]
     for step in range(steps):
-        z = logits[lo:hi].clone().requires_grad_(True)
-        out = d(z, labels[lo:hi], ids[lo:hi])
+        z = b["logits"][lo:hi].clone().requires_grad_(True)
+        out = d(z, b["labels"][lo:hi], ids[lo:hi], batch_slice(b, lo, hi))
         out.loss.backward()
         # Data-parallel training averages gradients over ranks: z.grad / W is this sample's contribution.
         world = dist.get_world_size() if dist.is_initialized() else 1
+        grad = z.grad if z.grad is not None else torch.zeros_like(z)
         rows = torch.stack([ids[lo:hi].double(), out.dropped.double(), out.relabelled.double(),
-                            out.weight.double(), out.target.double(), z.grad.double() / world], 1)
-        records.append({"value": float(out.value), "rows": rows, "stats": {k: float(v) for k, v in out.stats.items()}})
+                            out.weight.double(), out.target.double(), grad.double() / world], 1)
+        records.append({"value": float(out.value), "rows": rows,
+                        "stats": {k: float(v) for k, v in out.stats.items()},
+                        "report": {k: float(v) for k, v in d.report().items()}})
     return {"records": records}
 
 
@@ -63,7 +109,8 @@ def main() -> None:
         for rec in res["records"]:
             gathered = [None] * world
             dist.all_gather_object(gathered, rec["rows"].tolist())
-            out.append({"value": rec["value"], "stats": rec["stats"], "rows": [r for g in gathered for r in g]})
+            out.append({"value": rec["value"], "stats": rec["stats"], "report": rec["report"],
+                        "rows": [r for g in gathered for r in g]})
         results.append(out)
     if rank == 0:
         with open(a.out, "w") as f:

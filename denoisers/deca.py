@@ -1,0 +1,243 @@
+"""DeCA: Denoising with Cross-model Agreement (Wang et al., "Learning Robust Recommenders through
+Cross-Model Agreement", WWW 2022, Eq. 9, 13-15, Algorithms 1-2; journal version Eq. 10, Alg. 1).
+
+Models: the target ``f = σ(z)`` (the trained CTR model), and three matrix factorisations on their own
+embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, one sharded ``EmbeddingBagCollection`` with
+tables ``deca_g_*``, ``deca_h_*``, ``deca_hp_*``): the auxiliary model ``g`` and the noise models
+``h = P(ỹ=1 | y=0)`` and ``h' = P(ỹ=1 | y=1)``. Per sample (DeCA Eq. 9)::
+
+    loss = −E_{y∼f}[log P(ỹ | y)] + α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)          (Bernoulli KL, A.2)
+
+The expectation alternates every step between two sub-tasks (§3.4), chosen by the parity of the global
+step; only the sub-task's own noise model is trained in it (the other one is evaluated detached, for the
+diagnostics, so its tables receive an exactly-zero gradient: unchanged under the fused row-wise Adagrad,
+Adagrad or SGD without weight decay of model-parallel tables, which is why the tables are listed by
+``model_parallel_tables`` for the planner; a replicated table or a sparse optimizer with momentum or
+weight decay would still move them, and the trainer warns about both):
+
+- **DP** (denoise positives, ``h' ≡ 1``; Eq. 14): positives ``−(1 − f)·log h``;
+  negatives ``−(1 − f)·log(1 − h) + C1·f``.
+- **DN** (denoise negatives, ``h ≡ 0``; Eq. 15): positives ``−f·log h' + C2·(1 − f)``;
+  negatives ``−f·log(1 − h')``.
+
+The batch loss is the mean over the global positives plus the mean over the global negatives (L2 on
+``f`` is the optimizer's weight decay). ``f`` and ``g`` are co-trained through the KL terms.
+
+**DeCA(p)** (Eq. 13, Alg. 2) replaces ``g`` by ``f'``, a frozen copy of the target architecture trained
+with plain BCE from another seed: phase 1 (global steps ``< pretrain_steps``) trains ``f'`` alone with BCE;
+phase 2 freezes it and trains ``f``, ``h``, ``h'`` with ``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)``. The trainer
+builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before the main loop, or loads
+``prior_checkpoint`` instead.
+
+Reported per step: the sub-task, mean ``P(y=1 | ỹ=1) = h'·f / (h'·f + h·(1 − f))`` over positives, and
+mean ``h``, ``h'``; with ground truth, the mean ``P(y=1 | ỹ=1)`` of clean vs noisy positives (``report``).
+Cost per step: one SUM all-reduce, plus one input and one output all-to-all (and the backward one) for the
+auxiliary tables together.
+
+Inference uses ``f`` alone (the trainer's evaluation never calls the denoiser).
+
+Example (one process, unsharded tables)::
+
+    deca = DeCA(tables={"user_id": 100, "item_id": 50}, device=torch.device("cpu"))
+    out = deca(logits, batch.labels, batch.sample_ids, batch)   # step 0: DP; step 1: DN; ...
+    out.loss.backward()  # gradients reach f, g and h (DP) or h' (DN)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.mf import MFHeads
+
+DP, DN = 0, 1
+
+
+def bernoulli_kl(za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+    """``KL(Bern(σ(za)) ‖ Bern(σ(zb)))`` per sample, from logits (stable for large |z|)."""
+    a = torch.sigmoid(za)
+    return a * (F.logsigmoid(za) - F.logsigmoid(zb)) + (1 - a) * (F.logsigmoid(-za) - F.logsigmoid(-zb))
+
+
+class DeCA(Denoiser):
+    """DeCA with a co-trained MF ``g`` (DeCA Eq. 9, 14, 15; Algorithm 1).
+
+    Args:
+        tables: ``{feature: num_embeddings}`` of the batch's sparse features (injected by the trainer).
+        C1: large constant replacing ``−log(1 − h')`` in DP (grid {1, 10, 100, 1000}).
+        C2: large constant replacing ``−log h`` in DN (grid {1, 10, 100, 1000}).
+        alpha: KL mixing ``α`` (grid {0, 0.5, 1}).
+        user_feature, item_feature: the id features the MFs read.
+        mf_dim: width of the MF tables (``mf_dim − 1`` factors plus a bias column).
+        device: where the MF tables are allocated (the trainer passes ``meta``; DMP materialises them).
+    """
+
+    name = "deca"
+    GRID = {"C1": [1, 10, 100, 1000], "C2": [1, 10, 100, 1000], "alpha": [0.0, 0.5, 1.0]}
+    INJECTED = ("tables", "device")
+    HEADS = ("g", "h", "hp")
+    reports_posterior = True
+
+    def __init__(self, tables: Mapping[str, int], C1: float = 1000.0, C2: float = 10.0, alpha: float = 1.0,
+                 user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+        super().__init__(process_group)
+        for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
+            if feat not in tables:
+                raise ValueError(f"{self.name} option {opt}={feat!r}: not a sparse feature of the data "
+                                 f"(have {sorted(tables)})")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"{self.name} option alpha={alpha}: must lie in [0, 1]")
+        if C1 < 0 or C2 < 0:
+            raise ValueError(f"{self.name} options C1={C1}, C2={C2}: must be >= 0")
+        self.C1, self.C2, self.alpha = float(C1), float(C2), float(alpha)
+        self.user_feature, self.item_feature, self.mf_dim = user_feature, item_feature, int(mf_dim)
+        # g (DeCA only), h = P(ỹ=1 | y=0), h' = P(ỹ=1 | y=1): one EBC, tables deca_<head>_<feature>.
+        self.mf = MFHeads(self.HEADS, user_feature, item_feature, int(tables[user_feature]),
+                          int(tables[item_feature]), mf_dim, "deca_", device)
+
+    def model_parallel_tables(self) -> List[str]:
+        """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
+        the sub-task's inactive noise model (its gradient is exactly zero)."""
+        return [t for h in self.mf.heads for t in self.mf.table[h].values()]
+
+    def hparams(self) -> Dict[str, Any]:
+        return {"C1": self.C1, "C2": self.C2, "alpha": self.alpha, "user_feature": self.user_feature,
+                "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+
+    # The parts DeCA(p) overrides.
+    def subtask(self) -> int:
+        """``DP`` on even global steps, ``DN`` on odd ones (host-side: the step mirror, no device sync)."""
+        return self.host_step % 2
+
+    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return mf["g"]
+
+    def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
+        """``α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)`` (both models receive gradients)."""
+        return self.alpha * bernoulli_kl(zr, z) + (1 - self.alpha) * bernoulli_kl(z, zr)
+
+    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
+                batch: Optional[Any]) -> LossOutput:
+        if batch is None or getattr(batch, "sparse_features", None) is None:
+            raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
+        mf = self.mf(batch.sparse_features)
+        task = self.subtask()
+        # Only the sub-task's noise model is trained: the other one is detached (diagnostics only).
+        zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
+        return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
+
+    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
+                  zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
+        pos = labels > 0.5
+        posf = pos.to(z.dtype)
+        f = torch.sigmoid(z)
+        if task == DP:  # Eq. 14 (h' ≡ 1, −log(1 − h') → C1)
+            pos_term = -(1 - f) * F.logsigmoid(zh)
+            neg_term = -(1 - f) * F.logsigmoid(-zh) + self.C1 * f
+        else:           # Eq. 15 (h ≡ 0, −log h → C2)
+            pos_term = -f * F.logsigmoid(zhp) + self.C2 * (1 - f)
+            neg_term = -f * F.logsigmoid(-zhp)
+        per = torch.where(pos, pos_term, neg_term) + self.agreement(z, zr)
+        local_pos, local_neg = (per * posf).sum(), (per * (1 - posf)).sum()
+        with torch.no_grad():
+            zd = z.detach()
+            # P(y=1 | ỹ=1) = h'f / (h'f + h(1 − f)), in log space.
+            post = torch.sigmoid(F.logsigmoid(zhp) + F.logsigmoid(zd) - F.logsigmoid(zh) - F.logsigmoid(-zd))
+        # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h'].
+        sums = self.reduce_sums(posf.sum(), (1 - posf).sum(), local_pos, local_neg, (post * posf).sum(),
+                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum())
+        n_pos, n_neg = sums[0].clamp_min(1e-12), sums[1].clamp_min(1e-12)
+        loss = self.scaled(local_pos, n_pos) + self.scaled(local_neg, n_neg)
+        value = (sums[2] / n_pos + sums[3] / n_neg).to(z.dtype)
+        n = (sums[0] + sums[1]).clamp_min(1)
+        stats = {
+            "subtask": torch.full((), float(task), device=z.device),
+            "post_pos_mean": (sums[4] / sums[0].clamp_min(1)).float(),
+            "h_mean": (sums[5] / n).float(),
+            "h_prime_mean": (sums[6] / n).float(),
+        }
+        self.track_truth(batch, labels, bce_per_sample(zd, labels), (1 - post) * posf, posterior=post)
+        dropped, relabelled = no_decisions(labels)
+        return LossOutput(loss, value, torch.ones_like(zd), labels.detach(), dropped, relabelled, stats)
+
+
+class DeCAPrior(DeCA):
+    """DeCA(p): the agreement is with ``f'``, a frozen BCE-pre-trained copy of the target architecture
+    (DeCA Eq. 13, Algorithm 2).
+
+    Args:
+        prior: the ``f'`` model, ``(dense, KJT) → logits [B, 1]`` (injected: the trainer builds it with the
+            target's builder and another seed).
+        pretrain_steps: phase 1 length in global steps (``f'`` trained with BCE, nothing else); ``None``
+            lets the trainer set one epoch. 0 with ``prior_checkpoint``.
+        prior_checkpoint: a ``torch.save(model.state_dict())`` file of the target architecture, loaded into
+            ``f'`` by the trainer after sharding (then no phase 1).
+        (the other options as :class:`DeCA`)
+    """
+
+    name = "deca_p"
+    INJECTED = ("tables", "device", "prior")
+    HEADS = ("h", "hp")
+    static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
+
+    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: float = 1000.0, C2: float = 10.0,
+                 alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
+                 mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+        super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, device, process_group)
+        self.prior = prior
+        if prior_checkpoint is not None:
+            if pretrain_steps:
+                raise ValueError(f"deca_p options prior_checkpoint={prior_checkpoint!r} and "
+                                 f"pretrain_steps={pretrain_steps}: a loaded prior needs no pre-training")
+            pretrain_steps = 0
+        if pretrain_steps is not None and pretrain_steps < 0:
+            raise ValueError(f"deca_p option pretrain_steps={pretrain_steps}: must be >= 0")
+        self.pretrain_steps = pretrain_steps
+        self.prior_checkpoint = prior_checkpoint
+
+    def hparams(self) -> Dict[str, Any]:
+        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint}
+
+    def phase_steps(self) -> int:
+        if self.pretrain_steps is None:
+            raise ValueError("deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
+                             "-p prior_checkpoint=PATH (the trainer defaults it to one epoch)")
+        return self.pretrain_steps
+
+    def in_pretraining(self) -> bool:
+        return self.host_step < self.phase_steps()
+
+    def subtask(self) -> int:
+        return (self.host_step - self.phase_steps()) % 2  # Alg. 2 restarts the count in phase 2
+
+    def prior_logits(self, batch: Any) -> torch.Tensor:
+        return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
+
+    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.prior_logits(batch)
+
+    def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
+        """``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)`` (``f'`` is frozen)."""
+        return self.alpha * bernoulli_kl(z, zr) + (1 - self.alpha) * bernoulli_kl(zr, z)
+
+    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
+                batch: Optional[Any]) -> LossOutput:
+        if batch is None or getattr(batch, "sparse_features", None) is None:
+            raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
+        if not self.in_pretraining():
+            return super().compute(logits, labels, sample_ids, batch)
+        # Phase 1 (Alg. 2 lines 2-9): BCE on f' only; f, h, h' are not in the graph.
+        zp = self.prior_logits(batch)
+        ell = bce_per_sample(zp, labels)
+        ones = torch.ones_like(ell)
+        loss, value, _ = self.global_mean(ell, ones, ones.sum())
+        dropped, relabelled = no_decisions(labels)
+        stats = {"pretraining": value.new_ones(())}
+        return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)

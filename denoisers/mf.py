@@ -1,0 +1,74 @@
+"""Matrix-factorisation scorers on their own embedding tables: DeCA's auxiliary and noise models.
+
+Each head ``m`` scores ``logit_m(u, i) = ⟨e_u, e_i⟩ + b_u + b_i`` from its own user table and item table.
+The biases are the last column of each table (``⟨e_u, e_i⟩`` uses the first ``dim − 1`` columns), so a
+head has no dense parameter: everything it learns lives in embedding tables that
+``DistributedModelParallel`` shards like the target model's, updated by the fused sparse optimizer, and
+DDP's graph is untouched.
+
+All heads share ONE ``EmbeddingBagCollection`` (tables ``<prefix><head>_<feature>``, each reading the same
+user / item feature), so the heads cost one input and one output all-to-all together instead of one pair
+each.
+
+Shapes: KJT with (at least) the two features, ``stride() == B`` → ``{head: logits [B]}``.
+
+Example::
+
+    mf = MFHeads(["g", "h"], "user_id", "item_id", num_users=100, num_items=50, dim=8, prefix="deca_",
+                 device=torch.device("cpu"))
+    kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "item_id"], torch.tensor([1, 2, 3, 4]),
+                                              torch.tensor([1, 1, 1, 1]))
+    mf(kjt)["h"].shape  # torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+
+class MFHeads(nn.Module):
+    """Args:
+        heads: names of the MF models, e.g. ``["g", "h", "h_prime"]``.
+        user_feature, item_feature: KJT keys of the user and item ids.
+        num_users, num_items: their table sizes.
+        dim: table width (``dim − 1`` latent factors plus the bias column; at least 2).
+        prefix: table-name prefix, e.g. ``deca_`` → tables ``deca_g_user_id``, ``deca_g_item_id``, ...
+        device: where to allocate (``meta`` when DistributedModelParallel materialises the shards).
+    """
+
+    def __init__(self, heads: Sequence[str], user_feature: str, item_feature: str, num_users: int, num_items: int,
+                 dim: int, prefix: str, device: Optional[torch.device] = None) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"MF dim={dim}: needs at least one latent factor plus the bias column")
+        self.heads = list(heads)
+        self.user_feature, self.item_feature, self.dim = user_feature, item_feature, int(dim)
+        self.table: Dict[str, Dict[str, str]] = {
+            h: {f: f"{prefix}{h}_{f}" for f in (user_feature, item_feature)} for h in self.heads
+        }
+        tables = [
+            EmbeddingBagConfig(name=self.table[h][f], embedding_dim=self.dim, num_embeddings=int(n),
+                               feature_names=[f], pooling=PoolingType.SUM)
+            for h in self.heads for f, n in ((user_feature, num_users), (item_feature, num_items))
+        ]
+        self.ebc = EmbeddingBagCollection(tables=tables, device=device)
+        shared = len(self.heads) > 1  # a feature read by several tables is keyed "<feature>@<table>"
+        self._key = {h: {f: (f"{f}@{t}" if shared else f) for f, t in self.table[h].items()} for h in self.heads}
+
+    def forward(self, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        if features.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
+            # An unsharded EBC cannot pool an empty batch (a sharded one must run: its all-to-alls are
+            # collective). The stride is a host int, so this is no device sync.
+            z = torch.zeros(0, device=features.values().device)
+            return {h: z for h in self.heads}
+        kt = self.ebc(features).to_dict()
+        out = {}
+        for h in self.heads:
+            u, i = kt[self._key[h][self.user_feature]], kt[self._key[h][self.item_feature]]
+            out[h] = (u[:, :-1] * i[:, :-1]).sum(1) + u[:, -1] + i[:, -1]
+        return out

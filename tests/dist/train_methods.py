@@ -1,0 +1,177 @@
+"""Run under torchrun (1 or more ranks): every denoiser through the real trainer on a dataset, then DeCA's
+parameter-update pattern and DeCA(p)'s checkpoint loading under DistributedModelParallel. Rank 0 writes a
+JSON report to --out; the pytest side asserts on it.
+
+    torchrun --nproc_per_node 2 tests/dist/train_methods.py --data data/tiny --out /tmp/r.json --work /tmp/w
+
+Report: ``{"train": {name: summary subset}, "updates": {name: [[changed prefixes per step]]},
+"checkpoint": {"max_abs_diff": float}}``.
+"""
+
+import argparse
+import json
+import os
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from denoisrec.models import build_model, embedding_bag_collection
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.data.reader import ParquetBatchReader
+from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.denoising import denoiser_of, plan_constraints, prepare_denoiser, static_graph
+from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
+from denoisrec.trainer.train import build_module, seed_everything, train
+
+# Hyperparameters that make each method act within a few steps (and the sharding it runs under).
+METHODS = [
+    ("bce", {}, None),
+    ("tce", {"eps_max": 0.2, "num_gradual": 2}, None),
+    ("rce", {"beta": 0.2}, None),
+    ("lcd", {"start_step": 2}, None),
+    ("lcd_re", {"start_step": 2}, None),
+    ("bootstrap_soft", {}, None),
+    ("bootstrap_hard", {}, None),
+    ("dart", {"t_m": 2, "tau_m": 0.2}, None),
+    ("deca", {"C1": 10, "mf_dim": 8}, None),
+    ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
+]
+# DeCA's models by state-dict prefix of the TrainModule.
+TABLES = "denoiser.mf.ebc.embedding_bags."
+GROUPS = {"f": "model.", "g": TABLES + "deca_g_", "h": TABLES + "deca_h_", "h'": TABLES + "deca_hp_",
+          "f'": "denoiser.prior."}
+
+
+def config(data: str, out: str, name: str, params: dict, sharding: Optional[str], steps: int,
+           batch: int) -> Config:
+    cfg = Config()
+    cfg.data.path, cfg.data.batch_size, cfg.data.eval_batch_size = data, batch, 1024
+    cfg.run.out, cfg.run.max_steps, cfg.run.log_every, cfg.run.epochs = out, steps, 2, 1
+    cfg.denoiser.name, cfg.denoiser.params = name, dict(params)
+    cfg.sharding.sharding_type = sharding
+    cfg.model.embedding_dim = 8
+    return cfg
+
+
+def local_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """This rank's copy of every floating-point tensor of the module's state (local shards of sharded ones)."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+    from torch.distributed.tensor import DTensor
+
+    out = {}
+    for k, v in module.state_dict().items():
+        if isinstance(v, ShardedTensor):
+            ts = [s.tensor for s in v.local_shards()]
+            v = torch.cat([t.reshape(-1) for t in ts]) if ts else torch.zeros(0)
+        elif isinstance(v, DTensor):
+            v = v.to_local()
+        if torch.is_floating_point(v):
+            out[k] = v.detach().clone().reshape(-1)
+    return out
+
+
+def changed_groups(before: Dict[str, torch.Tensor], after: Dict[str, torch.Tensor]) -> List[str]:
+    """Model groups with at least one changed tensor, on any rank."""
+    mine = {g for k in before for g, p in GROUPS.items() if k.startswith(p) and not torch.equal(before[k], after[k])}
+    every: List = [None] * dist.get_world_size()
+    dist.all_gather_object(every, sorted(mine))
+    return sorted(set().union(*map(set, every)))
+
+
+def build(cfg: Config, env):  # type: ignore[no-untyped-def]
+    seed_everything(cfg.run.seed)
+    schema = DataSchema.load(cfg.data.path)
+    module = build_module(cfg, schema)
+    fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size, plan_constraints(module, cfg))
+    model = wrap(module, plan, env, static_graph=static_graph(module))
+    opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
+    reader = ParquetBatchReader(os.path.join(cfg.data.path, "train"), schema, cfg.data.batch_size, env.rank,
+                                env.world_size)
+    return schema, model, opt, reader
+
+
+def update_pattern(cfg: Config, env, steps: int) -> List[List[str]]:  # type: ignore[no-untyped-def]
+    _, model, opt, reader = build(cfg, env)
+    pattern = []
+    it = iter(reader)
+    for _ in range(steps):
+        batch = next(it).to(env.device)
+        before = local_state(model.module)
+        loss, _ = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pattern.append(changed_groups(before, local_state(model.module)))
+    return pattern
+
+
+def checkpoint_roundtrip(data: str, work: str, env) -> float:  # type: ignore[no-untyped-def]
+    """Save an unsharded target model, load it as DeCA(p)'s prior under DMP, compare the logits."""
+    cfg = config(data, os.path.join(work, "ckpt_run"), "deca_p", {"mf_dim": 8}, "table_wise", 1, 128)
+    schema = DataSchema.load(data)
+    torch.manual_seed(7)
+    ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim,
+                                   device=torch.device("cpu"))
+    reference = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
+    path = os.path.join(work, "prior.pt")
+    if env.rank == 0:
+        torch.save(reference.state_dict(), path)
+    dist.barrier()
+    cfg.denoiser.params["prior_checkpoint"] = path
+    _, model, opt, reader = build(cfg, env)
+    prepare_denoiser(model, cfg, reader, opt, env.device, _Quiet())
+    batch = next(iter(reader)).to(env.device)
+    with torch.no_grad():
+        got = denoiser_of(model).prior_logits(batch)
+        want = reference(batch.dense_features, batch.sparse_features).reshape(-1)
+    diff = torch.tensor([float((got - want).abs().max()) if got.numel() else 0.0])
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)
+
+
+def logged_keys(out: str) -> List[str]:
+    """Keys of the last training record rank 0 logged (the denoiser's stats and ground-truth report)."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        train = [json.loads(x) for x in f if '"kind": "train"' in x]
+    return sorted(train[-1]) if train else []
+
+
+class _Quiet:
+    def print(self, msg: str) -> None:
+        pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--skip-checkpoint", action="store_true")
+    a = p.parse_args()
+    env = init_distributed("cpu")
+    report: dict = {"train": {}, "updates": {}}
+    for name, params, sharding in METHODS:
+        s = train(config(a.data, os.path.join(a.work, name), name, params, sharding, a.steps, 256))
+        report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
+                                 "world_size": s["world_size"], "logged": logged_keys(os.path.join(a.work, name))}
+    report["updates"]["deca"] = update_pattern(
+        config(a.data, os.path.join(a.work, "u1"), "deca", {"C1": 10, "mf_dim": 8}, None, 4, 128), env, 4)
+    report["updates"]["deca_p"] = update_pattern(
+        config(a.data, os.path.join(a.work, "u2"), "deca_p", {"pretrain_steps": 2, "mf_dim": 8}, None, 5, 128), env, 5)
+    if not a.skip_checkpoint:
+        report["checkpoint"] = {"max_abs_diff": checkpoint_roundtrip(a.data, a.work, env)}
+    if env.rank == 0:
+        with open(a.out, "w") as f:
+            json.dump(report, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

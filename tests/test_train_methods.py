@@ -1,0 +1,53 @@
+"""Every denoiser through the real trainer (`train`) on the tiny preset, on 2 gloo ranks and on 1 process,
+plus DeCA's update pattern and DeCA(p)'s checkpoint under DistributedModelParallel (one launch each)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import torchrun
+
+from denoisrec.denoisers import DENOISERS
+
+# Which models a step changes (f = target, g = DeCA's MF, h / h' = noise models, f' = DeCA(p)'s prior).
+DECA_STEPS = [["f", "g", "h"], ["f", "g", "h'"], ["f", "g", "h"], ["f", "g", "h'"]]  # DP, DN, DP, DN
+DECA_P_STEPS = [["f'"], ["f'"], ["f", "h"], ["f", "h'"], ["f", "h"]]  # phase 1 × 2, then DP, DN, DP
+
+
+# A stat each method logs with the training metrics (besides the ground-truth report every method logs).
+LOGGED = {"bce": "loss", "tce": "eps", "rce": "mean_weight", "lcd": "omega_mean", "lcd_re": "omega_mean",
+          "bootstrap_soft": "correction_mean", "bootstrap_hard": "correction_mean", "dart": "tau",
+          "deca": "post_pos_mean", "deca_p": "post_pos_mean"}
+TRUTH = {"truth_precision", "truth_recall", "truth_random_precision", "truth_loss_noisy_pos", "truth_loss_clean_pos"}
+
+
+def check(report: dict, world: int) -> None:
+    assert sorted(report["train"]) == sorted(DENOISERS)
+    for name, s in report["train"].items():
+        assert s["world_size"] == world and s["steps"] == 6, name
+        assert math.isfinite(s["loss"]["first"]) and math.isfinite(s["loss"]["last"]), (name, s)
+        assert s["auc"] is not None and math.isfinite(s["auc"]), (name, s)
+        assert LOGGED[name] in s["logged"] and TRUTH <= set(s["logged"]), (name, s["logged"])
+        if name.startswith("deca"):
+            assert {"truth_post_noisy_pos", "truth_post_clean_pos"} <= set(s["logged"]), name
+    assert report["updates"]["deca"] == DECA_STEPS
+    assert report["updates"]["deca_p"] == DECA_P_STEPS
+
+
+@pytest.mark.dist
+def test_every_denoiser_trains_on_two_ranks(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    torchrun("train_methods.py", 2, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path)])
+    report = json.loads(out.read_text())
+    check(report, 2)
+    assert report["checkpoint"]["max_abs_diff"] < 1e-5  # the loaded prior reproduces the saved model
+
+
+@pytest.mark.dist
+def test_every_denoiser_trains_on_one_process(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    torchrun("train_methods.py", 1, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path),
+                                     "--skip-checkpoint"])
+    check(json.loads(out.read_text()), 1)

@@ -1,0 +1,183 @@
+"""The trainer's side of the denoising layer: what a denoiser needs from the job, and what it reports.
+
+- :func:`build_denoiser_for` injects what a denoiser class lists in ``INJECTED``: the sparse features'
+  table sizes, the ``meta`` device (DeCA's MF tables are materialised, sharded, by DMP), and for DeCA(p)
+  the prior ``f'`` — the configured model built by the same builder from seed ``run.seed + 1``, with its
+  tables named ``prior_t_<feature>``.
+- :func:`static_graph` tells :func:`~denoisrec.trainer.sharding.wrap` whether DDP may assume a fixed set of
+  trained parameters (not for DeCA / DeCA(p)).
+- :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (``pretrain_steps`` of BCE on
+  ``f'``; one epoch by default), or loads ``prior_checkpoint`` into the sharded ``f'``.
+- :func:`denoiser_stats` turns a step's ``LossOutput.stats`` and the denoiser's ground-truth report into
+  floats with one host transfer (log steps only; :meth:`Denoiser.report` is a collective, so every rank
+  calls this at the same steps).
+
+Example (inside ``train``)::
+
+    module = TrainModule(model, build_denoiser_for(cfg, schema, spec))
+    dmp = wrap(module, plan, env, static_graph=static_graph(module))
+    prepare_denoiser(dmp, cfg, train_reader, dense_opt, env, log)
+    ...
+    stats = denoiser_stats(dmp, out)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from denoisrec.denoisers import DENOISERS, Denoiser, build_denoiser
+from denoisrec.models import ModelSpec
+from denoisrec.models.export import FORMAT as MODEL_FILE_FORMAT
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.export import load_full_state
+from denoisrec.trainer.module import unwrap
+
+PRIOR_PREFIX = "prior_"
+
+
+def build_prior(spec: ModelSpec, seed: int) -> nn.Module:
+    """The target architecture again (same :class:`ModelSpec`), from another seed: DeCA(p)'s ``f'``, its
+    tables named ``prior_t_<feature>`` / ``prior_w_<feature>``.
+
+    The global RNG is forked, so building the prior does not change the target model's initialisation.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.build(table_prefix=PRIOR_PREFIX)
+
+
+def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec] = None,
+                       device: Optional[torch.device] = None) -> Denoiser:
+    """``cfg.denoiser`` built with what its class needs from the job (see the module docstring)."""
+    name = cfg.denoiser.name
+    if name not in DENOISERS:
+        raise ValueError(f"--denoiser {name!r}: unknown denoiser, expected one of {sorted(DENOISERS)}")
+    wanted = DENOISERS[name].INJECTED
+    makers: Dict[str, Callable[[], Any]] = {
+        "tables": lambda: {f.name: f.num_embeddings for f in schema.sparse},
+        "device": lambda: device or torch.device("meta"),
+        "prior": lambda: build_prior(_need_spec(spec, name), cfg.run.seed + 1),
+    }
+    context = {k: makers[k]() for k in wanted}
+    if "tables" in wanted and (cfg.optim.sparse == "adam" or cfg.optim.sparse_weight_decay > 0):
+        warnings.warn(f"--denoiser {name}: the sub-task's inactive noise model gets a zero gradient, which "
+                      f"optim.sparse={cfg.optim.sparse} with sparse_weight_decay={cfg.optim.sparse_weight_decay} "
+                      "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
+                      "to keep it exactly frozen", stacklevel=2)
+    return build_denoiser(name, context=context, **cfg.denoiser.params)
+
+
+def denoiser_of(model: nn.Module) -> Denoiser:
+    return unwrap(model).denoiser
+
+
+def static_graph(module: nn.Module) -> bool:
+    """Whether DDP may use a static graph: ``False`` when the denoiser trains different parameters on
+    different steps (DeCA's h / h', DeCA(p)'s phases)."""
+    return bool(denoiser_of(module).static_graph)
+
+
+MODEL_PARALLEL = ["table_wise", "column_wise", "row_wise"]
+
+
+def plan_constraints(module: nn.Module, cfg: Config) -> Optional[Dict[str, Any]]:
+    """Planner constraints for the denoiser's tables: DeCA's MF tables must be model-parallel.
+
+    A sub-task's inactive noise model gets an exactly-zero gradient; the fused row-wise Adagrad of
+    model-parallel tables leaves it unchanged, but a replicated (``data_parallel``) table is stepped by the
+    dense optimizer, whose momentum would move it. A forced ``--sharding data_parallel`` is warned about.
+    """
+    from torchrec.distributed.planner import ParameterConstraints
+
+    tables = denoiser_of(module).model_parallel_tables()
+    if not tables:
+        return None
+    if cfg.sharding.sharding_type == "data_parallel":
+        warnings.warn(f"--denoiser {cfg.denoiser.name} with sharding.sharding_type=data_parallel: its noise "
+                      "models' tables are then stepped by the dense optimizer, whose momentum moves the "
+                      "sub-task's inactive noise model; prefer a model-parallel sharding type", stacklevel=2)
+        return None
+    if cfg.sharding.sharding_type is not None:
+        return None  # one forced model-parallel type for every table already
+    return {t: ParameterConstraints(sharding_types=list(MODEL_PARALLEL)) for t in tables}
+
+
+def denoiser_stats(model: nn.Module, out: Any) -> Dict[str, float]:
+    """This step's global stats plus the ground-truth report since the last call, as floats (one transfer)."""
+    values: Dict[str, torch.Tensor] = dict(out.stats) if out is not None else {}
+    values.update({f"truth_{k}": v for k, v in denoiser_of(model).report().items()})
+    if not values:
+        return {}
+    flat = torch.stack([v.detach().reshape(()).to(torch.float64).cpu() for v in values.values()]).tolist()
+    return dict(zip(values, flat))
+
+
+# ---- DeCA(p): the prior's pre-training phase, or its checkpoint --------------------------------------------
+
+
+def _need_spec(spec: Optional[ModelSpec], name: str) -> ModelSpec:
+    if spec is None:
+        raise ValueError(f"denoiser {name!r} needs the target model's ModelSpec to build its prior")
+    return spec
+
+
+def load_prior_checkpoint(model: nn.Module, path: str) -> None:
+    """Load DeCA(p)'s frozen ``f'`` into its (sharded) tables and layers from ``path``: a denoisrec model file
+    (``<run out>/model.pt`` of a BCE run with the same model and data) or a plain
+    ``torch.save(model.state_dict())`` of the target architecture (keys optionally prefixed ``model.``)."""
+    where = f"deca_p option prior_checkpoint={path!r}"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    full = blob["state_dict"] if isinstance(blob, Mapping) and blob.get("format") == MODEL_FILE_FORMAT else blob
+    if not isinstance(full, Mapping):
+        raise ValueError(f"{where}: expected a model file or a state_dict, got {type(full).__name__}")
+    prefixed = any(k.startswith("model.") for k in full)
+
+    def rename(key: str) -> str:
+        key = key.replace(f".{PRIOR_PREFIX}t_", ".t_").replace(f".{PRIOR_PREFIX}w_", ".w_")
+        return f"model.{key}" if prefixed else key
+
+    load_full_state(denoiser_of(model).prior, full, rename, where=where)
+
+
+def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
+                     log: Any) -> None:
+    """Run what must happen before the main loop. Only DeCA(p) needs anything: load its prior, or
+    pre-train it for ``pretrain_steps`` (one epoch of ``reader`` when unset) with BCE on this DMP model."""
+    d = denoiser_of(model)
+    if not hasattr(d, "pretrain_steps"):
+        return
+    if d.prior_checkpoint is not None:
+        load_prior_checkpoint(model, d.prior_checkpoint)
+        log.print(f"deca_p: prior f' loaded from {d.prior_checkpoint}")
+        return
+    if d.pretrain_steps is None:
+        d.pretrain_steps = len(reader)
+    todo = d.pretrain_steps - d.host_step
+    if todo <= 0:
+        return
+    log.print(f"deca_p phase 1: pre-training the prior f' with BCE for {todo} step(s)")
+    model.train()
+    t0, done, epoch = time.time(), 0, 0
+    while done < todo:
+        reader.set_epoch(10_000 + epoch)  # a shuffle of its own (the main loop starts again at epoch 0)
+        for batch in reader:
+            if done >= todo:
+                break
+            batch = batch.to(device, non_blocking=True)
+            loss, (value, _, _) = model(batch)
+            dense_opt.zero_grad()
+            loss.backward()
+            dense_opt.step()
+            done += 1
+            if done % cfg.run.log_every == 0 or done == todo:
+                log.print(f"prior  {done:>6}/{todo} loss {float(value.item()):.4f} ({time.time() - t0:.1f}s)")
+        epoch += 1
