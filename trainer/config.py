@@ -20,15 +20,23 @@ import yaml
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is batched.
+    """Where the data is and how it is batched (see docs/ingest.md).
 
-    ``batch_size`` is per rank (the global batch is ``batch_size × world size``).
+    ``batch_size`` is per rank (the global batch is ``batch_size × world size``). ``schema``: ``None`` reads
+    ``<path>/schema.json``; a path names a schema file (JSON or YAML); a mapping is the schema itself.
+    ``oov_policy`` / ``nan_policy`` override the schema's. ``shuffle_buffer`` is in rows (0: row-group
+    order only); ``prefetch`` is the number of batches background threads keep ready (0: none).
     """
 
     path: str = "data/small"
     batch_size: int = 2048
     eval_batch_size: int = 8192
     shuffle: bool = True
+    schema: Any = None
+    oov_policy: Optional[str] = None
+    nan_policy: Optional[str] = None
+    shuffle_buffer: int = 262144
+    prefetch: int = 4
 
 
 @dataclass

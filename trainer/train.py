@@ -26,8 +26,10 @@ import torch.distributed as dist
 from denoisrec.denoisers import build_denoiser
 from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
+from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.data.splits import schema_from_config, split_readers
 from denoisrec.trainer.dist import DistEnv, init_distributed
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.module import TrainModule
@@ -49,14 +51,7 @@ def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
 
 
 def _readers(cfg: Config, schema: DataSchema, env: DistEnv) -> Dict[str, ParquetBatchReader]:
-    root = cfg.data.path
-    mk = lambda split, bs, shuffle: ParquetBatchReader(  # noqa: E731
-        os.path.join(root, split), schema, bs, env.rank, env.world_size, shuffle=shuffle, seed=cfg.run.seed)
-    return {
-        "train": mk("train", cfg.data.batch_size, cfg.data.shuffle),
-        "valid": mk("valid", cfg.data.eval_batch_size, False),
-        "test": mk("test", cfg.data.eval_batch_size, False),
-    }
+    return split_readers(cfg.data, schema, env.rank, env.world_size, cfg.run.seed, env.device)
 
 
 def _global_sum(x: float, device: torch.device) -> float:
@@ -72,7 +67,7 @@ def train(cfg: Config) -> Dict[str, Any]:
     log = RunLog(cfg.run.out, env.is_main)
     t_start = time.time()
     seed_everything(cfg.run.seed)
-    schema = DataSchema.load(cfg.data.path)
+    schema = schema_from_config(cfg.data)
     readers = _readers(cfg, schema, env)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
@@ -96,7 +91,7 @@ def train(cfg: Config) -> Dict[str, Any]:
               f"rows/rank; running {total_steps} steps")
 
     step, local_samples = 0, 0
-    epoch_rows = []
+    epoch_reports = []  # row accounting (trainer/data/accounting.py)
     model.train()
     t_train = time.time()
     t_log, samples_log = t_train, 0
@@ -105,8 +100,6 @@ def train(cfg: Config) -> Dict[str, Any]:
         if step >= total_steps:
             break
         train_reader.set_epoch(epoch)
-        plan_e = train_reader.epoch_plan()
-        epoch_rows.append({"epoch": epoch, "rank_rows": plan_e.rank_rows, "steps": plan_e.steps})
         for batch in train_reader:
             if step >= total_steps:
                 break
@@ -129,7 +122,9 @@ def train(cfg: Config) -> Dict[str, Any]:
                 log.print(f"step {step:>6}/{total_steps} epoch {epoch} loss {last_loss:.4f} "
                           f"{rate:,.0f} samples/s {fmt_stats(stats)}")
                 t_log, samples_log = now, 0
+        epoch_reports.append(train_reader.epoch_report())
     train_seconds = time.time() - t_train
+    rows_read = gather_reports(epoch_reports)
     global_samples = _global_sum(float(local_samples), env.device)
 
     metrics: Dict[str, Any] = {"valid": evaluate(model, readers["valid"], env.device, "observed")}
@@ -150,9 +145,10 @@ def train(cfg: Config) -> Dict[str, Any]:
         "backend": env.backend,
         "plan": plan_info,
         "steps": step,
-        "epochs_started": len(epoch_rows),
+        "epochs_started": len(epoch_reports),
         "rows_trained": {"total": int(global_samples), "per_rank": [int(r) for r in rows_per_rank]},
         "train_rows_in_split": train_reader.total_rows,
+        "rows_read": rows_read,
         "loss": {"first": first_loss, "last": last_loss},
         "throughput_samples_per_s": global_samples / max(train_seconds, 1e-9),
         "train_seconds": round(train_seconds, 3),
@@ -177,6 +173,8 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("rows_read"):
+        lines.append(format_rows_read(s["rows_read"]))
     for name, m in s["metrics"].items():
         lines.append(f"  {name:13s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
                      f"({m['rows']:,} rows, labels: {m['target']})")
