@@ -2,6 +2,8 @@
 
     denoisrec train [--config FILE] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...] [--set a.b=v ...]
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
+    denoisrec validate PATH [--schema FILE] [--split NAME ...] [--json OUT]
+    denoisrec bench ingest [--data DIR] [--quick] ...
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -70,6 +72,26 @@ def cmd_gen_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.data.schema import DataSchema
+    from denoisrec.trainer.data.validate import format_report, validate_dataset, write_json
+
+    schema = DataSchema.load(a.schema) if a.schema else None
+    if schema is not None and (a.oov_policy or a.nan_policy):
+        schema = schema.with_policies(a.oov_policy, a.nan_policy)
+    report = validate_dataset(a.path, schema, a.schema, a.split or None, unique_ids=a.unique_ids)
+    print(format_report(report))
+    if a.json:
+        write_json(report, a.json)
+    return 0 if report.ok else 1
+
+
+def cmd_bench_ingest(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.bench.ingest import main_cli
+
+    return main_cli(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denoisrec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,12 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(t)
     t.set_defaults(fn=cmd_train)
     g = sub.add_parser("gen-data", help="write a synthetic noisy-feedback dataset with ground truth")
-    g.add_argument("--preset", default="small", help="tiny, small, medium")
+    g.add_argument("--preset", default="small", help="tiny, small, medium, product")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
+    v = sub.add_parser("validate", help="check a dataset against its schema and print a report (no training)")
+    v.add_argument("path", help="dataset directory (or one split / file with --schema); local or a URI")
+    v.add_argument("--schema", help="schema file (default: PATH/schema.json)")
+    v.add_argument("--split", action="append", default=[], help="only this split (repeatable)")
+    v.add_argument("--oov-policy", choices=["error", "hash"], help="override the schema's oov_policy")
+    v.add_argument("--nan-policy", choices=["error", "impute"], help="override the schema's nan_policy")
+    v.add_argument("--unique-ids", action="store_true", help="also check that sample ids are unique (8 B/row RAM)")
+    v.add_argument("--json", help="also write the report as JSON")
+    v.set_defaults(fn=cmd_validate)
+    b = sub.add_parser("bench", help="benchmarks that print numbers")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    from denoisrec.trainer.bench.ingest import add_arguments as add_ingest_arguments
+
+    bi = bsub.add_parser("ingest", help="Parquet -> Batch rate vs a raw pyarrow scan and vs training; peak RSS")
+    add_ingest_arguments(bi)
+    bi.set_defaults(fn=cmd_bench_ingest)
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import DataSchema
 
@@ -164,3 +165,14 @@ def label_columns(schema: DataSchema, with_ground_truth: bool) -> List[str]:
     if with_ground_truth and schema.ground_truth:
         cols += [schema.clean_label, schema.is_noisy]  # type: ignore[list-item]
     return cols
+
+
+def diagnose_row_group(pf: pq.ParquetFile, index: int, columns: List[str]) -> str:
+    """Which columns of a row group fail to decode (for the message of a corrupt row group)."""
+    bad = []
+    for c in columns:
+        try:
+            pf.read_row_group(index, columns=[c], use_threads=False)
+        except Exception as e:  # noqa: BLE001 - we are collecting the failures
+            bad.append(f"{c!r} ({type(e).__name__}: {e})")
+    return "; failing column(s): " + ", ".join(bad) if bad else ""

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.checks import DataError
 
@@ -124,5 +125,16 @@ class DataPath:
         return f"{self.scheme}://{path}" if self.scheme else path
 
 
-def resolve(path: str, filesystem: Optional[Any] = None) -> DataPath:
-    return DataPath.resolve(path, filesystem)
+def open_parquet(dp: "DataPath", path: str) -> pq.ParquetFile:
+    """Open one file; :class:`DataError` when it is empty, truncated or not Parquet."""
+    name = dp.display(path)
+    try:
+        size = dp.fs.get_file_info(path).size
+    except OSError as e:
+        raise DataError(f"{name}: cannot be opened ({e})") from e
+    if size == 0:
+        raise DataError(f"{name}: empty file (0 bytes), not a Parquet file")
+    try:
+        return pq.ParquetFile(dp.fs.open_input_file(path))
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt or truncated files
+        raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated ({type(e).__name__}: {e})") from e

@@ -47,13 +47,12 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import torch
 
 from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.block import Block, Counters, Layout, Where, assemble, decode
-from denoisrec.trainer.data.checks import DataError, schema_problems
-from denoisrec.trainer.data.fs import DataPath
+from denoisrec.trainer.data.checks import DataError, diagnose_row_group, schema_problems
+from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.shuffle import Batcher
@@ -149,32 +148,6 @@ class EpochReport:
 def steps_per_epoch(total_rows: int, world_size: int, batch_size: int) -> int:
     """Steps every rank takes per epoch: the largest rank share, in batches, rounded up."""
     return math.ceil(math.ceil(total_rows / world_size) / batch_size)
-
-
-def open_parquet(dp: DataPath, path: str) -> pq.ParquetFile:
-    """Open one file; :class:`DataError` when it is empty, truncated or not Parquet."""
-    name = dp.display(path)
-    try:
-        size = dp.fs.get_file_info(path).size
-    except OSError as e:
-        raise DataError(f"{name}: cannot be opened ({e})") from e
-    if size == 0:
-        raise DataError(f"{name}: empty file (0 bytes), not a Parquet file")
-    try:
-        return pq.ParquetFile(dp.fs.open_input_file(path))
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt or truncated files
-        raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated ({type(e).__name__}: {e})") from e
-
-
-def diagnose_row_group(pf: pq.ParquetFile, index: int, columns: List[str]) -> str:
-    """Which columns of a row group fail to decode (for the message of a corrupt row group)."""
-    bad = []
-    for c in columns:
-        try:
-            pf.read_row_group(index, columns=[c], use_threads=False)
-        except Exception as e:  # noqa: BLE001 - we are collecting the failures
-            bad.append(f"{c!r} ({type(e).__name__}: {e})")
-    return "; failing column(s): " + ", ".join(bad) if bad else ""
 
 
 class ParquetBatchReader:

@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (never timed tests). ``denoisrec bench ingest``: :mod:`.ingest`."""
