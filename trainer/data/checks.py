@@ -28,6 +28,11 @@ class DataError(ValueError):
     """Input data that does not match the schema; the message names file, row group and column."""
 
 
+def oneline(e: BaseException) -> str:
+    """An exception's message on one line (pyarrow's span several)."""
+    return " ".join(str(e).split())
+
+
 @dataclass(frozen=True)
 class Finding:
     """``count`` bad values in an array; the first at index ``first`` with value ``value``."""
@@ -174,5 +179,5 @@ def diagnose_row_group(pf: pq.ParquetFile, index: int, columns: List[str]) -> st
         try:
             pf.read_row_group(index, columns=[c], use_threads=False)
         except Exception as e:  # noqa: BLE001 - we are collecting the failures
-            bad.append(f"{c!r} ({type(e).__name__}: {e})")
+            bad.append(f"{c!r} ({type(e).__name__}: {oneline(e)})")
     return "; failing column(s): " + ", ".join(bad) if bad else ""

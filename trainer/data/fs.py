@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.data.checks import DataError, oneline
 
 # Schemes that pyarrow opens natively; everything else with "://" goes through fsspec.
 _ARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")
@@ -71,7 +71,7 @@ class DataPath:
         return cls(_wrap_fsspec(fs), p, scheme)
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.path}" if self.scheme else self.path
+        return self.display(self.path)
 
     def join(self, name: str) -> "DataPath":
         return DataPath(self.fs, self.path.rstrip("/") + "/" + name, self.scheme)
@@ -122,7 +122,7 @@ class DataPath:
 
     def display(self, path: str) -> str:
         """How a file below this path is named in messages."""
-        return f"{self.scheme}://{path}" if self.scheme else path
+        return f"{self.scheme}://{path.lstrip('/')}" if self.scheme else path
 
 
 def open_parquet(dp: "DataPath", path: str) -> pq.ParquetFile:
@@ -137,4 +137,5 @@ def open_parquet(dp: "DataPath", path: str) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(dp.fs.open_input_file(path))
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt or truncated files
-        raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated ({type(e).__name__}: {e})") from e
+        raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated "
+                        f"({type(e).__name__}: {oneline(e)})") from e

@@ -51,7 +51,7 @@ import torch
 
 from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.block import Block, Counters, Layout, Where, assemble, decode
-from denoisrec.trainer.data.checks import DataError, diagnose_row_group, schema_problems
+from denoisrec.trainer.data.checks import DataError, diagnose_row_group, oneline, schema_problems
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
@@ -318,7 +318,7 @@ class ParquetBatchReader:
                 raise DataError(f"{name}: row group {g.index} ended after {pos:,} of {g.num_rows:,} rows "
                                 "(the file changed since the reader opened the split?)") from None
             except Exception as e:  # decode failure: corrupt pages, bad compression, a vanished file, ...
-                raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: {e})"
+                raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: {oneline(e)})"
                                 f"{self._diagnose(g)}") from e
             s = slices[k]
             a, b = max(s.start - pos, 0), min(s.stop - pos, rb.num_rows)

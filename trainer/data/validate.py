@@ -32,6 +32,7 @@ from denoisrec.trainer.data.checks import (
     must_be_whole,
     not_binary,
     not_finite,
+    oneline,
     out_of_table,
     schema_problems,
 )
@@ -233,7 +234,7 @@ def _validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[
                         pos += rb.num_rows
                         rep.rows_checked += rb.num_rows
                 except Exception as e:  # noqa: BLE001 - a corrupt row group is reported, the rest still checked
-                    text = f"cannot be decoded ({type(e).__name__}: {e}){diagnose_row_group(pf, g, columns)}"
+                    text = f"cannot be decoded ({type(e).__name__}: {oneline(e)}){diagnose_row_group(pf, g, columns)}"
                     col.add("error", None, f"read-{g}", lambda n, t=text: t, 1, g)
                     continue
                 if pos != n:
