@@ -50,7 +50,7 @@ import pyarrow.dataset as ds
 import torch
 
 from denoisrec.trainer.data.batch import Batch
-from denoisrec.trainer.data.block import Block, Counters, Layout, Where, assemble, decode
+from denoisrec.trainer.data.block import Block, Counters, Layout, Part, Where, assemble, decode
 from denoisrec.trainer.data.checks import DataError, diagnose_row_group, oneline, schema_problems
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
@@ -340,30 +340,36 @@ class ParquetBatchReader:
         finally:
             pf.close()
 
-    def _batches(self, plan: EpochPlan, counters: Counters) -> Iterator[Batch]:
+    def _recipes(self, plan: EpochPlan, counters: Counters) -> Iterator[List[Part]]:
+        """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
+        ``plan.steps`` (decode and the shuffle buffer: the decode thread's work)."""
         rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, self.epoch, 1]))
         batcher = Batcher(self.batch_size, self.shuffle_buffer, rng)
-        blocks: Iterator[Block] = self._blocks(plan, counters)
-        if self.prefetch:
-            blocks = Background(blocks, depth=2, name="decode")
         emitted = 0
-        try:
-            for block in blocks:
-                for parts in batcher.feed(block):
-                    emitted += 1
-                    yield assemble(parts, self.layout, self.pin_memory)
-            for parts in batcher.finish():
+        for block in self._blocks(plan, counters):
+            for parts in batcher.feed(block):
                 emitted += 1
-                yield assemble(parts, self.layout, self.pin_memory)
-        finally:
-            close = getattr(blocks, "close", None)
-            if close is not None:
-                close()
+                yield parts
+        for parts in batcher.finish():
+            emitted += 1
+            yield parts
         if emitted > plan.steps:
             raise AssertionError(f"reader bug: {emitted} batches for {plan.steps} steps")
-        while emitted < plan.steps:  # equal steps: empty batches after this rank's share
-            emitted += 1
-            yield assemble([], self.layout, self.pin_memory)
+        for _ in range(plan.steps - emitted):  # equal steps: empty batches after this rank's share
+            yield []
+
+    def _batches(self, plan: EpochPlan, counters: Counters) -> Iterator[Batch]:
+        """Assemble the recipes into batches (the batch thread's work)."""
+        recipes: Iterator[List[Part]] = self._recipes(plan, counters)
+        if self.prefetch:
+            recipes = Background(recipes, depth=2, name="decode")
+        try:
+            for parts in recipes:
+                yield assemble(parts, self.layout, self.pin_memory)
+        finally:
+            close = getattr(recipes, "close", None)
+            if close is not None:
+                close()
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self.epoch_plan()
