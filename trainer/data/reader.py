@@ -311,34 +311,54 @@ class ParquetBatchReader:
             if pos == g.num_rows:
                 k, pos = k + 1, 0
                 continue
-            name = self.dp.display(g.path)
             try:
                 rb = next(it).record_batch
             except StopIteration:
-                raise DataError(f"{name}: row group {g.index} ended after {pos:,} of {g.num_rows:,} rows "
-                                "(the file changed since the reader opened the split?)") from None
-            except Exception as e:  # decode failure: corrupt pages, bad compression, a vanished file, ...
-                raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: {oneline(e)})"
-                                f"{self._diagnose(g)}") from e
-            s = slices[k]
-            a, b = max(s.start - pos, 0), min(s.stop - pos, rb.num_rows)
-            for c in range(a, b, self.block_rows):  # blocks of at most block_rows rows
-                d = min(c + self.block_rows, b)
-                part = rb if (c == 0 and d == rb.num_rows) else rb.slice(c, d - c)
-                yield decode(part, self.layout, Where(name, g.index, pos + c, g.file_row), counters)
+                raise DataError(f"{self.dp.display(g.path)}: row group {g.index} ended after {pos:,} of "
+                                f"{g.num_rows:,} rows (the file changed since the reader opened the split?)") from None
+            except Exception as e:  # noqa: BLE001 - corrupt pages, bad compression, a vanished file, ...
+                # The readahead scan fails as soon as any row group ahead fails: re-read from here one row
+                # group at a time, so every row before the bad one is delivered and the error names it.
+                yield from self._careful(slices[k:], pos, counters)
+                raise DataError(f"{self.dp.display(g.path)}: reading failed ({type(e).__name__}: {oneline(e)}), "
+                                "but every row group read fine on its own; a transient filesystem error?") from e
+            yield from self._cut(slices[k], rb, pos, counters)
             pos += rb.num_rows
-            if pos > g.num_rows:
-                raise DataError(f"{name}: row group {g.index} has more rows than its footer says ({g.num_rows:,})")
 
-    def _diagnose(self, g: RowGroupRef) -> str:
-        try:
+    def _cut(self, s: Slice, rb: pa.RecordBatch, pos: int, counters: Counters) -> Iterator[Block]:
+        """Blocks of at most ``block_rows`` rows of the part of ``rb`` (rows ``pos..`` of the row group) that
+        lies in ``s``."""
+        g, name = s.group, self.dp.display(s.group.path)
+        if pos + rb.num_rows > g.num_rows:
+            raise DataError(f"{name}: row group {g.index} has more rows than its footer says ({g.num_rows:,})")
+        a, b = max(s.start - pos, 0), min(s.stop - pos, rb.num_rows)
+        for c in range(a, b, self.block_rows):
+            d = min(c + self.block_rows, b)
+            part = rb if (c == 0 and d == rb.num_rows) else rb.slice(c, d - c)
+            yield decode(part, self.layout, Where(name, g.index, pos + c, g.file_row), counters)
+
+    def _careful(self, slices: List[Slice], pos: int, counters: Counters) -> Iterator[Block]:
+        """Read ``slices`` one row group at a time (the first from row ``pos``); raise :class:`DataError`
+        naming the first row group that cannot be decoded and its failing columns."""
+        for s in slices:
+            g, name = s.group, self.dp.display(s.group.path)
             pf = open_parquet(self.dp, g.path)
-        except DataError as e:
-            return f"; {e}"
-        try:
-            return diagnose_row_group(pf, g.index, self.columns)
-        finally:
-            pf.close()
+            try:
+                at = 0
+                try:
+                    for rb in pf.iter_batches(batch_size=self.block_rows, row_groups=[g.index], columns=self.columns):
+                        if at + rb.num_rows > pos:
+                            skip = max(pos - at, 0)
+                            yield from self._cut(s, rb.slice(skip), at + skip, counters)
+                        at += rb.num_rows
+                except DataError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - this is the row group that fails
+                    raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: "
+                                    f"{oneline(e)}){diagnose_row_group(pf, g.index, self.columns)}") from e
+            finally:
+                pf.close()
+            pos = 0
 
     def _recipes(self, plan: EpochPlan, counters: Counters) -> Iterator[List[Part]]:
         """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
