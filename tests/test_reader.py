@@ -9,7 +9,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from denoisrec.trainer.data.block import Counters, Layout, Where, assemble, decode
+from denoisrec.trainer.data.assemble import assemble
+from denoisrec.trainer.data.block import Counters, Layout, Where, decode
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.reader import ParquetBatchReader, steps_per_epoch
 from denoisrec.trainer.data.schema import DataSchema

@@ -44,7 +44,8 @@ def test_broken_dataset_reports_every_problem(tiny_data: Path, tmp_path: Path, c
     out = capsys.readouterr().out
     assert rc == 1
     assert "part-00000.parquet: row groups 0, 2: column 'label': 2 value(s) outside {0, 1} (e.g. 5)" in out
-    assert "part-00000.parquet: row group 0: column 'duration': 1 NaN, infinite or null value(s) (first at row 42" in out
+    assert ("part-00000.parquet: row group 0: column 'duration': 1 NaN, infinite or null value(s) (first at row 42"
+            in out)
     assert "part-00000.parquet: row group 0: column 'item_id': 1 id(s) outside the table [0, 200) (e.g. 999)" in out
     assert "part-00001.parquet: missing column 'scene'" in out
     assert "part-00002.parquet: not a readable Parquet file" in out

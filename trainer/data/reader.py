@@ -50,7 +50,8 @@ import pyarrow.dataset as ds
 import torch
 
 from denoisrec.trainer.data.batch import Batch
-from denoisrec.trainer.data.block import Block, Counters, Layout, Part, Where, assemble, decode
+from denoisrec.trainer.data.assemble import Part, assemble
+from denoisrec.trainer.data.block import Block, Counters, Layout, Where, decode
 from denoisrec.trainer.data.checks import DataError, diagnose_row_group, oneline, schema_problems
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background

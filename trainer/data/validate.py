@@ -154,7 +154,8 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
         if f.multi_hot:
             child = arr.flatten()
             if child.null_count:
-                col.add("error", f.name, "null-element", lambda n: f"{n:,} null id(s) inside lists", child.null_count, g)
+                col.add("error", f.name, "null-element", lambda n: f"{n:,} null id(s) inside lists",
+                        child.null_count, g)
             vals = _np(child)
         else:
             vals = _np(arr)
@@ -235,10 +236,11 @@ def _validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[
                         rep.rows_checked += rb.num_rows
                 except Exception as e:  # noqa: BLE001 - a corrupt row group is reported, the rest still checked
                     text = f"cannot be decoded ({type(e).__name__}: {oneline(e)}){diagnose_row_group(pf, g, columns)}"
-                    col.add("error", None, f"read-{g}", lambda n, t=text: t, 1, g)
+                    col.add("error", None, f"read-{g}", lambda _, t=text: t, 1, g)
                     continue
                 if pos != n:
-                    col.add("error", None, f"rows-{g}", lambda n, t=f"holds {pos:,} rows, its footer says {n:,}": t, 1, g)
+                    text = f"holds {pos:,} rows, its footer says {n:,}"
+                    col.add("error", None, f"rows-{g}", lambda _, t=text: t, 1, g)
             rep.issues += col.done()
         finally:
             pf.close()
