@@ -243,3 +243,22 @@ def test_pin_memory_without_cuda_is_a_clear_error(tiny_data: Path) -> None:
         pytest.skip("CUDA present: pinning is legal here")
     with pytest.raises(ValueError, match="pin_memory=True needs CUDA"):
         ParquetBatchReader(str(tiny_data / "train"), DataSchema.load(str(tiny_data)), 100, pin_memory=True)
+
+
+def test_files_with_different_integer_types_read_alike(tiny_data: Path, tmp_path: Path) -> None:
+    """One file stores ids as int64, the next as int32 / int16: one scan per physical schema, same batches."""
+    files = sorted((tiny_data / "train").glob("*.parquet"))
+    (tmp_path / "mixed").mkdir()
+    for i, f in enumerate(files):
+        t = pq.read_table(f)
+        if i == 1:
+            t = t.set_column(t.schema.get_field_index("item_id"), "item_id", t.column("item_id").cast(pa.int32()))
+            t = t.set_column(t.schema.get_field_index("hour"), "hour", t.column("hour").cast(pa.int16()))
+        pq.write_table(t, tmp_path / "mixed" / f.name, row_group_size=500)
+    schema = DataSchema.load(str(tiny_data))
+    a = list(ParquetBatchReader(str(tiny_data / "train"), schema, 900, shuffle=True, seed=9))
+    b = list(ParquetBatchReader(str(tmp_path / "mixed"), schema, 900, shuffle=True, seed=9))
+    assert len(b[0].sparse_features.keys()) == len(schema.sparse)
+    for x, y in zip(a, b):
+        assert x.sparse_features.values().tolist() == y.sparse_features.values().tolist()
+        assert x.sample_ids.tolist() == y.sample_ids.tolist()

@@ -135,7 +135,7 @@ def open_parquet(dp: "DataPath", path: str) -> pq.ParquetFile:
     if size == 0:
         raise DataError(f"{name}: empty file (0 bytes), not a Parquet file")
     try:
-        return pq.ParquetFile(dp.fs.open_input_file(path))
+        return pq.ParquetFile(path, filesystem=dp.fs)  # owns (and closes) its file handle
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt or truncated files
         raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated "
                         f"({type(e).__name__}: {oneline(e)})") from e

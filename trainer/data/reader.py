@@ -211,7 +211,8 @@ class ParquetBatchReader:
         self.files = self.dp.parquet_files()
         self.row_groups: List[RowGroupRef] = []
         self.empty_files: List[str] = []
-        self._file_schema: Dict[str, pa.Schema] = {}
+        self._schemas: List[pa.Schema] = []  # the distinct physical schemas (usually one)
+        self._schema_of: Dict[str, int] = {}
         for f in self.files:
             pf = open_parquet(self.dp, f)
             name = self.dp.display(f)
@@ -220,7 +221,10 @@ class ParquetBatchReader:
             problems = schema_problems(arrow_schema, schema, self.with_ground_truth)
             if problems:
                 raise DataError(f"{name}: " + "; ".join(problems))
-            self._file_schema[f] = arrow_schema
+            same = [k for k, known in enumerate(self._schemas) if known.equals(arrow_schema)]
+            if not same:
+                self._schemas.append(arrow_schema)
+            self._schema_of[f] = same[0] if same else len(self._schemas) - 1
             if meta.num_rows == 0:
                 self.empty_files.append(name)
             for i in range(meta.num_row_groups):
@@ -293,10 +297,10 @@ class ParquetBatchReader:
         slices, i = plan.slices, 0
         while i < len(slices):
             j = i + 1
-            first = self._file_schema[slices[i].group.path]
-            while j < len(slices) and self._file_schema[slices[j].group.path].equals(first):
+            first = self._schema_of[slices[i].group.path]
+            while j < len(slices) and self._schema_of[slices[j].group.path] == first:
                 j += 1
-            yield from self._scan(slices[i:j], first, counters)
+            yield from self._scan(slices[i:j], self._schemas[first], counters)
             i = j
 
     def _scan(self, slices: List[Slice], physical: pa.Schema, counters: Counters) -> Iterator[Block]:
