@@ -279,6 +279,7 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     attentive = r.random(n) < 1.0 / (1.0 + np.exp(-attention_logit))
     flip = np.where(clean == 1, r.random(n) < p.q_fn, r.random(n) < p.q_fp)
     label = np.where(attentive | ~flip, clean, 1 - clean).astype(np.int8)
+    id_type = pa.int32() if p.compact else pa.int64()
     genre = world.item_genre[i]
     affinity = np.einsum("nd,nd->n", world.user_vec[u], world.genre_centre[genre]) + r.normal(0, 0.7, n)
     cols: Dict[str, Any] = {
@@ -298,11 +299,9 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
         "device": device.astype(np.int64),
         "scene": scene.astype(np.int64),
         "position": position.astype(np.int64),
-        "item_tags": _list_array(world.item_tags[i], world.item_ntags[i], pa.int32() if p.compact else pa.int64()),
-        "user_recent_genres": _list_array(world.user_top_genres[u], r.integers(1, 6, n),
-                                          pa.int32() if p.compact else pa.int64()),
+        "item_tags": _list_array(world.item_tags[i], world.item_ntags[i], id_type),
+        "user_recent_genres": _list_array(world.user_top_genres[u], r.integers(1, 6, n), id_type),
     }
-    id_type = pa.int32() if p.compact else pa.int64()
     if p.recent_items:
         k = p.recent_items
         cols["user_recent_items"] = _list_array(world.draw_items(r, n * k).reshape(n, k), r.integers(0, k + 1, n),
