@@ -61,7 +61,7 @@ from denoisrec.trainer.data.shuffle import Batcher
 # Rows per Arrow record batch read from a row group: large enough that pyarrow decodes at full speed.
 ARROW_BATCH_ROWS = 1 << 17
 # Row groups pyarrow reads and decodes ahead of the one being consumed.
-READAHEAD_ROW_GROUPS = 2
+READAHEAD_ROW_GROUPS = 1
 
 __all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGroupRef", "Slice", "steps_per_epoch"]
 
