@@ -19,6 +19,8 @@ def test_two_rank_training_learns_and_reads_every_row(tiny_data: Path, tmp_path:
     assert s["world_size"] == 2 and s["steps"] == 3 * 12
     assert s["rows_trained"]["total"] == 3 * 6000
     assert sum(s["rows_trained"]["per_rank"]) == 3 * 6000
+    assert [(r["epoch"], r["total"], r["complete"]) for r in s["rows_read"]] == [(e, 6000, True) for e in range(3)]
+    assert all(sum(r["per_rank"]) == 6000 and len(r["per_rank"]) == 2 for r in s["rows_read"])
     assert {p["sharding_type"] for p in s["plan"].values()} == {"table_wise"}
     assert {r for p in s["plan"].values() for r in p["ranks"]} == {0, 1}  # tables really spread
     assert s["loss"]["last"] < s["loss"]["first"] - 0.05

@@ -6,7 +6,8 @@
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
     denoisrec launch [-s SCHEDULER] -j NxM [component options] -- [train options]   (torchx; docs/launch.md)
     denoisrec convert {movielens,deca} PATH --out DIR [--noisy-max-rating R] [--seed S]
-    denoisrec bench {throughput,quality,peers,...} [options]   (see trainer/bench/)
+    denoisrec bench {throughput,quality,peers,ingest} [options]   (see trainer/bench/)
+    denoisrec validate PATH [--schema FILE] [--split NAME ...] [--json OUT]
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -108,6 +109,20 @@ def cmd_gen_data(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.data.schema import DataSchema
+    from denoisrec.trainer.data.validate import format_report, validate_dataset, write_json
+
+    schema = DataSchema.load(a.schema) if a.schema else None
+    if schema is not None and (a.oov_policy or a.nan_policy):
+        schema = schema.with_policies(a.oov_policy, a.nan_policy)
+    report = validate_dataset(a.path, schema, a.schema, a.split or None, unique_ids=a.unique_ids)
+    print(format_report(report))
+    if a.json:
+        write_json(report, a.json)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denoisrec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,12 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchx run a component (train, bench, gen_data) on a scheduler: "
                         "denoisrec launch -j 1x2 -- --data DIR (see docs/launch.md)")
     g = sub.add_parser("gen-data", help="write a synthetic noisy-feedback dataset with ground truth")
-    g.add_argument("--preset", default="small", help="tiny, small, medium")
+    g.add_argument("--preset", default="small", help="tiny, small, medium, product")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
+    v = sub.add_parser("validate", help="check a dataset against its schema and print a report (no training)")
+    v.add_argument("path", help="dataset directory (or one split / file with --schema); local or a URI")
+    v.add_argument("--schema", help="schema file (default: PATH/schema.json)")
+    v.add_argument("--split", action="append", default=[], help="only this split (repeatable)")
+    v.add_argument("--oov-policy", choices=["error", "hash"], help="override the schema's oov_policy")
+    v.add_argument("--nan-policy", choices=["error", "impute"], help="override the schema's nan_policy")
+    v.add_argument("--unique-ids", action="store_true", help="also check that sample ids are unique (8 B/row RAM)")
+    v.add_argument("--json", help="also write the report as JSON")
+    v.set_defaults(fn=cmd_validate)
     from denoisrec.trainer.bench.cli import add_bench_commands
     from denoisrec.trainer.data.convert_cli import add_convert_commands
 

@@ -20,12 +20,15 @@ import yaml
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is batched.
+    """Where the data is and how it is batched (see docs/ingest.md).
 
     ``batch_size`` is per rank (the global batch is ``batch_size × world size``); ``global_batch_size``,
     when set, overrides it with ``global_batch_size / world size`` (it must divide evenly). ``train_label`` is the
     column training sees: ``label`` (observed) or ``clean_label`` (the ground-truth oracle, see
-    ``trainer/train_labels.py``).
+    ``trainer/train_labels.py``). ``schema``: ``None`` reads ``<path>/schema.json``; a path names a schema file
+    (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
+    ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
+    threads keep ready (0: none).
     """
 
     path: str = "data/small"
@@ -34,6 +37,11 @@ class DataConfig:
     eval_batch_size: int = 8192
     shuffle: bool = True
     train_label: str = "label"
+    schema: Any = None
+    oov_policy: Optional[str] = None
+    nan_policy: Optional[str] = None
+    shuffle_buffer: int = 262144
+    prefetch: int = 4
 
 
 @dataclass

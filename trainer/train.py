@@ -39,8 +39,10 @@ import torch.distributed as dist
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
+from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
+from denoisrec.trainer.data.splits import schema_from_config, split_readers
 from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
                                          static_graph)
 from denoisrec.trainer.dist import DistEnv, describe_ranks, init_distributed
@@ -110,14 +112,7 @@ def rank_batch_size(cfg: Config, world_size: int) -> int:
 
 
 def _readers(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> Dict[str, ParquetBatchReader]:
-    root = cfg.data.path
-    mk = lambda split, bs, shuffle: ParquetBatchReader(  # noqa: E731
-        os.path.join(root, split), schema, bs, env.rank, env.world_size, shuffle=shuffle, seed=cfg.run.seed)
-    return {
-        "train": mk("train", batch_size, cfg.data.shuffle),
-        "valid": mk("valid", cfg.data.eval_batch_size, False),
-        "test": mk("test", cfg.data.eval_batch_size, False),
-    }
+    return split_readers(cfg.data, schema, env.rank, env.world_size, cfg.run.seed, env.device, batch_size)
 
 
 def _check_run_options(cfg: Config) -> None:
@@ -158,21 +153,30 @@ def realimp_against(metrics: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[s
 
 
 # ----------------------------------------------------------------------------------------- data position
-def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int) -> Iterator[Any]:
+def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int,
+                  reports: Optional[List[Any]] = None) -> Iterator[Any]:
     """The batches of steps ``[start_step, total_steps)``: epoch ``step // steps_per_epoch``, skipping the
-    batches of that epoch already consumed (the reader is deterministic given the epoch and the seed)."""
+    batches of that epoch already consumed (the reader is deterministic given the epoch and the seed).
+
+    Each epoch's row accounting (:meth:`ParquetBatchReader.epoch_report`) is appended to ``reports`` when the
+    epoch ends, when the budget ends it, or when the generator is closed (early stop, end of session).
+    """
     spe = len(reader)
     step = start_step
     while step < total_steps:
         epoch, skip = divmod(step, spe)
         reader.set_epoch(epoch)
-        for i, batch in enumerate(reader):
-            if i < skip:
-                continue
-            if step >= total_steps:
-                return
-            yield batch
-            step += 1
+        try:
+            for i, batch in enumerate(reader):
+                if i < skip:
+                    continue
+                if step >= total_steps:
+                    return
+                yield batch
+                step += 1
+        finally:
+            if reports is not None:
+                reports.append(reader.epoch_report())
 
 
 def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -> int:
@@ -219,7 +223,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     check_sparse_optimizer(cfg.optim.sparse, cfg.sharding.sharding_type, env.device)
     pipelined = use_pipeline(cfg.run.pipeline, env.device)
     seed_everything(cfg.run.seed)
-    schema = apply_table_overrides(DataSchema.load(cfg.data.path), cfg.model.tables)
+    schema = apply_table_overrides(schema_from_config(cfg.data), cfg.model.tables)
     check_train_label(cfg.data.train_label, schema, cfg.data.path)
     batch_size = rank_batch_size(cfg, env.world_size)
     readers = _readers(cfg, schema, env, batch_size)
@@ -332,9 +336,11 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     checkpoint_path: Optional[str] = None
     if cfg.run.stop_after_steps is not None and cfg.run.stop_after_steps < 1:
         raise ValueError(f"run.stop_after_steps={cfg.run.stop_after_steps}: must be >= 1 (or null)")
+    epoch_reports: List[Any] = []  # row accounting per epoch (trainer/data/accounting.py)
+    feed: Optional[Iterator[Any]] = None
     if not stopper.stop:
-        batches = (select_train_labels(b, cfg.data.train_label)
-                   for b in train_batches(train_reader, start_step, total_steps))
+        feed = train_batches(train_reader, start_step, total_steps, epoch_reports)
+        batches = (select_train_labels(b, cfg.data.train_label) for b in feed)
         for value, logits, out in stepper.run(batches):
             step += 1
             n = int(logits.shape[0])
@@ -382,6 +388,9 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     if window.steps:  # the steps since the last log line (early stop, end of session)
         last_loss = log_window(step, last_out)
     progress.close()
+    if feed is not None:
+        feed.close()  # the epoch in progress reports what it read
+    rows_read = gather_reports(epoch_reports)
     stepper.pause()
     train_seconds = time.time() - t_train - pause_seconds
     global_samples = _global_sum(float(local_samples), env.device)
@@ -448,6 +457,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
                          "per_rank": [int(r) for r in rows_per_rank]},
         "ranks": describe_ranks(env),
         "train_rows_in_split": train_reader.total_rows,
+        "rows_read": rows_read,
         "loss": {"first": first_loss, "last": last_loss},
         "throughput_samples_per_s": global_samples / max(train_seconds, 1e-9),
         "train_seconds": round(train_seconds, 3),
@@ -544,6 +554,8 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("rows_read"):
+        lines.append(format_rows_read(s["rows_read"]))
     ri = s.get("realimp") or {}
     for name, m in s["metrics"].items():
         extra = f"  RealImp {ri[name]:+.2%}" if isinstance(ri.get(name), float) and not math.isnan(ri[name]) else ""

@@ -1,52 +1,69 @@
-"""Streaming Parquet → :class:`Batch` reader, sharded over ranks.
+"""Streaming Parquet → :class:`Batch` reader, sharded over ranks, with exact row accounting.
 
-**Sharding.** The split's row groups (over all files, sorted by path, optionally permuted per epoch by a
-seed) form one global sequence of ``N`` rows. Rank ``r`` of ``W`` reads the contiguous range
-``[r·N//W, (r+1)·N//W)`` of that sequence, so every row is read exactly once per epoch, shares differ by at
-most one row, and only the row groups overlapping a rank's range are decoded (at most two of them partly).
+**Sharding.** The split's row groups (over all files, sorted by path, permuted per epoch by ``seed`` and the
+epoch number when ``shuffle``) form one global sequence of ``N`` rows. Rank ``r`` of ``W`` reads the
+contiguous range ``[r·N//W, (r+1)·N//W)`` of that sequence: every row is read exactly once per epoch, shares
+differ by at most one row, a few large files still spread over many ranks, and only the row groups
+overlapping a rank's range are decoded (at most two of them partly).
 
-**Equal steps.** Collectives (embedding all-to-all, global loss statistics) need every rank to take the same
-number of steps. Every rank yields ``steps = ceil(ceil(N/W) / batch_size)`` batches per epoch; a rank whose
-share is smaller ends with a short or an empty batch. Nothing is dropped or duplicated;
-:meth:`ParquetBatchReader.epoch_plan` reports each rank's rows and last-batch size.
+**Equal steps.** Collectives (embedding all-to-all, the denoisers' global statistics) need every rank to take
+the same number of steps. Every rank yields ``steps = ceil(ceil(N/W) / batch_size)`` batches per epoch: full
+batches, then, on a rank whose share is not a multiple of the batch size, one short batch, then empty batches
+up to ``steps``. Nothing is dropped or duplicated; :meth:`ParquetBatchReader.epoch_plan` says in advance
+what each rank reads and :meth:`ParquetBatchReader.epoch_report` what it did read.
 
-**Memory.** One row group at a time is decoded (plus the leftover of the previous one), never a whole split.
+**Shuffling.** Row-group order per epoch (above), plus a bounded in-memory shuffle buffer of
+``shuffle_buffer`` rows (:mod:`.shuffle`); both deterministic for ``(seed, epoch, rank, world_size)``.
 
-**Bad input** raises :class:`DataError` naming the file, row group and column.
+**Prefetch.** With ``prefetch > 0`` a decode thread and a batch thread (:mod:`.prefetch`) keep up to
+``prefetch`` batches ready; pyarrow decodes columns in parallel on its own thread pool. Batches are
+zero-copy views of Arrow buffers where types allow (:mod:`.block`) and are written straight into pinned
+memory when ``pin_memory`` (CUDA training).
+
+**Memory** is bounded by ``block_rows`` (the decode unit, at most one row group), the shuffle buffer and the
+prefetch depths, never by the split's size.
+
+**Bad input** raises :class:`DataError` naming the file, row group, column and first bad row (see
+:mod:`.checks` and :mod:`.block`). Files with zero rows are allowed and listed in the report.
 
 Example::
 
-    reader = ParquetBatchReader("data/small/train", DataSchema.load("data/small"), batch_size=1024,
-                                rank=0, world_size=2)
-    for batch in reader:
-        ...  # Batch(dense_features [B, n_dense], sparse_features KJT, labels [B], ...)
+    schema = DataSchema.load("data/small")
+    reader = ParquetBatchReader("data/small/train", schema, batch_size=1024, rank=0, world_size=2,
+                                shuffle=True, shuffle_buffer=65536, seed=0)
+    for epoch in range(2):
+        reader.set_epoch(epoch)
+        for batch in reader:
+            ...  # Batch(dense_features [B, n_dense], sparse_features KJT, labels [B], ...)
+        print(reader.epoch_report())  # rows read, steps, short/empty batches, hashed ids, imputed values
 """
 
 from __future__ import annotations
 
 import math
-import os
-import warnings
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.trainer.data.batch import Batch
+from denoisrec.trainer.data.assemble import Part, assemble
+from denoisrec.trainer.data.block import Block, Counters, Layout, Where, decode
+from denoisrec.trainer.data.checks import DataError, diagnose_row_group, oneline, schema_problems
+from denoisrec.trainer.data.fs import DataPath, open_parquet
+from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.data.shuffle import Batcher
 
+# Rows per Arrow record batch read from a row group: large enough that pyarrow decodes at full speed.
+ARROW_BATCH_ROWS = 1 << 17
+# Row groups pyarrow reads and decodes ahead of the one being consumed.
+READAHEAD_ROW_GROUPS = 1
 
-# Arrow buffers are read-only; torch.from_numpy warns once about it. Batches are never written in place.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-
-
-class DataError(ValueError):
-    """Input data that does not match the schema; the message names file, row group and column."""
+__all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGroupRef", "Slice", "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ class RowGroupRef:
     path: str
     index: int
     num_rows: int
+    file_row: int = 0  # row of the file at which this row group starts
 
 
 @dataclass(frozen=True)
@@ -78,86 +96,80 @@ class EpochPlan:
     slices: List[Slice]
 
     @property
+    def full_batches(self) -> int:
+        return self.rank_rows // self.batch_size
+
+    @property
+    def short_batches(self) -> int:
+        return 1 if self.rank_rows % self.batch_size else 0
+
+    @property
+    def empty_batches(self) -> int:
+        return self.steps - self.full_batches - self.short_batches
+
+    @property
     def last_batch_rows(self) -> int:
         return self.rank_rows - (self.steps - 1) * self.batch_size if self.steps else 0
 
 
-def list_parquet_files(path: str) -> List[str]:
-    """The ``.parquet`` files of a split: a file, or every ``*.parquet`` under a directory, sorted."""
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise DataError(f"{path}: no such file or directory")
-    files = sorted(
-        os.path.join(root, f) for root, _, names in os.walk(path) for f in names if f.endswith(".parquet")
-    )
-    if not files:
-        raise DataError(f"{path}: empty split, no .parquet files found")
-    return files
+@dataclass
+class EpochReport:
+    """What one rank read in one epoch (filled as batches are handed to the consumer).
+
+    ``complete`` is True when the rank read its whole planned share (``rows_read == planned_rows``).
+    ``oov_hashed`` / ``nan_imputed`` count repaired values per column in the rows decoded this epoch.
+    """
+
+    split: str
+    epoch: int
+    rank: int
+    world_size: int
+    total_rows: int
+    planned_rows: int
+    steps: int
+    full_batches: int
+    short_batches: int
+    empty_batches: int
+    rows_read: int = 0
+    batches_read: int = 0
+    oov_hashed: Dict[str, int] = field(default_factory=dict)
+    nan_imputed: Dict[str, int] = field(default_factory=dict)
+    empty_files: List[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_read == self.planned_rows and self.batches_read == self.steps
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["complete"] = self.complete
+        return d
 
 
-def _is_int(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t)
-
-
-def _is_int_list(t: pa.DataType) -> bool:
-    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
-
-
-def _is_number(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _is_label(t: pa.DataType) -> bool:
-    return _is_number(t) or pa.types.is_boolean(t)
-
-
-def expected_types(schema: DataSchema, with_ground_truth: bool) -> Dict[str, Tuple[str, object]]:
-    """Column → (description of the expected type, predicate on a pyarrow type)."""
-    out: Dict[str, Tuple[str, object]] = {}
-    for f in schema.sparse:
-        out[f.name] = ("list<integer> (multi-hot sparse)", _is_int_list) if f.multi_hot else (
-            "integer (sparse id)", _is_int)
-    for c in schema.dense:
-        out[c] = ("float or integer (dense)", _is_number)
-    out[schema.label] = ("0/1 integer, bool or float (label)", _is_label)
-    for c in (schema.group_id, schema.sample_id):
-        if c is not None:
-            out.setdefault(c, ("integer (id)", _is_int))
-    if with_ground_truth and schema.ground_truth:
-        out[schema.clean_label] = ("0/1 integer, bool or float (clean label)", _is_label)  # type: ignore[index]
-        out[schema.is_noisy] = ("0/1 integer, bool or float (noise flag)", _is_label)  # type: ignore[index]
-    return out
-
-
-def check_file_schema(path: str, schema: DataSchema, with_ground_truth: bool) -> pq.FileMetaData:
-    """Open a file's footer and check its columns; raise :class:`DataError` on a mismatch."""
-    try:
-        meta = pq.read_metadata(path)
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt files
-        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
-    arrow_schema = meta.schema.to_arrow_schema()
-    for col, (what, ok) in expected_types(schema, with_ground_truth).items():
-        idx = arrow_schema.get_field_index(col)
-        if idx < 0:
-            raise DataError(f"{path}: missing column {col!r} (expected {what})")
-        typ = arrow_schema.field(idx).type
-        if not ok(typ):  # type: ignore[operator]
-            raise DataError(f"{path}: column {col!r} has type {typ}, expected {what}")
-    return meta
+def steps_per_epoch(total_rows: int, world_size: int, batch_size: int) -> int:
+    """Steps every rank takes per epoch: the largest rank share, in batches, rounded up."""
+    return math.ceil(math.ceil(total_rows / world_size) / batch_size)
 
 
 class ParquetBatchReader:
-    """Iterate one split of a dataset as :class:`Batch` es for one rank (see module docstring).
+    """Iterate one split of a dataset as :class:`Batch` es for one rank (see the module docstring).
 
     Args:
-        path: a split directory (every ``*.parquet`` below it) or a single file.
-        schema: column roles and table sizes.
+        path: a split directory (every ``*.parquet`` below it), a single file, or a URI (``s3://``,
+            ``memory://``, ...).
+        schema: column roles, table sizes and the OOV / NaN policies.
         batch_size: rows per batch on this rank.
         rank, world_size: this rank's place in the data-parallel group.
         shuffle: permute the row-group order every epoch (by ``seed`` and the epoch number).
-        seed: shuffling seed.
+        seed: shuffling seed (row-group order and shuffle buffer).
         with_ground_truth: read ``clean_label`` / ``is_noisy`` when the schema names them.
+        shuffle_buffer: rows in the shuffle buffer (0: none). Only used with ``shuffle``.
+        prefetch: batches kept ready by background threads (0: decode in the consumer's thread).
+        pin_memory: write batches into pinned memory (for CUDA; needs CUDA).
+        block_rows: rows per decoded block (bounds memory even for huge row groups; blocks stay small
+            enough that the allocator recycles their memory).
+        filesystem: a ``pyarrow.fs`` or ``fsspec`` filesystem ``path`` lives on.
+        split: the split's name, for reports.
     """
 
     def __init__(
@@ -170,29 +182,64 @@ class ParquetBatchReader:
         shuffle: bool = False,
         seed: int = 0,
         with_ground_truth: bool = True,
+        shuffle_buffer: int = 0,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+        block_rows: int = 1 << 16,
+        filesystem: Any = None,
+        split: Optional[str] = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size={batch_size}: must be positive")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} outside world_size={world_size}")
-        self.path, self.schema, self.batch_size = path, schema, batch_size
+        if shuffle_buffer < 0 or prefetch < 0 or block_rows <= 0:
+            raise ValueError(f"shuffle_buffer={shuffle_buffer}, prefetch={prefetch} must be >= 0 and "
+                             f"block_rows={block_rows} > 0")
+        if pin_memory and not torch.cuda.is_available():
+            raise ValueError("pin_memory=True needs CUDA (pinned host memory is for host-to-GPU copies)")
+        self.dp = DataPath.resolve(path, filesystem)
+        self.path = str(self.dp)
+        self.split = split or self.dp.path.rstrip("/").rsplit("/", 1)[-1]
+        self.schema, self.batch_size = schema, batch_size
         self.rank, self.world_size, self.shuffle, self.seed = rank, world_size, shuffle, seed
-        self.with_ground_truth = with_ground_truth and schema.ground_truth
-        self.columns = schema.columns(with_ground_truth=self.with_ground_truth)
-        self.files = list_parquet_files(path)
+        self.shuffle_buffer = shuffle_buffer if shuffle else 0
+        self.prefetch, self.pin_memory, self.block_rows = prefetch, pin_memory, block_rows
+        self.layout = Layout(schema, with_ground_truth)
+        self.with_ground_truth = self.layout.with_ground_truth
+        self.columns = self.layout.columns
+        self.files = self.dp.parquet_files()
         self.row_groups: List[RowGroupRef] = []
+        self.empty_files: List[str] = []
+        self._schemas: List[pa.Schema] = []  # the distinct physical schemas (usually one)
+        self._schema_of: Dict[str, int] = {}
         for f in self.files:
-            meta = check_file_schema(f, schema, self.with_ground_truth)
+            pf = open_parquet(self.dp, f)
+            name = self.dp.display(f)
+            meta, arrow_schema, row = pf.metadata, pf.schema_arrow, 0
+            pf.close()
+            problems = schema_problems(arrow_schema, schema, self.with_ground_truth)
+            if problems:
+                raise DataError(f"{name}: " + "; ".join(problems))
+            same = [k for k, known in enumerate(self._schemas) if known.equals(arrow_schema)]
+            if not same:
+                self._schemas.append(arrow_schema)
+            self._schema_of[f] = same[0] if same else len(self._schemas) - 1
+            if meta.num_rows == 0:
+                self.empty_files.append(name)
             for i in range(meta.num_row_groups):
                 n = meta.row_group(i).num_rows
                 if n:
-                    self.row_groups.append(RowGroupRef(f, i, n))
+                    self.row_groups.append(RowGroupRef(f, i, n, row))
+                row += n
         self.total_rows = sum(g.num_rows for g in self.row_groups)
         if self.total_rows == 0:
-            raise DataError(f"{path}: empty split, {len(self.files)} file(s) hold no rows")
+            raise DataError(f"{self.path}: empty split, {len(self.files)} file(s) hold no rows")
         self.epoch = 0
-        self.oov_hashed = 0
+        self.counters = Counters()
+        self._report: Optional[EpochReport] = None
 
+    # ------------------------------------------------------------------------------------ planning
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -217,155 +264,156 @@ class ParquetBatchReader:
                 break
         return EpochPlan(self.rank, self.world_size, self.total_rows, hi - lo, len(self), self.batch_size, slices)
 
-    def _read_slice(self, s: Slice, files: Dict[str, pq.ParquetFile]) -> pa.Table:
-        g = s.group
+    # ------------------------------------------------------------------------------------ accounting
+    @property
+    def rows_read(self) -> int:
+        """Rows handed to the consumer so far in the current (or last) epoch."""
+        return self._report.rows_read if self._report is not None else 0
+
+    @property
+    def oov_hashed(self) -> int:
+        """Ids hashed into their table since the reader was created (all columns)."""
+        return sum(self.counters.snapshot()["oov_hashed"].values())
+
+    def epoch_report(self) -> EpochReport:
+        """This rank's report of the current (or last) epoch; see :class:`EpochReport`."""
+        if self._report is None:
+            plan = self.epoch_plan()
+            return self._new_report(plan)
+        return self._report
+
+    def _new_report(self, plan: EpochPlan) -> EpochReport:
+        return EpochReport(self.split, self.epoch, self.rank, self.world_size, self.total_rows, plan.rank_rows,
+                           plan.steps, plan.full_batches, plan.short_batches, plan.empty_batches,
+                           empty_files=list(self.empty_files))
+
+    # ------------------------------------------------------------------------------------ reading
+    def _blocks(self, plan: EpochPlan, counters: Counters) -> Iterator[Block]:
+        """Decode this rank's slices, in plan order, as checked blocks of at most ``block_rows`` rows.
+
+        One ordered pyarrow dataset scan per run of slices whose files share a physical schema: pyarrow
+        reads ahead ``READAHEAD_ROW_GROUPS`` row groups and decodes columns on its CPU pool.
+        """
+        slices, i = plan.slices, 0
+        while i < len(slices):
+            j = i + 1
+            first = self._schema_of[slices[i].group.path]
+            while j < len(slices) and self._schema_of[slices[j].group.path] == first:
+                j += 1
+            yield from self._scan(slices[i:j], self._schemas[first], counters)
+            i = j
+
+    def _scan(self, slices: List[Slice], physical: pa.Schema, counters: Counters) -> Iterator[Block]:
+        fmt = ds.ParquetFileFormat()
+        frags = [fmt.make_fragment(s.group.path, self.dp.fs, row_groups=[s.group.index]) for s in slices]
+        scanner = ds.FileSystemDataset(frags, physical, fmt, self.dp.fs).scanner(
+            columns=self.columns, batch_size=max(self.block_rows, ARROW_BATCH_ROWS), use_threads=True,
+            fragment_readahead=READAHEAD_ROW_GROUPS, batch_readahead=READAHEAD_ROW_GROUPS * 2)
+        it = scanner.scan_batches()
+        k, pos = 0, 0  # the slice being read, and the row of its row group that the next batch starts at
+        while k < len(slices):
+            g = slices[k].group
+            if pos == g.num_rows:
+                k, pos = k + 1, 0
+                continue
+            try:
+                rb = next(it).record_batch
+            except StopIteration:
+                raise DataError(f"{self.dp.display(g.path)}: row group {g.index} ended after {pos:,} of "
+                                f"{g.num_rows:,} rows (the file changed since the reader opened the split?)") from None
+            except Exception as e:  # noqa: BLE001 - corrupt pages, bad compression, a vanished file, ...
+                # The readahead scan fails as soon as any row group ahead fails: re-read from here one row
+                # group at a time, so every row before the bad one is delivered and the error names it.
+                yield from self._careful(slices[k:], pos, counters)
+                raise DataError(f"{self.dp.display(g.path)}: reading failed ({type(e).__name__}: {oneline(e)}), "
+                                "but every row group read fine on its own; a transient filesystem error?") from e
+            yield from self._cut(slices[k], rb, pos, counters)
+            pos += rb.num_rows
+
+    def _cut(self, s: Slice, rb: pa.RecordBatch, pos: int, counters: Counters) -> Iterator[Block]:
+        """Blocks of at most ``block_rows`` rows of the part of ``rb`` (rows ``pos..`` of the row group) that
+        lies in ``s``."""
+        g, name = s.group, self.dp.display(s.group.path)
+        if pos + rb.num_rows > g.num_rows:
+            raise DataError(f"{name}: row group {g.index} has more rows than its footer says ({g.num_rows:,})")
+        a, b = max(s.start - pos, 0), min(s.stop - pos, rb.num_rows)
+        for c in range(a, b, self.block_rows):
+            d = min(c + self.block_rows, b)
+            part = rb if (c == 0 and d == rb.num_rows) else rb.slice(c, d - c)
+            yield decode(part, self.layout, Where(name, g.index, pos + c, g.file_row), counters)
+
+    def _careful(self, slices: List[Slice], pos: int, counters: Counters) -> Iterator[Block]:
+        """Read ``slices`` one row group at a time (the first from row ``pos``); raise :class:`DataError`
+        naming the first row group that cannot be decoded and its failing columns."""
+        for s in slices:
+            g, name = s.group, self.dp.display(s.group.path)
+            pf = open_parquet(self.dp, g.path)
+            try:
+                at = 0
+                try:
+                    for rb in pf.iter_batches(batch_size=self.block_rows, row_groups=[g.index], columns=self.columns):
+                        if at + rb.num_rows > pos:
+                            skip = max(pos - at, 0)
+                            yield from self._cut(s, rb.slice(skip), at + skip, counters)
+                        at += rb.num_rows
+                except DataError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - this is the row group that fails
+                    raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: "
+                                    f"{oneline(e)}){diagnose_row_group(pf, g.index, self.columns)}") from e
+            finally:
+                pf.close()
+            pos = 0
+
+    def _recipes(self, plan: EpochPlan, counters: Counters) -> Iterator[List[Part]]:
+        """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
+        ``plan.steps`` (decode and the shuffle buffer: the decode thread's work)."""
+        rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, self.epoch, 1]))
+        batcher = Batcher(self.batch_size, self.shuffle_buffer, rng)
+        emitted = 0
+        for block in self._blocks(plan, counters):
+            for parts in batcher.feed(block):
+                emitted += 1
+                yield parts
+        for parts in batcher.finish():
+            emitted += 1
+            yield parts
+        if emitted > plan.steps:
+            raise AssertionError(f"reader bug: {emitted} batches for {plan.steps} steps")
+        for _ in range(plan.steps - emitted):  # equal steps: empty batches after this rank's share
+            yield []
+
+    def _batches(self, plan: EpochPlan, counters: Counters) -> Iterator[Batch]:
+        """Assemble the recipes into batches (the batch thread's work)."""
+        recipes: Iterator[List[Part]] = self._recipes(plan, counters)
+        if self.prefetch:
+            recipes = Background(recipes, depth=2, name="decode")
         try:
-            pf = files.get(g.path)
-            if pf is None:
-                pf = files[g.path] = pq.ParquetFile(g.path)
-            table = pf.read_row_group(g.index, columns=self.columns)
-        except Exception as e:
-            raise DataError(f"{g.path}: row group {g.index} could not be read ({type(e).__name__}: {e})") from e
-        table = table.slice(s.start, s.stop - s.start)
-        self._check(table, g)
-        return table
-
-    def _check(self, table: pa.Table, g: RowGroupRef) -> None:
-        where = f"{g.path}: row group {g.index}"
-        must_be_whole = [f.name for f in self.schema.sparse] + [self.schema.label] + [
-            c for c in (self.schema.group_id, self.schema.sample_id) if c is not None]
-        for c in must_be_whole:
-            if table.column(c).null_count:
-                raise DataError(f"{where}: column {c!r} has {table.column(c).null_count} null value(s)")
-        for c in self._label_columns():
-            v = table.column(c).to_numpy(zero_copy_only=False)
-            bad = (v != 0) & (v != 1)
-            if bad.any():
-                raise DataError(f"{where}: column {c!r} has value {v[bad][0].item()!r}; labels must be 0 or 1")
-        for c in self.schema.dense:
-            col = table.column(c)
-            v = col.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            if col.null_count or not np.isfinite(v).all():
-                raise DataError(f"{where}: column {c!r} has null, NaN or infinite value(s)")
-
-    def _label_columns(self) -> List[str]:
-        cols = [self.schema.label]
-        if self.with_ground_truth:
-            cols += [self.schema.clean_label, self.schema.is_noisy]  # type: ignore[list-item]
-        return cols
+            for parts in recipes:
+                yield assemble(parts, self.layout, self.pin_memory)
+        finally:
+            close = getattr(recipes, "close", None)
+            if close is not None:
+                close()
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self.epoch_plan()
-        files: Dict[str, pq.ParquetFile] = {}
-        pending: List[Tuple[pa.Table, RowGroupRef]] = []
-        pending_rows = 0
-        emitted = 0
-        for s in plan.slices:
-            pending.append((self._read_slice(s, files), s.group))
-            pending_rows += s.stop - s.start
-            while pending_rows >= self.batch_size:
-                pending, pending_rows, out = self._take(pending, pending_rows, self.batch_size)
-                emitted += 1
-                yield out
-        while emitted < plan.steps:  # the short (or empty) end of this rank's share
-            pending, pending_rows, out = self._take(pending, pending_rows, min(pending_rows, self.batch_size))
-            emitted += 1
-            yield out
-        assert pending_rows == 0, "reader bug: rows left after the last step"
-
-    def _take(
-        self, pending: List[Tuple[pa.Table, RowGroupRef]], pending_rows: int, n: int
-    ) -> Tuple[List[Tuple[pa.Table, RowGroupRef]], int, Batch]:
-        parts, need, rest = [], n, []
-        for t, g in pending:
-            if need >= t.num_rows:
-                parts.append((t, g))
-                need -= t.num_rows
-            elif need > 0:
-                parts.append((t.slice(0, need), g))
-                rest.append((t.slice(need), g))
-                need = 0
-            else:
-                rest.append((t, g))
-        return rest, pending_rows - n, self._to_batch([p for p in parts], n)
-
-    def _to_batch(self, parts: List[Tuple[pa.Table, RowGroupRef]], n: int) -> Batch:
-        if parts:
-            table = parts[0][0] if len(parts) == 1 else pa.concat_tables([t for t, _ in parts])
-        else:
-            table = self._empty_table()
-        return table_to_batch(table, self.schema, self.with_ground_truth, self._hash_or_check, parts)
-
-    def _empty_table(self) -> pa.Table:
-        f = pq.ParquetFile(self.files[0])
-        return f.schema_arrow.empty_table().select(self.columns)
-
-    def _hash_or_check(self, name: str, values: np.ndarray, num_embeddings: int, where: str) -> np.ndarray:
-        if values.size == 0:
-            return values
-        lo, hi = int(values.min()), int(values.max())
-        if lo >= 0 and hi < num_embeddings:
-            return values
-        if self.schema.oov_policy == "hash":
-            self.oov_hashed += int(((values < 0) | (values >= num_embeddings)).sum())
-            return np.mod(values, num_embeddings)
-        bad = lo if lo < 0 else hi
-        raise DataError(
-            f"{where}: column {name!r} has id {bad} outside the table [0, {num_embeddings}) "
-            "(set the schema's oov_policy to 'hash' to hash such ids into the table)"
-        )
-
-
-def steps_per_epoch(total_rows: int, world_size: int, batch_size: int) -> int:
-    """Steps every rank takes per epoch: the largest rank share, in batches, rounded up."""
-    return math.ceil(math.ceil(total_rows / world_size) / batch_size)
-
-
-def _np(col: pa.ChunkedArray, dtype: np.dtype) -> np.ndarray:
-    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    return arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-
-def table_to_batch(
-    table: pa.Table,
-    schema: DataSchema,
-    with_ground_truth: bool,
-    check_ids,  # type: ignore[no-untyped-def]
-    parts: Sequence[Tuple[pa.Table, RowGroupRef]] = (),
-) -> Batch:
-    """Convert an Arrow table (already validated) to a :class:`Batch`."""
-    n = table.num_rows
-    where = ", ".join(sorted({f"{g.path}: row group {g.index}" for _, g in parts})) or "batch"
-    values: List[np.ndarray] = []
-    lengths: List[np.ndarray] = []
-    for f in schema.sparse:
-        col = table.column(f.name)
-        if f.multi_hot:
-            arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-            lens = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int32)
-            vals = arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        else:
-            vals = _np(col, np.int64)
-            lens = np.ones(n, dtype=np.int32)
-        values.append(check_ids(f.name, vals, f.num_embeddings, where))
-        lengths.append(lens)
-    kjt = KeyedJaggedTensor(
-        keys=schema.sparse_names,
-        values=torch.from_numpy(np.concatenate(values) if values else np.zeros(0, np.int64)),
-        lengths=torch.from_numpy(np.concatenate(lengths) if lengths else np.zeros(0, np.int32)),
-        stride=n,
-    )
-    if schema.dense:
-        dense = np.stack([_np(table.column(c), np.float32) for c in schema.dense], axis=1)
-    else:
-        dense = np.zeros((n, 0), dtype=np.float32)
-    opt = lambda c, dt: None if c is None else torch.from_numpy(_np(table.column(c), dt))  # noqa: E731
-    return Batch(
-        dense_features=torch.from_numpy(np.ascontiguousarray(dense)),
-        sparse_features=kjt,
-        labels=torch.from_numpy(_np(table.column(schema.label), np.float32)),
-        sample_ids=opt(schema.sample_id, np.int64),
-        group_ids=opt(schema.group_id, np.int64),
-        clean_labels=opt(schema.clean_label, np.float32) if with_ground_truth else None,
-        is_noisy=opt(schema.is_noisy, np.float32) if with_ground_truth else None,
-    )
+        report = self._report = self._new_report(plan)
+        counters = Counters()
+        source: Iterator[Batch] = self._batches(plan, counters)
+        if self.prefetch:
+            source = Background(source, depth=self.prefetch, name="batches")
+        try:
+            for batch in source:
+                report.rows_read += batch.size
+                report.batches_read += 1
+                yield batch
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+            snap = counters.snapshot()
+            report.oov_hashed, report.nan_imputed = snap["oov_hashed"], snap["nan_imputed"]
+            for kind, d in snap.items():
+                for col, n in d.items():
+                    self.counters.add(kind, col, n)

@@ -9,7 +9,17 @@ A dataset directory holds ``schema.json`` beside its splits::
 
 ``schema.json`` maps columns to roles (sparse single-valued ids, sparse multi-hot id lists, dense floats,
 the observed label, the group id used by GAUC, a stable per-row key, and the ground-truth columns that only
-evaluation and diagnostics read) and gives each sparse feature its table size.
+evaluation and diagnostics read) and gives each sparse feature its table size. It also carries the two
+bad-value policies:
+
+- ``oov_policy`` (per schema, overridable per feature): ids outside ``[0, num_embeddings)`` are rejected
+  (``"error"``) or hashed into the table (``"hash"``: ``splitmix64(id) mod num_embeddings``, in-range ids
+  unchanged). Ids are never clipped.
+- ``nan_policy``: NaN, ±inf or null dense values are rejected (``"error"``) or replaced by
+  ``impute_value`` (``"impute"``). The reader counts every hashed id and imputed value.
+
+The schema can also come from the training config (``data.schema``: a file path or an inline mapping of
+the same keys) instead of ``<root>/schema.json``.
 
 Example::
 
@@ -24,13 +34,15 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
+
+import yaml
 
 SCHEMA_FILE = "schema.json"
 SPLITS = ("train", "valid", "test")
 OOV_POLICIES = ("error", "hash")
+NAN_POLICIES = ("error", "impute")
 
 
 @dataclass
@@ -41,11 +53,14 @@ class SparseFeature:
         name: Parquet column; integer ids (``multi_hot=False``) or a list of integer ids (``multi_hot=True``).
         num_embeddings: table rows; ids must lie in ``[0, num_embeddings)`` unless the OOV policy hashes.
         multi_hot: the column is ``list<int>``; each row contributes a bag of ids.
+        oov_policy: this feature's out-of-table policy (``"error"`` or ``"hash"``); ``None`` uses the
+            schema's.
     """
 
     name: str
     num_embeddings: int
     multi_hot: bool = False
+    oov_policy: Optional[str] = None
 
 
 @dataclass
@@ -62,7 +77,11 @@ class DataSchema:
         clean_label: ground-truth label (evaluation and diagnostics only), if the data has it.
         is_noisy: ground-truth flag ``label != clean_label``, if the data has it.
         oov_policy: ``"error"`` rejects ids outside ``[0, num_embeddings)``; ``"hash"`` maps them into the
-            table with ``id mod num_embeddings`` (negative ids included), counted in the reader's report.
+            table with ``splitmix64(id) mod num_embeddings`` (negative ids included; ids inside the table
+            are kept), counted in the reader's report. A feature's own ``oov_policy`` overrides it.
+        nan_policy: ``"error"`` rejects NaN, ±inf and null dense values; ``"impute"`` replaces them with
+            ``impute_value``, counted per column in the reader's report.
+        impute_value: the value ``"impute"`` writes.
     """
 
     sparse: List[SparseFeature]
@@ -73,11 +92,21 @@ class DataSchema:
     clean_label: Optional[str] = "clean_label"
     is_noisy: Optional[str] = "is_noisy"
     oov_policy: str = "error"
+    nan_policy: str = "error"
+    impute_value: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.oov_policy not in OOV_POLICIES:
             raise ValueError(f"schema option oov_policy={self.oov_policy!r}: expected one of {OOV_POLICIES}")
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"schema option nan_policy={self.nan_policy!r}: expected one of {NAN_POLICIES}")
+        for f in self.sparse:
+            if f.oov_policy is not None and f.oov_policy not in OOV_POLICIES:
+                raise ValueError(f"schema: sparse feature {f.name!r} has oov_policy={f.oov_policy!r}; "
+                                 f"expected one of {OOV_POLICIES} or null")
+        if not self.label:
+            raise ValueError("schema: a label column is required")
         names = [f.name for f in self.sparse]
         if len(set(names)) != len(names):
             raise ValueError(f"schema: duplicate sparse feature names in {names}")
@@ -88,6 +117,19 @@ class DataSchema:
     @property
     def sparse_names(self) -> List[str]:
         return [f.name for f in self.sparse]
+
+    def oov_policy_of(self, feature: SparseFeature) -> str:
+        """The out-of-table policy that applies to ``feature``."""
+        return feature.oov_policy or self.oov_policy
+
+    def with_policies(self, oov_policy: Optional[str] = None, nan_policy: Optional[str] = None) -> "DataSchema":
+        """A copy with the schema-wide policies overridden (``None`` keeps the schema's)."""
+        d = self.to_dict()
+        if oov_policy is not None:
+            d["oov_policy"] = oov_policy
+        if nan_policy is not None:
+            d["nan_policy"] = nan_policy
+        return DataSchema.from_dict(d)
 
     @property
     def ground_truth(self) -> bool:
@@ -109,28 +151,64 @@ class DataSchema:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "DataSchema":
-        d = dict(d)
-        d["sparse"] = [SparseFeature(**f) for f in d.get("sparse", [])]
-        return cls(**d)
-
     def save(self, path: str) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2)
 
     @classmethod
-    def load(cls, path: str) -> "DataSchema":
-        """Load ``schema.json`` from a file path or from a dataset directory."""
-        if os.path.isdir(path):
-            path = os.path.join(path, SCHEMA_FILE)
-        if not os.path.exists(path):
+    def from_dict(cls, d: Dict[str, Any]) -> "DataSchema":
+        if not isinstance(d, dict):
+            raise ValueError(f"a schema must be a mapping, got {type(d).__name__}")
+        d = dict(d)
+        sparse = d.get("sparse", [])
+        if not isinstance(sparse, list):
+            raise ValueError("schema key 'sparse' must be a list of features")
+        known = {"name", "num_embeddings", "multi_hot", "oov_policy"}
+        feats = []
+        for f in sparse:
+            if not isinstance(f, dict) or set(f) - known or "name" not in f or "num_embeddings" not in f:
+                raise ValueError(f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
+                                 f"and optionally multi_hot, oov_policy")
+            feats.append(SparseFeature(**f))
+        d["sparse"] = feats
+        unknown = set(d) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"schema: unknown key(s) {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str, filesystem: Any = None) -> "DataSchema":
+        """Load ``schema.json`` from a file path or from a dataset directory (local, a URI such as
+        ``s3://bucket/ds`` or ``memory://ds``, or a path on ``filesystem``: a ``pyarrow.fs`` or ``fsspec``
+        filesystem)."""
+        from denoisrec.trainer.data.fs import DataPath
+
+        dp = DataPath.resolve(path, filesystem)
+        if dp.is_dir():
+            dp = dp.join(SCHEMA_FILE)
+        if not dp.is_file():
             raise FileNotFoundError(
-                f"{path}: no schema file. A dataset directory needs {SCHEMA_FILE} "
-                "(written by `denoisrec gen-data` / `denoisrec convert`)."
+                f"{dp}: no schema file. A dataset directory needs {SCHEMA_FILE} "
+                "(written by `denoisrec gen-data`), or give the schema in the config (data.schema)."
             )
-        with open(path) as f:
+        text = dp.read_text()
+        try:
+            raw = yaml.safe_load(text) if dp.path.endswith((".yaml", ".yml")) else json.loads(text)
+            return cls.from_dict(raw)
+        except (TypeError, ValueError, yaml.YAMLError) as e:
+            raise ValueError(f"{dp}: invalid schema: {e}") from e
+
+    @classmethod
+    def from_config(cls, value: Any, data_path: str, filesystem: Any = None) -> "DataSchema":
+        """The schema a run uses: ``value`` is ``None`` (``<data_path>/schema.json``), a path to a schema
+        file (JSON or YAML), or an inline mapping (the config's ``data.schema``)."""
+        if value is None:
+            return cls.load(data_path, filesystem)
+        if isinstance(value, dict):
             try:
-                return cls.from_dict(json.load(f))
+                return cls.from_dict(value)
             except (TypeError, ValueError) as e:
-                raise ValueError(f"{path}: invalid schema: {e}") from e
+                raise ValueError(f"config data.schema: invalid schema: {e}") from e
+        if isinstance(value, str):
+            return cls.load(value, filesystem)
+        raise ValueError(f"config data.schema={value!r}: expected null, a path or a mapping")

@@ -34,7 +34,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -55,9 +57,13 @@ DEVICES = 4
 class Preset:
     """Size and noise knobs of a synthetic dataset.
 
-    ``extra_*`` add filler categorical features (derived from the user id, the item id, or drawn per row)
-    and extra dense columns, so larger presets can match the width of industrial data (LCD's "Product":
-    69 features).
+    ``extra_*`` add filler categorical features (derived from the user id, the item id, or drawn per row),
+    multi-hot lists and dense columns (derived from the user, the item, or drawn per row and bucketed), so
+    larger presets can match the width of industrial data (LCD's "Product": 69 features).
+    ``recent_items > 0`` adds ``user_recent_items``, a multi-hot list of up to that many item ids.
+    ``compact`` writes categorical ids as ``int32`` and turns on the writer settings that keep a wide,
+    large dataset small on disk (bigger dictionary pages, delta-encoded ``row_id``); ``compression`` is
+    the Parquet codec. The defaults keep the small presets' bytes exactly as they always were.
     """
 
     n_users: int
@@ -81,6 +87,9 @@ class Preset:
     extra_context_features: List[int] = field(default_factory=list)
     extra_multi_hot: List[int] = field(default_factory=list)
     extra_dense: int = 0
+    recent_items: int = 0
+    compact: bool = False
+    compression: str = "snappy"
     rows_per_file: int = 1 << 20
     row_group_size: int = 1 << 16
 
@@ -97,6 +106,21 @@ PRESETS: Dict[str, Preset] = {
                     rows_per_file=200_000, row_group_size=25_000),
     "medium": Preset(n_users=200_000, n_items=30_000, train_rows=4_000_000, valid_rows=500_000,
                      test_rows=500_000),
+    # LCD's industrial "Product" shape (Table 1): 3.64M users, 117K items, 77.11M / 10.89M / 10.96M rows,
+    # 69 features (53 categorical of which 4 multi-hot, 16 dense). Files of 4M rows in 256K-row groups.
+    "product": Preset(
+        n_users=3_640_000, n_items=117_000, train_rows=77_110_000, valid_rows=10_890_000, test_rows=10_960_000,
+        n_genres=40, n_tags=1024, n_regions=400, recent_items=10,
+        extra_user_features=[2, 3, 5, 8, 10, 16, 24, 32, 50, 100, 200, 1000, 10_000, 50_000],
+        extra_item_features=[3, 5, 8, 10, 16, 32, 50, 100, 500, 1000, 5000, 20_000],
+        extra_context_features=[2, 3, 4, 6, 12, 24, 48, 100],
+        extra_multi_hot=[5000],
+        extra_dense=12,
+        compact=True,
+        compression="zstd",
+        rows_per_file=1 << 22,
+        row_group_size=1 << 18,
+    ),
 }
 
 
@@ -151,8 +175,10 @@ class World:
         self.user_logact = _standardise(np.log(act)).astype(np.float32)
         self.user_act_bucket = np.minimum((np.argsort(np.argsort(-act)) * 10) // p.n_users, 9).astype(np.int64)
         # The user's favourite genres (for the multi-hot "recent genres" feature).
-        aff = self.user_vec @ self.genre_centre.T
-        self.user_top_genres = np.argsort(-aff, axis=1)[:, :5].astype(np.int64)
+        self.user_top_genres = np.empty((p.n_users, 5), dtype=np.int64)
+        for a in range(0, p.n_users, 1 << 18):  # row-wise argsort in blocks: same values, bounded temporaries
+            aff = self.user_vec[a:a + (1 << 18)] @ self.genre_centre.T
+            self.user_top_genres[a:a + (1 << 18)] = np.argsort(-aff, axis=1)[:, :5]
         self.scene_attention = np.array([0.3, -0.9, 0.8, 0.0, -0.3, 0.2], dtype=np.float32)
         self.threshold = self._calibrate(seed)
 
@@ -203,6 +229,8 @@ def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
         SparseFeature("item_tags", p.n_tags, multi_hot=True),
         SparseFeature("user_recent_genres", p.n_genres, multi_hot=True),
     ]
+    if p.recent_items:
+        sparse.append(SparseFeature("user_recent_items", p.n_items, multi_hot=True))
     sparse += [SparseFeature(f"user_cat_{j}", c) for j, c in enumerate(p.extra_user_features)]
     sparse += [SparseFeature(f"item_cat_{j}", c) for j, c in enumerate(p.extra_item_features)]
     sparse += [SparseFeature(f"ctx_cat_{j}", c) for j, c in enumerate(p.extra_context_features)]
@@ -221,11 +249,17 @@ def _derived(ids: np.ndarray, j: int, card: int) -> np.ndarray:
     return (h % card).astype(np.int64)
 
 
-def _list_array(vals: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
-    """Rows of ``vals[:, :lengths]`` as a ``list<int64>`` column."""
+def _derived_dense(ids: np.ndarray, j: int) -> np.ndarray:
+    """A deterministic float attribute of an id, in 4096 levels over [-4, 4) (bucketed statistics)."""
+    h = (ids * _HASH_PRIMES[j % len(_HASH_PRIMES)] + 104_723 * (j + 1)) % 2_147_483_647
+    return ((h % 4096).astype(np.float32) - 2048.0) / 512.0
+
+
+def _list_array(vals: np.ndarray, lengths: np.ndarray, value_type: pa.DataType = pa.int64()) -> pa.ListArray:
+    """Rows of ``vals[:, :lengths]`` as a ``list<value_type>`` column."""
     keep = np.arange(vals.shape[1])[None, :] < lengths[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals[keep], type=pa.int64()))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals[keep], type=value_type))
 
 
 def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, row_offset: int) -> pa.Table:
@@ -245,6 +279,7 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     attentive = r.random(n) < 1.0 / (1.0 + np.exp(-attention_logit))
     flip = np.where(clean == 1, r.random(n) < p.q_fn, r.random(n) < p.q_fp)
     label = np.where(attentive | ~flip, clean, 1 - clean).astype(np.int8)
+    id_type = pa.int32() if p.compact else pa.int64()
     genre = world.item_genre[i]
     affinity = np.einsum("nd,nd->n", world.user_vec[u], world.genre_centre[genre]) + r.normal(0, 0.7, n)
     cols: Dict[str, Any] = {
@@ -264,9 +299,13 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
         "device": device.astype(np.int64),
         "scene": scene.astype(np.int64),
         "position": position.astype(np.int64),
-        "item_tags": _list_array(world.item_tags[i], world.item_ntags[i]),
-        "user_recent_genres": _list_array(world.user_top_genres[u], r.integers(1, 6, n)),
+        "item_tags": _list_array(world.item_tags[i], world.item_ntags[i], id_type),
+        "user_recent_genres": _list_array(world.user_top_genres[u], r.integers(1, 6, n), id_type),
     }
+    if p.recent_items:
+        k = p.recent_items
+        cols["user_recent_items"] = _list_array(world.draw_items(r, n * k).reshape(n, k), r.integers(0, k + 1, n),
+                                                id_type)
     for j, c in enumerate(p.extra_user_features):
         cols[f"user_cat_{j}"] = _derived(u, j, c)
     for j, c in enumerate(p.extra_item_features):
@@ -274,25 +313,46 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     for j, c in enumerate(p.extra_context_features):
         cols[f"ctx_cat_{j}"] = r.integers(0, c, n).astype(np.int64)
     for j, c in enumerate(p.extra_multi_hot):
-        cols[f"list_cat_{j}"] = _list_array(r.integers(0, c, (n, 4)), r.integers(0, 5, n))
+        cols[f"list_cat_{j}"] = _list_array(r.integers(0, c, (n, 4)), r.integers(0, 5, n), id_type)
+    if p.compact:
+        for name, v in cols.items():
+            if name != "row_id" and isinstance(v, np.ndarray):
+                cols[name] = v.astype(np.int32)
     cols["user_log_activity"] = world.user_logact[u]
     cols["item_log_popularity"] = world.item_logpop[i]
     cols["duration"] = world.item_duration[i]
     cols["genre_affinity"] = affinity.astype(np.float32)
-    for j in range(p.extra_dense):
-        cols[f"dense_{j}"] = r.normal(0, 1, n).astype(np.float32)
+    for j in range(p.extra_dense):  # derived from the user, from the item, or drawn per row and bucketed
+        if j % 3 == 0:
+            cols[f"dense_{j}"] = _derived_dense(u, j)
+        elif j % 3 == 1:
+            cols[f"dense_{j}"] = _derived_dense(i, j)
+        else:
+            cols[f"dense_{j}"] = (np.round(np.clip(r.normal(0, 1, n), -4, 4) * 8) / 8).astype(np.float32)
     cols["label"] = label
     cols["clean_label"] = clean
     cols["is_noisy"] = (label != clean).astype(np.int8)
     return pa.table(cols)
 
 
+def _writer_options(p: Preset, schema: pa.Schema) -> Dict[str, Any]:
+    """``pq.ParquetWriter`` options: the defaults, or (``compact``) large dictionary pages and a
+    delta-encoded ``row_id`` (a sorted int64 costs almost nothing that way)."""
+    opts: Dict[str, Any] = {"compression": p.compression}
+    if p.compact:
+        opts["dictionary_pagesize_limit"] = 4 << 20
+        # Per-row random floats and the sorted row id gain nothing from a dictionary.
+        opts["use_dictionary"] = [n for n in schema.names if n not in ("row_id", "genre_affinity")]
+        opts["column_encoding"] = {"row_id": "DELTA_BINARY_PACKED"}
+    return opts
+
+
 class _SplitWriter:
     """Writes a split as files of ``rows_per_file`` rows in row groups of ``row_group_size`` rows."""
 
-    def __init__(self, directory: str, rows_per_file: int, row_group_size: int) -> None:
+    def __init__(self, directory: str, rows_per_file: int, row_group_size: int, preset: Preset) -> None:
         os.makedirs(directory, exist_ok=True)
-        self.dir, self.rows_per_file, self.rgs = directory, rows_per_file, row_group_size
+        self.dir, self.rows_per_file, self.rgs, self.preset = directory, rows_per_file, row_group_size, preset
         self.writer: Optional[pq.ParquetWriter] = None
         self.file_idx, self.file_rows = 0, 0
         self.pending: List[pa.Table] = []
@@ -310,7 +370,7 @@ class _SplitWriter:
         self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
         if self.writer is None:
             path = os.path.join(self.dir, f"part-{self.file_idx:05d}.parquet")
-            self.writer = pq.ParquetWriter(path, head.schema, compression="snappy")
+            self.writer = pq.ParquetWriter(path, head.schema, **_writer_options(self.preset, head.schema))
         self.writer.write_table(head, row_group_size=n)
         self.file_rows += n
         if self.file_rows >= self.rows_per_file:
@@ -324,17 +384,67 @@ class _SplitWriter:
             self.writer.close()
 
 
+class _BackgroundWriter:
+    """Encodes and writes tables on a thread (pyarrow releases the GIL) while the next chunk is drawn.
+
+    At most ``depth`` tables wait in the queue, so memory stays bounded; a writer error is re-raised by
+    :meth:`write` or :meth:`close`.
+    """
+
+    def __init__(self, writer: _SplitWriter, depth: int = 2) -> None:
+        self.writer = writer
+        self.queue: "queue.Queue[Optional[pa.Table]]" = queue.Queue(maxsize=depth)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="gen-data-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            t = self.queue.get()
+            if t is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(t)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    self.error = e
+
+    def write(self, table: pa.Table) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(table)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        self.writer.close()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) -> Dict[str, Any]:
-    """Write a dataset for ``preset`` under ``out``; return (and write) its statistics."""
+    """Write a dataset for ``preset`` under ``out``; return (and write) its statistics.
+
+    Memory is bounded by the user/item tables of :class:`World` and a few chunks and row groups in flight,
+    whatever the row count. With ``progress`` a line goes to stderr every ~1M rows (rows, rate, ETA).
+    """
     t0 = time.time()
     world = World(preset, seed)
     schema = schema_for(preset, world)
     os.makedirs(out, exist_ok=True)
     stats: Dict[str, Any] = {"seed": seed}
     row_offset = 0
+    grand_total = sum(preset.rows(s) for s in SPLITS)
+    t_rows = time.time()
     for split_idx, split in enumerate(SPLITS):
         total = preset.rows(split)
-        w = _SplitWriter(os.path.join(out, split), preset.rows_per_file, preset.row_group_size)
+        sw = _SplitWriter(os.path.join(out, split), preset.rows_per_file, preset.row_group_size, preset)
+        w = _BackgroundWriter(sw)
         counts = np.zeros(4, dtype=np.int64)  # rows, observed positives, noisy positives, noisy rows
         clean_pos = 0
         for chunk_idx, start in enumerate(range(0, total, GEN_CHUNK)):
@@ -345,15 +455,17 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
             counts += [n, label.sum(), (label * noisy).sum(), noisy.sum()]
             clean_pos += int(t.column("clean_label").to_numpy().sum())
             w.write(t)
-            if progress and (chunk_idx % 16 == 0 or start + n == total):
-                done = start + n
-                print(f"gen-data {split}: {done:,}/{total:,} rows ({done / max(time.time() - t0, 1e-9):,.0f} rows/s)",
+            if progress and (chunk_idx % 16 == 15 or start + n == total):
+                done = row_offset + start + n
+                rate = done / max(time.time() - t_rows, 1e-9)
+                print(f"gen-data {split}: {start + n:,}/{total:,} rows; all splits {done / grand_total:.0%} "
+                      f"({rate:,.0f} rows/s, ETA {_fmt_seconds((grand_total - done) / max(rate, 1e-9))})",
                       file=sys.stderr, flush=True)
         w.close()
         row_offset += total
         stats[split] = {
             "rows": int(counts[0]),
-            "files": w.file_idx + (1 if w.file_rows else 0),
+            "files": sw.file_idx + (1 if sw.file_rows else 0),
             "positive_rate": float(counts[1] / max(counts[0], 1)),
             "clean_positive_rate": float(clean_pos / max(counts[0], 1)),
             "noisy_positive_rate": float(counts[2] / max(counts[1], 1)),

@@ -1,0 +1,411 @@
+"""``denoisrec bench ingest``: how fast Parquet becomes training batches, against what bounds it.
+
+Measured in one run, on one machine, on the same split and columns:
+
+- **raw scans** of the schema's columns that do nothing with the batches, three ways: ``pyarrow.dataset``
+  with its defaults (files as fragments, its own readahead), ``ParquetFile.iter_batches`` file by file, and
+  the ordered row-group-fragment scan the reader itself uses. The fastest is the reference: the ceiling
+  for anything that decodes Parquet here.
+- **ingest**: :class:`ParquetBatchReader` (rank 0 of 1) producing :class:`Batch` es: row-group shuffle with
+  the shuffle buffer off (``ingest_ordered``) and with the configured buffer (``ingest_shuffled``),
+  background prefetch on. Target: >= 0.8x the raw scan.
+- **training**: the skeleton's DLRM + BCE (``TrainModule`` under ``DistributedModelParallel``, fused sparse
+  optimizer, one process) stepping on batches already in memory: the rate training consumes batches.
+  Target: ingest >= 3x that.
+- **peak RSS** of a fresh process streaming one whole epoch of a split (``--rss-data``, one or more datasets:
+  give two sizes of the same preset to show that memory does not grow with the data). Target: <= 2 GiB.
+
+Rates are rows/s and MB/s of Parquet bytes (the compressed column chunks read; the same bytes for the raw
+scan and the reader); the ingest entries also give the bytes of the batches produced. Each rate is the best
+of ``--repeats`` interleaved runs after a warm-up, because the machine may be shared.
+
+The raw numbers and the environment go to a JSON file (``--out``, default ``runs/bench/ingest.json``).
+``--quick`` is a smoke run of a few seconds on a generated ``tiny`` dataset (CI).
+
+Example::
+
+    denoisrec gen-data --preset product --out data/product
+    denoisrec gen-data --preset product --rows 7711000 --out data/product-10pct
+    denoisrec bench ingest --data data/product --rss-data data/product data/product-10pct
+    denoisrec bench ingest --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+MB = 1e6
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="dataset directory (default: a generated tiny dataset with --quick)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--batch-size", type=int, default=8192, help="rows per batch (reader and training)")
+    p.add_argument("--shuffle-buffer", type=int, default=262144, help="rows in the shuffle buffer")
+    p.add_argument("--prefetch", type=int, default=4)
+    p.add_argument("--rows", type=int, help="rows per rate measurement (default: the whole split)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per rate; the best is reported")
+    p.add_argument("--train-steps", type=int, default=20, help="timed training steps")
+    p.add_argument("--rss-data", nargs="*", default=None,
+                   help="datasets whose split is streamed for one epoch in a fresh process to measure peak RSS "
+                        "(default: --data)")
+    p.add_argument("--out", default="runs/bench/ingest.json", help="JSON file for the raw numbers")
+    p.add_argument("--quick", action="store_true", help="a few seconds on a tiny generated dataset (CI smoke)")
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def _parquet_bytes_per_row(files: List[str], columns: List[str]) -> float:
+    """Compressed bytes of ``columns`` per row, from the files' footers."""
+    import pyarrow.parquet as pq
+
+    total, rows = 0, 0
+    for f in files:
+        meta = pq.read_metadata(f)
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            rows += rg.num_rows
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                if col.path_in_schema.split(".")[0] in columns:
+                    total += col.total_compressed_size
+    return total / max(rows, 1)
+
+
+def _scan_batches(kind: str, path: str, files: List[str], columns: List[str]) -> Iterator[Any]:
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    if kind == "dataset":  # pyarrow.dataset's defaults: files as fragments, its own readahead
+        yield from ds.dataset(path, format="parquet").to_batches(columns=columns)
+    elif kind == "parquet_file":  # one file after the other, ParquetFile.iter_batches
+        for f in files:
+            yield from pq.ParquetFile(f).iter_batches(batch_size=1 << 17, columns=columns)
+    else:  # "row_groups": the ordered row-group-fragment scan the reader uses, without the reader
+        import pyarrow.fs as pafs
+
+        fmt, fs = ds.ParquetFileFormat(), pafs.LocalFileSystem()
+        frags = [fmt.make_fragment(f, fs, row_groups=[g]) for f in files
+                 for g in range(pq.read_metadata(f).num_row_groups)]
+        dataset = ds.FileSystemDataset(frags, frags[0].physical_schema, fmt, fs)
+        yield from dataset.to_batches(columns=columns, batch_size=1 << 17, fragment_readahead=1, batch_readahead=2)
+
+
+RAW_SCANS = ("dataset", "parquet_file", "row_groups")
+
+
+def raw_scan(kind: str, path: str, files: List[str], columns: List[str],
+             max_rows: Optional[int]) -> Dict[str, float]:
+    """Rows/s of a pyarrow scan of ``columns`` that does nothing with the batches."""
+    t0 = time.perf_counter()
+    rows, nbytes = 0, 0
+    for rb in _scan_batches(kind, path, files, columns):
+        rows += rb.num_rows
+        nbytes += rb.nbytes
+        if max_rows is not None and rows >= max_rows:
+            break
+    dt = time.perf_counter() - t0
+    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "decoded_mb_per_s": nbytes / dt / MB}
+
+
+def _batch_bytes(b: Any) -> int:
+    kjt = b.sparse_features
+    ts = [b.dense_features, b.labels, kjt.values(), kjt.lengths()]
+    ts += [t for t in (b.sample_ids, b.group_ids, b.clean_labels, b.is_noisy) if t is not None]
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
+    t0 = time.perf_counter()
+    rows, nbytes = 0, 0
+    it = iter(reader)
+    try:
+        for b in it:
+            rows += b.size
+            nbytes += _batch_bytes(b)
+            if max_rows is not None and rows >= max_rows:
+                break
+    finally:
+        it.close()  # type: ignore[attr-defined]
+    dt = time.perf_counter() - t0
+    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "batch_mb_per_s": nbytes / dt / MB}
+
+
+def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[str, Any]:
+    """Rows/s of the skeleton's DLRM + BCE step (forward, backward, fused sparse + dense optimizer) on
+    batches already in memory, in this one process."""
+    import torch
+    import torch.distributed as dist
+
+    from denoisrec.denoisers import build_denoiser
+    from denoisrec.models import build_model, embedding_bag_collection
+    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.data.reader import ParquetBatchReader
+    from denoisrec.trainer.data.schema import DataSchema
+    from denoisrec.trainer.dist import init_distributed
+    from denoisrec.trainer.module import TrainModule
+    from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
+
+    cfg = Config()
+    schema = DataSchema.load(data)
+    created = not dist.is_initialized()
+    env = init_distributed("cpu")
+    try:
+        torch.manual_seed(0)
+        ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim)
+        model = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
+        module = TrainModule(model, build_denoiser("bce"))
+        fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr)
+        dmp = wrap(module, make_plan(module, env, None, batch_size), env)
+        opt = dense_optimizer(dmp, cfg.optim.dense, cfg.optim.lr)
+        reader = ParquetBatchReader(os.path.join(data, split), schema, batch_size, prefetch=0)
+        batches = []
+        for b in reader:
+            if b.size == batch_size:
+                batches.append(b)
+            if len(batches) >= min(steps, 8):
+                break
+        warmup = 3
+        rows = 0
+        t0 = 0.0
+        for i in range(warmup + steps):
+            if i == warmup:
+                t0 = time.perf_counter()
+            batch = batches[i % len(batches)]
+            loss, _ = dmp(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= warmup:
+                rows += batch.size
+        dt = time.perf_counter() - t0
+        return {"rows": rows, "steps": steps, "seconds": dt, "rows_per_s": rows / dt, "model": "dlrm",
+                "denoiser": "bce", "embedding_dim": cfg.model.embedding_dim, "torch_threads": torch.get_num_threads()}
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size. ``VmHWM`` on Linux: unlike ``ru_maxrss``, which survives
+    ``exec`` and so starts a child at its parent's peak, it belongs to this program alone."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def stream_epoch(data: str, split: str, batch_size: int, shuffle_buffer: int, prefetch: int) -> Dict[str, Any]:
+    """Stream one whole epoch of ``split`` in this process; peak RSS before and after."""
+    from denoisrec.trainer.data.reader import ParquetBatchReader
+    from denoisrec.trainer.data.schema import DataSchema
+
+    schema = DataSchema.load(data)
+    reader = ParquetBatchReader(os.path.join(data, split), schema, batch_size, shuffle=True,
+                                shuffle_buffer=shuffle_buffer, prefetch=prefetch)
+    rss_before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    rows = 0
+    for b in reader:
+        rows += b.size
+    dt = time.perf_counter() - t0
+    rss = peak_rss_bytes()
+    return {"data": data, "split": split, "rows": rows, "split_rows": reader.total_rows, "seconds": dt,
+            "rows_per_s": rows / dt, "peak_rss_bytes": rss, "rss_before_streaming_bytes": rss_before,
+            "batch_size": batch_size, "shuffle_buffer": shuffle_buffer, "prefetch": prefetch}
+
+
+def rss_in_fresh_process(data: str, split: str, batch_size: int, shuffle_buffer: int, prefetch: int) -> Dict[str, Any]:
+    cmd = [sys.executable, "-m", "denoisrec.trainer.bench.ingest", "--stream-epoch", data, split, str(batch_size),
+           str(shuffle_buffer), str(prefetch)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def environment() -> Dict[str, Any]:
+    import numpy
+    import pyarrow
+    import torch
+
+    env: Dict[str, Any] = {
+        "python": platform.python_version(), "torch": torch.__version__, "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__, "machine": platform.machine(), "system": platform.platform(),
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "arrow_cpu_count": pyarrow.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           cwd=os.path.dirname(__file__)).stdout.strip() or None
+    except OSError:
+        env["git_commit"] = None
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+
+def measure(a: argparse.Namespace) -> Dict[str, Any]:
+    from denoisrec.trainer.data.fs import DataPath
+    from denoisrec.trainer.data.reader import ParquetBatchReader
+    from denoisrec.trainer.data.schema import DataSchema
+
+    tmp = None
+    data = a.data
+    if data is None:
+        if not a.quick:
+            raise ValueError("bench ingest: --data is required (or --quick, which generates a tiny dataset)")
+        from denoisrec.trainer.data.synthetic import PRESETS, generate
+
+        tmp = tempfile.TemporaryDirectory(prefix="denoisrec-bench-")
+        data = os.path.join(tmp.name, "tiny")
+        generate(data, PRESETS["tiny"], seed=0)
+    batch_size, repeats, steps = a.batch_size, a.repeats, a.train_steps
+    if a.quick:
+        batch_size, repeats, steps = min(batch_size, 512), 1, min(steps, 3)
+    schema = DataSchema.load(data)
+    split = os.path.join(data, a.split)
+    files = DataPath.resolve(split).parquet_files()
+    columns = schema.columns()
+    bpr = _parquet_bytes_per_row(files, columns)
+
+    def mk(buffer: int) -> ParquetBatchReader:
+        return ParquetBatchReader(split, schema, batch_size, shuffle=True, shuffle_buffer=buffer, prefetch=a.prefetch)
+
+    rss = []  # first, while this process is small (a fresh process does not depend on it, but in-process does)
+    for d in (a.rss_data if a.rss_data is not None else [data]):
+        if a.quick:  # in-process: no second interpreter start in CI
+            r = stream_epoch(d, a.split, batch_size, a.shuffle_buffer, a.prefetch)
+            r["method"] = "in-process"
+        else:
+            r = rss_in_fresh_process(d, a.split, batch_size, a.shuffle_buffer, a.prefetch)
+            r["method"] = "fresh process"
+        rss.append(r)
+    runs: Dict[str, List[Dict[str, float]]] = {f"raw_{k}": [] for k in RAW_SCANS}
+    runs.update({"ingest_ordered": [], "ingest_shuffled": []})
+    readers = {"ingest_ordered": mk(0), "ingest_shuffled": mk(a.shuffle_buffer)}
+    for k in RAW_SCANS:  # warm-up: page cache, allocator pools
+        raw_scan(k, split, files, columns, a.rows)
+    for r in readers.values():
+        ingest(r, a.rows)
+    for _ in range(repeats):  # interleaved, so a burst of load from elsewhere hits every path alike
+        for k in RAW_SCANS:
+            runs[f"raw_{k}"].append(raw_scan(k, split, files, columns, a.rows))
+        for name, r in readers.items():
+            runs[name].append(ingest(r, a.rows))
+    best = {k: max(v, key=lambda x: x["rows_per_s"]) for k, v in runs.items()}
+    for b in best.values():
+        b["parquet_mb_per_s"] = b["rows_per_s"] * bpr / MB
+    raw_name = max((f"raw_{k}" for k in RAW_SCANS), key=lambda k: best[k]["rows_per_s"])
+    best["raw_scan"] = dict(best[raw_name], scan=raw_name[4:])
+    train = training_rate(data, a.split, batch_size, steps)
+    raw = best["raw_scan"]["rows_per_s"]
+    result = {
+        "benchmark": "ingest",
+        "data": data if tmp is None else "tiny (generated)",
+        "split": a.split,
+        "split_rows": readers["ingest_ordered"].total_rows,
+        "columns": len(columns),
+        "parquet_bytes_per_row": bpr,
+        "batch_size": batch_size,
+        "shuffle_buffer": a.shuffle_buffer,
+        "prefetch": a.prefetch,
+        "repeats": repeats,
+        "rows_per_measurement": a.rows,
+        "raw_scan": best["raw_scan"],
+        "raw_scans": {k: best[f"raw_{k}"] for k in RAW_SCANS},
+        "ingest_ordered": best["ingest_ordered"],
+        "ingest_shuffled": best["ingest_shuffled"],
+        "all_runs": runs,
+        "training": train,
+        "ratios": {
+            "ingest_ordered_vs_raw": best["ingest_ordered"]["rows_per_s"] / raw,
+            "ingest_shuffled_vs_raw": best["ingest_shuffled"]["rows_per_s"] / raw,
+            "ingest_ordered_vs_training": best["ingest_ordered"]["rows_per_s"] / train["rows_per_s"],
+            "ingest_shuffled_vs_training": best["ingest_shuffled"]["rows_per_s"] / train["rows_per_s"],
+        },
+        "targets": {"ingest_vs_raw": 0.8, "ingest_vs_training": 3.0, "peak_rss_bytes": 2 * 1024**3},
+        "peak_rss": rss,
+        "quick": bool(a.quick),
+        "environment": environment(),
+    }
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=2)
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+def format_result(r: Dict[str, Any]) -> str:
+    rt = r["ratios"]
+    e = r["environment"]
+    lines = [
+        f"bench ingest: {r['data']} / {r['split']} ({r['split_rows']:,} rows, {r['columns']} columns, "
+        f"{r['parquet_bytes_per_row']:.1f} Parquet bytes/row); batch {r['batch_size']:,}, shuffle buffer "
+        f"{r['shuffle_buffer']:,} rows, prefetch {r['prefetch']}; best of {r['repeats']}",
+        f"  machine: {e['cpu']}, {e['cores']} cores, load average {e['load_average']}",
+        f"  {'path':32s} {'rows/s':>12s} {'Parquet MB/s':>13s} {'vs raw':>7s}",
+    ]
+    rows = [(f"raw: {k}" + (" (reference)" if k == r["raw_scan"]["scan"] else ""), r["raw_scans"][k])
+            for k in r["raw_scans"]]
+    rows += [("ingest, row-group shuffle", r["ingest_ordered"]), ("ingest, + shuffle buffer", r["ingest_shuffled"])]
+    for label, x in rows:
+        ratio = x["rows_per_s"] / r["raw_scan"]["rows_per_s"]
+        lines.append(f"  {label:32s} {x['rows_per_s']:>12,.0f} {x['parquet_mb_per_s']:>13,.1f} {ratio:>6.2f}x")
+    t = r["training"]
+    lines.append(f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   ingest/training: "
+                 f"{rt['ingest_ordered_vs_training']:.1f}x ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled")
+    for s in r["peak_rss"]:
+        lines.append(f"  peak RSS streaming one epoch, {s['split_rows']:,} rows of {s['data']}: "
+                     f"{s['peak_rss_bytes'] / 2**30:.2f} GiB ({s['rss_before_streaming_bytes'] / 2**30:.2f} GiB "
+                     f"after imports; {s['rows_per_s']:,.0f} rows/s; {s['method']})")
+    lines.append(f"  targets: ingest >= {r['targets']['ingest_vs_raw']}x raw, >= {r['targets']['ingest_vs_training']}x "
+                 f"training, peak RSS <= {r['targets']['peak_rss_bytes'] / 2**30:.0f} GiB")
+    return "\n".join(lines)
+
+
+def run(a: argparse.Namespace) -> int:
+    result = measure(a)
+    print(format_result(result))
+    if a.out:
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 7 and sys.argv[1] == "--stream-epoch":
+        _, _, d, s, bs, buf, pf = sys.argv
+        print(json.dumps(stream_epoch(d, s, int(bs), int(buf), int(pf))))
+        sys.exit(0)
+    ap = argparse.ArgumentParser(prog="python -m denoisrec.trainer.bench.ingest")
+    add_arguments(ap)
+    sys.exit(run(ap.parse_args()))
