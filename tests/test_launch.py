@@ -212,7 +212,8 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
                                 "--set", "data.shuffle=false"])
     rc, text = job.wait(timeout=150)  # the default collective timeout is 600 s: a hang would fail here
     assert rc != 0 and "Job finished: FAILED" in text, text[-6000:]
-    msg = "part-00002.parquet: row group 1: column 'label' has value 2; labels must be 0 or 1"
+    msg = ("part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
+           "the row group (row 993 of the file)); labels must be 0 or 1")
     assert f"denoisrec train: error: {data}/train/{msg}" in text  # the worker's own line, teed by torchrun
     assert f"DataError: {data}/train/{msg}" in text  # torchelastic's root cause (the worker's error file)
     assert "Connection closed by peer" in text  # the other node's worker was released, not left waiting

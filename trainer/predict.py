@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,10 @@ import pyarrow.parquet as pq
 import torch
 
 from denoisrec.models import load_model_file
-from denoisrec.trainer.data.reader import DataError, list_parquet_files, table_to_batch
+from denoisrec.trainer.data.assemble import assemble
+from denoisrec.trainer.data.block import Counters, Layout, Where, decode
+from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.metrics import all_metrics
 
@@ -36,20 +39,16 @@ def _input_files(path: str) -> List[str]:
         splits = [s for s in SPLITS if os.path.isdir(os.path.join(path, s))]
         raise DataError(f"{path}: a dataset root (it has {SCHEMA_FILE}); pass one split, e.g. "
                         f"{os.path.join(path, splits[0] if splits else 'test')}")
-    return list_parquet_files(path)
+    return DataPath.resolve(path).parquet_files()
 
 
-def _id_checker(schema: DataSchema, counts: Dict[str, int]):  # type: ignore[no-untyped-def]
-    def check(name: str, values: np.ndarray, num_embeddings: int, where: str) -> np.ndarray:
-        if values.size == 0 or (values.min() >= 0 and values.max() < num_embeddings):
-            return values
-        if schema.oov_policy == "hash":
-            counts[name] = counts.get(name, 0) + int(((values < 0) | (values >= num_embeddings)).sum())
-            return np.mod(values, num_embeddings)
-        bad = int(values.min()) if values.min() < 0 else int(values.max())
-        raise DataError(f"{where}: column {name!r} has id {bad} outside the table [0, {num_embeddings}) "
-                        "(the model's schema rejects out-of-table ids)")
-    return check
+def _record_batches(pf: pq.ParquetFile, columns: List[str], batch_size: int) -> Iterator[Tuple[int, int, pa.Table]]:
+    """``(row group, first row in it, table of one record batch)`` in file order."""
+    for rg in range(pf.metadata.num_row_groups):
+        first = 0
+        for rb in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[rg]):
+            yield rg, first, pa.Table.from_batches([rb])
+            first += rb.num_rows
 
 
 @torch.no_grad()
@@ -67,8 +66,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192,
     # the features alone: the other columns are passed through, not read into the batch
     view = DataSchema.from_dict({**schema.to_dict(), "sample_id": None, "group_id": None,
                                  "clean_label": None, "is_noisy": None})
-    hashed: Dict[str, int] = {}
-    check = _id_checker(schema, hashed)
+    layout = Layout(view, with_ground_truth=False)
+    counters = Counters()  # ids hashed / values imputed under the schema's policies, as in training
     writer: Optional[pq.ParquetWriter] = None
     rows = 0
     scored: Dict[str, List[np.ndarray]] = {"logit": [], "label": [], "clean": [], "group": []}
@@ -83,12 +82,12 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192,
                 raise DataError(f"{path}: missing feature column(s) {missing} that model "
                                 f"{loaded.spec.name!r} reads")
             keep = [c for c in passthrough if c in names]
-            for record_batch in pf.iter_batches(batch_size=batch_size, columns=feature_cols + keep):
-                table = pa.Table.from_batches([record_batch])
+            for rg, first, table in _record_batches(pf, feature_cols + keep, batch_size):
                 n = table.num_rows
                 if schema.label not in names:
                     table = table.append_column(schema.label, pa.array(np.zeros(n, np.float32)))
-                batch = table_to_batch(table, view, False, check, ())
+                block = decode(table.to_batches()[0], layout, Where(path, rg, first), counters)
+                batch = assemble([(block, slice(0, n))], layout)
                 logits = model(batch.dense_features.to(dev), batch.sparse_features.to(dev)).squeeze(-1).float()
                 logit = logits.cpu().numpy().astype(np.float32)
                 cols = {c: table.column(c) for c in keep}
@@ -100,12 +99,9 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192,
                 writer.write_table(out_table)
                 rows += n
                 scored["logit"].append(logit)
-                if schema.label in keep:
-                    scored["label"].append(table.column(schema.label).to_numpy(zero_copy_only=False))
-                if schema.clean_label and schema.clean_label in keep:
-                    scored["clean"].append(table.column(schema.clean_label).to_numpy(zero_copy_only=False))
-                if schema.group_id and schema.group_id in keep:
-                    scored["group"].append(table.column(schema.group_id).to_numpy(zero_copy_only=False))
+                for key, col in (("label", schema.label), ("clean", schema.clean_label), ("group", schema.group_id)):
+                    if col and col in keep:
+                        scored[key].append(table.column(col).to_numpy(zero_copy_only=False))
     finally:
         if writer is not None:
             writer.close()
@@ -113,7 +109,7 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192,
         raise DataError(f"{data}: no rows to score")
     os.replace(tmp, out)
     report: Dict[str, Any] = {"rows": rows, "files": len(files), "out": out, "model": loaded.spec.name,
-                              "oov_hashed": hashed}
+                              "oov_hashed": counters.snapshot()["oov_hashed"]}
     logit_all = np.concatenate(scored["logit"])
     groups = np.concatenate(scored["group"]) if scored["group"] else np.zeros(rows, np.int64)
     for key, name in (("label", "observed"), ("clean", "clean")):
