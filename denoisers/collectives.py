@@ -5,9 +5,10 @@ of it decide exactly what one process decides on the whole batch. This module pr
 
 - :func:`all_reduce` — SUM / MIN / MAX of a small tensor (an identity on one process);
 - :func:`radix_select` / :func:`kth_largest_keys` — the exact k-th largest of 64-bit keys across ranks by
-  radix select over 11-bit digits: six rounds, each all-reducing a fixed ``[K, 2048]`` histogram of one
-  digit of the keys (the first round one row that also carries the caller's counts). The traffic is at
-  most ``6 · K · 2048 · 8`` bytes whatever the world size, and nothing leaves the device (no ``.item()``).
+  radix select over 11-bit digits: up to six rounds, each all-reducing a fixed ``[K, 2048]`` histogram of
+  one digit of the keys (the first round one row that also carries the caller's counts). The traffic is at
+  most ``6 · K · 2048 · 8`` bytes whatever the world size, and on GPU nothing leaves the device (no
+  ``.item()``); on CPU the select stops as soon as the histogram has decided it (usually after 2 rounds).
   Small all-reduces cost their latency, not their bytes, so wider digits and fewer rounds are cheaper
   (on 2 gloo ranks a 16 KB all-reduce takes as long as a 2 KB one);
 - :func:`order_keys` — a total order on samples: the loss's float bits above a 32-bit sample key, so equal
@@ -47,9 +48,10 @@ class CollectiveCounter:
 
     calls: int = 0
     bytes: int = 0
+    max_call_bytes: int = 0  # the largest single payload: what must not grow with the world size
 
     def reset(self) -> None:
-        self.calls, self.bytes = 0, 0
+        self.calls, self.bytes, self.max_call_bytes = 0, 0, 0
 
 
 COUNTER = CollectiveCounter()
@@ -67,8 +69,10 @@ def all_reduce(t: torch.Tensor, op: str = "sum", group: ProcessGroup = None) -> 
     if world_size(group) == 1:
         return t
     red = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op]
+    nbytes = t.numel() * t.element_size()
     COUNTER.calls += 1
-    COUNTER.bytes += t.numel() * t.element_size()
+    COUNTER.bytes += nbytes
+    COUNTER.max_call_bytes = max(COUNTER.max_call_bytes, nbytes)
     dist.all_reduce(t, op=red, group=group)
     return t
 
@@ -118,7 +122,8 @@ class Selection:
 
     Attributes:
         thr: ``[K]`` thresholds; ``valid & (keys >= thr[j])`` selects exactly ``k[j]`` samples
-            (:data:`NO_KEY` where ``k[j] == 0``).
+            (:data:`NO_KEY` where ``k[j] == 0``). The k-th largest key itself when all rounds ran; after an
+            early exit the smallest key with the decided prefix, which selects the same samples.
         k: ``[K]`` int64 counts actually selected, ``min(requested, n_valid)``.
         n_valid: int64 scalar, the global number of valid entries.
         extra: the global sum of the ``extra`` counts passed in (``None`` if none were).
@@ -144,7 +149,8 @@ def _digit_constants(dev: torch.device) -> "tuple[torch.Tensor, torch.Tensor]":
 
 
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
-                 group: ProcessGroup = None, extra: Optional[torch.Tensor] = None) -> Selection:
+                 group: ProcessGroup = None, extra: Optional[torch.Tensor] = None,
+                 early_exit: Optional[bool] = None) -> Selection:
     """Exact global k-th largest key among ``valid`` entries, for several k at once.
 
     Keys must be non-negative int64 and distinct across the group (see :func:`order_keys`).
@@ -158,10 +164,21 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     ``extra`` (a small int64 vector of local counts, e.g. this rank's batch size), summed in the same
     all-reduce. ``k`` may therefore be a function ``k(n_valid, extra_global) → [K]`` evaluated on device
     after that round: counts such as ``⌊ε·B⌋`` or ``⌊τ·|positives|⌋`` cost no collective of their own.
+
+    **Early exit** (``early_exit``; default: on when the keys are on the CPU). After a round, when for every
+    k the keys still needed are *all* the keys in the chosen bin, the selection is already decided:
+    ``keys >= prefix`` (the lower digits zero) takes every key above the bin and the whole bin, exactly k.
+    The remaining rounds are skipped. Every rank reads the same all-reduced histogram, so all ranks stop at
+    the same round and the collectives stay matched. Reading the decision is a host read of the histogram:
+    free for CPU tensors, a device synchronisation on GPU, so there it is off and all rounds run. With
+    losses as keys the chosen bin is usually down to the one k-th key after the second round (22 bits).
+    ``thr`` is then not the k-th key itself but selects the same set (see :class:`Selection`).
     """
     keys = keys.reshape(-1)
     valid = valid.reshape(-1)
     dev = keys.device
+    if early_exit is None:
+        early_exit = dev.type == "cpu"
     # Every round's digit at once: [R, N].
     shifts, masks = _digit_constants(dev)
     digits = (keys.unsqueeze(0) >> shifts) & masks
@@ -190,8 +207,11 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
         at_or_above = cs[:, -1:] - cs + hist  # matching keys whose digit is >= b
         sel = ((at_or_above >= remaining.unsqueeze(1)).sum(1) - 1).clamp_min(0)  # largest b reaching it
         sel2 = sel.unsqueeze(1)
-        remaining = remaining - (at_or_above.gather(1, sel2) - hist.gather(1, sel2)).squeeze(1)
+        in_bin = hist.gather(1, sel2).squeeze(1)
+        remaining = remaining - (at_or_above.gather(1, sel2) - in_bin.unsqueeze(1)).squeeze(1)
         prefix = prefix | (sel << shift)
+        if early_exit and r + 1 < len(SHIFTS) and bool(((remaining == in_bin) | (kk == 0)).all()):
+            break  # every k takes its whole bin: keys >= prefix is the exact selection
         if r + 1 < len(SHIFTS):
             match = match * (digits[r].unsqueeze(0) == sel2)
     thr = torch.where(kk > 0, prefix, torch.full_like(prefix, NO_KEY))

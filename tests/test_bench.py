@@ -72,14 +72,21 @@ def test_bench_throughput_quick(tmp_path: Path) -> None:
     assert rows[(1, "bce")]["ratio"] == 1.0 and rows[(3, "tce")]["target"] == 0.97
     c = d["raw"]["collectives"]
     for m in ("bce", "rce", "tce"):
-        assert c[m]["1"] == {"calls_per_step": 0.0, "bytes_per_step": 0.0}  # one process: no collective
+        assert c[m]["1"] == {"calls_per_step": 0.0, "bytes_per_step": 0.0, "max_call_bytes": 0}  # one process
     from denoisrec.denoisers.collectives import BINS, SHIFTS
 
     # BCE: one all-reduce of the float64 sums [Σ w·ℓ, Σ count]; R-CE adds Σ w to the same vector.
-    assert c["bce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 2 * 8}
-    assert c["rce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 3 * 8}
-    # T-CE: the radix select (one [1, BINS] int64 histogram per round) plus its sums [Σ w·ℓ, Σ kept, Σ dropped].
-    assert c["tce"]["3"] == {"calls_per_step": len(SHIFTS) + 1.0, "bytes_per_step": len(SHIFTS) * BINS * 8 + 3 * 8}
+    assert c["bce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 2 * 8, "max_call_bytes": 2 * 8}
+    assert c["rce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 3 * 8, "max_call_bytes": 3 * 8}
+    # T-CE: the radix select (one [1, BINS] int64 histogram per round, the first one carrying the batch size;
+    # on CPU it stops once a round has decided the selection) plus its float64 sums [Σ w·ℓ, Σ kept].
+    for ws in ("1", "3"):
+        assert c["bce"][ws]["max_call_bytes"] == (16 if ws == "3" else 0)
+    t = c["tce"]["3"]
+    rounds = t["calls_per_step"] - 1
+    assert 1 <= rounds < len(SHIFTS)  # early exit: fewer than the 6 rounds
+    assert t["bytes_per_step"] == pytest.approx(rounds * BINS * 8 + 8 + 2 * 8)
+    assert t["max_call_bytes"] == (BINS + 1) * 8  # the first round: histogram + batch size; whatever the ranks
 
 
 def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

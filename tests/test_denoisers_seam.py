@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from denoisrec.denoisers import build_denoiser
-from denoisrec.denoisers.collectives import order_keys, top_k_mask
+from denoisrec.denoisers.collectives import order_keys, radix_select, top_k_mask
 
 
 def sp(x: float) -> float:
@@ -97,8 +97,9 @@ def test_unknown_denoiser_or_option_is_a_clear_error() -> None:
         build_denoiser("tce", eps=0.1)
 
 
+@pytest.mark.parametrize("early_exit", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_radix_top_k_equals_a_sort(seed: int) -> None:
+def test_radix_top_k_equals_a_sort(seed: int, early_exit: bool) -> None:
     g = torch.Generator().manual_seed(seed)
     n = int(torch.randint(0, 300, (1,), generator=g))
     loss = (torch.randint(0, 6, (n,), generator=g).float() / 3) if seed % 2 else torch.rand(n, generator=g) * 20
@@ -106,7 +107,32 @@ def test_radix_top_k_equals_a_sort(seed: int) -> None:
     valid = torch.rand(n, generator=g) < 0.7
     ks = torch.tensor([0, 1, n // 3, n, n + 5])
     keys = order_keys(loss, ids)
-    masks = top_k_mask(keys, valid, ks)
+    sel = radix_select(keys, valid, ks, early_exit=early_exit)
+    masks = valid.unsqueeze(0) & (keys.unsqueeze(0) >= sel.thr.unsqueeze(1))
     for j, k in enumerate(ks.tolist()):
-        expect = set(torch.sort(keys[valid], descending=True).values[:k].tolist())
-        assert set(keys[masks[j]].tolist()) == expect
+        ranked = torch.sort(keys[valid], descending=True).values
+        assert set(keys[masks[j]].tolist()) == set(ranked[:k].tolist())
+        if not early_exit and 0 < k <= len(ranked):
+            assert int(sel.thr[j]) == int(ranked[k - 1])  # all rounds: the k-th largest key itself
+    assert torch.equal(masks, top_k_mask(keys, valid, ks))  # the CPU default exits early; same sets
+
+
+def test_radix_select_exits_early_once_the_histogram_decides() -> None:
+    from denoisrec.denoisers import collectives as C
+
+    calls = []
+    real = C.all_reduce
+    try:
+        C.all_reduce = lambda t, op="sum", group=None: (calls.append(t.numel()), t)[1]  # type: ignore[assignment]
+        keys = order_keys(torch.rand(1000, generator=torch.Generator().manual_seed(0)) * 10, torch.arange(1000))
+        valid = torch.ones(1000, dtype=torch.bool)
+        C.radix_select(keys, valid, torch.tensor([7]), early_exit=False)
+        full, calls[:] = len(calls), []
+        sel = C.radix_select(keys, valid, torch.tensor([7]), early_exit=True)
+        assert full == len(C.SHIFTS) and 1 <= len(calls) < full
+        assert int((keys >= sel.thr[0]).sum()) == 7
+        calls[:] = []
+        C.radix_select(keys, torch.zeros(1000, dtype=torch.bool), torch.tensor([3]), early_exit=True)
+        assert len(calls) == 1  # nothing to select: decided by the first histogram
+    finally:
+        C.all_reduce = real  # type: ignore[assignment]
