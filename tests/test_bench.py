@@ -183,3 +183,12 @@ def test_deepfm_overrides_map_the_mlp_by_signature(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(MODELS, "deepfm", deepfm2)
     with pytest.raises(ValueError, match="cannot tell its MLP parameter"):
         deepfm_overrides([64], 0.0)
+
+
+def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
+    from denoisrec.denoisers import DENOISERS
+    from denoisrec.trainer.bench.quality import default_params
+
+    d = default_params(DENOISERS["deca_p"])
+    assert d["C1"] == 1000 and not {"tables", "device", "prior"} & set(d)
+    assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": 30000}

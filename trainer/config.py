@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -188,6 +189,18 @@ def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
 _SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, DenoiserConfig, OptimConfig, ShardingConfig, RunConfig)}
 
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value as YAML (``[64, 1]``, ``null``, ``true``), except that every number is a number:
+    YAML 1.1 reads ``1e-6`` (no dot) as a string, which would reach an optimizer as ``'1e-6'``."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """Apply ``dotted.key=value`` overrides in place (values parsed as YAML: ``1e-3``, ``[64, 1]``, ``null``).
 
@@ -198,7 +211,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        value = parse_value(raw)
         parts = key.strip().split(".")
         obj: Any = cfg
         for i, p in enumerate(parts[:-1]):
@@ -225,5 +238,5 @@ def parse_params(items: List[str]) -> Dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"{item!r}: expected name=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = parse_value(v)
     return out

@@ -97,7 +97,8 @@ def default_params(cls: type) -> Dict[str, Any]:
     """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
     sig = inspect.signature(cls.__init__)
     return {k: v.default for k, v in sig.parameters.items()
-            if k not in ("self", "process_group") and v.default is not inspect.Parameter.empty}
+            if k not in ("self", "process_group", *getattr(cls, "INJECTED", ()))
+            and v.default is not inspect.Parameter.empty}
 
 
 def grid_points(cls: type, fixed: Dict[str, Any], mode: str, max_grid: int) -> List[Dict[str, Any]]:

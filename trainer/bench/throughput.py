@@ -127,7 +127,7 @@ def resolve_methods(spec: str) -> List[str]:
 
 def parse_method_params(items: List[str]) -> Dict[str, Dict[str, Any]]:
     """``["tce.eps_max=0.1"]`` → ``{"tce": {"eps_max": 0.1}}``."""
-    import yaml
+    from denoisrec.trainer.config import parse_value
 
     out: Dict[str, Dict[str, Any]] = {}
     for item in items:
@@ -135,7 +135,7 @@ def parse_method_params(items: List[str]) -> Dict[str, Dict[str, Any]]:
             raise ValueError(f"-p {item!r}: expected DENOISER.KEY=VALUE")
         key, value = item.split("=", 1)
         method, name = key.split(".", 1)
-        out.setdefault(method.strip(), {})[name.strip()] = yaml.safe_load(value)
+        out.setdefault(method.strip(), {})[name.strip()] = parse_value(value)
     return out
 
 
