@@ -47,7 +47,8 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
-from denoisrec.trainer.bench.throughput import BASELINE, ensure_data, parse_method_params, resolve_methods
+from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
+                                                resolve_methods)
 
 CLEAN = "clean"
 
@@ -61,16 +62,10 @@ DART_TABLE2_ML100K = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="dataset directory with ground truth (default: data/<preset>)")
-    p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
-    p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
-    p.add_argument("--out", default="runs/bench", help="report directory (quality.{json,md,png}) and run logs")
-    p.add_argument("--model", default="dlrm", help="model name from denoisrec.models.MODELS")
-    p.add_argument("--denoisers", default="all", help="comma-separated names or 'all'")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="DENOISER.KEY=VALUE",
-                   help="fixed denoiser hyperparameter (overrides the default; not swept)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run, e.g. optim.lr=1e-3 (repeatable)")
+    add_method_arguments(
+        p, "quality", "dataset directory with ground truth (default: data/<preset>)",
+        "comma-separated names or 'all'", "fixed denoiser hyperparameter (overrides the default; not swept)",
+        "config override for every run, e.g. optim.lr=1e-3 (repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for reported figures)")
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")
     p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")

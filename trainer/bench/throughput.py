@@ -53,18 +53,25 @@ def target_for(method: str) -> float:
     return TARGETS.get(method, DEFAULT_TARGET)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="dataset directory (default: data/<preset>, generated if missing)")
+def add_method_arguments(p: argparse.ArgumentParser, bench: str, data_help: str, denoisers_help: str,
+                         param_help: str, set_help: str) -> None:
+    """The options every per-denoiser bench shares: data, model, methods and their overrides."""
+    p.add_argument("--data", help=data_help)
     p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
     p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
-    p.add_argument("--out", default="runs/bench", help="report directory (throughput.{json,md,png})")
+    p.add_argument("--out", default="runs/bench", help=f"report directory ({bench}.{{json,md,png}})")
     p.add_argument("--model", default="dlrm", help="model name from denoisrec.models.MODELS")
-    p.add_argument("--denoisers", default="all",
-                   help="comma-separated names, or 'all' (every registered denoiser); bce is always the baseline")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="DENOISER.KEY=VALUE",
-                   help="denoiser hyperparameter, e.g. tce.eps_max=0.1 (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every model, e.g. model.embedding_dim=64 (repeatable)")
+    p.add_argument("--denoisers", default="all", help=denoisers_help)
+    p.add_argument("-p", "--param", action="append", default=[], metavar="DENOISER.KEY=VALUE", help=param_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_method_arguments(
+        p, "throughput", "dataset directory (default: data/<preset>, generated if missing)",
+        "comma-separated names, or 'all' (every registered denoiser); bce is always the baseline",
+        "denoiser hyperparameter, e.g. tce.eps_max=0.1 (repeatable)",
+        "config override for every model, e.g. model.embedding_dim=64 (repeatable)")
     p.add_argument("--batch-size", type=int, default=2048, help="rows per rank per step (before calibration)")
     p.add_argument("--min-step-ms", type=float, default=50.0,
                    help="grow the batch until a baseline step takes at least this long (0: off)")
