@@ -11,6 +11,9 @@ EPOCHS ?= 3
 ARGS ?=
 # Extra index for the CUDA torch build when GPU=1 (pick the CUDA version your driver supports).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+# make gpu-check: report folder, and a folder of wheels for the offline route (see launch/gpu_check.sh).
+GPU_CHECK_OUT ?= runs/gpu-check
+WHEELS ?=
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
@@ -25,11 +28,12 @@ else
   TORCH_STACK := torch fbgemm-gpu-cpu
 endif
 
-.PHONY: venv data train test clean help
+.PHONY: venv data train test gpu-check clean help
 
 help:
 	@echo "make train   # set up .venv, generate data/$(PRESET) if missing, train on $(NPROC) ranks"
 	@echo "make test    # set up .venv, run the test suite"
+	@echo "make gpu-check [WHEELS=dir]  # on a CUDA machine: GPU env, GPU tests, throughput, report; else says so"
 	@echo "variables: GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--denoiser tce ...'"
 
 venv: $(STAMP)
@@ -54,6 +58,10 @@ train: $(STAMP) $(DATA)/schema.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+gpu-check:
+	@WHEELS="$(WHEELS)" OUT="$(GPU_CHECK_OUT)" ARGS="$(ARGS)" PYTHON="$(PYTHON)" VENV="$(VENV)" \
+		TORCH_INDEX="$(TORCH_INDEX)" bash launch/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs data/tiny data/small .pytest_cache

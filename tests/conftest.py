@@ -35,3 +35,19 @@ def torchrun(script: str, nproc: int, args: List[str], timeout: int = 240,
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Tests marked ``gpu`` are collected everywhere and skipped, with the reason, where CUDA is absent."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not cuda_available():
+        skip = pytest.mark.skip(reason="no CUDA device: the gpu-marked tests run on a GPU machine "
+                                       "(`make gpu-check`)")
+        for item in gpu:
+            item.add_marker(skip)

@@ -21,6 +21,7 @@ BENCHES = {
     "quality": "clean-test AUC/GAUC/logloss of every denoiser against BCE and the clean-label oracle",
     "peers": "DeepFM in denoisrec versus DeepCTR-Torch / pytorch-fm on the same data and shape",
     "ingest": "Parquet -> Batch rows/s against a raw pyarrow scan",
+    "gpu_check": "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one report",
 }
 
 
