@@ -82,6 +82,15 @@ class NonFiniteGuard:
                                  f"{step} (run.nonfinite=skip skipped them); stopped: the last checkpoint is the last "
                                  "good one and no model was exported. Lower optim.lr or set optim.clip_grad_norm")
 
+    def after_step(self, step: int, loss: torch.Tensor, grad_norm: Optional[torch.Tensor], skipped: bool) -> None:
+        """The trainer's one call per step: fold in (``stop``) or count a skip (``skip``), and check when due."""
+        if self.skip:
+            self.skipped_step(step, skipped)
+        else:
+            self.observe(step, loss, grad_norm)
+        if self.due(step):
+            self.check(step)
+
     def due(self, step: int) -> bool:
         return self.policy == "stop" and step % self.check_every == 0
 

@@ -40,6 +40,7 @@ from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
+from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
@@ -48,8 +49,8 @@ from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, pla
 from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
-from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.export import unsharded_state_dict
+from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.out_policy import prepare_out
@@ -246,7 +247,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
     check_train_label(cfg.data.train_label, schema, cfg.data.path)
     batch_size = rank_batch_size(cfg, env.world_size)
     readers = _readers(cfg, schema, env, batch_size)  # every file's footer and schema checked here
-    _preflight(cfg, schema, env)
+    check_eval_splits_on_main(cfg.data.path, schema, cfg.data.preflight_row_groups, env.is_main, broadcast_from_main)
     spec = model_spec(cfg, schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
@@ -386,14 +387,9 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
             step += 1
             n = int(logits.shape[0])
             local_samples += n
-            if guard.skip:
-                guard.skipped_step(step, stepper.last_skipped)
-            else:
-                guard.observe(step, value, opt.grad_norm())
+            guard.after_step(step, value, opt.grad_norm(), stepper.last_skipped)  # trainer/finite.py
             if not stepper.last_skipped:
                 window.add(value, n)
-            if guard.due(step):
-                guard.check(step)
             if step == 1:
                 first_loss = float(value.item())  # once per run: the loss before any update
             mult = schedule.multiplier(step)
@@ -551,22 +547,6 @@ def _read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any
         raise CheckpointError(f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
                               f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out")
     return meta
-
-
-def _preflight(cfg: Config, schema: DataSchema, env: DistEnv) -> None:
-    """A sampled scan of valid and test before the first step (rank 0; every rank raises its error)."""
-    from denoisrec.trainer.data.checks import DataError
-    from denoisrec.trainer.data.preflight import check_eval_splits
-
-    error = None
-    if env.is_main:
-        try:
-            check_eval_splits(cfg.data.path, schema, cfg.data.preflight_row_groups)
-        except DataError as e:
-            error = str(e)
-    error = broadcast_from_main(error)
-    if error:
-        raise DataError(error)
 
 
 def _eval_due(every: Any, step: int, spe: int) -> bool:

@@ -16,6 +16,7 @@ group and column, and says how many more problems the sample found.
 Example::
 
     check_eval_splits("data/tiny", schema, max_row_groups=32)     # DataError on the first problem
+    check_eval_splits_on_main("data/tiny", schema, 32, env.is_main, broadcast_from_main)   # in the trainer
 """
 
 from __future__ import annotations
@@ -54,3 +55,18 @@ def check_eval_splits(root: str, schema: DataSchema, max_row_groups: int = 32,
             more = f" ({len(errors) - 1} more problem(s); `denoisrec validate {root}` lists all)" if len(errors) > 1 \
                 else ""
             raise DataError(f"{split} split, checked before training: {errors[0].line()[8:]}{more}")
+
+
+def check_eval_splits_on_main(root: str, schema: DataSchema, max_row_groups: int, is_main: bool,
+                              broadcast: Any) -> None:
+    """:func:`check_eval_splits` on rank 0 only; every rank raises its error (``broadcast``: rank 0's object to
+    every rank, a collective)."""
+    error = None
+    if is_main:
+        try:
+            check_eval_splits(root, schema, max_row_groups)
+        except DataError as e:
+            error = str(e)
+    error = broadcast(error)
+    if error:
+        raise DataError(error)
