@@ -12,8 +12,8 @@ scenario found goes to ``<root>/robust.json``; ``tests/test_robust_runs.py`` ass
 - ``damage``: copies of the finished run with a flipped bit, a truncated shard, a broken ``meta.json``, a
   missing key, garbage in an RNG file, a removed ``latest`` link.
 - ``nan``: a copy of the finished run continued for a third epoch with a huge learning rate (stops, exports
-  nothing, keeps its checkpoints), then with the normal one (from the last good checkpoint). ``skip``: the
-  huge rate under ``run.nonfinite=skip``.
+  nothing, keeps its checkpoints), then with the normal one (from the last good checkpoint). ``skip``: a
+  dataset with one overflowing row under ``run.nonfinite=skip`` (its batch skipped each epoch, the run ends).
 - ``budget``: resuming a finished run with a smaller step budget.
 - ``lock``: a long run under torchrun whose launcher alone is SIGKILLed (its worker trains on); a second
   run on the same ``--out`` is refused. (Stale locks: every killed launch of ``kill`` leaves one behind.)
@@ -230,10 +230,31 @@ def nan_scenario(data: str, root: str) -> Dict[str, Any]:
     after = intact(out)
     files = sorted(os.listdir(out))
     good = child(lambda: brief(train(config(data, out, epochs=3))), f"{root}/nan2.log")
-    skip = child(lambda: brief(train(config(data, f"{root}/skip", optim__lr=1e10, optim__sparse_lr=1e10,
-                                            nonfinite="skip", nonfinite_max_skips=3))), f"{root}/skip.log")
+    skip = child(lambda: brief(train(config(poisoned(data, root), f"{root}/skip", nonfinite="skip"))),
+                 f"{root}/skip.log")
     return {"huge_error": huge.get("error"), "after": after, "files": files,
-            "good": good.get("result"), "good_error": good.get("error"), "skip_error": skip.get("error")}
+            "good": good.get("result"), "good_error": good.get("error"), "skip": skip.get("result"),
+            "skip_error": skip.get("error")}
+
+
+def poisoned(data: str, root: str) -> str:
+    """A copy of ``data`` where one training row's dense values are 3e38: finite (so nan_policy accepts them),
+    but they overflow the model's dense layers, so the batch that holds the row has a non-finite loss."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = f"{root}/poisoned"
+    shutil.copytree(data, out)
+    f = f"{out}/train/part-00001.parquet"
+    t = pq.read_table(f)
+    dense = json.load(open(f"{out}/schema.json"))["dense"]
+    for c in dense:
+        v = t.column(c).to_numpy().copy()
+        v[100] = np.float32(3e38)
+        t = t.set_column(t.schema.get_field_index(c), c, pa.array(v, type=pa.float32()))
+    pq.write_table(t, f, row_group_size=500)
+    return out
 
 
 def budget_scenario(data: str, root: str) -> Dict[str, Any]:
