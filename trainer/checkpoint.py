@@ -151,8 +151,8 @@ class Checkpointer:
             elif resume == "auto":
                 path = self.latest()
                 if path is None and self.skipped:
-                    error = (f"{self.root}: {len(self.skipped)} checkpoint(s) but none is complete and intact, refusing "
-                             f"to start again from step 0 ({'; '.join(self.skipped)}); move them away, or start "
+                    error = (f"{self.root}: {len(self.skipped)} checkpoint(s) but none is complete and intact, "
+                             f"refusing to start again from step 0 ({'; '.join(self.skipped)}); move them away, or start "
                              "fresh with --set run.resume=never run.overwrite=true")
                 if path is not None:
                     for bad in self._skipped_dirs:

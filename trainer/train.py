@@ -272,9 +272,11 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(resume_path)["step"]))
 
     log = RunLog(cfg.run.out, env.is_main, append=resume_path is not None)
-    for note in ([f"warning: skipped {len(ck.skipped)} newer checkpoint(s) that are incomplete or damaged (renamed "
-                  f"damaged-step_*): {'; '.join(ck.skipped)}"] if ck.skipped else []) + ([out_note] if out_note else []):
-        log.print(note)
+    if ck.skipped:
+        log.print(f"warning: skipped {len(ck.skipped)} newer checkpoint(s) that are incomplete or damaged (renamed "
+                  f"damaged-step_*): {'; '.join(ck.skipped)}")
+    if out_note:
+        log.print(out_note)
     if env.is_main:
         cfg.save(os.path.join(cfg.run.out, "config.yaml"))
     log.write_json("plan.json", plan_info)

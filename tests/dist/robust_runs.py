@@ -21,7 +21,6 @@ scenario found goes to ``<root>/robust.json``; ``tests/test_robust_runs.py`` ass
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import random
@@ -316,7 +315,8 @@ def main() -> None:
     rng = random.Random(a.seed)
     found: Dict[str, Any] = {}
     t = time.time()
-    for name, fn in [("kill", lambda: kill_scenario(a.data, a.root, rng)), ("damage", lambda: damage_scenario(a.data, a.root)),
+    for name, fn in [("kill", lambda: kill_scenario(a.data, a.root, rng)),
+                     ("damage", lambda: damage_scenario(a.data, a.root)),
                      ("nan", lambda: nan_scenario(a.data, a.root)), ("budget", lambda: budget_scenario(a.data, a.root)),
                      ("lock", lambda: lock_scenario(a.data, a.root))]:
         found[name] = fn()
