@@ -54,7 +54,7 @@ data: $(DATA)/schema.json
 
 train: $(STAMP) $(DATA)/schema.json
 	$(VENV)/bin/torchrun --standalone --nproc_per_node $(NPROC) -m denoisrec.trainer \
-		--data $(DATA) --out $(OUT) --epochs $(EPOCHS) $(ARGS)
+		--data $(DATA) --out $(OUT) --epochs $(EPOCHS) --set run.overwrite=true $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -52,6 +52,17 @@ def test_resume_equals_uninterrupted_and_reshards_onto_three_ranks(tiny_data: Pa
     assert s["diff_loaded_vs_checkpoint"] == 0.0
     # ... and training continues to the end.
     assert s["cont_steps"] == 32 and s["cont_loss_last"] < 0.69
+    # Rows across launches: launch 0 (2 ranks) read epoch 0 and 5 batches of epoch 1; launch 1 (3 ranks) skipped
+    # those 1,920 rows and read the other 4,080 (checkpointing every 5 steps on the way).
+    assert [tuple(r) for r in s["cont_rows"]] == [(0, 0, 6000, 2, 0, True), (1, 0, 1920, 2, 0, False),
+                                                  (1, 1, 4080, 3, 1920, True)]
+    # Issue 17 on 3 ranks: every rank stops with the same one-line error (no rank left waiting in a collective).
+    nan_errors = {e[0] for e in s["errors_per_rank"]}
+    assert len(nan_errors) == 1 and next(iter(nan_errors)).startswith("NonFiniteError: non-finite training loss or "
+                                                                        "gradient at step ")
+    assert "model.pt" not in s["nan_files"]
+    lock_errors = {e[1] for e in s["errors_per_rank"]}
+    assert len(lock_errors) == 1 and "--out is in use by another run" in next(iter(lock_errors))
     # ... but not onto data_parallel tables (their optimizer state lives in the dense optimizer): a clear error.
     assert "could not load the checkpoint written by 2 rank(s) with plan ['table_wise'] onto 3 rank(s)" in \
         s["dp_error"] and "resume with the checkpoint's sharding type (--sharding)" in s["dp_error"]

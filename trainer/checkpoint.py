@@ -7,12 +7,14 @@ A checkpoint is a directory ``<out>/checkpoints/step_<NNNNNNNN>/``:
   The model state holds the sharded embedding tables (``ShardedTensor``), the dense layers and the denoiser's
   buffers (its global step and schedule state, auxiliary models' tables).
 - ``rng/rank<r>.pt``: each rank's Python, NumPy, torch (and CUDA) random states.
-- ``meta.json`` (written last, by rank 0, so its presence marks a complete checkpoint): the data position
-  (global step, epoch, batches consumed in that epoch), world size, batch sizes, the model spec, the
-  early-stopping state and the rows trained so far.
+- ``meta.json`` (written last, by rank 0): the data position (global step, epoch, batches consumed in that
+  epoch), world size, batch sizes, the model spec, the early-stopping state, the rows trained and read so
+  far, and every other file's size and SHA-256 (:mod:`~denoisrec.trainer.checkpoint_files`).
 
-``<out>/checkpoints/latest`` is a symbolic link to the newest complete checkpoint, replaced atomically.
-``run.resume=auto`` resumes from it when present. See docs/checkpoints.md for the whole contract.
+A save writes a hidden temporary directory, fsyncs it, and renames it to ``step_<N>`` (atomic publication),
+then replaces the ``latest`` link. ``run.resume=auto`` resumes from the newest checkpoint by step number
+that is complete and whose checksums match, skipping damaged newer ones with a warning. See
+docs/checkpoints.md for the whole contract.
 
 Example::
 
@@ -27,7 +29,8 @@ import json
 import os
 import random
 import shutil
-from typing import Any, Dict, Optional
+import uuid
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -36,17 +39,19 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
+from denoisrec.trainer import checkpoint_files as files
+from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.sharding import TrainOptimizer
 
-META = "meta.json"
 LATEST = "latest"
 BEST = "best"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json lists every file's size and SHA-256
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (incomplete, from another model, unloadable); the message says why."""
+    """A checkpoint that cannot be used (incomplete, damaged, from another model, unloadable); the message says
+    why and names the file."""
 
 
 def checkpoint_root(out: str) -> str:
@@ -62,8 +67,10 @@ def is_complete(path: str) -> bool:
 
 
 def read_meta(path: str) -> Dict[str, Any]:
-    with open(os.path.join(path, META)) as f:
-        return json.load(f)
+    try:
+        return files.read_meta(path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def rng_state() -> Dict[str, Any]:
@@ -99,8 +106,10 @@ class Checkpointer:
 
     Args:
         out: the run's output directory.
-        keep: how many step checkpoints to keep (older ones are deleted; ``best`` is separate).
+        keep: how many step checkpoints to keep (the highest step numbers; ``best`` is separate).
         env: this rank's place in the world.
+
+    After :meth:`resolve`, ``skipped`` lists the newer checkpoints that were passed over (``"path: why"``).
     """
 
     def __init__(self, out: str, keep: int, env: DistEnv) -> None:
@@ -109,17 +118,29 @@ class Checkpointer:
         self.root = checkpoint_root(out)
         self.keep = keep
         self.env = env
+        self.skipped: List[str] = []
+        self._skipped_dirs: List[str] = []
 
     # ----------------------------------------------------------------------------------------- finding
     def latest(self) -> Optional[str]:
-        link = os.path.join(self.root, LATEST)
-        if os.path.lexists(link) and is_complete(link):
-            return os.path.realpath(link)
+        """The newest complete and intact ``step_*`` checkpoint by step number (``None`` when there is none);
+        ``self.skipped`` gets the newer ones that are not (``"path: why"``)."""
+        self.skipped, self._skipped_dirs = [], []
+        for _, path in reversed(files.list_steps(self.root)):
+            why = files.problem(path)
+            if why is None:
+                return os.path.realpath(path)
+            self.skipped.append(why)
+            self._skipped_dirs.append(path)
         return None
 
     def resolve(self, resume: str) -> Optional[str]:
-        """``auto`` → the latest complete checkpoint or ``None``; ``never`` → ``None``; else that directory.
+        """``auto`` → the newest complete and verified checkpoint, or ``None`` when there is no checkpoint at all;
+        ``never`` → ``None``; else that directory, which must be complete and intact.
 
+        ``auto`` falls back past damaged or incomplete newer checkpoints (they are renamed ``damaged-step_*``
+        so that they are neither resumed from nor counted when pruning; ``self.skipped`` names them), and is
+        an error when checkpoints exist but none is usable: a run never silently restarts from step 0.
         Rank 0 decides and broadcasts, so every rank resumes from the same place.
         """
         path: Optional[str] = None
@@ -129,40 +150,69 @@ class Checkpointer:
                 path = None
             elif resume == "auto":
                 path = self.latest()
+                if path is None and self.skipped:
+                    error = (f"{self.root}: {len(self.skipped)} checkpoint(s) but none is complete and intact, "
+                             f"refusing to start again from step 0 ({'; '.join(self.skipped)}); move them away, or start "
+                             "fresh with --set run.resume=never run.overwrite=true")
+                if path is not None:
+                    for bad in self._skipped_dirs:
+                        os.replace(bad, os.path.join(self.root, "damaged-" + os.path.basename(bad)))
             elif not os.path.isdir(resume):
                 error = f"run.resume={resume!r}: no such checkpoint directory (expected auto, never or a path)"
-            elif not is_complete(resume):
-                error = f"run.resume={resume!r}: not a complete checkpoint (no {META}; an interrupted save?)"
             else:
-                path = os.path.realpath(resume)
-        path, error = _broadcast((path, error))
+                why = files.problem(resume)
+                if why is not None:
+                    error = f"run.resume={resume!r}: not a complete, intact checkpoint: {why}"
+                else:
+                    path = os.path.realpath(resume)
+        path, error, self.skipped = _broadcast((path, error, self.skipped))
         if error:
             raise CheckpointError(error)
         return path
 
     # ------------------------------------------------------------------------------------------ saving
     def _write(self, path: str, model: nn.Module, opt: Optional[TrainOptimizer], meta: Dict[str, Any]) -> None:
-        if self.env.is_main and os.path.exists(path):
-            shutil.rmtree(path)
-        _barrier()
+        """Write into a temporary directory, fsync, checksum, then rename it to ``path`` (atomic publication:
+        ``path`` is either the previous complete checkpoint or the new one, never a partial one)."""
+        tmp: Optional[str] = None
+        if self.env.is_main:
+            os.makedirs(self.root, exist_ok=True)
+            for name in os.listdir(self.root):  # leftovers of saves that were killed
+                if name.startswith((".tmp-", ".old-")):
+                    shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            tmp = os.path.join(self.root, f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+        tmp = _broadcast(tmp)
         state: Dict[str, Any] = {"model": model.state_dict()}
         if opt is not None:
             state["sparse_optim"] = opt.sparse.state_dict()
             state["dense_optim"] = opt.dense.state_dict()
-        dcp.save(state, checkpoint_id=path)
-        os.makedirs(os.path.join(path, "rng"), exist_ok=True)
-        torch.save(rng_state(), os.path.join(path, "rng", f"rank{self.env.rank}.pt"))
+        dcp.save(state, checkpoint_id=tmp)
+        os.makedirs(os.path.join(tmp, "rng"), exist_ok=True)
+        rng_file = os.path.join(tmp, "rng", f"rank{self.env.rank}.pt")
+        torch.save(rng_state(), rng_file)
+        files.fsync_path(rng_file)
         _barrier()
         if self.env.is_main:
-            meta = {"format_version": FORMAT_VERSION, "with_optimizer": opt is not None, **meta}
-            tmp = os.path.join(path, META + ".tmp")
-            with open(tmp, "w") as f:
+            files.fsync_tree(tmp)
+            meta = {"format_version": FORMAT_VERSION, "with_optimizer": opt is not None, **meta,
+                    "files": files.checksums(tmp)}
+            with open(os.path.join(tmp, META), "w") as f:
                 json.dump(meta, f, indent=2, default=str)
-            os.replace(tmp, os.path.join(path, META))
+                f.flush()
+                os.fsync(f.fileno())
+            files.fsync_path(tmp)
+            old = None
+            if os.path.exists(path):  # the same step saved again: keep the old one until the new one is in place
+                old = os.path.join(self.root, f".old-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            files.fsync_path(self.root)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         _barrier()
 
     def save(self, step: int, model: nn.Module, opt: TrainOptimizer, meta: Dict[str, Any]) -> str:
-        """Write ``step_<step>``, point ``latest`` at it and delete all but the newest ``keep``."""
+        """Write ``step_<step>``, then point ``latest`` at it, then delete all but the ``keep`` highest steps."""
         path = step_dir(self.root, step)
         self._write(path, model, opt, meta)
         if self.env.is_main:
@@ -171,9 +221,10 @@ class Checkpointer:
                 os.remove(tmp_link)
             os.symlink(os.path.basename(path), tmp_link)
             os.replace(tmp_link, os.path.join(self.root, LATEST))
-            steps = sorted(d for d in os.listdir(self.root) if d.startswith("step_"))
-            for old in steps[: max(0, len(steps) - self.keep)]:
-                shutil.rmtree(os.path.join(self.root, old), ignore_errors=True)
+            files.fsync_path(self.root)
+            steps = [p for s, p in files.list_steps(self.root) if p != path]
+            for old in steps[: max(0, len(steps) + 1 - self.keep)]:
+                shutil.rmtree(old, ignore_errors=True)
         _barrier()
         return path
 
@@ -202,10 +253,14 @@ class Checkpointer:
         try:
             dcp.load(state, checkpoint_id=path)
         except (Exception, CheckpointException) as e:  # DCP's CheckpointException (a BaseException) carries every rank's failure
+            first = _first_error(e)
+            if "key" not in first.lower():  # not a layout mismatch: unreadable files
+                raise CheckpointError(f"{path}: could not read the checkpoint's files ({first}); damaged? "
+                                      "Resume from an older checkpoint with --resume PATH") from e
             raise CheckpointError(
                 f"{path}: could not load the checkpoint written by {meta.get('world_size')} rank(s) with plan "
                 f"{_plan_types(meta)} onto {self.env.world_size} rank(s) with the current plan "
-                f"({_first_error(e)}). Tables re-shard on load between table_wise, column_wise "
+                f"({first}). Tables re-shard on load between table_wise, column_wise "
                 "and row_wise plans, but data_parallel tables are trained by the dense optimizer and the others by "
                 "the fused sparse one, so their optimizer states differ: resume with the checkpoint's sharding "
                 "type (--sharding).") from e
@@ -218,7 +273,11 @@ class Checkpointer:
             opt.optimizer.zero_grad()
         if int(meta.get("world_size", -1)) == self.env.world_size:
             rng_file = os.path.join(path, "rng", f"rank{self.env.rank}.pt")
-            set_rng_state(torch.load(rng_file, weights_only=False))
+            try:
+                set_rng_state(torch.load(rng_file, weights_only=False))
+            except Exception as e:  # noqa: BLE001 - any unpickling failure means the same: a damaged file
+                raise CheckpointError(f"{rng_file}: not a readable RNG state, damaged "
+                                      f"({type(e).__name__}: {str(e)[:200]})") from e
         return meta
 
 

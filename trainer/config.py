@@ -29,7 +29,8 @@ class DataConfig:
     ``trainer/train_labels.py``). ``schema``: ``None`` reads ``<path>/schema.json``; a path names a schema file
     (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
     ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
-    threads keep ready (0: none).
+    threads keep ready (0: none). ``preflight_row_groups``: before training, decode about this many row groups of
+    each of ``valid`` and ``test`` with the checks of ``denoisrec validate`` (0: off; ``trainer/data/preflight.py``).
     """
 
     path: str = "data/small"
@@ -43,6 +44,7 @@ class DataConfig:
     nan_policy: Optional[str] = None
     shuffle_buffer: int = 262144
     prefetch: int = 4
+    preflight_row_groups: int = 32
 
 
 @dataclass
@@ -109,6 +111,11 @@ class RunConfig:
       directory. See docs/checkpoints.md.
       ``stop_after_steps``: end this session after N steps with a checkpoint and no final evaluation (for
       time-sliced schedulers: the next launch with ``resume=auto`` continues the same run).
+      ``overwrite``: a launch that would not continue the run already in ``out`` (its checkpoints or its
+      finished outputs) deletes it instead of refusing (see ``trainer/out_policy.py``).
+    - ``nonfinite``: ``stop`` (a non-finite loss or gradient stops the run within ``nonfinite_check_every``
+      steps, exporting nothing), ``skip`` (skip such batches; at most ``nonfinite_max_skips`` in a row) or
+      ``off`` (see ``trainer/finite.py``).
     - ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast of the forward pass.
     - ``pipeline``: ``auto`` (TorchRec's ``TrainPipelineSparseDist`` on GPU), ``on`` or ``off``.
     - ``progress``: ``auto`` (a tqdm bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``.
@@ -130,6 +137,10 @@ class RunConfig:
     keep_checkpoints: int = 2
     resume: str = "auto"
     stop_after_steps: Optional[int] = None
+    overwrite: bool = False
+    nonfinite: str = "stop"
+    nonfinite_check_every: int = 10
+    nonfinite_max_skips: int = 10
     precision: str = "fp32"
     pipeline: str = "auto"
     progress: str = "auto"

@@ -67,6 +67,9 @@ class RunLog:
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
+            from denoisrec.trainer.run_history import compact_metrics
+
+            compact_metrics(os.path.join(self.out, "metrics.jsonl"))  # a re-evaluated step replaces its record
         if self._tb is not None:
             self._tb.close()
 

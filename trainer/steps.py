@@ -57,8 +57,14 @@ class Stepper:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, pipelined: bool,
-                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> None:
+                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                 skip_nonfinite: bool = False) -> None:
+        if skip_nonfinite and pipelined:
+            raise ValueError("run.nonfinite=skip needs run.pipeline=off (the pipeline runs backward before the "
+                             "loss can be read)")
         self.model, self.optimizer, self.device = model, optimizer, device
+        self.skip_nonfinite = skip_nonfinite  # a non-finite loss skips backward and update (trainer/finite.py)
+        self.last_skipped = False
         self.autocast = autocast
         self.pipeline: Optional[Any] = None
         self.last_batch: Optional[Any] = None  # the plain loop's current batch (hooks read it; None when pipelined)
@@ -79,6 +85,11 @@ class Stepper:
                 self.last_batch = batch
                 self.optimizer.zero_grad()
                 loss, output = self._forward(batch)
+                # the loss is the global batch's (identical on every rank), so every rank skips alike
+                self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(loss.detach()).all())
+                if self.last_skipped:
+                    yield output
+                    continue
                 loss.backward()
                 self.optimizer.step()
                 yield output

@@ -37,21 +37,26 @@ import torch
 import torch.distributed as dist
 
 from denoisrec.models import ModelSpec, save_model_file
-from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
+from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
+from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
 from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
                                          static_graph)
-from denoisrec.trainer.dist import DistEnv, describe_ranks, init_distributed
+from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.export import unsharded_state_dict
+from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
+from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
+from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
+from denoisrec.trainer.run_lock import acquire_for_run
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
 from denoisrec.trainer.sharding import (check_sparse_optimizer, fuse_sparse_optimizer, make_plan, plan_summary,
@@ -166,10 +171,14 @@ def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int,
     while step < total_steps:
         epoch, skip = divmod(step, spe)
         reader.set_epoch(epoch)
+        skipped_rows = 0
         try:
             for i, batch in enumerate(reader):
-                if i < skip:
+                if i < skip:  # trained by an earlier launch: counted as skipped, not read
+                    skipped_rows += batch.size
                     continue
+                if i == skip and skip:
+                    reader.epoch_report().mark_skipped(skip, skipped_rows)
                 if step >= total_steps:
                     return
                 yield batch
@@ -215,8 +224,19 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     ``on_step(step, epoch, batch, loss_output)`` after every step (``batch`` is ``None`` under the GPU
     pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
     latter stops training.
+
+    Rank 0 holds ``<out>/.lock`` for the run's life: a second run on the same ``--out`` is refused
+    (``trainer/run_lock.py``).
     """
     env = init_distributed(cfg.run.device)
+    lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)
+    try:
+        return _train(cfg, hooks, env)
+    finally:
+        lock.release()
+
+
+def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
     t_start = time.time()
     _check_run_options(cfg)
     autocast = autocast_context(cfg.run.precision, env.device)
@@ -226,7 +246,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     schema = apply_table_overrides(schema_from_config(cfg.data), cfg.model.tables)
     check_train_label(cfg.data.train_label, schema, cfg.data.path)
     batch_size = rank_batch_size(cfg, env.world_size)
-    readers = _readers(cfg, schema, env, batch_size)
+    readers = _readers(cfg, schema, env, batch_size)  # every file's footer and schema checked here
+    check_eval_splits_on_main(cfg.data.path, schema, cfg.data.preflight_row_groups, env.is_main, broadcast_from_main)
     spec = model_spec(cfg, schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
@@ -246,8 +267,16 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     stopper = EarlyStopping(cfg.run.early_stop_patience, cfg.run.early_stop_min_delta)
     ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
     resume_path = ck.resolve(cfg.run.resume)
+    out_note = prepare_out(cfg.run, resume_path, env.is_main, broadcast_from_main)
+    if resume_path is not None and env.is_main:  # the dead launch's records after the checkpoint are redone
+        compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(resume_path)["step"]))
 
     log = RunLog(cfg.run.out, env.is_main, append=resume_path is not None)
+    if ck.skipped:
+        log.print(f"warning: skipped {len(ck.skipped)} newer checkpoint(s) that are incomplete or damaged (renamed "
+                  f"damaged-step_*): {'; '.join(ck.skipped)}")
+    if out_note:
+        log.print(out_note)
     if env.is_main:
         cfg.save(os.path.join(cfg.run.out, "config.yaml"))
     log.write_json("plan.json", plan_info)
@@ -259,10 +288,19 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     # ------------------------------------------------------------------------------------------ resume
     start_step, rows_before, first_loss = 0, 0, float("nan")
     resumed: Optional[Dict[str, Any]] = None
+    launch, history = 0, []  # this launch's number; the rows read by earlier launches (trainer/run_history.py)
+    checkpoint_path: Optional[str] = None
     if resume_path is not None:
         meta = _read_meta_checked(resume_path, spec, cfg)
         ck.load(resume_path, model, opt)
-        start_step = min(resume_step(meta, spe, global_batch), total_steps)
+        start_step = resume_step(meta, spe, global_batch)
+        if start_step > total_steps:
+            raise CheckpointError(f"{resume_path}: trained to step {meta['step']}, past this run's budget of "
+                                  f"{total_steps} steps (run.epochs, --steps); raise it, or start fresh with "
+                                  "--set run.resume=never run.overwrite=true")
+        launch, history = int(meta.get("launch", 0)) + 1, list(meta.get("rows_read", []))
+        if os.path.realpath(step_dir(ck.root, start_step)) == resume_path:
+            checkpoint_path = step_dir(ck.root, start_step)  # already saved: a finished run is not saved again
         stopper.load_state_dict(meta.get("early_stop", {}))
         rows_before = int(meta.get("rows_trained", 0))
         first_loss = float(meta.get("first_loss", float("nan")))
@@ -279,10 +317,15 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     log.print(f"train: {train_reader.total_rows:,} rows, {spe} steps/epoch of {batch_size} rows/rank "
               f"({global_batch} global); running steps {start_step}..{total_steps}")
 
+    hidden = sorted({p for r in readers.values() for p in getattr(r, "ignored", [])})
+    if hidden:
+        log.print(f"data: ignored {len(hidden)} hidden path(s) starting with _ or . (Spark/Hive convention): "
+                  f"{', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''}")
     prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log)  # DeCA(p): the prior's phase
 
     # ------------------------------------------------------------------------------------------ loop
-    stepper = Stepper(model, opt.optimizer, env.device, pipelined, autocast)
+    guard = NonFiniteGuard(cfg.run.nonfinite, cfg.run.nonfinite_check_every, env.device, cfg.run.nonfinite_max_skips)
+    stepper = Stepper(model, opt.optimizer, env.device, pipelined, autocast, skip_nonfinite=guard.skip)
     step = start_step
     local_samples = 0
     eval_history: List[Dict[str, Any]] = []
@@ -304,7 +347,9 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
             "denoiser": {"name": cfg.denoiser.name, "params": cfg.denoiser.params},
             "plan": plan_info, "early_stop": stopper.state_dict(),
             "rows_trained": rows_before + int(_global_sum(float(local_samples), env.device)),
-            "first_loss": first_loss, "seed": cfg.run.seed,
+            "first_loss": first_loss, "seed": cfg.run.seed, "launch": launch,
+            "rows_read": history + with_launch(gather_reports(
+                position_reports(epoch_reports, train_reader, at // spe, at % spe, batch_size)), launch),
         }
 
     def log_window(at: int, out: Any) -> float:
@@ -333,7 +378,6 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
 
     interrupted = False
     last_out: Any = None
-    checkpoint_path: Optional[str] = None
     if cfg.run.stop_after_steps is not None and cfg.run.stop_after_steps < 1:
         raise ValueError(f"run.stop_after_steps={cfg.run.stop_after_steps}: must be >= 1 (or null)")
     epoch_reports: List[Any] = []  # row accounting per epoch (trainer/data/accounting.py)
@@ -345,7 +389,9 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
             step += 1
             n = int(logits.shape[0])
             local_samples += n
-            window.add(value, n)
+            guard.after_step(step, value, opt.grad_norm(), stepper.last_skipped)  # trainer/finite.py
+            if not stepper.last_skipped:
+                window.add(value, n)
             if step == 1:
                 first_loss = float(value.item())  # once per run: the loss before any update
             mult = schedule.multiplier(step)
@@ -362,6 +408,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
             due_eval = _eval_due(cfg.run.eval_every, step, spe) and step < total_steps
             due_ckpt = cfg.run.checkpoint_every > 0 and step % cfg.run.checkpoint_every == 0 and step < total_steps
             if due_eval or due_ckpt:
+                guard.check(step)  # nothing non-finite is evaluated as "best" or saved
                 t_pause = time.time()
                 stepper.pause()
                 if due_eval:
@@ -390,7 +437,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     progress.close()
     if feed is not None:
         feed.close()  # the epoch in progress reports what it read
-    rows_read = gather_reports(epoch_reports)
+    rows_read = history + with_launch(gather_reports(epoch_reports), launch)
+    guard.check(step)  # before the final checkpoint and the export
     stepper.pause()
     train_seconds = time.time() - t_train - pause_seconds
     global_samples = _global_sum(float(local_samples), env.device)
@@ -467,6 +515,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         "evaluations": eval_history,
         "early_stopping": {**stopper.state_dict(), "restored_best_step": restored_best},
         "resumed": resumed,
+        "launch": launch,
+        "nonfinite_skipped_steps": guard.skipped,
         "checkpoint": checkpoint_path,
         "model_file": model_file,
         "environment": {

@@ -119,7 +119,7 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     j = lambda *p: os.path.join(root, *p)  # noqa: E731
     ckpt = j("part", "checkpoints", "step_00000021")
     loaded = train(with_run(base_config(data, j("re3")), resume=ckpt, max_steps=21))
-    cont = train(with_run(base_config(data, j("re3b")), resume=ckpt))
+    cont = train(with_run(base_config(data, j("re3b")), resume=ckpt, checkpoint_every=5))
     dp = with_run(base_config(data, j("re3dp")), resume=ckpt)
     dp.sharding.sharding_type = "data_parallel"
     try:
@@ -127,6 +127,28 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
         dp_error = None
     except ValueError as e:
         dp_error = str(e)
+    # Issue 17 on 3 ranks: a huge learning rate stops every rank at the same step; a held lock refuses every rank.
+    nan = with_run(base_config(data, j("nan3")), max_steps=8, nonfinite_check_every=3)
+    nan.model.name, nan.model.params, nan.optim.lr, nan.optim.sparse_lr = "dlrm", {}, 1e10, 1e10
+    try:
+        train(nan)
+        nan_error = None
+    except ValueError as e:
+        nan_error = f"{type(e).__name__}: {e}"
+    if rank == 0:
+        os.makedirs(j("locked3"), exist_ok=True)
+        from denoisrec.trainer.run_lock import _start_time, socket
+
+        with open(j("locked3", ".lock"), "w") as f:  # held by a live process of this host: the launcher
+            json.dump({"pid": os.getppid(), "host": socket.gethostname(), "start": _start_time(os.getppid())}, f)
+    dist.barrier()
+    try:
+        train(base_config(data, j("locked3")))
+        lock_error = None
+    except ValueError as e:
+        lock_error = f"{type(e).__name__}: {e}"
+    errors: list = [None] * world
+    dist.all_gather_object(errors, [nan_error, lock_error])
 
     # Metrics over ranks: uneven random shares (one rank empty), gathered, against scikit-learn.
     sizes = [1000, 0, 537][:world]
@@ -162,6 +184,9 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
         "diff_loaded_vs_checkpoint": max_diff(saved, state(j("re3", "model.pt"))),
         "plan_ranks": sorted({r for t in loaded["plan"].values() for r in t["ranks"]}),
         "cont_steps": cont["steps"], "cont_loss_last": cont["loss"]["last"], "dp_error": dp_error,
+        "cont_rows": [(r["epoch"], r["launch"], r["total"], len(r["per_rank"]), sum(r.get("rows_skipped", [0])),
+                       r["complete"]) for r in cont["rows_read"]],
+        "errors_per_rank": errors, "nan_files": sorted(os.listdir(j("nan3"))),
         "dist_valid": cont["metrics"]["valid"], "single_valid": sklearn_metrics(labels, probs, groups),
         "predict_rows": report["rows"], "predict_observed": report.get("observed"),
         "random_dist": dist_metrics,

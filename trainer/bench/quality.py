@@ -239,6 +239,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     if spec.get("batch_size"):
         cfg.data.batch_size = spec["batch_size"]
     cfg.run.out = os.path.join(spec["out"], "quality-runs", f"{tag}-s{seed}")
+    cfg.run.overwrite = True  # the bench owns these run directories: a rerun replaces them
     cfg.run.log_every = 10**9
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"

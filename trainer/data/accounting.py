@@ -39,9 +39,11 @@ def _sum_counts(dicts: Sequence[Dict[str, int]]) -> Dict[str, int]:
     return out
 
 
-def gather_reports(reports: Sequence[EpochReport]) -> List[Dict[str, Any]]:
-    """Per epoch, the rows every rank read and their total (a collective: every rank must call it)."""
-    mine = [r.to_dict() for r in reports]
+def gather_reports(reports: Sequence[Any]) -> List[Dict[str, Any]]:
+    """Per epoch, the rows every rank read and their total (a collective: every rank must call it).
+
+    ``reports``: this rank's :class:`EpochReport` s (or their ``to_dict()``), the same epochs on every rank."""
+    mine = [r if isinstance(r, dict) else r.to_dict() for r in reports]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         everyone: List[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, mine)
@@ -65,15 +67,20 @@ def gather_reports(reports: Sequence[EpochReport]) -> List[Dict[str, Any]]:
             "nan_imputed": _sum_counts([p["nan_imputed"] for p in per]),
             "empty_files": per[0]["empty_files"],
         })
+        skipped = [p.get("rows_skipped", 0) for p in per]
+        if any(skipped):  # a resumed run: rows an earlier launch had trained, decoded again only to skip them
+            out[-1]["rows_skipped"] = skipped
+            out[-1]["batches_skipped"] = [p.get("batches_skipped", 0) for p in per]
     return out
 
 
 def format_rows_read(rows: Sequence[Dict[str, Any]]) -> str:
     """One line per epoch: ``rows read, epoch 0: 6,000 of 6,000 (3,000 + 3,000), complete``."""
     lines = []
+    several = any(r.get("launch") for r in rows)  # a resumed run: say which launch read what
     for r in rows:
         shares = " + ".join(f"{n:,}" for n in r["per_rank"])
-        state = "complete" if r["complete"] else "partial (step budget or early stop)"
+        state = "complete" if r["complete"] else "partial (step budget, early stop or end of the launch)"
         extra = ""
         if r["oov_hashed"]:
             extra += f"; ids hashed {sum(r['oov_hashed'].values()):,}"
@@ -81,7 +88,10 @@ def format_rows_read(rows: Sequence[Dict[str, Any]]) -> str:
             extra += f"; dense values imputed {sum(r['nan_imputed'].values()):,}"
         if r["empty_files"]:
             extra += f"; {len(r['empty_files'])} empty file(s)"
+        if r.get("rows_skipped"):
+            extra += f"; {sum(r['rows_skipped']):,} skipped on resume (trained by an earlier launch)"
         tail = f"{r['steps']} steps/rank, last batches short {sum(r['short_batches'])} empty {sum(r['empty_batches'])}"
-        lines.append(f"  rows read, epoch {r['epoch']}: {r['total']:,} of {r['split_rows']:,} ({shares}), {state}; "
-                     f"{tail}{extra}")
+        launch = f" (launch {r.get('launch', 0)})" if several else ""
+        lines.append(f"  rows read, epoch {r['epoch']}{launch}: {r['total']:,} of {r['split_rows']:,} ({shares}), "
+                     f"{state}; {tail}{extra}")
     return "\n".join(lines)

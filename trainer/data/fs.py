@@ -96,22 +96,20 @@ class DataPath:
         """A random-access file (what ``pyarrow.parquet.ParquetFile`` reads)."""
         return self.fs.open_input_file(self.path)
 
+    def split_listing(self) -> Any:
+        """The :class:`~denoisrec.trainer.data.listing.SplitListing` of this folder (or file): data files,
+        other files, ignored hidden paths and refused links (see :mod:`denoisrec.trainer.data.listing`)."""
+        from denoisrec.trainer.data.listing import list_split
+
+        return list_split(self)
+
     def listing(self) -> Tuple[List[Tuple[str, int]], List[str]]:
         """``([(parquet file, size in bytes)], [other files])`` below this directory (or this one file),
-        sorted by path. Names starting with ``.`` or ``_`` (``_SUCCESS``, ``.crc``) count as other files."""
-        info = self._info()
-        if info.type == pafs.FileType.NotFound:
-            raise DataError(f"{self}: no such file or directory")
-        if info.type == pafs.FileType.File:
-            return [(self.path, int(info.size or 0))], []
-        entries = self.fs.get_file_info(pafs.FileSelector(self.path, recursive=True))
-        parquet, other = [], []
-        for e in entries:
-            if e.type != pafs.FileType.File:
-                continue
-            hidden = e.base_name.startswith((".", "_"))
-            (other if hidden or not e.base_name.endswith(".parquet") else parquet).append(e)
-        return sorted((e.path, int(e.size or 0)) for e in parquet), sorted(e.path for e in other)
+        sorted by path. Hidden paths (``_``/``.`` prefixed, with everything below them) are left out;
+        :class:`DataError` for a dangling link or a link out of the split (see ``split_listing``)."""
+        ls = self.split_listing()
+        ls.raise_problems()
+        return ls.files, ls.other
 
     def parquet_files(self) -> List[str]:
         """The split's ``.parquet`` files, sorted; :class:`DataError` when there are none."""

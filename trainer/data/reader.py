@@ -118,6 +118,9 @@ class EpochReport:
 
     ``complete`` is True when the rank read its whole planned share (``rows_read == planned_rows``).
     ``oov_hashed`` / ``nan_imputed`` count repaired values per column in the rows decoded this epoch.
+    ``rows_skipped`` / ``batches_skipped``: rows decoded but not trained on because a resumed run skipped
+    what an earlier launch had already trained (the trainer moves them out of ``rows_read``); they count
+    towards ``complete``.
     """
 
     split: str
@@ -135,10 +138,20 @@ class EpochReport:
     oov_hashed: Dict[str, int] = field(default_factory=dict)
     nan_imputed: Dict[str, int] = field(default_factory=dict)
     empty_files: List[str] = field(default_factory=list)
+    rows_skipped: int = 0
+    batches_skipped: int = 0
 
     @property
     def complete(self) -> bool:
-        return self.rows_read == self.planned_rows and self.batches_read == self.steps
+        return (self.rows_read + self.rows_skipped == self.planned_rows
+                and self.batches_read + self.batches_skipped == self.steps)
+
+    def mark_skipped(self, batches: int, rows: int) -> None:
+        """Move ``batches`` / ``rows`` consumed only to reach a resume position out of ``rows_read``."""
+        self.rows_read -= rows
+        self.batches_read -= batches
+        self.rows_skipped += rows
+        self.batches_skipped += batches
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -208,7 +221,12 @@ class ParquetBatchReader:
         self.layout = Layout(schema, with_ground_truth)
         self.with_ground_truth = self.layout.with_ground_truth
         self.columns = self.layout.columns
-        self.files = self.dp.parquet_files()
+        listing = self.dp.split_listing()  # the listing `validate` uses (trainer/data/listing.py)
+        listing.raise_problems()
+        if not listing.files:
+            raise DataError(f"{self.dp}: empty split, no .parquet files found")
+        self.files = [f for f, _ in listing.files]
+        self.ignored = [self.dp.display(p) for p in listing.ignored]  # hidden _/. paths, skipped
         self.row_groups: List[RowGroupRef] = []
         self.empty_files: List[str] = []
         self._schemas: List[pa.Schema] = []  # the distinct physical schemas (usually one)

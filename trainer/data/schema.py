@@ -113,6 +113,7 @@ class DataSchema:
         for f in self.sparse:
             if f.num_embeddings <= 0:
                 raise ValueError(f"schema: sparse feature {f.name!r} has num_embeddings={f.num_embeddings}")
+        check_roles(self)
 
     @property
     def sparse_names(self) -> List[str]:
@@ -212,3 +213,18 @@ class DataSchema:
         if isinstance(value, str):
             return cls.load(value, filesystem)
         raise ValueError(f"config data.schema={value!r}: expected null, a path or a mapping")
+
+
+def check_roles(schema: "DataSchema") -> None:
+    """The columns that carry the answer are never features: the label, the ground truth (``clean_label``,
+    ``is_noisy``) and the sample id may be neither sparse nor dense, and the group id not dense. (The group id
+    may be a sparse feature: a user-id embedding is ordinary, GAUC only groups by it.)"""
+    kinds = {**{f.name: "sparse" for f in schema.sparse}, **{c: "dense" for c in schema.dense}}
+    for role in ("label", "clean_label", "is_noisy", "sample_id", "group_id"):
+        col = getattr(schema, role)
+        kind = kinds.get(col) if col is not None else None
+        if kind is None or (role == "group_id" and kind == "sparse"):
+            continue
+        raise ValueError(f"schema: column {col!r} is the {role} and also listed under '{kind}'; the label, the "
+                         "ground truth and the sample id can never be features, the group id only a sparse one: "
+                         f"remove it from '{kind}'")

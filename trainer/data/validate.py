@@ -69,6 +69,7 @@ class SplitReport:
     files: int = 0
     empty_files: int = 0
     other_files: List[str] = field(default_factory=list)
+    ignored: List[str] = field(default_factory=list)  # hidden (_ or . prefixed) paths, skipped as Spark/Hive do
     row_groups: int = 0
     rows: int = 0
     bytes: int = 0
@@ -187,14 +188,23 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
             positives[0] += int((v == 1).sum())
 
 
-def _validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[List[np.ndarray]]) -> SplitReport:
+def validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[List[np.ndarray]],
+                   sample_every: int = 1) -> SplitReport:
+    """One split's report. ``sample_every`` > 1 decodes only every that many row groups (counted over the
+    split; the footers and schemas of all files are still checked): the trainer's check before training."""
     rep = SplitReport(split=split, path=str(dp))
+    seen = 0
     try:
-        files, other = dp.listing()
+        ls = dp.split_listing()  # the listing training uses (trainer/data/listing.py)
     except DataError as e:
         rep.issues.append(Issue("error", str(dp), None, f"{e}".split(": ", 1)[-1]))
         return rep
-    rep.other_files = [dp.display(o) for o in other]
+    for p in ls.problems:
+        where, text = p.split(": ", 1)
+        rep.issues.append(Issue("error", where, None, text))
+    files = ls.files
+    rep.other_files = [dp.display(o) for o in ls.other]
+    rep.ignored = [dp.display(o) for o in ls.ignored]
     if not files:
         rep.issues.append(Issue("error", str(dp), None, "empty split: no .parquet files"))
         return rep
@@ -226,6 +236,9 @@ def _validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[
                 rep.row_groups += 1
                 rep.rows += n
                 rg_sizes.append(n)
+                seen += 1
+                if (seen - 1) % sample_every:
+                    continue
                 pos = 0
                 try:
                     for rb in pf.iter_batches(batch_size=VALIDATE_BATCH_ROWS, row_groups=[g], columns=columns):
@@ -272,14 +285,14 @@ def validate_dataset(path: str, schema: Optional[DataSchema] = None, schema_sour
     ids: Optional[List[np.ndarray]] = [] if unique_ids else None
     has_splits = dp.is_dir() and any(dp.join(s).is_dir() for s in SPLITS)
     if splits is None and not has_splits:
-        report.splits.append(_validate_split(dp, dp.path.rstrip("/").rsplit("/", 1)[-1], schema, ids))
+        report.splits.append(validate_split(dp, dp.path.rstrip("/").rsplit("/", 1)[-1], schema, ids))
     else:
         for s in splits or SPLITS:
             sp = dp.join(s)
             if not sp.exists():
                 report.issues.append(Issue("error", str(sp), None, f"missing split {s!r}"))
                 continue
-            report.splits.append(_validate_split(sp, s, schema, ids))
+            report.splits.append(validate_split(sp, s, schema, ids))
     if ids is not None:
         allids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         dup = len(allids) - len(np.unique(allids))
@@ -296,6 +309,9 @@ def format_report(r: DatasetReport) -> str:
               if s.min_row_group_rows != s.max_row_group_rows else f"{s.max_row_group_rows:,} rows/row group")
         lines.append(f"  {s.split:5s}: {s.files} file(s), {s.row_groups} row groups ({rg}), {s.rows:,} rows, "
                      f"{s.bytes / 1e6:,.1f} MB; {pos}")
+        if s.ignored:
+            lines.append(f"         ignored {len(s.ignored)} hidden path(s) starting with _ or . (Spark/Hive convention, "
+                         f"as training does): {', '.join(s.ignored[:3])}" + (" ..." if len(s.ignored) > 3 else ""))
         if s.other_files:
             lines.append(f"         ignored {len(s.other_files)} non-Parquet file(s): {', '.join(s.other_files[:3])}"
                          + (" ..." if len(s.other_files) > 3 else ""))
