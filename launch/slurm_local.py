@@ -60,6 +60,9 @@ a machine without Slurm). Otherwise ``$PATH`` and the sbin folders, where Debian
 # <dir>/run/<name>.pid (slurmd-<node>.pid for the node's slurmd).
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld")
 
+SACCT_FIELDS = "JobID,JobName,NodeList,State,ExitCode,Restarts,Submit,Start,End,Elapsed,TotalCPU,MaxRSS"
+"""The columns ``down`` saves to ``<dir>/log/sacct.txt``."""
+
 SECOND_NODE = "localhost"
 """The second node's name: any name other than the host's that resolves to this host."""
 
@@ -283,7 +286,8 @@ class LocalSlurm:
             # Job accounting through slurmdbd, which torchx's `sacct -j` needs; the munge socket for it.
             "AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
             f"AccountingStoragePort={ports['slurmdbd']}", f"AccountingStoragePass={sock}",
-            "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
+            # CPU time and memory of each job step in sacct, read from /proc when the step ends (no polling).
+            "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=task=0", "JobCompType=jobcomp/none",
             "ReturnToService=2", "SlurmdTimeout=30", "InactiveLimit=0", "KillWait=5", "MinJobAge=300",
             *nodes,
             f"PartitionName=debug Nodes={','.join(names)} Default=YES MaxTime=INFINITE State=UP",
@@ -313,8 +317,9 @@ class LocalSlurm:
 
     # --- down ----------------------------------------------------------------------------------------
     def down(self, timeout: float = 30) -> List[str]:
-        """Cancel every job, stop every daemon of this cluster (by the pids they recorded) and return the
-        names of any that had to be killed with SIGKILL. The folder itself is kept (logs, for a post-mortem).
+        """Cancel every job, save the accounting records to ``log/sacct.txt``, stop every daemon of this
+        cluster (by the pids they recorded) and return the names of any that had to be killed with SIGKILL.
+        The folder itself is kept (logs, for a post-mortem).
         """
         if "slurmctld" in self.running():
             jobs = self._run("squeue", "-h", "-o", "%A", check=False).stdout.split()
@@ -323,6 +328,9 @@ class LocalSlurm:
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline and self._run("squeue", "-h", "-o", "%A", check=False).stdout.strip():
                     time.sleep(0.2)
+            if "slurmdbd" in self.running():  # every job's accounting record, for a post-mortem
+                acct = self._run("sacct", "-a", "-P", "-S", "2000-01-01", "-o", SACCT_FIELDS, check=False)
+                (self.log_dir / "sacct.txt").write_text(acct.stdout + acct.stderr)
         killed = []
         for daemon in reversed(self._pidfile_names()):
             pid = self._pid(daemon)

@@ -56,7 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """A one-host Slurm cluster (``launch/slurm_local.py``) shared by every Slurm test of the session, stopped
-    at its end; the tests skip with the reason where it cannot come up (packages missing, a daemon failed)."""
+    at its end; the tests skip with the reason where it cannot come up (packages missing, a daemon failed).
+    ``DENOISREC_SLURM_KEEP=1`` keeps its folder (daemon logs, ``log/sacct.txt``) for a post-mortem."""
     import shutil
     import tempfile
 
@@ -71,5 +72,8 @@ def slurm_cluster():
         pytest.skip(f"no local Slurm cluster: {e}")
     yield cluster
     killed = cluster.down()
-    shutil.rmtree(cluster.root, ignore_errors=True)
+    if os.environ.get("DENOISREC_SLURM_KEEP") == "1":
+        print(f"\nSlurm cluster folder kept: {cluster.root}")
+    else:
+        shutil.rmtree(cluster.root, ignore_errors=True)
     assert not killed, f"Slurm daemons needed SIGKILL to stop: {killed}"
