@@ -60,7 +60,7 @@ a machine without Slurm). Otherwise ``$PATH`` and the sbin folders, where Debian
 # <dir>/run/<name>.pid (slurmd-<node>.pid for the node's slurmd).
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld")
 
-SACCT_FIELDS = "JobID,JobName,NodeList,State,ExitCode,Restarts,Submit,Start,End,Elapsed,TotalCPU,MaxRSS"
+SACCT_FIELDS = "JobID,JobName,NodeList,State,ExitCode,Submit,Start,End,Elapsed,TotalCPU,MaxRSS"
 """The columns ``down`` saves to ``<dir>/log/sacct.txt``."""
 
 SECOND_NODE = "localhost"
