@@ -151,8 +151,10 @@ def test_two_ranks_train_through_slurm_with_status_and_log(reference_job: dict) 
     assert s["rows_trained"]["per_rank"] == [EPOCHS * 3000] * 2
     assert [(r["rank"], r["local_rank"], r["restart_count"]) for r in s["ranks"]] == [(0, 0, 0), (1, 1, 0)]
     assert s["loss"]["last"] < s["loss"]["first"] - 0.02 and s["metrics"]["test_clean"]["auc"] > 0.75
-    # Both workers ran under this Slurm job: torchx's srun exported the job id to them.
-    assert {r["pid"] for r in s["ranks"]} and job.job_id.isdigit()
+    # Slurm ran it: the batch script and one srun step (torchrun on the node), all COMPLETED, per sacct.
+    acct = subprocess.run(["sacct", "-n", "-P", "-j", job.job_id, "-o", "JobID,State"], env=job.env,
+                          capture_output=True, text=True).stdout.split()
+    assert acct == [f"{job.job_id}|COMPLETED", f"{job.job_id}.batch|COMPLETED", f"{job.job_id}.0|COMPLETED"], acct
 
     # torchx status reads sacct (slurmdbd): the job and its one replica.
     st = job.torchx("status", job.handle)
