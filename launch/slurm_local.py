@@ -179,7 +179,6 @@ class LocalSlurm:
         """The daemons of this cluster whose process is alive."""
         return [d for d in self._pidfile_names() if (pid := self._pid(d)) is not None and _pid_alive(pid)]
 
-
     # --- up ------------------------------------------------------------------------------------------
     def up(self, timeout: float = 60) -> None:
         """Start munged, MariaDB, slurmdbd, slurmctld and two slurmd; return once both nodes are idle.
