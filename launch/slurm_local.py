@@ -17,8 +17,9 @@ requests are bookkeeping, not limits.
 Two nodes, one host: torchx submits ``-j NxM`` as a heterogeneous job of N one-node groups, and Slurm
 plans heterogeneous jobs in its backfill scheduler, which reserves whole nodes: two groups never share a
 node, so ``-j 2x1`` would pend forever on a one-node cluster. The cluster therefore runs two slurmd on
-this host, named after the host and ``localhost`` (both resolve to 127.0.0.1, as the rendezvous needs:
-``$SLURM_JOB_NODELIST_HET_GROUP_0`` is a node name), each describing the whole host.
+this host, named after the host and ``localhost`` (both must resolve to this host, as the rendezvous needs:
+``$SLURM_JOB_NODELIST_HET_GROUP_0`` is a node name), each describing the whole host. The daemons talk over
+127.0.0.1 whatever the names resolve to.
 
 Why MariaDB and slurmdbd: torchx 0.7's Slurm scheduler reads job states with ``sacct --parsable2 -j ID``
 (``torchx status``, ``torchx run --wait``, ``torchx log``), and ``sacct`` answers only from slurmdbd. With
@@ -198,8 +199,8 @@ class LocalSlurm:
             (self.root / d).mkdir(mode=0o700, exist_ok=True)
         host, hardware = self._hardware()
         self.node_names = [host, SECOND_NODE]
-        if host == SECOND_NODE or not all(_is_loopback(n) for n in self.node_names):
-            raise SlurmUnavailable(f"need two node names that resolve to 127.0.0.1: {self.node_names} (/etc/hosts)")
+        if host == SECOND_NODE or not all(_is_this_host(n) for n in self.node_names):
+            raise SlurmUnavailable(f"need two node names that resolve to this host: {self.node_names} (/etc/hosts)")
         ports = {k: _free_port() for k in ("slurmctld", "slurmdbd", "mariadb", *self.node_names)}
         try:
             self._start_munge()
@@ -353,9 +354,12 @@ def _user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-def _is_loopback(name: str) -> bool:
+def _is_this_host(name: str) -> bool:
+    """Whether ``name`` resolves to an address of this host (one a socket can bind to)."""
     try:
-        return socket.gethostbyname(name).startswith("127.")
+        with socket.socket() as s:
+            s.bind((socket.gethostbyname(name), 0))
+        return True
     except OSError:
         return False
 

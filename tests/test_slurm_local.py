@@ -66,3 +66,11 @@ def test_slurm_tests_skip_with_the_reason_where_slurm_is_absent(tmp_path: Path) 
     assert "3 skipped" in proc.stdout and "passed" not in proc.stdout and "failed" not in proc.stdout
     assert "no local Slurm cluster: not installed: munged, mariadb-install-db" in proc.stdout
     assert "slurmctld" in proc.stdout
+
+
+def test_node_names_must_resolve_to_this_host() -> None:
+    from denoisrec.launch.slurm_local import _is_this_host
+
+    assert _is_this_host("localhost") and _is_this_host("127.0.0.1")
+    assert not _is_this_host("192.0.2.1")  # TEST-NET-1: never an address of this host
+    assert not _is_this_host("no-such-host.invalid")
