@@ -9,6 +9,8 @@ DATA ?= data/$(PRESET)
 OUT ?= runs/default
 EPOCHS ?= 3
 ARGS ?=
+# The folder of the local Slurm cluster of `make slurm-up` (short, under /tmp: munged wants a reachable socket).
+SLURM_DIR ?= /tmp/denoisrec-slurm-$(shell id -u)
 # Extra index for the CUDA torch build when GPU=1 (pick the CUDA version your driver supports).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 # make gpu-check: report folder, and a folder of wheels for the offline route (see launch/gpu_check.sh).
@@ -28,12 +30,13 @@ else
   TORCH_STACK := torch fbgemm-gpu-cpu
 endif
 
-.PHONY: venv data train test gpu-check clean help
+.PHONY: venv data train test gpu-check clean help slurm-up slurm-down
 
 help:
 	@echo "make train   # set up .venv, generate data/$(PRESET) if missing, train on $(NPROC) ranks"
 	@echo "make test    # set up .venv, run the test suite"
 	@echo "make gpu-check [WHEELS=dir]  # on a CUDA machine: GPU env, GPU tests, throughput, report; else says so"
+	@echo "make slurm-up / slurm-down   # a one-host Slurm cluster in \$$SLURM_DIR (packages: .ci/install-slurm)"
 	@echo "variables: GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--denoiser tce ...'"
 
 venv: $(STAMP)
@@ -62,6 +65,13 @@ test: $(STAMP)
 gpu-check:
 	@WHEELS="$(WHEELS)" OUT="$(GPU_CHECK_OUT)" ARGS="$(ARGS)" PYTHON="$(PYTHON)" VENV="$(VENV)" \
 		TORCH_INDEX="$(TORCH_INDEX)" bash launch/gpu_check.sh
+
+# A one-host Slurm cluster for `torchx run -s slurm` by hand (docs/launch.md); the tests start their own.
+slurm-up: $(STAMP)
+	$(PY) -m denoisrec.launch.slurm_local up --dir $(SLURM_DIR)
+
+slurm-down:
+	$(PY) -m denoisrec.launch.slurm_local down --dir $(SLURM_DIR)
 
 clean:
 	rm -rf $(VENV) runs data/tiny data/small .pytest_cache

@@ -51,3 +51,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
                                        "(`make gpu-check`)")
         for item in gpu:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A one-host Slurm cluster (``launch/slurm_local.py``) shared by every Slurm test of the session, stopped
+    at its end; the tests skip with the reason where it cannot come up (packages missing, a daemon failed).
+    ``DENOISREC_SLURM_KEEP=1`` keeps its folder (daemon logs, ``log/sacct.txt``) for a post-mortem."""
+    import shutil
+    import tempfile
+
+    from denoisrec.launch.slurm_local import LocalSlurm, SlurmUnavailable
+
+    # Under /tmp, not pytest's tmp_path: munged wants a short socket path whose parents every user can reach.
+    cluster = LocalSlurm(Path(tempfile.mkdtemp(prefix="denoisrec-slurm-")))
+    try:
+        cluster.up()
+    except SlurmUnavailable as e:
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        pytest.skip(f"no local Slurm cluster: {e}")
+    yield cluster
+    killed = cluster.down()
+    if os.environ.get("DENOISREC_SLURM_KEEP") == "1":
+        print(f"\nSlurm cluster folder kept: {cluster.root}")
+    else:
+        shutil.rmtree(cluster.root, ignore_errors=True)
+    assert not killed, f"Slurm daemons needed SIGKILL to stop: {killed}"
