@@ -23,6 +23,7 @@ Example (one process)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +42,7 @@ from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.reader import ParquetBatchReader
-from denoisrec.trainer.data.schema import DataSchema, SparseFeature
+from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
 from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
                                          static_graph)
@@ -79,8 +80,8 @@ def apply_table_overrides(schema: DataSchema, tables: Dict[str, Dict[str, int]])
         if bad:
             raise ValueError(f"model.tables.{feature}: unknown key(s) {sorted(bad)}; "
                              "expected num_embeddings, embedding_dim")
-    sparse = [SparseFeature(f.name, int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)),
-                            f.multi_hot) for f in schema.sparse]
+    sparse = [dataclasses.replace(f, num_embeddings=int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)))
+              for f in schema.sparse]
     return DataSchema.from_dict({**schema.to_dict(), "sparse": [vars(f) for f in sparse]})
 
 
