@@ -40,6 +40,7 @@ import torch.distributed as dist
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, step_dir
 from denoisrec.trainer.config import Config
+from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
@@ -52,6 +53,7 @@ from denoisrec.trainer.evaluate import evaluate
 from denoisrec.trainer.export import unsharded_state_dict
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
+from denoisrec.trainer.observation_report import write_observation_report
 from denoisrec.trainer.progress import Progress
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
@@ -99,8 +101,9 @@ def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
 
 
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
-    spec = model_spec(cfg, schema)
-    return TrainModule(spec.build(), build_denoiser_for(cfg, schema, spec))
+    data_schema, model_schema = feature_views(cfg, schema)  # the target model may not see the context
+    spec = model_spec(cfg, model_schema)
+    return TrainModule(spec.build(), build_denoiser_for(cfg, data_schema, spec))
 
 
 def rank_batch_size(cfg: Config, world_size: int) -> int:
@@ -226,9 +229,10 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     seed_everything(cfg.run.seed)
     schema = apply_table_overrides(schema_from_config(cfg.data), cfg.model.tables)
     check_train_label(cfg.data.train_label, schema, cfg.data.path)
+    schema, model_schema = feature_views(cfg, schema)  # model.context: what the readers and the model see
     batch_size = rank_batch_size(cfg, env.world_size)
     readers = _readers(cfg, schema, env, batch_size)
-    spec = model_spec(cfg, schema)
+    spec = model_spec(cfg, model_schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
@@ -410,6 +414,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         log.close()
         return summary
 
+    observation = write_observation_report(model, cfg.data.path, cfg.run.out, env.is_main, log)  # its tower's h, h'
+
     # ----------------------------------------------------------------------------- final evaluation
     metrics: Dict[str, Any] = {}
     metrics["valid"] = last_eval["valid"] if last_eval.get("step") == step and "valid" in last_eval else \
@@ -434,7 +440,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         state = unsharded_state_dict(model, env)
         model_file = os.path.join(cfg.run.out, "model.pt")
         if env.is_main:
-            save_model_file(model_file, spec, state, schema.to_dict(), extra={
+            save_model_file(model_file, spec, state, model_schema.to_dict(), extra={
                 "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
                 "restored_best_step": restored_best, "config": cfg.to_dict()})
     rows_per_rank: list = [local_samples]
@@ -468,6 +474,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         "evaluations": eval_history,
         "early_stopping": {**stopper.state_dict(), "restored_best_step": restored_best},
         "resumed": resumed,
+        "observation": observation,
         "checkpoint": checkpoint_path,
         "model_file": model_file,
         "environment": {
