@@ -279,3 +279,18 @@ class ObservationModel(Denoiser):
             out[f] = {"values": seen.tolist(), "h": (t[seen, 1] / w).tolist(), "h_prime": (t[seen, 2] / w).tolist(),
                       "weight": w.tolist()}
         return out
+
+
+class ObservationTCE(ObservationModel):
+    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL): ``eps_max`` on by default
+    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`."""
+
+    name = "observation_tce"
+    GRID = {"eps_max": [0.05, 0.1, 0.2], "hidden": [[], [32]]}
+
+    def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
+                 hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
+                 eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+        super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
+                         device, process_group)
