@@ -82,6 +82,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=int, default=6 * 3600, help="seconds for the torchrun job (--nproc > 1)")
 
 
+def quality_methods(spec: str) -> List[str]:
+    """The baseline, ``withheld`` when named, then the denoisers of ``spec`` (see ``resolve_methods``)."""
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    methods = resolve_methods(",".join(x for x in names if x != WITHHELD) or BASELINE)
+    if WITHHELD in names:
+        methods.insert(1, WITHHELD)
+    return methods
+
+
 def _apply_quick(a: argparse.Namespace) -> None:
     if a.quick:
         a.preset, a.seeds, a.epochs, a.batch_size, a.patience = "tiny", 2, 2, a.batch_size or 500, 0
@@ -466,10 +475,7 @@ def plot(fig: Any, rep: Any) -> None:
 
 def run(a: argparse.Namespace) -> int:
     _apply_quick(a)
-    names = [x.strip() for x in a.denoisers.split(",")]
-    methods = resolve_methods(",".join(x for x in names if x != WITHHELD) or BASELINE)
-    if WITHHELD in names:
-        methods.insert(1, WITHHELD)
+    methods = quality_methods(a.denoisers)
     params = parse_method_params(a.param)
     data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     from denoisrec.trainer.data.schema import DataSchema
