@@ -67,7 +67,8 @@ DART_TABLE2_ML100K = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(
         p, "quality", "dataset directory with ground truth (default: data/<preset>)",
-        "comma-separated names or 'all'; 'withheld' adds BCE without the context features", "fixed denoiser hyperparameter (overrides the default; not swept)",
+        "comma-separated names or 'all'; 'withheld' adds BCE without the context features",
+        "fixed denoiser hyperparameter (overrides the default; not swept)",
         "config override for every run, e.g. optim.lr=1e-3 (repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for reported figures)")
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")

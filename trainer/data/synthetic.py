@@ -16,7 +16,8 @@ The generative story (every draw seeded, so a seed gives the same bytes):
    ``clean_rate`` share of impressions is truly liked.
 4. **Attention.** The user is attentive with probability
    ``σ(a0 − a1·(position − 1) + scene[s] + device[d] + hour_amp·cos(2π·(hour − 15)/24))``, which decays down
-   the list, in some scenes and devices and late at night: the noise lives in the context. An attentive user's observed label is the clean one. An inattentive user
+   the list, in some scenes and devices and late at night: the noise lives in the context. An attentive
+   user's observed label is the clean one. An inattentive user
    lets a disliked song play in the background (a *false positive*, probability ``q_fp``) or never notices
    a liked one (a *false negative*, probability ``q_fn``).
 5. ``label`` is the observed label; ``is_noisy = label != clean_label``.
