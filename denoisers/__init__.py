@@ -8,6 +8,7 @@
 | ``bootstrap_soft``, ``bootstrap_hard`` | :class:`SoftBootstrap`, :class:`HardBootstrap` | Reed et al. 2015 |
 | ``dart`` | :class:`DART` | DART (thesis 2023) |
 | ``deca``, ``deca_p`` | :class:`DeCA`, :class:`DeCAPrior` | DeCA (WWW 2022) |
+| ``observation``, ``observation_tce`` | :class:`ObservationModel`, :class:`ObservationTCE` | DeCA's noise model over the observation context (+ T-CE) |
 
 Hyperparameters are the constructor's keyword arguments (``-p name=value``); each class's ``GRID`` holds
 the papers' grid. Arguments listed in a class's ``INJECTED`` (feature table sizes, device, DeCA(p)'s prior
@@ -30,10 +31,12 @@ from denoisrec.denoisers.bootstrap import HardBootstrap, SoftBootstrap
 from denoisrec.denoisers.dart import DART
 from denoisrec.denoisers.deca import DeCA, DeCAPrior
 from denoisrec.denoisers.lcd import LCD, LCDRe
+from denoisrec.denoisers.observation import ObservationModel, ObservationTCE
 
 DENOISERS: Dict[str, Type[Denoiser]] = {
     cls.name: cls
-    for cls in (BCE, TruncatedBCE, ReweightedBCE, LCD, LCDRe, SoftBootstrap, HardBootstrap, DART, DeCA, DeCAPrior)
+    for cls in (BCE, TruncatedBCE, ReweightedBCE, LCD, LCDRe, SoftBootstrap, HardBootstrap, DART, DeCA, DeCAPrior,
+                ObservationModel, ObservationTCE)
 }
 
 
@@ -67,5 +70,5 @@ def build_denoiser(name: str, process_group: Any = None, context: Optional[Mappi
 
 __all__ = [
     "BCE", "DART", "DENOISERS", "DeCA", "DeCAPrior", "Denoiser", "HardBootstrap", "LCD", "LCDRe", "LossOutput",
-    "ReweightedBCE", "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
+    "ObservationModel", "ObservationTCE", "ReweightedBCE", "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
 ]

@@ -192,3 +192,13 @@ def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
     d = default_params(DENOISERS["deca_p"])
     assert d["C1"] == 1000 and not {"tables", "device", "prior"} & set(d)
     assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": 30000}
+
+
+def test_quality_methods_add_the_withheld_baseline() -> None:
+    from denoisrec.trainer.bench.quality import quality_methods
+
+    assert quality_methods("withheld,observation") == ["bce", "withheld", "observation"]
+    assert quality_methods("tce") == ["bce", "tce"]
+    assert quality_methods("withheld") == ["bce", "withheld"]
+    with pytest.raises(ValueError, match="unknown denoiser"):
+        quality_methods("withheld,nope")

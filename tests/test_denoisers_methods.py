@@ -387,7 +387,7 @@ def test_deca_checks_its_features() -> None:
 
 def test_registry_names_grids_and_injected_arguments() -> None:
     assert sorted(DENOISERS) == sorted(["bce", "tce", "rce", "lcd", "lcd_re", "bootstrap_soft", "bootstrap_hard",
-                                        "dart", "deca", "deca_p"])
+                                        "dart", "deca", "deca_p", "observation", "observation_tce"])
     for name, cls in DENOISERS.items():
         assert set(cls.GRID) <= set(options(name)), name
         assert not set(cls.INJECTED) & set(options(name)), name

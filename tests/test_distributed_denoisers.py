@@ -25,6 +25,8 @@ CASES = [
     ["dart", {"t_i": 1, "t_m": 2, "tau_m": 0.6, "r": 0.5}],
     ["deca", {"C1": 10.0, "C2": 5.0, "alpha": 0.5, "mf_dim": 4}],
     ["deca_p", {"pretrain_steps": 2, "alpha": 0.5, "mf_dim": 4}],
+    ["observation", {"hidden": [4]}],  # here the KJT's user / item ids stand in for the context
+    ["observation_tce", {"eps_max": 0.4, "num_gradual": 3, "form": "product"}],
 ]
 # (sizes per rank, leading samples forced negative): even, uneven, an empty rank, a rank with no positives.
 SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12)]

@@ -19,7 +19,7 @@ DECA_P_STEPS = [["f'"], ["f'"], ["f", "h"], ["f", "h'"], ["f", "h"]]  # phase 1 
 # A stat each method logs with the training metrics (besides the ground-truth report every method logs).
 LOGGED = {"bce": "loss", "tce": "eps", "rce": "mean_weight", "lcd": "omega_mean", "lcd_re": "omega_mean",
           "bootstrap_soft": "correction_mean", "bootstrap_hard": "correction_mean", "dart": "tau",
-          "deca": "post_pos_mean", "deca_p": "post_pos_mean"}
+          "deca": "post_pos_mean", "deca_p": "post_pos_mean", "observation": "f_mean", "observation_tce": "drop_share"}
 TRUTH = {"truth_precision", "truth_recall", "truth_random_precision", "truth_loss_noisy_pos", "truth_loss_clean_pos"}
 
 

@@ -100,9 +100,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_gen_data(a: argparse.Namespace) -> int:
-    from denoisrec.trainer.data.synthetic import describe, generate, preset_by_name, scaled
+    from denoisrec.trainer.data.synthetic import describe, generate, preset_by_name, scaled, with_logging
 
-    preset = scaled(preset_by_name(a.preset), a.rows)
+    preset = with_logging(scaled(preset_by_name(a.preset), a.rows), a.logging)
     stats = generate(a.out, preset, seed=a.seed, progress=not a.quiet)
     print(f"wrote {a.out} (preset {a.preset}, seed {a.seed}) in {stats['seconds']}s")
     print(describe(stats))
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
+    g.add_argument("--logging", choices=["ranker", "independent"],
+                   help="who placed the items: a previous ranker (default; position correlates with preference) "
+                        "or independent placement (the original generator)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     g.set_defaults(fn=cmd_gen_data)
     v = sub.add_parser("validate", help="check a dataset against its schema and print a report (no training)")

@@ -52,13 +52,17 @@ class ModelConfig:
     """``name`` from :data:`denoisrec.models.MODELS`; ``params`` are that model's options; ``tables`` overrides
     single tables: ``{feature: {num_embeddings: N, embedding_dim: D}}`` (a smaller ``num_embeddings`` applies
     the schema's out-of-table policy to the ids above it); ``embedding_init`` ``a`` starts every table uniform
-    in ``[−a, a]`` (``null``: the model's default, see :class:`denoisrec.models.ModelSpec`)."""
+    in ``[−a, a]`` (``null``: the model's default, see :class:`denoisrec.models.ModelSpec`). ``context`` says how
+    the schema's ``role: context`` features are used: ``features`` (ordinary inputs), ``withhold`` (never read)
+    or ``auto`` (``features``, but kept out of the target model under ``--denoiser observation``; see
+    ``trainer/context.py``)."""
 
     name: str = "dlrm"
     embedding_dim: int = 16
     params: Dict[str, Any] = field(default_factory=dict)
     tables: Dict[str, Dict[str, int]] = field(default_factory=dict)
     embedding_init: Optional[float] = None
+    context: str = "auto"
 
 
 @dataclass

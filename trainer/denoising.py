@@ -61,6 +61,7 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
     wanted = DENOISERS[name].INJECTED
     makers: Dict[str, Callable[[], Any]] = {
         "tables": lambda: {f.name: f.num_embeddings for f in schema.sparse},
+        "context_tables": lambda: {f.name: f.num_embeddings for f in schema.sparse if f.role == "context"},
         "device": lambda: device or torch.device("meta"),
         "prior": lambda: build_prior(_need_spec(spec, name), cfg.run.seed + 1),
     }

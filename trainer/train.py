@@ -23,6 +23,7 @@ Example (one process)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -39,10 +40,11 @@ import torch.distributed as dist
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
+from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.reader import ParquetBatchReader
-from denoisrec.trainer.data.schema import DataSchema, SparseFeature
+from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
 from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
                                          static_graph)
@@ -53,6 +55,7 @@ from denoisrec.trainer.export import unsharded_state_dict
 from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
+from denoisrec.trainer.observation_report import write_observation_report
 from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
 from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
@@ -84,8 +87,8 @@ def apply_table_overrides(schema: DataSchema, tables: Dict[str, Dict[str, int]])
         if bad:
             raise ValueError(f"model.tables.{feature}: unknown key(s) {sorted(bad)}; "
                              "expected num_embeddings, embedding_dim")
-    sparse = [SparseFeature(f.name, int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)),
-                            f.multi_hot) for f in schema.sparse]
+    sparse = [dataclasses.replace(f, num_embeddings=int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)))
+              for f in schema.sparse]
     return DataSchema.from_dict({**schema.to_dict(), "sparse": [vars(f) for f in sparse]})
 
 
@@ -103,8 +106,9 @@ def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
 
 
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
-    spec = model_spec(cfg, schema)
-    return TrainModule(spec.build(), build_denoiser_for(cfg, schema, spec))
+    data_schema, model_schema = feature_views(cfg, schema)  # the target model may not see the context
+    spec = model_spec(cfg, model_schema)
+    return TrainModule(spec.build(), build_denoiser_for(cfg, data_schema, spec))
 
 
 def rank_batch_size(cfg: Config, world_size: int) -> int:
@@ -245,10 +249,11 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
     seed_everything(cfg.run.seed)
     schema = apply_table_overrides(schema_from_config(cfg.data), cfg.model.tables)
     check_train_label(cfg.data.train_label, schema, cfg.data.path)
+    schema, model_schema = feature_views(cfg, schema)  # model.context: what the readers and the model see
     batch_size = rank_batch_size(cfg, env.world_size)
     readers = _readers(cfg, schema, env, batch_size)  # every file's footer and schema checked here
     check_eval_splits_on_main(cfg.data.path, schema, cfg.data.preflight_row_groups, env.is_main, broadcast_from_main)
-    spec = model_spec(cfg, schema)
+    spec = model_spec(cfg, model_schema)
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
@@ -457,6 +462,8 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         log.close()
         return summary
 
+    observation = write_observation_report(model, cfg.data.path, cfg.run.out, env.is_main, log)  # its tower's h, h'
+
     # ----------------------------------------------------------------------------- final evaluation
     metrics: Dict[str, Any] = {}
     metrics["valid"] = last_eval["valid"] if last_eval.get("step") == step and "valid" in last_eval else \
@@ -481,7 +488,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         state = unsharded_state_dict(model, env)
         model_file = os.path.join(cfg.run.out, "model.pt")
         if env.is_main:
-            save_model_file(model_file, spec, state, schema.to_dict(), extra={
+            save_model_file(model_file, spec, state, model_schema.to_dict(), extra={
                 "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
                 "restored_best_step": restored_best, "config": cfg.to_dict()})
     rows_per_rank: list = [local_samples]
@@ -517,6 +524,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         "resumed": resumed,
         "launch": launch,
         "nonfinite_skipped_steps": guard.skipped,
+        "observation": observation,
         "checkpoint": checkpoint_path,
         "model_file": model_file,
         "environment": {

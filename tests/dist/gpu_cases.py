@@ -47,7 +47,7 @@ from denoisrec.trainer.train import build_module, model_spec, seed_everything, t
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.
 RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0}, "deca": {"C1": 10}}
-TABLE_LOOKUPS = ("deca", "deca_p")  # denoisers whose loss runs sharded embedding lookups of their own
+TABLE_LOOKUPS = ("deca", "deca_p", "observation", "observation_tce")  # loss runs sharded lookups of its own
 BATCH = 96
 
 

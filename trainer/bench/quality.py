@@ -5,6 +5,8 @@ For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic p
 
 - **BCE** on the observed labels (the "Base" row);
 - **Clean**: BCE on ``clean_label`` (``data.train_label=clean_label``), the oracle row of DART's Table 2;
+- **withheld** (when named in ``--denoisers``): BCE with the schema's context features withheld from the model
+  (``model.context=withhold``), the baseline the observation model must beat;
 - **every denoiser** with its defaults (the papers'), or with the point of a small sweep over its ``GRID``
   (a class attribute: ``{"param": [values]}``) selected on the **validation** split only;
 
@@ -51,6 +53,7 @@ from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, 
                                                 resolve_methods)
 
 CLEAN = "clean"
+WITHHELD = "withheld"  # BCE without the context features (model.context=withhold)
 
 # DART thesis, Table 2 (AUC on the clean test set; MovieLens-100K, rating <= 3 noisy, 1:1 negatives, 8:1:1).
 DART_TABLE2_ML100K = {
@@ -64,7 +67,8 @@ DART_TABLE2_ML100K = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(
         p, "quality", "dataset directory with ground truth (default: data/<preset>)",
-        "comma-separated names or 'all'", "fixed denoiser hyperparameter (overrides the default; not swept)",
+        "comma-separated names or 'all'; 'withheld' adds BCE without the context features",
+        "fixed denoiser hyperparameter (overrides the default; not swept)",
         "config override for every run, e.g. optim.lr=1e-3 (repeatable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for reported figures)")
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")
@@ -77,6 +81,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="CI smoke test: tiny data, 2 epochs, 2 seeds, 1 thread")
     p.add_argument("--timeout", type=int, default=6 * 3600, help="seconds for the torchrun job (--nproc > 1)")
+
+
+def quality_methods(spec: str) -> List[str]:
+    """The baseline, ``withheld`` when named, then the denoisers of ``spec`` (see ``resolve_methods``)."""
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    methods = resolve_methods(",".join(x for x in names if x != WITHHELD) or BASELINE)
+    if WITHHELD in names:
+        methods.insert(1, WITHHELD)
+    return methods
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
@@ -243,6 +256,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.log_every = 10**9
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
+    elif method == WITHHELD:
+        cfg.denoiser.name, cfg.denoiser.params, cfg.model.context = BASELINE, {}, "withhold"
     else:
         cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
     hooks = QualityHooks("clean" if method == CLEAN else "observed", spec["patience"])
@@ -274,7 +289,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
     sweeps: Dict[str, Any] = {}
     seeds = list(range(spec["seeds"]))
     for method in spec["methods"] + [CLEAN]:
-        if method in (BASELINE, CLEAN):
+        if method in (BASELINE, CLEAN, WITHHELD):
             chosen: Dict[str, Any] = dict(spec["params"].get(method, {}))
             first = None
         else:
@@ -462,7 +477,7 @@ def plot(fig: Any, rep: Any) -> None:
 
 def run(a: argparse.Namespace) -> int:
     _apply_quick(a)
-    methods = resolve_methods(a.denoisers)
+    methods = quality_methods(a.denoisers)
     params = parse_method_params(a.param)
     data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     from denoisrec.trainer.data.schema import DataSchema

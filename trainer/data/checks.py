@@ -130,8 +130,9 @@ def expected_types(schema: DataSchema, with_ground_truth: bool) -> Dict[str, Tup
     """Column → (description of the expected type, predicate on a pyarrow type)."""
     out: Dict[str, Tuple[str, Callable[[pa.DataType], bool]]] = {}
     for f in schema.sparse:
-        out[f.name] = (("list<integer> (multi-hot sparse)", _is_int_list) if f.multi_hot
-                       else ("integer (sparse id)", _is_int))
+        what, ok = (("list<integer> (multi-hot sparse", _is_int_list) if f.multi_hot
+                    else ("integer (sparse id", _is_int))
+        out[f.name] = (f"{what}{', context feature' if f.role == 'context' else ''})", ok)
     for c in schema.dense:
         out[c] = ("float or integer (dense)", _is_number)
     out[schema.label] = ("0/1 integer, bool or float (label)", _is_label)

@@ -41,6 +41,7 @@ import yaml
 
 SCHEMA_FILE = "schema.json"
 SPLITS = ("train", "valid", "test")
+ROLES = ("preference", "context")
 OOV_POLICIES = ("error", "hash")
 NAN_POLICIES = ("error", "impute")
 
@@ -55,12 +56,16 @@ class SparseFeature:
         multi_hot: the column is ``list<int>``; each row contributes a bag of ids.
         oov_policy: this feature's out-of-table policy (``"error"`` or ``"hash"``); ``None`` uses the
             schema's.
+        role: ``"preference"`` (who the user is, what the item is, their attributes) or ``"context"`` (the
+            conditions the label was observed under: list position, scene, device, time). See
+            docs/ingest.md, "Feature roles"; dense columns are preference features.
     """
 
     name: str
     num_embeddings: int
     multi_hot: bool = False
     oov_policy: Optional[str] = None
+    role: str = "preference"
 
 
 @dataclass
@@ -102,6 +107,8 @@ class DataSchema:
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"schema option nan_policy={self.nan_policy!r}: expected one of {NAN_POLICIES}")
         for f in self.sparse:
+            if f.role not in ROLES:
+                raise ValueError(f"schema: sparse feature {f.name!r} has role={f.role!r}; expected one of {ROLES}")
             if f.oov_policy is not None and f.oov_policy not in OOV_POLICIES:
                 raise ValueError(f"schema: sparse feature {f.name!r} has oov_policy={f.oov_policy!r}; "
                                  f"expected one of {OOV_POLICIES} or null")
@@ -118,6 +125,17 @@ class DataSchema:
     @property
     def sparse_names(self) -> List[str]:
         return [f.name for f in self.sparse]
+
+    @property
+    def context_names(self) -> List[str]:
+        """The sparse features with role ``context`` (none for a schema without roles)."""
+        return [f.name for f in self.sparse if f.role == "context"]
+
+    def preference_only(self) -> "DataSchema":
+        """A copy without the context features: what a model that must not see the context reads."""
+        d = self.to_dict()
+        d["sparse"] = [f for f in d["sparse"] if f["role"] != "context"]
+        return DataSchema.from_dict(d)
 
     def oov_policy_of(self, feature: SparseFeature) -> str:
         """The out-of-table policy that applies to ``feature``."""
@@ -164,12 +182,12 @@ class DataSchema:
         sparse = d.get("sparse", [])
         if not isinstance(sparse, list):
             raise ValueError("schema key 'sparse' must be a list of features")
-        known = {"name", "num_embeddings", "multi_hot", "oov_policy"}
+        known = {"name", "num_embeddings", "multi_hot", "oov_policy", "role"}
         feats = []
         for f in sparse:
             if not isinstance(f, dict) or set(f) - known or "name" not in f or "num_embeddings" not in f:
                 raise ValueError(f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
-                                 f"and optionally multi_hot, oov_policy")
+                                 f"and optionally multi_hot, oov_policy, role")
             feats.append(SparseFeature(**f))
         d["sparse"] = feats
         unknown = set(d) - {f for f in cls.__dataclass_fields__}

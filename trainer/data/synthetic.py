@@ -6,14 +6,27 @@ The generative story (every draw seeded, so a seed gives the same bytes):
    vector. Items belong to a genre (whose centre their latent vector is drawn around), an artist and a
    language, carry 1-3 tags; users have an age bucket, gender and region correlated with their taste.
 2. **Impressions.** A row is a song shown to a user at a position 1-30 of a recommendation list, in a
-   context (hour, weekday, device, scene). Users are drawn by activity, items by popularity.
+   context (hour, weekday, device, scene). With the default ``logging="ranker"`` the logs are written by a
+   previous ranker: a list is one user in one context; 30 candidates are drawn by popularity and shown in
+   the order of ``skill·(u·v + b_u + b_i + N(0, noise²)) + popularity·log_pop(i)`` (a noisy copy of the true
+   preference plus popularity), so position correlates with preference as in production logs.
+   ``logging="independent"`` draws user, item and position of every row independently (the original
+   generator; with ``attention_device``/``attention_hour`` zero its bytes are unchanged).
 3. **Clean label** ``clean_label = 1[u·v + b_u + b_i + ε > θ]`` with logistic ε and θ set so that a
    ``clean_rate`` share of impressions is truly liked.
-4. **Attention.** The user is attentive with probability ``σ(a0 − a1·(position − 1) + scene effect)``,
-   which decays down the list. An attentive user's observed label is the clean one. An inattentive user
+4. **Attention.** The user is attentive with probability
+   ``σ(a0 − a1·(position − 1) + scene[s] + device[d] + hour_amp·cos(2π·(hour − 15)/24))``, which decays down
+   the list, in some scenes and devices and late at night: the noise lives in the context. An attentive
+   user's observed label is the clean one. An inattentive user
    lets a disliked song play in the background (a *false positive*, probability ``q_fp``) or never notices
    a liked one (a *false negative*, probability ``q_fn``).
 5. ``label`` is the observed label; ``is_noisy = label != clean_label``.
+
+So the ground-truth observation model is ``P(ỹ=1 | y=0, c) = (1 − a(c))·q_fp`` and
+``P(ỹ=1 | y=1, c) = a(c) + (1 − a(c))·(1 − q_fn)`` with ``a(c)`` the attention probability; ``stats.json``
+records its empirical value per context value (``observation_truth``) and the logging parameters
+(``logging``). In ``schema.json`` the context columns (position, scene, device, hour, weekday, ``ctx_cat_*``,
+``list_cat_*``) have ``role: context``, the rest ``role: preference``.
 
 With the defaults roughly a third of observed positives are false (the LCD paper's premise), and noisy
 positives have low clean preference, so a model's loss on them stays high early in training.
@@ -51,6 +64,7 @@ GEN_CHUNK = 1 << 16  # rows drawn per random chunk; fixed so output does not dep
 N_POSITIONS = 30
 SCENES = 6  # playlist, radio, search, daily-mix, charts, similar-songs
 DEVICES = 4
+SCENE_ATTENTION = (0.3, -0.9, 0.8, 0.0, -0.3, 0.2)  # attention logit offset per scene
 
 
 @dataclass
@@ -61,6 +75,11 @@ class Preset:
     multi-hot lists and dense columns (derived from the user, the item, or drawn per row and bucketed), so
     larger presets can match the width of industrial data (LCD's "Product": 69 features).
     ``recent_items > 0`` adds ``user_recent_items``, a multi-hot list of up to that many item ids.
+    ``logging`` is ``"ranker"`` (lists ordered by a previous model: ``ranker_skill`` times a copy of the
+    true preference with Gaussian noise of std ``ranker_noise``, plus ``ranker_popularity`` times the
+    item's standardised log-popularity) or ``"independent"`` (position drawn independently of everything).
+    ``attention_device`` (one logit offset per device) and ``attention_hour`` (amplitude of a daily cycle)
+    make the attention, hence the noise, depend on more context than position and scene.
     ``compact`` writes categorical ids as ``int32`` and turns on the writer settings that keep a wide,
     large dataset small on disk (bigger dictionary pages, delta-encoded ``row_id``); ``compression`` is
     the Parquet codec. The defaults keep the small presets' bytes exactly as they always were.
@@ -82,6 +101,12 @@ class Preset:
     attention_a1: float = 0.07
     q_fp: float = 0.55
     q_fn: float = 0.5
+    logging: str = "ranker"
+    ranker_skill: float = 1.0
+    ranker_noise: float = 2.0
+    ranker_popularity: float = 0.5
+    attention_device: List[float] = field(default_factory=lambda: [0.0, -0.5, 0.4, -1.0])
+    attention_hour: float = 0.6
     extra_user_features: List[int] = field(default_factory=list)
     extra_item_features: List[int] = field(default_factory=list)
     extra_context_features: List[int] = field(default_factory=list)
@@ -179,7 +204,7 @@ class World:
         for a in range(0, p.n_users, 1 << 18):  # row-wise argsort in blocks: same values, bounded temporaries
             aff = self.user_vec[a:a + (1 << 18)] @ self.genre_centre.T
             self.user_top_genres[a:a + (1 << 18)] = np.argsort(-aff, axis=1)[:, :5]
-        self.scene_attention = np.array([0.3, -0.9, 0.8, 0.0, -0.3, 0.2], dtype=np.float32)
+        self.scene_attention = np.array(SCENE_ATTENTION, dtype=np.float32)
         self.threshold = self._calibrate(seed)
 
     def score(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -221,11 +246,11 @@ def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
         SparseFeature("item_genre", p.n_genres),
         SparseFeature("item_language", 8),
         SparseFeature("item_popularity", 10),
-        SparseFeature("hour", 24),
-        SparseFeature("weekday", 7),
-        SparseFeature("device", DEVICES),
-        SparseFeature("scene", SCENES),
-        SparseFeature("position", N_POSITIONS + 1),
+        SparseFeature("hour", 24, role="context"),
+        SparseFeature("weekday", 7, role="context"),
+        SparseFeature("device", DEVICES, role="context"),
+        SparseFeature("scene", SCENES, role="context"),
+        SparseFeature("position", N_POSITIONS + 1, role="context"),
         SparseFeature("item_tags", p.n_tags, multi_hot=True),
         SparseFeature("user_recent_genres", p.n_genres, multi_hot=True),
     ]
@@ -233,8 +258,9 @@ def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
         sparse.append(SparseFeature("user_recent_items", p.n_items, multi_hot=True))
     sparse += [SparseFeature(f"user_cat_{j}", c) for j, c in enumerate(p.extra_user_features)]
     sparse += [SparseFeature(f"item_cat_{j}", c) for j, c in enumerate(p.extra_item_features)]
-    sparse += [SparseFeature(f"ctx_cat_{j}", c) for j, c in enumerate(p.extra_context_features)]
-    sparse += [SparseFeature(f"list_cat_{j}", c, multi_hot=True) for j, c in enumerate(p.extra_multi_hot)]
+    sparse += [SparseFeature(f"ctx_cat_{j}", c, role="context") for j, c in enumerate(p.extra_context_features)]
+    sparse += [SparseFeature(f"list_cat_{j}", c, multi_hot=True, role="context")
+               for j, c in enumerate(p.extra_multi_hot)]
     dense = ["user_log_activity", "item_log_popularity", "duration", "genre_affinity"]
     dense += [f"dense_{j}" for j in range(p.extra_dense)]
     return DataSchema(sparse=sparse, dense=dense, extra={"preset": dataclasses.asdict(p)})
@@ -262,20 +288,54 @@ def _list_array(vals: np.ndarray, lengths: np.ndarray, value_type: pa.DataType =
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals[keep], type=value_type))
 
 
+def attention_logits(world: World, position: np.ndarray, scene: np.ndarray, device: np.ndarray,
+                     hour: np.ndarray) -> np.ndarray:
+    """The logit of the attention probability ``a(c)`` of each row (module docstring, step 4)."""
+    p = world.p
+    logit = p.attention_a0 - p.attention_a1 * (position - 1) + world.scene_attention[scene]
+    if any(p.attention_device):
+        logit = logit + np.asarray(p.attention_device, dtype=np.float64)[device]
+    if p.attention_hour:
+        logit = logit + p.attention_hour * np.cos(2 * np.pi * (hour - 15) / 24)
+    return logit
+
+
+def _ranked_lists(world: World, r: np.random.Generator, n: int) -> tuple:
+    """``n`` impressions from lists written by the previous ranker: per list one user and one context, 30
+    candidates by popularity, shown in decreasing ``skill·(score + noise) + popularity·log_pop`` order."""
+    p, L = world.p, N_POSITIONS
+    m = -(-n // L)
+    users = world.draw_users(r, m)
+    hour, weekday = r.integers(0, 24, m), r.integers(0, 7, m)
+    device = np.minimum(r.geometric(0.5, m) - 1, DEVICES - 1)
+    scene = r.integers(0, SCENES, m)
+    items = world.draw_items(r, m * L).reshape(m, L)
+    u_rep = np.repeat(users, L)
+    pref = world.score(u_rep, items.reshape(-1)).reshape(m, L) + p.ranker_noise * r.normal(0, 1, (m, L))
+    ranker = p.ranker_skill * pref + p.ranker_popularity * world.item_logpop[items]
+    items = np.take_along_axis(items, np.argsort(-ranker, axis=1, kind="stable"), axis=1)
+    position = np.tile(np.arange(1, L + 1), m)
+    per_list = [np.repeat(v, L)[:n] for v in (hour, weekday, device, scene)]
+    return (u_rep[:n], items.reshape(-1)[:n], position[:n], *per_list)
+
+
 def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, row_offset: int) -> pa.Table:
     """Impressions ``row_offset .. row_offset + n`` of a split (one random chunk)."""
     p = world.p
     r = _rng(seed, 10 + split_idx, chunk_idx)
-    u = world.draw_users(r, n)
-    i = world.draw_items(r, n)
-    position = r.integers(1, N_POSITIONS + 1, n)
-    hour = r.integers(0, 24, n)
-    weekday = r.integers(0, 7, n)
-    device = np.minimum(r.geometric(0.5, n) - 1, DEVICES - 1)
-    scene = r.integers(0, SCENES, n)
+    if p.logging == "ranker":
+        u, i, position, hour, weekday, device, scene = _ranked_lists(world, r, n)
+    else:
+        u = world.draw_users(r, n)
+        i = world.draw_items(r, n)
+        position = r.integers(1, N_POSITIONS + 1, n)
+        hour = r.integers(0, 24, n)
+        weekday = r.integers(0, 7, n)
+        device = np.minimum(r.geometric(0.5, n) - 1, DEVICES - 1)
+        scene = r.integers(0, SCENES, n)
     s = world.score(u, i) + r.logistic(0, 0.35, n)
     clean = (s > world.threshold).astype(np.int8)
-    attention_logit = p.attention_a0 - p.attention_a1 * (position - 1) + world.scene_attention[scene]
+    attention_logit = attention_logits(world, position, scene, device, hour)
     attentive = r.random(n) < 1.0 / (1.0 + np.exp(-attention_logit))
     flip = np.where(clean == 1, r.random(n) < p.q_fn, r.random(n) < p.q_fp)
     label = np.where(attentive | ~flip, clean, 1 - clean).astype(np.int8)
@@ -434,10 +494,12 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
     whatever the row count. With ``progress`` a line goes to stderr every ~1M rows (rows, rate, ETA).
     """
     t0 = time.time()
+    if preset.logging not in LOGGING_POLICIES:
+        raise ValueError(f"preset option logging={preset.logging!r}: expected one of {LOGGING_POLICIES}")
     world = World(preset, seed)
     schema = schema_for(preset, world)
     os.makedirs(out, exist_ok=True)
-    stats: Dict[str, Any] = {"seed": seed}
+    stats: Dict[str, Any] = {"seed": seed, "logging": logging_params(preset)}
     row_offset = 0
     grand_total = sum(preset.rows(s) for s in SPLITS)
     t_rows = time.time()
@@ -447,6 +509,7 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
         w = _BackgroundWriter(sw)
         counts = np.zeros(4, dtype=np.int64)  # rows, observed positives, noisy positives, noisy rows
         clean_pos = 0
+        truth = _TruthCounter()
         for chunk_idx, start in enumerate(range(0, total, GEN_CHUNK)):
             n = min(GEN_CHUNK, total - start)
             t = draw_chunk(world, seed, split_idx, chunk_idx, n, row_offset + start)
@@ -454,6 +517,7 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
             noisy = t.column("is_noisy").to_numpy()
             counts += [n, label.sum(), (label * noisy).sum(), noisy.sum()]
             clean_pos += int(t.column("clean_label").to_numpy().sum())
+            truth.add(t)
             w.write(t)
             if progress and (chunk_idx % 16 == 15 or start + n == total):
                 done = row_offset + start + n
@@ -470,7 +534,10 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
             "clean_positive_rate": float(clean_pos / max(counts[0], 1)),
             "noisy_positive_rate": float(counts[2] / max(counts[1], 1)),
             "noisy_rate": float(counts[3] / max(counts[0], 1)),
+            "position_clean_corr": truth.position_clean_corr(),
         }
+        if split == "train":
+            stats["observation_truth"] = truth.table()
     stats["seconds"] = round(time.time() - t0, 2)
     schema.extra["seed"] = seed
     schema.save(os.path.join(out, "schema.json"))
@@ -479,10 +546,76 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
     return stats
 
 
+TRUTH_FEATURES = ("position", "scene", "device", "hour", "weekday")
+
+
+class _TruthCounter:
+    """Per value of each context feature: rows with ``clean_label`` 0 / 1 and how many of them were observed
+    positive, i.e. the empirical ``P(ỹ=1 | y, c)`` of the generated split."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[str, np.ndarray] = {}
+        self.moments = np.zeros(5)  # n, Σpos, Σclean, Σpos², Σpos·clean
+
+    def add(self, t: pa.Table) -> None:
+        clean = t.column("clean_label").to_numpy().astype(np.int64)
+        label = t.column("label").to_numpy().astype(np.int64)
+        for name in TRUTH_FEATURES:
+            v = t.column(name).to_numpy().astype(np.int64)
+            c = np.stack([np.bincount(v, weights=(clean == k), minlength=32) for k in (0, 1)] +
+                         [np.bincount(v, weights=(clean == k) & (label == 1), minlength=32) for k in (0, 1)])
+            self.counts[name] = self.counts.get(name, 0) + c
+        pos = t.column("position").to_numpy().astype(np.float64)
+        self.moments += [pos.size, pos.sum(), clean.sum(), (pos * pos).sum(), (pos * clean).sum()]
+
+    def table(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"definition": "empirical P(label=1 | clean_label=y, feature=value) over the train "
+                                              "split: h (y=0), h_prime (y=1); rows per value and y"}
+        for name, c in self.counts.items():
+            seen = np.flatnonzero(c[0] + c[1] > 0)
+            out[name] = {
+                "values": seen.tolist(),
+                "h": [float(c[2, v] / c[0, v]) if c[0, v] else None for v in seen],
+                "h_prime": [float(c[3, v] / c[1, v]) if c[1, v] else None for v in seen],
+                "rows_y0": c[0, seen].astype(np.int64).tolist(),
+                "rows_y1": c[1, seen].astype(np.int64).tolist(),
+            }
+        return out
+
+    def position_clean_corr(self) -> float:
+        n, sp, sc, spp, spc = self.moments
+        if n < 2:
+            return float("nan")
+        cov = spc / n - (sp / n) * (sc / n)
+        var_p, var_c = spp / n - (sp / n) ** 2, sc / n - (sc / n) ** 2
+        return float(cov / np.sqrt(max(var_p * var_c, 1e-300)))
+
+
+def logging_params(p: Preset) -> Dict[str, Any]:
+    """The logging policy and observation-noise parameters, as recorded in ``stats.json``."""
+    keys = ("logging", "ranker_skill", "ranker_noise", "ranker_popularity", "attention_a0", "attention_a1",
+            "attention_device", "attention_hour", "q_fp", "q_fn")
+    out = {k: getattr(p, k) for k in keys}
+    out["attention_scene"] = list(SCENE_ATTENTION)
+    return out
+
+
+LOGGING_POLICIES = ("ranker", "independent")
+
+
 def preset_by_name(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"--preset {name!r}: unknown preset, expected one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+def with_logging(preset: Preset, logging: Optional[str]) -> Preset:
+    """``preset`` with the logging policy ``logging`` (``None`` keeps the preset's)."""
+    if logging is None:
+        return preset
+    if logging not in LOGGING_POLICIES:
+        raise ValueError(f"--logging {logging!r}: expected one of {LOGGING_POLICIES}")
+    return dataclasses.replace(preset, logging=logging)
 
 
 def scaled(preset: Preset, rows: Optional[int]) -> Preset:

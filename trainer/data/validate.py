@@ -267,7 +267,10 @@ def validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[L
 
 def _describe_schema(schema: DataSchema) -> str:
     multi = sum(f.multi_hot for f in schema.sparse)
-    return (f"{len(schema.sparse)} sparse ({multi} multi-hot), {len(schema.dense)} dense; label {schema.label!r}, "
+    ctx = schema.context_names
+    roles = f"context features {ctx}" if ctx else "no context features (all preference)"
+    return (f"{len(schema.sparse)} sparse ({multi} multi-hot), {len(schema.dense)} dense; {roles}; "
+            f"label {schema.label!r}, "
             f"group {schema.group_id!r}, sample id {schema.sample_id!r}, ground truth "
             f"{'yes' if schema.ground_truth else 'no'}; oov_policy={schema.oov_policy}, nan_policy={schema.nan_policy}")
 

@@ -1,0 +1,296 @@
+"""The observation model: learn *how each label was observed* beside *what the user prefers*.
+
+In impression logs the observed label ``ỹ`` is the clean preference ``y`` seen through the conditions of the
+impression (list position, scene, device, time: the **context** ``c``). With ``f(x) = σ(z) = P(y=1 | x)``
+the target model over the preference features ``x`` only, and a small context tower giving the noise rates
+``h(c) = P(ỹ=1 | y=0, c)`` and ``h'(c) = P(ỹ=1 | y=1, c)``, the observed label has the likelihood
+(DeCA's noise model, Wang et al. WWW 2022 Eq. 3, with the noise rates a function of the context; the
+position-bias "shallow tower" of industrial rankers)::
+
+    P(ỹ=1 | x, c) = f(x)·h'(c) + (1 − f(x))·h(c)                                        (mixture)
+    L = −(1/B) Σ_i [ỹ_i log P(ỹ=1 | x_i, c_i) + (1 − ỹ_i) log P(ỹ=0 | x_i, c_i)]
+
+**Identifiability.** The tower outputs two logits ``a, b`` and ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``, so
+``h' > h`` everywhere: without it ``(f, h, h') → (1 − f, h', h)`` explains the data equally well. Every term
+is evaluated in log space: ``log h' = logaddexp(log σ(a), log σ(−a) + log σ(b))``,
+``log(1 − h') = log σ(−a) + log σ(−b)``, ``log P(ỹ=1) = logaddexp(log f + log h', log(1 − f) + log h)``,
+``log P(ỹ=0) = logaddexp(log f + log(1 − h'), log(1 − f) + log(1 − h))``.
+
+``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
+positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
+
+**Composition with T-CE** (ADT Eq. 2-3 on the mixture): ``eps_max > 0`` drops, at step ``T``, the
+``⌊ε(T)·B⌋`` observed positives with the largest mixture NLL (``ε(T) = min(T·eps_max/num_gradual,
+eps_max)``), exactly like :class:`~denoisrec.denoisers.adt.TruncatedBCE` on BCE.
+
+Evaluation, ``predict`` and the exported model use ``f`` alone: the tower lives in the denoiser, which the
+trainer's evaluation never calls, and the exported model file holds the target model only.
+
+Diagnostics: per step the global means of ``f``, ``h``, ``h'`` (``f_mean`` estimates the clean positive
+rate); per value of every single-valued context feature an exponential moving average (``diag_decay``
+per step) of ``h`` and ``h'`` over the training rows, read by :meth:`ObservationModel.context_report`
+(the trainer writes it beside the generator's truth).
+
+Shapes: ``logits [B]``, ``labels [B]``, ``batch.sparse_features`` a KJT holding the context features.
+
+Example::
+
+    obs = ObservationModel(context_tables={"position": 31, "scene": 6}, device=torch.device("cpu"))
+    out = obs(logits, batch.labels, batch.sample_ids, batch)
+    out.loss.backward()   # gradients reach f (through logits) and the context tower
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from denoisrec.denoisers import collectives as C
+from denoisrec.denoisers.adt import floor_count
+from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+
+FORMS = ("mixture", "product")
+TABLE_PREFIX = "obs_"
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+class ContextTower(nn.Module):
+    """Two noise logits ``(a, b)`` per sample from the context features: one mean-pooled table per feature
+    (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
+
+    With ``hidden=[]`` (the default) the logits are additive in the features,
+    ``a = a₀ + Σ_k E_k[c_k, 0]``, ``b = b₀ + Σ_k E_k[c_k, 1]``: every parameter is an embedding row, trained
+    by the fused sparse optimizer at ``optim.sparse_lr`` (fast enough to follow ``f`` from the first
+    steps). With ``hidden`` the concatenated embeddings go through an MLP (interactions between features; a
+    dense part trained at ``optim.lr``).
+
+    Args:
+        features: ``{context feature: num_embeddings}``.
+        dim: table width (a multiple of 4, FBGEMM's requirement).
+        hidden: MLP widths; ``[]``: additive logits.
+        bias_init: ``(a₀, b₀)``.
+        device: where the tables are allocated (``meta`` under DMP); the MLP is built on the default device.
+    """
+
+    def __init__(self, features: Mapping[str, int], dim: int, hidden: Sequence[int], bias_init: Tuple[float, float],
+                 device: Optional[torch.device] = None, init_scale: float = 0.01) -> None:
+        super().__init__()
+        if dim < 4 or dim % 4:
+            raise ValueError(f"observation option dim={dim}: must be a positive multiple of 4")
+        self.features = list(features)
+        self.ebc = EmbeddingBagCollection(tables=[
+            EmbeddingBagConfig(name=f"{TABLE_PREFIX}{f}", embedding_dim=dim, num_embeddings=int(n),
+                               feature_names=[f], pooling=PoolingType.MEAN, weight_init_min=-init_scale,
+                               weight_init_max=init_scale) for f, n in features.items()
+        ], device=device)
+        self.mlp: Optional[nn.Module] = None
+        self.register_buffer("bias", torch.tensor(bias_init, dtype=torch.float32))
+        if hidden:
+            layers: List[nn.Module] = []
+            width = dim * len(self.features)
+            for h in hidden:
+                layers += [nn.Linear(width, int(h)), nn.ReLU()]
+                width = int(h)
+            out = nn.Linear(width, 2)
+            nn.init.normal_(out.weight, std=0.01)
+            nn.init.zeros_(out.bias)
+            self.mlp = nn.Sequential(*layers, out)
+
+    def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        if kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
+            z = torch.zeros(0, device=kjt.values().device)  # an unsharded EBC cannot pool an empty batch
+            return z, z
+        kt = self.ebc(kjt).to_dict()
+        if self.mlp is None:
+            ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)       # [B, 2]: additive effects
+        else:
+            ab = self.mlp(torch.cat([kt[f] for f in self.features], dim=1))    # [B, 2]
+        ab = ab + self.bias
+        return ab[:, 0], ab[:, 1]
+
+
+def observed_log_likelihood(z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture"
+                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample from the target logit ``z`` and the tower's
+    ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``."""
+    log_f, log_1f = F.logsigmoid(z), F.logsigmoid(-z)
+    if form == "product":
+        log_hp, log_1hp = F.logsigmoid(zb), F.logsigmoid(-zb)
+        log_p = log_f + log_hp
+        log_q = torch.logaddexp(log_1f, log_f + log_1hp)
+        return log_p, log_q, torch.full_like(z, -math.inf), log_hp
+    log_h, log_1h = F.logsigmoid(za), F.logsigmoid(-za)
+    log_hp = torch.logaddexp(log_h, log_1h + F.logsigmoid(zb))   # h' = h + (1 − h)·σ(b)
+    log_1hp = log_1h + F.logsigmoid(-zb)                         # 1 − h' = (1 − h)(1 − σ(b))
+    log_p = torch.logaddexp(log_f + log_hp, log_1f + log_h)
+    log_q = torch.logaddexp(log_f + log_1hp, log_1f + log_1h)
+    return log_p, log_q, log_h, log_hp
+
+
+class ObservationModel(Denoiser):
+    """Observed-label likelihood of a clean preference model ``f`` seen through a context noise model.
+
+    Args:
+        context_tables: ``{context feature: num_embeddings}`` (injected: the schema's ``role: context``
+            features).
+        form: ``mixture`` (``f·h' + (1 − f)·h``) or ``product`` (``a·f``).
+        dim: width of the context tables (a multiple of 4).
+        hidden: the context tower's MLP widths (``[]``, the default: additive logits, all sparse).
+        h_init, h_prime_init: ``h`` and ``h'`` at initialisation (``0 < h_init < h_prime_init < 1``).
+        eps_max, num_gradual: T-CE on the mixture NLL (0: off).
+        diag_decay: per-step decay of the per-context-value averages of ``h``, ``h'``.
+        device: where the tower's tables are allocated (injected; ``meta`` under DMP).
+    """
+
+    name = "observation"
+    GRID = {"form": ["mixture", "product"], "hidden": [[], [32]], "eps_max": [0.0, 0.1, 0.2]}
+    INJECTED = ("context_tables", "device")
+    positives_only = False
+    reports_posterior = True
+    uses_context = True
+
+    def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
+                 hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
+                 eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+        super().__init__(process_group)
+        if not context_tables:
+            raise ValueError("--denoiser observation: the schema has no context features (role: context); "
+                             "with none, h and h' are constants and it degrades to BCE on a rescaled score: "
+                             "mark the context columns role: context in schema.json, or use --denoiser bce")
+        if form not in FORMS:
+            raise ValueError(f"observation option form={form!r}: expected one of {FORMS}")
+        if not 0.0 < h_init < h_prime_init < 1.0:
+            raise ValueError(f"observation options h_init={h_init}, h_prime_init={h_prime_init}: need "
+                             "0 < h_init < h_prime_init < 1")
+        if not 0.0 <= eps_max <= 1.0 or num_gradual < 0:
+            raise ValueError(f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
+                             "0 <= eps_max <= 1 and num_gradual >= 0")
+        if not 0.0 <= diag_decay < 1.0:
+            raise ValueError(f"observation option diag_decay={diag_decay}: must lie in [0, 1)")
+        self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
+        self.h_init, self.h_prime_init = float(h_init), float(h_prime_init)
+        self.eps_max, self.num_gradual, self.diag_decay = float(eps_max), int(num_gradual), float(diag_decay)
+        if form == "product":
+            bias = (0.0, _logit(h_prime_init))
+        else:
+            bias = (_logit(h_init), _logit((h_prime_init - h_init) / (1.0 - h_init)))
+        self.tower = ContextTower(context_tables, self.dim, self.hidden, bias, device)
+        # Per value of each context feature: EMA of [rows, Σh, Σh'] (diagnostics; not checkpointed).
+        self.context_tables = {f: int(n) for f, n in context_tables.items()}
+        offsets, total = {}, 0
+        for f, n in self.context_tables.items():
+            offsets[f], total = total, total + n
+        self.offsets = offsets
+        self.register_buffer("ctx_sums", torch.zeros(total, 3, dtype=torch.float64,
+                                                     device=None if device is None or device.type == "meta"
+                                                     else device), persistent=False)
+
+    def model_parallel_tables(self) -> List[str]:
+        """The tower's tables, kept model-parallel so the fused sparse optimizer (row-wise Adagrad at
+        ``optim.sparse_lr``) trains them: the planner would replicate such small tables, and the dense Adam
+        at ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``."""
+        return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
+
+    def hparams(self) -> Dict[str, Any]:
+        return {"form": self.form, "dim": self.dim, "hidden": self.hidden, "h_init": self.h_init,
+                "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual}
+
+    def drop_rate(self, step: torch.Tensor) -> torch.Tensor:
+        """T-CE's ``ε(T) = min(T · eps_max / num_gradual, eps_max)`` (float64)."""
+        if self.num_gradual == 0:
+            return torch.full((), self.eps_max, dtype=torch.float64, device=step.device)
+        return (step.to(torch.float64) * self.eps_max / self.num_gradual).clamp(max=self.eps_max)
+
+    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
+                batch: Optional[Any]) -> LossOutput:
+        if batch is None or getattr(batch, "sparse_features", None) is None:
+            raise ValueError("observation: needs the batch's context features (pass batch=...)")
+        za, zb = self.tower(batch.sparse_features)
+        log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form)
+        nll = -(labels * log_p + (1 - labels) * log_q)                       # [B]
+        pos = labels > 0.5
+        if self.eps_max > 0:  # T-CE on the mixture NLL: drop the largest-loss observed positives
+            eps = self.drop_rate(self.step)
+            keys = C.order_keys(nll.detach(), sample_ids)
+            local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
+            sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
+            dropped = pos & (keys >= sel.thr[0])
+        else:
+            dropped = torch.zeros_like(pos)
+        weight = (~dropped).to(nll.dtype)
+        with torch.no_grad():
+            f = torch.sigmoid(logits.detach())
+            h, hp = log_h.detach().exp(), log_hp.detach().exp()
+            # P(y=1 | ỹ, x, c): f·h'/P(ỹ=1) for positives, f·(1 − h')/P(ỹ=0) for negatives.
+            post = torch.where(pos, f * hp / log_p.detach().exp().clamp_min(1e-30),
+                               f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30))
+            self._accumulate_context(batch.sparse_features, h, hp)
+        # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped].
+        loss, value, sums = self.global_mean(nll, weight, weight.sum(), extra=[
+            f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()])
+        n = sums[5].clamp_min(1)
+        stats = {"f_mean": (sums[2] / n).float(), "h_mean": (sums[3] / n).float(),
+                 "h_prime_mean": (sums[4] / n).float()}
+        if self.eps_max > 0:
+            stats["eps"] = eps.float()
+            stats["drop_share"] = (sums[6] / n).float()
+        handled = torch.where(pos, 1 - post, post)  # believed-flipped amount, never used to decide
+        self.track_truth(batch, labels, bce_per_sample(logits.detach(), labels), handled, posterior=post)
+        return LossOutput(loss, value, weight, labels.detach(), dropped, torch.zeros_like(dropped), stats)
+
+    # ---- per-context-value diagnostics -------------------------------------------------------------------
+
+    def _accumulate_context(self, kjt: KeyedJaggedTensor, h: torch.Tensor, hp: torch.Tensor) -> None:
+        if not self.training or h.numel() == 0:
+            return
+        if self.ctx_sums.device != h.device:
+            self.ctx_sums = self.ctx_sums.to(h.device)
+        self.ctx_sums.mul_(self.diag_decay)
+        vals = torch.stack([torch.ones_like(h), h, hp], 1).to(torch.float64)  # [B, 3]
+        feats = kjt.to_dict()
+        for f, off in self.offsets.items():
+            jt = feats.get(f)
+            if jt is None or jt.values().numel() != h.numel():
+                continue  # multi-hot (or absent) context: no per-value average
+            idx = jt.values().to(torch.int64).clamp(0, self.context_tables[f] - 1) + off
+            self.ctx_sums.index_add_(0, idx, vals)
+
+    def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
+        """Per single-valued context feature: its values seen recently and the (EMA-weighted) mean learned
+        ``h`` and ``h'`` of the training rows with that value. A collective: call it on every rank."""
+        tot = C.global_sum(self.ctx_sums.clone(), self.process_group).cpu()
+        out: Dict[str, Dict[str, List[Any]]] = {}
+        for f, off in self.offsets.items():
+            t = tot[off: off + self.context_tables[f]]
+            seen = torch.nonzero(t[:, 0] > 1e-9).flatten()
+            if seen.numel() == 0:
+                continue
+            w = t[seen, 0]
+            out[f] = {"values": seen.tolist(), "h": (t[seen, 1] / w).tolist(), "h_prime": (t[seen, 2] / w).tolist(),
+                      "weight": w.tolist()}
+        return out
+
+
+class ObservationTCE(ObservationModel):
+    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL): ``eps_max`` on by default
+    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`."""
+
+    name = "observation_tce"
+    GRID = {"eps_max": [0.05, 0.1, 0.2], "hidden": [[], [32]]}
+
+    def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
+                 hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
+                 eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+        super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
+                         device, process_group)

@@ -1,0 +1,247 @@
+"""The observation model: its likelihood and gradients against hand-computed values, evaluation through f
+alone, feature roles and their errors, the generator's logging policy, and training / resume on 3 ranks."""
+
+import dataclasses
+import json
+import math
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from conftest import torchrun
+from denoisrec.denoisers import build_denoiser
+from denoisrec.denoisers.observation import ObservationModel, observed_log_likelihood
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.data.checks import schema_problems
+from denoisrec.trainer.data.schema import DataSchema, SparseFeature
+from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled, schema_for
+from denoisrec.trainer.module import TrainModule
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# ---- the likelihood -------------------------------------------------------------------------------------
+
+
+def test_mixture_likelihood_and_gradient_match_a_hand_computed_case() -> None:
+    # f = σ(0.5), h = σ(−1.3862944) = 0.2, σ(b) = 0.5 so h' = 0.2 + 0.8·0.5 = 0.6.
+    z = torch.tensor([0.5, 0.5], dtype=torch.float64, requires_grad=True)
+    za = torch.full((2,), math.log(0.2 / 0.8), dtype=torch.float64, requires_grad=True)
+    zb = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    log_p, log_q, log_h, log_hp = observed_log_likelihood(z, za, zb)
+    f = _sig(0.5)
+    p = f * 0.6 + (1 - f) * 0.2  # P(ỹ=1 | x, c)
+    assert log_h.exp().tolist() == pytest.approx([0.2, 0.2], abs=1e-12)
+    assert log_hp.exp().tolist() == pytest.approx([0.6, 0.6], abs=1e-12)
+    assert log_p.exp().tolist() == pytest.approx([p, p], abs=1e-12)
+    assert log_q.exp().tolist() == pytest.approx([1 - p, 1 - p], abs=1e-12)
+    nll = -(y * log_p + (1 - y) * log_q)
+    nll.sum().backward()
+    # dP/dz = f(1 − f)(h' − h); dP/da = (1 − f)·h(1 − h) + f·(dh'/da) with dh'/da = h(1 − h)(1 − σ(b));
+    # dP/db = f·(1 − h)·σ(b)(1 − σ(b)).
+    dp_dz = f * (1 - f) * (0.6 - 0.2)
+    dp_da = (1 - f) * 0.2 * 0.8 + f * 0.2 * 0.8 * 0.5
+    dp_db = f * 0.8 * 0.25
+    for grad, dp in ((z.grad, dp_dz), (za.grad, dp_da), (zb.grad, dp_db)):
+        assert grad.tolist() == pytest.approx([-dp / p, dp / (1 - p)], rel=1e-10)
+
+
+def test_product_form_is_a_times_f() -> None:
+    z, zb = torch.tensor([0.3], dtype=torch.float64), torch.tensor([-0.7], dtype=torch.float64)
+    log_p, log_q, log_h, log_hp = observed_log_likelihood(z, torch.zeros(1, dtype=torch.float64), zb, "product")
+    assert float(log_p.exp()) == pytest.approx(_sig(0.3) * _sig(-0.7), rel=1e-12)
+    assert float(log_q.exp()) == pytest.approx(1 - _sig(0.3) * _sig(-0.7), rel=1e-12)
+    assert float(log_h.exp()) == 0.0
+
+
+def test_likelihood_is_finite_at_extreme_logits() -> None:
+    big = torch.tensor([60.0, -60.0, 60.0, -60.0], requires_grad=True)
+    za = torch.tensor([-40.0, 40.0, 40.0, -40.0], requires_grad=True)
+    zb = torch.tensor([40.0, -40.0, -40.0, 40.0], requires_grad=True)
+    log_p, log_q, _, _ = observed_log_likelihood(big, za, zb)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    nll = -(y * log_p + (1 - y) * log_q)
+    nll.sum().backward()
+    for t in (nll, big.grad, za.grad, zb.grad):
+        assert torch.isfinite(t).all(), t
+
+
+def _context_batch(n: int, seed: int = 0) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(seed)
+    pos, scene = torch.randint(0, 31, (n,), generator=g), torch.randint(0, 6, (n,), generator=g)
+    users = torch.randint(0, 20, (n,), generator=g)
+    kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "position", "scene"], torch.cat([users, pos, scene]),
+                                              torch.ones(3 * n, dtype=torch.int32))
+    return SimpleNamespace(sparse_features=kjt, dense_features=torch.randn(n, 2, generator=g), is_noisy=None)
+
+
+def test_denoiser_loss_is_the_mean_nll_and_reaches_f_and_the_tower() -> None:
+    torch.manual_seed(0)
+    d = ObservationModel({"position": 31, "scene": 6}, device=torch.device("cpu"))
+    b = _context_batch(16)
+    z = torch.randn(16, requires_grad=True)
+    y = (torch.rand(16) < 0.5).float()
+    out = d(z, y, torch.arange(16), b)
+    za, zb = d.tower(b.sparse_features)
+    log_p, log_q, _, _ = observed_log_likelihood(z.detach(), za.detach(), zb.detach())
+    assert float(out.value) == pytest.approx(float(-(y * log_p + (1 - y) * log_q).mean()), rel=1e-6)
+    out.loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.tower.parameters())
+    assert d.model_parallel_tables() == ["obs_position", "obs_scene"]
+    assert int(d.step) == 1 and set(out.stats) == {"f_mean", "h_mean", "h_prime_mean"}
+    # h' > h everywhere (identifiability), for any tower output.
+    with torch.no_grad():
+        for p in d.tower.parameters():
+            p.normal_(0, 3)
+    _, _, log_h, log_hp = observed_log_likelihood(z.detach(), *d.tower(b.sparse_features))
+    assert bool((log_hp > log_h).all())
+
+
+def test_options_are_checked() -> None:
+    ctx = {"context_tables": {"position": 31}, "device": torch.device("cpu")}
+    with pytest.raises(ValueError, match="form='sum'"):
+        build_denoiser("observation", context=ctx, form="sum")
+    with pytest.raises(ValueError, match="h_init=0.5, h_prime_init=0.4"):
+        build_denoiser("observation", context=ctx, h_init=0.5, h_prime_init=0.4)
+    with pytest.raises(ValueError, match="no context features .* degrades to BCE"):
+        build_denoiser("observation", context={**ctx, "context_tables": {}})
+
+
+def test_evaluation_and_export_use_f_alone() -> None:
+    torch.manual_seed(0)
+    from denoisrec.models import ModelSpec
+
+    spec = ModelSpec("dlrm", features=[("user_id", 20)], dense_in_features=2, embedding_dim=8)
+    model = spec.build(torch.device("cpu"))
+    module = TrainModule(model, ObservationModel({"position": 31, "scene": 6}, device=torch.device("cpu")))
+    b = _context_batch(12)
+    b.labels = (torch.rand(12) < 0.5).float()
+    b.sample_ids = torch.arange(12)
+    module.eval()
+    _, (loss0, logits0, out0) = module(b)
+    with torch.no_grad():
+        for p in module.denoiser.tower.parameters():
+            p.add_(5.0)
+    _, (loss1, logits1, out1) = module(b)
+    assert out0 is None and out1 is None  # the denoiser is not called in evaluation
+    assert torch.equal(logits0, logits1) and torch.equal(loss0, loss1)
+    assert torch.equal(logits0, model(b.dense_features, b.sparse_features).squeeze(-1))
+    assert not any(k.startswith("denoiser") for k in model.state_dict())
+
+
+# ---- feature roles --------------------------------------------------------------------------------------
+
+
+def _schema() -> DataSchema:
+    return DataSchema(sparse=[SparseFeature("user_id", 10), SparseFeature("item_id", 5),
+                              SparseFeature("position", 31, role="context")])
+
+
+def test_roles_round_trip_and_default_to_preference() -> None:
+    s = DataSchema.from_dict(_schema().to_dict())
+    assert s.context_names == ["position"]
+    assert s.preference_only().sparse_names == ["user_id", "item_id"]
+    legacy = DataSchema.from_dict({"sparse": [{"name": "user_id", "num_embeddings": 3}]})
+    assert legacy.sparse[0].role == "preference" and legacy.context_names == []
+    with pytest.raises(ValueError, match="sparse feature 'hour' has role='contxt'; expected one of"):
+        DataSchema.from_dict({"sparse": [{"name": "hour", "num_embeddings": 24, "role": "contxt"}]})
+
+
+def test_missing_context_column_is_named() -> None:
+    problems = schema_problems(pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("label", pa.int8()),
+                                          ("row_id", pa.int64())]), _schema(), with_ground_truth=False)
+    assert problems == ["missing column 'position' (expected integer (sparse id, context feature))"]
+
+
+def _cfg(denoiser: str, context: str = "auto", **params) -> Config:
+    cfg = Config()
+    cfg.denoiser.name, cfg.denoiser.params, cfg.model.context = denoiser, params, context
+    return cfg
+
+
+def test_feature_views_for_the_three_ways_and_their_errors() -> None:
+    s = _schema()
+    data, model = feature_views(_cfg("bce"), s)
+    assert data.sparse_names == model.sparse_names == ["user_id", "item_id", "position"]
+    data, model = feature_views(_cfg("bce", "withhold"), s)
+    assert data.sparse_names == model.sparse_names == ["user_id", "item_id"]
+    data, model = feature_views(_cfg("observation"), s)
+    assert (data.sparse_names, model.sparse_names) == (["user_id", "item_id", "position"], ["user_id", "item_id"])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        feature_views(_cfg("observation", "features"), s)
+    assert any("also sees the context" in str(x.message) for x in w)
+    with pytest.raises(ValueError, match="model.context='hide'"):
+        feature_views(_cfg("bce", "hide"), s)
+    with pytest.raises(ValueError, match="observation: the schema has no context features .* degrades to BCE"):
+        feature_views(_cfg("observation"), s.preference_only())
+    with pytest.raises(ValueError, match="deca option item_feature='position': a context feature"):
+        feature_views(_cfg("deca", item_feature="position"), s)
+
+
+# ---- the generator --------------------------------------------------------------------------------------
+
+
+def test_generator_marks_roles_truthfully() -> None:
+    s = schema_for(PRESETS["product"])
+    ctx = set(s.context_names)
+    assert {"position", "scene", "device", "hour", "weekday", "ctx_cat_0", "list_cat_0"} <= ctx
+    assert not ctx & {"user_id", "item_id", "item_genre", "user_cat_0", "item_cat_0", "item_tags"}
+
+
+@pytest.mark.parametrize("logging", ["ranker", "independent"])
+def test_logging_policy(logging: str, tmp_path: Path) -> None:
+    p = dataclasses.replace(scaled(PRESETS["tiny"], 12_000), logging=logging)
+    stats = generate(str(tmp_path), p, seed=0)
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(str(tmp_path / "train"), format="parquet").to_table(columns=["position", "clean_label"])
+    pos, clean = t.column("position").to_numpy(), t.column("clean_label").to_numpy()
+    corr = np.corrcoef(pos, clean)[0, 1]
+    assert corr == pytest.approx(stats["train"]["position_clean_corr"], abs=1e-9)
+    if logging == "ranker":  # the previous ranker put the liked items on top
+        assert corr < -0.2 and clean[pos <= 5].mean() > 2 * clean[pos >= 26].mean()
+    else:  # placement independent of preference: only sampling noise
+        assert abs(corr) < 0.05
+    truth = stats["observation_truth"]["position"]
+    assert truth["values"] == list(range(1, 31))
+    h, hp = np.array(truth["h"], dtype=float), np.array(truth["h_prime"], dtype=float)
+    # Attention decays down the list: more false positives and more false negatives at the bottom.
+    assert h[-5:].mean() > h[:5].mean() + 0.05 and hp[-5:].mean() < hp[:5].mean() - 0.05
+    assert stats["logging"]["logging"] == logging
+    assert json.loads((tmp_path / "stats.json").read_text())["logging"] == stats["logging"]
+
+
+# ---- training on 3 ranks, checkpoint / resume, diagnostics, export ---------------------------------------
+
+
+@pytest.mark.dist
+def test_trains_and_resumes_on_three_ranks_with_diagnostics(tiny_data: Path, tmp_path: Path) -> None:
+    torchrun("observation_train.py", 3, ["--data", str(tiny_data), "--root", str(tmp_path)])
+    r = json.loads((tmp_path / "observation.json").read_text())
+    assert r["world"] == 3 and r["steps"] == [16, 7, 16] and r["resumed_from"] == 7
+    # Resumed == uninterrupted up to the summation order of 3-rank all-reduces (DDP rebuilds its buckets after
+    # the first step of a session); a tower or optimizer state not restored would differ by orders more.
+    assert r["diff_resumed"] < 1e-5
+    for a, b in zip(r["metrics"][0].values(), r["metrics"][1].values()):
+        assert a["auc"] == pytest.approx(b["auc"], abs=1e-4)
+    context = {"hour", "weekday", "device", "scene", "position"}
+    # The exported model is f alone: no context feature, no tower, and predict reads no context column.
+    assert not context & set(r["spec_features"]) and not context & set(r["schema_features"])
+    assert not any("obs_" in k or "tower" in k for k in r["state_keys"])
+    assert set(r["diag_features"]) == context and r["png"]
+    assert all(0.0 <= e[k]["mean_abs"] <= 1.0 for e in r["diag_errors"].values() for k in ("h", "h_prime"))
+    tower = {k: v for k, v in r["plan"].items() if ".obs_" in k}
+    assert len(tower) == 5  # the tower's tables: model-parallel, trained by the fused sparse optimizer
+    assert all(v["sharding_type"] != "data_parallel" for v in tower.values())
