@@ -387,4 +387,7 @@ def serving_model(model: nn.Module, spec: ModelSpec, schema: Mapping[str, Any],
     policy = lambda n: feats[n].get("oov_policy") or schema.get("oov_policy", "error")  # noqa: E731
     pre = Preprocess(names, [k for _, k in spec.features], [policy(n) == "hash" for n in names],
                      schema.get("nan_policy", "error") == "impute", float(schema.get("impute_value", 0.0)))
-    return ServingModel(pre, _network(model), platt).eval()
+    served = ServingModel(pre, _network(model), platt).eval()
+    for p in served.parameters():
+        p.requires_grad_(False)
+    return served

@@ -63,6 +63,12 @@ def main(out, data, *artefacts):
         for k, v in o.items():
             result[f"{i}/{k}"] = v.numpy()
     assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
+    for name in BLOCKED:  # and the block is real
+        try:
+            __import__(name)
+            raise AssertionError(f"{name} imported despite the block")
+        except ImportError as e:
+            assert "is blocked" in str(e)
     np.savez(out, **result)
 
 

@@ -1,5 +1,6 @@
-"""Serving export: every model as a torch-only artefact (TorchScript and torch.export) that a process
-without denoisrec, TorchRec or FBGEMM loads and that scores the test split as ``denoisrec predict`` does."""
+"""Serving export: every model as a torch-only artefact that a process without denoisrec, TorchRec or FBGEMM
+loads and that scores the test split as ``denoisrec predict`` does: TorchScript for every model, the
+torch.export program for DeepFM (FM + DNN; its export costs ~12 s of CPU per model, so one model here)."""
 
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
         report = predict_file(str(model_file), str(data), str(tmp_path / name / "scores.parquet"))
         assert report["oov_hashed"]["item_id"] > 0 and report["oov_hashed"]["item_tags"] > 0
         want[name] = pq.read_table(tmp_path / name / "scores.parquet")
-        for fmt in FORMATS:
+        for fmt in FORMATS if name == "deepfm" else ("torchscript",):
             r = export_serving(str(model_file.parent), fmt, out=str(tmp_path / name / fmt))
             assert r["probe_max_abs_diff"] <= 1e-5
             artefacts.append((name, r["artefact"]))
@@ -79,14 +80,6 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
             ref = want[name].column(col).to_numpy()
             diff = np.abs(got[f"{i}/{col}"] - ref).max()
             assert diff <= 1e-5, f"{name} {Path(path).name} {col}: max |diff| {diff}"
-
-
-def test_blocked_imports_really_fail(tmp_path: Path) -> None:
-    """The client's import block works: a script that imports denoisrec under it fails."""
-    code = (f"import runpy, sys; sys.argv = ['x']; g = runpy.run_path({str(Path(__file__).parent / 'serving_client.py')!r}, "
-            "run_name='client'); import denoisrec")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "import of 'denoisrec' is blocked" in proc.stderr
 
 
 def test_error_policies_stop_the_call_and_hash_matches_the_reader() -> None:

@@ -142,8 +142,9 @@ def export_serving(run: str, fmt: str, out: Optional[str] = None, calibrate: Opt
     path = os.path.join(out, FILES[fmt])
     probe = probe_inputs(loaded)
     t = time.perf_counter()
-    _save(module, fmt, f"{path}.tmp", spec_json, probe)
-    os.replace(f"{path}.tmp", path)
+    tmp = os.path.join(out, f"tmp.{FILES[fmt]}")  # torch.export wants the .pt2 ending
+    _save(module, fmt, tmp, spec_json, probe)
+    os.replace(tmp, path)
     report["export_seconds"] = round(time.perf_counter() - t, 3)
 
     # Self-check: the reloaded artefact reproduces the TorchRec model on a probe batch of other rows.
