@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict
 
 import numpy as np
+from scipy.special import expit
 
 METHOD = "platt"
 
@@ -64,7 +65,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 50, tol: floa
     theta = np.array([1.0, 0.0])
     x = np.stack([z, np.ones_like(z)], axis=1)  # [N, 2]
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        p = expit(x @ theta)
         grad = x.T @ (p - y) / z.size
         w = p * (1 - p)
         hess = (x * w[:, None]).T @ x / z.size + 1e-12 * np.eye(2)
