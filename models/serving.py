@@ -289,7 +289,7 @@ class CrossLayers(nn.Module):
             if self.low_rank:
                 xw = nn.functional.linear(nn.functional.linear(x, self.v[i]), self.w[i])
             else:
-                xw = torch.matmul(self.w[i], x.unsqueeze(2)).squeeze(2)  # (B, N)
+                xw = nn.functional.linear(x, self.w[i])  # W_l x_l, (B, N)
             x = x0 * (xw + self.b[i]) + x
         return x
 

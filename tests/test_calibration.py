@@ -33,6 +33,9 @@ def test_platt_recovers_a_known_miscalibration_and_keeps_auc() -> None:
     # the fitted point is the optimum: small moves of (a, b) do not lower the logloss
     for da, db in ((0.01, 0), (-0.01, 0), (0, 0.01), (0, -0.01)):
         assert logloss(y, _sigmoid((c.a + da) * z + c.b + db)) >= after
+    # saturated logits (a T-CE model's reach |z| > 100): plain Newton overshoots, the damped fit converges
+    c30 = fit_platt(30 * z, y)
+    assert c30.a == pytest.approx(0.5 / 30, rel=0.06) and c30.b == pytest.approx(c.b, abs=1e-6 + 0.05)
     with pytest.raises(ValueError, match="one class"):
         fit_platt(z, np.ones_like(z))
     with pytest.raises(ValueError, match="better than chance"):

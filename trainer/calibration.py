@@ -12,8 +12,8 @@ fit stably on any validation size and export as two constants in the serving mod
 miscalibration the denoisers cause is mostly a shift and a scale of the logit. Its limit: it cannot fix a
 non-sigmoid shape of the reliability curve (isotonic can).
 
-The fit is Newton's method on the two parameters in float64 (the problem is convex); ``a`` is kept
-positive (a fit with ``a ≤ 0`` means the model ranks no better than chance on validation, an error).
+The fit is Newton's method with step halving on the two parameters in float64 (the problem is convex);
+``a`` must come out positive (a fit with ``a ≤ 0`` means the model ranks no better than chance on validation, an error).
 
 Example::
 
@@ -62,17 +62,30 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 50, tol: floa
         raise ValueError(f"calibration: need as many labels as logits, got {y.size} and {z.size} (and at least 1)")
     if y.min() == y.max():
         raise ValueError("calibration: the validation labels have one class only; Platt scaling needs both")
-    theta = np.array([1.0, 0.0])
     x = np.stack([z, np.ones_like(z)], axis=1)  # [N, 2]
+
+    def loss(t: np.ndarray) -> float:
+        s = x @ t
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # mean BCE of σ(s), stable for any |s|
+
+    theta = np.array([1.0, 0.0])
+    current = loss(theta)
     for _ in range(iters):
         p = expit(x @ theta)
         grad = x.T @ (p - y) / z.size
-        w = p * (1 - p)
-        hess = (x * w[:, None]).T @ x / z.size + 1e-12 * np.eye(2)
+        hess = (x * (p * (1 - p))[:, None]).T @ x / z.size + 1e-12 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        theta -= step
-        if np.abs(step).max() < tol:
+        # damped Newton: halve the step until the loss does not rise (saturated logits, e.g. of a T-CE model,
+        # make the full step overshoot)
+        scale = 1.0
+        while scale > 1e-10 and loss(theta - scale * step) > current:
+            scale *= 0.5
+        theta = theta - scale * step
+        new = loss(theta)
+        if np.abs(scale * step).max() < tol or current - new < tol * 1e-3:
+            current = new
             break
+        current = new
     a, b = float(theta[0]), float(theta[1])
     if not np.isfinite([a, b]).all() or a <= 0:
         raise ValueError(f"calibration: the Platt fit gave a={a:.4g}; the model does not rank the validation "

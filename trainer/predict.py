@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
+from scipy.special import expit
 
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
@@ -140,7 +141,7 @@ class Scorer:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
+    return expit(x.astype(np.float64)).astype(np.float32)
 
 
 def _out_file(out: str, rank: int, world_size: int) -> str:

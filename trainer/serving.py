@@ -105,7 +105,12 @@ def _save(module: torch.nn.Module, fmt: str, path: str, spec_json: str,
     dynamic = {"dense": {0: batch},
                "values": {n: {0: Dim(f"ids_{i}", min=0)} for i, n in enumerate(values)},
                "offsets": {n: {0: batch + 1} for n in offsets}}
-    ep = torch.export.export(module, (dense, values, offsets), dynamic_shapes=dynamic)
+    # backed_size_oblivious: a batch of 1 and bags of 0 or 1 ids must not be specialised away (online serving
+    # scores one row at a time)
+    import torch.fx.experimental._config as fx_config
+
+    with fx_config.patch(backed_size_oblivious=True):
+        ep = torch.export.export(module, (dense, values, offsets), dynamic_shapes=dynamic)
     torch.export.save(ep, path, extra_files={SPEC_FILE: spec_json})
 
 
@@ -191,7 +196,9 @@ def _fit_on_valid(loaded: LoadedModel, model_file: str, valid: Optional[str],
     z, y = np.concatenate(logits), np.concatenate(labels).astype(np.float64)
     platt = fit_platt(z, y)
     platt.info["fitted_on"] = valid
-    before = logloss(y, 1 / (1 + np.exp(-z.astype(np.float64))))
-    after = logloss(y, 1 / (1 + np.exp(-platt.apply(z.astype(np.float64)))))
+    from scipy.special import expit
+
+    before = logloss(y, expit(z.astype(np.float64)))
+    after = logloss(y, expit(platt.apply(z.astype(np.float64))))
     return platt, {"a": platt.a, "b": platt.b, "valid": valid, "rows": int(z.size),
                    "valid_logloss_before": before, "valid_logloss_after": after}
