@@ -67,7 +67,8 @@ def parse_keep_columns(value: Optional[str], schema: DataSchema) -> List[str]:
         raise ValueError(f"predict --keep-columns: column(s) {dup} named twice")
     clash = [c for c in cols if c in OUTPUT_COLUMNS]
     if clash:
-        raise ValueError(f"predict --keep-columns: {clash} would collide with the output column(s) {list(OUTPUT_COLUMNS)}")
+        raise ValueError(f"predict --keep-columns: {clash} would collide with the output column(s) "
+                         f"{list(OUTPUT_COLUMNS)}")
     return cols
 
 

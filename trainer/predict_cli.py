@@ -47,7 +47,8 @@ def run_predict(a: argparse.Namespace) -> int:
     ranks = "" if len(r["rows_per_rank"]) == 1 else \
         " (" + ", ".join(f"rank {i}: {n:,}" for i, n in enumerate(r["rows_per_rank"])) + ")"
     print(f"scored {r['rows']:,} rows{ranks} from {r['files']} file(s) with {r['model']} -> {r['out']}")
-    print(f"  columns: {', '.join(r['keep_columns'] + ['logit', 'score'] + (['score_calibrated'] if r['calibrator'] else []))}")
+    outputs = ["logit", "score"] + (["score_calibrated"] if r["calibrator"] else [])
+    print(f"  columns: {', '.join(r['keep_columns'] + outputs)}")
     for name in ("observed", "observed_calibrated", "clean", "clean_calibrated"):
         if name in r:
             print(_metric_line(name, r[name]))

@@ -55,7 +55,8 @@ def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, t
     return dense, values, offsets
 
 
-def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]) -> Any:
+def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor],
+         offsets: Dict[str, torch.Tensor]) -> Any:
     from torchrec import KeyedJaggedTensor
 
     return KeyedJaggedTensor(keys=names, values=torch.cat([values[n] for n in names]),
@@ -131,7 +132,8 @@ def run(a: argparse.Namespace) -> int:
     lines = [f"# serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s)", "",
              "| artefact | size | load | export | max abs diff vs model |", "|---|---|---|---|---|"]
     for fmt, r in report["artefacts"].items():
-        lines.append(f"| {fmt} | {r['bytes'] / 2**20:.2f} MiB | {r['load_seconds']:.2f} s | {r['export_seconds']:.1f} s "
+        lines.append(f"| {fmt} | {r['bytes'] / 2**20:.2f} MiB | {r['load_seconds']:.2f} s "
+                     f"| {r['export_seconds']:.1f} s "
                      f"| {report['max_abs_diff'][fmt]:.2g} |")
     lines += ["", "| batch | " + " | ".join(runners) + " |", "|---" * (len(runners) + 1) + "|"]
     for bs, d in report["rows_per_s"].items():
