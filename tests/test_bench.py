@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from denoisrec.trainer.bench.quality import grid_points, select_best
 from denoisrec.trainer.bench.report import BenchReport, markdown_table, summarize
@@ -202,3 +203,21 @@ def test_quality_methods_add_the_withheld_baseline() -> None:
     assert quality_methods("withheld") == ["bce", "withheld"]
     with pytest.raises(ValueError, match="unknown denoiser"):
         quality_methods("withheld,nope")
+
+
+def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
+    from denoisrec.models import ModelSpec, save_model_file
+    from denoisrec.trainer.data.schema import DataSchema
+
+    schema = DataSchema.load(str(tiny_data))
+    spec = ModelSpec("deepfm", [(f.name, f.num_embeddings) for f in schema.sparse], len(schema.dense), 8,
+                     params={"mlp": [8]})
+    save_model_file(str(tmp_path / "run" / "model.pt"), spec, spec.build(torch.device("cpu")).state_dict(),
+                    schema.to_dict())
+    out = tmp_path / "bench"
+    assert main(["bench", "serving", "--run", str(tmp_path / "run"), "--data", str(tiny_data / "test"),
+                 "--out", str(out), "--quick"]) == 0
+    r = json.loads((out / "serving.json").read_text())
+    assert r["max_abs_diff"]["torchscript"] <= 1e-5 and r["artefacts"]["torchscript"]["bytes"] > 0
+    assert set(r["rows_per_s"]) == {"1", "256"} and all(v > 0 for d in r["rows_per_s"].values() for v in d.values())
+    assert "| torchscript |" in (out / "serving.md").read_text()

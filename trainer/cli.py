@@ -2,7 +2,8 @@
 
     denoisrec train [--config FILE] [--preset lcd|dart] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...]
                     [--baseline RUN_DIR] [--resume auto|never|DIR] [--set a.b=v ...]
-    denoisrec predict --model-file RUN_DIR/model.pt --data FILE_OR_DIR --out scores.parquet
+    denoisrec predict --model-file RUN_DIR/model.pt --data FILE_OR_DIR --out scores.parquet [--keep-columns a,b]
+    denoisrec export RUN_DIR [--format torchscript|exported-program] [--calibrate platt]   (docs/serving.md)
     denoisrec gen-data --preset small --out data/small [--seed 0] [--rows N]
     denoisrec launch [-s SCHEDULER] -j NxM [component options] -- [train options]   (torchx; docs/launch.md)
     denoisrec convert {movielens,deca} PATH --out DIR [--noisy-max-rating R] [--seed S]
@@ -86,17 +87,15 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    from denoisrec.trainer.predict import predict_file
+    from denoisrec.trainer.predict_cli import run_predict
 
-    r = predict_file(a.model_file, a.data, a.out, batch_size=a.batch_size, device=a.device)
-    print(f"scored {r['rows']:,} rows from {r['files']} file(s) with {r['model']} -> {r['out']}")
-    for name in ("observed", "clean"):
-        if name in r:
-            m = r[name]
-            print(f"  labels {name:8s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}")
-    if r["oov_hashed"]:
-        print(f"  out-of-table ids hashed: {r['oov_hashed']}")
-    return 0
+    return run_predict(a)
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.predict_cli import run_export
+
+    return run_export(a)
 
 
 def cmd_gen_data(a: argparse.Namespace) -> int:
@@ -136,7 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output Parquet file of scores")
     pr.add_argument("--batch-size", type=int, default=8192)
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    pr.add_argument("--keep-columns", help="input columns copied beside the scores, comma-separated, e.g. "
+                                           "user_id,item_id,row_id (default: the schema's sample id)")
+    pr.add_argument("--calibrator", help="calibrator.json written by denoisrec export --calibrate platt: adds "
+                                         "score_calibrated")
+    pr.add_argument("--no-metrics", action="store_true", help="skip the metrics of labelled input (they keep "
+                                                              "13 bytes a row in memory)")
     pr.set_defaults(fn=cmd_predict)
+    ex = sub.add_parser("export", help="write a torch-only serving artefact of a trained run (docs/serving.md)")
+    ex.add_argument("run", help="run directory (its model.pt) or a model file")
+    ex.add_argument("--format", default="torchscript", help="torchscript or exported-program")
+    ex.add_argument("--out", help="output directory (default: RUN/serving)")
+    ex.add_argument("--calibrate", help="platt: fit a Platt calibrator on the validation split and include it")
+    ex.add_argument("--valid", help="validation split for --calibrate (default: the run's data.path/valid)")
+    ex.set_defaults(fn=cmd_export)
     sub.add_parser("launch", add_help=False,
                    help="torchx run a component (train, bench, gen_data) on a scheduler: "
                         "denoisrec launch -j 1x2 -- --data DIR (see docs/launch.md)")

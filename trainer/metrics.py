@@ -1,7 +1,9 @@
-"""Ranking and calibration metrics on gathered predictions: AUC, GAUC, logloss, RealImp.
+"""Ranking and calibration metrics on gathered predictions: AUC, GAUC, logloss, RealImp, and calibration
+(mean predicted / observed rate), normalised entropy and ECE.
 
-All are exact (no binning): AUC is the Mann-Whitney statistic with average ranks for tied scores, so the
-result does not depend on the order in which ranks' predictions were gathered.
+The ranking metrics are exact (no binning): AUC is the Mann-Whitney statistic with average ranks for tied
+scores, so the result does not depend on the order in which ranks' predictions were gathered. ECE bins the
+predicted probabilities into :data:`ECE_BINS` equal-width bins.
 
 Example::
 
@@ -70,6 +72,48 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
+def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean predicted probability over the observed positive rate, ``Σ p_i / Σ y_i`` (1 is calibrated on
+    average; above 1 over-predicts). NaN without positives."""
+    labels = np.asarray(labels, dtype=np.float64)
+    pos = labels.sum()
+    if labels.size == 0 or pos == 0:
+        return float("nan")
+    return float(np.asarray(probs, dtype=np.float64).sum() / pos)
+
+
+def normalized_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Normalised entropy (He et al., 2014, "Practical lessons from predicting clicks on ads at Facebook"):
+    the logloss over the entropy of the background rate ``r = mean(y)``,
+
+        NE = −(1/N) Σ_i [y_i log p_i + (1 − y_i) log(1 − p_i)] / −[r log r + (1 − r) log(1 − r)].
+
+    Below 1 beats predicting the base rate for every row. NaN when ``r`` is 0 or 1."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.size == 0:
+        return float("nan")
+    r = labels.mean()
+    if r <= 0.0 or r >= 1.0:
+        return float("nan")
+    return logloss(labels, probs, eps) / float(-(r * np.log(r) + (1 - r) * np.log(1 - r)))
+
+
+ECE_BINS = 10
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error over ``bins`` equal-width probability bins (Naeini et al., 2015):
+    ``ECE = Σ_b (n_b / N) |mean(y)_b − mean(p)_b|``; bin ``b`` holds ``b/bins ≤ p < (b+1)/bins`` (the last
+    bin includes 1)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    if labels.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    gap = np.abs(np.bincount(idx, weights=labels, minlength=bins) - np.bincount(idx, weights=p, minlength=bins))
+    return float(gap.sum() / labels.size)  # Σ_b (n_b/N)·|Σy/n_b − Σp/n_b| = Σ_b |Σy − Σp| / N
+
+
 def real_imp(auc_new: float, auc_base: float) -> float:
     """RealImp = (AUC_new − 0.5) / (AUC_base − 0.5) − 1 (relative improvement over random)."""
     if math.isnan(auc_new) or math.isnan(auc_base) or auc_base == 0.5:
@@ -83,6 +127,9 @@ def all_metrics(labels: np.ndarray, logits: np.ndarray, groups: np.ndarray) -> D
         "auc": auc(labels, probs),
         "gauc": gauc(labels, probs, groups),
         "logloss": logloss(labels, probs),
+        "calibration": calibration(labels, probs),
+        "ne": normalized_entropy(labels, probs),
+        "ece": ece(labels, probs),
         "rows": int(np.asarray(labels).size),
         "positive_rate": float(np.mean(np.asarray(labels) > 0.5)) if np.asarray(labels).size else float("nan"),
     }

@@ -1,37 +1,50 @@
-"""``denoisrec predict``: score a Parquet file (or a directory of them) with an exported model file.
+"""``denoisrec predict``: score Parquet files with an exported model file, streaming, on one or N ranks.
 
-One process, no process group: the model file holds the unsharded model (see docs/checkpoints.md). Rows
-are scored in file order (files sorted by path) and written to one Parquet file with the columns
+The model file holds the unsharded model (see docs/checkpoints.md); every rank loads all of it. Rows are
+taken in file order (files sorted by path, row groups in order); rank ``r`` of ``W`` scores the rows
+``[r·N/W, (r+1)·N/W)`` of that sequence (the reader's split rule), one record batch at a time, and writes
+them as they come, so memory is bounded by a batch (plus 13 bytes a row for the metrics of labelled input,
+which ``metrics=False`` turns off). Output columns:
 
-- the schema's ``sample_id`` column (e.g. ``row_id``) and ``group_id`` column when the input has them,
-- ``logit`` and ``score`` (= sigmoid(logit)), float32,
-- ``label`` / ``clean_label`` as in the input, when present (so the output can be evaluated directly).
+- the ``keep_columns`` (default: the schema's ``sample_id`` column, e.g. ``row_id``), copied from the input
+  with their Arrow types, so the scores join back to the input;
+- ``logit`` and ``score`` (= σ(logit)), float32; ``score_calibrated`` with a calibrator
+  (:mod:`denoisrec.trainer.calibration`).
 
-The label columns are optional in the input. Ids outside a table follow the schema's policy (error or
+One process writes ``out`` (a ``.parquet`` file; any other path is a directory holding ``part-00000.parquet``);
+under torchrun every rank writes ``out/part-<rank>.parquet``. The report gives the rows of every rank.
+Labels are optional in the input; when it has them (``label``, ``clean_label``), AUC, GAUC, logloss, NE, ECE
+and calibration are computed over all ranks' rows. Ids outside a table follow the schema's policy (error or
 hash), as in training.
 
 Example::
 
-    denoisrec predict --model-file runs/deepfm/model.pt --data data/small/test --out scores.parquet
+    denoisrec predict --model-file runs/deepfm/model.pt --data data/small/test --out scores.parquet \\
+        --keep-columns user_id,item_id,row_id
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
+from scipy.special import expit
 
-from denoisrec.models import load_model_file
+from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
 from denoisrec.trainer.data.checks import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.metrics import all_metrics
+
+OUTPUT_COLUMNS = ("logit", "score", "score_calibrated")
 
 
 def _input_files(path: str) -> List[str]:
@@ -42,77 +55,211 @@ def _input_files(path: str) -> List[str]:
     return DataPath.resolve(path).parquet_files()
 
 
-def _record_batches(pf: pq.ParquetFile, columns: List[str], batch_size: int) -> Iterator[Tuple[int, int, pa.Table]]:
-    """``(row group, first row in it, table of one record batch)`` in file order."""
-    for rg in range(pf.metadata.num_row_groups):
-        first = 0
-        for rb in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[rg]):
-            yield rg, first, pa.Table.from_batches([rb])
-            first += rb.num_rows
+def parse_keep_columns(value: Optional[str], schema: DataSchema) -> List[str]:
+    """``--keep-columns a,b,c`` as a list; ``None`` gives the schema's sample id column (if any)."""
+    if value is None:
+        return [schema.sample_id] if schema.sample_id else []
+    cols = [c.strip() for c in value.split(",")] if value.strip() else []
+    if any(not c for c in cols):
+        raise ValueError(f"predict --keep-columns {value!r}: an empty column name (expected name,name,...)")
+    dup = sorted({c for c in cols if cols.count(c) > 1})
+    if dup:
+        raise ValueError(f"predict --keep-columns: column(s) {dup} named twice")
+    clash = [c for c in cols if c in OUTPUT_COLUMNS]
+    if clash:
+        raise ValueError(f"predict --keep-columns: {clash} would collide with the output column(s) "
+                         f"{list(OUTPUT_COLUMNS)}")
+    return cols
+
+
+@dataclass
+class Piece:
+    """Rows ``[start, stop)`` of row group ``row_group`` of ``path``."""
+
+    path: str
+    row_group: int
+    start: int
+    stop: int
+
+
+def rank_share(files: Sequence[str], rank: int, world_size: int) -> Tuple[List[Piece], int]:
+    """The pieces of rows ``[r·N/W, (r+1)·N/W)`` of the files' rows in order, and ``N``."""
+    groups: List[Tuple[str, int, int]] = []  # (path, row group, rows)
+    for path in files:
+        md = pq.ParquetFile(path).metadata
+        groups += [(path, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
+    total = sum(n for _, _, n in groups)
+    lo, hi = rank * total // world_size, (rank + 1) * total // world_size
+    pieces, at = [], 0
+    for path, g, n in groups:
+        a, b = max(lo, at), min(hi, at + n)
+        if a < b:
+            pieces.append(Piece(path, g, a - at, b - at))
+        at += n
+    return pieces, total
+
+
+def _tables(piece: Piece, columns: List[str], batch_size: int) -> Iterator[Tuple[int, pa.Table]]:
+    """``(row of the row group, table)`` of ``piece``, at most ``batch_size`` rows each."""
+    pf = pq.ParquetFile(piece.path)
+    at = 0
+    for rb in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[piece.row_group]):
+        a, b = max(piece.start, at), min(piece.stop, at + rb.num_rows)
+        if a < b:
+            yield a, pa.Table.from_batches([rb.slice(a - at, b - a)])
+        at += rb.num_rows
+        if at >= piece.stop:
+            return
+
+
+class Scorer:
+    """The model of a model file with the reader's decoding (schema checks, OOV and NaN policies).
+
+    ``scorer(table)`` → float32 logits ``[n]`` of an Arrow table holding the feature columns.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        self.device = device
+        self.schema = DataSchema.from_dict(loaded.schema)
+        self.features = self.schema.sparse_names + list(self.schema.dense)
+        # the features alone: the other columns are passed through, not read into the batch
+        view = DataSchema.from_dict({**self.schema.to_dict(), "sample_id": None, "group_id": None,
+                                     "clean_label": None, "is_noisy": None})
+        self.layout = Layout(view, with_ground_truth=False)
+        self.counters = Counters()  # ids hashed / values imputed under the schema's policies, as in training
+
+    @torch.no_grad()
+    def __call__(self, table: pa.Table, where: Where) -> np.ndarray:
+        n = table.num_rows
+        if self.schema.label not in table.column_names:
+            table = table.append_column(self.schema.label, pa.array(np.zeros(n, np.float32)))
+        block = decode(table.combine_chunks().to_batches()[0], self.layout, where, self.counters)
+        batch = assemble([(block, slice(0, n))], self.layout)
+        logits = self.model(batch.dense_features.to(self.device), batch.sparse_features.to(self.device))
+        return logits.squeeze(-1).float().cpu().numpy().astype(np.float32)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return expit(x.astype(np.float64)).astype(np.float32)
+
+
+def _out_file(out: str, rank: int, world_size: int) -> str:
+    if world_size == 1 and out.endswith(".parquet"):
+        return out
+    return os.path.join(out, f"part-{rank:05d}.parquet")
+
+
+def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) -> set:
+    """Every file has the model's features and the kept columns (one-line errors naming file and column);
+    returns the columns every file has."""
+    common: Optional[set] = None
+    for path in files:
+        names = pq.ParquetFile(path).schema_arrow.names
+        missing = [c for c in scorer.features if c not in names]
+        if missing:
+            raise DataError(f"{path}: missing feature column(s) {missing} that model "
+                            f"{scorer.loaded.spec.name!r} reads")
+        absent = [c for c in keep if c not in names]
+        if absent:
+            raise DataError(f"{path}: --keep-columns {absent[0]!r} is not a column of this file "
+                            f"(it has {', '.join(names)})")
+        common = set(names) if common is None else common & set(names)
+    return common or set()
 
 
 @torch.no_grad()
-def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192,
-                 device: Optional[str] = None) -> Dict[str, Any]:
-    """Score every row of ``data`` into ``out``; return a report (rows, files, metrics when labelled)."""
+def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, device: Optional[str] = None,
+                 keep_columns: Optional[str] = None, calibrator: Optional[str] = None,
+                 metrics: bool = True, rank: int = 0, world_size: int = 1) -> Dict[str, Any]:
+    """Score rank ``rank``'s share of ``data`` into ``out`` (see the module docstring); return the report
+    (rows per rank, files, metrics when labelled). With ``world_size > 1`` every rank of the initialised
+    process group calls it (the row counts and metrics are gathered)."""
+    from denoisrec.trainer.calibration import load_calibrator
+
+    world = world_size
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load_model_file(model_file, dev)
-    model = loaded.model.eval()
-    schema = DataSchema.from_dict(loaded.schema)
+    scorer = Scorer(load_model_file(model_file, dev), dev)
+    schema = scorer.schema
+    keep = parse_keep_columns(keep_columns, schema)
+    platt = load_calibrator(calibrator) if calibrator else None
     files = _input_files(data)
-    feature_cols = schema.sparse_names + list(schema.dense)
-    passthrough = [c for c in (schema.sample_id, schema.group_id, schema.label, schema.clean_label) if c]
-    passthrough = list(dict.fromkeys(passthrough))
-    # the features alone: the other columns are passed through, not read into the batch
-    view = DataSchema.from_dict({**schema.to_dict(), "sample_id": None, "group_id": None,
-                                 "clean_label": None, "is_noisy": None})
-    layout = Layout(view, with_ground_truth=False)
-    counters = Counters()  # ids hashed / values imputed under the schema's policies, as in training
+    common = _check_columns(files, scorer, keep)
+    pieces, total = rank_share(files, rank, world)
+    if total == 0:
+        raise DataError(f"{data}: no rows to score")
+    label_cols = {"label": schema.label, "clean": schema.clean_label, "group": schema.group_id}
+    label_cols = {k: c for k, c in label_cols.items() if c and c in common}
+    scored: Dict[str, List[np.ndarray]] = {"logit": [], "label": [], "clean": [], "group": []}
+
+    target = _out_file(out, rank, world)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    tmp = f"{target}.tmp"
     writer: Optional[pq.ParquetWriter] = None
     rows = 0
-    scored: Dict[str, List[np.ndarray]] = {"logit": [], "label": [], "clean": [], "group": []}
-    tmp = f"{out}.tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    read = list(dict.fromkeys(scorer.features + keep + list(label_cols.values())))
     try:
-        for path in files:
-            pf = pq.ParquetFile(path)
-            names = set(pf.schema_arrow.names)
-            missing = [c for c in feature_cols if c not in names]
-            if missing:
-                raise DataError(f"{path}: missing feature column(s) {missing} that model "
-                                f"{loaded.spec.name!r} reads")
-            keep = [c for c in passthrough if c in names]
-            for rg, first, table in _record_batches(pf, feature_cols + keep, batch_size):
-                n = table.num_rows
-                if schema.label not in names:
-                    table = table.append_column(schema.label, pa.array(np.zeros(n, np.float32)))
-                block = decode(table.to_batches()[0], layout, Where(path, rg, first), counters)
-                batch = assemble([(block, slice(0, n))], layout)
-                logits = model(batch.dense_features.to(dev), batch.sparse_features.to(dev)).squeeze(-1).float()
-                logit = logits.cpu().numpy().astype(np.float32)
+        for piece in pieces:
+            for first, table in _tables(piece, read, batch_size):
+                logit = scorer(table, Where(piece.path, piece.row_group, first))
                 cols = {c: table.column(c) for c in keep}
                 cols["logit"] = pa.array(logit)
-                cols["score"] = pa.array((1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32))
+                cols["score"] = pa.array(_sigmoid(logit))
+                if platt is not None:
+                    cols["score_calibrated"] = pa.array(_sigmoid(platt.apply(logit)))
                 out_table = pa.table(cols)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, out_table.schema)
                 writer.write_table(out_table)
-                rows += n
-                scored["logit"].append(logit)
-                for key, col in (("label", schema.label), ("clean", schema.clean_label), ("group", schema.group_id)):
-                    if col and col in keep:
+                rows += table.num_rows
+                if metrics and "label" in label_cols:
+                    scored["logit"].append(logit)
+                    for key, col in label_cols.items():
                         scored[key].append(table.column(col).to_numpy(zero_copy_only=False))
+        if writer is None:  # an empty share (more ranks than rows): an empty file of the same columns
+            pf_schema = pq.ParquetFile(files[0]).schema_arrow
+            fields = [pf_schema.field(c) for c in keep] + [pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS
+                                                            if c != "score_calibrated" or platt is not None]
+            writer = pq.ParquetWriter(tmp, pa.schema(fields))
     finally:
         if writer is not None:
             writer.close()
-    if writer is None:
-        raise DataError(f"{data}: no rows to score")
-    os.replace(tmp, out)
-    report: Dict[str, Any] = {"rows": rows, "files": len(files), "out": out, "model": loaded.spec.name,
-                              "oov_hashed": counters.snapshot()["oov_hashed"]}
-    logit_all = np.concatenate(scored["logit"])
-    groups = np.concatenate(scored["group"]) if scored["group"] else np.zeros(rows, np.int64)
-    for key, name in (("label", "observed"), ("clean", "clean")):
-        if scored[key] and sum(len(a) for a in scored[key]) == rows:
-            report[name] = all_metrics(np.concatenate(scored[key]), logit_all, groups)
+    os.replace(tmp, target)
+
+    rows_per_rank = [rows]
+    if world > 1:
+        rows_per_rank = [None] * world  # type: ignore[list-item]
+        dist.all_gather_object(rows_per_rank, rows)
+    report: Dict[str, Any] = {"rows": int(sum(rows_per_rank)), "rows_per_rank": rows_per_rank, "rows_in_input": total,
+                              "files": len(files), "out": out, "model": scorer.loaded.spec.name,
+                              "keep_columns": keep, "calibrator": calibrator,
+                              "oov_hashed": scorer.counters.snapshot()["oov_hashed"]}
+    if report["rows"] != total:
+        raise RuntimeError(f"predict: scored {report['rows']:,} rows of {total:,}")
+    if metrics and "label" in label_cols:
+        report.update(_metrics(scored, label_cols, platt, world > 1))
     return report
+
+
+def _metrics(scored: Dict[str, List[np.ndarray]], label_cols: Dict[str, str], platt: Any,
+             gather: bool) -> Dict[str, Any]:
+    """Metrics over every rank's rows (gathered), against observed and (when present) clean labels."""
+    from denoisrec.trainer.evaluate import all_gather_varlen
+
+    def cat(key: str, n: int) -> np.ndarray:
+        return np.concatenate(scored[key]).astype(np.float64) if scored[key] else np.zeros(n)
+
+    logit = np.concatenate(scored["logit"]) if scored["logit"] else np.zeros(0, np.float32)
+    n = logit.size
+    local = np.stack([logit.astype(np.float64), cat("label", n), cat("clean", n), cat("group", n)], axis=1)
+    rows = all_gather_varlen(torch.from_numpy(local)).numpy() if gather else local
+    groups = rows[:, 3].astype(np.int64)
+    out: Dict[str, Any] = {}
+    for key, name, col in (("label", "observed", 1), ("clean", "clean", 2)):
+        if key not in label_cols:
+            continue
+        out[name] = all_metrics(rows[:, col], rows[:, 0], groups)
+        if platt is not None:
+            out[name + "_calibrated"] = all_metrics(rows[:, col], platt.apply(rows[:, 0]), groups)
+    return out

@@ -618,7 +618,8 @@ def format_summary(s: Dict[str, Any]) -> str:
     for name, m in s["metrics"].items():
         extra = f"  RealImp {ri[name]:+.2%}" if isinstance(ri.get(name), float) and not math.isnan(ri[name]) else ""
         lines.append(f"  {name:13s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
-                     f"({m['rows']:,} rows, labels: {m['target']}){extra}")
+                     f"NE {m.get('ne', math.nan):.4f}  ECE {m.get('ece', math.nan):.4f}  "
+                     f"calib {m.get('calibration', math.nan):.3f}  ({m['rows']:,} rows, labels: {m['target']}){extra}")
     if ri:
         lines.append(f"  RealImp against {ri['baseline']}")
     return "\n".join(lines)

@@ -168,7 +168,8 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     dcp_to_torch_save(ckpt, j("ckpt21.pt"))
     saved = {k[len("model."):]: v for k, v in torch.load(j("ckpt21.pt"), weights_only=False)["model"].items()
              if k.startswith("model.")}
-    report = predict_file(j("re3b", "model.pt"), os.path.join(data, "valid"), j("valid_scores.parquet"))
+    report = predict_file(j("re3b", "model.pt"), os.path.join(data, "valid"), j("valid_scores.parquet"),
+                          keep_columns="row_id,user_id,label")
     scores = pq.read_table(j("valid_scores.parquet"))
     labels = scores.column("label").to_numpy().astype(np.int64)
     probs = 1 / (1 + np.exp(-scores.column("logit").to_numpy().astype(np.float64)))

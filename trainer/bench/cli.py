@@ -4,6 +4,7 @@
     denoisrec bench quality    [--quick] ...
     denoisrec bench peers      [--quick] ...
     denoisrec bench ingest     [--quick] [--data DIR] ...
+    denoisrec bench serving    --run RUN --data SPLIT --out DIR [--quick] ...
 
 A bench module registers itself by defining ``add_arguments(parser)`` and ``run(args) -> int`` (see the
 package docstring); a listed module that is absent is left out of the group, one without that contract is
@@ -22,6 +23,7 @@ BENCHES = {
     "peers": "DeepFM in denoisrec versus DeepCTR-Torch / pytorch-fm on the same data and shape",
     "ingest": "Parquet -> Batch rows/s against a raw pyarrow scan",
     "gpu_check": "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one report",
+    "serving": "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec model",
 }
 
 

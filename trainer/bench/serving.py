@@ -1,0 +1,147 @@
+"""``denoisrec bench serving``: a run's serving artefacts against its TorchRec model, in one process.
+
+For each format (``torchscript``, ``exported-program``) it exports the run (:mod:`denoisrec.trainer.serving`),
+reports the artefact's size and load time, then scores the first ``--rows`` rows of ``--data`` at each
+``--batch-sizes`` in interleaved rounds: the artefacts and the TorchRec model (``load_model_file``, the
+model ``denoisrec predict`` runs) on the same prebuilt inputs, so the ratios are robust to other load on the
+machine. It checks that the artefacts' logits equal the model's (max |diff| in the table).
+
+    denoisrec bench serving --run runs/dlrm --data data/small/test --out runs/dlrm/bench_serving
+
+Writes ``serving.json`` and ``serving.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+FORMATS = ("torchscript", "exported-program")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory with model.pt")
+    p.add_argument("--data", required=True, help="a Parquet file or split directory to score (e.g. data/small/test)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--rows", type=int, default=65536, help="rows to score per batch size and round")
+    p.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--quick", action="store_true", help="smoke test: TorchScript only, 2,048 rows, batch sizes 1 "
+                                                        "and 256 (at most 50 calls), 1 round")
+
+
+def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """The documented serving input of an Arrow table (raw ids, offsets, dense)."""
+    n = table.num_rows
+    cols = spec["inputs"]["dense"]["columns"]
+    dense = torch.from_numpy(np.stack([table.column(c).to_numpy().astype(np.float32) for c in cols], axis=1)
+                             if cols else np.zeros((n, 0), np.float32))
+    values, offsets = {}, {}
+    for f in spec["inputs"]["sparse"]:
+        col = table.column(f["name"]).combine_chunks()
+        if f["multi_hot"]:
+            values[f["name"]] = torch.from_numpy(col.values.to_numpy().astype(np.int64))
+            offsets[f["name"]] = torch.from_numpy(col.offsets.to_numpy().astype(np.int64) - int(col.offsets[0].as_py()))
+        else:
+            values[f["name"]] = torch.from_numpy(col.to_numpy().astype(np.int64))
+            offsets[f["name"]] = torch.arange(n + 1, dtype=torch.int64)
+    return dense, values, offsets
+
+
+def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor],
+         offsets: Dict[str, torch.Tensor]) -> Any:
+    from torchrec import KeyedJaggedTensor
+
+    return KeyedJaggedTensor(keys=names, values=torch.cat([values[n] for n in names]),
+                             lengths=torch.cat([offsets[n].diff() for n in names]).int(), stride=dense.shape[0])
+
+
+def run(a: argparse.Namespace) -> int:
+    from denoisrec.models import load_model_file
+    from denoisrec.trainer.predict import _input_files
+    from denoisrec.trainer.serving import export_serving, load_artefact
+
+    torch.set_num_threads(a.threads)
+    rows, sizes, rounds = (2048, [1, 256], 1) if a.quick else (a.rows, [int(s) for s in a.batch_sizes.split(",")],
+                                                                 a.rounds)
+    os.makedirs(a.out, exist_ok=True)
+    loaded = load_model_file(os.path.join(a.run, "model.pt"))
+    model = loaded.model.eval()
+    names = [n for n, _ in loaded.spec.features]
+    table = pq.read_table(_input_files(a.data)[0]).slice(0, rows)
+    rows = table.num_rows
+
+    artefacts: Dict[str, Any] = {}
+    report: Dict[str, Any] = {"run": a.run, "model": loaded.spec.name, "rows": rows, "threads": a.threads,
+                              "artefacts": {}, "rows_per_s": {}, "max_abs_diff": {}}
+    spec = None
+    for fmt in FORMATS[:1] if a.quick else FORMATS:
+        r = export_serving(a.run, fmt, out=os.path.join(a.out, fmt))
+        t = time.perf_counter()
+        artefacts[fmt] = load_artefact(r["artefact"])
+        load_s = time.perf_counter() - t
+        report["artefacts"][fmt] = {"bytes": r["artefact_bytes"], "load_seconds": round(load_s, 3),
+                                    "export_seconds": r["export_seconds"], "table_bytes": r["table_bytes"]}
+        with open(r["spec"]) as f:
+            spec = json.load(f)
+    assert spec is not None
+    full = _inputs(table, spec)
+
+    # Whole-split agreement: the artefacts' logits against the TorchRec model's.
+    with torch.no_grad():
+        ref = model(full[0], _kjt(names, *full)).squeeze(-1)
+        for fmt, m in artefacts.items():
+            report["max_abs_diff"][fmt] = float((m(*full)["logit"] - ref).abs().max())
+
+    def batches(bs: int) -> List[Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor], Any]]:
+        calls = max(1, min(rows // bs, 50 if a.quick else 2000))
+        out = []
+        for i in range(calls):
+            part = _inputs(table.slice(i * bs, bs), spec)
+            out.append((*part, _kjt(names, *part)))
+        return out
+
+    runners: Dict[str, Callable[[Any], Any]] = {
+        "torchrec model (predict)": lambda b: model(b[0], b[3]),
+        **{fmt: (lambda b, m=m: m(b[0], b[1], b[2])) for fmt, m in artefacts.items()},
+    }
+    for bs in sizes:
+        bl = batches(bs)
+        n = sum(int(b[0].shape[0]) for b in bl)
+        with torch.no_grad():
+            for f in runners.values():  # warm-up
+                f(bl[0])
+            times: Dict[str, List[float]] = {k: [] for k in runners}
+            for _ in range(rounds):
+                for k, f in runners.items():
+                    t = time.perf_counter()
+                    for b in bl:
+                        f(b)
+                    times[k].append(time.perf_counter() - t)
+        report["rows_per_s"][str(bs)] = {k: n / float(np.median(v)) for k, v in times.items()}
+
+    with open(os.path.join(a.out, "serving.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    lines = [f"# serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s)", "",
+             "| artefact | size | load | export | max abs diff vs model |", "|---|---|---|---|---|"]
+    for fmt, r in report["artefacts"].items():
+        lines.append(f"| {fmt} | {r['bytes'] / 2**20:.2f} MiB | {r['load_seconds']:.2f} s "
+                     f"| {r['export_seconds']:.1f} s "
+                     f"| {report['max_abs_diff'][fmt]:.2g} |")
+    lines += ["", "| batch | " + " | ".join(runners) + " |", "|---" * (len(runners) + 1) + "|"]
+    for bs, d in report["rows_per_s"].items():
+        base = d["torchrec model (predict)"]
+        lines.append(f"| {bs} | " + " | ".join(f"{v:,.0f}/s ({v / base:.2f}×)" for v in d.values()) + " |")
+    text = "\n".join(lines)
+    with open(os.path.join(a.out, "serving.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return 0
