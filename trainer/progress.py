@@ -2,7 +2,9 @@
 
 ``mode``: ``bar`` (tqdm), ``log`` (one line every ``log_every`` steps, for files and CI), ``none``, or
 ``auto`` (``bar`` when stderr is a terminal, else ``log``). Messages go through :meth:`Progress.write`, so
-they never tear the bar.
+they never tear the bar. The bar moves every step (:meth:`Progress.advance`, no host sync) and its postfix
+stays short (:data:`BAR_KEYS`: loss, samples/s, and the denoiser's noise precision / recall when known);
+every value still goes to ``metrics.jsonl`` and TensorBoard.
 
 Example::
 
@@ -16,6 +18,7 @@ import sys
 from typing import Any, Dict, Optional
 
 MODES = ("auto", "bar", "log", "none")
+BAR_KEYS = {"loss": "loss", "samples/s": "samples/s", "truth_precision": "noise prec", "truth_recall": "rec"}
 
 
 def _fmt(v: Any) -> str:
@@ -43,12 +46,19 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.set_postfix({k: _fmt(v) for k, v in values.items()}, refresh=False)
+            self._bar.set_postfix({short: _fmt(values[k]) for k, short in BAR_KEYS.items() if k in values},
+                                  refresh=False)
             self._bar.update(step - self._last)
         elif self.mode == "log":
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
             print(head + " " + " ".join(f"{k} {_fmt(v)}" for k, v in values.items()), flush=True)
         self._last = step
+
+    def advance(self, step: int) -> None:
+        """Move the bar to ``step`` between log steps (the postfix keeps the last window's values)."""
+        if self.enabled and self._bar is not None:
+            self._bar.update(step - self._last)
+            self._last = step
 
     def write(self, msg: str) -> None:
         if not self.enabled:
