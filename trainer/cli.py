@@ -102,6 +102,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
         return 0
+    path = cfg.data.path
+    if isinstance(path, str) and "://" not in path and not os.path.exists(path):
+        raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)",
+                                path)
     from denoisrec.trainer.dist import shutdown
     from denoisrec.trainer.train import train
 

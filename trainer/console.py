@@ -20,7 +20,7 @@ from denoisrec.trainer.curves import auc_line, read_series, write_curves
 
 def denoiser_brief(d: Any) -> str:
     """``name(option=value, ...)``: the hyperparameters, never the module tree (DeCA holds sub-modules)."""
-    hp = d.hparams() if hasattr(d, "hparams") else {}
+    hp = {k: v for k, v in (d.hparams() if hasattr(d, "hparams") else {}).items() if v is not None}
     return f"{getattr(d, 'name', type(d).__name__)}({', '.join(f'{k}={v}' for k, v in hp.items())})"
 
 

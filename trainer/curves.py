@@ -130,17 +130,18 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     many = len(series) > 1
     for i, s in enumerate(series):
-        c = colors[i % len(colors)]
+        # one run: a colour per quantity; several: a colour per run, the line style tells the quantity
+        c1, c2 = (colors[i % len(colors)],) * 2 if many else (colors[2], colors[3])
         tag = f"{s.name}: " if many else ""
-        _line(axes[0], s.clean_auc, c, "-", "o", f"{tag}clean test (true labels)")
-        _line(axes[0], s.valid_auc, c, "--", "s", f"{tag}valid ({s.valid_target} labels)")
-        _line(axes[1], s.loss_noisy, c, "-", ".", f"{tag}noisy positives")
-        _line(axes[1], s.loss_clean, c, ":", ".", f"{tag}clean positives")
-        _line(axes[2], s.precision, c, "-", ".", f"{tag}precision")
-        _line(axes[2], s.recall, c, "--", ".", f"{tag}recall")
-        if i == 0 or many:
-            _line(axes[2], s.random_precision, "grey" if not many else c, ":", None,
-                  f"{tag}random (noise share)")
+        _line(axes[0], s.clean_auc, c1, "-", "o", f"{tag}clean test (true labels)")
+        _line(axes[0], s.valid_auc, c2, "--", "s", f"{tag}valid ({s.valid_target} labels)")
+        _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".",
+              f"{tag}noisy positives")
+        _line(axes[1], s.loss_clean, colors[i % len(colors)] if many else colors[2], ":", ".",
+              f"{tag}clean positives")
+        _line(axes[2], s.precision, c1, "-", ".", f"{tag}precision")
+        _line(axes[2], s.recall, colors[i % len(colors)] if many else colors[0], "--", ".", f"{tag}recall")
+        _line(axes[2], s.random_precision, "grey" if not many else c1, ":", None, f"{tag}random (noise share)")
     for ax, t, y in ((axes[0], "AUC per epoch", "AUC"), (axes[1], "loss of observed positives", "mean BCE"),
                      (axes[2], "noise identification", "share")):
         ax.set_title(t)

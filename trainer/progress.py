@@ -27,6 +27,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def log_fields(values: Dict[str, Any]) -> str:
+    """A log line's fields: loss, samples/s, lr, grad norm, then the ground-truth diagnostics in brief
+    (``noise prec/rec 0.73/0.72 (random 0.35) pos loss noisy/clean 2.46/0.32``); the denoiser's own
+    statistics are in ``metrics.jsonl`` and TensorBoard."""
+    parts = [f"{k} {_fmt(values[k])}" for k in ("loss", "samples/s", "lr", "grad_norm") if k in values]
+    if "truth_precision" in values or "truth_recall" in values:
+        pr = "/".join(_fmt(values[k]) if k in values else "-" for k in ("truth_precision", "truth_recall"))
+        rnd = f" (random {_fmt(values['truth_random_precision'])})" if "truth_random_precision" in values else ""
+        parts.append(f"noise prec/rec {pr}{rnd}")
+    if "truth_loss_noisy_pos" in values and "truth_loss_clean_pos" in values:
+        parts.append(f"pos loss noisy/clean {_fmt(values['truth_loss_noisy_pos'])}/"
+                     f"{_fmt(values['truth_loss_clean_pos'])}")
+    return " ".join(parts)
+
+
 class Progress:
     def __init__(self, total: int, initial: int, enabled: bool, mode: str = "auto", desc: str = "train") -> None:
         if mode not in MODES:
@@ -51,7 +66,7 @@ class Progress:
             self._bar.update(step - self._last)
         elif self.mode == "log":
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
-            print(head + " " + " ".join(f"{k} {_fmt(v)}" for k, v in values.items()), flush=True)
+            print(head + " " + log_fields(values), flush=True)
         self._last = step
 
     def advance(self, step: int) -> None:
