@@ -239,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.fn(args))
     except (ValueError, OSError) as e:
-        code = exit_status(e)
+        code = exit_status(e) if args.command in ("train", "report") else 2
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same mistake: say it once
             print(f"denoisrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
         _record_for_torchelastic(e)
@@ -247,7 +247,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def exit_status(e: BaseException) -> int:
-    """1 for a problem with the data or files (missing, unreadable, malformed), 2 for a usage mistake."""
+    """1 for a problem with the data or files (missing, unreadable, malformed), 2 for a usage mistake.
+
+    (``train`` and ``report``; the other commands still exit 2 on every error they report.)"""
     from denoisrec.trainer.data.checks import DataError
     from denoisrec.trainer.options import UsageError
 

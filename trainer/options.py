@@ -44,7 +44,9 @@ class Opt:
             return ""
         lo = "-inf" if self.lo is None else _num(self.lo)
         hi = "inf" if self.hi is None else _num(self.hi)
-        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+        left = "(" if self.lo_open or self.lo is None else "["
+        right = ")" if self.hi_open or self.hi is None else "]"
+        return f"{left}{lo}, {hi}{right}"
 
 
 def _num(x: float) -> str:
