@@ -236,6 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv  # which options were typed (bench: explicit flags win over --quick)
     try:
         return int(args.fn(args))
     except (ValueError, OSError) as e:

@@ -49,6 +49,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
+from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
                                                 resolve_methods)
 
@@ -93,9 +94,9 @@ def quality_methods(spec: str) -> List[str]:
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
-    if a.quick:
-        a.preset, a.seeds, a.epochs, a.batch_size, a.patience = "tiny", 2, 2, a.batch_size or 500, 0
-        a.threads = a.threads or 1
+    """``--quick``'s values, except for the options given explicitly (those win)."""
+    apply_quick(a, {"preset": "tiny", "seeds": 2, "epochs": 2, "batch_size": a.batch_size or 500, "patience": 0,
+                    "threads": a.threads or 1})
 
 
 # ---------------------------------------------------------------------------------------------- sweeping
