@@ -152,6 +152,14 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
+
+  make train                                  the recommended set-up on synthetic data, with its curves
+  denoisrec train --data DIR --denoiser NAME  train; train --help lists models, denoisers and their options
+  denoisrec report RUN [RUN ...]              runs side by side: a table and one figure
+  denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (``denoisrec train: error: ... (see --help)``), exit status 2."""
 
@@ -169,7 +177,7 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="denoisrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="denoisrec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"denoisrec {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train and evaluate a model (one process, or under torchrun/torchx)",

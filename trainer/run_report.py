@@ -19,9 +19,17 @@ from typing import Any, Dict, List
 from denoisrec.trainer.curves import Series, read_series, write_curves
 
 
+HELP = """Several runs side by side: per run the method, the final and the best clean-test AUC, the validation
+AUC and the clean-test AUC by epoch; one figure with every run's curves (AUC per epoch, loss of noisy vs
+clean positives, noise identification). For example, BCE against the recommended set-up:
+
+  make train DENOISER=bce OUT=runs/bce && make train OUT=runs/deca_p
+  denoisrec report runs/bce runs/deca_p --out runs/report.png"""
+
+
 def add_report_command(sub: Any) -> None:
     p = sub.add_parser("report", help="compare runs: a table of clean/valid AUC and one figure of their curves",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their --out)")
     p.add_argument("--out", default=None, help="figure file (default: report.png beside the first run)")
     p.add_argument("--json", default=None, help="also write the table as JSON")
