@@ -94,3 +94,13 @@ def test_runlog_resumed_run_appends(tmp_path: Path) -> None:
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2  # one stream, continued
     RunLog(str(tmp_path), True).close()  # a new run: starts afresh
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+def test_log_line_is_short_and_leaves_out_what_a_method_did_not_do() -> None:
+    from denoisrec.trainer.progress import log_fields
+
+    bce = {"loss": 0.5, "samples/s": 12345.0, "lr": 0.001, "truth_random_precision": 0.35, "truth_recall": 0.0,
+           "truth_loss_noisy_pos": 1.1, "truth_loss_clean_pos": 0.4, "subtask": 1.0}
+    assert log_fields(bce) == "loss 0.5 samples/s 12,345 lr 0.001 pos loss noisy/clean 1.1/0.4"
+    tce = {**bce, "truth_precision": 0.6, "truth_recall": 0.7}
+    assert "noise prec/rec 0.6/0.7 (random 0.35)" in log_fields(tce)

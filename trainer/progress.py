@@ -32,8 +32,8 @@ def log_fields(values: Dict[str, Any]) -> str:
     (``noise prec/rec 0.73/0.72 (random 0.35) pos loss noisy/clean 2.46/0.32``); the denoiser's own
     statistics are in ``metrics.jsonl`` and TensorBoard."""
     parts = [f"{k} {_fmt(values[k])}" for k in ("loss", "samples/s", "lr", "grad_norm") if k in values]
-    if "truth_precision" in values or "truth_recall" in values:
-        pr = "/".join(_fmt(values[k]) if k in values else "-" for k in ("truth_precision", "truth_recall"))
+    if "truth_precision" in values:  # absent when the method handled nothing (BCE)
+        pr = "/".join(_fmt(values.get(k, float("nan"))) for k in ("truth_precision", "truth_recall"))
         rnd = f" (random {_fmt(values['truth_random_precision'])})" if "truth_random_precision" in values else ""
         parts.append(f"noise prec/rec {pr}{rnd}")
     if "truth_loss_noisy_pos" in values and "truth_loss_clean_pos" in values:
@@ -61,7 +61,8 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.set_postfix({short: _fmt(values[k]) for k, short in BAR_KEYS.items() if k in values},
+            shown = {k: v for k, v in values.items() if k != "truth_recall" or "truth_precision" in values}
+            self._bar.set_postfix({short: _fmt(shown[k]) for k, short in BAR_KEYS.items() if k in shown},
                                   refresh=False)
             self._bar.update(step - self._last)
         elif self.mode == "log":
