@@ -38,7 +38,8 @@ def test_default_run_evaluates_every_epoch_and_draws_curves(tiny_data: Path, tmp
     assert set(s["evaluations"][0]) == {"step", "valid", "test_clean"}
     series = read_series(str(out))
     assert [x for x, _ in series.clean_auc] == [1.0, 2.0] and len(series.valid_auc) == 2
-    assert series.loss_noisy and series.loss_clean and series.random_precision and not series.precision
+    assert series.loss_noisy and series.loss_clean and series.random_precision
+    assert not series.precision and not series.recall  # BCE handles nothing
     assert auc_line(series) in console and "clean-test AUC by epoch: " in console
     assert (out / "curves.png").stat().st_size > 10_000 and f"curves: {out / 'curves.png'}" in console
     # `denoisrec report` puts two runs side by side

@@ -83,6 +83,8 @@ def read_series(run: str, steps_per_epoch: Optional[int] = None, name: Optional[
     for (kind, key), points in by.items():
         attr = {"test_clean": "clean_auc", "valid": "valid_auc"}.get(kind, key)
         setattr(s, attr, [(st / spe, v) for st, v in sorted(points.items())])
+    if not s.precision:  # the method handled nothing (BCE): its recall of 0 says nothing
+        s.recall = []
     cfg = _summary(run).get("config") or {}
     if (cfg.get("data") or {}).get("train_label") == "clean_label":
         s.valid_target = "clean"
