@@ -255,6 +255,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.out = os.path.join(spec["out"], "quality-runs", f"{tag}-s{seed}")
     cfg.run.overwrite = True  # the bench owns these run directories: a rerun replaces them
     cfg.run.log_every = 10**9
+    cfg.run.eval_every, cfg.run.curves = 0, False  # the hooks evaluate every epoch and keep the curves
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
