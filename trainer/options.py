@@ -191,8 +191,11 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
 
 def describe(table: Mapping[str, Mapping[str, Opt]]) -> str:
     """``name: opt=default [interval], ...`` lines for ``--help``."""
+    import textwrap
+
     lines = []
     for name, opts in table.items():
         body = ", ".join(f"{k}={o.default}{' ' + o.interval() if o.interval() else ''}" for k, o in opts.items())
-        lines.append(f"  {name:15s} {body or '(no options)'}")
+        lines += textwrap.wrap(body or "(no options)", width=100, initial_indent=f"  {name:15s} ",
+                               subsequent_indent=" " * 18, break_on_hyphens=False)
     return "\n".join(lines)
