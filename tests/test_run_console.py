@@ -105,3 +105,15 @@ def test_log_line_is_short_and_leaves_out_what_a_method_did_not_do() -> None:
     assert log_fields(bce) == "loss 0.5 samples/s 12,345 lr 0.001 pos loss noisy/clean 1.1/0.4"
     tce = {**bce, "truth_precision": 0.6, "truth_recall": 0.7}
     assert "noise prec/rec 0.6/0.7 (random 0.35)" in log_fields(tce)
+
+
+def test_warnings_wait_for_the_run_folder_and_never_create_it(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with WarningsToFile(str(out), rank=1) as w:
+            warnings.warn_explicit("early", UserWarning, "/x/site-packages/torch/a.py", 1)
+            assert not out.exists()  # the run decides whether a folder may be made or reused
+            out.mkdir()
+            warnings.warn_explicit("late", UserWarning, "/x/site-packages/torch/a.py", 2)
+    assert w.count == 2 and (out / "warnings.rank1.log").read_text().count("UserWarning") == 2

@@ -52,13 +52,22 @@ class WarningsToFile:
         self._saved: List[Tuple[logging.Logger, List[logging.Handler], bool]] = []
         self._showwarning: Any = None
         self._handler = _FileHandler(self)
+        self._pending: List[str] = []
 
     def write(self, line: str) -> None:
-        if self._file is None:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            self._file = open(self.path, "w", buffering=1)
+        """Lines wait in memory until the run has made its output folder (this never creates it: whether an
+        existing folder may be used is the run's decision)."""
         self.count += 1
-        self._file.write(line.rstrip() + "\n")
+        self._pending.append(line.rstrip() + "\n")
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._file is None:
+            if not os.path.isdir(self.out):
+                return
+            self._file = open(self.path, "w", buffering=1)
+        self._file.writelines(self._pending)
+        self._pending.clear()
 
     def _show(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
               line: Optional[str] = None) -> None:
@@ -91,6 +100,7 @@ class WarningsToFile:
                     lg.addHandler(h)
             lg.propagate = propagate
         self._saved.clear()
+        self._flush()
         if self._file is not None:
             self._file.close()
             self._file = None
