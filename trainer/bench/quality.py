@@ -455,9 +455,9 @@ def plot(fig: Any, rep: Any) -> None:
         if r is not None:
             ax.axhline(r["test_clean_auc"], linestyle=style, color="0.4", linewidth=1, label=f"{name}")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=45)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("clean-test AUC")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, framealpha=0.9)
     ax2 = fig.add_subplot(1, 2, 2)
     drawn = False
     for r in rep.raw["runs"]:
