@@ -303,8 +303,8 @@ def plot(fig: Any, rep: Any) -> None:
             ax.axhline(base * t, color=color, linestyle=":", linewidth=1.2,
                        label=f"{t:.2f}× baseline ({who if len(who) < 30 else 'the rest'})")
         for i, r in enumerate(rs):
-            ax.annotate(f"{r['ratio']:.2f}×", (i, r["samples_per_s"]), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 6), textcoords="offset points")
+            ax.annotate(f"{r['ratio']:.2f}×", (i, r["samples_per_s_p75"]), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 3), textcoords="offset points")  # above the error bar
         ax.set_title(f"{ws} rank(s), batch {rs[0]['batch_size']}/rank")
         ax.set_ylabel("samples/s (median of rounds, p25–p75)")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
