@@ -23,6 +23,7 @@ import sys
 from typing import List, NoReturn, Optional
 
 from denoisrec.trainer.config import Config, apply_overrides, parse_params
+from denoisrec.trainer.options import UsageError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -249,7 +250,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.fn(args))
     except (ValueError, OSError) as e:
         code = exit_status(e) if args.command in ("train", "report") else 2
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same mistake: say it once
+        # a usage mistake is the same on every rank: rank 0 says it; anything else may be one rank's own
+        if not isinstance(e, UsageError) or os.environ.get("RANK", "0") == "0":
             print(f"denoisrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
         _record_for_torchelastic(e)
         return code
@@ -260,7 +262,6 @@ def exit_status(e: BaseException) -> int:
 
     (``train`` and ``report``; the other commands still exit 2 on every error they report.)"""
     from denoisrec.trainer.data.checks import DataError
-    from denoisrec.trainer.options import UsageError
 
     if isinstance(e, UsageError):
         return 2
