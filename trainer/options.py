@@ -62,7 +62,7 @@ def _steps(default: Optional[int], help: str) -> Opt:
 
 
 _DECA = {
-    "C1": Opt("float", 1000.0, "weight of the positive noise model's regulariser (use ~10 with observed negatives)", 0),
+    "C1": Opt("float", 1000.0, "weight of the positive noise model's regulariser; use ~10 with observed negatives", 0),
     "C2": Opt("float", 10.0, "weight of the negative noise model's regulariser", 0),
     "alpha": _prob(1.0, "share of the KL term"),
     "user_feature": Opt("str", "user_id", "sparse feature that identifies the user (MF tables)"),
@@ -91,7 +91,7 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
              "tau_m": _prob(0.04, "the largest share of positives identified as noisy"),
              "r": _prob(0.5, "share of the identified positives relabelled 0 (the rest are dropped)")},
     "deca": dict(_DECA),
-    "deca_p": {**_DECA, "pretrain_steps": _steps(None, "BCE steps that pre-train the prior (null: one epoch)"),
+    "deca_p": {**_DECA, "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: one epoch"),
                "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True)},
 }
 
@@ -100,7 +100,7 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "dlrm": {"dense_arch": Opt("ints", [64], "bottom MLP widths"),
              "over_arch": Opt("ints", [128, 64, 1], "top MLP widths (last 1)")},
     "dcnv2": {"cross_layers": Opt("int", 3, "cross layers", 1),
-              "low_rank": Opt("int", None, "rank of the low-rank cross net (null: full rank)", 1, none_ok=True),
+              "low_rank": Opt("int", None, "rank of the low-rank cross net; null: full rank", 1, none_ok=True),
               "structure": Opt("str", "stacked", "stacked or parallel"),
               "mlp": Opt("ints", [128, 64], "deep MLP widths"),
               "dropout": _prob(0.0, "dropout in the MLP", hi_open=True)},
