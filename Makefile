@@ -62,8 +62,9 @@ $(DATA)/schema.json: | $(STAMP)
 
 data: $(DATA)/schema.json
 
-TRAIN_ARGS = --data $(DATA) --out $(OUT) --epochs $(EPOCHS) --denoiser $(DENOISER) $(PARAMS_$(DENOISER)) \
-	--set run.overwrite=true $(ARGS)
+# ARGS='--denoiser NAME ...' (the older form) replaces DENOISER and its options.
+DENOISER_ARGS = $(if $(filter --denoiser --denoiser=%,$(ARGS)),,--denoiser $(DENOISER) $(PARAMS_$(DENOISER)))
+TRAIN_ARGS = --data $(DATA) --out $(OUT) --epochs $(EPOCHS) $(DENOISER_ARGS) --set run.overwrite=true $(ARGS)
 
 train: $(STAMP) $(DATA)/schema.json
 	@$(VENV)/bin/denoisrec train $(TRAIN_ARGS) --print-config > /dev/null  # a mistake: one line, before torchrun
