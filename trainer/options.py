@@ -75,6 +75,17 @@ _LCD = {
     "start_step": _steps(0, "global step at which correction starts"),
 }
 
+_OBSERVATION = {
+    "form": Opt("str", "mixture", "how the context enters the noise model (denoisers/observation.py)"),
+    "dim": Opt("int", 4, "context embedding width, a multiple of 4", 4),
+    "hidden": Opt("ints", (), "hidden widths of the observation MLP; [] for none"),
+    "h_init": _prob(0.1, "initial P(observed 1 | true 0)"),
+    "h_prime_init": _prob(0.9, "initial P(observed 1 | true 1)"),
+    "eps_max": _prob(0.0, "largest share of positives dropped by the T-CE part", hi_open=True),
+    "num_gradual": _steps(0, "steps over which eps ramps up to eps_max"),
+    "diag_decay": _prob(0.99, "decay of the diagnostics' running means", hi_open=True),
+}
+
 #: denoiser name -> its user-settable options (the constructor's keyword arguments).
 DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "bce": {},
@@ -93,6 +104,9 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "deca": dict(_DECA),
     "deca_p": {**_DECA, "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: one epoch"),
                "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True)},
+    "observation": dict(_OBSERVATION),
+    "observation_tce": {**_OBSERVATION,
+                        "eps_max": _prob(0.1, "largest share of positives dropped by the T-CE part", hi_open=True)},
 }
 
 #: model name -> its options (``model.params``).
@@ -146,6 +160,8 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
         raise UsageError(f"{where}: expected {_accepts(o)}")
     elif o.kind == "ints" and not (isinstance(v, (list, tuple)) and all(_is_int(x) and x > 0 for x in v)):
         raise UsageError(f"{where}: expected a list of positive integers such as [64, 32]")
+    if o.kind == "ints":
+        return v
     if _is_num(v):
         bad = (o.lo is not None and (v < o.lo or (o.lo_open and v == o.lo))) or \
               (o.hi is not None and (v > o.hi or (o.hi_open and v == o.hi)))
