@@ -10,6 +10,10 @@ adds two conveniences over plain ``torchx run``:
   sys.executable``), so the venv need not be activated and no ``.torchxconfig`` is needed.
 - Repeated list options of the trainer (``--set a=1 --set b=2``, ``-p x=1 -p y=2``) are merged into one
   (``--set a=1 b=2``): torchx rejects an option named twice.
+- On a local scheduler the job's logs go to ``<out>/logs`` (the trainer's ``--out``, default
+  ``runs/default``), beside the run's outputs, unless ``-cfg log_dir=...`` says otherwise. A local job lives
+  only as long as ``torchx run``: afterwards ``torchx status`` / ``torchx log`` cannot find it; read
+  ``<out>/logs/torchx/<app id>/trainer/<node>/{stdout,stderr}.log`` instead (docs/launch.md).
 
 Example::
 
@@ -53,6 +57,17 @@ def merge_list_options(args: List[str]) -> List[str]:
     return rest
 
 
+def option_value(args: List[str], name: str) -> Optional[str]:
+    """The last value of ``name`` in ``args`` (``--out d`` or ``--out=d``), or ``None``."""
+    found = None
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            found = args[i + 1]
+        elif a.startswith(name + "="):
+            found = a.split("=", 1)[1]
+    return found
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="denoisrec launch", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,8 +87,13 @@ def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
         head, tail = argv, []
     ours, component_opts = _parser().parse_known_args(head)
     cmd = ["run", "-s", ours.scheduler]
-    if ours.scheduler_args:
-        cmd += ["-cfg", ours.scheduler_args]
+    cfg = ours.scheduler_args
+    if ours.scheduler.startswith("local") and ours.component in ("train", "bench") and \
+            "log_dir=" not in (cfg or ""):
+        logs = f"log_dir={os.path.join(option_value(tail, '--out') or 'runs/default', 'logs')}"
+        cfg = f"{cfg},{logs}" if cfg else logs
+    if cfg:
+        cmd += ["-cfg", cfg]
     if ours.dryrun:
         cmd.append("--dryrun")
     cmd += [f"{COMPONENTS_FILE}:{ours.component}", *component_opts]

@@ -7,10 +7,12 @@ from denoisrec.trainer.cli import main
 
 
 def test_quick_bench_writes_numbers_and_environment(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    out = tmp_path / "ingest.json"
-    assert main(["bench", "ingest", "--quick", "--out", str(out)]) == 0
+    out = tmp_path / "bench"
+    assert main(["bench", "ingest", "--quick", "--repeats", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    r = json.loads(out.read_text())
+    r = json.loads((out / "ingest.json").read_text())
+    assert r["repeats"] == 2 and r["batch_size"] == 512  # an explicit flag wins over --quick; the rest is quick's
+    assert "raw: dataset" in (out / "ingest.md").read_text() and (out / "ingest.png").stat().st_size > 10_000
     for key in ("raw_scan", "ingest_ordered", "ingest_shuffled", "training"):
         assert r[key]["rows"] > 0 and r[key]["rows_per_s"] > 0, key
     assert r["ingest_ordered"]["rows"] == r["split_rows"] == 6000  # a whole epoch of the tiny train split

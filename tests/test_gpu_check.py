@@ -100,6 +100,7 @@ def test_report_path_end_to_end_on_cpu(tmp_path: Path, capsys: pytest.CaptureFix
         assert all(len(v) == 2 and min(v) > 0 for v in rep["throughput"]["rates"][p].values())
     md = (out / "gpu_check.md").read_text()
     assert "| precision | method | samples/s (median)" in md and "1 skipped" in md and "no GPU figure" in md
+    assert (out / "gpu_check.png").stat().st_size > 10_000  # like every bench: JSON + Markdown + PNG
 
 
 @pytest.mark.skipif(HAS_NVIDIA, reason="this machine has an NVIDIA device")

@@ -115,6 +115,10 @@ def test_denoisrec_launch_command_line(tmp_path: Path) -> None:
                        python="/local/python")
     assert argv == ["run", "-s", "slurm", "-cfg", "partition=gpu", f"{COMPONENTS_FILE}:train", "-j", "2x8",
                     "--gpu", "8", "--", "--set", "a=1"]  # a remote scheduler keeps the component's python
+    # a local job's logs go beside the run's outputs, unless -cfg names a log_dir
+    assert torchx_argv(["-j", "1x2", "--", "--out", "r/x"])[:5] == ["run", "-s", "local_cwd", "-cfg",
+                                                                    "log_dir=r/x/logs"]
+    assert torchx_argv(["-cfg", "log_dir=/l", "--", "--out=r/x"])[3:5] == ["-cfg", "log_dir=/l"]
     # From another directory (no .torchxconfig there): the installed components, this interpreter.
     proc = subprocess.run([sys.executable, "-m", "denoisrec.trainer.cli", "launch", "--dryrun", "-j", "2x1", "--",
                            "--data", "/d", "--set", "a=1", "--set", "b=2"],

@@ -9,6 +9,8 @@
     denoisrec convert {movielens,deca} PATH --out DIR [--noisy-max-rating R] [--seed S]
     denoisrec bench {throughput,quality,peers,ingest} [options]   (see trainer/bench/)
     denoisrec validate PATH [--schema FILE] [--split NAME ...] [--json OUT]
+    denoisrec report RUN [RUN ...] [--out FIG.png]   (runs side by side: table + curves)
+    denoisrec --version
 
 ``python -m denoisrec.trainer`` is ``denoisrec train`` (the form torchrun and torchx start).
 """
@@ -18,33 +20,51 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from denoisrec.trainer.config import Config, apply_overrides, parse_params
+from denoisrec.trainer.options import UsageError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (see trainer/config.py for the tree)")
-    p.add_argument("--preset", help="the papers' set-ups: lcd, dart (applied after --config, before the other "
-                                    "flags; see trainer/presets.py)")
-    p.add_argument("--data", help="dataset directory (data.path)")
-    p.add_argument("--out", help="run output directory (run.out)")
-    p.add_argument("--model", help="model name (model.name)")
-    p.add_argument("--denoiser", help="denoiser name (denoiser.name)")
+    from denoisrec.trainer.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
+
+    p.add_argument("--config", metavar="FILE", help="YAML config file: any part of the tree --print-config shows")
+    p.add_argument("--preset", metavar="NAME", help=f"the papers' set-ups: {', '.join(PRESETS)} (applied after "
+                   "--config, before the other flags)")
+    p.add_argument("--data", metavar="DIR", help="dataset directory (data.path; default: data/small)")
+    p.add_argument("--out", metavar="DIR", help="run output directory (run.out; default: runs/default)")
+    p.add_argument("--model", metavar="NAME", help=f"{' | '.join(MODEL_OPTIONS)} (model.name; default: dlrm)")
+    p.add_argument("--denoiser", metavar="NAME", help="the loss layer (denoiser.name; default: bce); names and "
+                   "their -p options below")
     p.add_argument("-p", "--denoiser-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
-                   help="denoiser hyperparameter(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2")
-    p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
-    p.add_argument("--epochs", type=int, help="run.epochs")
-    p.add_argument("--steps", type=int, help="step budget (run.max_steps)")
-    p.add_argument("--seed", type=int, help="run.seed")
-    p.add_argument("--sharding", help="sharding.sharding_type: table_wise, column_wise, row_wise, data_parallel")
-    p.add_argument("--device", help="run.device: auto, cpu or cuda")
-    p.add_argument("--baseline", help="run directory whose summary.json is the RealImp baseline (run.baseline)")
-    p.add_argument("--resume", help="run.resume: auto (default: <out>/checkpoints/latest if present), never, "
-                                    "or a checkpoint directory")
+                   help="denoiser option(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2")
+    p.add_argument("--batch-size", type=int, metavar="N", help="rows per rank per step (data.batch_size; default: "
+                   "2048)")
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the train split (run.epochs; default: 1)")
+    p.add_argument("--steps", type=int, metavar="N", help="step budget (run.max_steps; default: none)")
+    p.add_argument("--seed", type=int, metavar="N", help="run.seed (default: 0)")
+    p.add_argument("--sharding", metavar="TYPE", help=f"{' | '.join(SHARDING_TYPES)} for every table "
+                   "(sharding.sharding_type; default: the planner chooses; row_wise on GPU only)")
+    p.add_argument("--device", metavar="DEV", help=f"{' | '.join(DEVICES)} (run.device; default: auto)")
+    p.add_argument("--baseline", metavar="RUN", help="run directory whose summary.json is the RealImp baseline "
+                   "(run.baseline)")
+    p.add_argument("--resume", metavar="WHAT", help="auto (default: <out>/checkpoints/latest if present), never, "
+                   "or a checkpoint directory (run.resume)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set optim.lr=3e-4 run.epochs=2 (repeatable; torchx "
-                        "rejects a repeated option, so give them as one list there)")
+                   help="any config key, e.g. --set optim.lr=3e-4 run.eval_every=100 (repeatable; under torchx "
+                        "give them as one list)")
+    p.add_argument("--print-config", action="store_true", help="check the options, print the resolved config "
+                   "tree (every key, with its value) and exit")
+
+
+def train_epilog() -> str:
+    from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
+
+    return ("denoisers and their -p options (default [accepted range]):\n" + describe(DENOISER_OPTIONS) +
+            "\n\nmodels and their options (--set model.params.NAME=VALUE):\n" + describe(MODEL_OPTIONS) +
+            "\n\nevery config key with its default: denoisrec train --print-config\n"
+            "mistakes exit 2 (usage) or 1 (data) with a one-line message naming the option")
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
@@ -75,10 +95,21 @@ def config_from_args(a: argparse.Namespace) -> Config:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    from denoisrec.trainer.config_check import check_config
+
+    cfg = check_config(config_from_args(a))  # every value checked before torch is imported
+    if a.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
+        return 0
+    path = cfg.data.path
+    if isinstance(path, str) and "://" not in path and not os.path.exists(path):
+        raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)",
+                                path)
     from denoisrec.trainer.dist import shutdown
     from denoisrec.trainer.train import train
 
-    cfg = config_from_args(a)
     try:
         train(cfg)
     finally:
@@ -122,11 +153,36 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
+
+  make train                                  the recommended set-up on synthetic data, with its curves
+  denoisrec train --data DIR --denoiser NAME  train; train --help lists models, denoisers and their options
+  denoisrec report RUN [RUN ...]              runs side by side: a table and one figure
+  denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``denoisrec train: error: ... (see --help)``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("denoisrec")
+    except Exception:  # not installed as a distribution (a bare checkout on PYTHONPATH)
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="denoisrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train and evaluate a model (one process, or under torchrun/torchx)")
+    parser = Parser(prog="denoisrec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"denoisrec {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    t = sub.add_parser("train", help="train and evaluate a model (one process, or under torchrun/torchx)",
+                       epilog=train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(t)
     t.set_defaults(fn=cmd_train)
     pr = sub.add_parser("predict", help="score a Parquet file or directory with an exported model file")
@@ -174,8 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     from denoisrec.trainer.bench.cli import add_bench_commands
     from denoisrec.trainer.data.convert_cli import add_convert_commands
 
+    from denoisrec.trainer.run_report import add_report_command
+
     add_convert_commands(sub)
     add_bench_commands(sub)
+    add_report_command(sub)
     return parser
 
 
@@ -186,12 +245,34 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return launch_main(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv  # which options were typed (bench: explicit flags win over --quick)
     try:
         return int(args.fn(args))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"denoisrec {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        code = exit_status(e) if args.command in ("train", "report") else 2
+        # a usage mistake is the same on every rank: rank 0 says it; anything else may be one rank's own
+        if not isinstance(e, UsageError) or os.environ.get("RANK", "0") == "0":
+            print(f"denoisrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
         _record_for_torchelastic(e)
+        return code
+
+
+def exit_status(e: BaseException) -> int:
+    """1 for a problem with the data or files (missing, unreadable, malformed), 2 for a usage mistake.
+
+    (``train`` and ``report``; the other commands still exit 2 on every error they report.)"""
+    from denoisrec.trainer.data.checks import DataError
+
+    if isinstance(e, UsageError):
         return 2
+    if isinstance(e, (DataError, OSError)):
+        return 1
+    return 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror or e}"
+    return " ".join(text.split())
 
 
 def _record_for_torchelastic(e: BaseException) -> None:

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from denoisrec.trainer.options import UsageError
+
 
 @dataclass
 class DataConfig:
@@ -106,8 +108,9 @@ class ShardingConfig:
 class RunConfig:
     """The run: budget, evaluation, early stopping, checkpoints, precision, outputs.
 
-    - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end), on the
-      splits in ``eval_during`` (``valid``, ``test_clean``, ``test_observed``).
+    - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end;
+      ``"auto"``: every epoch when the data has ground truth, else only at the end), on the splits in
+      ``eval_during`` (``valid``, ``test_clean``, ``test_observed``; ``test_clean`` only with ground truth).
     - ``early_stop_patience``: stop after this many validations without a better validation AUC
       (0: off); the best model is then restored for the final evaluation.
     - ``checkpoint_every``: save a sharded checkpoint every N steps and at the end (0: never).
@@ -125,6 +128,8 @@ class RunConfig:
     - ``progress``: ``auto`` (a tqdm bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``.
     - ``baseline``: a run directory (or its ``summary.json``) to report RealImp against.
     - ``export``: write ``<out>/model.pt`` (unsharded, for ``denoisrec predict``) at the end.
+    - ``curves``: draw ``<out>/curves.png`` (clean vs observed AUC, noisy vs clean positive loss, noise
+      identification; :mod:`denoisrec.trainer.curves`) at the end.
     """
 
     out: str = "runs/default"
@@ -133,8 +138,8 @@ class RunConfig:
     log_every: int = 50
     seed: int = 0
     device: str = "auto"
-    eval_every: Any = 0
-    eval_during: List[str] = field(default_factory=lambda: ["valid"])
+    eval_every: Any = "auto"
+    eval_during: List[str] = field(default_factory=lambda: ["valid", "test_clean"])
     early_stop_patience: int = 0
     early_stop_min_delta: float = 0.0
     checkpoint_every: int = 0
@@ -150,6 +155,7 @@ class RunConfig:
     progress: str = "auto"
     baseline: Optional[str] = None
     export: bool = True
+    curves: bool = True
 
 
 @dataclass
@@ -170,14 +176,21 @@ class Config:
 
     @classmethod
     def load(cls, path: str) -> "Config":
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise UsageError(f"--config {path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: a config file must hold a mapping, got {type(d).__name__}")
+            raise UsageError(f"--config {path}: a config file must hold a mapping, got {type(d).__name__}")
         try:
             return cls.from_dict(d)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
+            raise UsageError(f"--config {path}: {e}") from None
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
@@ -186,11 +199,11 @@ class Config:
 
 def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"config {where or 'root'}: expected a mapping, got {d!r}")
+        raise UsageError(f"config {where or 'root'}: expected a mapping, got {d!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ValueError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
     kwargs = {}
     for k, v in d.items():
         f = fields[k]
@@ -207,10 +220,13 @@ _SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, DenoiserConfig, Op
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def parse_value(raw: str) -> Any:
+def parse_value(raw: str, where: str = "") -> Any:
     """A command-line value as YAML (``[64, 1]``, ``null``, ``true``), except that every number is a number:
     YAML 1.1 reads ``1e-6`` (no dot) as a string, which would reach an optimizer as ``'1e-6'``."""
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UsageError(f"{where or raw}: the value is not valid YAML (quote it, or write a list as [a, b])") from None
     if isinstance(value, str) and _FLOAT.match(value.strip()):
         return float(value)
     return value
@@ -224,9 +240,9 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value")
+            raise UsageError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
-        value = parse_value(raw)
+        value = parse_value(raw, f"--set {item}")
         parts = key.strip().split(".")
         obj: Any = cfg
         for i, p in enumerate(parts[:-1]):
@@ -235,14 +251,14 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             elif hasattr(obj, p):
                 obj = getattr(obj, p)
             else:
-                raise ValueError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}")
+                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}")
         last = parts[-1]
         if isinstance(obj, dict):
             obj[last] = value
         elif dataclasses.is_dataclass(obj) and last in {f.name for f in dataclasses.fields(obj)}:
             setattr(obj, last, value)
         else:
-            raise ValueError(f"--set {key}: unknown config key {key!r}")
+            raise UsageError(f"--set {key}: unknown config key {key!r}")
     return cfg
 
 
@@ -251,7 +267,7 @@ def parse_params(items: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"{item!r}: expected name=value")
+            raise UsageError(f"-p {item!r}: expected name=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v)
+        out[k.strip()] = parse_value(v, f"-p {item}")
     return out

@@ -6,6 +6,7 @@ Only rank 0 writes. Layout of ``<out>/``: ``config.yaml``, ``plan.json``, ``metr
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -26,7 +27,8 @@ def _jsonable(v: Any) -> Any:
 
 class RunLog:
     """Args: ``out`` directory; ``enabled`` is True on rank 0 only; ``append`` continues ``metrics.jsonl``
-    (a resumed run)."""
+    and the TensorBoard events (a resumed run); otherwise both start afresh (old events files removed, so
+    a re-run into the same folder does not draw its curves twice)."""
 
     def __init__(self, out: str, enabled: bool, append: bool = False) -> None:
         self.out, self.enabled = out, enabled
@@ -36,10 +38,14 @@ class RunLog:
         if enabled:
             os.makedirs(out, exist_ok=True)
             self._jsonl = open(os.path.join(out, "metrics.jsonl"), "a" if append else "w")
+            tb = os.path.join(out, "tb")
+            if not append:  # a new run into the same folder: one events stream, as metrics.jsonl is rewritten
+                for old in glob.glob(os.path.join(tb, "events.out.tfevents.*")):
+                    os.remove(old)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(out, "tb"))
+                self._tb = SummaryWriter(tb)
             except ImportError:  # tensorboard is optional at run time
                 self._tb = None
 

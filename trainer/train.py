@@ -40,6 +40,8 @@ import torch.distributed as dist
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
+from denoisrec.trainer.config_check import check_config
+from denoisrec.trainer.console import denoiser_brief, finish_run, plan_brief, resolve_eval_every
 from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
 from denoisrec.trainer.data.preflight import check_eval_splits_on_main
@@ -58,6 +60,7 @@ from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.observation_report import write_observation_report
 from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
+from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
 from denoisrec.trainer.run_lock import acquire_for_run
 from denoisrec.trainer.runlog import RunLog
@@ -126,7 +129,7 @@ def _readers(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> 
 
 def _check_run_options(cfg: Config) -> None:
     e = cfg.run.eval_every
-    if not (e == "epoch" or (isinstance(e, int) and not isinstance(e, bool) and e >= 0)):
+    if not (e in ("epoch", "auto") or (isinstance(e, int) and not isinstance(e, bool) and e >= 0)):
         raise ValueError(f"run.eval_every={e!r}: expected a number of steps (0: only at the end) or 'epoch'")
     bad = set(cfg.run.eval_during) - set(EVAL_SPLITS)
     if bad:
@@ -231,13 +234,21 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
 
     Rank 0 holds ``<out>/.lock`` for the run's life: a second run on the same ``--out`` is refused
     (``trainer/run_lock.py``).
+
+    Every value of ``cfg`` is checked first (:func:`~denoisrec.trainer.config_check.check_config`);
+    third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`); rank 0 ends with
+    ``curves.png`` and the console lines of :func:`~denoisrec.trainer.console.finish_run`.
     """
-    env = init_distributed(cfg.run.device)
-    lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)
-    try:
-        return _train(cfg, hooks, env)
-    finally:
-        lock.release()
+    check_config(cfg)
+    with WarningsToFile(cfg.run.out, int(os.environ.get("RANK", "0"))) as quiet:
+        env = init_distributed(cfg.run.device)
+        lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)
+        try:
+            summary = _train(cfg, hooks, env)
+            finish_run(cfg, summary, quiet)
+            return summary
+        finally:
+            lock.release()
 
 
 def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
@@ -264,6 +275,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
 
     train_reader = readers["train"]
     spe = len(train_reader)
+    eval_every = resolve_eval_every(cfg.run.eval_every, readers["test"].with_ground_truth)
     total_steps = spe * cfg.run.epochs
     if cfg.run.max_steps is not None:
         total_steps = min(total_steps, cfg.run.max_steps)
@@ -286,9 +298,10 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         cfg.save(os.path.join(cfg.run.out, "config.yaml"))
     log.write_json("plan.json", plan_info)
     log.print(f"denoisrec: {env.world_size} rank(s) on {env.device} ({env.backend}); model={cfg.model.name} "
-              f"denoiser={module.denoiser!r}; precision {cfg.run.precision}; "
+              f"denoiser={denoiser_brief(module.denoiser)}; precision {cfg.run.precision}; "
               f"pipeline {'TrainPipelineSparseDist' if pipelined else 'off'}")
-    log.print(str(plan))
+    log.print(f"output folder: {cfg.run.out}")
+    log.print(plan_brief(plan_info))
 
     # ------------------------------------------------------------------------------------------ resume
     start_step, rows_before, first_loss = 0, 0, float("nan")
@@ -366,7 +379,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         gn = opt.grad_norm()
         if gn is not None:
             values["grad_norm"] = float(gn.item())
-        stats = denoiser_stats(model, out)
+        stats = {k: v for k, v in denoiser_stats(model, out).items() if math.isfinite(v)}  # BCE handles nothing
         log.scalars(at, "train", {"loss": loss, "samples_per_s": rate, "epoch": (at - 1) // spe,
                                   "lr": values["lr"], **({"grad_norm": values["grad_norm"]} if gn is not None else {}),
                                   **stats})
@@ -405,12 +418,14 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
             last_out = out
             if step % cfg.run.log_every == 0 or step == total_steps:
                 last_loss = log_window(step, out)
+            else:
+                progress.advance(step)
             if hooks is not None:
                 hooks.on_step(step, (step - 1) // spe, stepper.last_batch, out)
                 if step % spe == 0 and hooks.on_epoch_end(step // spe - 1, model, readers, env):
                     break
 
-            due_eval = _eval_due(cfg.run.eval_every, step, spe) and step < total_steps
+            due_eval = _eval_due(eval_every, step, spe) and step < total_steps
             due_ckpt = cfg.run.checkpoint_every > 0 and step % cfg.run.checkpoint_every == 0 and step < total_steps
             if due_eval or due_ckpt:
                 guard.check(step)  # nothing non-finite is evaluated as "best" or saved

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the source tree (trainer/bench/ â†
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/gpu-check", help="report directory (gpu_check.{json,md})")
+    p.add_argument("--out", default="runs/gpu-check", help="report directory (gpu_check.{json,md,png})")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
                    help="auto: cuda:0 if present, else say so and stop; cpu: rehearse the path on CPU")
     p.add_argument("--quick", action="store_true", help="tiny data, a few steps: a smoke test of the report path")
@@ -212,7 +212,15 @@ def run(a: argparse.Namespace) -> int:
     with open(os.path.join(a.out, "gpu_check.md"), "w") as f:
         f.write(md)
     print(md)
-    print(f"wrote {os.path.join(a.out, 'gpu_check.json')}, {os.path.join(a.out, 'gpu_check.md')}")
+    written = [os.path.join(a.out, f"gpu_check.{x}") for x in ("json", "md")]
+    rows = (report["throughput"] or {}).get("rows") or []
+    if rows:
+        from denoisrec.trainer.bench.report import save_plot
+
+        png = os.path.join(a.out, "gpu_check.png")
+        if save_plot(png, lambda fig: gpu_throughput.plot(fig, rows)):
+            written.append(png)
+    print(f"wrote {', '.join(written)}")
     tests_ok = report["tests"] is None or report["tests"]["ok"]
     return 0 if tests_ok and report["throughput"] is not None else 1
 
@@ -221,7 +229,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="gpu-check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return run(p.parse_args(argv))
+    a = p.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # explicit flags win over --quick
+    return run(a)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def apply_quick(a: argparse.Namespace) -> None:
-    """``--quick``: the tiny preset, small batches, 2 rounds of 2 steps (a smoke test of the report path)."""
-    a.preset, a.rows, a.batch_size = "tiny", None, 256
-    a.rounds, a.steps, a.warmup, a.batches = 2, 2, 1, 2
+    """``--quick``: the tiny preset, small batches, 2 rounds of 2 steps (a smoke test of the report path);
+    options given explicitly win."""
+    from denoisrec.trainer.bench.report import apply_quick as quick_values
+
+    a.preset = "tiny"
+    quick_values(a, {"rows": None, "batch_size": 256, "rounds": 2, "steps": 2, "warmup": 1, "batches": 2})
 
 
 def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
@@ -155,6 +158,22 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
     if owns_group:
         shutdown()
     return {"info": info, "rates": rates}
+
+
+def plot(fig: Any, rows: List[Dict[str, Any]]) -> None:
+    """Each method's ratio to its baseline (p25–p75), one panel per precision, with every target line."""
+    precisions = sorted({r["precision"] for r in rows})
+    for k, p in enumerate(precisions):
+        ax = fig.add_subplot(1, len(precisions), k + 1)
+        rs = [r for r in rows if r["precision"] == p and r["ratio"] is not None]
+        ax.barh([f"{r['method']} / {r['versus']}" for r in rs], [r["ratio"] for r in rs],
+                xerr=[[r["ratio"] - r["ratio_p25"] for r in rs], [r["ratio_p75"] - r["ratio"] for r in rs]],
+                color=["tab:green" if r["meets_target"] else "tab:red" for r in rs], capsize=3)
+        for t, color in zip(sorted({r["target"] for r in rs}), ("tab:orange", "tab:purple", "tab:brown")):
+            ax.axvline(t, color=color, linestyle=":", label=f"target {t:.2f}×")
+        ax.set_title(f"{p}: samples/s ÷ baseline (median of rounds)", fontsize=9)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.legend(fontsize=7, loc="lower right")
 
 
 def ratio_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:

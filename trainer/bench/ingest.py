@@ -19,8 +19,10 @@ Rates are rows/s and MB/s of Parquet bytes (the compressed column chunks read; t
 scan and the reader); the ingest entries also give the bytes of the batches produced. Each rate is the best
 of ``--repeats`` interleaved runs after a warm-up, because the machine may be shared.
 
-The raw numbers and the environment go to a JSON file (``--out``, default ``runs/bench/ingest.json``).
-``--quick`` is a smoke run of a few seconds on a generated ``tiny`` dataset (CI).
+Like every bench it writes ``<out>/ingest.json`` (raw numbers, environment), ``ingest.md`` and ``ingest.png``
+into ``--out DIR`` (default ``runs/bench``; a path ending in ``.json`` names the JSON file, the others go
+beside it). ``--quick`` is a smoke run of a few seconds on a generated ``tiny`` dataset (CI); options given
+explicitly win over it.
 
 Example::
 
@@ -58,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rss-data", nargs="*", default=None,
                    help="datasets whose split is streamed for one epoch in a fresh process to measure peak RSS "
                         "(default: --data)")
-    p.add_argument("--out", default="runs/bench/ingest.json", help="JSON file for the raw numbers")
+    p.add_argument("--out", default="runs/bench", help="report directory (ingest.{json,md,png})")
     p.add_argument("--quick", action="store_true", help="a few seconds on a tiny generated dataset (CI smoke)")
 
 
@@ -287,9 +289,10 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
         tmp = tempfile.TemporaryDirectory(prefix="denoisrec-bench-")
         data = os.path.join(tmp.name, "tiny")
         generate(data, PRESETS["tiny"], seed=0)
+    from denoisrec.trainer.bench.report import apply_quick
+
+    apply_quick(a, {"batch_size": min(a.batch_size, 512), "repeats": 1, "train_steps": min(a.train_steps, 3)})
     batch_size, repeats, steps = a.batch_size, a.repeats, a.train_steps
-    if a.quick:
-        batch_size, repeats, steps = min(batch_size, 512), 1, min(steps, 3)
     schema = DataSchema.load(data)
     split = os.path.join(data, a.split)
     files = DataPath.resolve(split).parquet_files()
@@ -356,10 +359,6 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
         "quick": bool(a.quick),
         "environment": environment(),
     }
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(result, f, indent=2)
     if tmp is not None:
         tmp.cleanup()
     return result
@@ -393,11 +392,53 @@ def format_result(r: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_outputs(r: Dict[str, Any], out: str) -> Dict[str, str]:
+    """``ingest.json``, ``ingest.md`` (the console report) and ``ingest.png`` in directory ``out`` (or beside
+    ``out`` when it names a ``.json`` file)."""
+    from denoisrec.trainer.bench.report import save_plot
+
+    if out.endswith(".json"):
+        folder, stem = os.path.dirname(os.path.abspath(out)), os.path.splitext(os.path.basename(out))[0]
+    else:
+        folder, stem = out, "ingest"
+    os.makedirs(folder, exist_ok=True)
+    paths = {k: os.path.join(folder, f"{stem}.{k}") for k in ("json", "md", "png")}
+    with open(paths["json"], "w") as f:
+        json.dump(r, f, indent=2)
+    with open(paths["md"], "w") as f:
+        f.write(f"## denoisrec bench ingest\n\n```\n{format_result(r)}\n```\n")
+    if not save_plot(paths["png"], lambda fig: plot(fig, r)):
+        del paths["png"]
+    return paths
+
+
+def plot(fig: Any, r: Dict[str, Any]) -> None:
+    """rows/s of each path, with both targets: ingest >= 0.8x the raw scan and >= 3x training."""
+    ax = fig.add_subplot(1, 1, 1)
+    bars = [(f"raw: {k}", x["rows_per_s"], "0.6") for k, x in r["raw_scans"].items()]
+    bars += [("ingest, ordered", r["ingest_ordered"]["rows_per_s"], "tab:blue"),
+             ("ingest, shuffled", r["ingest_shuffled"]["rows_per_s"], "tab:blue"),
+             ("training (DLRM + BCE)", r["training"]["rows_per_s"], "tab:green")]
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    t = r["targets"]
+    ax.axvline(r["raw_scan"]["rows_per_s"] * t["ingest_vs_raw"], color="tab:orange", linestyle=":",
+               label=f"target: ingest >= {t['ingest_vs_raw']}x the fastest raw scan")
+    ax.axvline(r["training"]["rows_per_s"] * t["ingest_vs_training"], color="tab:purple", linestyle="--",
+               label=f"target: ingest >= {t['ingest_vs_training']:g}x training")
+    for i, b in enumerate(bars):
+        ax.annotate(f"{b[1]:,.0f}", (b[1], i), va="center", fontsize=8, xytext=(3, 0), textcoords="offset points")
+    ax.set_xlabel("rows/s (best of repeats)")
+    ax.set_xlim(0, max(max(b[1] for b in bars), r["training"]["rows_per_s"] * t["ingest_vs_training"]) * 1.2)
+    ax.set_title(f"ingest of {r['data']} / {r['split']}, batch {r['batch_size']:,}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+
+
 def run(a: argparse.Namespace) -> int:
     result = measure(a)
     print(format_result(result))
     if a.out:
-        print(f"wrote {a.out}")
+        paths = write_outputs(result, a.out)
+        print(f"wrote {', '.join(paths.values())}")
     return 0
 
 

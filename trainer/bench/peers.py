@@ -94,9 +94,10 @@ def make_optimizer(a: argparse.Namespace, params):  # type: ignore[no-untyped-de
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
-    if a.quick:
-        a.preset, a.batch_size, a.epochs, a.mlp = "tiny", 256, 1, "32,16"
-        a.threads = a.threads or 1
+    """``--quick``'s values, except for the options given explicitly (those win)."""
+    from denoisrec.trainer.bench.report import apply_quick
+
+    apply_quick(a, {"preset": "tiny", "batch_size": 256, "epochs": 1, "mlp": "32,16", "threads": a.threads or 1})
 
 
 # ------------------------------------------------------------------------------------------------- data

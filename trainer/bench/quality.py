@@ -49,6 +49,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
+from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
                                                 resolve_methods)
 
@@ -93,9 +94,9 @@ def quality_methods(spec: str) -> List[str]:
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
-    if a.quick:
-        a.preset, a.seeds, a.epochs, a.batch_size, a.patience = "tiny", 2, 2, a.batch_size or 500, 0
-        a.threads = a.threads or 1
+    """``--quick``'s values, except for the options given explicitly (those win)."""
+    apply_quick(a, {"preset": "tiny", "seeds": 2, "epochs": 2, "batch_size": a.batch_size or 500, "patience": 0,
+                    "threads": a.threads or 1})
 
 
 # ---------------------------------------------------------------------------------------------- sweeping
@@ -254,6 +255,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.out = os.path.join(spec["out"], "quality-runs", f"{tag}-s{seed}")
     cfg.run.overwrite = True  # the bench owns these run directories: a rerun replaces them
     cfg.run.log_every = 10**9
+    cfg.run.eval_every, cfg.run.curves = 0, False  # the hooks evaluate every epoch and keep the curves
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
@@ -453,9 +455,9 @@ def plot(fig: Any, rep: Any) -> None:
         if r is not None:
             ax.axhline(r["test_clean_auc"], linestyle=style, color="0.4", linewidth=1, label=f"{name}")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=45)
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("clean-test AUC")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, framealpha=0.9)
     ax2 = fig.add_subplot(1, 2, 2)
     drawn = False
     for r in rep.raw["runs"]:

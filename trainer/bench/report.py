@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import math
@@ -25,7 +26,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -195,6 +196,26 @@ class BenchReport:
         with open(paths["md"], "w") as f:
             f.write(self.render_markdown())
         return paths
+
+
+def explicit_options(a: argparse.Namespace) -> Set[str]:
+    """The destinations of the options the user typed (``--batch-size 8`` → ``batch_size``), read from
+    ``a.argv`` (set by ``denoisrec``'s ``main``); empty when unknown."""
+    given: Set[str] = set()
+    for tok in getattr(a, "argv", None) or []:
+        if tok.startswith("--") and len(tok) > 2:
+            given.add(tok[2:].split("=", 1)[0].replace("-", "_"))
+    return given
+
+
+def apply_quick(a: argparse.Namespace, values: Dict[str, Any]) -> None:
+    """``--quick``'s values for the options the user did not type: explicit flags win over ``--quick``."""
+    if not getattr(a, "quick", False):
+        return
+    given = explicit_options(a)
+    for dest, value in values.items():
+        if dest not in given:
+            setattr(a, dest, value)
 
 
 def save_plot(path: str, draw: Callable[[Any], None]) -> bool:

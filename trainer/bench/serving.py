@@ -21,7 +21,6 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 FORMATS = ("torchscript", "exported-program")
 
@@ -40,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """The documented serving input of an Arrow table (raw ids, offsets, dense)."""
+    import torch  # here, not at import: `denoisrec --help` and option errors come before torch
+
     n = table.num_rows
     cols = spec["inputs"]["dense"]["columns"]
     dense = torch.from_numpy(np.stack([table.column(c).to_numpy().astype(np.float32) for c in cols], axis=1)
@@ -58,6 +59,8 @@ def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, t
 
 def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor],
          offsets: Dict[str, torch.Tensor]) -> Any:
+    import torch  # here, not at import: `denoisrec --help` and option errors come before torch
+
     from torchrec import KeyedJaggedTensor
 
     return KeyedJaggedTensor(keys=names, values=torch.cat([values[n] for n in names]),
@@ -65,6 +68,8 @@ def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor],
 
 
 def run(a: argparse.Namespace) -> int:
+    import torch  # here, not at import: `denoisrec --help` and option errors come before torch
+
     from denoisrec.models import load_model_file
     from denoisrec.trainer.predict import _input_files
     from denoisrec.trainer.serving import export_serving, load_artefact

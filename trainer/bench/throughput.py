@@ -96,11 +96,11 @@ def _ints(s: str) -> List[int]:
 
 
 def _apply_quick(a: argparse.Namespace) -> None:
-    if not a.quick:
-        return
-    a.preset, a.batch_size, a.min_step_ms = "tiny", 256, 0.0
-    a.rounds, a.steps, a.warmup, a.batches = 5, 2, 1, 2
-    a.threads = a.threads or 1
+    """``--quick``'s values, except for the options given explicitly (those win)."""
+    from denoisrec.trainer.bench.report import apply_quick
+
+    apply_quick(a, {"preset": "tiny", "batch_size": 256, "min_step_ms": 0.0, "rounds": 5, "steps": 2, "warmup": 1,
+                    "batches": 2, "threads": a.threads or 1})
 
 
 def ensure_data(data: Optional[str], preset: str, out: str, quick: bool, rows: Optional[int] = None) -> str:
@@ -297,13 +297,21 @@ def plot(fig: Any, rep: Any) -> None:
         ax.bar(names, med, yerr=err, color=colors, capsize=3)
         base = next(r["samples_per_s"] for r in rs if r["method"] == BASELINE)
         ax.axhline(base, color="k", linestyle="--", linewidth=1, label="BCE baseline")
-        ax.axhline(base * DEFAULT_TARGET, color="tab:orange", linestyle=":", linewidth=1, label="0.97× baseline")
+        for t, color in zip(sorted({target_for(r["method"]) for r in rs if r["method"] != BASELINE}, reverse=True),
+                            ("tab:orange", "tab:purple", "tab:brown")):
+            who = ", ".join(sorted(m for m in {r["method"] for r in rs} if m != BASELINE and target_for(m) == t))
+            ax.axhline(base * t, color=color, linestyle=":", linewidth=1.2,
+                       label=f"{t:.2f}× baseline ({who if len(who) < 30 else 'the rest'})")
         for i, r in enumerate(rs):
-            ax.annotate(f"{r['ratio']:.3f}×", (i, r["samples_per_s"]), ha="center", va="bottom", fontsize=8)
+            ax.annotate(f"{r['ratio']:.2f}×", (i, r["samples_per_s_p75"]), ha="center", va="bottom", fontsize=7,
+                        xytext=(0, 3), textcoords="offset points")  # above the error bar
         ax.set_title(f"{ws} rank(s), batch {rs[0]['batch_size']}/rank")
         ax.set_ylabel("samples/s (median of rounds, p25–p75)")
-        ax.tick_params(axis="x", rotation=45)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+        ax.set_ylim(0, max(r["samples_per_s_p75"] for r in rs) * 1.18)
+        ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
 
 
 # ------------------------------------------------------------------------------------------------- worker

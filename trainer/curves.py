@@ -1,0 +1,170 @@
+"""What denoising does, drawn from a run's ``metrics.jsonl``: ``curves.png`` and the one-line AUC curve.
+
+Three panels, x in epochs (``step / steps_per_epoch``):
+
+1. **AUC**: clean-test AUC (against the ground-truth labels) and validation AUC (observed labels). Plain BCE
+   memorises the noise: its clean AUC falls after the first epoch while the observed one stays flat.
+2. **Loss of positives**: mean BCE of truly noisy vs truly clean observed positives (``truth_loss_*``): the
+   gap is what loss-based denoisers select on.
+3. **Noise identification**: precision and recall of what the denoiser handles (dropped, relabelled,
+   down-weighted) against ``is_noisy``, beside the precision of handling at random (the noise share).
+
+The same series are TensorBoard scalars (``test_clean/auc``, ``valid/auc``, ``train/truth_*``).
+Runs without ground truth draw the panels they have.
+
+Example::
+
+    series = read_series("runs/default")
+    write_curves(series, "runs/default/curves.png", title="dlrm + bce")
+    auc_line(series)  # 'clean-test AUC by epoch: 0.9061 -> 0.9070 -> 0.8961 (valid, observed: 0.70 ...)'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+Points = List[Tuple[float, float]]
+
+
+@dataclass
+class Series:
+    """A run's curves; x in epochs."""
+
+    name: str
+    clean_auc: Points = field(default_factory=list)
+    valid_auc: Points = field(default_factory=list)
+    loss_noisy: Points = field(default_factory=list)
+    loss_clean: Points = field(default_factory=list)
+    precision: Points = field(default_factory=list)
+    recall: Points = field(default_factory=list)
+    random_precision: Points = field(default_factory=list)
+    valid_target: str = "observed"
+
+
+_TRAIN_KEYS = {"truth_loss_noisy_pos": "loss_noisy", "truth_loss_clean_pos": "loss_clean",
+               "truth_precision": "precision", "truth_recall": "recall",
+               "truth_random_precision": "random_precision"}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_series(run: str, steps_per_epoch: Optional[int] = None, name: Optional[str] = None) -> Series:
+    """The curves of run directory ``run`` (``steps_per_epoch`` from its ``summary.json`` when not given).
+
+    A re-run into the same directory rewrites ``metrics.jsonl``; a resumed one appends: a later record for a
+    step already seen replaces the earlier one."""
+    path = os.path.join(run, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run}: no metrics.jsonl (not a denoisrec run directory?)")
+    spe = steps_per_epoch or _summary(run).get("steps_per_epoch") or 1
+    s = Series(name or _label(run))
+    by: Dict[Tuple[str, str], Dict[int, float]] = {}
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            kind, step = rec.get("kind"), rec.get("step")
+            if not isinstance(step, int):
+                continue
+            if kind in ("test_clean", "valid") and _finite(rec.get("auc")):
+                by.setdefault((kind, "auc"), {})[step] = float(rec["auc"])
+            elif kind == "train":
+                for k, attr in _TRAIN_KEYS.items():
+                    if _finite(rec.get(k)):
+                        by.setdefault(("train", attr), {})[step] = float(rec[k])
+    for (kind, key), points in by.items():
+        attr = {"test_clean": "clean_auc", "valid": "valid_auc"}.get(kind, key)
+        setattr(s, attr, [(st / spe, v) for st, v in sorted(points.items())])
+    if not s.precision:  # the method handled nothing (BCE): its recall of 0 says nothing
+        s.recall = []
+    cfg = _summary(run).get("config") or {}
+    if (cfg.get("data") or {}).get("train_label") == "clean_label":
+        s.valid_target = "clean"
+    return s
+
+
+def _summary(run: str) -> Dict[str, Any]:
+    try:
+        with open(os.path.join(run, "summary.json")) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _label(run: str) -> str:
+    cfg = _summary(run).get("config") or {}
+    d = cfg.get("denoiser") or {}
+    if not d:
+        return os.path.basename(os.path.normpath(run))
+    params = " ".join(f"{k}={v}" for k, v in (d.get("params") or {}).items())
+    return f"{d.get('name')}{' ' + params if params else ''}"
+
+
+def auc_line(s: Series) -> str:
+    """``clean-test AUC by epoch: a -> b -> c (valid AUC, observed labels: x -> y -> z)``; '' without evals."""
+    def chain(points: Points) -> str:
+        return " -> ".join(f"{v:.4f}" for _, v in points)
+
+    if s.clean_auc:
+        out = f"clean-test AUC by epoch: {chain(s.clean_auc)}"
+        if s.valid_auc:
+            out += f"  (valid AUC, {s.valid_target} labels: {chain(s.valid_auc)})"
+        return out
+    return f"valid AUC by epoch ({s.valid_target} labels): {chain(s.valid_auc)}" if s.valid_auc else ""
+
+
+def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
+    """Draw ``series`` (one run, or several side by side) into ``path`` (PNG); return ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    many = len(series) > 1
+    for i, s in enumerate(series):
+        # one run: a colour per quantity; several: a colour per run, the line style tells the quantity
+        c1, c2 = (colors[i % len(colors)],) * 2 if many else (colors[2], colors[3])
+        tag = f"{s.name}: " if many else ""
+        _line(axes[0], s.clean_auc, c1, "-", "o", f"{tag}clean test (true labels)")
+        _line(axes[0], s.valid_auc, c2, "--", "s", f"{tag}valid ({s.valid_target} labels)")
+        _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".",
+              f"{tag}noisy positives")
+        _line(axes[1], s.loss_clean, colors[i % len(colors)] if many else colors[2], ":", ".",
+              f"{tag}clean positives")
+        _line(axes[2], s.precision, c1, "-", ".", f"{tag}precision")
+        _line(axes[2], s.recall, colors[i % len(colors)] if many else colors[0], "--", ".", f"{tag}recall")
+        _line(axes[2], s.random_precision, "grey" if not many else c1, ":", None, f"{tag}random (noise share)")
+    for ax, t, y in ((axes[0], "AUC per epoch", "AUC"), (axes[1], "loss of observed positives", "mean BCE"),
+                     (axes[2], "noise identification", "share")):
+        ax.set_title(t)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "nothing to draw\n(no ground truth, or the method handles nothing)",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=8, color="grey")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _line(ax: Any, points: Points, color: str, style: str, marker: Optional[str], label: str) -> None:
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, markersize=4)
