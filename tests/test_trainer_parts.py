@@ -1,6 +1,7 @@
 """The trainer's pure parts: LR schedule, early stopping, presets and flag precedence, data position."""
 
 import math
+from typing import List
 
 import pytest
 
@@ -74,24 +75,39 @@ def test_cli_precedence_config_then_preset_then_flags_then_set(tmp_path) -> None
     assert cfg.model.params == {"mlp": [16, 16], "dropout": 0.1}  # --set over the preset, mapped for widedeep
 
 
+class FakeBatch(tuple):
+    """An (epoch, index) pair with the ``size`` (rows) that row accounting reads."""
+
+    size = 10
+
+
 class FakeReader:
-    """3 steps per epoch; batches are (epoch, index) pairs."""
+    """3 steps per epoch; batches are (epoch, index) pairs of 10 rows."""
 
     def __init__(self) -> None:
         self.epoch = 0
+        self.skipped: List[tuple] = []  # (epoch, batches, rows) marked as skipped on resume
 
     def __len__(self) -> int:
         return 3
+
+    def epoch_report(self) -> "FakeReader":
+        return self
+
+    def mark_skipped(self, batches: int, rows: int) -> None:
+        self.skipped.append((self.epoch, batches, rows))
 
     def set_epoch(self, e: int) -> None:
         self.epoch = e
 
     def __iter__(self):
-        return iter([(self.epoch, i) for i in range(3)])
+        return iter([FakeBatch((self.epoch, i)) for i in range(3)])
 
 
 def test_train_batches_continue_from_the_data_position() -> None:
-    assert list(train_batches(FakeReader(), 4, 8)) == [(1, 1), (1, 2), (2, 0), (2, 1)]
+    reader = FakeReader()
+    assert list(train_batches(reader, 4, 8)) == [(1, 1), (1, 2), (2, 0), (2, 1)]
+    assert reader.skipped == [(1, 1, 10)]  # the batch an earlier launch trained: skipped, not read
     assert list(train_batches(FakeReader(), 0, 2)) == [(0, 0), (0, 1)]
     assert list(train_batches(FakeReader(), 6, 6)) == []
 
