@@ -115,6 +115,18 @@ def test_lcd_is_bce_before_its_start_step_and_corrects_from_it() -> None:
     assert d.step.item() == 3
 
 
+@pytest.mark.parametrize("name", ["lcd", "lcd_re"])
+def test_lcd_largest_loss_gets_exactly_omega_one_where_the_cdf_is_steep(name: str) -> None:
+    # α_B = β_B = 0.5: F'(t) → ∞ at t = 1, so a float32 span (t = 1 − 1e-7) gave ω ≈ 0.9999029.
+    z, y = [0.3, -2.75803], [1.0, 1.0]
+    out, _ = run(build_denoiser(name, alpha_b=0.5, beta_b=0.5), z, y)
+    p = [sig(v) for v in z]
+    if name == "lcd":  # ω = 1 on the largest loss keeps its label, ω = 0 on the smallest gives y* = p
+        assert out.target.tolist() == [pytest.approx(p[0], abs=1e-6), 1.0]
+    else:              # LCD-Re: the reverse
+        assert out.target.tolist() == [1.0, pytest.approx(p[1], abs=1e-6)]
+
+
 def test_lcd_all_negative_batch() -> None:
     z, y = [0.5, -1.5, 2.0], [0.0, 0.0, 0.0]
     out, _ = run(build_denoiser("lcd", alpha_b=1.0, beta_b=1.0), z, y)
