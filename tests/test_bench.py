@@ -40,8 +40,8 @@ def test_grid_points_and_selection_use_validation_only() -> None:
         GRID = {"eps_max": [0.1, 0.2], "num_gradual": [10, 20]}
 
     ofat = grid_points(Gridded, {}, "ofat", 24)
-    assert ofat[0] == {"eps_max": 0.2, "num_gradual": 30000}  # the defaults come first
-    assert {"eps_max": 0.1, "num_gradual": 30000} in ofat and {"eps_max": 0.2, "num_gradual": 10} in ofat
+    assert ofat[0] == {"eps_max": 0.2, "num_gradual": "1ep"}  # the defaults come first
+    assert {"eps_max": 0.1, "num_gradual": "1ep"} in ofat and {"eps_max": 0.2, "num_gradual": 10} in ofat
     assert len(ofat) == 1 + 1 + 2  # eps 0.2 is the default already
     assert len(grid_points(Gridded, {}, "full", 24)) == 1 + 4
     assert grid_points(Gridded, {"num_gradual": 5}, "ofat", 24) == [
@@ -192,7 +192,7 @@ def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
 
     d = default_params(DENOISERS["deca_p"])
     assert d["C1"] == 1000 and not {"tables", "device", "prior"} & set(d)
-    assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": 30000}
+    assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": "1ep"}
 
 
 def test_quality_methods_add_the_withheld_baseline() -> None:

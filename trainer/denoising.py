@@ -8,6 +8,8 @@
   trained parameters (not for DeCA / DeCA(p)).
 - :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (``pretrain_steps`` of BCE on
   ``f'``; one epoch by default), or loads ``prior_checkpoint`` into the sharded ``f'``.
+- :func:`bind_run_length` tells the denoiser the run's length (T-CE / DART schedules given in epochs or as
+  a share of the run resolve to steps) and prints, loudly, any schedule that would not act within the run.
 - :func:`denoiser_stats` turns a step's ``LossOutput.stats`` and the denoiser's ground-truth report into
   floats with one host transfer (log steps only; :meth:`Denoiser.report` is a collective, so every rank
   calls this at the same steps).
@@ -72,6 +74,13 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
                       "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
                       "to keep it exactly frozen", stacklevel=2)
     return build_denoiser(name, context=context, **cfg.denoiser.params)
+
+
+def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, log: Any) -> None:
+    """``Denoiser.bind_run`` before the first step; its warnings go to the log and to ``warnings``."""
+    for msg in denoiser_of(model).bind_run(steps_per_epoch, total_steps):
+        log.print(f"WARNING: {msg}")
+        warnings.warn(msg, stacklevel=2)
 
 
 def denoiser_of(model: nn.Module) -> Denoiser:

@@ -357,6 +357,8 @@ def worker(spec_path: str) -> None:
         cfg.denoiser.params = {**PHASE_PARAMS.get(method, {}), **spec["params"].get(method, {})}
         seed_everything(cfg.run.seed)
         module = build_module(cfg, schema)
+        # Timed as after any ramp (the regime that lasts): schedules in epochs resolve against 1-step epochs.
+        module.denoiser.bind_run(1, 1 << 30)
         fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
         plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
         model = wrap(module, plan, env, static_graph=static_graph(module))
