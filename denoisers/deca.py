@@ -25,7 +25,8 @@ The batch loss is the mean over the global positives plus the mean over the glob
 
 **DeCA(p)** (Eq. 13, Alg. 2) replaces ``g`` by ``f'``, a frozen copy of the target architecture trained
 with plain BCE from another seed: phase 1 (global steps ``< pretrain_steps``) trains ``f'`` alone with BCE;
-phase 2 freezes it and trains ``f``, ``h``, ``h'`` with ``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)``. The trainer
+phase 2 freezes it (eval mode: no dropout, so ``f'`` is one fixed function; its forward without autograd)
+and trains ``f``, ``h``, ``h'`` with ``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)``. The trainer
 builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before the main loop, or loads
 ``prior_checkpoint`` instead.
 
@@ -231,7 +232,12 @@ class DeCAPrior(DeCA):
                 batch: Optional[Any]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
-        if not self.in_pretraining():
+        pretraining = self.in_pretraining()
+        # f' trains (dropout on) only in phase 1; frozen, it is a fixed function: eval mode (dropout off),
+        # whatever model.train() the trainer called. A host-side flag check: no device work.
+        if self.prior.training != (pretraining and self.training):
+            self.prior.train(pretraining and self.training)
+        if not pretraining:
             return super().compute(logits, labels, sample_ids, batch)
         # Phase 1 (Alg. 2 lines 2-9): BCE on f' only; f, h, h' are not in the graph.
         zp = self.prior_logits(batch)

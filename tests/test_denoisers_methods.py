@@ -378,6 +378,32 @@ def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:
                 deca_value_by_hand(Z, Y, zp, zh, zhp, task, 3.0, 2.0, 1.0, prior=True), rel=1e-5)
 
 
+def test_deca_p_frozen_prior_runs_in_eval_mode_so_its_reference_is_one_function() -> None:
+    # A DeepFM prior with dropout 0.5: in training mode two forwards of one batch differ.
+    from denoisrec.models import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec("deepfm", [("user_id", NU), ("item_id", NI)], dense_in_features=1, embedding_dim=4,
+                     params={"mlp": [16], "dropout": 0.5}, embedding_init=0.5)
+    prior = spec.build(device=torch.device("cpu"))
+    d = build_denoiser("deca_p", context={"tables": {"user_id": NU, "item_id": NI}, "device": torch.device("cpu"),
+                                          "prior": prior}, mf_dim=3, pretrain_steps=1)
+    seen = []
+    prior.register_forward_hook(lambda m, i, o: seen.append(o.detach().reshape(-1).clone()))
+    b = deca_batch()
+    b.dense_features = torch.randn(6, 1)
+    d.train()
+    run(d, batch=b)                     # phase 1: f' trains, dropout on
+    assert prior.training
+    run(d, batch=b)                     # phase 2 (the trainer's model.train() again in between)
+    d.train()
+    run(d, batch=b)
+    assert not prior.training and d.training
+    assert not torch.equal(prior.train()(b.dense_features, b.sparse_features), prior(b.dense_features,
+                                                                                      b.sparse_features))
+    assert torch.equal(seen[1], seen[2])  # the two phase-2 reference calls agree exactly
+
+
 def test_host_step_mirror_follows_checkpoints() -> None:
     d = make_deca()
     run(d, batch=deca_batch())
