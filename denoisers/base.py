@@ -256,6 +256,10 @@ class Denoiser(nn.Module):
             out["post_clean_pos"] = ratio(v["post_pos_clean"], v["pos_clean"])
         return out
 
+    def check_stats(self, stats: Dict[str, float]) -> None:
+        """Called at log steps with this step's global stats as host floats (the same on every rank): raise
+        to stop a run that has failed in a way the denoiser can recognise (e.g. DeCA's collapse)."""
+
     def model_parallel_tables(self) -> List[str]:
         """Embedding tables of this denoiser that must be sharded model-parallel (not replicated)."""
         return []

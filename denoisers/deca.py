@@ -23,6 +23,24 @@ weight decay would still move them, and the trainer warns about both):
 The batch loss is the mean over the global positives plus the mean over the global negatives (L2 on
 ``f`` is the optimizer's weight decay). ``f`` and ``g`` are co-trained through the KL terms.
 
+**Why the paper's constants collapse on impression data, and the marginal likelihood** (``objective``). With
+``h``, ``h'`` at their optimum the DP + DN objective is linear in ``f``: summing the ``f``-terms of a sample
+with observed-positive probability ``q`` under the class-balanced means (``P`` positives, ``N`` negatives),
+``f`` is pushed up only where ``q / (1 − q) > (C1 / C2) · P / N``: ``C1 / C2`` is a threshold on a sample's
+odds of being an observed positive *relative to the batch's*. With sampled negatives (the paper: easy,
+random items) the odds of a real interaction are far above 100× the base; with observed negatives
+(impressions) almost none are, and ``f → 0`` everywhere at the defaults (clean AUC 0.44-0.50). The default
+``objective="marginal"`` drops the constants and the bound: it maximises the observed label's likelihood
+under the noise model, the quantity whose Jensen upper bound Eq. 9's first term is::
+
+    −log P(ỹ | x) = −log[ f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0) ],   P(ỹ=1 | y=1) = h',  P(ỹ=1 | y=0) = h
+    h' = h + (1 − h)·σ(z_h')          (h' > h: a preferred item is clicked more often; identifiable)
+
+plus the same agreement term, averaged over the global batch; both noise models are trained every step (no
+sub-tasks). ``objective="paper"`` keeps Eq. 14-15 exactly; there a collapse of ``f`` (its global mean below
+1% of the observed positive rate at a log step after the first 50 steps) stops the run with the reason
+(:meth:`DeCA.check_stats`) instead of finishing with AUC 0.5.
+
 **DeCA(p)** (Eq. 13, Alg. 2) replaces ``g`` by ``f'``, a frozen copy of the target architecture trained
 with plain BCE from another seed: phase 1 (global steps ``< pretrain_steps``) trains ``f'`` alone with BCE;
 phase 2 freezes it (eval mode: no dropout, so ``f'`` is one fixed function; its forward without autograd)
@@ -69,8 +87,10 @@ class DeCA(Denoiser):
 
     Args:
         tables: ``{feature: num_embeddings}`` of the batch's sparse features (injected by the trainer).
-        C1: large constant replacing ``−log(1 − h')`` in DP (grid {1, 10, 100, 1000}).
-        C2: large constant replacing ``−log h`` in DN (grid {1, 10, 100, 1000}).
+        objective: ``"marginal"`` (default: −log P(ỹ | x) under the noise model, no constants) or ``"paper"``
+            (Eq. 14-15 with ``C1``, ``C2``, alternating DP / DN).
+        C1: ``objective="paper"``: large constant replacing ``−log(1 − h')`` in DP (grid {1, 10, 100, 1000}).
+        C2: ``objective="paper"``: large constant replacing ``−log h`` in DN (grid {1, 10, 100, 1000}).
         alpha: KL mixing ``α`` (grid {0, 0.5, 1}).
         user_feature, item_feature: the id features the MFs read.
         mf_dim: width of the MF tables (``mf_dim − 1`` factors plus a bias column).
@@ -79,14 +99,20 @@ class DeCA(Denoiser):
 
     name = "deca"
     GRID = {"C1": [1, 10, 100, 1000], "C2": [1, 10, 100, 1000], "alpha": [0.0, 0.5, 1.0]}
+    OBJECTIVES = ("marginal", "paper")
+    COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
     INJECTED = ("tables", "device")
     HEADS = ("g", "h", "hp")
     reports_posterior = True
 
     def __init__(self, tables: Mapping[str, int], C1: float = 1000.0, C2: float = 10.0, alpha: float = 1.0,
                  user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 objective: str = "marginal", device: Optional[torch.device] = None,
+                 process_group: Optional[Any] = None) -> None:
         super().__init__(process_group)
+        if objective not in self.OBJECTIVES:
+            raise ValueError(f"{self.name} option objective={objective!r}: expected one of {list(self.OBJECTIVES)}")
+        self.objective = objective
         for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
             if feat not in tables:
                 raise ValueError(f"{self.name} option {opt}={feat!r}: not a sparse feature of the data "
@@ -107,8 +133,22 @@ class DeCA(Denoiser):
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def hparams(self) -> Dict[str, Any]:
-        return {"C1": self.C1, "C2": self.C2, "alpha": self.alpha, "user_feature": self.user_feature,
-                "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+        return {"objective": self.objective, "C1": self.C1, "C2": self.C2, "alpha": self.alpha,
+                "user_feature": self.user_feature, "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+
+    def check_stats(self, stats: Dict[str, float]) -> None:
+        """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
+        with the reason rather than let it finish with a constant score."""
+        if self.objective != "paper" or "f_mean" not in stats or self.host_step < self.COLLAPSE_GRACE_STEPS:
+            return
+        f_mean, pos = stats["f_mean"], stats.get("pos_share", 0.0)
+        if pos > 0 and f_mean < 0.01 * pos:
+            raise RuntimeError(
+                f"{self.name}: f collapsed to 0 at step {self.host_step} (mean f {f_mean:.2g} against an observed "
+                f"positive share {pos:.2f}): with objective=paper, C1/C2 = {self.C1 / max(self.C2, 1e-12):g} "
+                "is a threshold on a sample's odds of being an observed positive relative to the batch's, which "
+                "observed (impression) negatives never reach; use objective=marginal, or C1 close to C2 "
+                "(e.g. -p C1=10 -p C2=10)")
 
     # The parts DeCA(p) overrides.
     def subtask(self) -> int:
@@ -127,10 +167,43 @@ class DeCA(Denoiser):
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
+        if self.objective == "marginal":
+            return self.marginal_loss(logits, labels, batch, self.reference_logits(batch, mf), mf["h"], mf["hp"])
         task = self.subtask()
         # Only the sub-task's noise model is trained: the other one is detached (diagnostics only).
         zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
         return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
+
+    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, zr: torch.Tensor,
+                      zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
+        """``−log[f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0)] + agreement``, mean over the global batch (log space)."""
+        pos = labels > 0.5
+        posf = pos.to(z.dtype)
+        log_h, log_1mh = F.logsigmoid(zh), F.logsigmoid(-zh)
+        log_1mhp = log_1mh + F.logsigmoid(-zhp)                      # 1 − h' = (1 − h)(1 − σ(z_h'))
+        log_hp = torch.logaddexp(log_h, log_1mh + F.logsigmoid(zhp))  # h' = h + (1 − h)·σ(z_h')
+        log_f, log_1mf = F.logsigmoid(z), F.logsigmoid(-z)
+        log_p1 = torch.logaddexp(log_f + log_hp, log_1mf + log_h)      # log P(ỹ=1 | x)
+        log_p0 = torch.logaddexp(log_f + log_1mhp, log_1mf + log_1mh)  # log P(ỹ=0 | x)
+        per = -torch.where(pos, log_p1, log_p0) + self.agreement(z, zr)
+        with torch.no_grad():
+            post = torch.exp(log_f + log_hp - log_p1).detach()        # P(y=1 | ỹ=1) = h'f / P(ỹ=1)
+            f = torch.sigmoid(z.detach())
+        ones = torch.ones_like(per)
+        # One all-reduce: [Σ loss, B, P, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
+        loss, value, sums = self.global_mean(per, ones, ones.sum(), extra=[
+            posf.sum(), (post * posf).sum(), log_h.detach().exp().sum(), log_hp.detach().exp().sum(), f.sum()])
+        n = sums[1].clamp_min(1)
+        stats = {
+            "post_pos_mean": (sums[3] / sums[2].clamp_min(1)).float(),
+            "h_mean": (sums[4] / n).float(),
+            "h_prime_mean": (sums[5] / n).float(),
+            "f_mean": (sums[6] / n).float(),
+            "pos_share": (sums[2] / n).float(),
+        }
+        self.track_truth(batch, labels, bce_per_sample(z.detach(), labels), (1 - post) * posf, posterior=post)
+        dropped, relabelled = no_decisions(labels)
+        return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)
 
     def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
                   zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
@@ -149,9 +222,9 @@ class DeCA(Denoiser):
             zd = z.detach()
             # P(y=1 | ỹ=1) = h'f / (h'f + h(1 − f)), in log space.
             post = torch.sigmoid(F.logsigmoid(zhp) + F.logsigmoid(zd) - F.logsigmoid(zh) - F.logsigmoid(-zd))
-        # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h'].
+        # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
         sums = self.reduce_sums(posf.sum(), (1 - posf).sum(), local_pos, local_neg, (post * posf).sum(),
-                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum())
+                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum(), f.detach().sum())
         n_pos, n_neg = sums[0].clamp_min(1e-12), sums[1].clamp_min(1e-12)
         loss = self.scaled(local_pos, n_pos) + self.scaled(local_neg, n_neg)
         value = (sums[2] / n_pos + sums[3] / n_neg).to(z.dtype)
@@ -161,6 +234,8 @@ class DeCA(Denoiser):
             "post_pos_mean": (sums[4] / sums[0].clamp_min(1)).float(),
             "h_mean": (sums[5] / n).float(),
             "h_prime_mean": (sums[6] / n).float(),
+            "f_mean": (sums[7] / n).float(),
+            "pos_share": (sums[0] / n).float(),
         }
         self.track_truth(batch, labels, bce_per_sample(zd, labels), (1 - post) * posf, posterior=post)
         dropped, relabelled = no_decisions(labels)
@@ -175,7 +250,11 @@ class DeCAPrior(DeCA):
         prior: the ``f'`` model, ``(dense, KJT) → logits [B, 1]`` (injected: the trainer builds it with the
             target's builder and another seed).
         pretrain_steps: phase 1 length in global steps (``f'`` trained with BCE, nothing else); ``None``
-            lets the trainer set one epoch. 0 with ``prior_checkpoint``.
+            (the default): the trainer pre-trains ``f'`` to early stopping on the observed validation AUC,
+            as the paper, within ``pretrain_max_epochs``. 0 with ``prior_checkpoint``.
+        pretrain_max_epochs: bound on phase 1 in epochs (early stopping only).
+        pretrain_patience: epochs without a better validation AUC before phase 1 stops (the best epoch's
+            weights are restored).
         prior_checkpoint: a ``torch.save(model.state_dict())`` file of the target architecture, loaded into
             ``f'`` by the trainer after sharding (then no phase 1).
         (the other options as :class:`DeCA`)
@@ -189,8 +268,9 @@ class DeCAPrior(DeCA):
     def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: float = 1000.0, C2: float = 10.0,
                  alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
                  mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
+                 pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, objective: str = "marginal",
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
-        super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, device, process_group)
+        super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
         if prior_checkpoint is not None:
             if pretrain_steps:
@@ -199,16 +279,23 @@ class DeCAPrior(DeCA):
             pretrain_steps = 0
         if pretrain_steps is not None and pretrain_steps < 0:
             raise ValueError(f"deca_p option pretrain_steps={pretrain_steps}: must be >= 0")
+        if not pretrain_max_epochs > 0 or pretrain_patience < 1:
+            raise ValueError(f"deca_p options pretrain_max_epochs={pretrain_max_epochs}, "
+                             f"pretrain_patience={pretrain_patience}: must be > 0 and >= 1")
         self.pretrain_steps = pretrain_steps
         self.prior_checkpoint = prior_checkpoint
+        self.pretrain_max_epochs, self.pretrain_patience = float(pretrain_max_epochs), int(pretrain_patience)
+        # Phase 1's length once run (-1: not yet), checkpointed: a resumed run's phase 2 count starts there.
+        self.register_buffer("pretrained_steps", torch.full((), -1, dtype=torch.int64))
 
     def hparams(self) -> Dict[str, Any]:
-        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint}
+        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint,
+                "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience}
 
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:
             raise ValueError("deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
-                             "-p prior_checkpoint=PATH (the trainer defaults it to one epoch)")
+                             "-p prior_checkpoint=PATH (the trainer pre-trains to early stopping)")
         return self.pretrain_steps
 
     def in_pretraining(self) -> bool:

@@ -311,7 +311,7 @@ def grads_of(module) -> dict:  # type: ignore[no-untyped-def]
 
 def test_deca_alternates_dp_and_dn_with_the_papers_terms_and_trains_only_that_noise_model() -> None:
     C1, C2, alpha = 3.0, 2.0, 0.5
-    d = make_deca(C1=C1, C2=C2, alpha=alpha)
+    d = make_deca(C1=C1, C2=C2, alpha=alpha, objective="paper")
     b = deca_batch()
     zg, zh, zhp = mf_by_hand(d, "g"), mf_by_hand(d, "h"), mf_by_hand(d, "hp")
     for step in range(4):
@@ -335,7 +335,7 @@ def test_deca_alternates_dp_and_dn_with_the_papers_terms_and_trains_only_that_no
 
 def test_deca_target_gradient_is_the_papers() -> None:
     C1, C2, alpha = 3.0, 2.0, 0.25
-    d = make_deca(C1=C1, C2=C2, alpha=alpha)
+    d = make_deca(C1=C1, C2=C2, alpha=alpha, objective="paper")
     b = deca_batch()
     zg, zh, zhp = mf_by_hand(d, "g"), mf_by_hand(d, "h"), mf_by_hand(d, "hp")
     for task in (0, 1):
@@ -357,8 +357,62 @@ def test_deca_target_gradient_is_the_papers() -> None:
         assert zgrad.tolist() == pytest.approx(z.grad.tolist(), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("name,alpha", [("deca", 0.25), ("deca_p", 0.5)])
+def test_deca_marginal_likelihood_by_hand_trains_both_noise_models_every_step(name: str, alpha: float) -> None:
+    d = make_deca(name, alpha=alpha, **({"pretrain_steps": 0} if name == "deca_p" else {}))
+    assert d.objective == "marginal"
+    b = deca_batch()
+    zh, zhp = mf_by_hand(d, "h"), mf_by_hand(d, "hp")
+    zr = mf_by_hand(d, "g") if name == "deca" else [float(d.prior.w.bias[0])] * 6
+    per, post = [], []
+    for zi, yi, ri, a, c in zip(Z, Y, zr, zh, zhp):
+        f, r, h = sig(zi), sig(ri), sig(a)
+        hp = h + (1 - h) * sig(c)  # h' > h
+        p1 = f * hp + (1 - f) * h  # P(ỹ=1 | x) = f·h' + (1 − f)·h
+        nll = -math.log(p1) if yi else -math.log(1 - p1)
+        agree = alpha * kl(r, f) + (1 - alpha) * kl(f, r) if name == "deca" else alpha * kl(f, r) + (1 - alpha) * kl(r, f)
+        per.append(nll + agree)
+        post.append(f * hp / p1)
+    for step in range(2):
+        d.zero_grad(set_to_none=True)
+        out, zgrad = run(d, batch=b)
+        assert out.value.item() == pytest.approx(sum(per) / 6, rel=1e-5)  # mean over the whole batch
+        assert out.stats["post_pos_mean"].item() == pytest.approx(sum(p for p, y in zip(post, Y) if y) / 4, rel=1e-5)
+        assert out.stats["f_mean"].item() == pytest.approx(sum(sig(v) for v in Z) / 6, rel=1e-5)
+        got = grads_of(d)
+        assert got["h"] and got["hp"] and zgrad.abs().sum() > 0, (step, got)  # no DP/DN alternation
+        assert got.get("g", True) and not got.get("prior", False)
+    # d/dz of −log P(ỹ|x): f(1 − f)(h − h')/P(ỹ=1) for ỹ=1 (the agreement's part checked through the value).
+    z = torch.tensor(Z, dtype=torch.float64, requires_grad=True)
+    f = torch.sigmoid(z)
+    h = torch.sigmoid(torch.tensor(zh, dtype=torch.float64))
+    hp = h + (1 - h) * torch.sigmoid(torch.tensor(zhp, dtype=torch.float64))
+    r = torch.sigmoid(torch.tensor(zr, dtype=torch.float64))
+    p1 = f * hp + (1 - f) * h
+    y = torch.tensor(Y, dtype=torch.float64)
+    kl_rf = r * (r / f).log() + (1 - r) * ((1 - r) / (1 - f)).log()
+    kl_fr = f * (f / r).log() + (1 - f) * ((1 - f) / (1 - r)).log()
+    agree = alpha * kl_rf + (1 - alpha) * kl_fr if name == "deca" else alpha * kl_fr + (1 - alpha) * kl_rf
+    (torch.where(y > 0, -p1.log(), -(1 - p1).log()) + agree).mean().backward()
+    assert zgrad.tolist() == pytest.approx(z.grad.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_deca_paper_objective_collapse_stops_the_run_with_the_reason() -> None:
+    d = make_deca(objective="paper")
+    healthy = {"f_mean": 0.3, "pos_share": 0.4}
+    collapsed = {"f_mean": 1e-4, "pos_share": 0.4}
+    d.check_stats(collapsed)  # within the grace steps: f may start anywhere
+    d.step.fill_(DENOISERS["deca"].COLLAPSE_GRACE_STEPS)
+    d.check_stats(healthy)
+    with pytest.raises(RuntimeError, match=r"f collapsed to 0 at step 50 .* C1/C2 = 100 .* objective=marginal"):
+        d.check_stats(collapsed)
+    make_deca().check_stats(collapsed)  # the marginal likelihood has no threshold to collapse on
+    with pytest.raises(ValueError, match="objective='em'"):
+        make_deca(objective="em")
+
+
 def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:
-    d = make_deca("deca_p", pretrain_steps=2, alpha=1.0, C1=3.0, C2=2.0)
+    d = make_deca("deca_p", pretrain_steps=2, alpha=1.0, C1=3.0, C2=2.0, objective="paper")
     b = deca_batch()
     zp = [float(d.prior.w.bias[0])] * 6  # the dense features are 0: f' = its bias
     zh, zhp = mf_by_hand(d, "h"), mf_by_hand(d, "hp")
@@ -405,7 +459,7 @@ def test_deca_p_frozen_prior_runs_in_eval_mode_so_its_reference_is_one_function(
 
 
 def test_host_step_mirror_follows_checkpoints() -> None:
-    d = make_deca()
+    d = make_deca(objective="paper")
     run(d, batch=deca_batch())
     assert d.subtask() == 1
     d.load_state_dict({**d.state_dict(), "step": torch.tensor(6)})

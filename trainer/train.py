@@ -327,7 +327,7 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
         log.print(f"data: ignored {len(hidden)} hidden path(s) starting with _ or . (Spark/Hive convention): "
                   f"{', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''}")
     bind_run_length(model, spe, total_steps, log)  # schedules in epochs / shares of the run → steps
-    prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log)  # DeCA(p): the prior's phase
+    prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log, readers["valid"])  # DeCA(p)'s phase 1
 
     # ------------------------------------------------------------------------------------------ loop
     guard = NonFiniteGuard(cfg.run.nonfinite, cfg.run.nonfinite_check_every, env.device, cfg.run.nonfinite_max_skips)
