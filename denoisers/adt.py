@@ -99,13 +99,18 @@ class TruncatedBCE(Denoiser):
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
         keys = C.order_keys(ell, sample_ids)
-        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
-        # B travels in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device.
-        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
+        q = C.fixed_point(ell)
+        local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
+        # B and Σℓ travel in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device;
+        # the dropped positives' Σℓ comes out of the select's rounds: the select is the step's only collective.
+        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local,
+                             sums=q)
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
         dropped = pos & (keys >= sel.thr[0])
         weight = (~dropped).to(ell.dtype)
-        loss, value, _ = self.global_mean(ell, weight, weight.sum())  # Σ kept over ranks = B − n_drop
+        kept = (n - n_drop).to(torch.float64).clamp_min(1e-12)  # B − n_drop, global
+        loss = self.scaled((weight * ell).sum(), kept)
+        value = ((sel.extra[1] - sel.sums[0]).to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype)  # type: ignore
         stats = {
             "eps": eps.float(),
             "drop_share": n_drop.float() / n.clamp_min(1).float(),

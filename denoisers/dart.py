@@ -19,7 +19,8 @@ relabelled targets::
 
 Both thresholds come from ONE multi-k radix select (``k = [⌊τ·P⌋, ⌊r·⌊τ·P⌋⌋]``, formed on device from
 the positives count of the select's first round); ties in the loss are broken by the sample id. Cost per step:
-the select's 8 all-reduces (the first also carries the batch size) plus one SUM all-reduce for the loss.
+the select's all-reduces only (at most 6; on CPU it stops once a round decides, usually 2): the first
+also carries the batch size and Σℓ, every round the per-bin loss sums, from which the loss value is read.
 
 Example::
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Union
 
 import torch
+import torch.nn.functional as F
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
@@ -124,17 +126,24 @@ class DART(Denoiser):
             return torch.stack([k_identified, floor_count(r, k_identified)])
 
         keys = C.order_keys(ell, sample_ids)
-        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
-        sel = C.radix_select(keys, pos, counts, self.process_group, local_n)
+        q, q0 = C.fixed_point(ell), C.fixed_point(F.softplus(logits.detach()))  # ℓ, and BCE against 0
+        local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
+        # One select gives both thresholds, B, Σℓ, the identified positives' Σℓ and the relabelled ones'
+        # Σ BCE(p, 0): Σ_kept BCE(p, y') = Σℓ − Σ_identified ℓ + Σ_relabelled BCE(p, 0). No other collective.
+        sel = C.radix_select(keys, pos, counts, self.process_group, local, sums=torch.stack([q, q0]))
         identified = pos & (keys >= sel.thr[0])
         relabelled = pos & (keys >= sel.thr[1])
         dropped = identified & ~relabelled
         target = torch.where(relabelled, torch.zeros_like(labels), labels)
         per = bce_per_sample(logits, target)
         weight = (~dropped).to(ell.dtype)
-        loss, value, _ = self.global_mean(per, weight, weight.sum())
+        k_id_i, k_rel_i = sel.k[0], sel.k[1]
+        kept = (sel.extra[0] - (k_id_i - k_rel_i)).to(torch.float64).clamp_min(1e-12)  # type: ignore[index]
+        loss = self.scaled((weight * per).sum(), kept)
+        kept_sum = sel.extra[1] - sel.sums[0] + sel.sums[1]  # type: ignore[index]
+        value = (kept_sum.to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype)
         n = sel.extra[0].clamp_min(1).to(torch.float64)  # type: ignore[index]
-        k_id, k_rel = sel.k[0].to(torch.float64), sel.k[1].to(torch.float64)
+        k_id, k_rel = k_id_i.to(torch.float64), k_rel_i.to(torch.float64)
         stats = {
             "tau": tau.float(),
             "identified_share": (k_id / n).float(),

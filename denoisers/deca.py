@@ -89,8 +89,9 @@ class DeCA(Denoiser):
         tables: ``{feature: num_embeddings}`` of the batch's sparse features (injected by the trainer).
         objective: ``"marginal"`` (default: −log P(ỹ | x) under the noise model, no constants) or ``"paper"``
             (Eq. 14-15 with ``C1``, ``C2``, alternating DP / DN).
-        C1: ``objective="paper"``: large constant replacing ``−log(1 − h')`` in DP (grid {1, 10, 100, 1000}).
-        C2: ``objective="paper"``: large constant replacing ``−log h`` in DN (grid {1, 10, 100, 1000}).
+        C1: ``objective="paper"`` only: large constant replacing ``−log(1 − h')`` in DP (default 1000; grid
+            {1, 10, 100, 1000}). Given with ``objective="marginal"`` it is an error, not silently unused.
+        C2: ``objective="paper"`` only: large constant replacing ``−log h`` in DN (default 10; same grid).
         alpha: KL mixing ``α`` (grid {0, 0.5, 1}).
         user_feature, item_feature: the id features the MFs read.
         mf_dim: width of the MF tables (``mf_dim − 1`` factors plus a bias column).
@@ -98,14 +99,15 @@ class DeCA(Denoiser):
     """
 
     name = "deca"
-    GRID = {"C1": [1, 10, 100, 1000], "C2": [1, 10, 100, 1000], "alpha": [0.0, 0.5, 1.0]}
+    GRID = {"alpha": [0.0, 0.5, 1.0]}  # the paper's C1, C2 grid {1, 10, 100, 1000}: with objective=paper
     OBJECTIVES = ("marginal", "paper")
     COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
     INJECTED = ("tables", "device")
     HEADS = ("g", "h", "hp")
     reports_posterior = True
 
-    def __init__(self, tables: Mapping[str, int], C1: float = 1000.0, C2: float = 10.0, alpha: float = 1.0,
+    def __init__(self, tables: Mapping[str, int], C1: Optional[float] = None, C2: Optional[float] = None,
+                 alpha: float = 1.0,
                  user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
                  objective: str = "marginal", device: Optional[torch.device] = None,
                  process_group: Optional[Any] = None) -> None:
@@ -119,6 +121,10 @@ class DeCA(Denoiser):
                                  f"(have {sorted(tables)})")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"{self.name} option alpha={alpha}: must lie in [0, 1]")
+        if objective == "marginal" and (C1 is not None or C2 is not None):
+            raise ValueError(f"{self.name} options C1={C1}, C2={C2}: used only by objective=paper (the default "
+                             "objective=marginal has no constants); add -p objective=paper or drop them")
+        C1, C2 = (1000.0 if C1 is None else C1), (10.0 if C2 is None else C2)
         if C1 < 0 or C2 < 0:
             raise ValueError(f"{self.name} options C1={C1}, C2={C2}: must be >= 0")
         self.C1, self.C2, self.alpha = float(C1), float(C2), float(alpha)
@@ -133,8 +139,9 @@ class DeCA(Denoiser):
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def hparams(self) -> Dict[str, Any]:
-        return {"objective": self.objective, "C1": self.C1, "C2": self.C2, "alpha": self.alpha,
-                "user_feature": self.user_feature, "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+        paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
+        return {"objective": self.objective, **paper, "alpha": self.alpha, "user_feature": self.user_feature,
+                "item_feature": self.item_feature, "mf_dim": self.mf_dim}
 
     def check_stats(self, stats: Dict[str, float]) -> None:
         """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
@@ -255,6 +262,9 @@ class DeCAPrior(DeCA):
         pretrain_max_epochs: bound on phase 1 in epochs (early stopping only).
         pretrain_patience: epochs without a better validation AUC before phase 1 stops (the best epoch's
             weights are restored).
+        prior_cache: score the training split with the frozen ``f'`` once after phase 1 and look the
+            scores up by sample id in phase 2 (``f'`` is a fixed function there, so this is exact), instead
+            of its forward every step; costs 12 bytes per training row on every rank.
         prior_checkpoint: a ``torch.save(model.state_dict())`` file of the target architecture, loaded into
             ``f'`` by the trainer after sharding (then no phase 1).
         (the other options as :class:`DeCA`)
@@ -265,10 +275,11 @@ class DeCAPrior(DeCA):
     HEADS = ("h", "hp")
     static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
 
-    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: float = 1000.0, C2: float = 10.0,
-                 alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
+    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: Optional[float] = None,
+                 C2: Optional[float] = None, alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
                  mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
-                 pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, objective: str = "marginal",
+                 pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, prior_cache: bool = True,
+                 objective: str = "marginal",
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
         super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
@@ -287,10 +298,18 @@ class DeCAPrior(DeCA):
         self.pretrain_max_epochs, self.pretrain_patience = float(pretrain_max_epochs), int(pretrain_patience)
         # Phase 1's length once run (-1: not yet), checkpointed: a resumed run's phase 2 count starts there.
         self.register_buffer("pretrained_steps", torch.full((), -1, dtype=torch.int64))
+        self.prior_cache = bool(prior_cache)
+        self._cache: Optional[tuple] = None  # (sorted sample ids [N], f' logits [N]) once set_prior_scores ran
+
+    def set_prior_scores(self, sample_ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """Phase 2 reads ``f'`` from these scores (every training row's, any order) instead of running it."""
+        order = torch.argsort(sample_ids)
+        self._cache = (sample_ids[order].contiguous(), logits[order].float().contiguous())
 
     def hparams(self) -> Dict[str, Any]:
         return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint,
-                "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience}
+                "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience,
+                "prior_cache": self.prior_cache}
 
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:
@@ -308,7 +327,14 @@ class DeCAPrior(DeCA):
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
     def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
+        ids = getattr(batch, "sample_ids", None)
+        if self._cache is not None and ids is not None:
+            keys, z = self._cache
+            at = torch.searchsorted(keys, ids).clamp_max(max(keys.numel() - 1, 0))
+            # No host sync: checked on device (a row that was not scored would be an error, not a guess).
+            torch._assert_async((keys[at] == ids).all(), "deca_p: a sample id without a cached f' score")
+            return z[at]
+        with torch.no_grad():  # f' is frozen: its forward without autograd
             return self.prior_logits(batch)
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:

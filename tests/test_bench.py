@@ -191,7 +191,7 @@ def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
     from denoisrec.trainer.bench.quality import default_params
 
     d = default_params(DENOISERS["deca_p"])
-    assert d["C1"] == 1000 and not {"tables", "device", "prior"} & set(d)
+    assert d["objective"] == "marginal" and d["C1"] is None and not {"tables", "device", "prior"} & set(d)
     assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": "1ep"}
 
 

@@ -409,6 +409,8 @@ def test_deca_paper_objective_collapse_stops_the_run_with_the_reason() -> None:
     make_deca().check_stats(collapsed)  # the marginal likelihood has no threshold to collapse on
     with pytest.raises(ValueError, match="objective='em'"):
         make_deca(objective="em")
+    with pytest.raises(ValueError, match="C1=10, C2=None: used only by objective=paper"):
+        make_deca(C1=10)
 
 
 def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:

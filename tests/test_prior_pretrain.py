@@ -103,3 +103,20 @@ def test_fixed_pretrain_steps_skip_validation_and_a_resumed_run_skips_phase_one(
 def test_bad_phase_one_options_are_one_line_errors() -> None:
     with pytest.raises(ValueError, match="pretrain_patience=0"):
         setup(pretrain_patience=0)
+
+
+def test_cached_prior_scores_are_the_frozen_forward_and_unknown_ids_fail(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(prior_mod, "prior_valid_auc", lambda den, valid, device: 0.5)
+    outs = {}
+    for cache in (False, True):
+        d, model, opt, cfg, reader = setup(pretrain_steps=3, prior_cache=cache, alpha=0.5)
+        prepare_denoiser(model, cfg, reader, opt, torch.device("cpu"), Log(), valid=reader)
+        assert (d._cache is not None) == cache
+        torch.manual_seed(1)
+        outs[cache] = [model(b)[1][2] for b in reader]  # phase 2 steps (DP/DN or marginal)
+    for a, b in zip(outs[False], outs[True]):
+        assert torch.equal(a.value, b.value) and torch.equal(a.stats["post_pos_mean"], b.stats["post_pos_mean"])
+    stranger = batch(0)
+    stranger.sample_ids = torch.tensor([0, 1, 2, 99])
+    with pytest.raises(RuntimeError, match="without a cached f' score"):
+        model(stranger)

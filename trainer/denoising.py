@@ -26,6 +26,7 @@ Example (inside ``train``)::
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -39,7 +40,7 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.export import load_full_state
 from denoisrec.trainer.module import unwrap
-from denoisrec.trainer.prior import pretrain_prior
+from denoisrec.trainer.prior import cache_prior_scores, pretrain_prior
 
 PRIOR_PREFIX = "prior_"
 
@@ -169,6 +170,16 @@ def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any,
     d = denoiser_of(model)
     if not hasattr(d, "pretrain_steps"):
         return
+    _prepare_prior(model, d, cfg, reader, dense_opt, device, log, valid)
+    if d.prior_cache:
+        t0 = time.time()
+        n = cache_prior_scores(d, reader, device)
+        log.print(f"deca_p: f' scored once on {n:,} training rows ({time.time() - t0:.1f}s, {12 * n / 2**20:.1f} MiB "
+                  "per rank); phase 2 looks the scores up by sample id instead of running f' every step")
+
+
+def _prepare_prior(model: nn.Module, d: Any, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
+                   log: Any, valid: Optional[Any]) -> None:
     if d.prior_checkpoint is not None:
         load_prior_checkpoint(model, d.prior_checkpoint)
         log.print(f"deca_p: prior f' loaded from {d.prior_checkpoint}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -63,6 +63,33 @@ def prior_valid_auc(d: Any, reader: Any, device: torch.device) -> float:
     local = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.float64, device=device)
     both = all_gather_varlen(local.to(device)).cpu().numpy()
     return float(auc(both[:, 1], 1.0 / (1.0 + np.exp(-both[:, 0]))))
+
+
+@torch.no_grad()
+def cache_prior_scores(d: Any, batches: Iterable[Any], device: torch.device) -> int:
+    """Score every batch with the frozen ``f'`` (eval mode), gather (sample id, logit) from all ranks and
+    hand them to ``d.set_prior_scores``: phase 2 then looks ``f'`` up instead of running it. Returns rows."""
+    from denoisrec.trainer.evaluate import all_gather_varlen
+
+    was = d.prior.training
+    d.prior.eval()
+    ids, zs = [], []
+    try:
+        for batch in batches:
+            batch = batch.to(device, non_blocking=True)
+            if batch.sample_ids is None:
+                raise ValueError("deca_p option prior_cache=true: the data has no sample id column (schema "
+                                 "sample_id); set -p prior_cache=false")
+            ids.append(batch.sample_ids.to(torch.int64))
+            zs.append(d.prior_logits(batch).double())
+    finally:
+        d.prior.train(was)
+    local = torch.stack([torch.cat(ids).double(), torch.cat(zs)], 1) if ids else \
+        torch.zeros((0, 2), dtype=torch.float64, device=device)
+    # ids travel as float64 in the gather: exact below 2^53
+    both = all_gather_varlen(local.to(device))
+    d.set_prior_scores(both[:, 0].to(torch.int64), both[:, 1].float())
+    return int(both.shape[0])
 
 
 def pretrain_prior(model: nn.Module, d: Any, reader: Any, valid: Optional[Any], dense_opt: Any,

@@ -35,7 +35,7 @@ METHODS = [
     ("bootstrap_soft", {}, None),
     ("bootstrap_hard", {}, None),
     ("dart", {"t_m": 2, "tau_m": 0.2}, None),
-    ("deca", {"C1": 10, "mf_dim": 8}, None),
+    ("deca", {"mf_dim": 8}, None),
     ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
     ("observation", {}, None),
     ("observation_tce", {"eps_max": 0.2}, None),
