@@ -63,6 +63,7 @@ class TruncatedBCE(Denoiser):
             raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1]")
         self.eps_max = float(eps_max)
         self.ramp = Span.parse("tce option num_gradual", num_gradual)
+        self._hint: Optional[torch.Tensor] = None  # the select's last top digit (a guess, never a decision)
 
     @property
     def num_gradual(self) -> int:
@@ -103,8 +104,11 @@ class TruncatedBCE(Denoiser):
         local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
         # B and Σℓ travel in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device;
         # the dropped positives' Σℓ comes out of the select's rounds: the select is the step's only collective.
+        # The previous step's top digit as the hint: the k-th loss moves little between steps, so the
+        # select usually decides in its first all-reduce (CPU; see collectives.radix_select).
         sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local,
-                             sums=q)
+                             sums=q, hint=self._hint)
+        self._hint = sel.top
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
         dropped = pos & (keys >= sel.thr[0])
         weight = (~dropped).to(ell.dtype)

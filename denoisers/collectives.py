@@ -136,6 +136,7 @@ class Selection:
     n_valid: torch.Tensor
     extra: Optional[torch.Tensor]
     sums: Optional[torch.Tensor] = None
+    top: Optional[torch.Tensor] = None  # [K] the chosen top digits: the next call's ``hint``
 
 
 KFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -163,7 +164,8 @@ def fixed_point(x: torch.Tensor) -> torch.Tensor:
 
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
                  group: ProcessGroup = None, extra: Optional[torch.Tensor] = None,
-                 early_exit: Optional[bool] = None, sums: Optional[torch.Tensor] = None) -> Selection:
+                 early_exit: Optional[bool] = None, sums: Optional[torch.Tensor] = None,
+                 hint: Optional[torch.Tensor] = None) -> Selection:
     """Exact global k-th largest key among ``valid`` entries, for several k at once.
 
     Keys must be non-negative int64 and distinct across the group (see :func:`order_keys`).
@@ -192,19 +194,29 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     the keys above the chosen bin at every round plus the whole bin of the last round, so its global sum is
     read from the reduced rows (:attr:`Selection.sums`): what the caller would otherwise all-reduce after
     the select (T-CE's and DART's loss value) costs no collective, only wider payloads.
+
+    **Hint** (``hint``: ``[K]`` guesses of each k's top digit, e.g. the previous step's
+    :attr:`Selection.top`; used with the early exit, i.e. on CPU). The first all-reduce also carries, for
+    each k, the second digit's histogram of the keys whose top digit equals the guess. When every guess was
+    right, the second round needs no all-reduce of its own, and as the second round usually decides, the
+    select is then one all-reduce. A wrong guess costs nothing but the wider first payload. Every rank
+    holds the same hint (it comes from a global result), so the ranks still take the same path.
     """
     keys = keys.reshape(-1)
     valid = valid.reshape(-1)
     dev = keys.device
     if early_exit is None:
         early_exit = dev.type == "cpu"
+    if not early_exit:
+        hint = None  # deciding to skip a round is a host read: only where it is free
     # Every round's digit at once: [R, N].
     shifts, masks = _digit_constants(dev)
     digits = (keys.unsqueeze(0) >> shifts) & masks
     one = valid.to(torch.int64)
     vals = None
     if sums is not None:  # [R, N], zero where not valid
-        vals = sums.reshape(-1, keys.numel()).to(device=dev, dtype=torch.int64) * one.unsqueeze(0)
+        rows = 1 if sums.dim() == 1 else sums.shape[0]  # (an empty rank: -1 cannot be inferred from 0)
+        vals = sums.reshape(rows, keys.numel()).to(device=dev, dtype=torch.int64) * one.unsqueeze(0)
     n_rows = 0 if vals is None else vals.shape[0]
     # Round 1 (the top digit): one histogram row (and R rows of sums), plus the extra counts, in one all-reduce.
     hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev).scatter_add_(0, digits[0], one)
@@ -212,17 +224,37 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     if vals is not None:
         parts.append(torch.zeros(n_rows, BINS, dtype=torch.int64, device=dev).scatter_add_(
             1, digits[0].unsqueeze(0).expand(n_rows, -1), vals).reshape(-1))
+    n_hint = 0 if hint is None else hint.numel()
+    if hint is not None:  # the second digit of the keys under each guessed top digit (and their sums)
+        if n_rows not in (0, 1, n_hint):
+            raise ValueError(f"radix_select: sums has {n_rows} rows for {n_hint} hints (expected 1 or {n_hint})")
+        under = one.unsqueeze(0) * (digits[0].unsqueeze(0) == hint.reshape(-1, 1).to(dev))       # [H, N]
+        idx1 = digits[1].unsqueeze(0).expand(n_hint, -1)
+        parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(1, idx1, under).reshape(-1))
+        if vals is not None:
+            parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(
+                1, idx1, vals.expand(n_hint, -1) * under).reshape(-1))
     n_extra = 0 if extra is None else extra.numel()
     if extra is not None:
         parts.append(extra.reshape(-1).to(device=dev, dtype=torch.int64))
     payload = all_reduce(torch.cat(parts) if len(parts) > 1 else hist0, "sum", group)
     hist0 = payload[:BINS]
-    sum_hist = payload[BINS:BINS * (1 + n_rows)].view(n_rows, BINS) if n_rows else None
-    extra_g = payload[BINS * (1 + n_rows):] if n_extra else None
+    at = BINS * (1 + n_rows)
+    sum_hist = payload[BINS:at].view(n_rows, BINS) if n_rows else None
+    pre_hist1 = pre_sums1 = None
+    if n_hint:
+        pre_hist1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+        at += n_hint * BINS
+        if vals is not None:
+            pre_sums1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+            at += n_hint * BINS
+    extra_g = payload[at:] if n_extra else None
     n_valid = hist0.sum()
     kk = (k(n_valid, extra_g) if callable(k) else k).reshape(-1).to(device=dev, dtype=torch.int64)
     kk = torch.minimum(kk.clamp_min(0), n_valid)
     nk = kk.numel()
+    if n_hint not in (0, nk):
+        raise ValueError(f"radix_select: {n_hint} hints for {nk} k's")
     remaining = kk.clamp_min(1)  # the rank (from the top) still to find among the matching keys
     prefix = torch.zeros(nk, dtype=torch.int64, device=dev)
     offsets = (torch.arange(nk, device=dev) * BINS).unsqueeze(1)
@@ -234,8 +266,13 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
         sum_hist = sum_hist.expand(nk, -1)  # type: ignore[union-attr]
         acc = torch.zeros(nk, dtype=torch.int64, device=dev)  # sums of the keys above the chosen bins
     match = one.unsqueeze(0)  # [K or 1, N]: 1 where the key still matches the chosen prefix
+    top = None
     for r, shift in enumerate(SHIFTS):
-        if r > 0:
+        if r == 1 and hint is not None and bool(((top == hint.reshape(-1).to(dev)) | (kk == 0)).all()):
+            hist = pre_hist1  # every guess was right: this round was reduced with the first
+            if vals is not None:
+                sum_hist = pre_sums1
+        elif r > 0:
             idx = (digits[r].unsqueeze(0) + offsets).reshape(-1)
             hist = torch.zeros(nk * BINS, dtype=torch.int64, device=dev)
             hist.scatter_add_(0, idx, match.expand(nk, -1).reshape(-1))
@@ -252,6 +289,8 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
         in_bin = hist.gather(1, sel2).squeeze(1)
         remaining = remaining - (at_or_above.gather(1, sel2) - in_bin.unsqueeze(1)).squeeze(1)
         prefix = prefix | (sel << shift)
+        if r == 0:
+            top = sel
         if vals is not None:
             scs = sum_hist.cumsum(1)  # type: ignore[union-attr]
             acc = acc + (scs[:, -1] - scs.gather(1, sel2).squeeze(1))  # the bins above the chosen one
@@ -263,7 +302,7 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     thr = torch.where(kk > 0, prefix, torch.full_like(prefix, NO_KEY))
     # The selection = every key above the chosen bins + the whole last chosen bin (one key after 6 rounds).
     picked = None if vals is None else torch.where(kk > 0, acc + last_bin, torch.zeros_like(acc))
-    return Selection(thr, kk, n_valid, extra_g, picked)
+    return Selection(thr, kk, n_valid, extra_g, picked, top)
 
 
 def kth_largest_keys(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,

@@ -72,6 +72,7 @@ class DART(Denoiser):
         if not 0.0 <= r <= 1.0:
             raise ValueError(f"dart option r={r}: must lie in [0, 1]")
         self.tau_m, self.r = float(tau_m), float(r)
+        self._hint: Optional[torch.Tensor] = None  # the select's last top digits (a guess, never a decision)
 
     def _steps(self, option: str, span: Span) -> int:
         try:
@@ -130,7 +131,9 @@ class DART(Denoiser):
         local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
         # One select gives both thresholds, B, Σℓ, the identified positives' Σℓ and the relabelled ones'
         # Σ BCE(p, 0): Σ_kept BCE(p, y') = Σℓ − Σ_identified ℓ + Σ_relabelled BCE(p, 0). No other collective.
-        sel = C.radix_select(keys, pos, counts, self.process_group, local, sums=torch.stack([q, q0]))
+        sel = C.radix_select(keys, pos, counts, self.process_group, local, sums=torch.stack([q, q0]),
+                             hint=self._hint)  # the last step's top digits: usually decides in one round
+        self._hint = sel.top
         identified = pos & (keys >= sel.thr[0])
         relabelled = pos & (keys >= sel.thr[1])
         dropped = identified & ~relabelled

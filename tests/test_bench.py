@@ -79,15 +79,16 @@ def test_bench_throughput_quick(tmp_path: Path) -> None:
     # BCE: one all-reduce of the float64 sums [Σ w·ℓ, Σ count]; R-CE adds Σ w to the same vector.
     assert c["bce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 2 * 8, "max_call_bytes": 2 * 8}
     assert c["rce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 3 * 8, "max_call_bytes": 3 * 8}
-    # T-CE: the radix select (one [1, BINS] int64 histogram per round, the first one carrying the batch size;
-    # on CPU it stops once a round has decided the selection) plus its float64 sums [Σ w·ℓ, Σ kept].
+    # T-CE: only the radix select's all-reduces (on CPU it stops once a round has decided). Each round carries
+    # a [BINS] count and a [BINS] loss-sum histogram; the first also the guessed second digit's two rows and
+    # [B, Σℓ], so the loss value needs no all-reduce of its own.
     for ws in ("1", "3"):
         assert c["bce"][ws]["max_call_bytes"] == (16 if ws == "3" else 0)
     t = c["tce"]["3"]
-    rounds = t["calls_per_step"] - 1
+    rounds = t["calls_per_step"]
     assert 1 <= rounds < len(SHIFTS)  # early exit: fewer than the 6 rounds
-    assert t["bytes_per_step"] == pytest.approx(rounds * BINS * 8 + 8 + 2 * 8)
-    assert t["max_call_bytes"] == (BINS + 1) * 8  # the first round: histogram + batch size; whatever the ranks
+    assert t["bytes_per_step"] == pytest.approx((4 * BINS + 2) * 8 + (rounds - 1) * 2 * BINS * 8)
+    assert t["max_call_bytes"] == (4 * BINS + 2) * 8  # the first round, whatever the ranks
 
 
 def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
