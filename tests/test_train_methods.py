@@ -43,7 +43,8 @@ def check(report: dict, world: int) -> None:
 @pytest.mark.dist
 def test_every_denoiser_trains_on_two_ranks(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    torchrun("train_methods.py", 2, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path)])
+    torchrun("train_methods.py", 2, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path)],
+             timeout=480)  # ten trainer runs plus four DMP builds on two processes
     report = json.loads(out.read_text())
     check(report, 2)
     assert report["checkpoint"]["max_abs_diff"] < 1e-5  # the loaded prior reproduces the saved model
