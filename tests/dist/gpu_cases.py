@@ -46,7 +46,8 @@ from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import build_module, model_spec, seed_everything, train
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.
-RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0}, "deca": {"C1": 10}}
+RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0},
+          "deca": {"objective": "paper", "C1": 10}}
 TABLE_LOOKUPS = ("deca", "deca_p", "observation", "observation_tce")  # loss runs sharded lookups of its own
 BATCH = 96
 
