@@ -159,7 +159,8 @@ _FIXED_MAX = 1e5  # per-sample cap, so a batch of 1e6 samples stays far inside i
 def fixed_point(x: torch.Tensor) -> torch.Tensor:
     """``round(x · 2^24)`` as int64 (``x`` clamped to [0, 1e5]): integer sums are exact and order-free, so
     a global sum of them is the same on any number of ranks. Divide by :data:`FIXED_POINT` to read back."""
-    return torch.round(x.detach().to(torch.float64).clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
+    x = torch.nan_to_num(x.detach().to(torch.float64), nan=_FIXED_MAX, posinf=_FIXED_MAX)  # NaN: the cap, not garbage
+    return torch.round(x.clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
 
 
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
