@@ -10,11 +10,8 @@ OUT ?= runs/default
 EPOCHS ?= 3
 # The recommended denoising set-up for make train (BCE is one flag away: make train DENOISER=bce).
 DENOISER ?= deca_p
-# Each denoiser's options for this 3-epoch run (docs/denoisers.md): schedules scaled to ~1 epoch, DeCA's C1=10.
-PARAMS_deca_p := -p C1=10
-PARAMS_deca := -p C1=10
-PARAMS_tce := -p num_gradual=98
-PARAMS_dart := -p t_m=98
+# Each denoiser's defaults act on a 3-epoch run (T-CE/DART ramps over one epoch, DeCA's marginal objective);
+# PARAMS_<name> := -p key=value adds options for one of them (docs/denoisers.md).
 ARGS ?=
 # The folder of the local Slurm cluster of `make slurm-up` (short, under /tmp: munged wants a reachable socket).
 SLURM_DIR ?= /tmp/denoisrec-slurm-$(shell id -u)

@@ -2,7 +2,8 @@
 WSDM 2021): the truncated loss T-CE and the reweighted loss R-CE.
 
 **T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual``
-(the reference code's linear ramp). At step ``T`` the ``⌊ε(T)·B⌋`` positives with the largest loss are
+(the reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of
+the run (``"30%"``; :mod:`~denoisrec.denoisers.span`): the paper's 30,000 steps never ramp up in a short run. At step ``T`` the ``⌊ε(T)·B⌋`` positives with the largest loss are
 dropped (``B`` counts the whole global batch, negatives included; only positives are ever dropped, all of
 them when fewer exist), and the loss is the mean BCE over the kept samples::
 
@@ -24,13 +25,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.span import Span
 
 # Absorbs float64 representation error in ⌊ε·B⌋ when ε·B is an integer on paper (e.g. 0.1·30).
 _FLOOR_EPS = 1e-9
@@ -46,29 +48,50 @@ class TruncatedBCE(Denoiser):
 
     Args:
         eps_max: the final drop rate ``ε_max`` (paper grid {0.05, 0.1, 0.2}; best in [0.1, 0.3]).
-        num_gradual: steps over which ``ε`` ramps linearly from 0 to ``ε_max`` (grid 1k-30k); 0 starts at
-            ``ε_max``.
+        num_gradual: length of the linear ramp of ``ε`` from 0 to ``ε_max``: steps (paper grid 1k-30k),
+            epochs (``"1ep"``, the default: acts in any run of more than one epoch) or a share of the run
+            (``"30%"``); 0 starts at ``ε_max``.
     """
 
     name = "tce"
     GRID = {"eps_max": [0.05, 0.1, 0.2], "num_gradual": [1000, 5000, 10000, 20000, 30000]}
 
-    def __init__(self, eps_max: float = 0.2, num_gradual: int = 30000, process_group: Optional[Any] = None) -> None:
+    def __init__(self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep",
+                 process_group: Optional[Any] = None) -> None:
         super().__init__(process_group)
         if not 0.0 <= eps_max <= 1.0:
             raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1]")
-        if num_gradual < 0:
-            raise ValueError(f"tce option num_gradual={num_gradual}: must be >= 0")
-        self.eps_max, self.num_gradual = float(eps_max), int(num_gradual)
+        self.eps_max = float(eps_max)
+        self.ramp = Span.parse("tce option num_gradual", num_gradual)
+        self._hint: Optional[torch.Tensor] = None  # the select's last top digit (a guess, never a decision)
+
+    @property
+    def num_gradual(self) -> int:
+        """The ramp in steps (resolved against the run length for epochs / shares)."""
+        try:
+            return self.ramp.steps(self.steps_per_epoch, self.total_steps)
+        except ValueError as e:
+            raise ValueError(f"tce option num_gradual={e}") from None
+
+    def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        super().bind_run(steps_per_epoch, total_steps)
+        n = self.num_gradual
+        if n > total_steps:
+            reached = self.eps_max * total_steps / n
+            return [f"tce option num_gradual={self.ramp} ({n} steps) is longer than the run ({total_steps} steps): "
+                    f"the drop rate reaches only {reached:.3g} (eps_max={self.eps_max}); give it in epochs "
+                    "('1ep') or as a share of the run ('30%')"]
+        return []
 
     def hparams(self) -> Dict[str, Any]:
-        return {"eps_max": self.eps_max, "num_gradual": self.num_gradual}
+        return {"eps_max": self.eps_max, "num_gradual": int(self.ramp.value) if not self.ramp.relative else str(self.ramp)}
 
     def drop_rate(self, step: torch.Tensor) -> torch.Tensor:
         """``ε(T) = min(T · ε_max / num_gradual, ε_max)`` (float64)."""
-        if self.num_gradual == 0:
+        n = self.num_gradual
+        if n == 0:
             return torch.full((), self.eps_max, dtype=torch.float64, device=step.device)
-        ramp = step.to(torch.float64) * self.eps_max / self.num_gradual
+        ramp = step.to(torch.float64) * self.eps_max / n
         return ramp.clamp(max=self.eps_max)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
@@ -77,13 +100,21 @@ class TruncatedBCE(Denoiser):
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
         keys = C.order_keys(ell, sample_ids)
-        local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
-        # B travels in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device.
-        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
+        q = C.fixed_point(ell)
+        local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
+        # B and Σℓ travel in the select's first all-reduce; k = min(⌊ε·B⌋, |positives|) is formed on device;
+        # the dropped positives' Σℓ comes out of the select's rounds: the select is the step's only collective.
+        # The previous step's top digit as the hint: the k-th loss moves little between steps, so the
+        # select usually decides in its first all-reduce (CPU; see collectives.radix_select).
+        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local,
+                             sums=q, hint=self._hint)
+        self._hint = sel.top
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
         dropped = pos & (keys >= sel.thr[0])
         weight = (~dropped).to(ell.dtype)
-        loss, value, _ = self.global_mean(ell, weight, weight.sum())  # Σ kept over ranks = B − n_drop
+        kept = (n - n_drop).to(torch.float64).clamp_min(1e-12)  # B − n_drop, global
+        loss = self.scaled((weight * ell).sum(), kept)
+        value = ((sel.extra[1] - sel.sums[0]).to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype)  # type: ignore
         stats = {
             "eps": eps.float(),
             "drop_share": n_drop.float() / n.clamp_min(1).float(),

@@ -105,6 +105,15 @@ class Denoiser(nn.Module):
                              persistent=False)
         self._host_step = 0
         self._host_key: Optional[Tuple[int, int]] = None
+        self.steps_per_epoch: Optional[int] = None  # the run's length, set by bind_run (None outside a run)
+        self.total_steps: Optional[int] = None
+
+    def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        """Tell the denoiser the run's length before its first step (the trainer does; see
+        :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the run resolve to
+        steps. Returns warnings, one line each, for schedules that do not act within ``total_steps``."""
+        self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
+        return []
 
     @property
     def host_step(self) -> int:
@@ -246,6 +255,10 @@ class Denoiser(nn.Module):
             out["post_noisy_pos"] = ratio(v["post_pos_noisy"], v["pos_noisy"])
             out["post_clean_pos"] = ratio(v["post_pos_clean"], v["pos_clean"])
         return out
+
+    def check_stats(self, stats: Dict[str, float]) -> None:
+        """Called at log steps with this step's global stats as host floats (the same on every rank): raise
+        to stop a run that has failed in a way the denoiser can recognise (e.g. DeCA's collapse)."""
 
     def model_parallel_tables(self) -> List[str]:
         """Embedding tables of this denoiser that must be sharded model-parallel (not replicated)."""

@@ -127,12 +127,16 @@ class Selection:
         k: ``[K]`` int64 counts actually selected, ``min(requested, n_valid)``.
         n_valid: int64 scalar, the global number of valid entries.
         extra: the global sum of the ``extra`` counts passed in (``None`` if none were).
+        sums: ``[K]`` int64 global sums of the ``sums`` values passed in over each selected set (``None`` if
+            none were): e.g. the fixed-point loss of the dropped samples, with no collective of its own.
     """
 
     thr: torch.Tensor
     k: torch.Tensor
     n_valid: torch.Tensor
     extra: Optional[torch.Tensor]
+    sums: Optional[torch.Tensor] = None
+    top: Optional[torch.Tensor] = None  # [K] the chosen top digits: the next call's ``hint``
 
 
 KFn = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -148,9 +152,21 @@ def _digit_constants(dev: torch.device) -> "tuple[torch.Tensor, torch.Tensor]":
     return _CONSTANTS[dev]
 
 
+FIXED_POINT = float(1 << 24)  # :func:`fixed_point` resolution: 6e-8 per sample
+_FIXED_MAX = 1e5  # per-sample cap, so a batch of 1e6 samples stays far inside int64
+
+
+def fixed_point(x: torch.Tensor) -> torch.Tensor:
+    """``round(x · 2^24)`` as int64 (``x`` clamped to [0, 1e5]): integer sums are exact and order-free, so
+    a global sum of them is the same on any number of ranks. Divide by :data:`FIXED_POINT` to read back."""
+    x = torch.nan_to_num(x.detach().to(torch.float64), nan=_FIXED_MAX, posinf=_FIXED_MAX)  # NaN: the cap, not garbage
+    return torch.round(x.clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
+
+
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
                  group: ProcessGroup = None, extra: Optional[torch.Tensor] = None,
-                 early_exit: Optional[bool] = None) -> Selection:
+                 early_exit: Optional[bool] = None, sums: Optional[torch.Tensor] = None,
+                 hint: Optional[torch.Tensor] = None) -> Selection:
     """Exact global k-th largest key among ``valid`` entries, for several k at once.
 
     Keys must be non-negative int64 and distinct across the group (see :func:`order_keys`).
@@ -173,36 +189,100 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     free for CPU tensors, a device synchronisation on GPU, so there it is off and all rounds run. With
     losses as keys the chosen bin is usually down to the one k-th key after the second round (22 bits).
     ``thr`` is then not the k-th key itself but selects the same set (see :class:`Selection`).
+
+    **Sums over the selection** (``sums``: int64 ``[N]``, or ``[K, N]`` one row per k). Every round's
+    all-reduce also carries, per bin, the sum of these values over the matching keys; the selected set is
+    the keys above the chosen bin at every round plus the whole bin of the last round, so its global sum is
+    read from the reduced rows (:attr:`Selection.sums`): what the caller would otherwise all-reduce after
+    the select (T-CE's and DART's loss value) costs no collective, only wider payloads.
+
+    **Hint** (``hint``: ``[K]`` guesses of each k's top digit, e.g. the previous step's
+    :attr:`Selection.top`; used with the early exit, i.e. on CPU). The first all-reduce also carries, for
+    each k, the second digit's histogram of the keys whose top digit equals the guess. When every guess was
+    right, the second round needs no all-reduce of its own, and as the second round usually decides, the
+    select is then one all-reduce. A wrong guess costs nothing but the wider first payload. Every rank
+    holds the same hint (it comes from a global result), so the ranks still take the same path.
     """
     keys = keys.reshape(-1)
     valid = valid.reshape(-1)
     dev = keys.device
     if early_exit is None:
         early_exit = dev.type == "cpu"
+    if not early_exit:
+        hint = None  # deciding to skip a round is a host read: only where it is free
     # Every round's digit at once: [R, N].
     shifts, masks = _digit_constants(dev)
     digits = (keys.unsqueeze(0) >> shifts) & masks
     one = valid.to(torch.int64)
-    # Round 1 (the top digit): one histogram row, plus the extra counts, in one all-reduce.
+    vals = None
+    if sums is not None:  # [R, N], zero where not valid
+        rows = 1 if sums.dim() == 1 else sums.shape[0]  # (an empty rank: -1 cannot be inferred from 0)
+        vals = sums.reshape(rows, keys.numel()).to(device=dev, dtype=torch.int64) * one.unsqueeze(0)
+    n_rows = 0 if vals is None else vals.shape[0]
+    # Round 1 (the top digit): one histogram row (and R rows of sums), plus the extra counts, in one all-reduce.
     hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev).scatter_add_(0, digits[0], one)
+    parts = [hist0]
+    if vals is not None:
+        parts.append(torch.zeros(n_rows, BINS, dtype=torch.int64, device=dev).scatter_add_(
+            1, digits[0].unsqueeze(0).expand(n_rows, -1), vals).reshape(-1))
+    n_hint = 0 if hint is None else hint.numel()
+    if hint is not None:  # the second digit of the keys under each guessed top digit (and their sums)
+        if n_rows not in (0, 1, n_hint):
+            raise ValueError(f"radix_select: sums has {n_rows} rows for {n_hint} hints (expected 1 or {n_hint})")
+        under = one.unsqueeze(0) * (digits[0].unsqueeze(0) == hint.reshape(-1, 1).to(dev))       # [H, N]
+        idx1 = digits[1].unsqueeze(0).expand(n_hint, -1)
+        parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(1, idx1, under).reshape(-1))
+        if vals is not None:
+            parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(
+                1, idx1, vals.expand(n_hint, -1) * under).reshape(-1))
     n_extra = 0 if extra is None else extra.numel()
-    payload = hist0 if extra is None else torch.cat([hist0, extra.reshape(-1).to(device=dev, dtype=torch.int64)])
-    payload = all_reduce(payload, "sum", group)
-    hist0, extra_g = payload[:BINS], (payload[BINS:] if n_extra else None)
+    if extra is not None:
+        parts.append(extra.reshape(-1).to(device=dev, dtype=torch.int64))
+    payload = all_reduce(torch.cat(parts) if len(parts) > 1 else hist0, "sum", group)
+    hist0 = payload[:BINS]
+    at = BINS * (1 + n_rows)
+    sum_hist = payload[BINS:at].view(n_rows, BINS) if n_rows else None
+    pre_hist1 = pre_sums1 = None
+    if n_hint:
+        pre_hist1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+        at += n_hint * BINS
+        if vals is not None:
+            pre_sums1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+            at += n_hint * BINS
+    extra_g = payload[at:] if n_extra else None
     n_valid = hist0.sum()
     kk = (k(n_valid, extra_g) if callable(k) else k).reshape(-1).to(device=dev, dtype=torch.int64)
     kk = torch.minimum(kk.clamp_min(0), n_valid)
     nk = kk.numel()
+    if n_hint not in (0, nk):
+        raise ValueError(f"radix_select: {n_hint} hints for {nk} k's")
     remaining = kk.clamp_min(1)  # the rank (from the top) still to find among the matching keys
     prefix = torch.zeros(nk, dtype=torch.int64, device=dev)
     offsets = (torch.arange(nk, device=dev) * BINS).unsqueeze(1)
     hist = hist0.unsqueeze(0).expand(nk, -1)
+    if vals is not None:
+        if n_rows not in (1, nk):
+            raise ValueError(f"radix_select: sums has {n_rows} rows for {nk} k's (expected 1 or {nk})")
+        vals = vals.expand(nk, -1)
+        sum_hist = sum_hist.expand(nk, -1)  # type: ignore[union-attr]
+        acc = torch.zeros(nk, dtype=torch.int64, device=dev)  # sums of the keys above the chosen bins
     match = one.unsqueeze(0)  # [K or 1, N]: 1 where the key still matches the chosen prefix
+    top = None
     for r, shift in enumerate(SHIFTS):
-        if r > 0:
+        if r == 1 and hint is not None and bool(((top == hint.reshape(-1).to(dev)) | (kk == 0)).all()):
+            hist = pre_hist1  # every guess was right: this round was reduced with the first
+            if vals is not None:
+                sum_hist = pre_sums1
+        elif r > 0:
+            idx = (digits[r].unsqueeze(0) + offsets).reshape(-1)
             hist = torch.zeros(nk * BINS, dtype=torch.int64, device=dev)
-            hist.scatter_add_(0, (digits[r].unsqueeze(0) + offsets).reshape(-1), match.expand(nk, -1).reshape(-1))
-            hist = all_reduce(hist.view(nk, BINS), "sum", group)
+            hist.scatter_add_(0, idx, match.expand(nk, -1).reshape(-1))
+            if vals is None:
+                hist = all_reduce(hist.view(nk, BINS), "sum", group)
+            else:  # counts and sums in one all-reduce
+                sh = torch.zeros(nk * BINS, dtype=torch.int64, device=dev).scatter_add_(0, idx, (vals * match).reshape(-1))
+                both = all_reduce(torch.cat([hist, sh]), "sum", group)
+                hist, sum_hist = both[: nk * BINS].view(nk, BINS), both[nk * BINS:].view(nk, BINS)
         cs = hist.cumsum(1)
         at_or_above = cs[:, -1:] - cs + hist  # matching keys whose digit is >= b
         sel = ((at_or_above >= remaining.unsqueeze(1)).sum(1) - 1).clamp_min(0)  # largest b reaching it
@@ -210,12 +290,20 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
         in_bin = hist.gather(1, sel2).squeeze(1)
         remaining = remaining - (at_or_above.gather(1, sel2) - in_bin.unsqueeze(1)).squeeze(1)
         prefix = prefix | (sel << shift)
+        if r == 0:
+            top = sel
+        if vals is not None:
+            scs = sum_hist.cumsum(1)  # type: ignore[union-attr]
+            acc = acc + (scs[:, -1] - scs.gather(1, sel2).squeeze(1))  # the bins above the chosen one
+            last_bin = sum_hist.gather(1, sel2).squeeze(1)  # type: ignore[union-attr]
         if early_exit and r + 1 < len(SHIFTS) and bool(((remaining == in_bin) | (kk == 0)).all()):
             break  # every k takes its whole bin: keys >= prefix is the exact selection
         if r + 1 < len(SHIFTS):
             match = match * (digits[r].unsqueeze(0) == sel2)
     thr = torch.where(kk > 0, prefix, torch.full_like(prefix, NO_KEY))
-    return Selection(thr, kk, n_valid, extra_g)
+    # The selection = every key above the chosen bins + the whole last chosen bin (one key after 6 rounds).
+    picked = None if vals is None else torch.where(kk > 0, acc + last_bin, torch.zeros_like(acc))
+    return Selection(thr, kk, n_valid, extra_g, picked, top)
 
 
 def kth_largest_keys(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,

@@ -23,9 +23,28 @@ weight decay would still move them, and the trainer warns about both):
 The batch loss is the mean over the global positives plus the mean over the global negatives (L2 on
 ``f`` is the optimizer's weight decay). ``f`` and ``g`` are co-trained through the KL terms.
 
+**Why the paper's constants collapse on impression data, and the marginal likelihood** (``objective``). With
+``h``, ``h'`` at their optimum the DP + DN objective is linear in ``f``: summing the ``f``-terms of a sample
+with observed-positive probability ``q`` under the class-balanced means (``P`` positives, ``N`` negatives),
+``f`` is pushed up only where ``q / (1 − q) > (C1 / C2) · P / N``: ``C1 / C2`` is a threshold on a sample's
+odds of being an observed positive *relative to the batch's*. With sampled negatives (the paper: easy,
+random items) the odds of a real interaction are far above 100× the base; with observed negatives
+(impressions) almost none are, and ``f → 0`` everywhere at the defaults (clean AUC 0.44-0.50). The default
+``objective="marginal"`` drops the constants and the bound: it maximises the observed label's likelihood
+under the noise model, the quantity whose Jensen upper bound Eq. 9's first term is::
+
+    −log P(ỹ | x) = −log[ f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0) ],   P(ỹ=1 | y=1) = h',  P(ỹ=1 | y=0) = h
+    h' = h + (1 − h)·σ(z_h')          (h' > h: a preferred item is clicked more often; identifiable)
+
+plus the same agreement term, averaged over the global batch; both noise models are trained every step (no
+sub-tasks). ``objective="paper"`` keeps Eq. 14-15 exactly; there a collapse of ``f`` (its global mean below
+1% of the observed positive rate at a log step after the first 50 steps) stops the run with the reason
+(:meth:`DeCA.check_stats`) instead of finishing with AUC 0.5.
+
 **DeCA(p)** (Eq. 13, Alg. 2) replaces ``g`` by ``f'``, a frozen copy of the target architecture trained
 with plain BCE from another seed: phase 1 (global steps ``< pretrain_steps``) trains ``f'`` alone with BCE;
-phase 2 freezes it and trains ``f``, ``h``, ``h'`` with ``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)``. The trainer
+phase 2 freezes it (eval mode: no dropout, so ``f'`` is one fixed function; its forward without autograd)
+and trains ``f``, ``h``, ``h'`` with ``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)``. The trainer
 builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before the main loop, or loads
 ``prior_checkpoint`` instead.
 
@@ -68,8 +87,11 @@ class DeCA(Denoiser):
 
     Args:
         tables: ``{feature: num_embeddings}`` of the batch's sparse features (injected by the trainer).
-        C1: large constant replacing ``−log(1 − h')`` in DP (grid {1, 10, 100, 1000}).
-        C2: large constant replacing ``−log h`` in DN (grid {1, 10, 100, 1000}).
+        objective: ``"marginal"`` (default: −log P(ỹ | x) under the noise model, no constants) or ``"paper"``
+            (Eq. 14-15 with ``C1``, ``C2``, alternating DP / DN).
+        C1: ``objective="paper"`` only: large constant replacing ``−log(1 − h')`` in DP (default 1000; grid
+            {1, 10, 100, 1000}). Given with ``objective="marginal"`` it is an error, not silently unused.
+        C2: ``objective="paper"`` only: large constant replacing ``−log h`` in DN (default 10; same grid).
         alpha: KL mixing ``α`` (grid {0, 0.5, 1}).
         user_feature, item_feature: the id features the MFs read.
         mf_dim: width of the MF tables (``mf_dim − 1`` factors plus a bias column).
@@ -77,21 +99,32 @@ class DeCA(Denoiser):
     """
 
     name = "deca"
-    GRID = {"C1": [1, 10, 100, 1000], "C2": [1, 10, 100, 1000], "alpha": [0.0, 0.5, 1.0]}
+    GRID = {"alpha": [0.0, 0.5, 1.0]}  # the paper's C1, C2 grid {1, 10, 100, 1000}: with objective=paper
+    OBJECTIVES = ("marginal", "paper")
+    COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
     INJECTED = ("tables", "device")
     HEADS = ("g", "h", "hp")
     reports_posterior = True
 
-    def __init__(self, tables: Mapping[str, int], C1: float = 1000.0, C2: float = 10.0, alpha: float = 1.0,
+    def __init__(self, tables: Mapping[str, int], C1: Optional[float] = None, C2: Optional[float] = None,
+                 alpha: float = 1.0,
                  user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 objective: str = "marginal", device: Optional[torch.device] = None,
+                 process_group: Optional[Any] = None) -> None:
         super().__init__(process_group)
+        if objective not in self.OBJECTIVES:
+            raise ValueError(f"{self.name} option objective={objective!r}: expected one of {list(self.OBJECTIVES)}")
+        self.objective = objective
         for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
             if feat not in tables:
                 raise ValueError(f"{self.name} option {opt}={feat!r}: not a sparse feature of the data "
                                  f"(have {sorted(tables)})")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"{self.name} option alpha={alpha}: must lie in [0, 1]")
+        if objective == "marginal" and (C1 is not None or C2 is not None):
+            raise ValueError(f"{self.name} options C1={C1}, C2={C2}: used only by objective=paper (the default "
+                             "objective=marginal has no constants); add -p objective=paper or drop them")
+        C1, C2 = (1000.0 if C1 is None else C1), (10.0 if C2 is None else C2)
         if C1 < 0 or C2 < 0:
             raise ValueError(f"{self.name} options C1={C1}, C2={C2}: must be >= 0")
         self.C1, self.C2, self.alpha = float(C1), float(C2), float(alpha)
@@ -106,8 +139,23 @@ class DeCA(Denoiser):
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def hparams(self) -> Dict[str, Any]:
-        return {"C1": self.C1, "C2": self.C2, "alpha": self.alpha, "user_feature": self.user_feature,
+        paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
+        return {"objective": self.objective, **paper, "alpha": self.alpha, "user_feature": self.user_feature,
                 "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+
+    def check_stats(self, stats: Dict[str, float]) -> None:
+        """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
+        with the reason rather than let it finish with a constant score."""
+        if self.objective != "paper" or "f_mean" not in stats or self.host_step < self.COLLAPSE_GRACE_STEPS:
+            return
+        f_mean, pos = stats["f_mean"], stats.get("pos_share", 0.0)
+        if pos > 0 and f_mean < 0.01 * pos:
+            raise RuntimeError(
+                f"{self.name}: f collapsed to 0 at step {self.host_step} (mean f {f_mean:.2g} against an observed "
+                f"positive share {pos:.2f}): with objective=paper, C1/C2 = {self.C1 / max(self.C2, 1e-12):g} "
+                "is a threshold on a sample's odds of being an observed positive relative to the batch's, which "
+                "observed (impression) negatives never reach; use objective=marginal, or C1 close to C2 "
+                "(e.g. -p C1=10 -p C2=10)")
 
     # The parts DeCA(p) overrides.
     def subtask(self) -> int:
@@ -126,10 +174,43 @@ class DeCA(Denoiser):
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
+        if self.objective == "marginal":
+            return self.marginal_loss(logits, labels, batch, self.reference_logits(batch, mf), mf["h"], mf["hp"])
         task = self.subtask()
         # Only the sub-task's noise model is trained: the other one is detached (diagnostics only).
         zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
         return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
+
+    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, zr: torch.Tensor,
+                      zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
+        """``−log[f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0)] + agreement``, mean over the global batch (log space)."""
+        pos = labels > 0.5
+        posf = pos.to(z.dtype)
+        log_h, log_1mh = F.logsigmoid(zh), F.logsigmoid(-zh)
+        log_1mhp = log_1mh + F.logsigmoid(-zhp)                      # 1 − h' = (1 − h)(1 − σ(z_h'))
+        log_hp = torch.logaddexp(log_h, log_1mh + F.logsigmoid(zhp))  # h' = h + (1 − h)·σ(z_h')
+        log_f, log_1mf = F.logsigmoid(z), F.logsigmoid(-z)
+        log_p1 = torch.logaddexp(log_f + log_hp, log_1mf + log_h)      # log P(ỹ=1 | x)
+        log_p0 = torch.logaddexp(log_f + log_1mhp, log_1mf + log_1mh)  # log P(ỹ=0 | x)
+        per = -torch.where(pos, log_p1, log_p0) + self.agreement(z, zr)
+        with torch.no_grad():
+            post = torch.exp(log_f + log_hp - log_p1).detach()        # P(y=1 | ỹ=1) = h'f / P(ỹ=1)
+            f = torch.sigmoid(z.detach())
+        ones = torch.ones_like(per)
+        # One all-reduce: [Σ loss, B, P, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
+        loss, value, sums = self.global_mean(per, ones, ones.sum(), extra=[
+            posf.sum(), (post * posf).sum(), log_h.detach().exp().sum(), log_hp.detach().exp().sum(), f.sum()])
+        n = sums[1].clamp_min(1)
+        stats = {
+            "post_pos_mean": (sums[3] / sums[2].clamp_min(1)).float(),
+            "h_mean": (sums[4] / n).float(),
+            "h_prime_mean": (sums[5] / n).float(),
+            "f_mean": (sums[6] / n).float(),
+            "pos_share": (sums[2] / n).float(),
+        }
+        self.track_truth(batch, labels, bce_per_sample(z.detach(), labels), (1 - post) * posf, posterior=post)
+        dropped, relabelled = no_decisions(labels)
+        return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)
 
     def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
                   zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
@@ -148,9 +229,9 @@ class DeCA(Denoiser):
             zd = z.detach()
             # P(y=1 | ỹ=1) = h'f / (h'f + h(1 − f)), in log space.
             post = torch.sigmoid(F.logsigmoid(zhp) + F.logsigmoid(zd) - F.logsigmoid(zh) - F.logsigmoid(-zd))
-        # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h'].
+        # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
         sums = self.reduce_sums(posf.sum(), (1 - posf).sum(), local_pos, local_neg, (post * posf).sum(),
-                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum())
+                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum(), f.detach().sum())
         n_pos, n_neg = sums[0].clamp_min(1e-12), sums[1].clamp_min(1e-12)
         loss = self.scaled(local_pos, n_pos) + self.scaled(local_neg, n_neg)
         value = (sums[2] / n_pos + sums[3] / n_neg).to(z.dtype)
@@ -160,6 +241,8 @@ class DeCA(Denoiser):
             "post_pos_mean": (sums[4] / sums[0].clamp_min(1)).float(),
             "h_mean": (sums[5] / n).float(),
             "h_prime_mean": (sums[6] / n).float(),
+            "f_mean": (sums[7] / n).float(),
+            "pos_share": (sums[0] / n).float(),
         }
         self.track_truth(batch, labels, bce_per_sample(zd, labels), (1 - post) * posf, posterior=post)
         dropped, relabelled = no_decisions(labels)
@@ -174,7 +257,14 @@ class DeCAPrior(DeCA):
         prior: the ``f'`` model, ``(dense, KJT) → logits [B, 1]`` (injected: the trainer builds it with the
             target's builder and another seed).
         pretrain_steps: phase 1 length in global steps (``f'`` trained with BCE, nothing else); ``None``
-            lets the trainer set one epoch. 0 with ``prior_checkpoint``.
+            (the default): the trainer pre-trains ``f'`` to early stopping on the observed validation AUC,
+            as the paper, within ``pretrain_max_epochs``. 0 with ``prior_checkpoint``.
+        pretrain_max_epochs: bound on phase 1 in epochs (early stopping only).
+        pretrain_patience: epochs without a better validation AUC before phase 1 stops (the best epoch's
+            weights are restored).
+        prior_cache: score the training split with the frozen ``f'`` once after phase 1 and look the
+            scores up by sample id in phase 2 (``f'`` is a fixed function there, so this is exact), instead
+            of its forward every step; costs 12 bytes per training row on every rank.
         prior_checkpoint: a ``torch.save(model.state_dict())`` file of the target architecture, loaded into
             ``f'`` by the trainer after sharding (then no phase 1).
         (the other options as :class:`DeCA`)
@@ -185,11 +275,13 @@ class DeCAPrior(DeCA):
     HEADS = ("h", "hp")
     static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
 
-    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: float = 1000.0, C2: float = 10.0,
-                 alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
+    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: Optional[float] = None,
+                 C2: Optional[float] = None, alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
                  mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
+                 pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, prior_cache: bool = True,
+                 objective: str = "marginal",
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
-        super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, device, process_group)
+        super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
         if prior_checkpoint is not None:
             if pretrain_steps:
@@ -198,16 +290,31 @@ class DeCAPrior(DeCA):
             pretrain_steps = 0
         if pretrain_steps is not None and pretrain_steps < 0:
             raise ValueError(f"deca_p option pretrain_steps={pretrain_steps}: must be >= 0")
+        if not pretrain_max_epochs > 0 or pretrain_patience < 1:
+            raise ValueError(f"deca_p options pretrain_max_epochs={pretrain_max_epochs}, "
+                             f"pretrain_patience={pretrain_patience}: must be > 0 and >= 1")
         self.pretrain_steps = pretrain_steps
         self.prior_checkpoint = prior_checkpoint
+        self.pretrain_max_epochs, self.pretrain_patience = float(pretrain_max_epochs), int(pretrain_patience)
+        # Phase 1's length once run (-1: not yet), checkpointed: a resumed run's phase 2 count starts there.
+        self.register_buffer("pretrained_steps", torch.full((), -1, dtype=torch.int64))
+        self.prior_cache = bool(prior_cache)
+        self._cache: Optional[tuple] = None  # (sorted sample ids [N], f' logits [N]) once set_prior_scores ran
+
+    def set_prior_scores(self, sample_ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """Phase 2 reads ``f'`` from these scores (every training row's, any order) instead of running it."""
+        order = torch.argsort(sample_ids)
+        self._cache = (sample_ids[order].contiguous(), logits[order].float().contiguous())
 
     def hparams(self) -> Dict[str, Any]:
-        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint}
+        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint,
+                "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience,
+                "prior_cache": self.prior_cache}
 
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:
             raise ValueError("deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
-                             "-p prior_checkpoint=PATH (the trainer defaults it to one epoch)")
+                             "-p prior_checkpoint=PATH (the trainer pre-trains to early stopping)")
         return self.pretrain_steps
 
     def in_pretraining(self) -> bool:
@@ -220,7 +327,14 @@ class DeCAPrior(DeCA):
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
     def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
+        ids = getattr(batch, "sample_ids", None)
+        if self._cache is not None and ids is not None:
+            keys, z = self._cache
+            at = torch.searchsorted(keys, ids).clamp_max(max(keys.numel() - 1, 0))
+            # No host sync: checked on device (a row that was not scored would be an error, not a guess).
+            torch._assert_async((keys[at] == ids).all(), "deca_p: a sample id without a cached f' score")
+            return z[at]
+        with torch.no_grad():  # f' is frozen: its forward without autograd
             return self.prior_logits(batch)
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
@@ -231,7 +345,12 @@ class DeCAPrior(DeCA):
                 batch: Optional[Any]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
-        if not self.in_pretraining():
+        pretraining = self.in_pretraining()
+        # f' trains (dropout on) only in phase 1; frozen, it is a fixed function: eval mode (dropout off),
+        # whatever model.train() the trainer called. A host-side flag check: no device work.
+        if self.prior.training != (pretraining and self.training):
+            self.prior.train(pretraining and self.training)
+        if not pretraining:
             return super().compute(logits, labels, sample_ids, batch)
         # Phase 1 (Alg. 2 lines 2-9): BCE on f' only; f, h, h' are not in the graph.
         zp = self.prior_logits(batch)

@@ -61,10 +61,14 @@ class LCD(Denoiser):
         return {"alpha_b": self.cdf.alpha, "beta_b": self.cdf.beta, "start_step": self.start_step}
 
     def weight_of(self, ell: torch.Tensor) -> torch.Tensor:
-        """``ω = F(t)`` with ``t`` normalised by the global min and max loss (float64, detached)."""
-        mm = C.global_min_max(ell.detach(), group=self.process_group)
-        lo, span = mm[0].to(torch.float64), (mm[1] - mm[0]).to(torch.float64)
-        t = (ell.detach().to(torch.float64) - lo) / span.clamp_min(1e-300)
+        """``ω = F(t)`` with ``t`` normalised by the global min and max loss (float64 throughout, detached):
+        the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``."""
+        # All in float64, the span included: a float32 span rounds differently from the float64 numerator,
+        # so the largest loss would get t = 1 − 1e-7 and, where F is steep at 1 (β_B < 1), ω ≈ 1 − 1e-4.
+        ell64 = ell.detach().to(torch.float64)
+        mm = C.global_min_max(ell64, group=self.process_group)
+        lo, span = mm[0], mm[1] - mm[0]
+        t = (ell64 - lo) / span.clamp_min(1e-300)
         t = torch.where(span > 0, t, torch.zeros_like(t))
         return self.cdf(t)
 

@@ -40,8 +40,8 @@ def test_grid_points_and_selection_use_validation_only() -> None:
         GRID = {"eps_max": [0.1, 0.2], "num_gradual": [10, 20]}
 
     ofat = grid_points(Gridded, {}, "ofat", 24)
-    assert ofat[0] == {"eps_max": 0.2, "num_gradual": 30000}  # the defaults come first
-    assert {"eps_max": 0.1, "num_gradual": 30000} in ofat and {"eps_max": 0.2, "num_gradual": 10} in ofat
+    assert ofat[0] == {"eps_max": 0.2, "num_gradual": "1ep"}  # the defaults come first
+    assert {"eps_max": 0.1, "num_gradual": "1ep"} in ofat and {"eps_max": 0.2, "num_gradual": 10} in ofat
     assert len(ofat) == 1 + 1 + 2  # eps 0.2 is the default already
     assert len(grid_points(Gridded, {}, "full", 24)) == 1 + 4
     assert grid_points(Gridded, {"num_gradual": 5}, "ofat", 24) == [
@@ -79,15 +79,16 @@ def test_bench_throughput_quick(tmp_path: Path) -> None:
     # BCE: one all-reduce of the float64 sums [Σ w·ℓ, Σ count]; R-CE adds Σ w to the same vector.
     assert c["bce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 2 * 8, "max_call_bytes": 2 * 8}
     assert c["rce"]["3"] == {"calls_per_step": 1.0, "bytes_per_step": 3 * 8, "max_call_bytes": 3 * 8}
-    # T-CE: the radix select (one [1, BINS] int64 histogram per round, the first one carrying the batch size;
-    # on CPU it stops once a round has decided the selection) plus its float64 sums [Σ w·ℓ, Σ kept].
+    # T-CE: only the radix select's all-reduces (on CPU it stops once a round has decided). Each round carries
+    # a [BINS] count and a [BINS] loss-sum histogram; the first also the guessed second digit's two rows and
+    # [B, Σℓ], so the loss value needs no all-reduce of its own.
     for ws in ("1", "3"):
         assert c["bce"][ws]["max_call_bytes"] == (16 if ws == "3" else 0)
     t = c["tce"]["3"]
-    rounds = t["calls_per_step"] - 1
+    rounds = t["calls_per_step"]
     assert 1 <= rounds < len(SHIFTS)  # early exit: fewer than the 6 rounds
-    assert t["bytes_per_step"] == pytest.approx(rounds * BINS * 8 + 8 + 2 * 8)
-    assert t["max_call_bytes"] == (BINS + 1) * 8  # the first round: histogram + batch size; whatever the ranks
+    assert t["bytes_per_step"] == pytest.approx((4 * BINS + 2) * 8 + (rounds - 1) * 2 * BINS * 8)
+    assert t["max_call_bytes"] == (4 * BINS + 2) * 8  # the first round, whatever the ranks
 
 
 def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,8 +192,8 @@ def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
     from denoisrec.trainer.bench.quality import default_params
 
     d = default_params(DENOISERS["deca_p"])
-    assert d["C1"] == 1000 and not {"tables", "device", "prior"} & set(d)
-    assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": 30000}
+    assert d["objective"] == "marginal" and d["C1"] is None and not {"tables", "device", "prior"} & set(d)
+    assert default_params(DENOISERS["tce"]) == {"eps_max": 0.2, "num_gradual": "1ep"}
 
 
 def test_quality_methods_add_the_withheld_baseline() -> None:

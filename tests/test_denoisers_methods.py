@@ -115,6 +115,18 @@ def test_lcd_is_bce_before_its_start_step_and_corrects_from_it() -> None:
     assert d.step.item() == 3
 
 
+@pytest.mark.parametrize("name", ["lcd", "lcd_re"])
+def test_lcd_largest_loss_gets_exactly_omega_one_where_the_cdf_is_steep(name: str) -> None:
+    # α_B = β_B = 0.5: F'(t) → ∞ at t = 1, so a float32 span (t = 1 − 1e-7) gave ω ≈ 0.9999029.
+    z, y = [0.3, -2.75803], [1.0, 1.0]
+    out, _ = run(build_denoiser(name, alpha_b=0.5, beta_b=0.5), z, y)
+    p = [sig(v) for v in z]
+    if name == "lcd":  # ω = 1 on the largest loss keeps its label, ω = 0 on the smallest gives y* = p
+        assert out.target.tolist() == [pytest.approx(p[0], abs=1e-6), 1.0]
+    else:              # LCD-Re: the reverse
+        assert out.target.tolist() == [1.0, pytest.approx(p[1], abs=1e-6)]
+
+
 def test_lcd_all_negative_batch() -> None:
     z, y = [0.5, -1.5, 2.0], [0.0, 0.0, 0.0]
     out, _ = run(build_denoiser("lcd", alpha_b=1.0, beta_b=1.0), z, y)
@@ -299,7 +311,7 @@ def grads_of(module) -> dict:  # type: ignore[no-untyped-def]
 
 def test_deca_alternates_dp_and_dn_with_the_papers_terms_and_trains_only_that_noise_model() -> None:
     C1, C2, alpha = 3.0, 2.0, 0.5
-    d = make_deca(C1=C1, C2=C2, alpha=alpha)
+    d = make_deca(C1=C1, C2=C2, alpha=alpha, objective="paper")
     b = deca_batch()
     zg, zh, zhp = mf_by_hand(d, "g"), mf_by_hand(d, "h"), mf_by_hand(d, "hp")
     for step in range(4):
@@ -323,7 +335,7 @@ def test_deca_alternates_dp_and_dn_with_the_papers_terms_and_trains_only_that_no
 
 def test_deca_target_gradient_is_the_papers() -> None:
     C1, C2, alpha = 3.0, 2.0, 0.25
-    d = make_deca(C1=C1, C2=C2, alpha=alpha)
+    d = make_deca(C1=C1, C2=C2, alpha=alpha, objective="paper")
     b = deca_batch()
     zg, zh, zhp = mf_by_hand(d, "g"), mf_by_hand(d, "h"), mf_by_hand(d, "hp")
     for task in (0, 1):
@@ -345,8 +357,64 @@ def test_deca_target_gradient_is_the_papers() -> None:
         assert zgrad.tolist() == pytest.approx(z.grad.tolist(), rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("name,alpha", [("deca", 0.25), ("deca_p", 0.5)])
+def test_deca_marginal_likelihood_by_hand_trains_both_noise_models_every_step(name: str, alpha: float) -> None:
+    d = make_deca(name, alpha=alpha, **({"pretrain_steps": 0} if name == "deca_p" else {}))
+    assert d.objective == "marginal"
+    b = deca_batch()
+    zh, zhp = mf_by_hand(d, "h"), mf_by_hand(d, "hp")
+    zr = mf_by_hand(d, "g") if name == "deca" else [float(d.prior.w.bias[0])] * 6
+    per, post = [], []
+    for zi, yi, ri, a, c in zip(Z, Y, zr, zh, zhp):
+        f, r, h = sig(zi), sig(ri), sig(a)
+        hp = h + (1 - h) * sig(c)  # h' > h
+        p1 = f * hp + (1 - f) * h  # P(ỹ=1 | x) = f·h' + (1 − f)·h
+        nll = -math.log(p1) if yi else -math.log(1 - p1)
+        agree = alpha * kl(r, f) + (1 - alpha) * kl(f, r) if name == "deca" else alpha * kl(f, r) + (1 - alpha) * kl(r, f)
+        per.append(nll + agree)
+        post.append(f * hp / p1)
+    for step in range(2):
+        d.zero_grad(set_to_none=True)
+        out, zgrad = run(d, batch=b)
+        assert out.value.item() == pytest.approx(sum(per) / 6, rel=1e-5)  # mean over the whole batch
+        assert out.stats["post_pos_mean"].item() == pytest.approx(sum(p for p, y in zip(post, Y) if y) / 4, rel=1e-5)
+        assert out.stats["f_mean"].item() == pytest.approx(sum(sig(v) for v in Z) / 6, rel=1e-5)
+        got = grads_of(d)
+        assert got["h"] and got["hp"] and zgrad.abs().sum() > 0, (step, got)  # no DP/DN alternation
+        assert got.get("g", True) and not got.get("prior", False)
+    # d/dz of −log P(ỹ|x): f(1 − f)(h − h')/P(ỹ=1) for ỹ=1 (the agreement's part checked through the value).
+    z = torch.tensor(Z, dtype=torch.float64, requires_grad=True)
+    f = torch.sigmoid(z)
+    h = torch.sigmoid(torch.tensor(zh, dtype=torch.float64))
+    hp = h + (1 - h) * torch.sigmoid(torch.tensor(zhp, dtype=torch.float64))
+    r = torch.sigmoid(torch.tensor(zr, dtype=torch.float64))
+    p1 = f * hp + (1 - f) * h
+    y = torch.tensor(Y, dtype=torch.float64)
+    kl_rf = r * (r / f).log() + (1 - r) * ((1 - r) / (1 - f)).log()
+    kl_fr = f * (f / r).log() + (1 - f) * ((1 - f) / (1 - r)).log()
+    agree = alpha * kl_rf + (1 - alpha) * kl_fr if name == "deca" else alpha * kl_fr + (1 - alpha) * kl_rf
+    (torch.where(y > 0, -p1.log(), -(1 - p1).log()) + agree).mean().backward()
+    assert zgrad.tolist() == pytest.approx(z.grad.tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_deca_paper_objective_collapse_stops_the_run_with_the_reason() -> None:
+    d = make_deca(objective="paper")
+    healthy = {"f_mean": 0.3, "pos_share": 0.4}
+    collapsed = {"f_mean": 1e-4, "pos_share": 0.4}
+    d.check_stats(collapsed)  # within the grace steps: f may start anywhere
+    d.step.fill_(DENOISERS["deca"].COLLAPSE_GRACE_STEPS)
+    d.check_stats(healthy)
+    with pytest.raises(RuntimeError, match=r"f collapsed to 0 at step 50 .* C1/C2 = 100 .* objective=marginal"):
+        d.check_stats(collapsed)
+    make_deca().check_stats(collapsed)  # the marginal likelihood has no threshold to collapse on
+    with pytest.raises(ValueError, match="objective='em'"):
+        make_deca(objective="em")
+    with pytest.raises(ValueError, match="C1=10, C2=None: used only by objective=paper"):
+        make_deca(C1=10)
+
+
 def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:
-    d = make_deca("deca_p", pretrain_steps=2, alpha=1.0, C1=3.0, C2=2.0)
+    d = make_deca("deca_p", pretrain_steps=2, alpha=1.0, C1=3.0, C2=2.0, objective="paper")
     b = deca_batch()
     zp = [float(d.prior.w.bias[0])] * 6  # the dense features are 0: f' = its bias
     zh, zhp = mf_by_hand(d, "h"), mf_by_hand(d, "hp")
@@ -366,8 +434,34 @@ def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:
                 deca_value_by_hand(Z, Y, zp, zh, zhp, task, 3.0, 2.0, 1.0, prior=True), rel=1e-5)
 
 
+def test_deca_p_frozen_prior_runs_in_eval_mode_so_its_reference_is_one_function() -> None:
+    # A DeepFM prior with dropout 0.5: in training mode two forwards of one batch differ.
+    from denoisrec.models import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec("deepfm", [("user_id", NU), ("item_id", NI)], dense_in_features=1, embedding_dim=4,
+                     params={"mlp": [16], "dropout": 0.5}, embedding_init=0.5)
+    prior = spec.build(device=torch.device("cpu"))
+    d = build_denoiser("deca_p", context={"tables": {"user_id": NU, "item_id": NI}, "device": torch.device("cpu"),
+                                          "prior": prior}, mf_dim=3, pretrain_steps=1)
+    seen = []
+    prior.register_forward_hook(lambda m, i, o: seen.append(o.detach().reshape(-1).clone()))
+    b = deca_batch()
+    b.dense_features = torch.randn(6, 1)
+    d.train()
+    run(d, batch=b)                     # phase 1: f' trains, dropout on
+    assert prior.training
+    run(d, batch=b)                     # phase 2 (the trainer's model.train() again in between)
+    d.train()
+    run(d, batch=b)
+    assert not prior.training and d.training
+    assert not torch.equal(prior.train()(b.dense_features, b.sparse_features), prior(b.dense_features,
+                                                                                      b.sparse_features))
+    assert torch.equal(seen[1], seen[2])  # the two phase-2 reference calls agree exactly
+
+
 def test_host_step_mirror_follows_checkpoints() -> None:
-    d = make_deca()
+    d = make_deca(objective="paper")
     run(d, batch=deca_batch())
     assert d.subtask() == 1
     d.load_state_dict({**d.state_dict(), "step": torch.tensor(6)})

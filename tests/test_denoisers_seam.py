@@ -117,6 +117,38 @@ def test_radix_top_k_equals_a_sort(seed: int, early_exit: bool) -> None:
     assert torch.equal(masks, top_k_mask(keys, valid, ks))  # the CPU default exits early; same sets
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_radix_sums_over_the_selection_and_hints_change_nothing_but_the_rounds(seed: int) -> None:
+    from denoisrec.denoisers import collectives as C
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(0, 300, (1,), generator=g))
+    loss = (torch.randint(0, 6, (n,), generator=g).float() / 3) if seed % 2 else torch.rand(n, generator=g) * 20
+    keys = order_keys(loss, torch.randperm(1 << 20, generator=g)[:n])
+    valid = torch.rand(n, generator=g) < 0.7
+    ks = torch.tensor([n // 3, n // 7])
+    vals = torch.randint(0, 1 << 30, (2, n), generator=g)
+    calls = []
+    real = C.all_reduce
+    C.all_reduce = lambda t, op="sum", group=None: calls.append(1) or real(t, op, group)  # type: ignore
+    try:
+        ref = radix_select(keys, valid, ks, sums=vals, early_exit=False)
+        for hint in (None, ref.top, ref.top + 1):  # no guess, the right one, a wrong one
+            calls.clear()
+            sel = radix_select(keys, valid, ks, sums=vals, hint=hint)
+            masks = valid.unsqueeze(0) & (keys.unsqueeze(0) >= sel.thr.unsqueeze(1))
+            want = torch.sort(keys[valid], descending=True).values
+            for j, k in enumerate(ks.tolist()):
+                assert set(keys[masks[j]].tolist()) == set(want[:k].tolist())
+                assert int(sel.sums[j]) == int((vals[j] * masks[j]).sum())  # Σ over the selected set, exact
+            if hint is ref.top and n > 0:
+                assert len(calls) <= max(1, len(ref_calls) - 1)  # the right guess saves the second round
+            if hint is None:
+                ref_calls = list(calls)
+    finally:
+        C.all_reduce = real
+
+
 def test_radix_select_exits_early_once_the_histogram_decides() -> None:
     from denoisrec.denoisers import collectives as C
 

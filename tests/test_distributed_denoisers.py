@@ -23,8 +23,10 @@ CASES = [
     ["bootstrap_soft", {"lam": 0.7}],
     ["bootstrap_hard", {"lam": 0.6}],
     ["dart", {"t_i": 1, "t_m": 2, "tau_m": 0.6, "r": 0.5}],
-    ["deca", {"C1": 10.0, "C2": 5.0, "alpha": 0.5, "mf_dim": 4}],
+    ["deca", {"objective": "paper", "C1": 10.0, "C2": 5.0, "alpha": 0.5, "mf_dim": 4}],
+    ["deca", {"alpha": 0.5, "mf_dim": 4}],  # objective=marginal
     ["deca_p", {"pretrain_steps": 2, "alpha": 0.5, "mf_dim": 4}],
+    ["deca_p", {"objective": "paper", "pretrain_steps": 2, "alpha": 0.5, "mf_dim": 4}],
     ["observation", {"hidden": [4]}],  # here the KJT's user / item ids stand in for the context
     ["observation_tce", {"eps_max": 0.4, "num_gradual": 3, "form": "product"}],
 ]

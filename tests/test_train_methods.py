@@ -14,6 +14,8 @@ from denoisrec.denoisers import DENOISERS
 # Which models a step changes (f = target, g = DeCA's MF, h / h' = noise models, f' = DeCA(p)'s prior).
 DECA_STEPS = [["f", "g", "h"], ["f", "g", "h'"], ["f", "g", "h"], ["f", "g", "h'"]]  # DP, DN, DP, DN
 DECA_P_STEPS = [["f'"], ["f'"], ["f", "h"], ["f", "h'"], ["f", "h"]]  # phase 1 × 2, then DP, DN, DP
+# objective=marginal (the default): both noise models every step.
+MARGINAL_STEPS = {"deca_marginal": [["f", "g", "h", "h'"]] * 2, "deca_p_marginal": [["f'"], ["f", "h", "h'"], ["f", "h", "h'"]]}
 
 
 # A stat each method logs with the training metrics (besides the ground-truth report every method logs).
@@ -34,15 +36,20 @@ def check(report: dict, world: int) -> None:
             assert {"truth_post_noisy_pos", "truth_post_clean_pos"} <= set(s["logged"]), name
     assert report["updates"]["deca"] == DECA_STEPS
     assert report["updates"]["deca_p"] == DECA_P_STEPS
+    for name, steps in MARGINAL_STEPS.items():
+        assert report["updates"][name] == steps, name
 
 
 @pytest.mark.dist
 def test_every_denoiser_trains_on_two_ranks(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    torchrun("train_methods.py", 2, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path)])
+    torchrun("train_methods.py", 2, ["--data", str(tiny_data), "--out", str(out), "--work", str(tmp_path)],
+             timeout=480)  # ten trainer runs plus four DMP builds on two processes
     report = json.loads(out.read_text())
     check(report, 2)
     assert report["checkpoint"]["max_abs_diff"] < 1e-5  # the loaded prior reproduces the saved model
+    # Zeroing the prior's local tensors changes its logits on some rank; copying them back restores them.
+    assert report["checkpoint"]["zeroed_min_change"] > 1e-3 and report["checkpoint"]["restored_diff"] < 1e-6
 
 
 @pytest.mark.dist

@@ -6,8 +6,11 @@
   tables named ``prior_t_<feature>``.
 - :func:`static_graph` tells :func:`~denoisrec.trainer.sharding.wrap` whether DDP may assume a fixed set of
   trained parameters (not for DeCA / DeCA(p)).
-- :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (``pretrain_steps`` of BCE on
-  ``f'``; one epoch by default), or loads ``prior_checkpoint`` into the sharded ``f'``.
+- :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (BCE on ``f'`` to early stopping on
+  the observed validation AUC, or ``pretrain_steps`` steps; :mod:`~denoisrec.trainer.prior`), or loads
+  ``prior_checkpoint`` into the sharded ``f'``.
+- :func:`bind_run_length` tells the denoiser the run's length (T-CE / DART schedules given in epochs or as
+  a share of the run resolve to steps) and prints, loudly, any schedule that would not act within the run.
 - :func:`denoiser_stats` turns a step's ``LossOutput.stats`` and the denoiser's ground-truth report into
   floats with one host transfer (log steps only; :meth:`Denoiser.report` is a collective, so every rank
   calls this at the same steps).
@@ -37,6 +40,7 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.export import load_full_state
 from denoisrec.trainer.module import unwrap
+from denoisrec.trainer.prior import cache_prior_scores, pretrain_prior
 
 PRIOR_PREFIX = "prior_"
 
@@ -72,6 +76,13 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
                       "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
                       "to keep it exactly frozen", stacklevel=2)
     return build_denoiser(name, context=context, **cfg.denoiser.params)
+
+
+def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, log: Any) -> None:
+    """``Denoiser.bind_run`` before the first step; its warnings go to the log and to ``warnings``."""
+    for msg in denoiser_of(model).bind_run(steps_per_epoch, total_steps):
+        log.print(f"WARNING: {msg}")
+        warnings.warn(msg, stacklevel=2)
 
 
 def denoiser_of(model: nn.Module) -> Denoiser:
@@ -116,7 +127,9 @@ def denoiser_stats(model: nn.Module, out: Any) -> Dict[str, float]:
     if not values:
         return {}
     flat = torch.stack([v.detach().reshape(()).to(torch.float64).cpu() for v in values.values()]).tolist()
-    return dict(zip(values, flat))
+    floats = dict(zip(values, flat))
+    denoiser_of(model).check_stats(floats)  # e.g. DeCA's collapse guard: the reason, not a run ending at AUC 0.5
+    return floats
 
 
 # ---- DeCA(p): the prior's pre-training phase, or its checkpoint --------------------------------------------
@@ -150,35 +163,37 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
 
 
 def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
-                     log: Any) -> None:
-    """Run what must happen before the main loop. Only DeCA(p) needs anything: load its prior, or
-    pre-train it for ``pretrain_steps`` (one epoch of ``reader`` when unset) with BCE on this DMP model."""
+                     log: Any, valid: Optional[Any] = None) -> None:
+    """Run what must happen before the main loop. Only DeCA(p) needs anything: load its prior, or pre-train
+    it with BCE on this DMP model — ``pretrain_steps`` steps, or (unset) to early stopping on ``valid``'s
+    observed AUC within ``pretrain_max_epochs`` (:mod:`~denoisrec.trainer.prior`)."""
     d = denoiser_of(model)
     if not hasattr(d, "pretrain_steps"):
         return
+    _prepare_prior(model, d, cfg, reader, dense_opt, device, log, valid)
+    if d.prior_cache:
+        t0 = time.time()
+        n = cache_prior_scores(d, reader, device)
+        log.print(f"deca_p: f' scored once on {n:,} training rows ({time.time() - t0:.1f}s, {12 * n / 2**20:.1f} MiB "
+                  "per rank); phase 2 looks the scores up by sample id instead of running f' every step")
+
+
+def _prepare_prior(model: nn.Module, d: Any, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
+                   log: Any, valid: Optional[Any]) -> None:
     if d.prior_checkpoint is not None:
         load_prior_checkpoint(model, d.prior_checkpoint)
         log.print(f"deca_p: prior f' loaded from {d.prior_checkpoint}")
         return
-    if d.pretrain_steps is None:
-        d.pretrain_steps = len(reader)
-    todo = d.pretrain_steps - d.host_step
-    if todo <= 0:
+    done = int(d.pretrained_steps.item())  # once, before the loop
+    if done >= 0:  # a resumed run: phase 1 is behind us
+        d.pretrain_steps = done
         return
-    log.print(f"deca_p phase 1: pre-training the prior f' with BCE for {todo} step(s)")
-    model.train()
-    t0, done, epoch = time.time(), 0, 0
-    while done < todo:
-        reader.set_epoch(10_000 + epoch)  # a shuffle of its own (the main loop starts again at epoch 0)
-        for batch in reader:
-            if done >= todo:
-                break
-            batch = batch.to(device, non_blocking=True)
-            loss, (value, _, _) = model(batch)
-            dense_opt.zero_grad()
-            loss.backward()
-            dense_opt.step()
-            done += 1
-            if done % cfg.run.log_every == 0 or done == todo:
-                log.print(f"prior  {done:>6}/{todo} loss {float(value.item()):.4f} ({time.time() - t0:.1f}s)")
-        epoch += 1
+    fixed = d.pretrain_steps
+    if fixed is None:
+        how = (f"to early stopping on the observed validation AUC (at most {d.pretrain_max_epochs:g} epoch(s), "
+               f"patience {d.pretrain_patience})")
+    else:
+        how = f"for {fixed} step(s)"
+    log.print(f"deca_p phase 1: pre-training the prior f' with BCE {how}")
+    pretrain_prior(model, d, reader, valid if fixed is None else None, dense_opt, device, log,
+                   d.pretrain_max_epochs, d.pretrain_patience, cfg.run.log_every, fixed)

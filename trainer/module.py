@@ -9,7 +9,7 @@ Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` sc
 
 Example::
 
-    module = TrainModule(model, build_denoiser("tce"))
+    module = TrainModule(model, build_denoiser("tce", num_gradual=1000))
     loss, (value, logits, out) = module(batch)
     loss.backward()
 """

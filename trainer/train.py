@@ -48,8 +48,8 @@ from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
-from denoisrec.trainer.denoising import (build_denoiser_for, denoiser_stats, plan_constraints, prepare_denoiser,
-                                         static_graph)
+from denoisrec.trainer.denoising import (bind_run_length, build_denoiser_for, denoiser_stats, plan_constraints,
+                                         prepare_denoiser, static_graph)
 from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
@@ -339,7 +339,8 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
     if hidden:
         log.print(f"data: ignored {len(hidden)} hidden path(s) starting with _ or . (Spark/Hive convention): "
                   f"{', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''}")
-    prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log)  # DeCA(p): the prior's phase
+    bind_run_length(model, spe, total_steps, log)  # schedules in epochs / shares of the run → steps
+    prepare_denoiser(model, cfg, train_reader, opt.optimizer, env.device, log, readers["valid"])  # DeCA(p)'s phase 1
 
     # ------------------------------------------------------------------------------------------ loop
     guard = NonFiniteGuard(cfg.run.nonfinite, cfg.run.nonfinite_check_every, env.device, cfg.run.nonfinite_max_skips)

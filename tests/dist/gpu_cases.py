@@ -46,7 +46,8 @@ from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import build_module, model_spec, seed_everything, train
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.
-RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0}, "deca": {"C1": 10}}
+RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0},
+          "deca": {"objective": "paper", "C1": 10}}
 TABLE_LOOKUPS = ("deca", "deca_p", "observation", "observation_tce")  # loss runs sharded lookups of its own
 BATCH = 96
 
@@ -192,7 +193,11 @@ def case_denoisers(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> D
 
     # On CPU the radix select may stop early by reading its histogram on the host (free there); the GPU
     # path runs every round on device. Run the GPU path here, so the guard checks the code CUDA runs.
-    collectives.radix_select.__defaults__ = (None, None, False)
+    import inspect
+
+    names = [n for n, p in inspect.signature(collectives.radix_select).parameters.items()
+             if p.default is not inspect.Parameter.empty]  # group, extra, early_exit, sums, hint
+    collectives.radix_select.__defaults__ = tuple(False if n == "early_exit" else None for n in names)
     data = [b.to(env.device) for b in batches(a.data, schema, env, 3)]
     out: Dict[str, Any] = {}
     for name in sorted(DENOISERS):

@@ -35,7 +35,7 @@ METHODS = [
     ("bootstrap_soft", {}, None),
     ("bootstrap_hard", {}, None),
     ("dart", {"t_m": 2, "tau_m": 0.2}, None),
-    ("deca", {"C1": 10, "mf_dim": 8}, None),
+    ("deca", {"mf_dim": 8}, None),
     ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
     ("observation", {}, None),
     ("observation_tce", {"eps_max": 0.2}, None),
@@ -110,8 +110,9 @@ def update_pattern(cfg: Config, env, steps: int) -> List[List[str]]:  # type: ig
     return pattern
 
 
-def checkpoint_roundtrip(data: str, work: str, env) -> float:  # type: ignore[no-untyped-def]
-    """Save an unsharded target model, load it as DeCA(p)'s prior under DMP, compare the logits."""
+def checkpoint_roundtrip(data: str, work: str, env) -> dict:  # type: ignore[no-untyped-def]
+    """Save an unsharded target model, load it as DeCA(p)'s prior under DMP, compare the logits; then zero and
+    restore the prior's local tensors (phase 1's best-epoch restore) and compare again."""
     cfg = config(data, os.path.join(work, "ckpt_run"), "deca_p", {"mf_dim": 8}, "table_wise", 1, 128)
     schema = DataSchema.load(data)
     torch.manual_seed(7)
@@ -129,9 +130,23 @@ def checkpoint_roundtrip(data: str, work: str, env) -> float:  # type: ignore[no
     with torch.no_grad():
         got = denoiser_of(model).prior_logits(batch)
         want = reference(batch.dense_features, batch.sparse_features).reshape(-1)
-    diff = torch.tensor([float((got - want).abs().max()) if got.numel() else 0.0])
+    # Phase 1's best-epoch restore copies into local_tensors(f'): they must be the live (sharded) weights.
+    from denoisrec.trainer.prior import local_tensors
+
+    prior = denoiser_of(model).prior
+    snap = [t.detach().clone() for t in local_tensors(prior)]
+    with torch.no_grad():
+        for t in local_tensors(prior):
+            t.zero_()
+        zeroed = denoiser_of(model).prior_logits(batch)
+        for t, s in zip(local_tensors(prior), snap):
+            t.copy_(s)
+        restored = denoiser_of(model).prior_logits(batch)
+    diff = torch.tensor([float((got - want).abs().max()) if got.numel() else 0.0,
+                         float((restored - want).abs().max()) if got.numel() else 0.0,
+                         -float((zeroed - want).abs().max()) if got.numel() else 0.0])
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-    return float(diff)
+    return {"max_abs_diff": float(diff[0]), "restored_diff": float(diff[1]), "zeroed_min_change": -float(diff[2])}
 
 
 def logged_keys(out: str) -> List[str]:
@@ -163,12 +178,18 @@ def main() -> None:
         s = train(config(a.data, os.path.join(a.work, name), name, params, sharding, a.steps, 256))
         report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
                                  "world_size": s["world_size"], "logged": logged_keys(os.path.join(a.work, name))}
+    paper = {"objective": "paper", "C1": 10, "mf_dim": 8}
     report["updates"]["deca"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u1"), "deca", {"C1": 10, "mf_dim": 8}, None, 4, 128), env, 4)
+        config(a.data, os.path.join(a.work, "u1"), "deca", paper, None, 4, 128), env, 4)
     report["updates"]["deca_p"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u2"), "deca_p", {"pretrain_steps": 2, "mf_dim": 8}, None, 5, 128), env, 5)
+        config(a.data, os.path.join(a.work, "u2"), "deca_p", {**paper, "pretrain_steps": 2}, None, 5, 128), env, 5)
+    report["updates"]["deca_marginal"] = update_pattern(
+        config(a.data, os.path.join(a.work, "u3"), "deca", {"mf_dim": 8}, None, 2, 128), env, 2)
+    report["updates"]["deca_p_marginal"] = update_pattern(
+        config(a.data, os.path.join(a.work, "u4"), "deca_p", {"pretrain_steps": 1, "mf_dim": 8}, None, 3, 128),
+        env, 3)
     if not a.skip_checkpoint:
-        report["checkpoint"] = {"max_abs_diff": checkpoint_roundtrip(a.data, a.work, env)}
+        report["checkpoint"] = checkpoint_roundtrip(a.data, a.work, env)
     if env.rank == 0:
         with open(a.out, "w") as f:
             json.dump(report, f)

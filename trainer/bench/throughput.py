@@ -41,8 +41,9 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-# DeCA(p) is timed in its phase 2 (the prior frozen, its forward every step): the phase that lasts. The
-# prior's weights do not change the cost, so it is not pre-trained here (phase 1 is a BCE run).
+# DeCA(p) is timed in its phase 2 (the prior frozen; its scores cached by sample id, or with
+# -p deca_p.prior_cache=false its forward every step): the phase that lasts. The prior's weights do not
+# change the cost, so it is not pre-trained here (phase 1 is a BCE run).
 PHASE_PARAMS: Dict[str, Dict[str, Any]] = {"deca_p": {"pretrain_steps": 0}}
 TARGETS = {"deca": 0.80, "deca_p": 0.80}  # methods that run extra models; every other denoiser: 0.97
 DEFAULT_TARGET = 0.97
@@ -328,7 +329,8 @@ def worker(spec_path: str) -> None:
     from denoisrec.trainer.data.schema import DataSchema
     from denoisrec.trainer.dist import init_distributed, shutdown
     from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
-    from denoisrec.trainer.denoising import plan_constraints, static_graph
+    from denoisrec.trainer.denoising import denoiser_of, plan_constraints, static_graph
+    from denoisrec.trainer.prior import cache_prior_scores
     from denoisrec.trainer.train import build_module, seed_everything
     from denoisrec.trainer.train_labels import select_train_labels
 
@@ -365,6 +367,8 @@ def worker(spec_path: str) -> None:
         cfg.denoiser.params = {**PHASE_PARAMS.get(method, {}), **spec["params"].get(method, {})}
         seed_everything(cfg.run.seed)
         module = build_module(cfg, schema)
+        # Timed as after any ramp (the regime that lasts): schedules in epochs resolve against 1-step epochs.
+        module.denoiser.bind_run(1, 1 << 30)
         fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
         plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
         model = wrap(module, plan, env, static_graph=static_graph(module))
@@ -406,6 +410,10 @@ def worker(spec_path: str) -> None:
             batch_size = int(-(-batch_size * factor // 256) * 256)  # round up to a multiple of 256
             batches = load_batches(batch_size)
         calibration["batch_size"] = batch_size
+    for m in methods:  # DeCA(p): f' scored once on the cycled batches, as the trainer does after phase 1
+        d = denoiser_of(models[m][0])
+        if getattr(d, "prior_cache", False):
+            cache_prior_scores(d, batches, env.device)
     for m in methods:
         run_steps(m, spec["warmup"])
 
