@@ -36,11 +36,14 @@ def test_catalog_lists_every_model_option_and_sharding_type() -> None:
 def test_checks_convert_and_bound() -> None:
     assert check_denoiser_params("rce", {"beta": 1}) == {"beta": 1.0}
     assert check_denoiser_params("dart", {"t_m": 98.0}) == {"t_m": 98}
+    assert check_denoiser_params("tce", {"num_gradual": "0.5ep"}) == {"num_gradual": "0.5ep"}  # a span
+    assert check_denoiser_params("dart", {"t_m": "30%"}) == {"t_m": "30%"}
     assert check_denoiser_params("tce", {"eps_max": 0.0}) == {"eps_max": 0.0}
     assert check_denoiser_params("tce", {"future_option": 3}) == {"future_option": 3}  # the registry decides
     for name, params, words in [("tce", {"eps_max": 1.0}, "[0, 1)"), ("rce", {"beta": -0.1}, "[0, inf)"),
                                 ("lcd", {"alpha_b": 0}, "(0, inf)"), ("deca", {"C1": "x"}, "a number"),
-                                ("dart", {"t_m": 1.5}, "an integer"), ("bootstrap_soft", {"attach_target": 1},
+                                ("dart", {"t_m": 1.5}, "steps (1000), epochs ('1ep')"),
+                                ("tce", {"num_gradual": -3}, "out of range"), ("tce", {"num_gradual": "2 weeks"}, "'30%'"), ("bootstrap_soft", {"attach_target": 1},
                                                                        "true or false")]:
         with pytest.raises(UsageError, match=r".*") as e:
             check_denoiser_params(name, params)

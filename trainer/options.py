@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -61,9 +62,17 @@ def _steps(default: Optional[int], help: str) -> Opt:
     return Opt("int", default, help, 0, none_ok=default is None)
 
 
+def _span(default: Any, help: str) -> Opt:
+    """A schedule length: steps (1000), epochs ('1ep') or a share of the run ('30%'); denoisers/span.py."""
+    return Opt("span", default, help)
+
+
 _DECA = {
-    "C1": Opt("float", 1000.0, "weight of the positive noise model's regulariser; use ~10 with observed negatives", 0),
-    "C2": Opt("float", 10.0, "weight of the negative noise model's regulariser", 0),
+    "objective": Opt("str", "marginal", "marginal (-log[f h' + (1-f) h]) or paper (Eq. 14-15 with C1, C2)"),
+    "C1": Opt("float", None, "objective=paper only: the positive noise model's regulariser (paper: 1000; ~10 "
+                             "with observed negatives)", 0, none_ok=True),
+    "C2": Opt("float", None, "objective=paper only: the negative noise model's regulariser (paper: 10)", 0,
+              none_ok=True),
     "alpha": _prob(1.0, "share of the KL term"),
     "user_feature": Opt("str", "user_id", "sparse feature that identifies the user (MF tables)"),
     "item_feature": Opt("str", "item_id", "sparse feature that identifies the item (MF tables)"),
@@ -90,19 +99,24 @@ _OBSERVATION = {
 DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "bce": {},
     "tce": {"eps_max": _prob(0.2, "the largest share of positives dropped", hi_open=True),
-            "num_gradual": _steps(30000, "steps over which the drop rate ramps up to eps_max")},
+            "num_gradual": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') of the ramp to eps_max")},
     "rce": {"beta": Opt("float", 0.2, "reweighting exponent", 0)},
     "lcd": dict(_LCD),
     "lcd_re": dict(_LCD),
     "bootstrap_soft": {"lam": _prob(0.95, "weight of the observed label in the target"),
                        "attach_target": Opt("bool", False, "backpropagate through the predicted part")},
     "bootstrap_hard": {"lam": _prob(0.8, "weight of the observed label in the target")},
-    "dart": {"t_i": _steps(0, "step where the identification ramp starts"),
-             "t_m": _steps(20000, "steps until tau reaches tau_m"),
+    "dart": {"t_i": _span(0, "steps, epochs or share of the run where the identification ramp starts"),
+             "t_m": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') until tau reaches tau_m"),
              "tau_m": _prob(0.04, "the largest share of positives identified as noisy"),
              "r": _prob(0.5, "share of the identified positives relabelled 0 (the rest are dropped)")},
     "deca": dict(_DECA),
-    "deca_p": {**_DECA, "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: one epoch"),
+    "deca_p": {**_DECA,
+               "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: to early stopping"),
+               "pretrain_max_epochs": Opt("float", 5.0, "most epochs of the prior's pre-training", 0, lo_open=True),
+               "pretrain_patience": Opt("int", 1, "evaluations without a better validation AUC before the "
+                                                  "prior's pre-training stops", 1),
+               "prior_cache": Opt("bool", True, "score the training rows with the frozen prior once"),
                "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True)},
     "observation": dict(_OBSERVATION),
     "observation_tce": {**_OBSERVATION,
@@ -158,6 +172,11 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
         raise UsageError(f"{where}: expected true or false")
     elif o.kind == "str" and not isinstance(v, str):
         raise UsageError(f"{where}: expected {_accepts(o)}")
+    elif o.kind == "span":
+        if not (_is_int(v) or (isinstance(v, float) and v.is_integer()) or
+                (isinstance(v, str) and _SPAN.match(v))):
+            raise UsageError(f"{where}: expected {_accepts(o)}")
+        return int(v) if _is_num(v) and v >= 0 else _span_check(where, v, o)
     elif o.kind == "ints" and not (isinstance(v, (list, tuple)) and all(_is_int(x) and x > 0 for x in v)):
         raise UsageError(f"{where}: expected a list of positive integers such as [64, 32]")
     if o.kind == "ints":
@@ -170,9 +189,19 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
     return v
 
 
+_SPAN = re.compile(r"^\s*(\d+\.?\d*|\.\d+)\s*(ep|epoch|epochs|%)\s*$|^\s*\d+\s*$")
+
+
+def _span_check(where: str, v: Any, o: Opt) -> Any:
+    if _is_num(v):  # a negative step count
+        raise UsageError(f"{where}: out of range, expected {_accepts(o)}")
+    return v
+
+
 def _accepts(o: Opt) -> str:
     kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "ints": "a list of positive integers"}[o.kind]
+            "ints": "a list of positive integers",
+            "span": "steps (1000), epochs ('1ep') or a share of the run ('30%')"}[o.kind]
     iv = o.interval()
     return f"{kind}{' in ' + iv if iv else ''}{' or null' if o.none_ok else ''} ({o.help})"
 
