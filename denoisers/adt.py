@@ -115,6 +115,7 @@ class TruncatedBCE(Denoiser):
         kept = (n - n_drop).to(torch.float64).clamp_min(1e-12)  # B − n_drop, global
         loss = self.scaled((weight * ell).sum(), kept)
         value = ((sel.extra[1] - sel.sums[0]).to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype)  # type: ignore
+        value = C.keep_nonfinite(value, ell)  # the fixed-point sums cap NaN/inf; a diverged step must show
         stats = {
             "eps": eps.float(),
             "drop_share": n_drop.float() / n.clamp_min(1).float(),

@@ -163,6 +163,13 @@ def fixed_point(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
 
 
+def keep_nonfinite(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``value`` (read back from :func:`fixed_point` sums, which cap NaN and inf) made NaN when this rank's
+    ``x`` holds a non-finite entry: ``0 · Σx`` is 0 for finite ``x`` and NaN otherwise, so the trainer's
+    non-finite guard (which gathers its flag across ranks) still sees a diverged step. No sync, no collective."""
+    return value + (x.detach().sum() * 0).to(value.dtype)
+
+
 def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
                  group: ProcessGroup = None, extra: Optional[torch.Tensor] = None,
                  early_exit: Optional[bool] = None, sums: Optional[torch.Tensor] = None,

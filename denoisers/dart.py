@@ -144,7 +144,7 @@ class DART(Denoiser):
         kept = (sel.extra[0] - (k_id_i - k_rel_i)).to(torch.float64).clamp_min(1e-12)  # type: ignore[index]
         loss = self.scaled((weight * per).sum(), kept)
         kept_sum = sel.extra[1] - sel.sums[0] + sel.sums[1]  # type: ignore[index]
-        value = (kept_sum.to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype)
+        value = C.keep_nonfinite((kept_sum.to(torch.float64) / C.FIXED_POINT / kept).to(ell.dtype), ell)
         n = sel.extra[0].clamp_min(1).to(torch.float64)  # type: ignore[index]
         k_id, k_rel = k_id_i.to(torch.float64), k_rel_i.to(torch.float64)
         stats = {

@@ -59,3 +59,14 @@ def test_trainer_prints_the_warning_loudly() -> None:
         bind_run_length(module, 10, 30, log)
     assert lines and lines[0].startswith("WARNING: tce option num_gradual=30000")
     assert module.denoiser.num_gradual == 30000
+
+
+@pytest.mark.parametrize("name,params", [("tce", {"num_gradual": 1}), ("dart", {"t_m": 1})])
+def test_a_non_finite_loss_is_reported_although_the_select_sums_cap_it(name, params) -> None:  # type: ignore[no-untyped-def]
+    # the loss value rides in fixed-point select sums that cap NaN/inf; the trainer's guard reads the value
+    d = build_denoiser(name, **params)
+    labels = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    finite = d(torch.tensor([0.3, -1.0, 0.2, 2.0]), labels, torch.arange(4)).value
+    assert torch.isfinite(finite)
+    out = d(torch.tensor([0.3, float("nan"), 0.2, 2.0]), labels, torch.arange(4))
+    assert torch.isnan(out.value)

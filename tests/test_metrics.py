@@ -55,6 +55,7 @@ def test_calibration_ne_and_ece_against_hand_and_loop_references() -> None:
     assert ece(y, p) == pytest.approx((0.05 + 0.2 + 0.4 + 0.1) / 4)
     # Two rows in one bin: |mean y − mean p| weighted by the bin's share.
     assert ece(np.array([1, 0]), np.array([0.31, 0.35])) == pytest.approx(abs(0.5 - 0.33))
+    assert np.isnan(ece(np.array([1, 0]), np.array([0.3, np.nan])))  # diverged scores: no ECE, no crash
     assert np.isnan(calibration(np.zeros(3), p[:3])) and np.isnan(normalized_entropy(np.ones(3), p[:3]))
 
     # Random case against a per-bin loop and sklearn's logloss; a perfectly calibrated predictor has NE < 1.

@@ -107,7 +107,7 @@ def ece(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     bin includes 1)."""
     labels = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
-    if labels.size == 0:
+    if labels.size == 0 or not np.isfinite(p).all():  # a diverged model's scores have no calibration
         return float("nan")
     idx = np.minimum((p * bins).astype(np.int64), bins - 1)
     gap = np.abs(np.bincount(idx, weights=labels, minlength=bins) - np.bincount(idx, weights=p, minlength=bins))
