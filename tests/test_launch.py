@@ -170,7 +170,7 @@ def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
     assert s["rows_trained"]["per_rank"] == [_share(n, 3, r) for r in range(3)] == [2000, 2000, 2001]
     assert s["steps"] == math.ceil(math.ceil(n / 3) / 256) and s["rows_trained"]["total"] == n
     assert len({rk for p in s["plan"].values() for rk in p["ranks"]}) > 1  # tables sharded across the nodes
-    assert all(re.search(rf"^trainer/{i} ", text, re.M) for i in range(3))  # three replicas ran
+    assert len({(r["host"], r["pid"]) for r in ranks}) == 3  # three replicas ran (their consoles are quiet)
     assert s["metrics"]["test_clean"]["rows"] == s["metrics"]["test_observed"]["rows"] > 0
 
 
