@@ -2,7 +2,7 @@
 
 Launches ``denoisrec train`` under torchrun (gloo on CPU) with a checkpoint every ``--checkpoint-every``
 steps; once a checkpoint at or past ``--kill-at`` of the epoch exists, kills the whole process group
-(SIGKILL: nothing is flushed) and launches the same command again, which resumes from
+(SIGKILL to every rank and the launcher: nothing is flushed) and launches the same command again, which resumes from
 ``<out>/checkpoints/latest``. Meanwhile it samples every rank's peak RSS (``VmHWM``). Prints and writes
 (``<out>/product_epoch.json``) the wall time of both sessions, samples/s, peak RSS per rank, the row
 accounting (rows trained over both sessions against the split's rows; the epoch's per-rank reports) and the
@@ -56,6 +56,14 @@ def _hwm_kib(pid: int) -> int:
     return 0
 
 
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
+
+
 def _latest_step(out: str) -> int:
     meta = os.path.join(out, "checkpoints", "latest", "meta.json")
     try:
@@ -80,13 +88,22 @@ def session(cmd: List[str], out: str, env: Dict[str, str], kill_step: int, peaks
         for pid, r in ranks.items():
             peaks[r] = max(peaks.get(r, 0), _hwm_kib(pid))
         if kill_step > 0 and _latest_step(out) >= kill_step:
+            # the ranks run in sessions of their own (torch elastic): kill them by pid, then the launcher
+            for pid in list(ranks):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            for pid in list(ranks):  # make sure they are gone before the next session starts
+                while os.path.exists(f"/proc/{pid}") and _state(pid) not in ("Z", "X"):
+                    time.sleep(0.1)
             killed = True
             break
         time.sleep(0.2)
     return {"seconds": time.time() - t0, "killed": killed, "returncode": proc.returncode,
-            "checkpoint_step": _latest_step(out)}
+            "checkpoint_step": _latest_step(out), "ranks_seen": len(ranks)}
 
 
 def main() -> int:
