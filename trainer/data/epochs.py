@@ -5,8 +5,10 @@ reader is deterministic given the epoch and the seed). Without look-ahead every 
 threads start, its files open and the shuffle buffer fills (262,144 rows by default) while training
 waits, which showed as the slow step window that crosses an epoch. Here, when the epoch being trained has
 ``lookahead`` steps left, the next epoch is opened (:meth:`ParquetBatchReader.open_epoch`) on a background
-thread (:class:`.prefetch.Background`), so its first batches are ready when training reaches them. At most
-two epochs' pipelines are alive at once, and only during those last steps.
+thread (:class:`.prefetch.Background`), so its first batches are ready when training reaches them;
+``lookahead`` defaults to 8 steps plus the shuffle buffer in batches (:func:`default_lookahead`: the first
+batch of an epoch needs a full window). At most two epochs' pipelines are alive at once (two shuffle windows),
+and only during those last steps.
 
 Row accounting stays exact: each epoch's :class:`EpochReport` counts the batches handed to training
 (:func:`.reader.counted`, in the consumer's thread, not the read-ahead's), the batches a resumed run skips
@@ -32,8 +34,16 @@ from typing import Any, Iterator, List, Optional, Tuple
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.reader import counted
 
-# Steps before an epoch's end at which the next epoch starts reading.
+# Steps before an epoch's end at which the next epoch starts reading, on top of the batches its shuffle
+# buffer must hold before the first one comes out (:func:`default_lookahead`).
 LOOKAHEAD_STEPS = 8
+
+
+def default_lookahead(reader: Any) -> int:
+    """``LOOKAHEAD_STEPS`` plus the shuffle buffer in batches (262,144 / 8,192 = 32 at the defaults): the
+    next epoch's first batch needs a full window decoded, so it gets that many steps of head start."""
+    buffer, batch = getattr(reader, "shuffle_buffer", 0), getattr(reader, "batch_size", 1)
+    return LOOKAHEAD_STEPS + -(-buffer // max(batch, 1))
 
 
 _Opened = Tuple[Iterator[Any], Optional[Any], Optional[Iterator[Any]]]
@@ -57,7 +67,7 @@ def _close(it: Optional[Iterator[Any]]) -> None:
 
 
 def epoch_batches(reader: Any, start_step: int, total_steps: int, reports: Optional[List[Any]] = None,
-                  lookahead: int = LOOKAHEAD_STEPS) -> Iterator[Any]:
+                  lookahead: Optional[int] = None) -> Iterator[Any]:
     """The batches of steps ``[start_step, total_steps)`` (see the module docstring).
 
     Args:
@@ -66,9 +76,12 @@ def epoch_batches(reader: Any, start_step: int, total_steps: int, reports: Optio
         start_step: the first step to yield (a resumed run's position).
         total_steps: the step budget.
         reports: where each epoch's row accounting is appended.
-        lookahead: steps before an epoch's end at which the next one is opened (0: no look-ahead).
+        lookahead: steps before an epoch's end at which the next one is opened (0: no look-ahead; default:
+            :func:`default_lookahead`).
     """
     spe = len(reader)
+    if lookahead is None:
+        lookahead = default_lookahead(reader)
     step = start_step
     if step >= total_steps:
         return
