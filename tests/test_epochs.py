@@ -37,8 +37,9 @@ def test_lookahead_changes_no_batch_and_accounts_every_epoch(tiny_data: Path, st
     assert got_plain == got_ahead and len(got_ahead) == total - start
     assert [rep.epoch for rep in ahead] == [e for e in range(3) if (e + 1) * spe > start]
     assert all(rep.complete for rep in ahead)  # a resumed epoch counts the batches it skipped as skipped
+    assert ahead[0].batches_skipped == start % spe and ahead[0].batches_read == spe - start % spe
     for e, rep in enumerate(ahead[-2:]):
-        assert rep.rows_read == rep.planned_rows and rep.batches_read == spe
+        assert rep.rows_read + rep.rows_skipped == rep.planned_rows and rep.batches_read + rep.batches_skipped == spe
     assert r.epoch == 2
     # and the epochs are those of reading each epoch on its own
     for e in range(start // spe, 3):
