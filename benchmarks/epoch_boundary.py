@@ -3,7 +3,8 @@
 Reads 2 epochs of ``--data``'s train split through :func:`denoisrec.trainer.data.epochs.epoch_batches` (batch
 8,192, the default 262,144-row shuffle buffer, prefetch 4) while a stand-in for the training step holds the
 GIL-free part of a step (``time.sleep(--step-ms)``), and records the wait in ``next()`` for every step.
-Rounds alternate look-ahead off (0) and on (the default: 8 steps + the buffer in batches), so load from other jobs hits both alike.
+Rounds alternate look-ahead off (0) and on (the default: 8 steps + the buffer in batches), so load from
+other jobs hits both alike.
 Prints, per setting, the median wait inside epochs and the wait for epoch 1's first batch.
 
 Example::
