@@ -222,3 +222,19 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
     assert r["max_abs_diff"]["torchscript"] <= 1e-5 and r["artefacts"]["torchscript"]["bytes"] > 0
     assert set(r["rows_per_s"]) == {"1", "256"} and all(v > 0 for d in r["rows_per_s"].values() for v in d.values())
     assert "| torchscript |" in (out / "serving.md").read_text()
+
+
+def test_peers_view_gives_every_table_the_asked_rows(tiny_data: Path, tmp_path: Path) -> None:
+    from denoisrec.trainer.bench.peers import single_valued_view
+    from denoisrec.trainer.data.schema import DataSchema
+    from denoisrec.trainer.data.synthetic import PRESETS, schema_for
+
+    view = single_valued_view(str(tiny_data), str(tmp_path / "v"), table_rows=1000)
+    assert [f.num_embeddings for f in view.sparse] == [1000] * 15
+    assert DataSchema.load(str(tmp_path / "v")).sparse == view.sparse  # what denoisrec's run reads
+    with pytest.raises(ValueError, match=r"--table-rows 100: fewer rows than the vocabulary of \['user_id'"):
+        single_valued_view(str(tiny_data), str(tmp_path / "w"), table_rows=100)
+    criteo = schema_for(PRESETS["criteo"])  # the Criteo-like shape: 26 single-valued features, 13 dense
+    single = [f for f in criteo.sparse if not f.multi_hot]
+    assert len(single) == 26 and len(criteo.dense) == 13
+    assert max(f.num_embeddings for f in single) == 100_000

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchx run a component (train, bench, gen_data) on a scheduler: "
                         "denoisrec launch -j 1x2 -- --data DIR (see docs/launch.md)")
     g = sub.add_parser("gen-data", help="write a synthetic noisy-feedback dataset with ground truth")
-    g.add_argument("--preset", default="small", help="tiny, small, medium, product")
+    g.add_argument("--preset", default="small", help="tiny, small, medium, product, criteo")
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")

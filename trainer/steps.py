@@ -6,6 +6,9 @@ copies batch ``i+2`` to the device and runs the input all-to-all of batch ``i+1`
 computes (CUDA streams on GPU; on CPU the same code runs without streams, which is how the tests cover it).
 Both give the same parameters for the same batches.
 
+Each stage of the plain loop runs under a ``torch.profiler`` label (``denoisrec.next_batch``, ``.to_device``,
+``.zero_grad``, ``.forward``, ``.backward``, ``.optimizer_step``; free when no profiler is recording).
+
 Evaluation in between needs the unmodified model: call :meth:`Stepper.pause` before and
 :meth:`Stepper.resume` after (the pipeline swaps the sharded modules' forward while attached).
 
@@ -23,6 +26,7 @@ from typing import Any, Callable, ContextManager, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PIPELINE_MODES = ("auto", "on", "off")
@@ -80,20 +84,29 @@ class Stepper:
     def run(self, batches: Iterator[Any]) -> Iterator[Tuple[torch.Tensor, torch.Tensor, Any]]:
         """Train on ``batches``, yielding each step's ``(value, logits, LossOutput)`` after its update."""
         if self.pipeline is None:
-            for batch in batches:
-                batch = batch.to(self.device, non_blocking=True)
+            it = iter(batches)
+            while True:
+                with record_function("denoisrec.next_batch"):  # waiting on the reader
+                    batch = next(it, None)
+                if batch is None:
+                    return
+                with record_function("denoisrec.to_device"):
+                    batch = batch.to(self.device, non_blocking=True)
                 self.last_batch = batch
-                self.optimizer.zero_grad()
-                loss, output = self._forward(batch)
+                with record_function("denoisrec.zero_grad"):
+                    self.optimizer.zero_grad()
+                with record_function("denoisrec.forward"):
+                    loss, output = self._forward(batch)
                 # the loss is the global batch's (identical on every rank), so every rank skips alike
                 self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(loss.detach()).all())
                 if self.last_skipped:
                     yield output
                     continue
-                loss.backward()
-                self.optimizer.step()
+                with record_function("denoisrec.backward"):
+                    loss.backward()
+                with record_function("denoisrec.optimizer_step"):
+                    self.optimizer.step()
                 yield output
-            return
         while True:
             try:
                 output = self.pipeline.progress(batches)

@@ -44,6 +44,7 @@ from denoisrec.trainer.config_check import check_config
 from denoisrec.trainer.console import denoiser_brief, finish_run, plan_brief, resolve_eval_every
 from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.accounting import format_rows_read, gather_reports
+from denoisrec.trainer.data.epochs import epoch_batches
 from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
@@ -171,28 +172,10 @@ def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int,
     batches of that epoch already consumed (the reader is deterministic given the epoch and the seed).
 
     Each epoch's row accounting (:meth:`ParquetBatchReader.epoch_report`) is appended to ``reports`` when the
-    epoch ends, when the budget ends it, or when the generator is closed (early stop, end of session).
+    epoch ends, when the budget ends it, or when the generator is closed (early stop, end of session). The
+    next epoch is read ahead during the last steps of each (:mod:`denoisrec.trainer.data.epochs`).
     """
-    spe = len(reader)
-    step = start_step
-    while step < total_steps:
-        epoch, skip = divmod(step, spe)
-        reader.set_epoch(epoch)
-        skipped_rows = 0
-        try:
-            for i, batch in enumerate(reader):
-                if i < skip:  # trained by an earlier launch: counted as skipped, not read
-                    skipped_rows += batch.size
-                    continue
-                if i == skip and skip:
-                    reader.epoch_report().mark_skipped(skip, skipped_rows)
-                if step >= total_steps:
-                    return
-                yield batch
-                step += 1
-        finally:
-            if reports is not None:
-                reports.append(reader.epoch_report())
+    return epoch_batches(reader, start_step, total_steps, reports)
 
 
 def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -> int:

@@ -17,7 +17,9 @@ Measured in one run, on one machine, on the same split and columns:
 
 Rates are rows/s and MB/s of Parquet bytes (the compressed column chunks read; the same bytes for the raw
 scan and the reader); the ingest entries also give the bytes of the batches produced. Each rate is the best
-of ``--repeats`` interleaved runs after a warm-up, because the machine may be shared.
+of ``--repeats`` interleaved runs after a warm-up, because the machine may be shared. Each path also gets
+its CPU time per row (this process, every thread; the median over the repeats) and the raw scan's CPU time
+over it: on a machine busy with other jobs that ratio says more than the wall-clock one.
 
 Like every bench it writes ``<out>/ingest.json`` (raw numbers, environment), ``ingest.md`` and ``ingest.png``
 into ``--out DIR`` (default ``runs/bench``; a path ending in ``.json`` names the JSON file, the others go
@@ -39,6 +41,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,7 +112,7 @@ RAW_SCANS = ("dataset", "parquet_file", "row_groups")
 def raw_scan(kind: str, path: str, files: List[str], columns: List[str],
              max_rows: Optional[int]) -> Dict[str, float]:
     """Rows/s of a pyarrow scan of ``columns`` that does nothing with the batches."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows, nbytes = 0, 0
     for rb in _scan_batches(kind, path, files, columns):
         rows += rb.num_rows
@@ -117,7 +120,8 @@ def raw_scan(kind: str, path: str, files: List[str], columns: List[str],
         if max_rows is not None and rows >= max_rows:
             break
     dt = time.perf_counter() - t0
-    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "decoded_mb_per_s": nbytes / dt / MB}
+    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "decoded_mb_per_s": nbytes / dt / MB,
+            "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6}
 
 
 def _batch_bytes(b: Any) -> int:
@@ -128,7 +132,7 @@ def _batch_bytes(b: Any) -> int:
 
 
 def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows, nbytes = 0, 0
     it = iter(reader)
     try:
@@ -140,7 +144,8 @@ def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
     finally:
         it.close()  # type: ignore[attr-defined]
     dt = time.perf_counter() - t0
-    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "batch_mb_per_s": nbytes / dt / MB}
+    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "batch_mb_per_s": nbytes / dt / MB,
+            "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6}
 
 
 def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[str, Any]:
@@ -324,8 +329,11 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
         for name, r in readers.items():
             runs[name].append(ingest(r, a.rows))
     best = {k: max(v, key=lambda x: x["rows_per_s"]) for k, v in runs.items()}
-    for b in best.values():
+    for k, b in best.items():
         b["parquet_mb_per_s"] = b["rows_per_s"] * bpr / MB
+        # CPU time of this process (every thread) per row, median over the repeats: on a shared machine
+        # the wall-clock rate depends on everyone's load, the work done per row much less
+        b["cpu_us_per_row_median"] = statistics.median(x["cpu_us_per_row"] for x in runs[k])
     raw_name = max((f"raw_{k}" for k in RAW_SCANS), key=lambda k: best[k]["rows_per_s"])
     best["raw_scan"] = dict(best[raw_name], scan=raw_name[4:])
     train = training_rate(data, a.split, batch_size, steps)
@@ -372,14 +380,18 @@ def format_result(r: Dict[str, Any]) -> str:
         f"{r['parquet_bytes_per_row']:.1f} Parquet bytes/row); batch {r['batch_size']:,}, shuffle buffer "
         f"{r['shuffle_buffer']:,} rows, prefetch {r['prefetch']}; best of {r['repeats']}",
         f"  machine: {e['cpu']}, {e['cores']} cores, load average {e['load_average']}",
-        f"  {'path':32s} {'rows/s':>12s} {'Parquet MB/s':>13s} {'vs raw':>7s}",
+        f"  {'path':32s} {'rows/s':>12s} {'Parquet MB/s':>13s} {'vs raw':>7s} {'CPU µs/row':>11s} "
+        f"{'raw/this CPU':>12s}",
     ]
     rows = [(f"raw: {k}" + (" (reference)" if k == r["raw_scan"]["scan"] else ""), r["raw_scans"][k])
             for k in r["raw_scans"]]
     rows += [("ingest, row-group shuffle", r["ingest_ordered"]), ("ingest, + shuffle buffer", r["ingest_shuffled"])]
     for label, x in rows:
         ratio = x["rows_per_s"] / r["raw_scan"]["rows_per_s"]
-        lines.append(f"  {label:32s} {x['rows_per_s']:>12,.0f} {x['parquet_mb_per_s']:>13,.1f} {ratio:>6.2f}x")
+        cpu = x.get("cpu_us_per_row_median")
+        tail = "" if cpu is None else \
+            f" {cpu:>11.3f} {r['raw_scan']['cpu_us_per_row_median'] / cpu:>11.2f}x"
+        lines.append(f"  {label:32s} {x['rows_per_s']:>12,.0f} {x['parquet_mb_per_s']:>13,.1f} {ratio:>6.2f}x{tail}")
     t = r["training"]
     lines.append(f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   ingest/training: "
                  f"{rt['ingest_ordered_vs_training']:.1f}x ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled")

@@ -31,6 +31,8 @@ denoisrec's side uses ``--model deepfm``; until a ``deepfm`` model is registered
 Example::
 
     denoisrec bench peers --preset small --epochs 1 --out runs/bench
+    denoisrec bench peers --preset criteo --table-rows 100000 --mlp 256,128,64 --dropout 0.2 \
+        --batch-size 8192 --out runs/bench-criteo          # the Criteo-like shape
     denoisrec bench peers --quick --out /tmp/p
 """
 
@@ -60,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
     p.add_argument("--out", default="runs/bench", help="report directory (peers.{json,md,png})")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {', '.join(PEERS)}")
+    p.add_argument("--table-rows", type=int,
+                   help="give every embedding table this many rows (at least the data's vocabulary), e.g. 100000 "
+                        "for the Criteo-like shape on --preset criteo")
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument("--mlp", default="128,64", help="hidden layer sizes of the DNN part")
     p.add_argument("--dropout", type=float, default=0.0)
@@ -103,12 +108,21 @@ def _apply_quick(a: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------- data
 
 
-def single_valued_view(data: str, out: str):  # type: ignore[no-untyped-def]
-    """A dataset view at ``out`` whose schema keeps ``data``'s single-valued sparse features only."""
+def single_valued_view(data: str, out: str, table_rows: Optional[int] = None):  # type: ignore[no-untyped-def]
+    """A dataset view at ``out`` whose schema keeps ``data``'s single-valued sparse features only, every table
+    ``table_rows`` rows when given (never fewer than the data's vocabulary)."""
+    import dataclasses
+
     from denoisrec.trainer.data.schema import SPLITS, DataSchema
 
     schema = DataSchema.load(data)
-    view = DataSchema(sparse=[f for f in schema.sparse if not f.multi_hot], dense=[], label=schema.label,
+    sparse = [f for f in schema.sparse if not f.multi_hot]
+    if table_rows is not None:
+        small = [f.name for f in sparse if f.num_embeddings > table_rows]
+        if small:
+            raise ValueError(f"--table-rows {table_rows}: fewer rows than the vocabulary of {small}")
+        sparse = [dataclasses.replace(f, num_embeddings=table_rows) for f in sparse]
+    view = DataSchema(sparse=sparse, dense=[], label=schema.label,
                       group_id=schema.group_id, sample_id=schema.sample_id, clean_label=schema.clean_label,
                       is_noisy=schema.is_noisy, oov_policy=schema.oov_policy,
                       extra={**schema.extra, "view_of": os.path.abspath(data),
@@ -302,7 +316,7 @@ def run(a: argparse.Namespace) -> int:
     os.makedirs(a.out, exist_ok=True)
     data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     view_dir = os.path.join(a.out, "peers-data")
-    schema = single_valued_view(data, view_dir)
+    schema = single_valued_view(data, view_dir, a.table_rows)
     sizes = [(f.name, f.num_embeddings) for f in schema.sparse]
     train, test = load_arrays(data, "train", schema), load_arrays(data, "test", schema)
     n_train = int(train["x"].shape[0])
@@ -354,7 +368,7 @@ def run(a: argparse.Namespace) -> int:
                                      and abs(r["auc_delta_vs_fastest_peer"]) <= AUC_TOLERANCE)
     rep = BenchReport("peers", params={
         "data": data, "view": view_dir, "features": [n for n, _ in sizes], "embedding_dim": a.embedding_dim,
-        "mlp": hidden, "dropout": a.dropout, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
+        "table_rows": a.table_rows, "mlp": hidden, "dropout": a.dropout, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
         "epochs": a.epochs,
         "train_rows": n_train, "test_rows": int(test["x"].shape[0]), "nproc": a.nproc, "quick": a.quick})
     rep.rows = rows

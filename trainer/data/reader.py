@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -63,7 +63,8 @@ ARROW_BATCH_ROWS = 1 << 17
 # Row groups pyarrow reads and decodes ahead of the one being consumed.
 READAHEAD_ROW_GROUPS = 1
 
-__all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGroupRef", "Slice", "steps_per_epoch"]
+__all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGroupRef", "Slice", "counted",
+           "steps_per_epoch"]
 
 
 @dataclass(frozen=True)
@@ -300,8 +301,9 @@ class ParquetBatchReader:
             return self._new_report(plan)
         return self._report
 
-    def _new_report(self, plan: EpochPlan) -> EpochReport:
-        return EpochReport(self.split, self.epoch, self.rank, self.world_size, self.total_rows, plan.rank_rows,
+    def _new_report(self, plan: EpochPlan, epoch: Optional[int] = None) -> EpochReport:
+        epoch = self.epoch if epoch is None else epoch
+        return EpochReport(self.split, epoch, self.rank, self.world_size, self.total_rows, plan.rank_rows,
                            plan.steps, plan.full_batches, plan.short_batches, plan.empty_batches,
                            empty_files=list(self.empty_files))
 
@@ -383,10 +385,10 @@ class ParquetBatchReader:
                 pf.close()
             pos = 0
 
-    def _recipes(self, plan: EpochPlan, counters: Counters) -> Iterator[List[Part]]:
+    def _recipes(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[List[Part]]:
         """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
         ``plan.steps`` (decode and the shuffle buffer: the decode thread's work)."""
-        rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, self.epoch, 1]))
+        rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, epoch, 1]))
         batcher = Batcher(self.batch_size, self.shuffle_buffer, rng)
         emitted = 0
         for block in self._blocks(plan, counters):
@@ -401,9 +403,9 @@ class ParquetBatchReader:
         for _ in range(plan.steps - emitted):  # equal steps: empty batches after this rank's share
             yield []
 
-    def _batches(self, plan: EpochPlan, counters: Counters) -> Iterator[Batch]:
+    def _batches(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[Batch]:
         """Assemble the recipes into batches (the batch thread's work)."""
-        recipes: Iterator[List[Part]] = self._recipes(plan, counters)
+        recipes: Iterator[List[Part]] = self._recipes(plan, epoch, counters)
         if self.prefetch:
             recipes = Background(recipes, depth=2, name="decode")
         try:
@@ -415,17 +417,26 @@ class ParquetBatchReader:
                 close()
 
     def __iter__(self) -> Iterator[Batch]:
-        plan = self.epoch_plan()
-        report = self._report = self._new_report(plan)
+        """The current epoch's batches (:meth:`set_epoch`); :meth:`epoch_report` counts what was handed out."""
+        batches, report = self.open_epoch(self.epoch)
+        self._report = report
+        return counted(batches, report)
+
+    def open_epoch(self, epoch: int) -> Tuple[Iterator[Batch], EpochReport]:
+        """Epoch ``epoch``'s batches, independent of :meth:`set_epoch` and of any other epoch being read, and
+        its report. The caller counts what it consumes into the report (:func:`counted`); the repaired-value
+        counts are filled when the iterator ends or is closed. Nothing is read before the first ``next``."""
+        plan = self.epoch_plan(epoch)
+        report = self._new_report(plan, epoch)
+        return self._run(plan, epoch, report), report
+
+    def _run(self, plan: EpochPlan, epoch: int, report: EpochReport) -> Iterator[Batch]:
         counters = Counters()
-        source: Iterator[Batch] = self._batches(plan, counters)
+        source: Iterator[Batch] = self._batches(plan, epoch, counters)
         if self.prefetch:
             source = Background(source, depth=self.prefetch, name="batches")
         try:
-            for batch in source:
-                report.rows_read += batch.size
-                report.batches_read += 1
-                yield batch
+            yield from source
         finally:
             close = getattr(source, "close", None)
             if close is not None:
@@ -435,3 +446,16 @@ class ParquetBatchReader:
             for kind, d in snap.items():
                 for col, n in d.items():
                     self.counters.add(kind, col, n)
+
+
+def counted(batches: Iterator[Batch], report: EpochReport) -> Iterator[Batch]:
+    """``batches``, counting each one handed out into ``report`` (rows and batches); closing it closes them."""
+    try:
+        for batch in batches:
+            report.rows_read += batch.size
+            report.batches_read += 1
+            yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()

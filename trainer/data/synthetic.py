@@ -146,6 +146,14 @@ PRESETS: Dict[str, Preset] = {
         rows_per_file=1 << 22,
         row_group_size=1 << 18,
     ),
+    # A Criteo-like shape for `bench peers`: 26 single-valued categorical features (user_id, item_id and 11
+    # fillers of 100,000 ids; the other 13 are the base features' small vocabularies: `bench peers
+    # --table-rows 100000` gives every table 100,000 rows), 13 dense columns, 2 multi-hot lists.
+    "criteo": Preset(
+        n_users=100_000, n_items=100_000, train_rows=2_000_000, valid_rows=250_000, test_rows=250_000,
+        extra_user_features=[100_000] * 4, extra_item_features=[100_000] * 4, extra_context_features=[100_000] * 3,
+        extra_dense=9, compact=True, rows_per_file=1 << 20, row_group_size=1 << 17,
+    ),
 }
 
 
