@@ -123,36 +123,6 @@ def test_batcher_emits_every_row_once_within_the_buffer_bound() -> None:
     assert peak < 300  # a window is drained as soon as it reaches the buffer size: at most buffer + one block
 
 
-def test_buffer_batches_are_the_permuted_window_cut_in_order() -> None:
-    """Index shuffling: each batch holds the rows that permuting the window's values and cutting them in order
-    would put together (sorted within the batch), drawn from blocks of several sizes, multi-hot included."""
-    from denoisrec.trainer.data.block import Block
-
-    def block(n: int, start: int) -> Block:
-        rows = np.arange(start, start + n, dtype=np.int64)
-        lens = rows % 3
-        off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
-        return Block(n=n, ids=rows[None, :], multi=[(off, np.repeat(rows, lens))], dense=rows[:, None] * 0.5,
-                     one_d={"label": (rows % 2).astype(np.int8)})
-
-    sizes, start, blocks = [70, 5, 130, 41], 0, []
-    for n in sizes:
-        blocks.append(block(n, start))
-        start += n
-    b = Batcher(batch_size=64, buffer_rows=10_000, rng=np.random.default_rng(7))
-    got = [p for blk in blocks for p in b.feed(blk)] + list(b.finish())
-    perm = np.random.default_rng(7).permutation(start)
-    assert len(got) == 4
-    for k, parts in enumerate(got):
-        rows = np.concatenate([blk.ids[0, r] for blk, r in parts])
-        assert np.array_equal(rows, np.sort(perm[64 * k:64 * (k + 1)]))
-        for blk, r in parts:  # every other column follows its row
-            np.testing.assert_array_equal(blk.dense[r, 0], blk.ids[0, r] * 0.5)
-            off, vals = blk.multi[0]
-            for i in r:
-                assert vals[off[i]:off[i + 1]].tolist() == [blk.ids[0, i]] * int(blk.ids[0, i] % 3)
-
-
 @pytest.mark.parametrize("mode", ["none", "buffer"])
 def test_batch_contents_match_the_file(tiny_data: Path, mode: str) -> None:
     schema = DataSchema.load(str(tiny_data))

@@ -138,19 +138,6 @@ class Block:
         return Block(n=b - a, ids=self.ids[:, a:b].copy(), multi=multi, dense=self.dense[a:b].copy(),
                      one_d={k: None if v is None else v[a:b].copy() for k, v in self.one_d.items()})
 
-    def take(self, index: np.ndarray) -> "Block":
-        """An independent copy of the rows ``index`` (``int64``), in that order."""
-        multi = []
-        for off, vals in self.multi:
-            starts = off[index].astype(np.int64)
-            lens = off[index + 1] - starts
-            new_off = np.zeros(len(index) + 1, dtype=np.int64)
-            np.cumsum(lens, out=new_off[1:])
-            multi.append((new_off, np.take(vals, list_index(starts, lens, int(new_off[-1])))))
-        return Block(n=len(index), ids=np.take(self.ids, index, axis=1), multi=multi,
-                     dense=np.take(self.dense, index, axis=0),
-                     one_d={k: None if v is None else np.take(v, index) for k, v in self.one_d.items()})
-
     @property
     def nbytes(self) -> int:
         arrays = [self.ids, self.dense] + [a for pair in self.multi for a in pair]
@@ -260,32 +247,3 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
                                 f"(first: {finding.value!r} at {where.at(finding.first)}); labels must be 0 or 1")
         one_d[role] = v
     return Block(n=n, ids=ids, multi=multi, dense=dense, one_d=one_d)
-
-
-def list_index(starts: np.ndarray, lens: np.ndarray, total: int) -> np.ndarray:
-    """Indices of the values of the lists ``[starts[i], starts[i] + lens[i])``, concatenated (``total``
-    values in all)."""
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = starts.astype(np.int64) - (np.cumsum(lens, dtype=np.int64) - lens)
-    return np.repeat(shift, lens) + np.arange(total, dtype=np.int64)
-
-
-def concat(blocks: List[Block]) -> Block:
-    """The rows of ``blocks``, in order, as one block (one sequential copy of each column; a single block is
-    returned as it is)."""
-    if len(blocks) == 1:
-        return blocks[0]
-    multi = []
-    for m in range(len(blocks[0].multi)):
-        offs, base = [np.zeros(1, dtype=np.int64)], 0
-        for b in blocks:
-            off = b.multi[m][0]
-            offs.append(off[1:].astype(np.int64) + (base - int(off[0])))
-            base += int(off[-1]) - int(off[0])
-        multi.append((np.concatenate(offs), np.concatenate([b.multi[m][1][int(b.multi[m][0][0]):int(b.multi[m][0][-1])]
-                                                            for b in blocks])))
-    one_d = {k: None if v is None else np.concatenate([b.one_d[k] for b in blocks])  # type: ignore[misc]
-             for k, v in blocks[0].one_d.items()}
-    return Block(n=sum(b.n for b in blocks), ids=np.concatenate([b.ids for b in blocks], axis=1), multi=multi,
-                 dense=np.concatenate([b.dense for b in blocks]), one_d=one_d)
