@@ -20,7 +20,9 @@ is evaluated in log space: ``log h' = logaddexp(log σ(a), log σ(−a) + log σ
 position-aware learning, PAL, and exactly the generator's process): the tower's logit ``a`` gives
 ``e(c) = σ(a)``, the probability that the user attended to the impression, and two global learnt rates give
 what an inattentive impression records, ``q₀ = P(ỹ=1 | y=0, inattentive) = σ(u₀)`` and
-``q₁ = P(ỹ=0 | y=1, inattentive) = (1 − q₀)·σ(u₁)``::
+``q₁ = P(ỹ=0 | y=1, inattentive) = (1 − q₀)·σ(u₁)`` (``u = rates_lr_scale · v`` with ``v`` the trained
+parameter: the dense optimizer then moves ``u`` ``rates_lr_scale`` times faster, at the tower's pace, which a
+run of a few hundred steps needs)::
 
     h(c) = (1 − e(c))·q₀,   1 − h'(c) = (1 − e(c))·q₁                                  (examination)
 
@@ -183,13 +185,14 @@ class ObservationModel(Denoiser):
         hidden: the context tower's MLP widths (``[]``, the default: additive logits, all sparse).
         h_init, h_prime_init: ``h`` and ``h'`` at initialisation (``0 < h_init < h_prime_init < 1``).
         tower_warmup: fraction of the run's steps during which the tower is held at its initial rates.
+        rates_lr_scale: ``form=examination``: how much faster than ``optim.lr`` the global rates ``q₀, q₁`` learn.
         eps_max, num_gradual: T-CE on the mixture NLL (0: off).
         diag_decay: per-step decay of the per-context-value averages of ``h``, ``h'``.
         device: where the tower's tables are allocated (injected; ``meta`` under DMP).
     """
 
     name = "observation"
-    GRID = {"form": ["mixture", "examination"], "tower_warmup": [0.0, 0.25]}
+    GRID = {"form": ["mixture", "examination"], "tower_warmup": [0.0, 0.25], "rates_lr_scale": [1.0, 50.0]}
     INJECTED = ("context_tables", "device")
     positives_only = False
     reports_posterior = True
@@ -199,7 +202,7 @@ class ObservationModel(Denoiser):
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None,
-                 tower_warmup: float = 0.0) -> None:
+                 tower_warmup: float = 0.0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(process_group)
         if not context_tables:
             raise ValueError("--denoiser observation: the schema has no context features (role: context); "
@@ -213,6 +216,8 @@ class ObservationModel(Denoiser):
         if not 0.0 <= eps_max <= 1.0 or num_gradual < 0:
             raise ValueError(f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
                              "0 <= eps_max <= 1 and num_gradual >= 0")
+        if not rates_lr_scale > 0:
+            raise ValueError(f"observation option rates_lr_scale={rates_lr_scale}: must be > 0")
         if not 0.0 <= tower_warmup < 1.0:
             raise ValueError(f"observation option tower_warmup={tower_warmup}: a fraction of the run in [0, 1)")
         if not 0.0 <= diag_decay < 1.0:
@@ -220,7 +225,7 @@ class ObservationModel(Denoiser):
         self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
         self.h_init, self.h_prime_init = float(h_init), float(h_prime_init)
         self.eps_max, self.num_gradual, self.diag_decay = float(eps_max), int(num_gradual), float(diag_decay)
-        self.tower_warmup, self.warmup_steps = float(tower_warmup), 0
+        self.tower_warmup, self.warmup_steps, self.rates_lr_scale = float(tower_warmup), 0, float(rates_lr_scale)
         self.u: Optional[nn.Parameter] = None
         if form == "product":
             bias = (0.0, _logit(h_prime_init))
@@ -232,7 +237,7 @@ class ObservationModel(Denoiser):
                                  "form=examination needs h_init + (1 - h_prime_init) < 0.9")
             q0, q1 = h_init / g, (1.0 - h_prime_init) / g
             bias = (_logit(1.0 - g), 0.0)
-            self.u = nn.Parameter(torch.tensor([_logit(q0), _logit(q1 / (1.0 - q0))]))
+            self.u = nn.Parameter(torch.tensor([_logit(q0), _logit(q1 / (1.0 - q0))]) / self.rates_lr_scale)
         else:
             bias = (_logit(h_init), _logit((h_prime_init - h_init) / (1.0 - h_init)))
         self.tower = ContextTower(context_tables, self.dim, self.hidden, bias, device)
@@ -255,7 +260,7 @@ class ObservationModel(Denoiser):
     def hparams(self) -> Dict[str, Any]:
         return {"form": self.form, "dim": self.dim, "hidden": self.hidden, "h_init": self.h_init,
                 "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual,
-                "tower_warmup": self.tower_warmup}
+                "tower_warmup": self.tower_warmup, "rates_lr_scale": self.rates_lr_scale}
 
     def set_run_length(self, total_steps: int) -> None:
         self.warmup_steps = int(self.tower_warmup * total_steps)
@@ -275,7 +280,7 @@ class ObservationModel(Denoiser):
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)
-        u = self.u
+        u = None if self.u is None else self.u * self.rates_lr_scale
         if self.tower_frozen():  # the initial rates, every tower parameter in the graph with a zero gradient
             za = self.tower.bias[0] + 0.0 * za
             zb = self.tower.bias[1] + 0.0 * zb
@@ -358,6 +363,6 @@ class ObservationTCE(ObservationModel):
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None,
-                 tower_warmup: float = 0.0) -> None:
+                 tower_warmup: float = 0.0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
-                         device, process_group, tower_warmup)
+                         device, process_group, tower_warmup, rates_lr_scale)

@@ -177,6 +177,23 @@ def test_tower_warmup_holds_the_initial_rates_then_releases_the_tower(form: str)
     assert not d.tower_frozen()  # evaluation never sees the warm-up
 
 
+def test_rates_lr_scale_keeps_the_model_and_scales_the_rates_gradient() -> None:
+    b, y = _context_batch(16), (torch.rand(16, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    z = torch.randn(16, generator=torch.Generator().manual_seed(4))
+    outs, grads = [], []
+    for scale in (1.0, 50.0):
+        torch.manual_seed(0)
+        d = ObservationModel({"position": 31, "scene": 6}, form="examination", rates_lr_scale=scale,
+                             device=torch.device("cpu"))
+        out = d(z, y, torch.arange(16), b)
+        out.loss.backward()
+        outs.append(float(out.value))
+        grads.append(d.u.grad.clone())
+    assert outs[0] == pytest.approx(outs[1], rel=1e-6)                 # same u = scale·v at initialisation
+    assert torch.allclose(grads[1], 50.0 * grads[0], rtol=1e-4)        # d/dv = scale · d/du
+    assert grads[0].abs().min() > 0
+
+
 def test_options_are_checked() -> None:
     ctx = {"context_tables": {"position": 31}, "device": torch.device("cpu")}
     with pytest.raises(ValueError, match="form='sum'"):
@@ -185,6 +202,8 @@ def test_options_are_checked() -> None:
         build_denoiser("observation", context=ctx, h_init=0.5, h_prime_init=0.4)
     with pytest.raises(ValueError, match="no context features .* degrades to BCE"):
         build_denoiser("observation", context={**ctx, "context_tables": {}})
+    with pytest.raises(ValueError, match="rates_lr_scale=0"):
+        build_denoiser("observation", context=ctx, form="examination", rates_lr_scale=0)
     with pytest.raises(ValueError, match="tower_warmup=1.0"):
         build_denoiser("observation", context=ctx, tower_warmup=1.0)
     with pytest.raises(ValueError, match="form=examination needs"):
