@@ -152,10 +152,6 @@ class Denoiser(nn.Module):
             self._host_step, self._host_key = t + 1, (self.step.data_ptr(), self.step._version)
         return out
 
-    def set_run_length(self, total_steps: int) -> None:
-        """Told by the trainer, before the first step, how many steps the run has (schedules given as a
-        fraction of the run read it); a no-op unless a denoiser has such a schedule."""
-
     def compute(
         self,
         logits: torch.Tensor,

@@ -32,8 +32,8 @@ cannot explain extra clicks of a confounded position (the old ranker put liked i
 ``log h = log σ(−a) + log q₀``, ``log(1 − h) = logaddexp(log σ(a), log σ(−a) + log(1 − q₀))``, and alike for
 ``h'``.
 
-**Tower warm-up** (``tower_warmup``, a fraction of the run's steps): for the first
-``⌊tower_warmup · total_steps⌋`` steps the tower's output is held at its initial value (``h = h_init``,
+**Tower warm-up** (``tower_warmup``: steps, epochs ``"1ep"`` or a share of the run ``"25%"``, see
+:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial value (``h = h_init``,
 ``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f`` first learns the
 preference from ``x`` before the context may explain anything: under a confounded logging policy an early
 tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
@@ -76,6 +76,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.span import Span
 
 FORMS = ("mixture", "examination", "product")
 TABLE_PREFIX = "obs_"
@@ -184,7 +185,8 @@ class ObservationModel(Denoiser):
         dim: width of the context tables (a multiple of 4).
         hidden: the context tower's MLP widths (``[]``, the default: additive logits, all sparse).
         h_init, h_prime_init: ``h`` and ``h'`` at initialisation (``0 < h_init < h_prime_init < 1``).
-        tower_warmup: fraction of the run's steps during which the tower is held at its initial rates.
+        tower_warmup: steps, epochs (``"1ep"``) or share of the run (``"25%"``) during which the tower is held at
+            its initial rates (0: off).
         rates_lr_scale: ``form=examination``: how much faster than ``optim.lr`` the global rates ``q₀, q₁`` learn.
         eps_max, num_gradual: T-CE on the mixture NLL (0: off).
         diag_decay: per-step decay of the per-context-value averages of ``h``, ``h'``.
@@ -192,7 +194,7 @@ class ObservationModel(Denoiser):
     """
 
     name = "observation"
-    GRID = {"form": ["mixture", "examination"], "tower_warmup": [0.0, 0.25], "rates_lr_scale": [1.0, 50.0]}
+    GRID = {"form": ["mixture", "examination"], "tower_warmup": [0, "25%"], "rates_lr_scale": [1.0, 50.0]}
     INJECTED = ("context_tables", "device")
     positives_only = False
     reports_posterior = True
@@ -202,7 +204,7 @@ class ObservationModel(Denoiser):
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None,
-                 tower_warmup: float = 0.0, rates_lr_scale: float = 1.0) -> None:
+                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(process_group)
         if not context_tables:
             raise ValueError("--denoiser observation: the schema has no context features (role: context); "
@@ -218,14 +220,17 @@ class ObservationModel(Denoiser):
                              "0 <= eps_max <= 1 and num_gradual >= 0")
         if not rates_lr_scale > 0:
             raise ValueError(f"observation option rates_lr_scale={rates_lr_scale}: must be > 0")
-        if not 0.0 <= tower_warmup < 1.0:
-            raise ValueError(f"observation option tower_warmup={tower_warmup}: a fraction of the run in [0, 1)")
+        warmup = Span.parse("observation option tower_warmup", tower_warmup)
+        if warmup.unit == "run" and warmup.value >= 1.0:
+            raise ValueError(f"observation option tower_warmup={tower_warmup!r}: the tower would never train; "
+                             "give less than 100%")
         if not 0.0 <= diag_decay < 1.0:
             raise ValueError(f"observation option diag_decay={diag_decay}: must lie in [0, 1)")
         self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
         self.h_init, self.h_prime_init = float(h_init), float(h_prime_init)
         self.eps_max, self.num_gradual, self.diag_decay = float(eps_max), int(num_gradual), float(diag_decay)
-        self.tower_warmup, self.warmup_steps, self.rates_lr_scale = float(tower_warmup), 0, float(rates_lr_scale)
+        self.tower_warmup, self.rates_lr_scale = warmup, float(rates_lr_scale)
+        self.warmup_steps = 0 if warmup.relative else int(warmup.value)  # relative spans: set by bind_run
         self.u: Optional[nn.Parameter] = None
         if form == "product":
             bias = (0.0, _logit(h_prime_init))
@@ -260,10 +265,15 @@ class ObservationModel(Denoiser):
     def hparams(self) -> Dict[str, Any]:
         return {"form": self.form, "dim": self.dim, "hidden": self.hidden, "h_init": self.h_init,
                 "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual,
-                "tower_warmup": self.tower_warmup, "rates_lr_scale": self.rates_lr_scale}
+                "tower_warmup": str(self.tower_warmup), "rates_lr_scale": self.rates_lr_scale}
 
-    def set_run_length(self, total_steps: int) -> None:
-        self.warmup_steps = int(self.tower_warmup * total_steps)
+    def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        msgs = super().bind_run(steps_per_epoch, total_steps)
+        self.warmup_steps = self.tower_warmup.steps(steps_per_epoch, total_steps)
+        if self.warmup_steps >= total_steps > 0:
+            msgs.append(f"observation option tower_warmup={self.tower_warmup}: {self.warmup_steps} step(s), the whole "
+                        f"run of {total_steps}: the context tower never trains (h, h' stay at h_init, h_prime_init)")
+        return msgs
 
     def tower_frozen(self) -> bool:
         """Whether this step is in the tower's warm-up (its output held at the initial rates)."""
@@ -363,6 +373,6 @@ class ObservationTCE(ObservationModel):
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
                  device: Optional[torch.device] = None, process_group: Optional[Any] = None,
-                 tower_warmup: float = 0.0, rates_lr_scale: float = 1.0) -> None:
+                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
                          device, process_group, tower_warmup, rates_lr_scale)

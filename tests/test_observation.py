@@ -148,9 +148,8 @@ def test_denoiser_loss_is_the_mean_nll_and_reaches_f_and_the_tower() -> None:
 def test_tower_warmup_holds_the_initial_rates_then_releases_the_tower(form: str) -> None:
     torch.manual_seed(0)
     d = ObservationModel({"position": 31, "scene": 6}, form=form, h_init=0.15, h_prime_init=0.8,
-                         tower_warmup=0.5, device=torch.device("cpu"))
-    d.set_run_length(5)  # ⌊0.5·5⌋ = 2 frozen steps
-    assert d.warmup_steps == 2
+                         tower_warmup="50%", device=torch.device("cpu"))
+    assert d.bind_run(steps_per_epoch=5, total_steps=5) == [] and d.warmup_steps == 2  # ⌊0.5·5⌋ frozen steps
     params = list(d.tower.parameters()) + ([d.u] if d.u is not None else [])
     assert (d.u is not None) == (form == "examination")
     b, y = _context_batch(16), (torch.rand(16) < 0.5).float()
@@ -204,8 +203,13 @@ def test_options_are_checked() -> None:
         build_denoiser("observation", context={**ctx, "context_tables": {}})
     with pytest.raises(ValueError, match="rates_lr_scale=0"):
         build_denoiser("observation", context=ctx, form="examination", rates_lr_scale=0)
-    with pytest.raises(ValueError, match="tower_warmup=1.0"):
-        build_denoiser("observation", context=ctx, tower_warmup=1.0)
+    with pytest.raises(ValueError, match="tower_warmup='100%'"):
+        build_denoiser("observation", context=ctx, tower_warmup="100%")
+    with pytest.raises(ValueError, match="tower_warmup=0.25"):
+        build_denoiser("observation", context=ctx, tower_warmup=0.25)  # a share is written "25%"
+    d = build_denoiser("observation", context=ctx, tower_warmup="1ep")
+    assert "never trains" in d.bind_run(steps_per_epoch=10, total_steps=10)[0] and d.warmup_steps == 10
+    assert build_denoiser("observation", context=ctx, tower_warmup=7).warmup_steps == 7
     with pytest.raises(ValueError, match="form=examination needs"):
         build_denoiser("observation", context=ctx, form="examination", h_init=0.5, h_prime_init=0.55)
 
