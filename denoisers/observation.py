@@ -16,6 +16,28 @@ is evaluated in log space: ``log h' = logaddexp(log σ(a), log σ(−a) + log σ
 ``log(1 − h') = log σ(−a) + log σ(−b)``, ``log P(ỹ=1) = logaddexp(log f + log h', log(1 − f) + log h)``,
 ``log P(ỹ=0) = logaddexp(log f + log(1 − h'), log(1 − f) + log(1 − h))``.
 
+``form="examination"`` shares one *attention* factor between the two rates (the examination hypothesis of
+position-aware learning, PAL, and exactly the generator's process): the tower's logit ``a`` gives
+``e(c) = σ(a)``, the probability that the user attended to the impression, and two global learnt rates give
+what an inattentive impression records, ``q₀ = P(ỹ=1 | y=0, inattentive) = σ(u₀)`` and
+``q₁ = P(ỹ=0 | y=1, inattentive) = (1 − q₀)·σ(u₁)`` (``u = rates_lr_scale · v`` with ``v`` the trained
+parameter: the dense optimizer then moves ``u`` ``rates_lr_scale`` times faster, at the tower's pace, which a
+run of a few hundred steps needs)::
+
+    h(c) = (1 − e(c))·q₀,   1 − h'(c) = (1 − e(c))·q₁                                  (examination)
+
+One free function of the context instead of two: the context can only scale *both* noise rates together, so it
+cannot explain extra clicks of a confounded position (the old ranker put liked items on top) by a higher
+``h`` there without also lowering ``h'``. ``q₀ + q₁ < 1`` keeps ``h' > h``. In log space
+``log h = log σ(−a) + log q₀``, ``log(1 − h) = logaddexp(log σ(a), log σ(−a) + log(1 − q₀))``, and alike for
+``h'``.
+
+**Tower warm-up** (``tower_warmup``: steps, epochs ``"1ep"`` or a share of the run ``"25%"``, see
+:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial value (``h = h_init``,
+``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f`` first learns the
+preference from ``x`` before the context may explain anything: under a confounded logging policy an early
+tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
+
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
 
@@ -54,8 +76,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.span import Span
 
-FORMS = ("mixture", "product")
+FORMS = ("mixture", "examination", "product")
 TABLE_PREFIX = "obs_"
 
 
@@ -118,11 +141,27 @@ class ContextTower(nn.Module):
         return ab[:, 0], ab[:, 1]
 
 
-def observed_log_likelihood(z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture"
+def observed_log_likelihood(z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture",
+                            u: Optional[torch.Tensor] = None
                             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample from the target logit ``z`` and the tower's
-    ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``."""
+    ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``;
+    ``form="examination"``: ``e = σ(a)`` and ``u = [u₀, u₁]`` the global inattentive rates (``b`` unused)."""
     log_f, log_1f = F.logsigmoid(z), F.logsigmoid(-z)
+    if form == "examination":
+        if u is None:
+            raise ValueError("observed_log_likelihood(form='examination'): needs u = [u0, u1]")
+        log_q0, log_1q0 = F.logsigmoid(u[0]), F.logsigmoid(-u[0])
+        log_q1 = log_1q0 + F.logsigmoid(u[1])                                  # q₁ = (1 − q₀)·σ(u₁)
+        log_1q1 = torch.logaddexp(F.logsigmoid(u[0]), log_1q0 + F.logsigmoid(-u[1]))
+        log_e, log_1e = F.logsigmoid(za), F.logsigmoid(-za)
+        log_h = log_1e + log_q0                                                # h = (1 − e)·q₀
+        log_1h = torch.logaddexp(log_e, log_1e + log_1q0)
+        log_1hp = log_1e + log_q1                                              # 1 − h' = (1 − e)·q₁
+        log_hp = torch.logaddexp(log_e, log_1e + log_1q1)
+        log_p = torch.logaddexp(log_f + log_hp, log_1f + log_h)
+        log_q = torch.logaddexp(log_f + log_1hp, log_1f + log_1h)
+        return log_p, log_q, log_h, log_hp
     if form == "product":
         log_hp, log_1hp = F.logsigmoid(zb), F.logsigmoid(-zb)
         log_p = log_f + log_hp
@@ -146,13 +185,16 @@ class ObservationModel(Denoiser):
         dim: width of the context tables (a multiple of 4).
         hidden: the context tower's MLP widths (``[]``, the default: additive logits, all sparse).
         h_init, h_prime_init: ``h`` and ``h'`` at initialisation (``0 < h_init < h_prime_init < 1``).
+        tower_warmup: steps, epochs (``"1ep"``) or share of the run (``"25%"``) during which the tower is held at
+            its initial rates (0: off).
+        rates_lr_scale: ``form=examination``: how much faster than ``optim.lr`` the global rates ``q₀, q₁`` learn.
         eps_max, num_gradual: T-CE on the mixture NLL (0: off).
         diag_decay: per-step decay of the per-context-value averages of ``h``, ``h'``.
         device: where the tower's tables are allocated (injected; ``meta`` under DMP).
     """
 
     name = "observation"
-    GRID = {"form": ["mixture", "product"], "hidden": [[], [32]], "eps_max": [0.0, 0.1, 0.2]}
+    GRID = {"form": ["mixture", "examination"], "tower_warmup": [0, "25%"], "rates_lr_scale": [1.0, 50.0]}
     INJECTED = ("context_tables", "device")
     positives_only = False
     reports_posterior = True
@@ -161,7 +203,8 @@ class ObservationModel(Denoiser):
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None,
+                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(process_group)
         if not context_tables:
             raise ValueError("--denoiser observation: the schema has no context features (role: context); "
@@ -175,13 +218,31 @@ class ObservationModel(Denoiser):
         if not 0.0 <= eps_max <= 1.0 or num_gradual < 0:
             raise ValueError(f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
                              "0 <= eps_max <= 1 and num_gradual >= 0")
+        if not rates_lr_scale > 0:
+            raise ValueError(f"observation option rates_lr_scale={rates_lr_scale}: must be > 0")
+        warmup = Span.parse("observation option tower_warmup", tower_warmup)
+        if warmup.unit == "run" and warmup.value >= 1.0:
+            raise ValueError(f"observation option tower_warmup={tower_warmup!r}: the tower would never train; "
+                             "give less than 100%")
         if not 0.0 <= diag_decay < 1.0:
             raise ValueError(f"observation option diag_decay={diag_decay}: must lie in [0, 1)")
         self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
         self.h_init, self.h_prime_init = float(h_init), float(h_prime_init)
         self.eps_max, self.num_gradual, self.diag_decay = float(eps_max), int(num_gradual), float(diag_decay)
+        self.tower_warmup, self.rates_lr_scale = warmup, float(rates_lr_scale)
+        self.warmup_steps = 0 if warmup.relative else int(warmup.value)  # relative spans: set by bind_run
+        self.u: Optional[nn.Parameter] = None
         if form == "product":
             bias = (0.0, _logit(h_prime_init))
+        elif form == "examination":
+            # e = 0.5 at initialisation unless q₀ + q₁ < 1 needs more inattention: h = g·q₀, 1 − h' = g·q₁.
+            g = max(0.5, (h_init + 1.0 - h_prime_init) / 0.9)
+            if g >= 1.0:
+                raise ValueError(f"observation options h_init={h_init}, h_prime_init={h_prime_init}: "
+                                 "form=examination needs h_init + (1 - h_prime_init) < 0.9")
+            q0, q1 = h_init / g, (1.0 - h_prime_init) / g
+            bias = (_logit(1.0 - g), 0.0)
+            self.u = nn.Parameter(torch.tensor([_logit(q0), _logit(q1 / (1.0 - q0))]) / self.rates_lr_scale)
         else:
             bias = (_logit(h_init), _logit((h_prime_init - h_init) / (1.0 - h_init)))
         self.tower = ContextTower(context_tables, self.dim, self.hidden, bias, device)
@@ -203,7 +264,20 @@ class ObservationModel(Denoiser):
 
     def hparams(self) -> Dict[str, Any]:
         return {"form": self.form, "dim": self.dim, "hidden": self.hidden, "h_init": self.h_init,
-                "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual}
+                "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual,
+                "tower_warmup": str(self.tower_warmup), "rates_lr_scale": self.rates_lr_scale}
+
+    def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        msgs = super().bind_run(steps_per_epoch, total_steps)
+        self.warmup_steps = self.tower_warmup.steps(steps_per_epoch, total_steps)
+        if self.warmup_steps >= total_steps > 0:
+            msgs.append(f"observation option tower_warmup={self.tower_warmup}: {self.warmup_steps} step(s), the whole "
+                        f"run of {total_steps}: the context tower never trains (h, h' stay at h_init, h_prime_init)")
+        return msgs
+
+    def tower_frozen(self) -> bool:
+        """Whether this step is in the tower's warm-up (its output held at the initial rates)."""
+        return self.training and self.host_step < self.warmup_steps
 
     def drop_rate(self, step: torch.Tensor) -> torch.Tensor:
         """T-CE's ``ε(T) = min(T · eps_max / num_gradual, eps_max)`` (float64)."""
@@ -216,7 +290,12 @@ class ObservationModel(Denoiser):
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)
-        log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form)
+        u = None if self.u is None else self.u * self.rates_lr_scale
+        if self.tower_frozen():  # the initial rates, every tower parameter in the graph with a zero gradient
+            za = self.tower.bias[0] + 0.0 * za
+            zb = self.tower.bias[1] + 0.0 * zb
+            u = None if u is None else u.detach() + 0.0 * u
+        log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form, u)
         nll = -(labels * log_p + (1 - labels) * log_q)                       # [B]
         pos = labels > 0.5
         if self.eps_max > 0:  # T-CE on the mixture NLL: drop the largest-loss observed positives
@@ -241,6 +320,8 @@ class ObservationModel(Denoiser):
         n = sums[5].clamp_min(1)
         stats = {"f_mean": (sums[2] / n).float(), "h_mean": (sums[3] / n).float(),
                  "h_prime_mean": (sums[4] / n).float()}
+        if self.warmup_steps:
+            stats["tower_frozen"] = torch.tensor(float(self.tower_frozen()))
         if self.eps_max > 0:
             stats["eps"] = eps.float()
             stats["drop_share"] = (sums[6] / n).float()
@@ -291,6 +372,7 @@ class ObservationTCE(ObservationModel):
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 device: Optional[torch.device] = None, process_group: Optional[Any] = None,
+                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
-                         device, process_group)
+                         device, process_group, tower_warmup, rates_lr_scale)

@@ -29,6 +29,7 @@ CASES = [
     ["deca_p", {"objective": "paper", "pretrain_steps": 2, "alpha": 0.5, "mf_dim": 4}],
     ["observation", {"hidden": [4]}],  # here the KJT's user / item ids stand in for the context
     ["observation_tce", {"eps_max": 0.4, "num_gradual": 3, "form": "product"}],
+    ["observation", {"form": "examination", "tower_warmup": "40%"}],  # frozen for 2 of the 5 steps
 ]
 # (sizes per rank, leading samples forced negative): even, uneven, an empty rank, a rank with no positives.
 SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12)]

@@ -64,6 +64,42 @@ def test_product_form_is_a_times_f() -> None:
     assert float(log_h.exp()) == 0.0
 
 
+def test_examination_form_matches_a_hand_computed_case() -> None:
+    # e = σ(a) = 0.75, q₀ = σ(u₀) = 0.4, q₁ = (1 − q₀)·σ(u₁) = 0.6·0.5 = 0.3:
+    # h = (1 − e)·q₀ = 0.1, h' = 1 − (1 − e)·q₁ = 0.925.
+    z = torch.tensor([-0.4, -0.4], dtype=torch.float64, requires_grad=True)
+    za = torch.full((2,), math.log(3.0), dtype=torch.float64, requires_grad=True)
+    u = torch.tensor([math.log(0.4 / 0.6), 0.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    log_p, log_q, log_h, log_hp = observed_log_likelihood(z, za, torch.zeros(2, dtype=torch.float64),
+                                                          "examination", u)
+    f = _sig(-0.4)
+    p = f * 0.925 + (1 - f) * 0.1
+    assert log_h.exp().tolist() == pytest.approx([0.1, 0.1], abs=1e-12)
+    assert log_hp.exp().tolist() == pytest.approx([0.925, 0.925], abs=1e-12)
+    assert log_p.exp().tolist() == pytest.approx([p, p], abs=1e-12)
+    assert log_q.exp().tolist() == pytest.approx([1 - p, 1 - p], abs=1e-12)
+    (-(y * log_p + (1 - y) * log_q)).sum().backward()
+    # P = f − f(1 − e)q₁ + (1 − f)(1 − e)q₀: dP/dz = f(1 − f)(h' − h); dP/da = e(1 − e)(f q₁ − (1 − f) q₀).
+    dp_dz = f * (1 - f) * (0.925 - 0.1)
+    dp_da = 0.75 * 0.25 * (f * 0.3 - (1 - f) * 0.4)
+    for grad, dp in ((z.grad, dp_dz), (za.grad, dp_da)):
+        assert grad.tolist() == pytest.approx([-dp / p, dp / (1 - p)], rel=1e-10)
+    # dP/dq₀ = (1 − f)(1 − e), dP/dq₁ = −f(1 − e); dq₀/du₀ = q₀(1 − q₀), q₁ = (1 − q₀)σ(u₁) so
+    # dq₁/du₀ = −σ(u₁)·q₀(1 − q₀) and dq₁/du₁ = (1 − q₀)σ(u₁)(1 − σ(u₁)).
+    dq0, dq1_du0, dq1_du1 = 0.4 * 0.6, -0.5 * 0.4 * 0.6, 0.6 * 0.25
+    dp_du0 = 0.25 * ((1 - f) * dq0 - f * dq1_du0)
+    dp_du1 = 0.25 * (-f * dq1_du1)
+    assert u.grad.tolist() == pytest.approx([-dp_du0 / p + dp_du0 / (1 - p), -dp_du1 / p + dp_du1 / (1 - p)],
+                                            rel=1e-10)
+    # h' > h for any attention and any global rates (q₀ + q₁ < 1).
+    g = torch.Generator().manual_seed(1)
+    za, uu = torch.randn(1000, generator=g) * 6, torch.randn(2, 50, generator=g) * 6
+    for j in range(50):
+        _, _, lh, lhp = observed_log_likelihood(torch.zeros(1000), za, za, "examination", uu[:, j])
+        assert bool((lhp > lh).all())
+
+
 def test_likelihood_is_finite_at_extreme_logits() -> None:
     big = torch.tensor([60.0, -60.0, 60.0, -60.0], requires_grad=True)
     za = torch.tensor([-40.0, 40.0, 40.0, -40.0], requires_grad=True)
@@ -108,6 +144,55 @@ def test_denoiser_loss_is_the_mean_nll_and_reaches_f_and_the_tower() -> None:
     assert bool((log_hp > log_h).all())
 
 
+@pytest.mark.parametrize("form", ["mixture", "examination"])
+def test_tower_warmup_holds_the_initial_rates_then_releases_the_tower(form: str) -> None:
+    torch.manual_seed(0)
+    d = ObservationModel({"position": 31, "scene": 6}, form=form, h_init=0.15, h_prime_init=0.8,
+                         tower_warmup="50%", device=torch.device("cpu"))
+    assert d.bind_run(steps_per_epoch=5, total_steps=5) == [] and d.warmup_steps == 2  # ⌊0.5·5⌋ frozen steps
+    params = list(d.tower.parameters()) + ([d.u] if d.u is not None else [])
+    assert (d.u is not None) == (form == "examination")
+    b, y = _context_batch(16), (torch.rand(16) < 0.5).float()
+    for step in range(4):
+        for p in params:
+            p.grad = None
+        z = torch.randn(16, requires_grad=True)
+        out = d(z, y, torch.arange(16), b)
+        out.loss.backward()
+        assert z.grad.abs().sum() > 0
+        frozen = step < 2
+        assert float(out.stats["tower_frozen"]) == float(frozen)
+        grads = [float(p.grad.abs().sum()) if p.grad is not None else 0.0 for p in params]
+        if frozen:  # the initial rates, whatever the tables hold; no gradient reaches the tower
+            assert float(out.stats["h_mean"]) == pytest.approx(0.15, rel=1e-5)
+            assert float(out.stats["h_prime_mean"]) == pytest.approx(0.8, rel=1e-5)
+            assert grads == [0.0] * len(params)
+        else:
+            assert all(x > 0 for x in grads), grads
+        with torch.no_grad():  # a moved tower must not show while frozen
+            for p in d.tower.ebc.parameters():
+                p.add_(0.5)
+    d.eval()
+    assert not d.tower_frozen()  # evaluation never sees the warm-up
+
+
+def test_rates_lr_scale_keeps_the_model_and_scales_the_rates_gradient() -> None:
+    b, y = _context_batch(16), (torch.rand(16, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    z = torch.randn(16, generator=torch.Generator().manual_seed(4))
+    outs, grads = [], []
+    for scale in (1.0, 50.0):
+        torch.manual_seed(0)
+        d = ObservationModel({"position": 31, "scene": 6}, form="examination", rates_lr_scale=scale,
+                             device=torch.device("cpu"))
+        out = d(z, y, torch.arange(16), b)
+        out.loss.backward()
+        outs.append(float(out.value))
+        grads.append(d.u.grad.clone())
+    assert outs[0] == pytest.approx(outs[1], rel=1e-6)                 # same u = scale·v at initialisation
+    assert torch.allclose(grads[1], 50.0 * grads[0], rtol=1e-4)        # d/dv = scale · d/du
+    assert grads[0].abs().min() > 0
+
+
 def test_options_are_checked() -> None:
     ctx = {"context_tables": {"position": 31}, "device": torch.device("cpu")}
     with pytest.raises(ValueError, match="form='sum'"):
@@ -116,6 +201,17 @@ def test_options_are_checked() -> None:
         build_denoiser("observation", context=ctx, h_init=0.5, h_prime_init=0.4)
     with pytest.raises(ValueError, match="no context features .* degrades to BCE"):
         build_denoiser("observation", context={**ctx, "context_tables": {}})
+    with pytest.raises(ValueError, match="rates_lr_scale=0"):
+        build_denoiser("observation", context=ctx, form="examination", rates_lr_scale=0)
+    with pytest.raises(ValueError, match="tower_warmup='100%'"):
+        build_denoiser("observation", context=ctx, tower_warmup="100%")
+    with pytest.raises(ValueError, match="tower_warmup=0.25"):
+        build_denoiser("observation", context=ctx, tower_warmup=0.25)  # a share is written "25%"
+    d = build_denoiser("observation", context=ctx, tower_warmup="1ep")
+    assert "never trains" in d.bind_run(steps_per_epoch=10, total_steps=10)[0] and d.warmup_steps == 10
+    assert build_denoiser("observation", context=ctx, tower_warmup=7).warmup_steps == 7
+    with pytest.raises(ValueError, match="form=examination needs"):
+        build_denoiser("observation", context=ctx, form="examination", h_init=0.5, h_prime_init=0.55)
 
 
 def test_evaluation_and_export_use_f_alone() -> None:

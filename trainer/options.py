@@ -93,6 +93,10 @@ _OBSERVATION = {
     "eps_max": _prob(0.0, "largest share of positives dropped by the T-CE part", hi_open=True),
     "num_gradual": _steps(0, "steps over which eps ramps up to eps_max"),
     "diag_decay": _prob(0.99, "decay of the diagnostics' running means", hi_open=True),
+    "tower_warmup": _span(0, "steps, epochs ('1ep') or share of the run ('25%') with the context tower held at "
+                          "h_init, h_prime_init"),
+    "rates_lr_scale": Opt("float", 1.0, "form=examination: learning-rate multiple of the global inattentive rates",
+                          0, lo_open=True),
 }
 
 #: denoiser name -> its user-settable options (the constructor's keyword arguments).

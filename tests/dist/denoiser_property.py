@@ -71,6 +71,7 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     lo = sum(sizes[:rank])
     hi = lo + sizes[rank]
     d = make(name, params)
+    d.bind_run(steps, steps)  # schedules given as a share of the run (the observation model's warm-up)
     d.train()
     records = []
     ids = b["ids"]
