@@ -9,9 +9,11 @@ DATA ?= data/$(PRESET)
 OUT ?= runs/default
 EPOCHS ?= 3
 # The recommended denoising set-up for make train (BCE is one flag away: make train DENOISER=bce).
-DENOISER ?= deca_p
+DENOISER ?= observation
 # Each denoiser's defaults act on a 3-epoch run (T-CE/DART ramps over one epoch, DeCA's marginal objective);
-# PARAMS_<name> := -p key=value adds options for one of them (docs/denoisers.md).
+# PARAMS_<name> := -p key=value adds options for one of them (docs/denoisers.md). The observation model runs in
+# its examination form with the tower held for the first quarter of the run (benchmarks/README.md).
+PARAMS_observation := -p form=examination tower_warmup=25% rates_lr_scale=50
 ARGS ?=
 # The folder of the local Slurm cluster of `make slurm-up` (short, under /tmp: munged wants a reachable socket).
 SLURM_DIR ?= /tmp/denoisrec-slurm-$(shell id -u)

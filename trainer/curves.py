@@ -134,7 +134,7 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
     for i, s in enumerate(series):
         # one run: a colour per quantity; several: a colour per run, the line style tells the quantity
         c1, c2 = (colors[i % len(colors)],) * 2 if many else (colors[2], colors[3])
-        tag = f"{s.name}: " if many else ""
+        tag = f"{_short(s.name)}: " if many else ""  # the title carries the full names and options
         _line(axes[0], s.clean_auc, c1, "-", "o", f"{tag}clean test (true labels)")
         _line(axes[0], s.valid_auc, c2, "--", "s", f"{tag}valid ({s.valid_target} labels)")
         _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".",
@@ -162,6 +162,12 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _short(name: str, width: int = 24) -> str:
+    """A run's method without its options, for legends (``observation form=... `` → ``observation``)."""
+    head = name.split()[0] if name.split() else name
+    return head if len(head) <= width else head[: width - 1] + "…"
 
 
 def _line(ax: Any, points: Points, color: str, style: str, marker: Optional[str], label: str) -> None:
