@@ -51,9 +51,10 @@ _Opened = Tuple[Iterator[Any], Optional[Any], Optional[Iterator[Any]]]
 
 def _open(reader: Any, epoch: int, ahead: bool) -> _Opened:
     """(the counted batches, the epoch's report, the read-ahead thread if any)."""
-    if not hasattr(reader, "open_epoch"):
+    if not hasattr(reader, "open_epoch"):  # a plain iterable reader: no read-ahead, its own report if it has one
         reader.set_epoch(epoch)
-        return iter(reader), None, None
+        report = reader.epoch_report() if hasattr(reader, "epoch_report") else None
+        return iter(reader), report, None
     batches, report = reader.open_epoch(epoch)
     if ahead:  # start its threads now; the first batch (the shuffle buffer's fill) is made in the background
         batches = Background(batches, depth=1, name=f"epoch-{epoch}")
