@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
+from job_probes import free_port, logged_step, worker_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = "launch/components.py:train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
@@ -34,12 +35,6 @@ TORCHX = [sys.executable, "-m", "torchx.cli.main"]
 EPOCHS, BATCH = 2, 64
 TRAIN_ARGS = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--denoiser", "tce",
               "-p", "eps_max=0.2", "num_gradual=40"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _share(n: int, w: int, r: int) -> int:
@@ -55,7 +50,7 @@ class Job:
         self.tag = uuid.uuid4().hex
         self.log = tmp / f"torchx-{self.tag[:8]}.log"
         cmd = [*TORCHX, "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp / 'torchx-logs'}", COMPONENT,
-               "-j", j, "--python", sys.executable, "--rdzv_port", str(_free_port()),
+               "-j", j, "--python", sys.executable, "--rdzv_port", str(free_port()),
                "--env", f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}", *component_args, "--", *trainer_args]
         self.t0 = time.time()
         with open(self.log, "w") as f:
@@ -75,19 +70,8 @@ class Job:
         return self.log.read_text(errors="replace")
 
     def workers(self) -> Dict[int, int]:
-        """``{global rank: pid}`` of this job's live worker processes (agents have no ``RANK``)."""
-        found: Dict[int, int] = {}
-        tag = f"DENOISREC_TEST_TAG={self.tag}".encode()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if tag in env:
-                rank = [e[5:] for e in env if e.startswith(b"RANK=")]
-                if rank:
-                    found[int(rank[0])] = int(pid)
-        return found
+        """``{global rank: pid}`` of this job's live worker processes."""
+        return worker_pids(self.tag)
 
     def kill_worker_when(self, ready, rank: int, timeout: float = 180) -> int:
         """SIGKILL the worker of ``rank`` as soon as ``ready()`` holds; return its pid."""
@@ -101,16 +85,6 @@ class Job:
                 return pid
             time.sleep(0.05)
         raise AssertionError(f"not ready to kill after {timeout}s:\n{self.output()[-6000:]}")
-
-
-def _logged_step(out: Path) -> int:
-    """The last training step rank 0 wrote to ``metrics.jsonl`` (0 before the first)."""
-    try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    steps = [json.loads(x)["step"] for x in lines if x.strip().endswith("}") and '"kind": "train"' in x]
-    return max(steps, default=0)
 
 
 def _summary(out: Path) -> dict:
@@ -179,7 +153,7 @@ def test_killed_worker_without_restarts_fails_the_job_promptly(tiny_data: Path, 
     out = tmp_path / "run"
     job = Job(tmp_path, "1x2", ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS, "--set", "run.log_every=1"],
               ("--max_restarts", "0"))
-    killed = job.kill_worker_when(lambda: _logged_step(out) >= 3, rank=1)
+    killed = job.kill_worker_when(lambda: logged_step(out) >= 3, rank=1)
     t_kill = time.time()
     rc, text = job.wait(timeout=120)
     took = time.time() - t_kill
@@ -241,7 +215,7 @@ def test_killed_worker_restarts_and_resumes_from_checkpoint(tiny_data: Path, tmp
               ("--max_restarts", "1"))
     # Kill rank 1 once a checkpoint exists and training has moved past it (that work is lost and redone).
     killed = job.kill_worker_when(
-        lambda: (out / "checkpoints" / "latest").exists() and _logged_step(out) >= every + 5, rank=1)
+        lambda: (out / "checkpoints" / "latest").exists() and logged_step(out) >= every + 5, rank=1)
     rc, text = job.wait()
     _assert_succeeded(rc, text)
 

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
+from job_probes import free_port, logged_step, worker_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT = str(ROOT / "launch" / "components.py") + ":train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
@@ -38,12 +39,6 @@ TRAIN_ARGS = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--denoiser",
               "-p", "eps_max=0.2", "num_gradual=40"]
 
 pytestmark = pytest.mark.dist
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SlurmJob:
@@ -59,7 +54,7 @@ class SlurmJob:
         self.log = cwd / "torchx-run.log"
         # --cpu 1 --memMB 1024 per node fit a 2-CPU host (requests are bookkeeping here: no cgroups).
         cmd = [*TORCHX, "run", "-s", "slurm", "--wait", COMPONENT, "-j", j, "--cpu", "1", "--memMB", "1024",
-               "--python", sys.executable, "--rdzv_port", str(_free_port()),
+               "--python", sys.executable, "--rdzv_port", str(free_port()),
                "--env", f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}", *component_args, "--", *trainer_args]
         with open(self.log, "w") as f:
             self.proc = subprocess.Popen(cmd, cwd=str(cwd), stdout=f, stderr=subprocess.STDOUT, env=self.env,
@@ -101,29 +96,8 @@ class SlurmJob:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.cwd.glob("slurm-*")))
 
     def workers(self) -> Dict[int, int]:
-        """``{global rank: pid}`` of this job's live worker processes (agents have no ``RANK``)."""
-        found: Dict[int, int] = {}
-        tag = f"DENOISREC_TEST_TAG={self.tag}".encode()
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if tag in env:
-                rank = [e[5:] for e in env if e.startswith(b"RANK=")]
-                if rank:
-                    found[int(rank[0])] = int(pid)
-        return found
-
-
-def _logged_step(out: Path) -> int:
-    """The last training step rank 0 wrote to ``metrics.jsonl`` (0 before the first)."""
-    try:
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    steps = [json.loads(x)["step"] for x in lines if x.strip().endswith("}") and '"kind": "train"' in x]
-    return max(steps, default=0)
+        """``{global rank: pid}`` of this job's live worker processes."""
+        return worker_pids(self.tag)
 
 
 def _state(status: str) -> str:
@@ -220,7 +194,7 @@ def test_killed_rank_restarts_in_the_allocation_and_resumes(slurm_cluster, tiny_
                    ("--max_restarts", "1"))
     # Kill rank 1 once a checkpoint exists and training has moved past it (that work is redone).
     deadline = time.time() + 180
-    while not ((out / "checkpoints" / "latest").exists() and _logged_step(out) >= every + 5):
+    while not ((out / "checkpoints" / "latest").exists() and logged_step(out) >= every + 5):
         assert time.time() < deadline and job.proc.poll() is None, job.output()[-3000:] + job.slurm_logs()[-6000:]
         time.sleep(0.05)
     killed = job.workers()[1]
