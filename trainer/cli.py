@@ -23,7 +23,7 @@ import sys
 from typing import List, NoReturn, Optional
 
 from denoisrec.trainer.config import Config, apply_overrides, parse_params
-from denoisrec.trainer.options import UsageError
+from denoisrec.trainer.errors import UsageError
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -261,7 +261,7 @@ def exit_status(e: BaseException) -> int:
     """1 for a problem with the data or files (missing, unreadable, malformed), 2 for a usage mistake.
 
     (``train`` and ``report``; the other commands still exit 2 on every error they report.)"""
-    from denoisrec.trainer.data.checks import DataError
+    from denoisrec.trainer.errors import DataError
 
     if isinstance(e, UsageError):
         return 2

@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.data.reader import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, ..., 56+
