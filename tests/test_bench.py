@@ -227,7 +227,7 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
 def test_peers_view_gives_every_table_the_asked_rows(tiny_data: Path, tmp_path: Path) -> None:
     from denoisrec.trainer.bench.peers import single_valued_view
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.data.synthetic import PRESETS, schema_for
+    from denoisrec.trainer.datasets.synthetic import PRESETS, schema_for
 
     view = single_valued_view(str(tiny_data), str(tmp_path / "v"), table_rows=1000)
     assert [f.num_embeddings for f in view.sparse] == [1000] * 15

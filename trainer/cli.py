@@ -130,7 +130,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_gen_data(a: argparse.Namespace) -> int:
-    from denoisrec.trainer.data.synthetic import describe, generate, preset_by_name, scaled, with_logging
+    from denoisrec.trainer.datasets.synthetic import describe, generate, preset_by_name, scaled, with_logging
 
     preset = with_logging(scaled(preset_by_name(a.preset), a.rows), a.logging)
     stats = generate(a.out, preset, seed=a.seed, progress=not a.quiet)

@@ -34,7 +34,7 @@ def add_convert_commands(sub: Any) -> None:
 
 
 def cmd_convert(a: Any) -> int:
-    from denoisrec.trainer.data.convert import convert_deca, convert_movielens, describe
+    from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens, describe
 
     if a.source == "movielens":
         try:
