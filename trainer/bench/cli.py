@@ -27,9 +27,12 @@ BENCHES = {
 }
 
 
-def add_bench_commands(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: throughput, quality, peers, ingest",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+HELP = "benchmarks: throughput, quality, peers, ingest"
+DESCRIPTION = __doc__
+
+
+def add_arguments(bench: argparse.ArgumentParser) -> None:
+    """One sub-command per bench module, each with that module's own options."""
     kinds = bench.add_subparsers(dest="bench", required=True)
     for name, helptext in BENCHES.items():
         try:
@@ -43,4 +46,9 @@ def add_bench_commands(sub: Any) -> None:
         p = kinds.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
-        p.set_defaults(fn=mod.run)
+        p.set_defaults(bench_run=mod.run)
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the bench ``a.bench`` names."""
+    return int(a.bench_run(a))

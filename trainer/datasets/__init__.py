@@ -6,7 +6,7 @@ and never in a training process. They write the on-disk format that :mod:`denois
 
 | module | command | what it writes |
 |---|---|---|
-| :mod:`.synthetic` | ``denoisrec gen-data`` | synthetic noisy implicit feedback with ground truth (presets tiny … criteo) |
+| :mod:`.synthetic` | ``denoisrec gen-data`` | synthetic noisy implicit feedback with ground truth (presets) |
 | :mod:`.convert` | ``denoisrec convert`` | MovieLens-100K / DeCA rating files with noise ground truth from the rating |
 
 Example::
