@@ -1,4 +1,4 @@
-"""The design card's layout: one distribution, denoisrec.* import names, one-way dependencies."""
+"""The design card's layout: one distribution, denoisrec.* import names, one-way dependencies, no import circles."""
 
 import ast
 import functools
@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Dict, Iterator, List, Set
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("trainer", "models", "denoisers", "launch")
@@ -64,12 +66,19 @@ def _is_main_block(node: ast.AST) -> bool:
             and t.comparators[0].value == "__main__")
 
 
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:``: read by type checkers only, never run."""
+    t = node.test if isinstance(node, ast.If) else None
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or \
+        (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
 def _import_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Every import statement, at any depth (inside functions and classes too), except in the main block."""
+    """Every import statement that can run, at any depth (inside functions and classes too)."""
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        elif not _is_main_block(node):
+        elif not (_is_main_block(node) or _is_type_checking_block(node)):
             yield from _import_nodes(node)
 
 
@@ -144,6 +153,9 @@ def test_cycle_finder_sees_a_function_local_circle(tmp_path: Path) -> None:
                    "if __name__ == '__main__':\n    from denoisrec.trainer import cli\n")
     assert _imports(src, "denoisrec.x.m") >= {"os", "denoisrec.models", "denoisrec.models.spec"}
     assert "denoisrec.trainer.cli" not in _imports(src, "denoisrec.x.m")
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from denoisrec.trainer import cli\n"
+                   "from .sibling import x\n")
+    assert _imports(src, "denoisrec.x.m") == {"typing", "denoisrec.x.sibling"}
     g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert cycles(g) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
@@ -169,3 +181,16 @@ def test_dependencies_point_one_way() -> None:
         for py in (ROOT / top).rglob("*.py"):
             bad = {m for m in _imports(py) if m == forbidden or m.startswith(forbidden)}
             assert not bad, f"{py.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_trainer_reexports_its_public_api_without_importing_torch() -> None:
+    code = ("import sys, denoisrec.trainer as t; from denoisrec.trainer import Config, UsageError; "
+            "assert 'torch' not in sys.modules, 'importing denoisrec.trainer pulled in torch'; print(len(t.__all__))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout) >= 10
+    trainer = importlib.import_module("denoisrec.trainer")
+    missing = [n for n in trainer.__all__ if getattr(trainer, n, None) is None]
+    assert not missing, f"denoisrec.trainer.__all__ names nothing for {missing}"
+    with pytest.raises(AttributeError):
+        getattr(trainer, "no_such_name")
