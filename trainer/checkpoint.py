@@ -58,10 +58,6 @@ def step_dir(root: str, step: int) -> str:
     return os.path.join(root, f"step_{step:08d}")
 
 
-def is_complete(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, META))
-
-
 def read_meta(path: str) -> Dict[str, Any]:
     try:
         return files.read_meta(path)

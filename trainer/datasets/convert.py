@@ -119,7 +119,7 @@ def _check_ratings(path: str, rating: np.ndarray, lo: int, hi: int) -> None:
 
 def _check_unique_pairs(where: str, user: np.ndarray, item: np.ndarray) -> None:
     key = user * (int(item.max()) + 1) + item
-    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
     if (counts > 1).any():
         i = int(first[np.flatnonzero(counts > 1)[0]])
         raise DataError(f"{where}: (user, item) pair ({int(user[i])}, {int(item[i])}) is rated more than once")
