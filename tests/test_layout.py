@@ -102,6 +102,7 @@ def _imports(path: Path, module: str = "") -> Set[str]:
     return names
 
 
+@functools.lru_cache(maxsize=None)
 def import_graph() -> Dict[str, Set[str]]:
     """``denoisrec.*`` module → the ``denoisrec.*`` modules it imports (module-level and function-local)."""
     mods = _modules()
@@ -167,6 +168,15 @@ def test_no_import_cycles() -> None:
     found = cycles(graph)
     assert not found, "import circles (function-local imports included): " + "; ".join(
         " ↔ ".join(c) for c in found)
+
+
+def test_leaf_errors_and_ingest_apart_from_the_dataset_tools() -> None:
+    graph = import_graph()
+    assert graph["denoisrec.trainer.errors"] == set(), "trainer/errors.py must import nothing from denoisrec"
+    assert not {m for m in graph["denoisrec.models.registry"] if not m.startswith("denoisrec.models.")}
+    ingest = [m for m in graph if m.startswith("denoisrec.trainer.data.")]
+    bad = {m: sorted(d for d in graph[m] if d.startswith("denoisrec.trainer.datasets")) for m in ingest}
+    assert not any(bad.values()), f"runtime ingest imports the offline dataset tools: {bad}"
 
 
 def test_dependencies_point_one_way() -> None:
