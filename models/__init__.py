@@ -8,6 +8,9 @@
 | ``fm`` | factorization machine | no | yes |
 | ``widedeep`` | Wide & Deep | no | no |
 
+A new model is one module here and one line in :data:`denoisrec.models.registry.MODELS` (the registry,
+kept in its own module so that :mod:`.spec` can build models without importing this package).
+
 >>> from denoisrec.models import MODELS
 >>> sorted(MODELS)
 ['dcnv2', 'deepfm', 'dlrm', 'fm', 'widedeep']
