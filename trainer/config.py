@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from denoisrec.trainer.errors import UsageError
+from denoisrec.trainer.options import UsageError
 
 
 @dataclass
