@@ -28,5 +28,6 @@ from denoisrec.models.registry import MODELS, build_model, model_options
 from denoisrec.models.spec import ModelSpec
 from denoisrec.models.widedeep import WideDeep
 
+
 __all__ = ["DCNv2", "DeepFM", "FM", "LoadedModel", "MODELS", "ModelSpec", "WideDeep", "build_model", "dlrm",
            "embedding_bag_collection", "load_model_file", "model_options", "save_model_file"]
