@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from denoisrec.models.embeddings import embedding_bag_collection
+from denoisrec.models.registry import MODELS, build_model
 
 
 @dataclass
 class ModelSpec:
     """Args:
-        name: a key of :data:`denoisrec.models.MODELS`.
+        name: a key of :data:`denoisrec.models.registry.MODELS`.
         features: ``(feature, num_embeddings)`` of every sparse feature, in KJT key order.
         dense_in_features: number of dense features (0 when the data has none).
         embedding_dim: default table width.
@@ -45,8 +46,6 @@ class ModelSpec:
     embedding_init: Optional[float] = None
 
     def init_range(self) -> Optional[Tuple[float, float]]:
-        from denoisrec.models import MODELS
-
         a = self.embedding_init
         if a is None:
             a = getattr(MODELS.get(self.name), "EMBEDDING_INIT", None)
@@ -59,8 +58,6 @@ class ModelSpec:
     def build(self, device: Optional[torch.device] = None, table_prefix: str = "") -> nn.Module:
         """The model, with tables on ``device`` (``meta`` by default, for sharding). ``table_prefix`` names a
         second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``)."""
-        from denoisrec.models import build_model  # the registry imports this module
-
         ebc = embedding_bag_collection(self.features, self.embedding_dim, device=device, dims=self.dims,
                                        init_range=self.init_range(), prefix=f"{table_prefix}t_")
         return build_model(self.name, ebc, self.dense_in_features, **self.params)

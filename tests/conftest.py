@@ -17,7 +17,7 @@ DIST_DIR = Path(__file__).resolve().parent / "dist"
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``tiny`` preset (6,000 train rows in 3 files of 500-row groups), generated once per session."""
-    from denoisrec.trainer.data.synthetic import PRESETS, generate
+    from denoisrec.trainer.datasets.synthetic import PRESETS, generate
 
     out = tmp_path_factory.mktemp("tiny")
     generate(str(out), PRESETS["tiny"], seed=0)

@@ -169,22 +169,18 @@ def test_bench_peers_quick(tmp_path: Path) -> None:
             assert r["status"].startswith("failed: --model 'deepfm': unknown model")
 
 
-def test_deepfm_overrides_map_the_mlp_by_signature(monkeypatch: pytest.MonkeyPatch) -> None:
-    from denoisrec.models import MODELS
+def test_deepfm_overrides_name_the_registered_deepfm_arguments() -> None:
+    from denoisrec.models import build_model, embedding_bag_collection
     from denoisrec.trainer.bench.peers import deepfm_overrides
+    from denoisrec.trainer.config import Config, apply_overrides
 
-    def deepfm(ebc, dense_in_features, deep_arch=(256, 128, 1), dropout=0.0):  # noqa: ANN001, ANN202
-        return None
-
-    monkeypatch.setitem(MODELS, "deepfm", deepfm)
-    assert deepfm_overrides([64, 32], 0.2) == ["model.params.deep_arch=[64, 32, 1]", "model.params.dropout=0.2"]
-
-    def deepfm2(ebc, dense_in_features, layers=(8, 8), other=(1, 2)):  # noqa: ANN001, ANN202
-        return None
-
-    monkeypatch.setitem(MODELS, "deepfm", deepfm2)
-    with pytest.raises(ValueError, match="cannot tell its MLP parameter"):
-        deepfm_overrides([64], 0.0)
+    cfg = apply_overrides(Config(), deepfm_overrides([8, 4], 0.25))
+    assert cfg.model.params == {"mlp": [8, 4], "dropout": 0.25}
+    ebc = embedding_bag_collection([("a", 10), ("b", 7)], 4)
+    model = build_model("deepfm", ebc, 0, **cfg.model.params)  # unknown options would raise here
+    widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths[:2] == [8, 4], widths
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.25 for m in model.modules())
 
 
 def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:
@@ -227,7 +223,7 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
 def test_peers_view_gives_every_table_the_asked_rows(tiny_data: Path, tmp_path: Path) -> None:
     from denoisrec.trainer.bench.peers import single_valued_view
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.data.synthetic import PRESETS, schema_for
+    from denoisrec.trainer.datasets.synthetic import PRESETS, schema_for
 
     view = single_valued_view(str(tiny_data), str(tmp_path / "v"), table_rows=1000)
     assert [f.num_embeddings for f in view.sparse] == [1000] * 15

@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.data.convert import convert_deca, convert_movielens
+from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens
 from denoisrec.trainer.data.reader import DataError, ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 

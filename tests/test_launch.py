@@ -124,7 +124,7 @@ def test_two_ranks_through_torchx_local_cwd(reference_run: dict) -> None:
 def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
     """``-j 3x1``: three torchrun agents (simulated nodes) meet by c10d rendezvous; an odd world size with an
     uneven split. (``-j 2x1`` and ``-j 1x3`` run the same code paths; docs/launch.md shows both.)"""
-    from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled
+    from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled
 
     n = 6001  # 2000 / 2000 / 2001 rows: the last rank has one more, and every rank ends on a short batch
     data = tmp_path / "data"

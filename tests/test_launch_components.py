@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from denoisrec.launch.components import bench, gen_data, parse_j, train
-from denoisrec.launch.torchx_cli import COMPONENTS_FILE, merge_list_options, torchx_argv
+from denoisrec.trainer.commands.launch import COMPONENTS_FILE, merge_list_options, torchx_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.checks import schema_problems
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
-from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled, schema_for
+from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled, schema_for
 from denoisrec.trainer.module import TrainModule
 
 

@@ -11,7 +11,7 @@ from conftest import torchrun
 @pytest.fixture(scope="module")
 def odd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """5,003 training rows: files of 2,500, 2,500 and 3 rows, row groups of 500 (and one of 3)."""
-    from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled
+    from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled
 
     out = tmp_path_factory.mktemp("odd")
     generate(str(out), scaled(PRESETS["tiny"], 5003), seed=1)

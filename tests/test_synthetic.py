@@ -8,7 +8,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.data.synthetic import PRESETS, generate, scaled
+from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled
 
 
 def _read(root: Path, split: str = "train"):
@@ -91,7 +91,7 @@ def test_product_preset_has_lcd_product_shape() -> None:
     p = PRESETS["product"]
     assert (p.n_users, p.n_items) == (3_640_000, 117_000)
     assert (p.train_rows, p.valid_rows, p.test_rows) == (77_110_000, 10_890_000, 10_960_000)
-    from denoisrec.trainer.data.synthetic import schema_for
+    from denoisrec.trainer.datasets.synthetic import schema_for
 
     s = schema_for(p)
     assert len(s.sparse) + len(s.dense) == 69

@@ -42,16 +42,12 @@ from torch import nn
 from denoisrec.trainer import checkpoint_files as files
 from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.errors import CheckpointError
 from denoisrec.trainer.sharding import TrainOptimizer
 
 LATEST = "latest"
 BEST = "best"
 FORMAT_VERSION = 2  # 2: meta.json lists every file's size and SHA-256
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (incomplete, damaged, from another model, unloadable); the message says
-    why and names the file."""
 
 
 def checkpoint_root(out: str) -> str:
@@ -60,10 +56,6 @@ def checkpoint_root(out: str) -> str:
 
 def step_dir(root: str, step: int) -> str:
     return os.path.join(root, f"step_{step:08d}")
-
-
-def is_complete(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, META))
 
 
 def read_meta(path: str) -> Dict[str, Any]:

@@ -5,7 +5,7 @@ file it lists (``"files": {relative path: {"size": bytes, "sha256": hex}}``, wri
 rank has finished writing) exists with that size and that SHA-256. :func:`problem` returns ``None`` for
 such a checkpoint, otherwise one line that names the damaged file and what is wrong with it (missing,
 truncated, a changed byte, a broken ``meta.json``, a missing key). Checkpoints written before checksums
-(``format_version`` 1, no ``"files"``) are accepted with a note (:func:`verified`).
+(``format_version`` 1, no ``"files"``) are accepted with a note.
 
 Checkpoints are ordered by the step number in their name (``step_<NNNNNNNN>``), never by name or time.
 Directories that a save is still writing (``.tmp-*``) or that a save replaced (``.old-*``) are not
@@ -113,14 +113,6 @@ def problem(path: str) -> Optional[str]:
         if sha256_file(file) != want["sha256"]:
             return f"{file}: content differs from its checksum in meta.json (damaged: a flipped bit or a partial write)"
     return None
-
-
-def verified(path: str) -> bool:
-    """Whether ``meta.json`` carries checksums (checkpoints written before them cannot be verified)."""
-    try:
-        return bool(read_meta(path).get("files"))
-    except ValueError:
-        return False
 
 
 def list_steps(root: str) -> List[Tuple[int, str]]:

@@ -30,11 +30,9 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from denoisrec.trainer.errors import NonFiniteError
+
 POLICIES = ("stop", "skip", "off")
-
-
-class NonFiniteError(ValueError):
-    """Training produced a non-finite loss or gradient (the message names the step)."""
 
 
 class NonFiniteGuard:

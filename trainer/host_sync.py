@@ -42,6 +42,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch.overrides import TorchFunctionMode
 
+from denoisrec.trainer.errors import HostSyncError
+
 MODES = ("error", "warn")
 _T = torch.Tensor
 # Operations that wait for a CUDA device: host reads of a value, and outputs whose shape depends on data.
@@ -57,10 +59,6 @@ CPU_SYNC_OPS: Dict[Callable[..., Any], str] = {
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _AUTOGRAD = os.path.join(_TORCH_DIR, "autograd") + os.sep
 _SKIP = (_TORCH_DIR, os.path.abspath(__file__), os.path.dirname(warnings.__file__) + os.sep + "warnings.py")
-
-
-class HostSyncError(RuntimeError):
-    """A host synchronisation inside a guarded region (``mode="error"``)."""
 
 
 @dataclass(frozen=True)

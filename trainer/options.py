@@ -20,9 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-
-class UsageError(ValueError):
-    """A value the user typed is not accepted (exit status 2)."""
+from denoisrec.trainer.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,10 @@ import shutil
 from typing import Any, List, Optional
 
 from denoisrec.trainer.checkpoint_files import list_steps
+from denoisrec.trainer.errors import OutDirError
 
 RUN_FILES = ("summary.json", "session.json", "model.pt", "metrics.jsonl", "config.yaml", "plan.json")
 FINISHED = ("summary.json", "model.pt")
-
-
-class OutDirError(ValueError):
-    """``--out`` holds a run this launch would overwrite (the message says what and how to proceed)."""
 
 
 def _contents(out: str) -> List[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 
 def _metric_line(name: str, m: Dict[str, Any]) -> str:
@@ -72,12 +72,7 @@ def run_export(a: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m denoisrec.trainer.predict_cli ...`` is ``denoisrec predict ...`` (the form torchrun starts)."""
-    from denoisrec.trainer.cli import main as cli_main
+if __name__ == "__main__":  # ``python -m denoisrec.trainer.predict_cli ARGS`` is ``denoisrec predict ARGS``
+    from denoisrec.trainer.cli import main
 
-    return cli_main(["predict"] + list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["predict", *sys.argv[1:]]))

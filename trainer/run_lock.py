@@ -30,12 +30,10 @@ import socket
 import time
 from typing import Any, Dict, Optional
 
+from denoisrec.trainer.errors import RunLockError
+
 LOCK_FILE = ".lock"
 UNREADABLE_GRACE_S = 60.0
-
-
-class RunLockError(ValueError):
-    """Another run holds ``<out>/.lock`` (the message names it)."""
 
 
 def _start_time(pid: int) -> Optional[str]:

@@ -19,7 +19,8 @@ from typing import Any, Dict, List
 from denoisrec.trainer.curves import Series, read_series, write_curves
 
 
-HELP = """Several runs side by side: per run the method, the final and the best clean-test AUC, the validation
+HELP = "compare runs: a table of clean/valid AUC and one figure of their curves"
+DESCRIPTION = """Several runs side by side: per run the method, the final and the best clean-test AUC, the validation
 AUC and the clean-test AUC by epoch; one figure with every run's curves (AUC per epoch, loss of noisy vs
 clean positives, noise identification). For example, BCE against the recommended set-up:
 
@@ -27,13 +28,11 @@ clean positives, noise identification). For example, BCE against the recommended
   denoisrec report runs/bce runs/deca_p --out runs/report.png"""
 
 
-def add_report_command(sub: Any) -> None:
-    p = sub.add_parser("report", help="compare runs: a table of clean/valid AUC and one figure of their curves",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``RUN [RUN ...] [--out FIG.png] [--json TABLE.json]``."""
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their --out)")
     p.add_argument("--out", default=None, help="figure file (default: report.png beside the first run)")
     p.add_argument("--json", default=None, help="also write the table as JSON")
-    p.set_defaults(fn=run)
 
 
 def rows(runs: List[str]) -> List[Dict[str, Any]]:

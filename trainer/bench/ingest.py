@@ -289,7 +289,7 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
     if data is None:
         if not a.quick:
             raise ValueError("bench ingest: --data is required (or --quick, which generates a tiny dataset)")
-        from denoisrec.trainer.data.synthetic import PRESETS, generate
+        from denoisrec.trainer.datasets.synthetic import PRESETS, generate
 
         tmp = tempfile.TemporaryDirectory(prefix="denoisrec-bench-")
         data = os.path.join(tmp.name, "tiny")

@@ -25,8 +25,7 @@ all usable cores); each of N ranks gets cores // N.
 
 Target (issue 7): denoisrec ≥ 2× the fastest peer's samples/s at equal AUC (± 0.002).
 
-denoisrec's side uses ``--model deepfm``; until a ``deepfm`` model is registered in
-``denoisrec.models.MODELS`` those rows fail with the model registry's "unknown model" message.
+denoisrec's side uses ``--model deepfm`` (:class:`denoisrec.models.deepfm.DeepFM`).
 
 Example::
 
@@ -39,7 +38,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -228,40 +226,14 @@ PEER_RUNNERS: Dict[str, Tuple[str, Callable[..., Dict[str, Any]]]] = {
 # -------------------------------------------------------------------------------------------- denoisrec
 
 
-MLP_NAMES = ("dnn_hidden_units", "hidden_units", "dnn_hidden", "hidden", "mlp", "mlp_dims", "deep_arch",
-             "dnn_arch", "hidden_layer_sizes", "over_arch")
-
-
 def deepfm_overrides(hidden: List[int], dropout: float) -> List[str]:
-    """``--set`` overrides giving denoisrec's registered ``deepfm`` the bench's MLP and dropout.
+    """``--set`` overrides giving denoisrec's ``deepfm`` the bench's MLP and dropout.
 
-    The MLP parameter is found by name (one of :data:`MLP_NAMES`) or as the only parameter whose default is a
-    sequence of ints; a default ending in 1 (an output layer) gets the 1 appended. Raises ``ValueError``
-    (naming the model's signature) if ``deepfm`` is not registered or its MLP parameter cannot be told.
+    Named explicitly after :class:`denoisrec.models.deepfm.DeepFM`'s arguments ``mlp`` (hidden sizes, no
+    output layer) and ``dropout``; the trainer checks them against the constructor, so a renamed argument is
+    a one-line "unknown option" error, never a guess.
     """
-    from denoisrec.models import MODELS
-
-    if "deepfm" not in MODELS:
-        raise ValueError(f"--model 'deepfm': unknown model, expected one of {sorted(MODELS)} "
-                         "(denoisrec's DeepFM is not in this checkout yet)")
-    sig = inspect.signature(MODELS["deepfm"])
-    params = {k: v for k, v in sig.parameters.items() if k not in ("ebc", "dense_in_features")}
-    seqs = [k for k, v in params.items() if isinstance(v.default, (list, tuple)) and v.default
-            and all(isinstance(x, int) for x in v.default)]
-    named = [k for k in MLP_NAMES if k in params]
-    pick = named[0] if named else (seqs[0] if len(seqs) == 1 else None)
-    if pick is None:
-        raise ValueError(f"deepfm{sig}: cannot tell its MLP parameter; pass it with --denoisrec-set "
-                         "model.params.NAME=[...]")
-    default = params[pick].default
-    mlp = list(hidden) + ([1] if isinstance(default, (list, tuple)) and default and default[-1] == 1 else [])
-    out = [f"model.params.{pick}={json.dumps(mlp)}"]
-    drop = [k for k in params if "dropout" in k]
-    if drop:
-        out.append(f"model.params.{drop[0]}={dropout}")
-    elif dropout:
-        raise ValueError(f"deepfm{sig}: has no dropout parameter but --dropout {dropout} was asked")
-    return out
+    return [f"model.params.mlp={json.dumps(list(hidden))}", f"model.params.dropout={dropout}"]
 
 
 def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int], out: str) -> Dict[str, Any]:

@@ -107,7 +107,7 @@ def _apply_quick(a: argparse.Namespace) -> None:
 def ensure_data(data: Optional[str], preset: str, out: str, quick: bool, rows: Optional[int] = None) -> str:
     """``data`` if given (must hold schema.json); else ``data/<preset>[-<rows>]`` (quick:
     ``<out>/data-<preset>``), generated (seed 0) when missing."""
-    from denoisrec.trainer.data.synthetic import generate, preset_by_name, scaled
+    from denoisrec.trainer.datasets.synthetic import generate, preset_by_name, scaled
 
     if data:
         if not os.path.exists(os.path.join(data, "schema.json")):

@@ -1,1 +1,4 @@
-"""denoisrec.trainer.data: the dataset schema, ``Batch``, the streaming Parquet reader, the generator."""
+"""denoisrec.trainer.data: runtime ingest: the dataset schema, ``Batch``, the streaming Parquet reader, validation.
+
+The offline tools that write datasets (synthetic generator, converters) live in :mod:`denoisrec.trainer.datasets`.
+"""

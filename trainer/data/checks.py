@@ -22,15 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import DataSchema
-
-
-class DataError(ValueError):
-    """Input data that does not match the schema; the message names file, row group and column."""
-
-
-def oneline(e: BaseException) -> str:
-    """An exception's message on one line (pyarrow's span several)."""
-    return " ".join(str(e).split())
+from denoisrec.trainer.errors import DataError, oneline
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.data.checks import DataError, oneline
+from denoisrec.trainer.errors import DataError, oneline
 
 # Schemes that pyarrow opens natively; everything else with "://" goes through fsspec.
 _ARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs")

@@ -30,7 +30,7 @@ from typing import Any, List, Tuple
 
 import pyarrow.fs as pafs
 
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 
 HIDDEN = (".", "_")
 

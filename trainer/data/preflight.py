@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.validate import validate_split

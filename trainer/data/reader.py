@@ -108,10 +108,6 @@ class EpochPlan:
     def empty_batches(self) -> int:
         return self.steps - self.full_batches - self.short_batches
 
-    @property
-    def last_batch_rows(self) -> int:
-        return self.rank_rows - (self.steps - 1) * self.batch_size if self.steps else 0
-
 
 @dataclass
 class EpochReport:

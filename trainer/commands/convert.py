@@ -1,18 +1,20 @@
-"""``denoisrec convert {movielens,deca} PATH --out DIR``: the command line of :mod:`.convert`.
+"""``denoisrec convert {movielens,deca} PATH --out DIR``: the command line of the converters.
 
-Kept apart from the converter so that building the ``denoisrec`` parser imports neither torch nor pyarrow.
+The converters themselves are :mod:`denoisrec.trainer.datasets.convert`; this module is
+kept apart from them so that building the ``denoisrec`` parser imports neither torch nor pyarrow.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+HELP = "convert real rating data with noise ground truth to a denoisrec dataset"
 CLEAN_TEST = ("relabel", "remove")  # the choices of convert.CLEAN_TEST (checked there again)
 
 
-def add_convert_commands(sub: Any) -> None:
-    """``denoisrec convert {movielens,deca} PATH --out DIR [options]`` on an argparse subparsers object."""
-    conv = sub.add_parser("convert", help="convert real rating data with noise ground truth to a denoisrec dataset")
+def add_arguments(conv: argparse.ArgumentParser) -> None:
+    """``{movielens,deca} PATH --out DIR [options]``: one sub-command per source format."""
     kinds = conv.add_subparsers(dest="source", required=True)
     for kind, default_thr, helptext in (
         ("movielens", 3, "a MovieLens-100K folder (u.data, u.user, u.item)"),
@@ -30,11 +32,10 @@ def add_convert_commands(sub: Any) -> None:
         if kind == "movielens":
             p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
             p.add_argument("--split-by", choices=("random", "time"), default="random")
-        p.set_defaults(fn=cmd_convert)
 
 
-def cmd_convert(a: Any) -> int:
-    from denoisrec.trainer.data.convert import convert_deca, convert_movielens, describe
+def run(a: Any) -> int:
+    from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens, describe
 
     if a.source == "movielens":
         try:

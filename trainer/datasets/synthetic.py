@@ -37,7 +37,7 @@ whatever the row count.
 
 Example::
 
-    from denoisrec.trainer.data.synthetic import generate, PRESETS
+    from denoisrec.trainer.datasets.synthetic import generate, PRESETS
     stats = generate("/tmp/tiny", PRESETS["tiny"], seed=0)
     print(stats["train"]["noisy_positive_rate"])
 """

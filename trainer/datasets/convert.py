@@ -54,7 +54,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.data.reader import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, ..., 56+
@@ -119,7 +119,7 @@ def _check_ratings(path: str, rating: np.ndarray, lo: int, hi: int) -> None:
 
 def _check_unique_pairs(where: str, user: np.ndarray, item: np.ndarray) -> None:
     key = user * (int(item.max()) + 1) + item
-    uniq, first, counts = np.unique(key, return_index=True, return_counts=True)
+    _, first, counts = np.unique(key, return_index=True, return_counts=True)
     if (counts > 1).any():
         i = int(first[np.flatnonzero(counts > 1)[0]])
         raise DataError(f"{where}: (user, item) pair ({int(user[i])}, {int(item[i])}) is rated more than once")

@@ -1,4 +1,4 @@
-"""``denoisrec launch``: ``torchx run`` with this package's components, from any directory.
+"""``denoisrec launch``: ``torchx run`` with denoisrec's components (launch/components.py), from any directory.
 
     denoisrec launch [-s SCHEDULER] [-cfg K=V,...] [--dryrun] [--component train|bench|gen_data]
                      [component options: -j 2x4 --gpu 8 --max_restarts 3 ...] [-- trainer options]
@@ -23,11 +23,27 @@ Example::
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import Dict, List, Optional
 
-COMPONENTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "components.py")
+
+def _components_file() -> str:
+    """The installed ``launch/components.py``, located without importing :mod:`denoisrec.launch`.
+
+    The trainer names the components file as ``torchx run FILE:COMPONENT`` does; it never imports the launch
+    package (the layering: launch names the trainer's entry point, never the other way round)."""
+    spec = importlib.util.find_spec("denoisrec.launch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(2, "the denoisrec.launch package is not installed", "launch/components.py")
+    return os.path.join(list(spec.submodule_search_locations)[0], "components.py")
+
+
+COMPONENTS_FILE = _components_file()
+HELP = ("torchx run a component (train, bench, gen_data) on a scheduler: denoisrec launch -j 1x2 -- --data DIR "
+        "(see docs/launch.md)")
+RAW = True  # the command line after ``launch`` is torchx's and the component's: the denoisrec parser never reads it
 COMPONENTS = ("train", "bench", "gen_data")
 _LIST_OPTIONS = {"--set": "--set", "-p": "-p", "--denoiser-param": "-p"}
 
@@ -102,6 +118,15 @@ def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
     if tail:
         cmd += ["--", *merge_list_options(tail)]
     return cmd
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """None here: ``denoisrec launch`` hands its arguments to :func:`main` unparsed (see :data:`RAW`)."""
+
+
+def run(a: argparse.Namespace) -> int:
+    """``denoisrec launch ARGV``: ``a.argv`` is the whole command line, ``launch`` first."""
+    return main(a.argv[1:])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
