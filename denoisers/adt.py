@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from denoisrec.denoisers import collectives as C
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample, no_decisions
 from denoisrec.denoisers.span import Span
 
 # Absorbs float64 representation error in ⌊ε·B⌋ when ε·B is an integer on paper (e.g. 0.1·30).
@@ -55,6 +55,7 @@ class TruncatedBCE(Denoiser):
 
     name = "tce"
     GRID = {"eps_max": [0.05, 0.1, 0.2], "num_gradual": [1000, 5000, 10000, 20000, 30000]}
+    NEEDS = DenoiserNeeds(run_length=True)  # num_gradual in epochs or as a share of the run
 
     def __init__(self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep",
                  process_group: Optional[Any] = None) -> None:

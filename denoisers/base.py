@@ -29,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -67,6 +67,74 @@ def bce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """A phase before the main loop that trains part of the denoiser alone with BCE (DeCA(p)'s prior ``f'``,
+    DeCA Alg. 2 lines 2-9). The trainer runs it (or loads ``checkpoint`` instead) before the first step.
+
+    Attributes:
+        steps: the phase's length in global steps; ``None``: to early stopping on the observed validation
+            AUC within ``max_epochs`` (``patience`` epochs without a better AUC).
+        max_epochs: bound on the phase in epochs (early stopping only).
+        patience: epochs without a better validation AUC before the phase stops.
+        checkpoint: a model file to load instead of training (then ``steps == 0``).
+        cache_scores: score the training split once with the frozen result and hand the scores back
+            (``set_prior_scores``) instead of running it every step.
+    """
+
+    steps: Optional[int] = None
+    max_epochs: float = 1.0
+    patience: int = 1
+    checkpoint: Optional[str] = None
+    cache_scores: bool = False
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the trainer tells a denoiser about the job it is built into (for :meth:`Denoiser.setup_warnings`).
+
+    Attributes:
+        sparse_optimizer: the fused optimizer of model-parallel tables (``optim.sparse``).
+        sparse_weight_decay: its weight decay (``optim.sparse_weight_decay``).
+        sharding_type: one sharding type forced for every table (``sharding.sharding_type``), or ``None``.
+    """
+
+    sparse_optimizer: str = "rowwise_adagrad"
+    sparse_weight_decay: float = 0.0
+    sharding_type: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DenoiserNeeds:
+    """What a denoiser needs from the trainer, declared instead of probed (the trainer's side reads it in
+    :mod:`denoisrec.trainer.denoising`).
+
+    A class declares the parts known before it is built in its ``NEEDS`` class attribute; the instance's
+    :attr:`Denoiser.needs` adds the parts that depend on its options (tables, pre-training).
+
+    Attributes:
+        injected: constructor arguments the trainer supplies (``tables``: sparse feature sizes,
+            ``context_tables``: the context features' sizes, ``device``, ``prior``: a copy of the target
+            architecture); they are not user options.
+        context_tower: the denoiser reads the context features (schema ``role: context``) in its own tower,
+            so the target model need not see them (``model.context=auto``); it reports the learned rates by
+            :meth:`Denoiser.context_report`.
+        static_graph: ``False`` when the set of trained dense parameters changes between steps (DeCA's
+            alternating sub-tasks, DeCA(p)'s phases): DDP must then find unused parameters.
+        run_length: schedules are given in epochs or as a share of the run; the trainer calls
+            :meth:`Denoiser.bind_run` with the run's length before the first step.
+        model_parallel_tables: the denoiser's own embedding tables the planner must shard model-parallel.
+        pretraining: a phase the trainer runs before the main loop, or ``None``.
+    """
+
+    injected: Tuple[str, ...] = ()
+    context_tower: bool = False
+    static_graph: bool = True
+    run_length: bool = False
+    model_parallel_tables: Tuple[str, ...] = ()
+    pretraining: Optional[Pretraining] = None
+
+
 # Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``): the
 # [4, 4] matrix Σ_i row_r(i)·col_c(i) of these per-sample rows and columns (one matmul per step).
 TRUTH_ROWS: Tuple[str, ...] = ("noisy_pos", "clean_pos", "all", "noisy")
@@ -80,10 +148,9 @@ class Denoiser(nn.Module):
 
     - ``name``: registry name (``--denoiser NAME``).
     - ``GRID``: the papers' hyperparameter grid, ``{option: [values]}`` (the sweep reads it).
-    - ``INJECTED``: constructor arguments the trainer supplies (feature table sizes, device, a prior
-      model); they are not user options.
-    - ``static_graph``: ``False`` when the set of trained dense parameters changes between steps (DeCA's
-      alternating sub-tasks, DeCA(p)'s phases); the trainer then lets DDP find unused parameters.
+    - ``NEEDS``: a :class:`DenoiserNeeds`, what the trainer must supply or do (injected constructor
+      arguments, a context tower, a dynamic graph, run-length binding); the instance's :attr:`needs` adds
+      its model-parallel tables and pre-training phase.
     - ``positives_only``: the method only ever handles observed positives (recall is measured on them).
 
     Args:
@@ -92,8 +159,7 @@ class Denoiser(nn.Module):
 
     name: ClassVar[str] = ""
     GRID: ClassVar[Dict[str, List[Any]]] = {}
-    INJECTED: ClassVar[Tuple[str, ...]] = ()
-    static_graph: ClassVar[bool] = True
+    NEEDS: ClassVar[DenoiserNeeds] = DenoiserNeeds()
     positives_only: ClassVar[bool] = True
     reports_posterior: ClassVar[bool] = False
 
@@ -108,9 +174,29 @@ class Denoiser(nn.Module):
         self.steps_per_epoch: Optional[int] = None  # the run's length, set by bind_run (None outside a run)
         self.total_steps: Optional[int] = None
 
+    @property
+    def needs(self) -> DenoiserNeeds:
+        """This denoiser's declaration: the class's ``NEEDS`` plus its model-parallel tables and its
+        :meth:`pretraining` phase (both depend on its options)."""
+        return replace(type(self).NEEDS, model_parallel_tables=tuple(self.model_parallel_tables()),
+                       pretraining=self.pretraining())
+
+    def pretraining(self) -> Optional[Pretraining]:
+        """The phase the trainer runs before the main loop (``None``: none; DeCA(p) overrides)."""
+        return None
+
+    def setup_warnings(self, job: JobFacts) -> List[str]:
+        """Warnings, one line each, about a job set up in a way this denoiser cannot work well in (the
+        trainer prints them once, after building it). None by default; DeCA overrides."""
+        return []
+
+    def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
+        """Learned per-context-value rates (a collective) for a denoiser declaring ``context_tower``."""
+        return {}
+
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
-        """Tell the denoiser the run's length before its first step (the trainer does; see
-        :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the run resolve to
+        """Tell the denoiser the run's length before its first step (the trainer does when ``NEEDS`` declares
+        ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the run resolve to
         steps. Returns warnings, one line each, for schedules that do not act within ``total_steps``."""
         self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
         return []

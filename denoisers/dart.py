@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
 from denoisrec.denoisers.span import Span
 
 
@@ -62,6 +62,7 @@ class DART(Denoiser):
         "tau_m": [0.005, 0.01, 0.02, 0.04],
         "r": [0.0, 0.25, 0.5, 0.75, 1.0],
     }
+    NEEDS = DenoiserNeeds(run_length=True)  # t_i, t_m in epochs or as a share of the run
 
     def __init__(self, t_i: Union[int, str] = 0, t_m: Union[int, str] = "1ep", tau_m: float = 0.04,
                  r: float = 0.5, process_group: Optional[Any] = None) -> None:

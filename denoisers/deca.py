@@ -13,7 +13,7 @@ step; only the sub-task's own noise model is trained in it (the other one is eva
 diagnostics, so its tables receive an exactly-zero gradient: unchanged under the fused row-wise Adagrad,
 Adagrad or SGD without weight decay of model-parallel tables, which is why the tables are listed by
 ``model_parallel_tables`` for the planner; a replicated table or a sparse optimizer with momentum or
-weight decay would still move them, and the trainer warns about both):
+weight decay would still move them, and :meth:`DeCA.setup_warnings` warns about both):
 
 - **DP** (denoise positives, ``h' ≡ 1``; Eq. 14): positives ``−(1 − f)·log h``;
   negatives ``−(1 − f)·log(1 − h) + C1·f``.
@@ -70,7 +70,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.base import (Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining, bce_per_sample,
+                                      no_decisions)
 from denoisrec.denoisers.mf import MFHeads
 
 DP, DN = 0, 1
@@ -102,7 +103,7 @@ class DeCA(Denoiser):
     GRID = {"alpha": [0.0, 0.5, 1.0]}  # the paper's C1, C2 grid {1, 10, 100, 1000}: with objective=paper
     OBJECTIVES = ("marginal", "paper")
     COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
-    INJECTED = ("tables", "device")
+    NEEDS = DenoiserNeeds(injected=("tables", "device"))
     HEADS = ("g", "h", "hp")
     reports_posterior = True
 
@@ -137,6 +138,21 @@ class DeCA(Denoiser):
         """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
         the sub-task's inactive noise model (its gradient is exactly zero)."""
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
+
+    def setup_warnings(self, job: JobFacts) -> List[str]:
+        """A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a
+        fused sparse optimizer without momentum or weight decay on model-parallel tables."""
+        out = []
+        if job.sparse_optimizer == "adam" or job.sparse_weight_decay > 0:
+            out.append(f"--denoiser {self.name}: the sub-task's inactive noise model gets a zero gradient, which "
+                       f"optim.sparse={job.sparse_optimizer} with sparse_weight_decay={job.sparse_weight_decay} "
+                       "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
+                       "to keep it exactly frozen")
+        if job.sharding_type == "data_parallel":
+            out.append(f"--denoiser {self.name} with sharding.sharding_type=data_parallel: its noise models' tables "
+                       "are then stepped by the dense optimizer, whose momentum moves the sub-task's inactive "
+                       "noise model; prefer a model-parallel sharding type")
+        return out
 
     def hparams(self) -> Dict[str, Any]:
         paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
@@ -271,9 +287,9 @@ class DeCAPrior(DeCA):
     """
 
     name = "deca_p"
-    INJECTED = ("tables", "device", "prior")
+    # static_graph=False: phase 1 trains f' only, phase 2 f (and h, h') only
+    NEEDS = DenoiserNeeds(injected=("tables", "device", "prior"), static_graph=False)
     HEADS = ("h", "hp")
-    static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
 
     def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: Optional[float] = None,
                  C2: Optional[float] = None, alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
@@ -310,6 +326,12 @@ class DeCAPrior(DeCA):
         return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint,
                 "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience,
                 "prior_cache": self.prior_cache}
+
+    def pretraining(self) -> Optional[Pretraining]:
+        """Phase 1 (DeCA Alg. 2 lines 2-9): ``f'`` with BCE, or loaded from ``prior_checkpoint``."""
+        return Pretraining(steps=self.pretrain_steps, max_epochs=self.pretrain_max_epochs,
+                           patience=self.pretrain_patience, checkpoint=self.prior_checkpoint,
+                           cache_scores=self.prior_cache)
 
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:

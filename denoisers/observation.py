@@ -75,7 +75,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
 from denoisrec.denoisers.span import Span
 
 FORMS = ("mixture", "examination", "product")
@@ -195,10 +195,9 @@ class ObservationModel(Denoiser):
 
     name = "observation"
     GRID = {"form": ["mixture", "examination"], "tower_warmup": [0, "25%"], "rates_lr_scale": [1.0, 50.0]}
-    INJECTED = ("context_tables", "device")
+    NEEDS = DenoiserNeeds(injected=("context_tables", "device"), context_tower=True, run_length=True)
     positives_only = False
     reports_posterior = True
-    uses_context = True
 
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,

@@ -106,7 +106,7 @@ def default_params(cls: type) -> Dict[str, Any]:
     """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
     sig = inspect.signature(cls.__init__)
     return {k: v.default for k, v in sig.parameters.items()
-            if k not in ("self", "process_group", *getattr(cls, "INJECTED", ()))
+            if k not in ("self", "process_group", *cls.NEEDS.injected)
             and v.default is not inspect.Parameter.empty}
 
 
@@ -116,7 +116,7 @@ def grid_points(cls: type, fixed: Dict[str, Any], mode: str, max_grid: int) -> L
     ``GRID`` keys that ``fixed`` sets are not swept. ``ofat``: one key at a time; ``full``: the product.
     """
     base = {**default_params(cls), **fixed}
-    grid = {k: list(v) for k, v in (getattr(cls, "GRID", None) or {}).items() if k not in fixed}
+    grid = {k: list(v) for k, v in cls.GRID.items() if k not in fixed}
     unknown = set(grid) - set(default_params(cls))
     if unknown:
         raise ValueError(f"{cls.__name__}.GRID names {sorted(unknown)}, which its __init__ does not accept")
@@ -304,7 +304,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
             chosen, first = tried[best]["params"], tried[best]["run"]
             sweeps[method] = {"points": [{"params": t["params"], "valid_auc": t["valid_auc"],
                                           "test_clean_auc": t["run"]["test_clean"]["auc"]} for t in tried],
-                              "selected": best, "grid": getattr(DENOISERS[method], "GRID", None)}
+                              "selected": best, "grid": DENOISERS[method].GRID}
         for s in seeds:
             if s == seeds[0] and first is not None:
                 runs.append(first)
