@@ -26,6 +26,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, List, Mapping, Optional, Type
 
+from torch.distributed import ProcessGroup
+
 from denoisrec.denoisers.adt import ReweightedBCE, TruncatedBCE
 from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining
 from denoisrec.denoisers.bce import BCE
@@ -48,7 +50,7 @@ def options(name: str) -> List[str]:
     return sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "process_group", *cls.NEEDS.injected})
 
 
-def build_denoiser(name: str, process_group: Any = None, context: Optional[Mapping[str, Any]] = None,
+def build_denoiser(name: str, process_group: Optional[ProcessGroup] = None, context: Optional[Mapping[str, Any]] = None,
                    **params: Any) -> Denoiser:
     """Instantiate denoiser ``name`` with hyperparameters ``params`` (unknown names are an error).
 

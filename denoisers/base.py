@@ -35,8 +35,10 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers import collectives as C
+from denoisrec.denoisers.batch import DenoiserBatch
 
 
 @dataclass
@@ -163,7 +165,7 @@ class Denoiser(nn.Module):
     positives_only: ClassVar[bool] = True
     reports_posterior: ClassVar[bool] = False
 
-    def __init__(self, process_group: Optional[Any] = None) -> None:
+    def __init__(self, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__()
         self.process_group = process_group
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
@@ -221,7 +223,7 @@ class Denoiser(nn.Module):
         logits: torch.Tensor,
         labels: torch.Tensor,
         sample_ids: Optional[torch.Tensor] = None,
-        batch: Optional[Any] = None,
+        batch: Optional[DenoiserBatch] = None,
     ) -> LossOutput:
         """Loss for one batch at the current global step; advances the step in training mode.
 
@@ -243,7 +245,7 @@ class Denoiser(nn.Module):
         logits: torch.Tensor,
         labels: torch.Tensor,
         sample_ids: Optional[torch.Tensor],
-        batch: Optional[Any],
+        batch: Optional[DenoiserBatch],
     ) -> LossOutput:
         raise NotImplementedError
 
@@ -277,7 +279,7 @@ class Denoiser(nn.Module):
 
     # ---- diagnostics -------------------------------------------------------------------------------------
 
-    def track_truth(self, batch: Optional[Any], labels: torch.Tensor, ell: torch.Tensor,
+    def track_truth(self, batch: Optional[DenoiserBatch], labels: torch.Tensor, ell: torch.Tensor,
                     handled: torch.Tensor, posterior: Optional[torch.Tensor] = None) -> None:
         """Accumulate this step's local ground-truth sums (no collective; nothing if the batch has none).
 

@@ -69,9 +69,11 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers.base import (Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining, bce_per_sample,
                                       no_decisions)
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.mf import MFHeads
 
 DP, DN = 0, 1
@@ -111,7 +113,7 @@ class DeCA(Denoiser):
                  alpha: float = 1.0,
                  user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
                  objective: str = "marginal", device: Optional[torch.device] = None,
-                 process_group: Optional[Any] = None) -> None:
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if objective not in self.OBJECTIVES:
             raise ValueError(f"{self.name} option objective={objective!r}: expected one of {list(self.OBJECTIVES)}")
@@ -178,7 +180,7 @@ class DeCA(Denoiser):
         """``DP`` on even global steps, ``DN`` on odd ones (host-side: the step mirror, no device sync)."""
         return self.host_step % 2
 
-    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
         return mf["g"]
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
@@ -186,7 +188,7 @@ class DeCA(Denoiser):
         return self.alpha * bernoulli_kl(zr, z) + (1 - self.alpha) * bernoulli_kl(z, zr)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
@@ -197,7 +199,7 @@ class DeCA(Denoiser):
         zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
         return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
 
-    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, zr: torch.Tensor,
+    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, zr: torch.Tensor,
                       zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
         """``−log[f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0)] + agreement``, mean over the global batch (log space)."""
         pos = labels > 0.5
@@ -228,7 +230,7 @@ class DeCA(Denoiser):
         dropped, relabelled = no_decisions(labels)
         return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)
 
-    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
+    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, task: int, zr: torch.Tensor,
                   zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
         pos = labels > 0.5
         posf = pos.to(z.dtype)
@@ -296,7 +298,7 @@ class DeCAPrior(DeCA):
                  mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
                  pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, prior_cache: bool = True,
                  objective: str = "marginal",
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
         if prior_checkpoint is not None:
@@ -345,10 +347,10 @@ class DeCAPrior(DeCA):
     def subtask(self) -> int:
         return (self.host_step - self.phase_steps()) % 2  # Alg. 2 restarts the count in phase 2
 
-    def prior_logits(self, batch: Any) -> torch.Tensor:
+    def prior_logits(self, batch: DenoiserBatch) -> torch.Tensor:
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
-    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
         ids = getattr(batch, "sample_ids", None)
         if self._cache is not None and ids is not None:
             keys, z = self._cache
@@ -364,7 +366,7 @@ class DeCAPrior(DeCA):
         return self.alpha * bernoulli_kl(z, zr) + (1 - self.alpha) * bernoulli_kl(zr, z)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
         pretraining = self.in_pretraining()
