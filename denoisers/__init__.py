@@ -74,5 +74,6 @@ def build_denoiser(name: str, process_group: Optional[ProcessGroup] = None, cont
 
 __all__ = [
     "BCE", "DART", "DENOISERS", "DeCA", "DeCAPrior", "Denoiser", "DenoiserNeeds", "HardBootstrap", "JobFacts",
-    "LCD", "LCDRe", "LossOutput", "ObservationModel", "ObservationTCE", "Pretraining", "ReweightedBCE", "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
+    "LCD", "LCDRe", "LossOutput", "ObservationModel", "ObservationTCE", "Pretraining", "ReweightedBCE",
+    "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
 ]

@@ -198,8 +198,9 @@ class Denoiser(nn.Module):
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
         """Tell the denoiser the run's length before its first step (the trainer does when ``NEEDS`` declares
-        ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the run resolve to
-        steps. Returns warnings, one line each, for schedules that do not act within ``total_steps``."""
+        ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the
+        run resolve to steps. Returns warnings, one line each, for schedules that do not act within
+        ``total_steps``."""
         self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
         return []
 

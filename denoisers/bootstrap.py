@@ -40,7 +40,8 @@ class SoftBootstrap(Denoiser):
     positives_only = False
     hard = False
 
-    def __init__(self, lam: float = 0.95, attach_target: bool = False, process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(self, lam: float = 0.95, attach_target: bool = False,
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"{self.name} option lam={lam}: must lie in [0, 1]")

@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 
 from denoisrec.denoisers import DENOISERS, Denoiser, JobFacts, Pretraining, build_denoiser
-from denoisrec.models import ModelSpec
-from denoisrec.models.export import FORMAT as MODEL_FILE_FORMAT
+from denoisrec.models import ModelSpec, read_weights
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.export import load_full_state
+from denoisrec.trainer.unsharded import load_full_state
 from denoisrec.trainer.module import unwrap
 from denoisrec.trainer.prior import cache_prior_scores, pretrain_prior
 
@@ -149,12 +148,9 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
     ``torch.save(model.state_dict())`` of the target architecture (keys optionally prefixed ``model.``)."""
     where = f"deca_p option prior_checkpoint={path!r}"
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    full = blob["state_dict"] if isinstance(blob, Mapping) and blob.get("format") == MODEL_FILE_FORMAT else blob
-    if not isinstance(full, Mapping):
-        raise ValueError(f"{where}: expected a model file or a state_dict, got {type(full).__name__}")
+        full = read_weights(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
     prefixed = any(k.startswith("model.") for k in full)
 
     def rename(key: str) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from denoisrec.models import ModelSpec, save_model_file
+from denoisrec.models import ModelSpec
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.config_check import check_config
@@ -54,7 +54,6 @@ from denoisrec.trainer.denoising import (bind_run_length, build_denoiser_for, de
 from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
-from denoisrec.trainer.export import unsharded_state_dict
 from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
@@ -484,12 +483,9 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
     # ----------------------------------------------------------------------------- export + summary
     model_file = None
     if cfg.run.export:
-        state = unsharded_state_dict(model, env)
-        model_file = os.path.join(cfg.run.out, "model.pt")
-        if env.is_main:
-            save_model_file(model_file, spec, state, model_schema.to_dict(), extra={
-                "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
-                "restored_best_step": restored_best, "config": cfg.to_dict()})
+        model_file = ck.export_model(model, os.path.join(cfg.run.out, "model.pt"), spec, model_schema.to_dict(), extra={
+            "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
+            "restored_best_step": restored_best, "config": cfg.to_dict()})
     rows_per_rank: list = [local_samples]
     if env.world_size > 1:
         rows_per_rank = [None] * env.world_size

@@ -83,7 +83,8 @@ SCHEMA = SimpleNamespace(sparse=[SimpleNamespace(name="user_id", num_embeddings=
 def test_a_declared_pretraining_phase_is_run_with_its_steps(toys: None, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: List[Dict[str, Any]] = []
 
-    def fake_pretrain(model, d, reader, valid, opt, device, log, max_epochs, patience, log_every, fixed):  # type: ignore[no-untyped-def]
+    def fake_pretrain(model: Any, d: Any, reader: Any, valid: Any, opt: Any, device: Any, log: Any,
+                      max_epochs: float, patience: int, log_every: int, fixed: Optional[int]) -> Optional[int]:
         calls.append({"d": d, "valid": valid, "max_epochs": max_epochs, "patience": patience, "fixed": fixed})
         return fixed
 
