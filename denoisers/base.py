@@ -308,9 +308,18 @@ class Denoiser(nn.Module):
         """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
         every rank at the same step). Empty when no batch carried ``is_noisy``. Resets the sums.
 
+        This is the project's one definition of noise identification (docs/denoisers.md, "Noise
+        identification"): **soft** — a sample counts with its handling amount in ``[0, 1]`` (see
+        :meth:`track_truth`), so hard decisions (T-CE's drops, DART's identified set) count 0 or 1 and soft
+        ones (R-CE's ``1 − w``, the bootstraps' corrections, DeCA's posterior) their amount. The candidates
+        are the observed positives (``positives_only``) or every sample.
+
         - ``precision``: noisy share of the handled amount; ``random_precision``: noisy share of the
           candidates (what random handling would get);
-        - ``recall``: handled amount on noisy candidates over the noisy candidates;
+        - ``recall``: handled amount on noisy candidates over the noisy candidates; ``handled_share``: the
+          handled amount over the candidates (the recall random handling would get);
+        - ``count_candidates``, ``count_noisy_candidates``, ``sum_handled``, ``sum_handled_noisy``: the sums
+          behind these ratios, so windows can be pooled exactly (``bench quality`` pools a run's log lines);
         - ``loss_noisy_pos`` / ``loss_clean_pos``: mean BCE of truly noisy / clean positives;
         - DeCA: ``post_noisy_pos`` / ``post_clean_pos``, the mean P(y=1 | ỹ=1).
         """
@@ -337,6 +346,9 @@ class Denoiser(nn.Module):
             "precision": ratio(v["handled_noisy"], v["handled"]),
             "random_precision": ratio(v["cand_noisy"], v["cand"]),
             "recall": ratio(v["handled_noisy"], v["cand_noisy"]),
+            "handled_share": ratio(v["handled"], v["cand"]),
+            "count_candidates": v["cand"], "count_noisy_candidates": v["cand_noisy"],  # float64: exact counts
+            "sum_handled": v["handled"], "sum_handled_noisy": v["handled_noisy"],
             "loss_noisy_pos": ratio(v["loss_pos_noisy"], v["pos_noisy"]),
             "loss_clean_pos": ratio(v["loss_pos_clean"], v["pos_clean"]),
         }
