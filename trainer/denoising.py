@@ -41,9 +41,9 @@ from denoisrec.denoisers import DENOISERS, Denoiser, JobFacts, Pretraining, buil
 from denoisrec.models import ModelSpec, read_weights
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.unsharded import load_full_state
 from denoisrec.trainer.module import unwrap
 from denoisrec.trainer.prior import cache_prior_scores, pretrain_prior
+from denoisrec.trainer.unsharded import load_full_state
 
 PRIOR_PREFIX = "prior_"
 

@@ -52,7 +52,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
