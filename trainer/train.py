@@ -472,6 +472,8 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
             if stopper.update(step, metrics["valid"]["auc"]):
                 ck.save_best(model, position_meta(step))
         if stopper.best_step is not None and stopper.best_step != step:
+            if eval_every and last_eval.get("step") != step:  # the curves' last point: the model before the restore
+                run_eval(step, [s for s in _eval_splits(cfg, readers, stopper) if s != "valid"])
             ck.load(os.path.join(ck.root, "best"), model, None)
             restored_best = stopper.best_step
             metrics["valid"] = run_eval(step, ["valid"])["valid"]

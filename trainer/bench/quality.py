@@ -30,7 +30,7 @@ defaults first); the winner then runs on every seed. Test numbers never influenc
 **Noise identification**: the denoiser's own ground-truth report (``Denoiser.report``, logged every step
 as ``truth_*``; the soft definition of docs/denoisers.md): a sample counts with its handling amount in
 ``[0, 1]`` (1 for a drop or a flip, ``1 − w`` for R-CE's weight, the correction for the bootstraps), among
-the candidates (observed positives; every sample for the observation model). Precision = noisy share of
+the candidates (the observed positives for T-CE, DART, DeCA; every sample for the others). Precision = noisy share of
 the handled amount, recall = handled amount on noisy candidates over the noisy candidates, against random
 handling (precision = the noisy share of candidates, recall = the handled share).
 
