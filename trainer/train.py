@@ -476,11 +476,12 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
                 run_eval(step, [s for s in _eval_splits(cfg, readers, stopper) if s != "valid"])
             ck.load(os.path.join(ck.root, "best"), model, None)
             restored_best = stopper.best_step
-            metrics["valid"] = run_eval(step, ["valid"])["valid"]
+            metrics["valid"] = run_eval(restored_best, ["valid"])["valid"]  # logged at its model's step
             log.print(f"restored the best model (validation AUC {stopper.best_auc:.4f} at step {stopper.best_step})")
+    at = restored_best or step  # the step whose model is evaluated (metrics.jsonl keeps one record per step)
     if readers["test"].with_ground_truth:
-        metrics["test_clean"] = run_eval(step, ["test_clean"])["test_clean"]
-    metrics["test_observed"] = run_eval(step, ["test_observed"])["test_observed"]
+        metrics["test_clean"] = run_eval(at, ["test_clean"])["test_clean"]
+    metrics["test_observed"] = run_eval(at, ["test_observed"])["test_observed"]
 
     # ----------------------------------------------------------------------------- export + summary
     model_file = None
