@@ -209,7 +209,7 @@ class Window:
 def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     """Train and evaluate as ``cfg`` says; return the summary (identical on every rank).
 
-    ``hooks`` (optional, e.g. ``denoisrec.trainer.bench.quality.QualityHooks``) is called with
+    ``hooks`` (optional; e.g. a test's probe) is called with
     ``on_step(step, epoch, batch, loss_output)`` after every step (``batch`` is ``None`` under the GPU
     pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
     latter stops training.
