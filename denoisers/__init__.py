@@ -11,8 +11,10 @@
 | ``observation``, ``observation_tce`` | :class:`ObservationModel`, :class:`ObservationTCE` | DeCA's noise model over the observation context (+ T-CE) |
 
 Hyperparameters are the constructor's keyword arguments (``-p name=value``); each class's ``GRID`` holds
-the papers' grid. Arguments listed in a class's ``INJECTED`` (feature table sizes, device, DeCA(p)'s prior
-model) are not options: the trainer passes them in ``context``.
+the papers' grid. Arguments listed in a class's ``NEEDS.injected`` (feature table sizes, device, DeCA(p)'s
+prior model) are not options: the trainer passes them in ``context``. What else a denoiser needs from the
+trainer (a context tower, a dynamic graph, run-length binding, model-parallel tables, a pre-training phase)
+is its :class:`DenoiserNeeds` (``Denoiser.needs``).
 
 >>> from denoisrec.denoisers import build_denoiser
 >>> build_denoiser("tce", eps_max=0.1, num_gradual=10000)
@@ -24,8 +26,10 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, List, Mapping, Optional, Type
 
+from torch.distributed import ProcessGroup
+
 from denoisrec.denoisers.adt import ReweightedBCE, TruncatedBCE
-from denoisrec.denoisers.base import Denoiser, LossOutput
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining
 from denoisrec.denoisers.bce import BCE
 from denoisrec.denoisers.bootstrap import HardBootstrap, SoftBootstrap
 from denoisrec.denoisers.dart import DART
@@ -43,14 +47,14 @@ DENOISERS: Dict[str, Type[Denoiser]] = {
 def options(name: str) -> List[str]:
     """The user-settable hyperparameters of denoiser ``name``."""
     cls = DENOISERS[name]
-    return sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "process_group", *cls.INJECTED})
+    return sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "process_group", *cls.NEEDS.injected})
 
 
-def build_denoiser(name: str, process_group: Any = None, context: Optional[Mapping[str, Any]] = None,
+def build_denoiser(name: str, process_group: Optional[ProcessGroup] = None, context: Optional[Mapping[str, Any]] = None,
                    **params: Any) -> Denoiser:
     """Instantiate denoiser ``name`` with hyperparameters ``params`` (unknown names are an error).
 
-    ``context`` supplies the arguments the class lists in ``INJECTED`` (e.g. ``tables``, ``device``,
+    ``context`` supplies the arguments the class lists in ``NEEDS.injected`` (e.g. ``tables``, ``device``,
     ``prior``); a missing one is an error naming it.
     """
     if name not in DENOISERS:
@@ -61,14 +65,15 @@ def build_denoiser(name: str, process_group: Any = None, context: Optional[Mappi
     if unknown:
         raise ValueError(f"denoiser {name!r}: unknown option(s) {sorted(unknown)}; accepted: {accepted}")
     context = dict(context or {})
-    missing = [k for k in cls.INJECTED if k not in context]
+    missing = [k for k in cls.NEEDS.injected if k not in context]
     if missing:
         raise ValueError(f"denoiser {name!r} needs {missing} from the trainer (build_denoiser(context=...))")
-    injected = {k: context[k] for k in cls.INJECTED}
+    injected = {k: context[k] for k in cls.NEEDS.injected}
     return cls(process_group=process_group, **injected, **params)
 
 
 __all__ = [
-    "BCE", "DART", "DENOISERS", "DeCA", "DeCAPrior", "Denoiser", "HardBootstrap", "LCD", "LCDRe", "LossOutput",
-    "ObservationModel", "ObservationTCE", "ReweightedBCE", "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
+    "BCE", "DART", "DENOISERS", "DeCA", "DeCAPrior", "Denoiser", "DenoiserNeeds", "HardBootstrap", "JobFacts",
+    "LCD", "LCDRe", "LossOutput", "ObservationModel", "ObservationTCE", "Pretraining", "ReweightedBCE",
+    "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
 ]

@@ -29,9 +29,11 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers import collectives as C
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.span import Span
 
 # Absorbs float64 representation error in ⌊ε·B⌋ when ε·B is an integer on paper (e.g. 0.1·30).
@@ -55,9 +57,10 @@ class TruncatedBCE(Denoiser):
 
     name = "tce"
     GRID = {"eps_max": [0.05, 0.1, 0.2], "num_gradual": [1000, 5000, 10000, 20000, 30000]}
+    NEEDS = DenoiserNeeds(run_length=True)  # num_gradual in epochs or as a share of the run
 
     def __init__(self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep",
-                 process_group: Optional[Any] = None) -> None:
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if not 0.0 <= eps_max <= 1.0:
             raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1]")
@@ -95,7 +98,7 @@ class TruncatedBCE(Denoiser):
         return ramp.clamp(max=self.eps_max)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
@@ -136,7 +139,7 @@ class ReweightedBCE(Denoiser):
     positives_only = False
     GRID = {"beta": [0.05, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0]}
 
-    def __init__(self, beta: float = 0.2, process_group: Optional[Any] = None) -> None:
+    def __init__(self, beta: float = 0.2, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if beta < 0:
             raise ValueError(f"rce option beta={beta}: must be >= 0")
@@ -146,7 +149,7 @@ class ReweightedBCE(Denoiser):
         return {"beta": self.beta}
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         z = logits.detach()
         # p^β = exp(β·log σ(z)), (1 − p)^β = exp(β·log σ(−z)): stable for large |z|.

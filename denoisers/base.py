@@ -29,14 +29,16 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers import collectives as C
+from denoisrec.denoisers.batch import DenoiserBatch
 
 
 @dataclass
@@ -67,6 +69,74 @@ def bce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
+@dataclass(frozen=True)
+class Pretraining:
+    """A phase before the main loop that trains part of the denoiser alone with BCE (DeCA(p)'s prior ``f'``,
+    DeCA Alg. 2 lines 2-9). The trainer runs it (or loads ``checkpoint`` instead) before the first step.
+
+    Attributes:
+        steps: the phase's length in global steps; ``None``: to early stopping on the observed validation
+            AUC within ``max_epochs`` (``patience`` epochs without a better AUC).
+        max_epochs: bound on the phase in epochs (early stopping only).
+        patience: epochs without a better validation AUC before the phase stops.
+        checkpoint: a model file to load instead of training (then ``steps == 0``).
+        cache_scores: score the training split once with the frozen result and hand the scores back
+            (``set_prior_scores``) instead of running it every step.
+    """
+
+    steps: Optional[int] = None
+    max_epochs: float = 1.0
+    patience: int = 1
+    checkpoint: Optional[str] = None
+    cache_scores: bool = False
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the trainer tells a denoiser about the job it is built into (for :meth:`Denoiser.setup_warnings`).
+
+    Attributes:
+        sparse_optimizer: the fused optimizer of model-parallel tables (``optim.sparse``).
+        sparse_weight_decay: its weight decay (``optim.sparse_weight_decay``).
+        sharding_type: one sharding type forced for every table (``sharding.sharding_type``), or ``None``.
+    """
+
+    sparse_optimizer: str = "rowwise_adagrad"
+    sparse_weight_decay: float = 0.0
+    sharding_type: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DenoiserNeeds:
+    """What a denoiser needs from the trainer, declared instead of probed (the trainer's side reads it in
+    :mod:`denoisrec.trainer.denoising`).
+
+    A class declares the parts known before it is built in its ``NEEDS`` class attribute; the instance's
+    :attr:`Denoiser.needs` adds the parts that depend on its options (tables, pre-training).
+
+    Attributes:
+        injected: constructor arguments the trainer supplies (``tables``: sparse feature sizes,
+            ``context_tables``: the context features' sizes, ``device``, ``prior``: a copy of the target
+            architecture); they are not user options.
+        context_tower: the denoiser reads the context features (schema ``role: context``) in its own tower,
+            so the target model need not see them (``model.context=auto``); it reports the learned rates by
+            :meth:`Denoiser.context_report`.
+        static_graph: ``False`` when the set of trained dense parameters changes between steps (DeCA's
+            alternating sub-tasks, DeCA(p)'s phases): DDP must then find unused parameters.
+        run_length: schedules are given in epochs or as a share of the run; the trainer calls
+            :meth:`Denoiser.bind_run` with the run's length before the first step.
+        model_parallel_tables: the denoiser's own embedding tables the planner must shard model-parallel.
+        pretraining: a phase the trainer runs before the main loop, or ``None``.
+    """
+
+    injected: Tuple[str, ...] = ()
+    context_tower: bool = False
+    static_graph: bool = True
+    run_length: bool = False
+    model_parallel_tables: Tuple[str, ...] = ()
+    pretraining: Optional[Pretraining] = None
+
+
 # Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``): the
 # [4, 4] matrix Σ_i row_r(i)·col_c(i) of these per-sample rows and columns (one matmul per step).
 TRUTH_ROWS: Tuple[str, ...] = ("noisy_pos", "clean_pos", "all", "noisy")
@@ -80,10 +150,9 @@ class Denoiser(nn.Module):
 
     - ``name``: registry name (``--denoiser NAME``).
     - ``GRID``: the papers' hyperparameter grid, ``{option: [values]}`` (the sweep reads it).
-    - ``INJECTED``: constructor arguments the trainer supplies (feature table sizes, device, a prior
-      model); they are not user options.
-    - ``static_graph``: ``False`` when the set of trained dense parameters changes between steps (DeCA's
-      alternating sub-tasks, DeCA(p)'s phases); the trainer then lets DDP find unused parameters.
+    - ``NEEDS``: a :class:`DenoiserNeeds`, what the trainer must supply or do (injected constructor
+      arguments, a context tower, a dynamic graph, run-length binding); the instance's :attr:`needs` adds
+      its model-parallel tables and pre-training phase.
     - ``positives_only``: the method only ever handles observed positives (recall is measured on them).
 
     Args:
@@ -92,12 +161,11 @@ class Denoiser(nn.Module):
 
     name: ClassVar[str] = ""
     GRID: ClassVar[Dict[str, List[Any]]] = {}
-    INJECTED: ClassVar[Tuple[str, ...]] = ()
-    static_graph: ClassVar[bool] = True
+    NEEDS: ClassVar[DenoiserNeeds] = DenoiserNeeds()
     positives_only: ClassVar[bool] = True
     reports_posterior: ClassVar[bool] = False
 
-    def __init__(self, process_group: Optional[Any] = None) -> None:
+    def __init__(self, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__()
         self.process_group = process_group
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
@@ -108,10 +176,31 @@ class Denoiser(nn.Module):
         self.steps_per_epoch: Optional[int] = None  # the run's length, set by bind_run (None outside a run)
         self.total_steps: Optional[int] = None
 
+    @property
+    def needs(self) -> DenoiserNeeds:
+        """This denoiser's declaration: the class's ``NEEDS`` plus its model-parallel tables and its
+        :meth:`pretraining` phase (both depend on its options)."""
+        return replace(type(self).NEEDS, model_parallel_tables=tuple(self.model_parallel_tables()),
+                       pretraining=self.pretraining())
+
+    def pretraining(self) -> Optional[Pretraining]:
+        """The phase the trainer runs before the main loop (``None``: none; DeCA(p) overrides)."""
+        return None
+
+    def setup_warnings(self, job: JobFacts) -> List[str]:
+        """Warnings, one line each, about a job set up in a way this denoiser cannot work well in (the
+        trainer prints them once, after building it). None by default; DeCA overrides."""
+        return []
+
+    def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
+        """Learned per-context-value rates (a collective) for a denoiser declaring ``context_tower``."""
+        return {}
+
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
-        """Tell the denoiser the run's length before its first step (the trainer does; see
-        :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the run resolve to
-        steps. Returns warnings, one line each, for schedules that do not act within ``total_steps``."""
+        """Tell the denoiser the run's length before its first step (the trainer does when ``NEEDS`` declares
+        ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the
+        run resolve to steps. Returns warnings, one line each, for schedules that do not act within
+        ``total_steps``."""
         self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
         return []
 
@@ -135,7 +224,7 @@ class Denoiser(nn.Module):
         logits: torch.Tensor,
         labels: torch.Tensor,
         sample_ids: Optional[torch.Tensor] = None,
-        batch: Optional[Any] = None,
+        batch: Optional[DenoiserBatch] = None,
     ) -> LossOutput:
         """Loss for one batch at the current global step; advances the step in training mode.
 
@@ -157,7 +246,7 @@ class Denoiser(nn.Module):
         logits: torch.Tensor,
         labels: torch.Tensor,
         sample_ids: Optional[torch.Tensor],
-        batch: Optional[Any],
+        batch: Optional[DenoiserBatch],
     ) -> LossOutput:
         raise NotImplementedError
 
@@ -191,7 +280,7 @@ class Denoiser(nn.Module):
 
     # ---- diagnostics -------------------------------------------------------------------------------------
 
-    def track_truth(self, batch: Optional[Any], labels: torch.Tensor, ell: torch.Tensor,
+    def track_truth(self, batch: Optional[DenoiserBatch], labels: torch.Tensor, ell: torch.Tensor,
                     handled: torch.Tensor, posterior: Optional[torch.Tensor] = None) -> None:
         """Accumulate this step's local ground-truth sums (no collective; nothing if the batch has none).
 
@@ -219,9 +308,18 @@ class Denoiser(nn.Module):
         """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
         every rank at the same step). Empty when no batch carried ``is_noisy``. Resets the sums.
 
+        This is the project's one definition of noise identification (docs/denoisers.md, "Noise
+        identification"): **soft** — a sample counts with its handling amount in ``[0, 1]`` (see
+        :meth:`track_truth`), so hard decisions (T-CE's drops, DART's identified set) count 0 or 1 and soft
+        ones (R-CE's ``1 − w``, the bootstraps' corrections, DeCA's posterior) their amount. The candidates
+        are the observed positives (``positives_only``) or every sample.
+
         - ``precision``: noisy share of the handled amount; ``random_precision``: noisy share of the
           candidates (what random handling would get);
-        - ``recall``: handled amount on noisy candidates over the noisy candidates;
+        - ``recall``: handled amount on noisy candidates over the noisy candidates; ``handled_share``: the
+          handled amount over the candidates (the recall random handling would get);
+        - ``count_candidates``, ``count_noisy_candidates``, ``sum_handled``, ``sum_handled_noisy``: the sums
+          behind these ratios, so windows can be pooled exactly (``bench quality`` pools a run's log lines);
         - ``loss_noisy_pos`` / ``loss_clean_pos``: mean BCE of truly noisy / clean positives;
         - DeCA: ``post_noisy_pos`` / ``post_clean_pos``, the mean P(y=1 | ỹ=1).
         """
@@ -248,6 +346,9 @@ class Denoiser(nn.Module):
             "precision": ratio(v["handled_noisy"], v["handled"]),
             "random_precision": ratio(v["cand_noisy"], v["cand"]),
             "recall": ratio(v["handled_noisy"], v["cand_noisy"]),
+            "handled_share": ratio(v["handled"], v["cand"]),
+            "count_candidates": v["cand"], "count_noisy_candidates": v["cand_noisy"],  # float64: exact counts
+            "sum_handled": v["handled"], "sum_handled_noisy": v["handled_noisy"],
             "loss_noisy_pos": ratio(v["loss_pos_noisy"], v["pos_noisy"]),
             "loss_clean_pos": ratio(v["loss_pos_clean"], v["pos_clean"]),
         }

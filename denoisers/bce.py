@@ -16,6 +16,7 @@ from typing import Any, Optional
 import torch
 
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.batch import DenoiserBatch
 
 
 class BCE(Denoiser):
@@ -24,7 +25,7 @@ class BCE(Denoiser):
     name = "bce"
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         weight = torch.ones_like(ell)
         loss, value, _ = self.global_mean(ell, weight, weight.sum())  # one all-reduce: [Σℓ, B]

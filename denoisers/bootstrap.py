@@ -21,8 +21,10 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions, soft_bce
+from denoisrec.denoisers.batch import DenoiserBatch
 
 
 class SoftBootstrap(Denoiser):
@@ -38,7 +40,8 @@ class SoftBootstrap(Denoiser):
     positives_only = False
     hard = False
 
-    def __init__(self, lam: float = 0.95, attach_target: bool = False, process_group: Optional[Any] = None) -> None:
+    def __init__(self, lam: float = 0.95, attach_target: bool = False,
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"{self.name} option lam={lam}: must lie in [0, 1]")
@@ -53,7 +56,7 @@ class SoftBootstrap(Denoiser):
         return p
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         target = self.lam * labels + (1.0 - self.lam) * self.belief(logits)
         per = soft_bce(logits, target)
         corr = (target.detach() - labels).abs()
@@ -76,7 +79,7 @@ class HardBootstrap(SoftBootstrap):
     name = "bootstrap_hard"
     GRID = {"lam": [0.6, 0.7, 0.8, 0.9]}
 
-    def __init__(self, lam: float = 0.8, process_group: Optional[Any] = None) -> None:
+    def __init__(self, lam: float = 0.8, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(lam=lam, attach_target=False, process_group=process_group)
 
     def hparams(self) -> Dict[str, Any]:

@@ -36,10 +36,12 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.span import Span
 
 
@@ -62,9 +64,10 @@ class DART(Denoiser):
         "tau_m": [0.005, 0.01, 0.02, 0.04],
         "r": [0.0, 0.25, 0.5, 0.75, 1.0],
     }
+    NEEDS = DenoiserNeeds(run_length=True)  # t_i, t_m in epochs or as a share of the run
 
     def __init__(self, t_i: Union[int, str] = 0, t_m: Union[int, str] = "1ep", tau_m: float = 0.04,
-                 r: float = 0.5, process_group: Optional[Any] = None) -> None:
+                 r: float = 0.5, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         self.start, self.ramp = Span.parse("dart option t_i", t_i), Span.parse("dart option t_m", t_m)
         if not 0.0 <= tau_m <= 1.0:
@@ -116,7 +119,7 @@ class DART(Denoiser):
         return (t / t_m * self.tau_m).clamp(min=0.0, max=self.tau_m)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         tau = self.rate(self.step)

@@ -13,7 +13,7 @@ step; only the sub-task's own noise model is trained in it (the other one is eva
 diagnostics, so its tables receive an exactly-zero gradient: unchanged under the fused row-wise Adagrad,
 Adagrad or SGD without weight decay of model-parallel tables, which is why the tables are listed by
 ``model_parallel_tables`` for the planner; a replicated table or a sparse optimizer with momentum or
-weight decay would still move them, and the trainer warns about both):
+weight decay would still move them, and :meth:`DeCA.setup_warnings` warns about both):
 
 - **DP** (denoise positives, ``h' ≡ 1``; Eq. 14): positives ``−(1 − f)·log h``;
   negatives ``−(1 − f)·log(1 − h) + C1·f``.
@@ -69,8 +69,11 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, no_decisions
+from denoisrec.denoisers.base import (Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining, bce_per_sample,
+                                      no_decisions)
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.mf import MFHeads
 
 DP, DN = 0, 1
@@ -102,7 +105,7 @@ class DeCA(Denoiser):
     GRID = {"alpha": [0.0, 0.5, 1.0]}  # the paper's C1, C2 grid {1, 10, 100, 1000}: with objective=paper
     OBJECTIVES = ("marginal", "paper")
     COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
-    INJECTED = ("tables", "device")
+    NEEDS = DenoiserNeeds(injected=("tables", "device"))
     HEADS = ("g", "h", "hp")
     reports_posterior = True
 
@@ -110,7 +113,7 @@ class DeCA(Denoiser):
                  alpha: float = 1.0,
                  user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
                  objective: str = "marginal", device: Optional[torch.device] = None,
-                 process_group: Optional[Any] = None) -> None:
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if objective not in self.OBJECTIVES:
             raise ValueError(f"{self.name} option objective={objective!r}: expected one of {list(self.OBJECTIVES)}")
@@ -138,6 +141,21 @@ class DeCA(Denoiser):
         the sub-task's inactive noise model (its gradient is exactly zero)."""
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
+    def setup_warnings(self, job: JobFacts) -> List[str]:
+        """A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a
+        fused sparse optimizer without momentum or weight decay on model-parallel tables."""
+        out = []
+        if job.sparse_optimizer == "adam" or job.sparse_weight_decay > 0:
+            out.append(f"--denoiser {self.name}: the sub-task's inactive noise model gets a zero gradient, which "
+                       f"optim.sparse={job.sparse_optimizer} with sparse_weight_decay={job.sparse_weight_decay} "
+                       "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
+                       "to keep it exactly frozen")
+        if job.sharding_type == "data_parallel":
+            out.append(f"--denoiser {self.name} with sharding.sharding_type=data_parallel: its noise models' tables "
+                       "are then stepped by the dense optimizer, whose momentum moves the sub-task's inactive "
+                       "noise model; prefer a model-parallel sharding type")
+        return out
+
     def hparams(self) -> Dict[str, Any]:
         paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
         return {"objective": self.objective, **paper, "alpha": self.alpha, "user_feature": self.user_feature,
@@ -162,7 +180,7 @@ class DeCA(Denoiser):
         """``DP`` on even global steps, ``DN`` on odd ones (host-side: the step mirror, no device sync)."""
         return self.host_step % 2
 
-    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
         return mf["g"]
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
@@ -170,7 +188,7 @@ class DeCA(Denoiser):
         return self.alpha * bernoulli_kl(zr, z) + (1 - self.alpha) * bernoulli_kl(z, zr)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
@@ -181,7 +199,7 @@ class DeCA(Denoiser):
         zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
         return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
 
-    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, zr: torch.Tensor,
+    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, zr: torch.Tensor,
                       zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
         """``−log[f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0)] + agreement``, mean over the global batch (log space)."""
         pos = labels > 0.5
@@ -212,7 +230,7 @@ class DeCA(Denoiser):
         dropped, relabelled = no_decisions(labels)
         return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)
 
-    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: Any, task: int, zr: torch.Tensor,
+    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, task: int, zr: torch.Tensor,
                   zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
         pos = labels > 0.5
         posf = pos.to(z.dtype)
@@ -271,16 +289,16 @@ class DeCAPrior(DeCA):
     """
 
     name = "deca_p"
-    INJECTED = ("tables", "device", "prior")
+    # static_graph=False: phase 1 trains f' only, phase 2 f (and h, h') only
+    NEEDS = DenoiserNeeds(injected=("tables", "device", "prior"), static_graph=False)
     HEADS = ("h", "hp")
-    static_graph = False  # phase 1 trains f' only, phase 2 f (and h, h') only
 
     def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: Optional[float] = None,
                  C2: Optional[float] = None, alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
                  mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
                  pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, prior_cache: bool = True,
                  objective: str = "marginal",
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None) -> None:
+                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
         if prior_checkpoint is not None:
@@ -311,6 +329,12 @@ class DeCAPrior(DeCA):
                 "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience,
                 "prior_cache": self.prior_cache}
 
+    def pretraining(self) -> Optional[Pretraining]:
+        """Phase 1 (DeCA Alg. 2 lines 2-9): ``f'`` with BCE, or loaded from ``prior_checkpoint``."""
+        return Pretraining(steps=self.pretrain_steps, max_epochs=self.pretrain_max_epochs,
+                           patience=self.pretrain_patience, checkpoint=self.prior_checkpoint,
+                           cache_scores=self.prior_cache)
+
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:
             raise ValueError("deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
@@ -323,10 +347,10 @@ class DeCAPrior(DeCA):
     def subtask(self) -> int:
         return (self.host_step - self.phase_steps()) % 2  # Alg. 2 restarts the count in phase 2
 
-    def prior_logits(self, batch: Any) -> torch.Tensor:
+    def prior_logits(self, batch: DenoiserBatch) -> torch.Tensor:
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
-    def reference_logits(self, batch: Any, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
         ids = getattr(batch, "sample_ids", None)
         if self._cache is not None and ids is not None:
             keys, z = self._cache
@@ -342,7 +366,7 @@ class DeCAPrior(DeCA):
         return self.alpha * bernoulli_kl(z, zr) + (1 - self.alpha) * bernoulli_kl(zr, z)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
         pretraining = self.in_pretraining()

@@ -29,9 +29,11 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
+from torch.distributed import ProcessGroup
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample, soft_bce
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.beta_cdf import BetaCDF
 
 
@@ -50,7 +52,7 @@ class LCD(Denoiser):
     reverse = False
 
     def __init__(self, alpha_b: float = 2.0, beta_b: float = 2.0, start_step: int = 0,
-                 process_group: Optional[Any] = None) -> None:
+                 process_group: Optional[ProcessGroup] = None) -> None:
         super().__init__(process_group)
         if start_step < 0:
             raise ValueError(f"{self.name} option start_step={start_step}: must be >= 0")
@@ -79,7 +81,7 @@ class LCD(Denoiser):
         return omega * y + (1.0 - omega) * p
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         ones = torch.ones_like(ell)
         no = torch.zeros_like(labels, dtype=torch.bool)

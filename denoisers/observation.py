@@ -70,12 +70,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed import ProcessGroup
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import floor_count
-from denoisrec.denoisers.base import Denoiser, LossOutput, bce_per_sample
+from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
+from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.span import Span
 
 FORMS = ("mixture", "examination", "product")
@@ -195,15 +197,14 @@ class ObservationModel(Denoiser):
 
     name = "observation"
     GRID = {"form": ["mixture", "examination"], "tower_warmup": [0, "25%"], "rates_lr_scale": [1.0, 50.0]}
-    INJECTED = ("context_tables", "device")
+    NEEDS = DenoiserNeeds(injected=("context_tables", "device"), context_tower=True, run_length=True)
     positives_only = False
     reports_posterior = True
-    uses_context = True
 
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None,
+                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None,
                  tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(process_group)
         if not context_tables:
@@ -286,7 +287,7 @@ class ObservationModel(Denoiser):
         return (step.to(torch.float64) * self.eps_max / self.num_gradual).clamp(max=self.eps_max)
 
     def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[Any]) -> LossOutput:
+                batch: Optional[DenoiserBatch]) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)
@@ -372,7 +373,7 @@ class ObservationTCE(ObservationModel):
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
                  eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[Any] = None,
+                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None,
                  tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
         super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
                          device, process_group, tower_warmup, rates_lr_scale)

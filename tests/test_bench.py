@@ -125,18 +125,20 @@ def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: 
     # The oracle trains on clean labels and is validated against them; the others on observed labels.
     assert {r["valid"]["target"] for r in runs if r["method"] == "clean"} == {"clean"}
     assert {r["valid"]["target"] for r in runs if r["method"] != "clean"} == {"observed"}
-    # Noise identification: T-CE drops min(⌊ε(T)·B⌋, positives) per step, ε(T) = min(T·ε_max/g, ε_max).
+    # Noise identification, read from the run's own metrics.jsonl (the denoiser's report, logged every step):
+    # T-CE drops min(⌊ε(T)·B⌋, positives) per step, ε(T) = min(T·ε_max/g, ε_max).
     eps, g, b = rows["tce_grid"]["params"]["eps_max"], 5, 500
     for r in (r for r in runs if r["method"] == "tce_grid"):
         curve = r["diagnostics"]["curve"]
         assert len(curve) == r["steps"] == 2 * 12  # tiny: 6,000 rows in batches of 500, 2 epochs
         for step, point in enumerate(curve):
-            expect = min(math.floor(min(step * eps / g, eps) * b + 1e-9), point["positives"])
-            assert point["handled"] == expect
+            expect = min(math.floor(min(step * eps / g, eps) * b + 1e-9), point["candidates"])
+            assert point["handled"] == expect and point["step"] == step + 1
         tot = r["diagnostics"]["total"]
         assert tot["precision"] == pytest.approx(tot["handled_noisy"] / tot["handled"])
-        assert tot["recall"] == pytest.approx(tot["handled_noisy"] / tot["noisy_positives"])
-        assert tot["random_precision"] == pytest.approx(tot["noisy_positives"] / tot["positives"])
+        assert tot["recall"] == pytest.approx(tot["handled_noisy"] / tot["noisy_candidates"])
+        assert tot["random_precision"] == pytest.approx(tot["noisy_candidates"] / tot["candidates"])
+        assert tot["handled"] == sum(p["handled"] for p in curve)
     assert not rows["bce"]["has_decisions"] and rows["tce_grid"]["has_decisions"]
     assert "tce_grid" in (out / "quality.md").read_text()
 

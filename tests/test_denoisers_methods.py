@@ -484,7 +484,7 @@ def test_registry_names_grids_and_injected_arguments() -> None:
                                         "dart", "deca", "deca_p", "observation", "observation_tce"])
     for name, cls in DENOISERS.items():
         assert set(cls.GRID) <= set(options(name)), name
-        assert not set(cls.INJECTED) & set(options(name)), name
+        assert not set(cls.NEEDS.injected) & set(options(name)), name
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['tables'\]"):
         build_denoiser("lcd", tables={})
     with pytest.raises(ValueError, match=r"needs \['tables', 'device'\] from the trainer"):

@@ -21,6 +21,7 @@ Example::
     ck = Checkpointer(cfg.run.out, keep=2, env=env)
     ck.save(step, model, opt, meta)            # collective: every rank calls it
     meta = ck.load(ck.resolve("auto"), model, opt)
+    ck.export_model(model, f"{cfg.run.out}/model.pt", spec, schema.to_dict(), extra)   # the model file
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
 
+from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer import checkpoint_files as files
 from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.errors import CheckpointError
 from denoisrec.trainer.sharding import TrainOptimizer
+from denoisrec.trainer.unsharded import unsharded_state_dict
 
 LATEST = "latest"
 BEST = "best"
@@ -224,6 +227,16 @@ class Checkpointer:
         """The model alone (no optimizer state), at ``<out>/checkpoints/best``."""
         path = os.path.join(self.root, BEST)
         self._write(path, model, None, meta)
+        return path
+
+    def export_model(self, model: nn.Module, path: str, spec: ModelSpec, schema: Dict[str, Any],
+                     extra: Optional[Dict[str, Any]] = None) -> str:
+        """The model alone, unsharded, as a model file at ``path`` (``<out>/model.pt``; the format of
+        :mod:`denoisrec.models.model_file`): every rank sends its shards to rank 0, which writes the file.
+        Collective; returns ``path`` on every rank."""
+        state = unsharded_state_dict(model, self.env)
+        if self.env.is_main:
+            save_model_file(path, spec, state, schema, extra)  # type: ignore[arg-type]  # rank 0: not None
         return path
 
     # ----------------------------------------------------------------------------------------- loading

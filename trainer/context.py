@@ -33,7 +33,9 @@ _ID_DEFAULTS = {"user_feature": "user_id", "item_feature": "item_id"}
 
 
 def uses_context_tower(name: str) -> bool:
-    return bool(getattr(DENOISERS.get(name), "uses_context", False))
+    """Whether denoiser ``name`` declares a context tower (``NEEDS.context_tower``)."""
+    cls = DENOISERS.get(name)
+    return cls is not None and cls.NEEDS.context_tower
 
 
 def feature_views(cfg: Any, schema: DataSchema) -> Tuple[DataSchema, DataSchema]:

@@ -1,16 +1,20 @@
-"""The trainer's side of the denoising layer: what a denoiser needs from the job, and what it reports.
+"""The trainer's side of the denoising layer: it reads what a denoiser declares it needs
+(:class:`~denoisrec.denoisers.base.DenoiserNeeds`, ``Denoiser.needs``) and does it; it never probes a
+denoiser's attributes.
 
-- :func:`build_denoiser_for` injects what a denoiser class lists in ``INJECTED``: the sparse features'
-  table sizes, the ``meta`` device (DeCA's MF tables are materialised, sharded, by DMP), and for DeCA(p)
-  the prior ``f'`` — the configured model built by the same builder from seed ``run.seed + 1``, with its
-  tables named ``prior_t_<feature>``.
+- :func:`build_denoiser_for` injects what ``NEEDS.injected`` lists: the sparse features' table sizes (or the
+  context features' for a context tower), the ``meta`` device (DeCA's MF tables are materialised, sharded,
+  by DMP), and ``prior`` — the configured model built by the same builder from seed ``run.seed + 1``, with
+  its tables named ``prior_t_<feature>``. It prints the denoiser's own ``setup_warnings`` for this job.
+- :func:`plan_constraints` keeps ``needs.model_parallel_tables`` model-parallel in the sharding plan.
 - :func:`static_graph` tells :func:`~denoisrec.trainer.sharding.wrap` whether DDP may assume a fixed set of
-  trained parameters (not for DeCA / DeCA(p)).
-- :func:`prepare_denoiser` runs before the main loop: DeCA(p)'s phase 1 (BCE on ``f'`` to early stopping on
-  the observed validation AUC, or ``pretrain_steps`` steps; :mod:`~denoisrec.trainer.prior`), or loads
-  ``prior_checkpoint`` into the sharded ``f'``.
-- :func:`bind_run_length` tells the denoiser the run's length (T-CE / DART schedules given in epochs or as
-  a share of the run resolve to steps) and prints, loudly, any schedule that would not act within the run.
+  trained parameters (``needs.static_graph``).
+- :func:`prepare_denoiser` runs ``needs.pretraining`` before the main loop: BCE to early stopping on the
+  observed validation AUC, or a fixed number of steps (:mod:`~denoisrec.trainer.prior`), or loads its
+  checkpoint; then, if declared, scores the training split once.
+- :func:`bind_run_length` tells a denoiser declaring ``needs.run_length`` the run's length (T-CE / DART
+  schedules given in epochs or as a share of the run resolve to steps) and prints, loudly, any schedule
+  that would not act within the run.
 - :func:`denoiser_stats` turns a step's ``LossOutput.stats`` and the denoiser's ground-truth report into
   floats with one host transfer (log steps only; :meth:`Denoiser.report` is a collective, so every rank
   calls this at the same steps).
@@ -28,19 +32,18 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
 
-from denoisrec.denoisers import DENOISERS, Denoiser, build_denoiser
-from denoisrec.models import ModelSpec
-from denoisrec.models.export import FORMAT as MODEL_FILE_FORMAT
+from denoisrec.denoisers import DENOISERS, Denoiser, JobFacts, Pretraining, build_denoiser
+from denoisrec.models import ModelSpec, read_weights
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.export import load_full_state
 from denoisrec.trainer.module import unwrap
 from denoisrec.trainer.prior import cache_prior_scores, pretrain_prior
+from denoisrec.trainer.unsharded import load_full_state
 
 PRIOR_PREFIX = "prior_"
 
@@ -62,25 +65,32 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
     name = cfg.denoiser.name
     if name not in DENOISERS:
         raise ValueError(f"--denoiser {name!r}: unknown denoiser, expected one of {sorted(DENOISERS)}")
-    wanted = DENOISERS[name].INJECTED
+    wanted = DENOISERS[name].NEEDS.injected
     makers: Dict[str, Callable[[], Any]] = {
         "tables": lambda: {f.name: f.num_embeddings for f in schema.sparse},
         "context_tables": lambda: {f.name: f.num_embeddings for f in schema.sparse if f.role == "context"},
         "device": lambda: device or torch.device("meta"),
         "prior": lambda: build_prior(_need_spec(spec, name), cfg.run.seed + 1),
     }
-    context = {k: makers[k]() for k in wanted}
-    if "tables" in wanted and (cfg.optim.sparse == "adam" or cfg.optim.sparse_weight_decay > 0):
-        warnings.warn(f"--denoiser {name}: the sub-task's inactive noise model gets a zero gradient, which "
-                      f"optim.sparse={cfg.optim.sparse} with sparse_weight_decay={cfg.optim.sparse_weight_decay} "
-                      "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
-                      "to keep it exactly frozen", stacklevel=2)
-    return build_denoiser(name, context=context, **cfg.denoiser.params)
+    unknown = [k for k in wanted if k not in makers]
+    if unknown:
+        raise ValueError(f"--denoiser {name}: needs {unknown} injected, which the trainer does not supply "
+                         f"(it supplies {sorted(makers)})")
+    d = build_denoiser(name, context={k: makers[k]() for k in wanted}, **cfg.denoiser.params)
+    job = JobFacts(sparse_optimizer=cfg.optim.sparse, sparse_weight_decay=cfg.optim.sparse_weight_decay,
+                   sharding_type=cfg.sharding.sharding_type)
+    for msg in d.setup_warnings(job):
+        warnings.warn(msg, stacklevel=2)
+    return d
 
 
 def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, log: Any) -> None:
-    """``Denoiser.bind_run`` before the first step; its warnings go to the log and to ``warnings``."""
-    for msg in denoiser_of(model).bind_run(steps_per_epoch, total_steps):
+    """``Denoiser.bind_run`` before the first step when ``needs.run_length`` is declared; its warnings go to
+    the log and to ``warnings``."""
+    d = denoiser_of(model)
+    if not d.needs.run_length:
+        return
+    for msg in d.bind_run(steps_per_epoch, total_steps):
         log.print(f"WARNING: {msg}")
         warnings.warn(msg, stacklevel=2)
 
@@ -92,31 +102,22 @@ def denoiser_of(model: nn.Module) -> Denoiser:
 def static_graph(module: nn.Module) -> bool:
     """Whether DDP may use a static graph: ``False`` when the denoiser trains different parameters on
     different steps (DeCA's h / h', DeCA(p)'s phases)."""
-    return bool(denoiser_of(module).static_graph)
+    return denoiser_of(module).needs.static_graph
 
 
 MODEL_PARALLEL = ["table_wise", "column_wise", "row_wise"]
 
 
 def plan_constraints(module: nn.Module, cfg: Config) -> Optional[Dict[str, Any]]:
-    """Planner constraints for the denoiser's tables: DeCA's MF tables must be model-parallel.
-
-    A sub-task's inactive noise model gets an exactly-zero gradient; the fused row-wise Adagrad of
-    model-parallel tables leaves it unchanged, but a replicated (``data_parallel``) table is stepped by the
-    dense optimizer, whose momentum would move it. A forced ``--sharding data_parallel`` is warned about.
+    """Planner constraints for the tables the denoiser declares in ``needs.model_parallel_tables`` (DeCA's
+    MFs, the observation model's tower): any model-parallel sharding type, never replicated. A sharding
+    type forced for every table wins (the denoiser's ``setup_warnings`` says what that costs it).
     """
     from torchrec.distributed.planner import ParameterConstraints
 
-    tables = denoiser_of(module).model_parallel_tables()
-    if not tables:
+    tables = denoiser_of(module).needs.model_parallel_tables
+    if not tables or cfg.sharding.sharding_type is not None:
         return None
-    if cfg.sharding.sharding_type == "data_parallel":
-        warnings.warn(f"--denoiser {cfg.denoiser.name} with sharding.sharding_type=data_parallel: its noise "
-                      "models' tables are then stepped by the dense optimizer, whose momentum moves the "
-                      "sub-task's inactive noise model; prefer a model-parallel sharding type", stacklevel=2)
-        return None
-    if cfg.sharding.sharding_type is not None:
-        return None  # one forced model-parallel type for every table already
     return {t: ParameterConstraints(sharding_types=list(MODEL_PARALLEL)) for t in tables}
 
 
@@ -147,12 +148,9 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
     ``torch.save(model.state_dict())`` of the target architecture (keys optionally prefixed ``model.``)."""
     where = f"deca_p option prior_checkpoint={path!r}"
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{where}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    full = blob["state_dict"] if isinstance(blob, Mapping) and blob.get("format") == MODEL_FILE_FORMAT else blob
-    if not isinstance(full, Mapping):
-        raise ValueError(f"{where}: expected a model file or a state_dict, got {type(full).__name__}")
+        full = read_weights(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
     prefixed = any(k.startswith("model.") for k in full)
 
     def rename(key: str) -> str:
@@ -164,36 +162,38 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
 
 def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
                      log: Any, valid: Optional[Any] = None) -> None:
-    """Run what must happen before the main loop. Only DeCA(p) needs anything: load its prior, or pre-train
-    it with BCE on this DMP model — ``pretrain_steps`` steps, or (unset) to early stopping on ``valid``'s
-    observed AUC within ``pretrain_max_epochs`` (:mod:`~denoisrec.trainer.prior`)."""
+    """Run the denoiser's declared ``needs.pretraining`` before the main loop (DeCA(p)'s prior): load its
+    checkpoint, or pre-train it with BCE on this DMP model — ``steps`` steps, or (unset) to early stopping on
+    ``valid``'s observed AUC within ``max_epochs`` (:mod:`~denoisrec.trainer.prior`); then, with
+    ``cache_scores``, score the training split once."""
     d = denoiser_of(model)
-    if not hasattr(d, "pretrain_steps"):
+    phase = d.needs.pretraining
+    if phase is None:
         return
-    _prepare_prior(model, d, cfg, reader, dense_opt, device, log, valid)
-    if d.prior_cache:
+    _prepare_prior(model, d, phase, cfg, reader, dense_opt, device, log, valid)
+    if phase.cache_scores:
         t0 = time.time()
         n = cache_prior_scores(d, reader, device)
         log.print(f"deca_p: f' scored once on {n:,} training rows ({time.time() - t0:.1f}s, {12 * n / 2**20:.1f} MiB "
                   "per rank); phase 2 looks the scores up by sample id instead of running f' every step")
 
 
-def _prepare_prior(model: nn.Module, d: Any, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
-                   log: Any, valid: Optional[Any]) -> None:
-    if d.prior_checkpoint is not None:
-        load_prior_checkpoint(model, d.prior_checkpoint)
-        log.print(f"deca_p: prior f' loaded from {d.prior_checkpoint}")
+def _prepare_prior(model: nn.Module, d: Any, phase: Pretraining, cfg: Config, reader: Any, dense_opt: Any,
+                   device: torch.device, log: Any, valid: Optional[Any]) -> None:
+    if phase.checkpoint is not None:
+        load_prior_checkpoint(model, phase.checkpoint)
+        log.print(f"deca_p: prior f' loaded from {phase.checkpoint}")
         return
     done = int(d.pretrained_steps.item())  # once, before the loop
     if done >= 0:  # a resumed run: phase 1 is behind us
         d.pretrain_steps = done
         return
-    fixed = d.pretrain_steps
+    fixed = phase.steps
     if fixed is None:
-        how = (f"to early stopping on the observed validation AUC (at most {d.pretrain_max_epochs:g} epoch(s), "
-               f"patience {d.pretrain_patience})")
+        how = (f"to early stopping on the observed validation AUC (at most {phase.max_epochs:g} epoch(s), "
+               f"patience {phase.patience})")
     else:
         how = f"for {fixed} step(s)"
     log.print(f"deca_p phase 1: pre-training the prior f' with BCE {how}")
     pretrain_prior(model, d, reader, valid if fixed is None else None, dense_opt, device, log,
-                   d.pretrain_max_epochs, d.pretrain_patience, cfg.run.log_every, fixed)
+                   phase.max_epochs, phase.patience, cfg.run.log_every, fixed)

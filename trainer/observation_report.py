@@ -98,7 +98,7 @@ def write_observation_report(model: nn.Module, data_path: str, out_dir: str, is_
     """Collect the tower's per-context-value rates (a collective: every rank calls it), compare them with
     the generator's truth and write the JSON and the plot on rank 0. ``None`` for other denoisers."""
     d = unwrap(model).denoiser
-    if not hasattr(d, "context_report"):
+    if not d.needs.context_tower:
         return None
     learned = d.context_report()
     if not is_main:

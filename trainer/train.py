@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from denoisrec.models import ModelSpec, save_model_file
+from denoisrec.models import ModelSpec
 from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.config_check import check_config
@@ -54,7 +54,6 @@ from denoisrec.trainer.denoising import (bind_run_length, build_denoiser_for, de
 from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks, init_distributed
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluate import evaluate
-from denoisrec.trainer.export import unsharded_state_dict
 from denoisrec.trainer.finite import NonFiniteGuard
 from denoisrec.trainer.metrics import real_imp
 from denoisrec.trainer.module import TrainModule
@@ -210,7 +209,7 @@ class Window:
 def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     """Train and evaluate as ``cfg`` says; return the summary (identical on every rank).
 
-    ``hooks`` (optional, e.g. ``denoisrec.trainer.bench.quality.QualityHooks``) is called with
+    ``hooks`` (optional; e.g. a test's probe) is called with
     ``on_step(step, epoch, batch, loss_output)`` after every step (``batch`` is ``None`` under the GPU
     pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
     latter stops training.
@@ -473,23 +472,23 @@ def _train(cfg: Config, hooks: Optional[Any], env: DistEnv) -> Dict[str, Any]:
             if stopper.update(step, metrics["valid"]["auc"]):
                 ck.save_best(model, position_meta(step))
         if stopper.best_step is not None and stopper.best_step != step:
+            if eval_every and last_eval.get("step") != step:  # the curves' last point: the model before the restore
+                run_eval(step, [s for s in _eval_splits(cfg, readers, stopper) if s != "valid"])
             ck.load(os.path.join(ck.root, "best"), model, None)
             restored_best = stopper.best_step
-            metrics["valid"] = run_eval(step, ["valid"])["valid"]
+            metrics["valid"] = run_eval(restored_best, ["valid"])["valid"]  # logged at its model's step
             log.print(f"restored the best model (validation AUC {stopper.best_auc:.4f} at step {stopper.best_step})")
+    at = restored_best or step  # the step whose model is evaluated (metrics.jsonl keeps one record per step)
     if readers["test"].with_ground_truth:
-        metrics["test_clean"] = run_eval(step, ["test_clean"])["test_clean"]
-    metrics["test_observed"] = run_eval(step, ["test_observed"])["test_observed"]
+        metrics["test_clean"] = run_eval(at, ["test_clean"])["test_clean"]
+    metrics["test_observed"] = run_eval(at, ["test_observed"])["test_observed"]
 
     # ----------------------------------------------------------------------------- export + summary
     model_file = None
     if cfg.run.export:
-        state = unsharded_state_dict(model, env)
-        model_file = os.path.join(cfg.run.out, "model.pt")
-        if env.is_main:
-            save_model_file(model_file, spec, state, model_schema.to_dict(), extra={
-                "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
-                "restored_best_step": restored_best, "config": cfg.to_dict()})
+        model_file = ck.export_model(model, os.path.join(cfg.run.out, "model.pt"), spec, model_schema.to_dict(), extra={
+            "step": step, "metrics": metrics, "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
+            "restored_best_step": restored_best, "config": cfg.to_dict()})
     rows_per_rank: list = [local_samples]
     if env.world_size > 1:
         rows_per_rank = [None] * env.world_size

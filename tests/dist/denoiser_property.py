@@ -62,7 +62,7 @@ def make(name: str, params: dict):  # type: ignore[no-untyped-def]
     torch.manual_seed(1234)  # identical auxiliary models on every rank
     context = {"tables": {"user_id": N_USERS, "item_id": N_ITEMS}, "device": torch.device("cpu"),
                "prior": MFPrior(), "context_tables": {"user_id": N_USERS, "item_id": N_ITEMS}}
-    return build_denoiser(name, context={k: context[k] for k in DENOISERS[name].INJECTED}, **params)
+    return build_denoiser(name, context={k: context[k] for k in DENOISERS[name].NEEDS.injected}, **params)
 
 
 def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, no_pos: int) -> dict:

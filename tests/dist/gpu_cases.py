@@ -38,7 +38,7 @@ from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import denoiser_of, plan_constraints, static_graph
 from denoisrec.trainer.dist import DistEnv, init_distributed
-from denoisrec.trainer.export import unsharded_state_dict
+from denoisrec.trainer.unsharded import unsharded_state_dict
 from denoisrec.trainer.host_sync import HostSyncGuard
 from denoisrec.trainer.module import unwrap
 from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, plan_summary, train_optimizer, wrap

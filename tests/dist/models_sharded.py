@@ -23,7 +23,7 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.dist import init_distributed
-from denoisrec.trainer.export import load_unsharded_state_dict, unsharded_state_dict
+from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, plan_summary, train_optimizer, wrap
 from denoisrec.trainer.train import model_spec, seed_everything

@@ -12,22 +12,27 @@ For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic p
 
 each over ``--seeds`` seeds, and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
 over BCE, **gap closure** ``(AUC_d − AUC_BCE) / (AUC_Clean − AUC_BCE)``, and the noise-identification
-precision and recall over training (ADT Fig. 9, DART RQ4).
+precision and recall over training (ADT Fig. 9, DART RQ4). Every number is read from the run's own records
+(``summary.json``, ``metrics.jsonl``): the bench configures the trainer and recomputes nothing.
 
-**Early stopping** (``--patience``, DART's "two trials"): after every epoch the validation split is scored
-(observed labels; clean labels for the Clean row, as the thesis' oracle uses a clean validation set); training
-stops after ``patience`` epochs without a better validation AUC and the test metrics of the best epoch are
-reported. ``--patience 0`` trains every epoch and reports the last.
+**Early stopping** (``--patience``, DART's "two trials"): the trainer's own
+(:class:`~denoisrec.trainer.early_stop.EarlyStopping`, ``run.early_stop_patience``): after every epoch the
+validation split is scored (observed labels; clean labels for the Clean row, as the thesis' oracle uses a
+clean validation set); training stops after ``patience`` epochs without a better validation AUC, the best
+epoch's model is restored and its test metrics are reported. ``--patience 0`` trains every epoch and reports
+the last.
 
 **Sweep** (``--sweep``): ``ofat`` varies one hyperparameter at a time around the defaults (DART's 4 grids give
 13 points instead of 320), ``full`` takes the Cartesian product (at most ``--max-grid`` points), ``none``
 keeps the defaults. Points run on the first seed; the best validation AUC wins (ties: the earlier point,
 defaults first); the winner then runs on every seed. Test numbers never influence the choice.
 
-**Noise identification** (from the denoiser's per-sample decisions, ``LossOutput.dropped | relabelled``,
-restricted to observed positives): precision = noisy among handled positives, recall = handled among noisy
-positives, against random handling (precision = the noisy share of positives, recall = the handled share).
-Methods without hard decisions (R-CE) report the mean weight of noisy versus clean positives instead.
+**Noise identification**: the denoiser's own ground-truth report (``Denoiser.report``, logged every step
+as ``truth_*``; the soft definition of docs/denoisers.md): a sample counts with its handling amount in
+``[0, 1]`` (1 for a drop or a flip, ``1 − w`` for R-CE's weight, the correction for the bootstraps), among
+the candidates (the observed positives for T-CE, DART, DeCA; every sample for the others). Precision = noisy share of
+the handled amount, recall = handled amount on noisy candidates over the noisy candidates, against random
+handling (precision = the noisy share of candidates, recall = the handled share).
 
 Example::
 
@@ -47,7 +52,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
@@ -106,7 +111,7 @@ def default_params(cls: type) -> Dict[str, Any]:
     """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
     sig = inspect.signature(cls.__init__)
     return {k: v.default for k, v in sig.parameters.items()
-            if k not in ("self", "process_group", *getattr(cls, "INJECTED", ()))
+            if k not in ("self", "process_group", *cls.NEEDS.injected)
             and v.default is not inspect.Parameter.empty}
 
 
@@ -116,7 +121,7 @@ def grid_points(cls: type, fixed: Dict[str, Any], mode: str, max_grid: int) -> L
     ``GRID`` keys that ``fixed`` sets are not swept. ``ofat``: one key at a time; ``full``: the product.
     """
     base = {**default_params(cls), **fixed}
-    grid = {k: list(v) for k, v in (getattr(cls, "GRID", None) or {}).items() if k not in fixed}
+    grid = {k: list(v) for k, v in cls.GRID.items() if k not in fixed}
     unknown = set(grid) - set(default_params(cls))
     if unknown:
         raise ValueError(f"{cls.__name__}.GRID names {sorted(unknown)}, which its __init__ does not accept")
@@ -151,95 +156,70 @@ def select_best(points: List[Dict[str, Any]]) -> int:
     return best
 
 
-# ------------------------------------------------------------------------------------------------ hooks
+# ------------------------------------------------------------------------------------------ run records
 
 
-class QualityHooks:
-    """Per-step noise-identification counts and per-epoch evaluation with early stopping.
+def read_run(run: str) -> Dict[str, Any]:
+    """A finished run's own records: per-epoch evaluations and per-step ground-truth sums from
+    ``<run>/metrics.jsonl``, with ``summary.json``. The first record of a (split, step) is the epoch's; a
+    later one at the same step is the final evaluation (after restoring the best model)."""
+    with open(os.path.join(run, "summary.json")) as f:
+        summary = json.load(f)
+    evals: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    train: Dict[int, Dict[str, Any]] = {}
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            kind, step = rec.get("kind"), rec.get("step")
+            if kind == "train":
+                train[step] = rec
+            elif kind in ("valid", "test_clean", "test_observed"):
+                evals.setdefault(kind, {}).setdefault(step, rec)
+    return {"summary": summary, "evals": evals, "train": [train[k] for k in sorted(train)]}
 
-    Passed to :func:`denoisrec.trainer.train.train`. Per step it stacks, on the device (no host sync),
-    ``[positives, noisy positives, handled positives, handled noisy positives, Σw noisy positives,
-    Σw clean positives]`` of the global batch; :meth:`diagnostics` all-reduces and bins them.
-    """
 
-    def __init__(self, valid_target: str, patience: int) -> None:
-        self.valid_target, self.patience = valid_target, patience
-        self.per_step: List[Any] = []
-        self.epochs: List[Dict[str, Any]] = []
-        self.best: Optional[Dict[str, Any]] = None
-        self.since_best = 0
-        self.has_decisions = False
+# Sums behind the noise-identification ratios, logged by the trainer with every train record (the
+# denoiser's ground-truth report, ``Denoiser.report``: the soft definition, docs/denoisers.md).
+TRUTH_SUMS = ("truth_count_candidates", "truth_count_noisy_candidates", "truth_sum_handled",
+              "truth_sum_handled_noisy")
 
-    def on_step(self, step: int, epoch: int, batch: Any, out: Any) -> None:
-        import torch
 
-        if out is None or batch.is_noisy is None:
-            return
-        pos = batch.labels > 0.5
-        noisy = pos & (batch.is_noisy > 0.5)
-        clean = pos & ~noisy
-        handled = (out.dropped | out.relabelled) & pos
-        w = out.weight.detach().to(torch.float64)
-        f = lambda m: m.sum(dtype=torch.float64)  # noqa: E731
-        self.per_step.append(torch.stack([f(pos), f(noisy), f(handled), f(handled & noisy),
-                                          (w * noisy).sum(), (w * clean).sum()]))
+def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]:
+    """Noise identification over training from the run's own train records: totals and ``points`` binned
+    curves of precision / recall (the denoiser's soft definition, pooled exactly over log windows)."""
+    import numpy as np
 
-    def on_epoch_end(self, epoch: int, model: Any, readers: Dict[str, Any], env: Any) -> bool:
-        from denoisrec.trainer.evaluate import evaluate
+    rows = [[float(r.get(k, 0.0)) for k in TRUTH_SUMS] for r in records if TRUTH_SUMS[0] in r]
+    if not rows:
+        return {}
+    c = np.asarray(rows, dtype=np.float64)  # [log lines, 4]
+    tot = c.sum(0)
 
-        rec = {"epoch": epoch, "valid": evaluate(model, readers["valid"], env.device, self.valid_target),
-               "test_clean": evaluate(model, readers["test"], env.device, "clean"),
-               "test_observed": evaluate(model, readers["test"], env.device, "observed")}
-        self.epochs.append(rec)
-        if self.patience <= 0:
-            self.best = rec
-            return False
-        auc = rec["valid"]["auc"]
-        if self.best is None or (not math.isnan(auc) and auc > self.best["valid"]["auc"]):
-            self.best, self.since_best = rec, 0
-            return False
-        self.since_best += 1
-        return self.since_best >= self.patience
+    def pr(v: Any) -> Dict[str, float]:
+        cand, noisy, handled, hit = (float(x) for x in v)
+        return {
+            "candidates": cand, "noisy_candidates": noisy, "handled": handled, "handled_noisy": hit,
+            "precision": hit / handled if handled else float("nan"),
+            "recall": hit / noisy if noisy else float("nan"),
+            "random_precision": noisy / cand if cand else float("nan"),
+            "random_recall": handled / cand if cand else float("nan"),
+        }
 
-    def diagnostics(self, points: int) -> Dict[str, Any]:
-        """Totals over training and ``points`` binned curves of precision / recall (global over ranks)."""
-        import torch
-        import torch.distributed as dist
-
-        if not self.per_step:
-            return {}
-        c = torch.stack(self.per_step)  # [steps, 6]
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(c)
-        c = c.cpu().numpy()
-        tot = c.sum(0)
-        self.has_decisions = bool(tot[2] > 0)
-
-        def pr(v: Any) -> Dict[str, float]:
-            pos, noisy, handled, hit, wn, wc = (float(x) for x in v)
-            return {
-                "positives": pos, "noisy_positives": noisy, "handled": handled, "handled_noisy": hit,
-                "precision": hit / handled if handled else float("nan"),
-                "recall": hit / noisy if noisy else float("nan"),
-                "random_precision": noisy / pos if pos else float("nan"),
-                "random_recall": handled / pos if pos else float("nan"),
-                "handled_share": handled / pos if pos else float("nan"),
-                "mean_weight_noisy": wn / noisy if noisy else float("nan"),
-                "mean_weight_clean": wc / (pos - noisy) if pos > noisy else float("nan"),
-            }
-
-        n = c.shape[0]
-        bins = max(1, min(points, n))
-        edges = [round(i * n / bins) for i in range(bins + 1)]
-        curve = [{"step": edges[i + 1], **pr(c[edges[i]:edges[i + 1]].sum(0))} for i in range(bins)]
-        return {"total": pr(tot), "curve": curve, "steps": n, "has_decisions": self.has_decisions}
+    n = c.shape[0]
+    bins = max(1, min(points, n))
+    edges = [round(i * n / bins) for i in range(bins + 1)]
+    steps = [r["step"] for r in records if TRUTH_SUMS[0] in r]
+    curve = [{"step": steps[edges[i + 1] - 1], **pr(c[edges[i]:edges[i + 1]].sum(0))} for i in range(bins)]
+    return {"total": pr(tot), "curve": curve, "steps": n, "has_decisions": bool(tot[2] > 0)}
 
 
 # ----------------------------------------------------------------------------------------------- running
 
 
 def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
-    """Train one (method, hyperparameters, seed) with the real trainer; return its metrics and diagnostics."""
+    """Train one (method, hyperparameters, seed) with the real trainer — its per-epoch evaluation, its early
+    stopping (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, best model restored) and its
+    ground-truth report every step — and read the result back from the run's own records."""
     import contextlib
     import io
 
@@ -254,32 +234,41 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
         cfg.data.batch_size = spec["batch_size"]
     cfg.run.out = os.path.join(spec["out"], "quality-runs", f"{tag}-s{seed}")
     cfg.run.overwrite = True  # the bench owns these run directories: a rerun replaces them
-    cfg.run.log_every = 10**9
-    cfg.run.eval_every, cfg.run.curves = 0, False  # the hooks evaluate every epoch and keep the curves
+    cfg.run.log_every = 1  # every step's ground-truth sums in metrics.jsonl; the bench bins them
+    cfg.run.eval_every, cfg.run.curves = "epoch", False
+    cfg.run.eval_during = ["valid", "test_clean", "test_observed"]
+    cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the last reported
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
         cfg.denoiser.name, cfg.denoiser.params, cfg.model.context = BASELINE, {}, "withhold"
     else:
         cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
-    hooks = QualityHooks("clean" if method == CLEAN else "observed", spec["patience"])
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
-        summary = train(cfg, hooks=hooks)
-    best = hooks.best or {"epoch": summary["epochs_started"] - 1, **{k: summary["metrics"][k] for k in
-                                                                     ("valid", "test_clean", "test_observed")}}
+        train(cfg)
+    if dist.is_initialized():
+        dist.barrier()  # rank 0 has written the run's records
+    rec = read_run(cfg.run.out)
+    summary, evals = rec["summary"], rec["evals"]
+    spe = summary["steps_per_epoch"]
+    best_step = summary["early_stopping"].get("restored_best_step") or summary["steps"]
+    metrics = summary["metrics"]  # the final evaluation: the best epoch's model when one was restored
+    curve = [{"epoch": step // spe - 1, "valid_auc": evals["valid"][step]["auc"],
+              "test_clean_auc": evals.get("test_clean", {}).get(step, {}).get("auc", float("nan"))}
+             for step in sorted(evals.get("valid", {}))]
     result = {
         "method": method, "params": params, "seed": seed, "tag": tag,
-        "best_epoch": best["epoch"], "epochs_run": len(hooks.epochs) or summary["epochs_started"],
-        "valid": best["valid"], "test_clean": best["test_clean"], "test_observed": best["test_observed"],
-        "epoch_curve": [{"epoch": e["epoch"], "valid_auc": e["valid"]["auc"], "test_clean_auc": e["test_clean"]["auc"]}
-                        for e in hooks.epochs],
-        "diagnostics": hooks.diagnostics(spec["curve_points"]),
+        "best_epoch": -(-best_step // spe) - 1, "epochs_run": len(curve) or summary["epochs_started"],
+        "valid": metrics["valid"], "test_clean": metrics["test_clean"], "test_observed": metrics["test_observed"],
+        "epoch_curve": curve,
+        "diagnostics": identification(rec["train"], spec["curve_points"]),
         "train_seconds": summary["train_seconds"], "steps": summary["steps"],
     }
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(f"  {tag:32s} seed {seed}: valid AUC {best['valid']['auc']:.4f}  clean-test AUC "
-              f"{best['test_clean']['auc']:.4f} (epoch {best['epoch']}, {summary['train_seconds']:.1f}s)", flush=True)
+        print(f"  {tag:32s} seed {seed}: valid AUC {result['valid']['auc']:.4f}  clean-test AUC "
+              f"{result['test_clean']['auc']:.4f} (epoch {result['best_epoch']}, {summary['train_seconds']:.1f}s)",
+              flush=True)
     return result
 
 
@@ -304,7 +293,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
             chosen, first = tried[best]["params"], tried[best]["run"]
             sweeps[method] = {"points": [{"params": t["params"], "valid_auc": t["valid_auc"],
                                           "test_clean_auc": t["run"]["test_clean"]["auc"]} for t in tried],
-                              "selected": best, "grid": getattr(DENOISERS[method], "GRID", None)}
+                              "selected": best, "grid": DENOISERS[method].GRID}
         for s in seeds:
             if s == seeds[0] and first is not None:
                 runs.append(first)
@@ -357,8 +346,7 @@ def aggregate(runs: List[Dict[str, Any]], methods: List[str]) -> List[Dict[str, 
         row["final_epoch_clean_auc"] = float(np.mean(finals)) if finals else float("nan")
         row["epochs_run"] = [r["epochs_run"] for r in rs]
         diags = [r["diagnostics"]["total"] for r in rs if r.get("diagnostics")]
-        for k in ("precision", "recall", "random_precision", "random_recall", "mean_weight_noisy",
-                  "mean_weight_clean"):
+        for k in ("precision", "recall", "random_precision", "random_recall"):
             vals = [d[k] for d in diags if d.get(k) is not None and not math.isnan(d[k])]
             row[k] = float(np.mean(vals)) if vals else float("nan")
         row["has_decisions"] = any(r.get("diagnostics", {}).get("has_decisions") for r in rs)
@@ -410,10 +398,7 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
             ("RealImp", "real_imp", "{:+.2%}"), ("gap closure", "gap_closure", "{:+.2f}"),
             ("valid AUC", "valid_auc", "{:.4f}"),
             ("clean AUC, last epoch", "final_epoch_clean_auc", "{:.4f}"),
-            ("precision", lambda r: ident(r, "precision"), "{}"), ("recall", lambda r: ident(r, "recall"), "{}"),
-            ("w noisy / clean pos.", lambda r: None if r["has_decisions"] else
-             (f"{r['mean_weight_noisy']:.3f} / {r['mean_weight_clean']:.3f}"
-              if not math.isnan(r["mean_weight_noisy"]) else None), "{}")]
+            ("precision", lambda r: ident(r, "precision"), "{}"), ("recall", lambda r: ident(r, "recall"), "{}")]
     if ref:
         cols.insert(3, ("thesis AUC", "reference_auc", "{:.4f}"))
     rep.markdown = (

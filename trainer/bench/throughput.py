@@ -412,7 +412,8 @@ def worker(spec_path: str) -> None:
         calibration["batch_size"] = batch_size
     for m in methods:  # DeCA(p): f' scored once on the cycled batches, as the trainer does after phase 1
         d = denoiser_of(models[m][0])
-        if getattr(d, "prior_cache", False):
+        phase = d.needs.pretraining
+        if phase is not None and phase.cache_scores:
             cache_prior_scores(d, batches, env.device)
     for m in methods:
         run_steps(m, spec["warmup"])

@@ -1,11 +1,11 @@
-"""Export: the trained, sharded model as one unsharded model file (``<out>/model.pt``).
+"""Sharded ↔ unsharded state: a sharded model's tensors gathered whole to rank 0, and whole tensors copied
+back into the shards.
 
-Every rank takes part (the embedding tables are gathered shard by shard to rank 0); rank 0 writes the file
-with :func:`denoisrec.models.save_model_file`. Only the model is exported (the ``model.`` part of
-``TrainModule``); the denoiser is a training-time object. The format is in docs/checkpoints.md.
-
-Rank 0 holds one full table at a time, so every single table must fit in its memory; for tables beyond
-that, use the DCP checkpoint directly.
+:func:`unsharded_state_dict` is what ``Checkpointer.export_model`` writes as the model file
+(``<out>/model.pt``, :mod:`denoisrec.models.model_file`): every rank takes part (the embedding tables are
+gathered shard by shard to rank 0). Only the model is exported (the ``model.`` part of ``TrainModule``); the
+denoiser is a training-time object. Rank 0 holds one full table at a time, so every single table must fit
+in its memory; for tables beyond that, use the DCP checkpoint directly.
 
 :func:`load_unsharded_state_dict` is the inverse: full tensors (a model file's ``state_dict``) into a
 sharded model, every rank copying the slices of its own shards (e.g. a frozen prior for DeCA(p), or
