@@ -69,6 +69,8 @@ __all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGr
 
 @dataclass(frozen=True)
 class RowGroupRef:
+    """One Parquet row group: its file, index in that file, row count and first row within the file."""
+
     path: str
     index: int
     num_rows: int
