@@ -45,6 +45,16 @@ def floor_count(rate: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.floor(rate.to(torch.float64) * n.to(torch.float64) + _FLOOR_EPS).to(torch.int64)
 
 
+def share_of_batch(rate: torch.Tensor) -> C.KFn:
+    """The select's ``k = ⌊rate · B⌋``, with the global batch size ``B`` all-reduced as its first extra."""
+
+    def k(n_pos: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
+        assert extra is not None, "radix_select: the batch size travels as the first extra"
+        return floor_count(rate, extra[0])
+
+    return k
+
+
 class TruncatedBCE(Denoiser):
     """ADT T-CE: drop the ``⌊ε(T)·B⌋`` largest-loss positives (ADT Eq. 2-3).
 
@@ -109,8 +119,7 @@ class TruncatedBCE(Denoiser):
         # the dropped positives' Σℓ comes out of the select's rounds: the select is the step's only collective.
         # The previous step's top digit as the hint: the k-th loss moves little between steps, so the
         # select usually decides in its first all-reduce (CPU; see collectives.radix_select).
-        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local,
-                             sums=q, hint=self._hint)
+        sel = C.radix_select(keys, pos, share_of_batch(eps), self.process_group, local, sums=q, hint=self._hint)
         self._hint = sel.top
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
         dropped = pos & (keys >= sel.thr[0])

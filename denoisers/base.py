@@ -162,6 +162,8 @@ class Denoiser(nn.Module):
     name: ClassVar[str] = ""
     GRID: ClassVar[Dict[str, List[Any]]] = {}
     NEEDS: ClassVar[DenoiserNeeds] = DenoiserNeeds()
+    step: torch.Tensor  # buffer: the global step, int64 scalar
+    truth_sums: torch.Tensor  # buffer: [4, 4] float64 ground-truth sums since the last report()
     positives_only: ClassVar[bool] = True
     reports_posterior: ClassVar[bool] = False
 
