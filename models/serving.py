@@ -37,7 +37,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -246,7 +246,8 @@ class DLRMNet(nn.Module):
     """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]`` (upper triangle), top MLP
     (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``."""
 
-    triu: torch.Tensor  # buffer: [2, F(F+1)/2] the upper triangle's (row, column) indices
+    if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
+        triu: torch.Tensor  # buffer: [2, F(F+1)/2] the upper triangle's (row, column) indices
 
     def __init__(self, m: DLRM) -> None:
         super().__init__()
@@ -267,9 +268,10 @@ class CrossLayers(nn.Module):
     """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with ``W_l`` full (``CrossNet``) or
     ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``."""
 
-    w: torch.Tensor  # buffer: [L, N, r] (low rank) or [L, N, N]
-    v: torch.Tensor  # buffer: [L, r, N] (low rank) or unused [L, 1, 1]
-    b: torch.Tensor  # buffer: [L, N]
+    if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
+        w: torch.Tensor  # buffer: [L, N, r] (low rank) or [L, N, N]
+        v: torch.Tensor  # buffer: [L, r, N] (low rank) or unused [L, 1, 1]
+        b: torch.Tensor  # buffer: [L, N]
 
     def __init__(self, cross: nn.Module) -> None:
         super().__init__()
