@@ -6,8 +6,9 @@
 | ``dart`` | DART thesis §5.1 | 16 | 16×16 | 0.2 | 2048 | Adam lr 1e-3, weight decay 1e-6 | 2 validations |
 
 The ``dart`` optimizer values apply to the dense and the sparse optimizer alike. A preset is applied after
-``--config`` and before the other flags and ``--set``, so anything can still be overridden. The MLP maps onto each model's own option: ``over_arch`` (plus the final 1) for DLRM, ``mlp``
-for DCN-V2, DeepFM and Wide&Deep; FM has no MLP. Dropout applies to the models that have the option.
+``--config`` and before the other flags and ``--set``, so anything can still be overridden. The MLP maps onto
+each model's own option: ``over_arch`` (plus the final 1) for DLRM, ``mlp`` for DCN-V2, DeepFM and Wide&Deep;
+FM has no MLP. Dropout applies to the models that have the option.
 
 Example::
 
