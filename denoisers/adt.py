@@ -1,11 +1,12 @@
 """ADT: Adaptive Denoising Training (Wang et al., "Denoising Implicit Feedback for Recommendation",
 WSDM 2021): the truncated loss T-CE and the reweighted loss R-CE.
 
-**T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual``
-(the reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of
-the run (``"30%"``; :mod:`~denoisrec.denoisers.span`): the paper's 30,000 steps never ramp up in a short run. At step ``T`` the ``⌊ε(T)·B⌋`` positives with the largest loss are
-dropped (``B`` counts the whole global batch, negatives included; only positives are ever dropped, all of
-them when fewer exist), and the loss is the mean BCE over the kept samples::
+**T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual`` (the
+reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of the run
+(``"30%"``; :mod:`~denoisrec.denoisers.span`): the paper's 30,000 steps never ramp up in a short run. At step ``T``
+the ``⌊ε(T)·B⌋`` positives with the largest loss are dropped (``B`` counts the whole global batch, negatives
+included; only positives are ever dropped, all of them when fewer exist), and the loss is the mean BCE over the kept
+samples::
 
     L_T-CE = Σ_{i kept} ℓ_i / |kept|
 

@@ -33,10 +33,10 @@ cannot explain extra clicks of a confounded position (the old ranker put liked i
 ``h'``.
 
 **Tower warm-up** (``tower_warmup``: steps, epochs ``"1ep"`` or a share of the run ``"25%"``, see
-:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial value (``h = h_init``,
-``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f`` first learns the
-preference from ``x`` before the context may explain anything: under a confounded logging policy an early
-tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
+:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial
+value (``h = h_init``, ``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f``
+first learns the preference from ``x`` before the context may explain anything: under a confounded logging policy an
+early tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
 
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.

@@ -160,6 +160,8 @@ class RunConfig:
 
 @dataclass
 class Config:
+    """The whole run's configuration: one section per concern (``--set section.key=value`` on the command line)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
