@@ -39,7 +39,7 @@ from scipy.special import expit
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.metrics import all_metrics

@@ -32,7 +32,6 @@ import pyarrow as pa
 import torch
 
 from denoisrec.trainer.data.checks import (
-    DataError,
     Finding,
     hash_out_of_table,
     must_be_whole,
@@ -41,6 +40,7 @@ from denoisrec.trainer.data.checks import (
     out_of_table,
 )
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.errors import DataError
 
 _INT32_SAFE = {np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16)}
 _INT32_MAX = 2**31 - 1

@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.errors import DataError, oneline
+# DataError: re-exported (`as`) for imports written before errors.py existed; new code imports it from there
+from denoisrec.trainer.errors import DataError as DataError
+from denoisrec.trainer.errors import oneline
 
 
 @dataclass(frozen=True)

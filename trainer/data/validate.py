@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 
 from denoisrec.trainer.data.checks import (
-    DataError,
     diagnose_row_group,
     label_columns,
     must_be_whole,
@@ -38,6 +37,7 @@ from denoisrec.trainer.data.checks import (
 )
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
+from denoisrec.trainer.errors import DataError
 
 VALIDATE_BATCH_ROWS = 1 << 16
 
