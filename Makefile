@@ -83,7 +83,7 @@ LINT_PACKAGES := trainer models denoisers launch
 
 lint: $(STAMP)
 	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
-	@ok=0; set -x; $(RUFF) check . || ok=1; $(RUFF) format --check . || ok=1; \
+	@ok=0; set -x; $(RUFF) check . || ok=1; $(RUFF) format --check --output-format concise . || ok=1; \
 		$(PY) -m mypy $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
 
 lint-fix: $(STAMP)
