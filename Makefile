@@ -24,6 +24,7 @@ GPU_CHECK_OUT ?= runs/gpu-check
 WHEELS ?=
 
 PY := $(VENV)/bin/python
+RUFF ?= $(VENV)/bin/ruff
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-gpu$(GPU)
 RUNTIME_NEEDS := tensordict torchmetrics tqdm pyre-extensions typing-inspect torchx pyarrow numpy scipy pyyaml fsspec tensorboard
@@ -36,11 +37,12 @@ else
   TORCH_STACK := torch fbgemm-gpu-cpu
 endif
 
-.PHONY: venv data train test gpu-check clean help slurm-up slurm-down
+.PHONY: venv data train test lint lint-fix gpu-check clean help slurm-up slurm-down
 
 help:
 	@echo "make train   # set up .venv, generate data/$(PRESET) if missing, train on $(NPROC) ranks"
-	@echo "make test    # set up .venv, run the test suite"
+	@echo "make test    # set up .venv, make lint, run the test suite"
+	@echo "make lint    # ruff check, ruff format --check, mypy (pyproject.toml); make lint-fix: ruff's fixes; make test NOLINT=1: tests only"
 	@echo "make gpu-check [WHEELS=dir]  # on a CUDA machine: GPU env, GPU tests, throughput, report; else says so"
 	@echo "make slurm-up / slurm-down   # a one-host Slurm cluster in \$$SLURM_DIR (packages: .ci/install-slurm)"
 	@echo "variables: DENOISER=$(DENOISER) (bce: the baseline) GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--model deepfm ...'"
@@ -70,8 +72,22 @@ train: $(STAMP) $(DATA)/schema.json
 	$(if $(filter 1,$(NPROC)),,OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}) $(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) \
 		-m denoisrec.trainer $(TRAIN_ARGS)
 
-test: $(STAMP)
+# NOLINT=1 skips make lint (e.g. between merges, before .ci/lint-fix has formatted the tree); CI keeps it on.
+NOLINT ?=
+test: $(STAMP) $(if $(NOLINT),,lint)
 	$(PY) -m pytest -q tests
+
+# mypy sees the four folders under their installed names through build/typecheck/denoisrec/ (links).
+TYPECHECK := build/typecheck/denoisrec
+LINT_PACKAGES := trainer models denoisers launch
+
+lint: $(STAMP)
+	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	@ok=0; set -x; $(RUFF) check . || ok=1; $(RUFF) format --check --output-format concise . || ok=1; \
+		$(PY) -m mypy $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
+
+lint-fix: $(STAMP)
+	RUFF=$(RUFF) .ci/lint-fix
 
 gpu-check:
 	@WHEELS="$(WHEELS)" OUT="$(GPU_CHECK_OUT)" ARGS="$(ARGS)" PYTHON="$(PYTHON)" VENV="$(VENV)" \

@@ -1,4 +1,4 @@
-"""One training epoch of a ``product``-shaped dataset on N ranks, killed once in the middle and resumed.
+r"""One training epoch of a ``product``-shaped dataset on N ranks, killed once in the middle and resumed.
 
 Launches ``denoisrec train`` under torchrun (gloo on CPU) with a checkpoint every ``--checkpoint-every``
 steps; once a checkpoint at or past ``--kill-at`` of the epoch exists, kills the whole process group

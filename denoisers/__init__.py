@@ -8,7 +8,8 @@
 | ``bootstrap_soft``, ``bootstrap_hard`` | :class:`SoftBootstrap`, :class:`HardBootstrap` | Reed et al. 2015 |
 | ``dart`` | :class:`DART` | DART (thesis 2023) |
 | ``deca``, ``deca_p`` | :class:`DeCA`, :class:`DeCAPrior` | DeCA (WWW 2022) |
-| ``observation``, ``observation_tce`` | :class:`ObservationModel`, :class:`ObservationTCE` | DeCA's noise model over the observation context (+ T-CE) |
+| ``observation`` | :class:`ObservationModel` | DeCA's noise model over the observation context |
+| ``observation_tce`` | :class:`ObservationTCE` | the same, plus T-CE |
 
 Hyperparameters are the constructor's keyword arguments (``-p name=value``); each class's ``GRID`` holds
 the papers' grid. Arguments listed in a class's ``NEEDS.injected`` (feature table sizes, device, DeCA(p)'s

@@ -1,11 +1,12 @@
 """ADT: Adaptive Denoising Training (Wang et al., "Denoising Implicit Feedback for Recommendation",
 WSDM 2021): the truncated loss T-CE and the reweighted loss R-CE.
 
-**T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual``
-(the reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of
-the run (``"30%"``; :mod:`~denoisrec.denoisers.span`): the paper's 30,000 steps never ramp up in a short run. At step ``T`` the ``⌊ε(T)·B⌋`` positives with the largest loss are
-dropped (``B`` counts the whole global batch, negatives included; only positives are ever dropped, all of
-them when fewer exist), and the loss is the mean BCE over the kept samples::
+**T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual`` (the
+reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of the run
+(``"30%"``; :mod:`~denoisrec.denoisers.span`): the paper's 30,000 steps never ramp up in a short run. At step ``T``
+the ``⌊ε(T)·B⌋`` positives with the largest loss are dropped (``B`` counts the whole global batch, negatives
+included; only positives are ever dropped, all of them when fewer exist), and the loss is the mean BCE over the kept
+samples::
 
     L_T-CE = Σ_{i kept} ℓ_i / |kept|
 
@@ -43,6 +44,16 @@ _FLOOR_EPS = 1e-9
 def floor_count(rate: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """``⌊rate · n⌋`` as int64, computed in float64 on the tensors' device."""
     return torch.floor(rate.to(torch.float64) * n.to(torch.float64) + _FLOOR_EPS).to(torch.int64)
+
+
+def share_of_batch(rate: torch.Tensor) -> C.KFn:
+    """The select's ``k = ⌊rate · B⌋``, with the global batch size ``B`` all-reduced as its first extra."""
+
+    def k(n_pos: torch.Tensor, extra: Optional[torch.Tensor]) -> torch.Tensor:
+        assert extra is not None, "radix_select: the batch size travels as the first extra"
+        return floor_count(rate, extra[0])
+
+    return k
 
 
 class TruncatedBCE(Denoiser):
@@ -109,8 +120,7 @@ class TruncatedBCE(Denoiser):
         # the dropped positives' Σℓ comes out of the select's rounds: the select is the step's only collective.
         # The previous step's top digit as the hint: the k-th loss moves little between steps, so the
         # select usually decides in its first all-reduce (CPU; see collectives.radix_select).
-        sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local,
-                             sums=q, hint=self._hint)
+        sel = C.radix_select(keys, pos, share_of_batch(eps), self.process_group, local, sums=q, hint=self._hint)
         self._hint = sel.top
         n, n_drop = sel.extra[0], sel.k[0]  # type: ignore[index]
         dropped = pos & (keys >= sel.thr[0])

@@ -162,6 +162,8 @@ class Denoiser(nn.Module):
     name: ClassVar[str] = ""
     GRID: ClassVar[Dict[str, List[Any]]] = {}
     NEEDS: ClassVar[DenoiserNeeds] = DenoiserNeeds()
+    step: torch.Tensor  # buffer: the global step, int64 scalar
+    truth_sums: torch.Tensor  # buffer: [4, 4] float64 ground-truth sums since the last report()
     positives_only: ClassVar[bool] = True
     reports_posterior: ClassVar[bool] = False
 
@@ -285,6 +287,8 @@ class Denoiser(nn.Module):
         """Accumulate this step's local ground-truth sums (no collective; nothing if the batch has none).
 
         Args:
+            batch: the batch; its ``is_noisy`` column (if any) is the ground truth.
+            labels: ``[B]`` observed 0/1 labels.
             ell: ``[B]`` per-sample BCE against the observed label.
             handled: ``[B]`` handling amount in ``[0, 1]`` (1 = dropped / relabelled; ``1 − w`` for a
                 weight, ``|y* − y|`` for a corrected target). Never used to decide anything.

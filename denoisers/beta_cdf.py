@@ -46,6 +46,9 @@ class BetaCDF(nn.Module):
         intervals: grid intervals of the smooth factor on ``[0, 1/2]``.
     """
 
+    h_lo: torch.Tensor  # buffer: the smooth factor's grid on [0, 1/2]
+    h_hi: torch.Tensor  # buffer: the same with α and β swapped
+
     def __init__(self, alpha: float, beta: float, intervals: int = 4096) -> None:
         super().__init__()
         if not (alpha > 0 and beta > 0):

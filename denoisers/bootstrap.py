@@ -1,5 +1,7 @@
-"""Bootstrapping (Reed et al., "Training Deep Neural Networks on Noisy Labels with Bootstrapping", 2015;
-LCD Eq. 2): mix the observed label with the model's own belief, with a fixed weight ``λ``::
+"""Bootstrapping: mix the observed label with the model's own belief (Reed et al. 2015; LCD Eq. 2).
+
+Reed et al., "Training Deep Neural Networks on Noisy Labels with Bootstrapping", 2015, with a fixed
+weight ``λ``::
 
     soft:  y* = λ·y + (1 − λ)·p              (default λ = 0.95)
     hard:  y* = λ·y + (1 − λ)·1[p > 0.5]     (default λ = 0.8)

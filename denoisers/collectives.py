@@ -277,6 +277,7 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     top = None
     for r, shift in enumerate(SHIFTS):
         if r == 1 and hint is not None and bool(((top == hint.reshape(-1).to(dev)) | (kk == 0)).all()):
+            assert pre_hist1 is not None  # read from the first round's payload whenever a hint is given
             hist = pre_hist1  # every guess was right: this round was reduced with the first
             if vals is not None:
                 sum_hist = pre_sums1

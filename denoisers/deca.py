@@ -64,7 +64,7 @@ Example (one process, unsharded tables)::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ class DeCA(Denoiser):
     OBJECTIVES = ("marginal", "paper")
     COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
     NEEDS = DenoiserNeeds(injected=("tables", "device"))
-    HEADS = ("g", "h", "hp")
+    HEADS: ClassVar[Tuple[str, ...]] = ("g", "h", "hp")
     reports_posterior = True
 
     def __init__(self, tables: Mapping[str, int], C1: Optional[float] = None, C2: Optional[float] = None,

@@ -33,10 +33,10 @@ cannot explain extra clicks of a confounded position (the old ranker put liked i
 ``h'``.
 
 **Tower warm-up** (``tower_warmup``: steps, epochs ``"1ep"`` or a share of the run ``"25%"``, see
-:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial value (``h = h_init``,
-``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f`` first learns the
-preference from ``x`` before the context may explain anything: under a confounded logging policy an early
-tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
+:mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial
+value (``h = h_init``, ``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f``
+first learns the preference from ``x`` before the context may explain anything: under a confounded logging policy an
+early tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
 
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
@@ -75,7 +75,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import collectives as C
-from denoisrec.denoisers.adt import floor_count
+from denoisrec.denoisers.adt import share_of_batch
 from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
 from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.span import Span
@@ -105,6 +105,8 @@ class ContextTower(nn.Module):
         bias_init: ``(a₀, b₀)``.
         device: where the tables are allocated (``meta`` under DMP); the MLP is built on the default device.
     """
+
+    bias: torch.Tensor  # buffer: [2] the logits' offsets (a₀, b₀)
 
     def __init__(self, features: Mapping[str, int], dim: int, hidden: Sequence[int], bias_init: Tuple[float, float],
                  device: Optional[torch.device] = None, init_scale: float = 0.01) -> None:
@@ -200,6 +202,8 @@ class ObservationModel(Denoiser):
     NEEDS = DenoiserNeeds(injected=("context_tables", "device"), context_tower=True, run_length=True)
     positives_only = False
     reports_posterior = True
+
+    ctx_sums: torch.Tensor  # buffer: [values, 3] float64 EMA of [rows, Σh, Σh'] per context value
 
     def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
                  hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
@@ -303,7 +307,7 @@ class ObservationModel(Denoiser):
             eps = self.drop_rate(self.step)
             keys = C.order_keys(nll.detach(), sample_ids)
             local_n = torch.full((1,), labels.numel(), dtype=torch.int64, device=labels.device)
-            sel = C.radix_select(keys, pos, lambda n_pos, ex: floor_count(eps, ex[0]), self.process_group, local_n)
+            sel = C.radix_select(keys, pos, share_of_batch(eps), self.process_group, local_n)
             dropped = pos & (keys >= sel.thr[0])
         else:
             dropped = torch.zeros_like(pos)

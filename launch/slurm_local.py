@@ -195,8 +195,8 @@ class LocalSlurm:
         for d in (self.root, self.run_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)  # munged checks that every user can reach its socket
-        for d in ("munge", "state", "spool", "db"):
-            (self.root / d).mkdir(mode=0o700, exist_ok=True)
+        for name in ("munge", "state", "spool", "db"):
+            (self.root / name).mkdir(mode=0o700, exist_ok=True)
         host, hardware = self._hardware()
         self.node_names = [host, SECOND_NODE]
         if host == SECOND_NODE or not all(_is_this_host(n) for n in self.node_names):

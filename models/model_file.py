@@ -53,6 +53,8 @@ class ModelFile:
 
 @dataclass
 class LoadedModel:
+    """A model file read back: the built model with its weights, its spec, the data schema and extra metadata."""
+
     model: nn.Module
     spec: ModelSpec
     schema: Dict[str, Any]

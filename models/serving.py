@@ -37,7 +37,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -246,6 +246,9 @@ class DLRMNet(nn.Module):
     """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]`` (upper triangle), top MLP
     (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``."""
 
+    if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
+        triu: torch.Tensor  # buffer: [2, F(F+1)/2] the upper triangle's (row, column) indices
+
     def __init__(self, m: DLRM) -> None:
         super().__init__()
         self.bags = Bags(_weights(m.sparse_arch.embedding_bag_collection))
@@ -265,10 +268,15 @@ class CrossLayers(nn.Module):
     """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with ``W_l`` full (``CrossNet``) or
     ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``."""
 
+    if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
+        w: torch.Tensor  # buffer: [L, N, r] (low rank) or [L, N, N]
+        v: torch.Tensor  # buffer: [L, r, N] (low rank) or unused [L, 1, 1]
+        b: torch.Tensor  # buffer: [L, N]
+
     def __init__(self, cross: nn.Module) -> None:
         super().__init__()
         self.low_rank = isinstance(cross, LowRankCrossNet)
-        if self.low_rank:
+        if isinstance(cross, LowRankCrossNet):
             w = torch.stack([t.detach() for t in cross.W_kernels])  # [L, N, r]
             v = torch.stack([t.detach() for t in cross.V_kernels])  # [L, r, N]
             b = torch.stack([t.detach() for t in cross.bias])  # [L, N]

@@ -76,8 +76,10 @@ def test_bad_invocation_is_one_line(args: List[str], code: int, words: List[str]
 
 
 def test_usage_errors_arrive_before_torch_is_imported(files: dict, tmp_path: Path) -> None:
-    """A fresh interpreter meets several mistakes; torch is still not imported after them. (An unknown
-    denoiser name is the exception: the registry is asked in case a newer module registered it.)"""
+    """A fresh interpreter meets several mistakes; torch is still not imported after them.
+
+    (An unknown denoiser name is the exception: the registry is asked in case a newer module registered it.)
+    """
     script = "; ".join([
         "import sys", "from denoisrec.trainer.cli import main",
         *[f"print(main({['train', '--out', files['out'], *[a.format(**files) for a in args]]!r}))"

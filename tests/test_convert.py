@@ -68,7 +68,7 @@ def test_movielens_rows_labels_noise_negatives_and_features(tmp_path: Path) -> N
     assert [int(splits[s]["label"].sum()) for s in splits] == [24, 3, 3]
     assert [len(splits[s]["label"]) for s in splits] == [48, 6, 6]
     seen_pos = set()
-    for s, t in splits.items():
+    for t in splits.values():
         for k in range(len(t["label"])):
             key = (int(t["user_id"][k]), int(t["item_id"][k]))
             if t["label"][k] == 1:

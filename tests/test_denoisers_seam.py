@@ -40,7 +40,7 @@ def test_tce_drops_the_largest_positive_losses_on_its_ramp(step: int, dropped: l
     tce.step.fill_(step)
     out = tce(Z, Y, IDS)
     assert sorted(torch.nonzero(out.dropped).flatten().tolist()) == sorted(dropped)
-    kept = [l for i, l in enumerate(L) if i not in dropped]
+    kept = [loss for i, loss in enumerate(L) if i not in dropped]
     assert out.value.item() == pytest.approx(sum(kept) / len(kept), rel=1e-6)
     assert out.stats["eps"].item() == pytest.approx(min(step * 0.5 / 4, 0.5))
     assert tce.step.item() == step + 1  # the forward advanced the schedule
@@ -131,6 +131,7 @@ def test_radix_sums_over_the_selection_and_hints_change_nothing_but_the_rounds(s
     calls = []
     real = C.all_reduce
     C.all_reduce = lambda t, op="sum", group=None: calls.append(1) or real(t, op, group)  # type: ignore
+    ref_calls: list = []  # the all-reduces of the select without a hint (the loop's first pass)
     try:
         ref = radix_select(keys, valid, ks, sums=vals, early_exit=False)
         for hint in (None, ref.top, ref.top + 1):  # no guess, the right one, a wrong one

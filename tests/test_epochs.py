@@ -38,7 +38,7 @@ def test_lookahead_changes_no_batch_and_accounts_every_epoch(tiny_data: Path, st
     assert [rep.epoch for rep in ahead] == [e for e in range(3) if (e + 1) * spe > start]
     assert all(rep.complete for rep in ahead)  # a resumed epoch counts the batches it skipped as skipped
     assert ahead[0].batches_skipped == start % spe and ahead[0].batches_read == spe - start % spe
-    for e, rep in enumerate(ahead[-2:]):
+    for rep in ahead[-2:]:
         assert rep.rows_read + rep.rows_skipped == rep.planned_rows and rep.batches_read + rep.batches_skipped == spe
     assert r.epoch == 2
     # and the epochs are those of reading each epoch on its own
@@ -55,7 +55,7 @@ def test_next_epoch_is_read_while_the_current_one_ends(tiny_data: Path) -> None:
     reports: list = []
     feed = epoch_batches(r, 0, 2 * spe, reports, lookahead=1)
     seen = []
-    for i, batch in enumerate(feed):
+    for _ in feed:
         seen.append(_ahead_threads())
     assert seen[spe - 2] == ["denoisrec-epoch-1"]  # opened with one step of epoch 0 left
     assert all(not s for s in seen[:spe - 2])

@@ -63,7 +63,7 @@ class Job:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: torchx, its agents and workers
             self.proc.wait()
-            raise AssertionError(f"torchx job still running after {timeout}s:\n{self.output()[-6000:]}")
+            raise AssertionError(f"torchx job still running after {timeout}s:\n{self.output()[-6000:]}") from None
         return rc, self.output()
 
     def output(self) -> str:
@@ -122,8 +122,11 @@ def test_two_ranks_through_torchx_local_cwd(reference_run: dict) -> None:
 
 @pytest.mark.dist
 def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
-    """``-j 3x1``: three torchrun agents (simulated nodes) meet by c10d rendezvous; an odd world size with an
-    uneven split. (``-j 2x1`` and ``-j 1x3`` run the same code paths; docs/launch.md shows both.)"""
+    """``-j 3x1``: three torchrun agents (simulated nodes) meet by c10d rendezvous.
+
+    An odd world size with an uneven split. (``-j 2x1`` and ``-j 1x3`` run the same code paths; docs/launch.md
+    shows both.)
+    """
     from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled
 
     n = 6001  # 2000 / 2000 / 2001 rows: the last rank has one more, and every rank ends on a short batch

@@ -84,7 +84,7 @@ class SlurmJob:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             raise AssertionError(f"slurm job {self.job_id} still running after {timeout}s (cancelled):\n"
-                                 f"{self.output()[-3000:]}\n{self.slurm_logs()[-6000:]}")
+                                 f"{self.output()[-3000:]}\n{self.slurm_logs()[-6000:]}") from None
         return rc, self.output()
 
     def torchx(self, *args: str) -> subprocess.CompletedProcess:

@@ -74,8 +74,10 @@ def test_equal_steps_pad_with_empty_batches(tmp_path: Path, tiny_data: Path) -> 
 
 def test_shuffle_is_deterministic_per_seed_and_epoch(tiny_data: Path) -> None:
     schema = DataSchema.load(str(tiny_data))
-    mk = lambda seed: ParquetBatchReader(str(tiny_data / "train"), schema, 1000, shuffle=True,  # noqa: E731
-                                         shuffle_buffer=2500, seed=seed)
+
+    def mk(seed: int) -> ParquetBatchReader:
+        return ParquetBatchReader(str(tiny_data / "train"), schema, 1000, shuffle=True, shuffle_buffer=2500, seed=seed)
+
     r = mk(1)
     e0 = np.concatenate(_read(r)[0])
     r.set_epoch(1)
@@ -152,8 +154,11 @@ def test_batch_contents_match_the_file(tiny_data: Path, mode: str) -> None:
 
 def test_prefetch_threads_change_nothing(tiny_data: Path) -> None:
     schema = DataSchema.load(str(tiny_data))
-    mk = lambda p: ParquetBatchReader(str(tiny_data / "train"), schema, 700, 0, 2, shuffle=True,  # noqa: E731
-                                      shuffle_buffer=1500, seed=4, prefetch=p, block_rows=300)
+
+    def mk(p: int) -> ParquetBatchReader:
+        return ParquetBatchReader(str(tiny_data / "train"), schema, 700, 0, 2, shuffle=True, shuffle_buffer=1500,
+                                  seed=4, prefetch=p, block_rows=300)
+
     for a, b in zip(mk(0), mk(3)):
         assert a.sample_ids.tolist() == b.sample_ids.tolist()
         assert a.sparse_features.values().tolist() == b.sparse_features.values().tolist()

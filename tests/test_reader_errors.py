@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 

@@ -19,7 +19,7 @@ import torch
 from denoisrec.trainer.checkpoint import Checkpointer
 from denoisrec.trainer.checkpoint_files import checksums, list_steps, problem
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.preflight import check_eval_splits
 from denoisrec.trainer.data.reader import ParquetBatchReader

@@ -11,10 +11,10 @@ Module map:
 |---|---|
 | ``train`` | the training job: data → sharded model + denoiser → steps → evaluation → checkpoints → summary |
 | ``config``, ``options``, ``presets``, ``config_check`` | the config tree, what the CLI accepts, the papers' set-ups |
-| ``module``, ``steps``, ``sharding``, ``dist`` | model + denoiser in one forward, the step, planner + DMP, process groups |
-| ``denoising``, ``prior``, ``train_labels``, ``context`` | the trainer's side of the denoisers (DeCA(p)'s prior, labels) |
+| ``module``, ``steps``, ``sharding``, ``dist`` | model + denoiser in one forward, the step, planner + DMP, groups |
+| ``denoising``, ``prior``, ``train_labels``, ``context`` | the trainer's side of the denoisers (prior, labels) |
 | ``evaluate``, ``metrics``, ``early_stop``, ``calibration`` | distributed evaluation and its metrics |
-| ``checkpoint``, ``checkpoint_files``, ``out_policy``, ``run_lock`` | resume contract, files on disk, one run per ``--out`` |
+| ``checkpoint``, ``checkpoint_files``, ``out_policy``, ``run_lock`` | resume contract, files, one run per ``--out`` |
 | ``progress``, ``runlog``, ``console``, ``curves``, ``run_history`` | what a run logs and draws |
 | ``export``, ``serving``, ``predict`` | the model file, torch-only serving artefacts, batch scoring |
 | ``errors`` | every exception type (a leaf module) |
@@ -56,16 +56,21 @@ _EXPORTS: Dict[str, str] = {
 """Public name → the module that defines it (imported on first use)."""
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time :func:`__getattr__` imports on first use
-    from denoisrec.trainer.cli import main
-    from denoisrec.trainer.config import Config, apply_overrides
-    from denoisrec.trainer.data.batch import Batch
-    from denoisrec.trainer.data.reader import ParquetBatchReader
-    from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.data.validate import validate_dataset
-    from denoisrec.trainer.datasets.synthetic import PRESETS, generate
-    from denoisrec.trainer.errors import CheckpointError, DataError, UsageError
-    from denoisrec.trainer.predict import predict_file
-    from denoisrec.trainer.serving import export_serving
+    # ``name as name``: an explicit re-export (PEP 484), not an unused import
+    from denoisrec.trainer.cli import main as main
+    from denoisrec.trainer.config import Config as Config
+    from denoisrec.trainer.config import apply_overrides as apply_overrides
+    from denoisrec.trainer.data.batch import Batch as Batch
+    from denoisrec.trainer.data.reader import ParquetBatchReader as ParquetBatchReader
+    from denoisrec.trainer.data.schema import DataSchema as DataSchema
+    from denoisrec.trainer.data.validate import validate_dataset as validate_dataset
+    from denoisrec.trainer.datasets.synthetic import PRESETS as PRESETS
+    from denoisrec.trainer.datasets.synthetic import generate as generate
+    from denoisrec.trainer.errors import CheckpointError as CheckpointError
+    from denoisrec.trainer.errors import DataError as DataError
+    from denoisrec.trainer.errors import UsageError as UsageError
+    from denoisrec.trainer.predict import predict_file as predict_file
+    from denoisrec.trainer.serving import export_serving as export_serving
 
 
 def __getattr__(name: str) -> Any:

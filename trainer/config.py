@@ -160,6 +160,8 @@ class RunConfig:
 
 @dataclass
 class Config:
+    """The whole run's configuration: one section per concern (``--set section.key=value`` on the command line)."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
@@ -208,7 +210,9 @@ def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
     for k, v in d.items():
         f = fields[k]
         if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type in _SECTIONS):
-            kwargs[k] = _build(_SECTIONS[f.type if isinstance(f.type, str) else f.type.__name__], v, k)
+            # is_dataclass() narrows to "class or instance"; a field's type is always the class
+            section = f.type if isinstance(f.type, str) else f.type.__name__  # type: ignore[union-attr]
+            kwargs[k] = _build(_SECTIONS[section], v, k)
         else:
             kwargs[k] = v
     return cls(**kwargs)

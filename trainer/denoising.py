@@ -96,7 +96,9 @@ def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, lo
 
 
 def denoiser_of(model: nn.Module) -> Denoiser:
-    return unwrap(model).denoiser
+    denoiser = unwrap(model).denoiser
+    assert isinstance(denoiser, Denoiser), f"{type(unwrap(model)).__name__}.denoiser is not a Denoiser"
+    return denoiser
 
 
 def static_graph(module: nn.Module) -> bool:
@@ -157,7 +159,9 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
         key = key.replace(f".{PRIOR_PREFIX}t_", ".t_").replace(f".{PRIOR_PREFIX}w_", ".w_")
         return f"model.{key}" if prefixed else key
 
-    load_full_state(denoiser_of(model).prior, full, rename, where=where)
+    prior = denoiser_of(model).prior
+    assert isinstance(prior, nn.Module), f"{where}: the denoiser has no prior model"
+    load_full_state(prior, full, rename, where=where)
 
 
 def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,

@@ -20,6 +20,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistEnv:
+    """This process's place in the job: rank, world size, local rank, device and process-group backend."""
+
     rank: int
     world_size: int
     local_rank: int

@@ -1,4 +1,4 @@
-"""The project's exception types, in one leaf module (it imports nothing from denoisrec).
+r"""The project's exception types, in one leaf module (it imports nothing from denoisrec).
 
 Every module that raises one of these imports it from here, so no module has to import another's
 implementation to name an error (this is what broke the old import circle data/checks → schema → fs → checks).
@@ -18,7 +18,7 @@ The ``denoisrec`` command line maps them to exit statuses: :class:`UsageError` e
 Example:
 
 >>> from denoisrec.trainer.errors import DataError, oneline
->>> oneline(DataError("train/part-0.parquet: row group 3,\\n column label: null"))
+>>> oneline(DataError("train/part-0.parquet: row group 3,\n column label: null"))
 'train/part-0.parquet: row group 3, column label: null'
 >>> issubclass(DataError, ValueError)
 True

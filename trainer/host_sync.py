@@ -37,7 +37,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -171,11 +171,12 @@ class HostSyncGuard:
             warnings.simplefilter("always")
             shown = warnings.showwarning
 
-            def show(message: Any, category: Any, filename: str, lineno: int, *rest: Any) -> None:
+            def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     file: TextIO | None = None, line: str | None = None) -> None:
                 if "synchroniz" in str(message):
                     self._record("cuda sync", sys._getframe())
                 else:
-                    shown(message, category, filename, lineno, *rest)
+                    shown(message, category, filename, lineno, file, line)
 
             warnings.showwarning = show
             self._exit.append(lambda: catcher.__exit__(None, None, None))

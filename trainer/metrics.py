@@ -83,8 +83,9 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def normalized_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
-    """Normalised entropy (He et al., 2014, "Practical lessons from predicting clicks on ads at Facebook"):
-    the logloss over the entropy of the background rate ``r = mean(y)``,
+    """Normalised entropy: the logloss over the entropy of the background rate ``r = mean(y)``.
+
+    He et al., 2014, "Practical lessons from predicting clicks on ads at Facebook",
 
         NE = −(1/N) Σ_i [y_i log p_i + (1 − y_i) log(1 − p_i)] / −[r log r + (1 − r) log(1 − r)].
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
-from denoisrec.trainer.module import unwrap
+from denoisrec.trainer.denoising import denoiser_of
 
 REPORT_JSON, REPORT_PNG = "observation.json", "observation.png"
 
@@ -97,7 +97,7 @@ def write_observation_report(model: nn.Module, data_path: str, out_dir: str, is_
                              log: Any = None) -> Optional[Dict[str, Any]]:
     """Collect the tower's per-context-value rates (a collective: every rank calls it), compare them with
     the generator's truth and write the JSON and the plot on rank 0. ``None`` for other denoisers."""
-    d = unwrap(model).denoiser
+    d = denoiser_of(model)
     if not d.needs.context_tower:
         return None
     learned = d.context_report()

@@ -1,4 +1,4 @@
-"""``denoisrec predict``: score Parquet files with an exported model file, streaming, on one or N ranks.
+r"""``denoisrec predict``: score Parquet files with an exported model file, streaming, on one or N ranks.
 
 The model file holds the unsharded model (see docs/checkpoints.md); every rank loads all of it. Rows are
 taken in file order (files sorted by path, row groups in order); rank ``r`` of ``W`` scores the rows
@@ -19,7 +19,7 @@ hash), as in training.
 
 Example::
 
-    denoisrec predict --model-file runs/deepfm/model.pt --data data/small/test --out scores.parquet \\
+    denoisrec predict --model-file runs/deepfm/model.pt --data data/small/test --out scores.parquet \
         --keep-columns user_id,item_id,row_id
 """
 
@@ -39,7 +39,7 @@ from scipy.special import expit
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
-from denoisrec.trainer.data.checks import DataError
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.metrics import all_metrics

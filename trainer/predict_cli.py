@@ -1,11 +1,11 @@
-"""The ``denoisrec predict`` and ``denoisrec export`` commands: argument handling and printed reports.
+r"""The ``denoisrec predict`` and ``denoisrec export`` commands: argument handling and printed reports.
 
 ``predict`` under torchrun (``WORLD_SIZE > 1``) joins the process group and scores its share of the rows
 (:mod:`denoisrec.trainer.predict`); ``export`` writes a serving artefact (:mod:`denoisrec.trainer.serving`).
 
 Example::
 
-    torchrun --nproc_per_node 2 -m denoisrec.trainer.predict_cli --model-file runs/x/model.pt \\
+    torchrun --nproc_per_node 2 -m denoisrec.trainer.predict_cli --model-file runs/x/model.pt \
         --data data/small/test --out runs/x/scores --keep-columns user_id,item_id,row_id
 """
 

@@ -3,11 +3,12 @@
 | preset | from | embedding | MLP | dropout | global batch | optimizer | early stop |
 |---|---|---|---|---|---|---|---|
 | ``lcd`` | LCD (CIKM 2022) §4.1 | 8 | 256×128×64 | – | 8192 | (defaults) | – |
-| ``dart`` | DART thesis §5.1 | 16 | 16×16 | 0.2 | 2048 | Adam lr 1e-3, weight decay 1e-6 (dense and sparse) | 2 validations |
+| ``dart`` | DART thesis §5.1 | 16 | 16×16 | 0.2 | 2048 | Adam lr 1e-3, weight decay 1e-6 | 2 validations |
 
-A preset is applied after ``--config`` and before the other flags and ``--set``, so anything can still be
-overridden. The MLP maps onto each model's own option: ``over_arch`` (plus the final 1) for DLRM, ``mlp``
-for DCN-V2, DeepFM and Wide&Deep; FM has no MLP. Dropout applies to the models that have the option.
+The ``dart`` optimizer values apply to the dense and the sparse optimizer alike. A preset is applied after
+``--config`` and before the other flags and ``--set``, so anything can still be overridden. The MLP maps onto
+each model's own option: ``over_arch`` (plus the final 1) for DLRM, ``mlp`` for DCN-V2, DeepFM and Wide&Deep;
+FM has no MLP. Dropout applies to the models that have the option.
 
 Example::
 
@@ -28,6 +29,8 @@ from denoisrec.trainer.config import Config
 
 @dataclass(frozen=True)
 class Preset:
+    """One paper's set-up: the config values it sets (``None``: left as configured)."""
+
     embedding_dim: int
     mlp: Optional[List[int]] = None
     dropout: Optional[float] = None

@@ -43,6 +43,8 @@ def log_fields(values: Dict[str, Any]) -> str:
 
 
 class Progress:
+    """Training progress on stderr: a live bar on a terminal, periodic log lines otherwise, or nothing."""
+
     def __init__(self, total: int, initial: int, enabled: bool, mode: str = "auto", desc: str = "train") -> None:
         if mode not in MODES:
             raise ValueError(f"run.progress={mode!r}: expected one of {MODES}")

@@ -104,12 +104,12 @@ class RunLock:
                     continue  # released meanwhile: try again
                 if holder is None and age < UNREADABLE_GRACE_S:
                     raise RunLockError(f"{self.path}: another run is starting on this --out (lock file being "
-                                       "written); use another --out or wait for it")
+                                       "written); use another --out or wait for it") from None
                 if holder is not None and holder_is_alive(holder):
                     raise RunLockError(
                         f"{self.path}: --out is in use by another run (pid {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('time')}); use another --out, or delete the lock "
-                        "file if that run is dead")
+                        "file if that run is dead") from None
                 self.took_over = holder or {}
                 try:
                     os.remove(self.path)  # stale: its holder is gone

@@ -32,6 +32,8 @@ DECAYS = ("none", "linear", "cosine")
 
 @dataclass(frozen=True)
 class LRSchedule:
+    """The learning-rate multiplier ``m(t)`` of the module docstring, from warm-up, decay and run length."""
+
     warmup_steps: int = 0
     decay: str = "none"
     total_steps: int = 1

@@ -109,7 +109,8 @@ def _save(module: torch.nn.Module, fmt: str, path: str, spec_json: str,
     # scores one row at a time)
     import torch.fx.experimental._config as fx_config
 
-    with fx_config.patch(backed_size_oblivious=True):
+    # patch() is added to torch's config modules at import (torch.utils._config_module.install_config_module)
+    with fx_config.patch(backed_size_oblivious=True):  # type: ignore[attr-defined]
         ep = torch.export.export(module, (dense, values, offsets), dynamic_shapes=dynamic)
     torch.export.save(ep, path, extra_files={SPEC_FILE: spec_json})
 

@@ -77,10 +77,12 @@ def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], bat
 
 
 def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torch.device) -> None:
-    """Fail early where FBGEMM cannot fuse ``name``: its CPU kernels offer row-wise Adagrad, Adagrad and SGD
-    only. (``data_parallel`` tables use TorchRec's dense kernel: they are replicated, their gradients are
-    all-reduced like any dense parameter, and the *dense* optimizer updates them; ``optim.sparse`` does not
-    apply to them.)"""
+    """Fail early where FBGEMM cannot fuse ``name``.
+
+    Its CPU kernels offer row-wise Adagrad, Adagrad and SGD only. (``data_parallel`` tables use TorchRec's dense
+    kernel: they are replicated, their gradients are all-reduced like any dense parameter, and the *dense*
+    optimizer updates them; ``optim.sparse`` does not apply to them.)
+    """
     if name not in SPARSE_OPTIMIZERS:
         raise ValueError(f"optim.sparse={name!r}: expected one of {SPARSE_OPTIMIZERS}")
     if name == "adam" and device.type != "cuda" and sharding_type != "data_parallel":

@@ -38,4 +38,5 @@ def select_train_labels(batch: Batch, which: str) -> Batch:
         return batch
     if batch.clean_labels is None:
         raise ValueError("data.train_label=clean_label: the batch carries no clean labels")
-    return dataclasses.replace(batch, labels=batch.clean_labels)
+    # labels is a field of torchrec's Batch, which ships no type information: mypy sees only our own fields
+    return dataclasses.replace(batch, labels=batch.clean_labels)  # type: ignore[call-arg]

@@ -99,10 +99,11 @@ def run_tests(a: argparse.Namespace) -> Dict[str, Any]:
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=a.tests_timeout,
                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
         rc, output = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc, output = None, f"{e.stdout or ''}{e.stderr or ''}\ngpu-check: tests stopped after {a.tests_timeout}s"
+    except subprocess.TimeoutExpired as e:  # its output is bytes even with text=True (subprocess docs)
+        caught = "".join(o.decode(errors="replace") if isinstance(o, bytes) else o for o in (e.stdout, e.stderr) if o)
+        rc, output = None, f"{caught}\ngpu-check: tests stopped after {a.tests_timeout}s"
     with open(log, "w") as f:
-        f.write(output if isinstance(output, str) else output.decode(errors="replace"))
+        f.write(output)
     res: Dict[str, Any] = {"command": " ".join(cmd), "returncode": rc, "seconds": round(time.time() - t0, 1),
                            "log": log, "tests": []}
     if os.path.exists(xml):

@@ -107,7 +107,7 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
         model = wrap(module, plan, env, static_graph=static_graph(module))
         stepper = Stepper(model, train_optimizer(model, cfg.optim).optimizer, dev, pipelined)
         steppers[m] = (stepper, stepper.run(itertools.cycle(batches)))
-    dense_arch, over_arch = mlp_sizes(unwrap(steppers[BASELINE][0].model).model)
+    dense_arch, over_arch = mlp_sizes(unwrap(steppers[BASELINE][0].model).get_submodule("model"))
     seed_everything(0)
     ref_model, ref_opt = build_reference(schema, dense_arch, over_arch, cfg.model.embedding_dim, cfg.optim.lr,
                                          cfg.optim.sparse_lr, dev, a.batch_size)

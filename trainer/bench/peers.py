@@ -353,7 +353,8 @@ def run(a: argparse.Namespace) -> int:
             ("status", "status", "{}")]
     rep.markdown = (f"DeepFM, {len(sizes)} single-valued features of `{data}` ({n_train:,} train rows), "
                     f"embedding {a.embedding_dim}, MLP {hidden}, dropout {a.dropout}, global batch {a.batch_size}, "
-                    f"{a.optimizer} lr {a.lr} on every parameter, {a.epochs} epoch(s); AUC on the test split.\n\n{markdown_table(rows, cols)}\n")
+                    f"{a.optimizer} lr {a.lr} on every parameter, {a.epochs} epoch(s); AUC on the test split.\n\n"
+                    f"{markdown_table(rows, cols)}\n")
     rep.notes.append("torchfm's MLP has BatchNorm after every hidden layer; DeepCTR-Torch's does not")
     rep.notes.append("FuxiCTR: not installed as a peer (PyPI 2.3.10 needs ray[data], polars, h5py, pandas, pydantic "
                      "and ships no DeepFM; its models live in the repository's model_zoo/)")

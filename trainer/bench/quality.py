@@ -52,11 +52,14 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
                                                 resolve_methods)
+
+if TYPE_CHECKING:  # torch-free at import: the denoisers are imported where the sweep runs
+    from denoisrec.denoisers import Denoiser
 
 CLEAN = "clean"
 WITHHELD = "withheld"  # BCE without the context features (model.context=withhold)
@@ -107,7 +110,7 @@ def _apply_quick(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------- sweeping
 
 
-def default_params(cls: type) -> Dict[str, Any]:
+def default_params(cls: Type[Denoiser]) -> Dict[str, Any]:
     """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
     sig = inspect.signature(cls.__init__)
     return {k: v.default for k, v in sig.parameters.items()
@@ -115,7 +118,7 @@ def default_params(cls: type) -> Dict[str, Any]:
             and v.default is not inspect.Parameter.empty}
 
 
-def grid_points(cls: type, fixed: Dict[str, Any], mode: str, max_grid: int) -> List[Dict[str, Any]]:
+def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid: int) -> List[Dict[str, Any]]:
     """The sweep's hyperparameter points for denoiser class ``cls`` (the defaults + ``fixed`` first).
 
     ``GRID`` keys that ``fixed`` sets are not swept. ``ofat``: one key at a time; ``full``: the product.

@@ -226,7 +226,8 @@ def save_plot(path: str, draw: Callable[[Any], None]) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn(f"{path}: not written, matplotlib is not installed (pip install 'denoisrec[bench]')")
+        warnings.warn(f"{path}: not written, matplotlib is not installed (pip install 'denoisrec[bench]')",
+                      stacklevel=2)
         print(f"warning: {path} not written: matplotlib is not installed", file=sys.stderr)
         return False
     fig = plt.figure(figsize=(10, 5.5))

@@ -17,10 +17,13 @@ import argparse
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # the annotations only: torch is imported inside the functions that run
+    import torch
 
 FORMATS = ("torchscript", "exported-program")
 
@@ -114,22 +117,23 @@ def run(a: argparse.Namespace) -> int:
             out.append((*part, _kjt(names, *part)))
         return out
 
-    runners: Dict[str, Callable[[Any], Any]] = {
-        "torchrec model (predict)": lambda b: model(b[0], b[3]),
-        **{fmt: (lambda b, m=m: m(b[0], b[1], b[2])) for fmt, m in artefacts.items()},
-    }
+    def artefact_runner(m: Any) -> Callable[[Any], Any]:
+        return lambda b: m(b[0], b[1], b[2])
+
+    runners: Dict[str, Callable[[Any], Any]] = {"torchrec model (predict)": lambda b: model(b[0], b[3])}
+    runners.update({fmt: artefact_runner(m) for fmt, m in artefacts.items()})
     for bs in sizes:
         bl = batches(bs)
         n = sum(int(b[0].shape[0]) for b in bl)
         with torch.no_grad():
-            for f in runners.values():  # warm-up
-                f(bl[0])
+            for runner in runners.values():  # warm-up
+                runner(bl[0])
             times: Dict[str, List[float]] = {k: [] for k in runners}
             for _ in range(rounds):
-                for k, f in runners.items():
+                for k, runner in runners.items():
                     t = time.perf_counter()
                     for b in bl:
-                        f(b)
+                        runner(b)
                     times[k].append(time.perf_counter() - t)
         report["rows_per_s"][str(bs)] = {k: n / float(np.median(v)) for k, v in times.items()}
 

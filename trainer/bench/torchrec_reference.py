@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Generator, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,7 @@ def to_reference_batch(b: Any) -> Batch:
 
 def reference_steps(model: nn.Module, optimizer: Any, device: torch.device, batches: Iterator[Batch],
                     pipelined: bool, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
-                    ) -> Iterator[torch.Tensor]:
+                    ) -> Generator[torch.Tensor, None, None]:
     """Train on ``batches`` one step per ``next`` (through ``TrainPipelineSparseDist`` when ``pipelined``),
     yielding the step's loss (a device tensor)."""
     def forward(batch: Batch) -> Any:

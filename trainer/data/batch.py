@@ -28,6 +28,8 @@ def _map(t: Optional[torch.Tensor], fn):  # type: ignore[no-untyped-def]
 
 @dataclass
 class Batch(TorchRecBatch):
+    """TorchRec's ``Batch`` (dense, sparse KJT, labels) plus the ids and ground truth that evaluation reads."""
+
     sample_ids: Optional[torch.Tensor] = None
     group_ids: Optional[torch.Tensor] = None
     clean_labels: Optional[torch.Tensor] = None

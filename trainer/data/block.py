@@ -32,7 +32,6 @@ import pyarrow as pa
 import torch
 
 from denoisrec.trainer.data.checks import (
-    DataError,
     Finding,
     hash_out_of_table,
     must_be_whole,
@@ -41,6 +40,7 @@ from denoisrec.trainer.data.checks import (
     out_of_table,
 )
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.errors import DataError
 
 _INT32_SAFE = {np.dtype(t) for t in (np.int8, np.int16, np.int32, np.uint8, np.uint16)}
 _INT32_MAX = 2**31 - 1
@@ -177,8 +177,8 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
     cols = [rb.column(f.name).to_numpy(zero_copy_only=False) for f in layout.single]
     narrow = all(c.dtype in _INT32_SAFE for c in cols) and int(layout.single_sizes.max(initial=0)) <= _INT32_MAX
     ids = np.empty((len(cols), n), dtype=np.int32 if narrow else np.int64)
-    for k, c in enumerate(cols):
-        ids[k] = c
+    for i, c in enumerate(cols):
+        ids[i] = c
     if n and len(cols):
         # One pass: viewed as unsigned, a negative id is huge, so max < size means every id is in the table.
         hi = ids.view(np.uint32 if ids.dtype == np.int32 else np.uint64).max(axis=1)
@@ -235,15 +235,15 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
             counters.add("nan_imputed", c, finding.count)
 
     one_d: Dict[str, Optional[np.ndarray]] = {}
-    for role, (col, _) in layout.one_d.items():
-        if col is None:
+    for role, (name, _) in layout.one_d.items():
+        if name is None:
             one_d[role] = None
             continue
-        v = rb.column(col).to_numpy(zero_copy_only=False)
+        v = rb.column(name).to_numpy(zero_copy_only=False)
         if role in ("label", "clean_label", "is_noisy"):
             finding = not_binary(v)
             if finding is not None:
-                raise DataError(f"{where}: column {col!r} has {finding.count:,} value(s) outside {{0, 1}} "
+                raise DataError(f"{where}: column {name!r} has {finding.count:,} value(s) outside {{0, 1}} "
                                 f"(first: {finding.value!r} at {where.at(finding.first)}); labels must be 0 or 1")
         one_d[role] = v
     return Block(n=n, ids=ids, multi=multi, dense=dense, one_d=one_d)

@@ -22,7 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.errors import DataError, oneline
+# DataError: re-exported (`as`) for imports written before errors.py existed; new code imports it from there
+from denoisrec.trainer.errors import DataError as DataError
+from denoisrec.trainer.errors import oneline
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,9 @@ def expected_types(schema: DataSchema, with_ground_truth: bool) -> Dict[str, Tup
     for c in schema.dense:
         out[c] = ("float or integer (dense)", _is_number)
     out[schema.label] = ("0/1 integer, bool or float (label)", _is_label)
-    for c in (schema.group_id, schema.sample_id):
-        if c is not None:
-            out.setdefault(c, ("integer (id)", _is_int))
+    for id_col in (schema.group_id, schema.sample_id):
+        if id_col is not None:
+            out.setdefault(id_col, ("integer (id)", _is_int))
     if with_ground_truth and schema.ground_truth:
         out[schema.clean_label] = ("0/1 integer, bool or float (clean label)", _is_label)  # type: ignore[index]
         out[schema.is_noisy] = ("0/1 integer, bool or float (noise flag)", _is_label)  # type: ignore[index]

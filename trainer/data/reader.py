@@ -52,11 +52,12 @@ import torch
 from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.assemble import Part, assemble
 from denoisrec.trainer.data.block import Block, Counters, Layout, Where, decode
-from denoisrec.trainer.data.checks import DataError, diagnose_row_group, oneline, schema_problems
+from denoisrec.trainer.data.checks import diagnose_row_group, oneline, schema_problems
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.shuffle import Batcher
+from denoisrec.trainer.errors import DataError
 
 # Rows per Arrow record batch read from a row group: large enough that pyarrow decodes at full speed.
 ARROW_BATCH_ROWS = 1 << 17
@@ -69,6 +70,8 @@ __all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGr
 
 @dataclass(frozen=True)
 class RowGroupRef:
+    """One Parquet row group: its file, index in that file, row count and first row within the file."""
+
     path: str
     index: int
     num_rows: int

@@ -234,9 +234,12 @@ class DataSchema:
 
 
 def check_roles(schema: "DataSchema") -> None:
-    """The columns that carry the answer are never features: the label, the ground truth (``clean_label``,
-    ``is_noisy``) and the sample id may be neither sparse nor dense, and the group id not dense. (The group id
-    may be a sparse feature: a user-id embedding is ordinary, GAUC only groups by it.)"""
+    """The columns that carry the answer are never features.
+
+    The label, the ground truth (``clean_label``, ``is_noisy``) and the sample id may be neither sparse nor
+    dense, and the group id not dense. (The group id may be a sparse feature: a user-id embedding is ordinary,
+    GAUC only groups by it.)
+    """
     kinds = {**{f.name: "sparse" for f in schema.sparse}, **{c: "dense" for c in schema.dense}}
     for role in ("label", "clean_label", "is_noisy", "sample_id", "group_id"):
         col = getattr(schema, role)

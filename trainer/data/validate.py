@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 
 from denoisrec.trainer.data.checks import (
-    DataError,
     diagnose_row_group,
     label_columns,
     must_be_whole,
@@ -38,6 +37,7 @@ from denoisrec.trainer.data.checks import (
 )
 from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
+from denoisrec.trainer.errors import DataError
 
 VALIDATE_BATCH_ROWS = 1 << 16
 
@@ -64,6 +64,8 @@ class Issue:
 
 @dataclass
 class SplitReport:
+    """What ``validate`` found in one split: its size, row-group spread and issues."""
+
     split: str
     path: str
     files: int = 0
@@ -82,6 +84,8 @@ class SplitReport:
 
 @dataclass
 class DatasetReport:
+    """What ``validate`` found in a dataset: its schema, each split's report and dataset-level issues."""
+
     path: str
     schema_source: str
     schema_summary: str
@@ -139,6 +143,16 @@ def _np(arr: pa.Array) -> np.ndarray:
     return arr.drop_null().to_numpy(zero_copy_only=False)
 
 
+def _counted(rest: str) -> Callable[[int], str]:
+    """A ``text(n)`` for :meth:`_Collector.add`: the count of values, then ``rest``."""
+    return lambda n: f"{n:,} {rest}"
+
+
+def _fixed(text: str) -> Callable[[int], str]:
+    """A ``text(n)`` for :meth:`_Collector.add` that does not depend on the count."""
+    return lambda _: text
+
+
 def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collector, g: int, first_row: int,
                  positives: List[int]) -> None:
     def at(i: int) -> str:
@@ -148,15 +162,14 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
         arr = rb.column(c)
         if arr.null_count:
             where = at(int(np.flatnonzero(~np.asarray(arr.is_valid()))[0]))
-            col.add("error", c, "null", lambda n, w=where: f"{n:,} null value(s) (first at {w}); id and label "
-                    "columns must not contain nulls", arr.null_count, g)
+            col.add("error", c, "null", _counted(f"null value(s) (first at {where}); id and label columns must not "
+                                                 "contain nulls"), arr.null_count, g)
     for f in schema.sparse:
         arr = rb.column(f.name)
         if f.multi_hot:
             child = arr.flatten()
             if child.null_count:
-                col.add("error", f.name, "null-element", lambda n: f"{n:,} null id(s) inside lists",
-                        child.null_count, g)
+                col.add("error", f.name, "null-element", _counted("null id(s) inside lists"), child.null_count, g)
             vals = _np(child)
         else:
             vals = _np(arr)
@@ -166,8 +179,8 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
             policy = ("; oov_policy 'hash' hashes them into the table" if hashed
                       else "; oov_policy 'error' rejects them (set 'hash' to hash them)")
             col.add("note" if hashed else "error", f.name, "oov",
-                    lambda n, v=finding.value, t=f.num_embeddings, p=policy:
-                    f"{n:,} id(s) outside the table [0, {t:,}) (e.g. {v}){p}", finding.count, g)
+                    _counted(f"id(s) outside the table [0, {f.num_embeddings:,}) (e.g. {finding.value}){policy}"),
+                    finding.count, g)
     for c in schema.dense:
         v = rb.column(c).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         finding = not_finite(v)
@@ -176,14 +189,14 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
             policy = (f"; nan_policy 'impute' replaces them with {schema.impute_value}" if impute
                       else "; nan_policy 'error' rejects them (set 'impute' to replace them)")
             col.add("note" if impute else "error", c, "nan",
-                    lambda n, w=at(finding.first), p=policy: f"{n:,} NaN, infinite or null value(s) (first at {w}){p}",
+                    _counted(f"NaN, infinite or null value(s) (first at {at(finding.first)}){policy}"),
                     finding.count, g)
     for c in label_columns(schema, gt):
         v = _np(rb.column(c))
         finding = not_binary(v)
         if finding is not None:
-            col.add("error", c, "label", lambda n, e=finding.value: f"{n:,} value(s) outside {{0, 1}} (e.g. {e!r}); "
-                    "labels must be 0 or 1", finding.count, g)
+            col.add("error", c, "label", _counted(f"value(s) outside {{0, 1}} (e.g. {finding.value!r}); labels must be "
+                                                  "0 or 1"), finding.count, g)
         if c == schema.label:
             positives[0] += int((v == 1).sum())
 
@@ -249,11 +262,11 @@ def validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[L
                         rep.rows_checked += rb.num_rows
                 except Exception as e:  # noqa: BLE001 - a corrupt row group is reported, the rest still checked
                     text = f"cannot be decoded ({type(e).__name__}: {oneline(e)}){diagnose_row_group(pf, g, columns)}"
-                    col.add("error", None, f"read-{g}", lambda _, t=text: t, 1, g)
+                    col.add("error", None, f"read-{g}", _fixed(text), 1, g)
                     continue
                 if pos != n:
                     text = f"holds {pos:,} rows, its footer says {n:,}"
-                    col.add("error", None, f"rows-{g}", lambda _, t=text: t, 1, g)
+                    col.add("error", None, f"rows-{g}", _fixed(text), 1, g)
             rep.issues += col.done()
         finally:
             pf.close()

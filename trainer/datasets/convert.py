@@ -1,10 +1,10 @@
-"""Real rating data with noise ground truth → a denoisrec dataset (Parquet splits + ``schema.json``).
+r"""Real rating data with noise ground truth → a denoisrec dataset (Parquet splits + ``schema.json``).
 
 Two source formats, one protocol (the DART thesis' reading of rating data as noisy implicit feedback):
 
 - **MovieLens-100K** (``u.data``, ``u.user``, ``u.item``; :func:`convert_movielens`).
 - **DeCA's files** (``<name>.train.rating``, ``<name>.valid.rating``, ``<name>.test.negative`` and, when
-  present, ``<name>.test.noisy``; each line ``user \\t item \\t rating``; :func:`convert_deca`). ModCloth in
+  present, ``<name>.test.noisy``; each line ``user \t item \t rating``; :func:`convert_deca`). ModCloth in
   DeCA's preprocessing is the reference dataset.
 
 The protocol:

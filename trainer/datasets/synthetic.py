@@ -289,7 +289,7 @@ def _derived_dense(ids: np.ndarray, j: int) -> np.ndarray:
     return ((h % 4096).astype(np.float32) - 2048.0) / 512.0
 
 
-def _list_array(vals: np.ndarray, lengths: np.ndarray, value_type: pa.DataType = pa.int64()) -> pa.ListArray:
+def _list_array(vals: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     """Rows of ``vals[:, :lengths]`` as a ``list<value_type>`` column."""
     keep = np.arange(vals.shape[1])[None, :] < lengths[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
