@@ -38,19 +38,32 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     groups = np.asarray(groups)
     if labels.size == 0:
         return float("nan")
+    # The work arrays are released as soon as they are used: on rank 0 this is evaluation's peak memory.
     order = np.lexsort((scores, groups))
     g, s, y = groups[order], scores[order], labels[order]
+    del order
     n = g.size
     new_group = np.r_[True, g[1:] != g[:-1]]
-    group_idx = np.cumsum(new_group) - 1
+    del g
+    group_idx = np.cumsum(new_group)
+    group_idx -= 1
     group_start = np.flatnonzero(new_group)
-    pos_in_group = np.arange(n) - group_start[group_idx] + 1.0  # 1-based rank within the group
+    pos = np.arange(n)
+    pos -= group_start[group_idx]
+    pos_in_group = pos + 1.0  # 1-based rank within the group
+    del pos
     # Average ranks over runs of equal (group, score).
-    new_tie = new_group | np.r_[True, s[1:] != s[:-1]]
-    tie_idx = np.cumsum(new_tie) - 1
+    new_tie = np.r_[True, s[1:] != s[:-1]]
+    new_tie |= new_group
+    del s, new_group
+    tie_idx = np.cumsum(new_tie)
+    tie_idx -= 1
+    del new_tie
     tie_sum = np.bincount(tie_idx, weights=pos_in_group)
+    del pos_in_group
     tie_cnt = np.bincount(tie_idx)
     ranks = (tie_sum / tie_cnt)[tie_idx]
+    del tie_idx, tie_sum, tie_cnt
     n_groups = group_start.size
     n_pos = np.bincount(group_idx, weights=y, minlength=n_groups)
     n_all = np.bincount(group_idx, minlength=n_groups).astype(np.float64)
