@@ -9,7 +9,7 @@ stored) through a pass-through model. The row count defaults to the ``product`` 
 
 Each implementation runs in its own torchrun launch of ``--nproc`` gloo ranks (the two interleaved
 ``--repeat`` times): ``before`` is the evaluation of commit bad11c2 (``[n, 3]`` float64 rows of each rank,
-all-gathered to every rank, metrics on every rank), ``after`` is :func:`denoisrec.trainer.evaluate.evaluate`
+all-gathered to every rank, metrics on every rank, with that commit's ``gauc``), ``after`` is :func:`denoisrec.trainer.evaluate.evaluate`
 (:class:`~denoisrec.trainer.metric_state.MetricState`: gather to rank 0, scalars broadcast). Memory is the
 Linux peak resident set (``VmHWM`` of ``/proc/self/status``), reset just before the pass through
 ``/proc/self/clear_refs`` (``5``), minus the resident set at that moment: the pass's own high-water mark
@@ -91,11 +91,45 @@ class PassThrough(nn.Module):
         return torch.zeros(()), (None, batch.logits, None)
 
 
+def gauc_before(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """``metrics.gauc`` of commit bad11c2 (the same values; its work arrays all live until it returns)."""
+    labels = np.asarray(labels) > 0.5
+    scores = np.asarray(scores, dtype=np.float64)
+    groups = np.asarray(groups)
+    if labels.size == 0:
+        return float("nan")
+    order = np.lexsort((scores, groups))
+    g, s, y = groups[order], scores[order], labels[order]
+    n = g.size
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_idx = np.cumsum(new_group) - 1
+    group_start = np.flatnonzero(new_group)
+    pos_in_group = np.arange(n) - group_start[group_idx] + 1.0
+    new_tie = new_group | np.r_[True, s[1:] != s[:-1]]
+    tie_idx = np.cumsum(new_tie) - 1
+    tie_sum = np.bincount(tie_idx, weights=pos_in_group)
+    tie_cnt = np.bincount(tie_idx)
+    ranks = (tie_sum / tie_cnt)[tie_idx]
+    n_groups = group_start.size
+    n_pos = np.bincount(group_idx, weights=y, minlength=n_groups)
+    n_all = np.bincount(group_idx, minlength=n_groups).astype(np.float64)
+    n_neg = n_all - n_pos
+    rank_pos = np.bincount(group_idx, weights=ranks * y, minlength=n_groups)
+    ok = (n_pos > 0) & (n_neg > 0)
+    if not ok.any():
+        return float("nan")
+    per_group = (rank_pos[ok] - n_pos[ok] * (n_pos[ok] + 1) / 2.0) / (n_pos[ok] * n_neg[ok])
+    return float(np.sum(per_group * n_all[ok]) / np.sum(n_all[ok]))
+
+
 @torch.no_grad()
 def evaluate_before(model: nn.Module, reader: Reader, device: torch.device, target: str) -> Dict[str, Any]:
-    """The evaluation of commit bad11c2 (trainer/evaluate.py), kept here as the baseline."""
+    """The evaluation of commit bad11c2 (trainer/evaluate.py and its gauc), kept here as the baseline."""
+    from denoisrec.trainer import metrics
     from denoisrec.trainer.evaluate import all_gather_varlen
     from denoisrec.trainer.metrics import all_metrics
+
+    metrics.gauc = gauc_before  # this process runs the baseline only
 
     rows: List[torch.Tensor] = []
     for batch in reader:
