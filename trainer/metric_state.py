@@ -68,16 +68,20 @@ class MetricState:
         device: where the gather's buffers live (the process group's device: CUDA under NCCL); the rows
             themselves are kept on the CPU between batches.
         process_group: the group to gather over (default: the world).
+        sync: ``False`` computes on this rank's rows alone, without collectives (one rank of a group that scores
+            on its own, e.g. ``predict_file(..., world_size=1)`` called on rank 0 of a job).
     """
 
     def __init__(self, targets: Sequence[str] = ("observed",), label_dtype: torch.dtype = torch.float32,
-                 device: Union[str, torch.device] = "cpu", process_group: Optional[Any] = None) -> None:
+                 device: Union[str, torch.device] = "cpu", process_group: Optional[Any] = None,
+                 sync: bool = True) -> None:
         if not targets or len(set(targets)) != len(targets):
             raise ValueError(f"MetricState targets={list(targets)!r}: expected distinct target names")
         self.targets = list(targets)
         self.label_dtype = label_dtype
         self.device = torch.device(device)
         self.pg = process_group
+        self.sync = sync
         self._logits: List[torch.Tensor] = []
         self._labels: Dict[str, List[torch.Tensor]] = {t: [] for t in self.targets}
         self._groups: List[torch.Tensor] = []
@@ -109,7 +113,7 @@ class MetricState:
 
     def reset(self) -> None:
         """Forget the rows (``compute`` does it; the state can then score another pass)."""
-        self.__init__(self.targets, self.label_dtype, self.device, self.pg)  # type: ignore[misc]
+        self.__init__(self.targets, self.label_dtype, self.device, self.pg, self.sync)  # type: ignore[misc]
 
     def local_rows(self) -> Rows:
         """This rank's rows, concatenated."""
@@ -124,7 +128,7 @@ class MetricState:
         Every rank of the group calls it. ``reduce`` returns something picklable and small (scalars).
         ``compute`` ends the pass: the rows are released as they are gathered (the state is empty after it),
         so the gather never holds the per-batch pieces and their concatenation at once."""
-        if not _group(self.pg):
+        if not self.sync or not _group(self.pg):
             rows = self.local_rows()
             self.reset()
             return reduce(rows)

@@ -196,8 +196,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
     label_cols = {k: c for k, c in label_cols.items() if c and c in common}
     targets = [name for key, name in (("label", "observed"), ("clean", "clean")) if key in label_cols]
     # labels of arbitrary input are kept as float64 (exact for any numeric column); logits are float32
-    state = MetricState(targets, label_dtype=torch.float64, device=dev) if metrics and "label" in label_cols \
-        else None
+    state = MetricState(targets, label_dtype=torch.float64, device=dev, sync=world > 1) \
+        if metrics and "label" in label_cols else None
 
     target = _out_file(out, rank, world)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

@@ -138,6 +138,13 @@ def check_state(rank: int, world: int, pg: Any = None) -> None:
         return rank, int(g.logits.size)
 
     assert state.compute(where) == (0, N)  # computed by rank 0 on every row, the result on every rank
+    if rank == world - 1:  # one rank alone (sync=False): its own rows, no collective the others would wait for
+        alone = MetricState(("observed",), sync=False)
+        for b in FakeReader(rows, lo, hi):
+            alone.update(b.logits, {"observed": b.labels}, b.group_ids)
+        mine = slice(lo, hi)
+        same(alone.compute()["observed"], all_metrics(rows["observed"][mine], rows["logits"][mine],
+                                                      rows["groups"][mine]), "sync=False")
 
 
 def main() -> None:
