@@ -9,8 +9,9 @@ stored) through a pass-through model. The row count defaults to the ``product`` 
 
 Each implementation runs in its own torchrun launch of ``--nproc`` gloo ranks (the two interleaved
 ``--repeat`` times): ``before`` is the evaluation of commit bad11c2 (``[n, 3]`` float64 rows of each rank,
-all-gathered to every rank, metrics on every rank, with that commit's ``gauc``), ``after`` is :func:`denoisrec.trainer.evaluate.evaluate`
-(:class:`~denoisrec.trainer.metric_state.MetricState`: gather to rank 0, scalars broadcast). Memory is the
+all-gathered to every rank, metrics on every rank, with that commit's ``gauc``), ``after`` is
+:func:`denoisrec.trainer.evaluate.evaluate` (:class:`~denoisrec.trainer.metric_state.MetricState`: gather to
+rank 0, scalars broadcast). Memory is the
 Linux peak resident set (``VmHWM`` of ``/proc/self/status``), reset just before the pass through
 ``/proc/self/clear_refs`` (``5``), minus the resident set at that moment: the pass's own high-water mark
 on each rank. Both must give the same metrics (checked).
@@ -157,24 +158,48 @@ def rank_main(impl: str, rows: int, batch_size: int, target: str) -> None:
     seconds = time.perf_counter() - t0
     peak = _status_kib("VmHWM") * 1024
     out: List[Optional[Dict[str, Any]]] = [None] * world
-    dist.all_gather_object(out, {"rank": rank, "rows": reader.hi - reader.lo, "base_rss": base,
-                                 "peak_rss": peak, "eval_peak": peak - base, "seconds": seconds})
+    dist.all_gather_object(
+        out,
+        {
+            "rank": rank,
+            "rows": reader.hi - reader.lo,
+            "base_rss": base,
+            "peak_rss": peak,
+            "eval_peak": peak - base,
+            "seconds": seconds,
+        },
+    )
     if rank == 0:
-        print("RESULT " + json.dumps({"impl": impl, "world": world, "rows": rows, "target": target,
-                                      "metrics": m, "ranks": out}))
+        print(
+            "RESULT "
+            + json.dumps({"impl": impl, "world": world, "rows": rows, "target": target, "metrics": m, "ranks": out})
+        )
     dist.destroy_process_group()
 
 
 def launch(impl: str, a: argparse.Namespace) -> Dict[str, Any]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.nproc}",
-           os.path.abspath(__file__), "--rank-main", impl, "--rows", str(a.rows), "--batch-size",
-           str(a.batch_size), "--target", a.target]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={a.nproc}",
+        os.path.abspath(__file__),
+        "--rank-main",
+        impl,
+        "--rows",
+        str(a.rows),
+        "--batch-size",
+        str(a.batch_size),
+        "--target",
+        a.target,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -189,7 +214,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.rank_main:
         return rank_main(a.rank_main, a.rows, a.batch_size, a.target)
-    mib = 2 ** 20
+    mib = 2**20
     results = []
     for i in range(a.repeat):
         pair = {impl: launch(impl, a) for impl in ("before", "after")}
@@ -198,15 +223,19 @@ def main() -> None:
         if diff:
             raise SystemExit(f"metrics differ between before and after: {diff}")
         results.append(pair)
-        print(f"pair {i + 1}/{a.repeat}: {a.rows:,} rows on {a.nproc} ranks, batch {a.batch_size}; "
-              f"metrics identical (AUC {pair['after']['metrics']['auc']:.6f}, GAUC "
-              f"{pair['after']['metrics']['gauc']:.6f})")
+        print(
+            f"pair {i + 1}/{a.repeat}: {a.rows:,} rows on {a.nproc} ranks, batch {a.batch_size}; "
+            f"metrics identical (AUC {pair['after']['metrics']['auc']:.6f}, GAUC "
+            f"{pair['after']['metrics']['gauc']:.6f})"
+        )
         for r in range(a.nproc):
             b, n = pair["before"]["ranks"][r], pair["after"]["ranks"][r]
-            print(f"  rank {r} ({n['rows']:,} rows): eval peak {b['eval_peak'] / mib:8.1f} MiB -> "
-                  f"{n['eval_peak'] / mib:8.1f} MiB ({n['eval_peak'] / max(b['eval_peak'], 1):.2f}x); "
-                  f"peak RSS {b['peak_rss'] / mib:8.1f} -> {n['peak_rss'] / mib:8.1f} MiB; "
-                  f"{b['seconds']:.1f} s -> {n['seconds']:.1f} s")
+            print(
+                f"  rank {r} ({n['rows']:,} rows): eval peak {b['eval_peak'] / mib:8.1f} MiB -> "
+                f"{n['eval_peak'] / mib:8.1f} MiB ({n['eval_peak'] / max(b['eval_peak'], 1):.2f}x); "
+                f"peak RSS {b['peak_rss'] / mib:8.1f} -> {n['peak_rss'] / mib:8.1f} MiB; "
+                f"{b['seconds']:.1f} s -> {n['seconds']:.1f} s"
+            )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -21,7 +21,8 @@ from denoisrec.trainer.metric_state import MetricState
 
 def all_gather_varlen(t: torch.Tensor) -> torch.Tensor:
     """Concatenate 1-D/2-D tensors of different lengths from every rank, in rank order, on every rank (for
-    values every rank needs, e.g. DeCA(p)'s cached prior scores; metrics use :class:`MetricState`)."""
+    values every rank needs, e.g. DeCA(p)'s cached prior scores; metrics use :class:`MetricState`).
+    """
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return t
     n = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
@@ -40,7 +41,8 @@ def score(model: nn.Module, reader: ParquetBatchReader, device: torch.device, st
           autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> MetricState:
     """Score this rank's share of ``reader`` with ``model`` (eval mode) into ``state``, batch by batch:
     targets ``observed`` (the batch's labels) and/or ``clean`` (its clean labels); ``autocast`` wraps the
-    forward (the run's precision)."""
+    forward (the run's precision).
+    """
     was_training = model.training
     model.eval()
     try:
@@ -58,7 +60,8 @@ def score(model: nn.Module, reader: ParquetBatchReader, device: torch.device, st
 def evaluate(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str = "observed",
              autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> Dict[str, float]:
     """AUC, GAUC, logloss, calibration, NE and ECE of ``model`` on ``reader``'s split over all ranks (the
-    same dict on every rank). ``target`` is ``observed`` or ``clean``."""
+    same dict on every rank). ``target`` is ``observed`` or ``clean``.
+    """
     if target not in ("observed", "clean"):
         raise ValueError(f"evaluate target={target!r}: expected observed or clean")
     if target == "clean" and not reader.with_ground_truth:

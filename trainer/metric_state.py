@@ -38,7 +38,8 @@ ArrayLike = Union[torch.Tensor, np.ndarray]
 @dataclass
 class Rows:
     """Every rank's rows in rank order (on rank 0 after the gather): ``logits`` ``[N]``, ``labels[target]``
-    ``[N]``, ``groups`` ``[N]`` int64 (zeros when the data has no group column)."""
+    ``[N]``, ``groups`` ``[N]`` int64 (zeros when the data has no group column).
+    """
 
     logits: np.ndarray
     labels: Dict[str, np.ndarray]
@@ -47,7 +48,8 @@ class Rows:
 
 def metrics_per_target(rows: Rows) -> Dict[str, Dict[str, float]]:
     """:func:`~denoisrec.trainer.metrics.all_metrics` of every target: the default reduction of
-    :meth:`MetricState.compute`."""
+    :meth:`MetricState.compute`.
+    """
     return {t: all_metrics(y, rows.logits, rows.groups) for t, y in rows.labels.items()}
 
 
@@ -72,9 +74,14 @@ class MetricState:
             on its own, e.g. ``predict_file(..., world_size=1)`` called on rank 0 of a job).
     """
 
-    def __init__(self, targets: Sequence[str] = ("observed",), label_dtype: torch.dtype = torch.float32,
-                 device: Union[str, torch.device] = "cpu", process_group: Optional[Any] = None,
-                 sync: bool = True) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str] = ("observed",),
+        label_dtype: torch.dtype = torch.float32,
+        device: Union[str, torch.device] = "cpu",
+        process_group: Optional[Any] = None,
+        sync: bool = True,
+    ) -> None:
         if not targets or len(set(targets)) != len(targets):
             raise ValueError(f"MetricState targets={list(targets)!r}: expected distinct target names")
         self.targets = list(targets)
@@ -93,11 +100,13 @@ class MetricState:
 
     def update(self, logits: ArrayLike, labels: Mapping[str, ArrayLike], groups: Optional[ArrayLike] = None) -> None:
         """Add one batch: ``logits`` ``[B]`` (float32 or narrower: float16/bfloat16 widen exactly),
-        ``labels[target]`` ``[B]`` for every target, ``groups`` ``[B]`` integer ids or ``None``."""
+        ``labels[target]`` ``[B]`` for every target, ``groups`` ``[B]`` integer ids or ``None``.
+        """
         z = _tensor(logits).detach().reshape(-1)
         if z.dtype == torch.float64:
-            raise ValueError("MetricState.update: float64 logits would be rounded to float32; pass the model's "
-                             "float32 output")
+            raise ValueError(
+                "MetricState.update: float64 logits would be rounded to float32; pass the model's float32 output"
+            )
         n = int(z.shape[0])
         missing = [t for t in self.targets if labels.get(t) is None]
         if missing:
@@ -118,16 +127,19 @@ class MetricState:
     def local_rows(self) -> Rows:
         """This rank's rows, concatenated."""
         cat = lambda xs, dt: torch.cat(xs).numpy() if xs else np.zeros(0, dt)  # noqa: E731
-        return Rows(cat(self._logits, np.float32),
-                    {t: cat(v, torch.empty(0, dtype=self.label_dtype).numpy().dtype) for t, v in self._labels.items()},
-                    cat(self._groups, np.int64))
+        return Rows(
+            cat(self._logits, np.float32),
+            {t: cat(v, torch.empty(0, dtype=self.label_dtype).numpy().dtype) for t, v in self._labels.items()},
+            cat(self._groups, np.int64),
+        )
 
     def compute(self, reduce: Callable[[Rows], Any] = metrics_per_target) -> Any:
         """``reduce`` of every rank's rows, computed on rank 0 and broadcast (the same value on every rank).
 
         Every rank of the group calls it. ``reduce`` returns something picklable and small (scalars).
         ``compute`` ends the pass: the rows are released as they are gathered (the state is empty after it),
-        so the gather never holds the per-batch pieces and their concatenation at once."""
+        so the gather never holds the per-batch pieces and their concatenation at once.
+        """
         if not self.sync or not _group(self.pg):
             rows = self.local_rows()
             self.reset()
@@ -135,13 +147,15 @@ class MetricState:
         gathered = self._gather_to_root()
         result = [reduce(gathered) if gathered is not None else None]
         del gathered
-        dist.broadcast_object_list(result, src=dist.get_global_rank(self.pg, 0) if self.pg is not None else 0,
-                                   group=self.pg)
+        dist.broadcast_object_list(
+            result, src=dist.get_global_rank(self.pg, 0) if self.pg is not None else 0, group=self.pg
+        )
         return result[0]
 
     def _gather_to_root(self) -> Optional[Rows]:
         """Every rank's rows on group rank 0 in rank order (``None`` elsewhere). Each field is received
-        straight into its slice of one exact-size buffer."""
+        straight into its slice of one exact-size buffer.
+        """
         pg, me, world = self.pg, dist.get_rank(self.pg), dist.get_world_size(self.pg)
         n = torch.tensor([self.rows], dtype=torch.int64, device=self.device)
         sizes_t = [torch.zeros_like(n) for _ in range(world)]
@@ -160,8 +174,9 @@ class MetricState:
         return Rows(out[0], dict(zip(self.targets, out[1:-1])), out[-1])
 
 
-def _gather_field(local: torch.Tensor, sizes: List[int], me: int, pg: Optional[Any],
-                  device: torch.device) -> np.ndarray:
+def _gather_field(
+    local: torch.Tensor, sizes: List[int], me: int, pg: Optional[Any], device: torch.device
+) -> np.ndarray:
     """One 1-D field of every rank, concatenated in rank order on group rank 0 (empty elsewhere)."""
     peer = (lambda r: dist.get_global_rank(pg, r)) if pg is not None else (lambda r: r)  # noqa: E731
     if me != 0:
@@ -173,6 +188,6 @@ def _gather_field(local: torch.Tensor, sizes: List[int], me: int, pg: Optional[A
     at = sizes[0]
     for r in range(1, len(sizes)):
         if sizes[r]:
-            dist.recv(full[at: at + sizes[r]], src=peer(r), group=pg)
+            dist.recv(full[at : at + sizes[r]], src=peer(r), group=pg)
         at += sizes[r]
     return full.cpu().numpy()

@@ -32,7 +32,8 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     """Group AUC: per-group AUC weighted by the group's number of impressions; groups with one class are
-    skipped. NaN when no group has both classes."""
+    skipped. NaN when no group has both classes.
+    """
     labels = np.asarray(labels) > 0.5
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
@@ -87,7 +88,8 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 
 def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean predicted probability over the observed positive rate, ``Σ p_i / Σ y_i`` (1 is calibrated on
-    average; above 1 over-predicts). NaN without positives."""
+    average; above 1 over-predicts). NaN without positives.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     pos = labels.sum()
     if labels.size == 0 or pos == 0:
@@ -102,7 +104,8 @@ def normalized_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7)
 
         NE = −(1/N) Σ_i [y_i log p_i + (1 − y_i) log(1 − p_i)] / −[r log r + (1 − r) log(1 − r)].
 
-    Below 1 beats predicting the base rate for every row. NaN when ``r`` is 0 or 1."""
+    Below 1 beats predicting the base rate for every row. NaN when ``r`` is 0 or 1.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     if labels.size == 0:
         return float("nan")
@@ -118,7 +121,8 @@ ECE_BINS = 10
 def ece(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error over ``bins`` equal-width probability bins (Naeini et al., 2015):
     ``ECE = Σ_b (n_b / N) |mean(y)_b − mean(p)_b|``; bin ``b`` holds ``b/bins ≤ p < (b+1)/bins`` (the last
-    bin includes 1)."""
+    bin includes 1).
+    """
     labels = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
     if labels.size == 0 or not np.isfinite(p).all():  # a diverged model's scores have no calibration

@@ -41,9 +41,9 @@ from scipy.special import expit
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.metric_state import MetricState, Rows
 from denoisrec.trainer.metrics import all_metrics
 
@@ -156,7 +156,8 @@ def _out_file(out: str, rank: int, world_size: int) -> str:
 
 def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) -> set:
     """Every file has the model's features and the kept columns (one-line errors naming file and column);
-    returns the columns every file has."""
+    returns the columns every file has.
+    """
     common: Optional[set] = None
     for path in files:
         names = pq.ParquetFile(path).schema_arrow.names
@@ -178,7 +179,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
                  metrics: bool = True, rank: int = 0, world_size: int = 1) -> Dict[str, Any]:
     """Score rank ``rank``'s share of ``data`` into ``out`` (see the module docstring); return the report
     (rows per rank, files, metrics when labelled). With ``world_size > 1`` every rank of the initialised
-    process group calls it (the row counts and metrics are gathered)."""
+    process group calls it (the row counts and metrics are gathered).
+    """
     from denoisrec.trainer.calibration import load_calibrator
 
     world = world_size
@@ -192,8 +194,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
     pieces, total = rank_share(files, rank, world)
     if total == 0:
         raise DataError(f"{data}: no rows to score")
-    label_cols = {"label": schema.label, "clean": schema.clean_label, "group": schema.group_id}
-    label_cols = {k: c for k, c in label_cols.items() if c and c in common}
+    named = {"label": schema.label, "clean": schema.clean_label, "group": schema.group_id}
+    label_cols: Dict[str, str] = {k: c for k, c in named.items() if c and c in common}
     targets = [name for key, name in (("label", "observed"), ("clean", "clean")) if key in label_cols]
     # labels of arbitrary input are kept as float64 (exact for any numeric column); logits are float32
     state = MetricState(targets, label_dtype=torch.float64, device=dev, sync=world > 1) \
@@ -255,7 +257,8 @@ def _labels_of(table: pa.Table, label_cols: Dict[str, str]) -> Tuple[Dict[str, n
 
 def _metrics(rows: Rows, platt: Any) -> Dict[str, Any]:
     """Metrics of the gathered rows against observed and (when present) clean labels, and of the calibrated
-    scores with a calibrator (rank 0 computes them; :meth:`MetricState.compute` broadcasts them)."""
+    scores with a calibrator (rank 0 computes them; :meth:`MetricState.compute` broadcasts them).
+    """
     out: Dict[str, Any] = {}
     for name, y in rows.labels.items():
         out[name] = all_metrics(y, rows.logits, rows.groups)

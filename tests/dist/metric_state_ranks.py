@@ -4,7 +4,8 @@ process scoring all rows. The test also calls the checks in-process as one rank.
 
 Every rank builds the same global rows (seeded), takes its own uneven share (weights 1, 0, 3: rank 1 scores
 nothing; 1, 3 on two ranks) in batches of 97 and 256 rows, and checks; a failed check raises (torchrun then
-fails)."""
+fails).
+"""
 
 from __future__ import annotations
 
@@ -112,13 +113,17 @@ def check_evaluate(rank: int, world: int) -> None:
                 new = evaluate(FakeModel(), reader, torch.device("cpu"), target)
                 same(new, old_evaluate(reader, target), f"seed {seed} {target} groups={groups} vs all-gather")
                 if groups:
-                    same({k: v for k, v in new.items() if k != "target"}, one_process[target],
-                         f"seed {seed} {target} vs one process")
+                    same(
+                        {k: v for k, v in new.items() if k != "target"},
+                        one_process[target],
+                        f"seed {seed} {target} vs one process",
+                    )
 
 
 def check_state(rank: int, world: int, pg: Any = None) -> None:
     """Two targets in one state over ``pg``, batch by batch, equal one process; the reduction runs on the
-    group's rank 0 only, on every row in order."""
+    group's rank 0 only, on every row in order.
+    """
     lo, hi = share(rank, world)
     rows = global_rows(2)
     one_process = {t: all_metrics(rows[t], rows["logits"], rows["groups"]) for t in ("observed", "clean")}
@@ -143,8 +148,11 @@ def check_state(rank: int, world: int, pg: Any = None) -> None:
         for b in FakeReader(rows, lo, hi):
             alone.update(b.logits, {"observed": b.labels}, b.group_ids)
         mine = slice(lo, hi)
-        same(alone.compute()["observed"], all_metrics(rows["observed"][mine], rows["logits"][mine],
-                                                      rows["groups"][mine]), "sync=False")
+        same(
+            alone.compute()["observed"],
+            all_metrics(rows["observed"][mine], rows["logits"][mine], rows["groups"][mine]),
+            "sync=False",
+        )
 
 
 def main() -> None:

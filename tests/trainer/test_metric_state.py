@@ -1,13 +1,14 @@
 """Evaluation as metric state: exact metrics on 1, 2 and 3 real gloo ranks (uneven shares, one empty) equal the
-all-gather evaluation it replaces and one process scoring every row, bit for bit; bad updates fail clearly."""
+all-gather evaluation it replaces and one process scoring every row, bit for bit; bad updates fail clearly.
+"""
 
 import sys
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import DIST_DIR, torchrun
+
 from denoisrec.trainer.metric_state import MetricState
 from denoisrec.trainer.metrics import all_metrics
 
@@ -35,8 +36,9 @@ def test_one_process_state_equals_metrics_of_all_rows() -> None:
     g = r.integers(0, 9, 1000)
     state = MetricState()
     for a in range(0, 1000, 300):
-        state.update(torch.from_numpy(z[a:a + 300]).to(torch.bfloat16).float(), {"observed": y[a:a + 300]},
-                     g[a:a + 300])
+        state.update(
+            torch.from_numpy(z[a : a + 300]).to(torch.bfloat16).float(), {"observed": y[a : a + 300]}, g[a : a + 300]
+        )
     want = all_metrics(y, torch.from_numpy(z).to(torch.bfloat16).double().numpy(), g)
     assert state.rows == 1000 and state.compute()["observed"] == want
     assert state.rows == 0 and np.isnan(state.compute()["observed"]["auc"])  # compute ended the pass
