@@ -13,7 +13,8 @@ Module map:
 | ``config``, ``options``, ``presets``, ``config_check`` | the config tree, what the CLI accepts, the papers' set-ups |
 | ``module``, ``steps``, ``sharding``, ``dist`` | model + denoiser in one forward, the step, planner + DMP, groups |
 | ``denoising``, ``prior``, ``train_labels``, ``context`` | the trainer's side of the denoisers (prior, labels) |
-| ``evaluate``, ``metrics``, ``early_stop``, ``calibration`` | distributed evaluation and its metrics |
+| ``evaluate``, ``metric_state``, ``metrics`` | distributed evaluation (metric state gathered to rank 0) |
+| ``early_stop``, ``calibration`` | early stopping, Platt calibration of the scores |
 | ``checkpoint``, ``checkpoint_files``, ``out_policy``, ``run_lock`` | resume contract, files, one run per ``--out`` |
 | ``progress``, ``runlog``, ``console``, ``curves``, ``run_history`` | what a run logs and draws |
 | ``export``, ``serving``, ``predict`` | the model file, torch-only serving artefacts, batch scoring |

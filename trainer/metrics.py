@@ -32,25 +32,39 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     """Group AUC: per-group AUC weighted by the group's number of impressions; groups with one class are
-    skipped. NaN when no group has both classes."""
+    skipped. NaN when no group has both classes.
+    """
     labels = np.asarray(labels) > 0.5
     scores = np.asarray(scores, dtype=np.float64)
     groups = np.asarray(groups)
     if labels.size == 0:
         return float("nan")
+    # The work arrays are released as soon as they are used: on rank 0 this is evaluation's peak memory.
     order = np.lexsort((scores, groups))
     g, s, y = groups[order], scores[order], labels[order]
+    del order
     n = g.size
     new_group = np.r_[True, g[1:] != g[:-1]]
-    group_idx = np.cumsum(new_group) - 1
+    del g
+    group_idx = np.cumsum(new_group)
+    group_idx -= 1
     group_start = np.flatnonzero(new_group)
-    pos_in_group = np.arange(n) - group_start[group_idx] + 1.0  # 1-based rank within the group
+    pos = np.arange(n)
+    pos -= group_start[group_idx]
+    pos_in_group = pos + 1.0  # 1-based rank within the group
+    del pos
     # Average ranks over runs of equal (group, score).
-    new_tie = new_group | np.r_[True, s[1:] != s[:-1]]
-    tie_idx = np.cumsum(new_tie) - 1
+    new_tie = np.r_[True, s[1:] != s[:-1]]
+    new_tie |= new_group
+    del s, new_group
+    tie_idx = np.cumsum(new_tie)
+    tie_idx -= 1
+    del new_tie
     tie_sum = np.bincount(tie_idx, weights=pos_in_group)
+    del pos_in_group
     tie_cnt = np.bincount(tie_idx)
     ranks = (tie_sum / tie_cnt)[tie_idx]
+    del tie_idx, tie_sum, tie_cnt
     n_groups = group_start.size
     n_pos = np.bincount(group_idx, weights=y, minlength=n_groups)
     n_all = np.bincount(group_idx, minlength=n_groups).astype(np.float64)
@@ -74,7 +88,8 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 
 def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     """Mean predicted probability over the observed positive rate, ``Σ p_i / Σ y_i`` (1 is calibrated on
-    average; above 1 over-predicts). NaN without positives."""
+    average; above 1 over-predicts). NaN without positives.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     pos = labels.sum()
     if labels.size == 0 or pos == 0:
@@ -89,7 +104,8 @@ def normalized_entropy(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7)
 
         NE = −(1/N) Σ_i [y_i log p_i + (1 − y_i) log(1 − p_i)] / −[r log r + (1 − r) log(1 − r)].
 
-    Below 1 beats predicting the base rate for every row. NaN when ``r`` is 0 or 1."""
+    Below 1 beats predicting the base rate for every row. NaN when ``r`` is 0 or 1.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     if labels.size == 0:
         return float("nan")
@@ -105,7 +121,8 @@ ECE_BINS = 10
 def ece(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error over ``bins`` equal-width probability bins (Naeini et al., 2015):
     ``ECE = Σ_b (n_b / N) |mean(y)_b − mean(p)_b|``; bin ``b`` holds ``b/bins ≤ p < (b+1)/bins`` (the last
-    bin includes 1)."""
+    bin includes 1).
+    """
     labels = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
     if labels.size == 0 or not np.isfinite(p).all():  # a diverged model's scores have no calibration

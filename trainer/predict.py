@@ -3,8 +3,9 @@ r"""``denoisrec predict``: score Parquet files with an exported model file, stre
 The model file holds the unsharded model (see docs/checkpoints.md); every rank loads all of it. Rows are
 taken in file order (files sorted by path, row groups in order); rank ``r`` of ``W`` scores the rows
 ``[r·N/W, (r+1)·N/W)`` of that sequence (the reader's split rule), one record batch at a time, and writes
-them as they come, so memory is bounded by a batch (plus 13 bytes a row for the metrics of labelled input,
-which ``metrics=False`` turns off). Output columns:
+them as they come, so memory is bounded by a batch (plus 20 bytes a row, 28 with clean labels, for the
+metrics of labelled input, which ``metrics=False`` turns off; the rows are gathered to rank 0 alone, see
+:mod:`denoisrec.trainer.metric_state`). Output columns:
 
 - the ``keep_columns`` (default: the schema's ``sample_id`` column, e.g. ``row_id``), copied from the input
   with their Arrow types, so the scores join back to the input;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,9 +41,10 @@ from scipy.special import expit
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
+from denoisrec.trainer.errors import DataError
+from denoisrec.trainer.metric_state import MetricState, Rows
 from denoisrec.trainer.metrics import all_metrics
 
 OUTPUT_COLUMNS = ("logit", "score", "score_calibrated")
@@ -153,7 +156,8 @@ def _out_file(out: str, rank: int, world_size: int) -> str:
 
 def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) -> set:
     """Every file has the model's features and the kept columns (one-line errors naming file and column);
-    returns the columns every file has."""
+    returns the columns every file has.
+    """
     common: Optional[set] = None
     for path in files:
         names = pq.ParquetFile(path).schema_arrow.names
@@ -175,7 +179,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
                  metrics: bool = True, rank: int = 0, world_size: int = 1) -> Dict[str, Any]:
     """Score rank ``rank``'s share of ``data`` into ``out`` (see the module docstring); return the report
     (rows per rank, files, metrics when labelled). With ``world_size > 1`` every rank of the initialised
-    process group calls it (the row counts and metrics are gathered)."""
+    process group calls it (the row counts and metrics are gathered).
+    """
     from denoisrec.trainer.calibration import load_calibrator
 
     world = world_size
@@ -189,9 +194,12 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
     pieces, total = rank_share(files, rank, world)
     if total == 0:
         raise DataError(f"{data}: no rows to score")
-    label_cols = {"label": schema.label, "clean": schema.clean_label, "group": schema.group_id}
-    label_cols = {k: c for k, c in label_cols.items() if c and c in common}
-    scored: Dict[str, List[np.ndarray]] = {"logit": [], "label": [], "clean": [], "group": []}
+    named = {"label": schema.label, "clean": schema.clean_label, "group": schema.group_id}
+    label_cols: Dict[str, str] = {k: c for k, c in named.items() if c and c in common}
+    targets = [name for key, name in (("label", "observed"), ("clean", "clean")) if key in label_cols]
+    # labels of arbitrary input are kept as float64 (exact for any numeric column); logits are float32
+    state = MetricState(targets, label_dtype=torch.float64, device=dev, sync=world > 1) \
+        if metrics and "label" in label_cols else None
 
     target = _out_file(out, rank, world)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -213,10 +221,8 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
                     writer = pq.ParquetWriter(tmp, out_table.schema)
                 writer.write_table(out_table)
                 rows += table.num_rows
-                if metrics and "label" in label_cols:
-                    scored["logit"].append(logit)
-                    for key, col in label_cols.items():
-                        scored[key].append(table.column(col).to_numpy(zero_copy_only=False))
+                if state is not None:
+                    state.update(logit, *_labels_of(table, label_cols))
         if writer is None:  # an empty share (more ranks than rows): an empty file of the same columns
             pf_schema = pq.ParquetFile(files[0]).schema_arrow
             fields = [pf_schema.field(c) for c in keep] + [pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS
@@ -237,29 +243,25 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
                               "oov_hashed": scorer.counters.snapshot()["oov_hashed"]}
     if report["rows"] != total:
         raise RuntimeError(f"predict: scored {report['rows']:,} rows of {total:,}")
-    if metrics and "label" in label_cols:
-        report.update(_metrics(scored, label_cols, platt, world > 1))
+    if state is not None:
+        report.update(state.compute(partial(_metrics, platt=platt)))
     return report
 
 
-def _metrics(scored: Dict[str, List[np.ndarray]], label_cols: Dict[str, str], platt: Any,
-             gather: bool) -> Dict[str, Any]:
-    """Metrics over every rank's rows (gathered), against observed and (when present) clean labels."""
-    from denoisrec.trainer.evaluate import all_gather_varlen
+def _labels_of(table: pa.Table, label_cols: Dict[str, str]) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
+    """The ``observed``/``clean`` labels and the group ids (``None`` without a group column) of ``table``."""
+    col = lambda key: table.column(label_cols[key]).to_numpy(zero_copy_only=False)  # noqa: E731
+    labels = {name: col(key) for key, name in (("label", "observed"), ("clean", "clean")) if key in label_cols}
+    return labels, (col("group").astype(np.int64) if "group" in label_cols else None)
 
-    def cat(key: str, n: int) -> np.ndarray:
-        return np.concatenate(scored[key]).astype(np.float64) if scored[key] else np.zeros(n)
 
-    logit = np.concatenate(scored["logit"]) if scored["logit"] else np.zeros(0, np.float32)
-    n = logit.size
-    local = np.stack([logit.astype(np.float64), cat("label", n), cat("clean", n), cat("group", n)], axis=1)
-    rows = all_gather_varlen(torch.from_numpy(local)).numpy() if gather else local
-    groups = rows[:, 3].astype(np.int64)
+def _metrics(rows: Rows, platt: Any) -> Dict[str, Any]:
+    """Metrics of the gathered rows against observed and (when present) clean labels, and of the calibrated
+    scores with a calibrator (rank 0 computes them; :meth:`MetricState.compute` broadcasts them).
+    """
     out: Dict[str, Any] = {}
-    for key, name, col in (("label", "observed", 1), ("clean", "clean", 2)):
-        if key not in label_cols:
-            continue
-        out[name] = all_metrics(rows[:, col], rows[:, 0], groups)
+    for name, y in rows.labels.items():
+        out[name] = all_metrics(y, rows.logits, rows.groups)
         if platt is not None:
-            out[name + "_calibrated"] = all_metrics(rows[:, col], platt.apply(rows[:, 0]), groups)
+            out[name + "_calibrated"] = all_metrics(y, platt.apply(rows.logits.astype(np.float64)), rows.groups)
     return out

@@ -1,6 +1,6 @@
 """``denoisrec export RUN``: a torch-only serving artefact of a trained run (docs/serving.md).
 
-The work and the printed report are :func:`denoisrec.trainer.predict_cli.run_export`.
+The CLI layer over :func:`denoisrec.trainer.serving.export_serving`: it exports and prints the report.
 
 Example::
 
@@ -25,6 +25,15 @@ def add_arguments(ex: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     """Export, then print the artefact's size, load time and probe difference."""
-    from denoisrec.trainer.predict_cli import run_export
+    from denoisrec.trainer.serving import export_serving
 
-    return run_export(a)
+    r = export_serving(a.run, a.format, out=a.out, calibrate=a.calibrate, valid=a.valid)
+    print(f"exported {r['model']} as {r['format']} -> {r['artefact']} ({r['artefact_bytes'] / 2**20:,.1f} MiB; "
+          f"tables {r['table_bytes'] / 2**20:,.1f} MiB); load {r['load_seconds']:.2f}s; "
+          f"probe max |diff| {r['probe_max_abs_diff']:.2g}")
+    c = r.get("calibration")
+    if c:
+        print(f"  Platt calibrator a={c['a']:.4f} b={c['b']:+.4f} on {c['rows']:,} rows of {c['valid']}: "
+              f"valid logloss {c['valid_logloss_before']:.4f} -> {c['valid_logloss_after']:.4f}")
+    print(f"  inputs and outputs: {r['spec']}")
+    return 0
