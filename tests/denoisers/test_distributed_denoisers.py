@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dist"))
 from denoiser_property import run  # noqa: E402
 
 from conftest import torchrun  # noqa: E402

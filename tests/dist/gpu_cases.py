@@ -1,5 +1,5 @@
 """Run under torchrun: the GPU path's checks, written once for any device (``--device cuda`` on one GPU in
-``tests/test_gpu.py``; ``--device cpu`` on gloo ranks in ``tests/test_gpu_cases_cpu.py``, so CPU CI runs the
+``tests/trainer/test_gpu.py``; ``--device cpu`` on gloo ranks in ``tests/trainer/test_gpu_cases_cpu.py``, so CPU CI runs the
 same code).
 
 Cases (``--cases``, comma-separated); each raises on a failed check and returns what it measured:

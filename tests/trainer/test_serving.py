@@ -81,7 +81,7 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
         assert torch.allclose(ep(*one)["logit"], ts(*one)["logit"], atol=1e-6)
 
     out = tmp_path / "served.npz"
-    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "serving_client.py"), str(out), str(data)]
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "serving_client.py"), str(out), str(data)]
                           + [a for _, a in artefacts], capture_output=True, text=True, timeout=300,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
