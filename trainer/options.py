@@ -2,7 +2,7 @@
 
 The registries (:data:`denoisrec.models.MODELS`, :data:`denoisrec.denoisers.DENOISERS`) need torch and take
 seconds to import; this catalog lets ``denoisrec train`` check every value and print ``--help`` before that.
-``tests/test_options.py`` checks it against the registries (names, options, defaults), so a new denoiser or
+``tests/trainer/test_options.py`` checks it against the registries (names, options, defaults), so a new denoiser or
 option that is not listed here fails a test that names it.
 
 An :class:`Opt` is a hyperparameter's type, default, accepted interval and one-line meaning. A denoiser

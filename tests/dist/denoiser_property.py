@@ -1,18 +1,16 @@
-"""Run under torchrun: each rank takes its slice of one fixed global batch and applies a denoiser for a
-few steps; rank 0 writes every sample's decisions (by sample id), the loss values, the per-step stats and
-the ground-truth report to --out (JSON).
+"""On local gloo ranks (``conftest.launch``): each rank takes its slice of one fixed global batch and applies a
+denoiser for a few steps; rank 0 returns every sample's decisions (by sample id), the loss values, the
+per-step stats and the ground-truth report.
 
-    torchrun --nproc_per_node 3 tests/dist/denoiser_property.py --sizes 20,0,17 \
-        --cases '[["tce", {"eps_max": 0.4, "num_gradual": 3}]]' --out /tmp/x.json
+    launch(launched, 3, [20, 0, 17], [["tce", {"eps_max": 0.4, "num_gradual": 3}]], 5, 0, 0)
 
 DeCA's models read user / item ids from the batch's KJT; its MF tables (and DeCA(p)'s prior) are plain
 replicated modules here, built from a fixed seed on every rank, so the decisions must still be those of one
 process on the whole batch.
 """
 
-import argparse
-import json
 from types import SimpleNamespace
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -90,34 +88,21 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     return {"records": records}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", required=True, help="rows per rank, e.g. 20,0,17")
-    p.add_argument("--cases", required=True, help='JSON list of [denoiser name, params], e.g. [["tce", {}]]')
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-pos", type=int, default=0)
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
+def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int) -> Optional[list]:
+    """One rank's part (``conftest.launch``): apply every case to this rank's slice; rank 0 returns, per case
+    and step, the loss value, stats, report and every rank's rows, gathered (the other ranks return None)."""
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    sizes = [int(s) for s in a.sizes.split(",")]
     assert len(sizes) == world, (sizes, world)
     results = []
-    for name, params in json.loads(a.cases):
-        res = run(name, params, sizes, rank, a.steps, a.seed, a.no_pos)
+    for name, params in cases:
+        res = run(name, params, sizes, rank, steps, seed, no_pos)
         out = []
         for rec in res["records"]:
-            gathered = [None] * world
+            gathered: List[Any] = [None] * world
             dist.all_gather_object(gathered, rec["rows"].tolist())
             out.append({"value": rec["value"], "stats": rec["stats"], "report": rec["report"],
                         "rows": [r for g in gathered for r in g]})
         results.append(out)
-    if rank == 0:
-        with open(a.out, "w") as f:
-            json.dump(results, f)
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return results if rank == 0 else None

@@ -1,6 +1,6 @@
-"""Run under torchrun: the GPU path's checks, written once for any device (``--device cuda`` on one GPU in
-``tests/test_gpu.py``; ``--device cpu`` on gloo ranks in ``tests/test_gpu_cases_cpu.py``, so CPU CI runs the
-same code).
+"""The GPU path's checks, written once for any device: under torchrun with ``--device cuda`` on one GPU in
+``tests/trainer/test_gpu.py``; ``launched("cpu", ...)`` on gloo ranks (``conftest.launch``) in
+``tests/trainer/test_gpu_cases_cpu.py``, so CPU CI runs the same code.
 
 Cases (``--cases``, comma-separated); each raises on a failed check and returns what it measured:
 
@@ -27,7 +27,7 @@ import itertools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -258,6 +258,14 @@ def main() -> None:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--tol", type=float, default=None, help="max abs difference (default: 0 on CPU, 1e-4 CUDA)")
     a = p.parse_args()
+    report = run_cases(a)
+    if report is not None:
+        with open(a.out, "w") as f:
+            json.dump(report, f, indent=1, default=str)
+
+
+def run_cases(a: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """Every case of ``a.cases`` on this rank; rank 0 returns the report (the other ranks None)."""
     env = init_distributed(a.device)
     if a.tol is None:
         a.tol = 0.0 if env.device.type == "cpu" else 1e-4
@@ -268,11 +276,14 @@ def main() -> None:
         report[name] = {**CASES[name](a, env, schema), "seconds": round(time.time() - t0, 2)}  # raises on failure
         if env.rank == 0:
             print(f"gpu_cases: {name} ok ({time.time() - t0:.1f}s)", flush=True)
-    if env.rank == 0:
-        with open(a.out, "w") as f:
-            json.dump(report, f, indent=1, default=str)
     dist.barrier()
     dist.destroy_process_group()
+    return report if env.rank == 0 else None
+
+
+def launched(device: str, data: str, root: str) -> Optional[Dict[str, Any]]:
+    """Every case on local ranks started by ``conftest.launch`` (the CPU tests); rank 0 returns the report."""
+    return run_cases(argparse.Namespace(device=device, data=data, root=root, cases=",".join(CASES), tol=None))
 
 
 if __name__ == "__main__":

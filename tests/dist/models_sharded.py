@@ -1,4 +1,4 @@
-"""Run under torchrun (2 ranks): every model sharded by DMP does what the same model does unsharded.
+"""On 2 local gloo ranks (``conftest.launch``): every model sharded by DMP does what the same model does unsharded.
 
 For each case: build the model on ``meta``, shard it (the case's sharding type), gather its full state,
 load that into an unsharded copy on every rank, and check on this rank's batch that
@@ -9,11 +9,12 @@ load that into an unsharded copy on every rank, and check on this rank's batch t
 - the full state from before the step loads back into the sharded model (``load_unsharded_state_dict``),
 - the plan used the sharding type asked for and spread the tables over both ranks.
 
-Rank 0 writes a JSON report to --out; any failed check raises (the launch fails with its message).
+Rank 0 returns a report per case; any failed check raises (the launch fails with its message).
+
+    launch(launched, 2, "DIR")
 """
 
-import argparse
-import json
+from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
@@ -38,16 +39,14 @@ CASES = [
 ]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
+def launched(data: str) -> List[Dict[str, Any]]:
+    """Every case on this rank; rank 0 returns the report (model, sharding, forward difference, tensors,
+    tables, loss), the other rank an empty list."""
     env = init_distributed("cpu")
-    schema = DataSchema.load(a.data)
-    reader = ParquetBatchReader(f"{a.data}/train", schema, 64 + 13 * env.rank, env.rank, env.world_size)
+    schema = DataSchema.load(data)
+    reader = ParquetBatchReader(f"{data}/train", schema, 64 + 13 * env.rank, env.rank, env.world_size)
     batch = next(iter(reader))
-    report = []
+    report: List[Dict[str, Any]] = []
     for name, params, sharding in CASES:
         cfg = Config()
         cfg.model.name, cfg.model.params, cfg.model.embedding_dim = name, dict(params), 8
@@ -95,11 +94,5 @@ def main() -> None:
             report.append({"model": name, "sharding": sharding, "max_abs_diff": diff, "tensors": len(before),
                            "tables": len(tables), "loss": float(value)})
         dist.barrier()
-    if env.is_main:
-        with open(a.out, "w") as f:
-            json.dump(report, f)
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return report

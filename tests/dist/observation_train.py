@@ -1,12 +1,13 @@
-"""Run under torchrun: the observation model trained by ``train()`` on N ranks, uninterrupted and stopped
-mid-epoch then resumed from its DCP checkpoint; rank 0 writes what it found to ``<root>/observation.json``.
+"""On local gloo ranks (``conftest.launch``): the observation model trained by ``train()`` on N ranks,
+uninterrupted and stopped mid-epoch then resumed from its DCP checkpoint; rank 0 returns what it found (the
+other ranks None).
 
-    torchrun --nproc_per_node 3 tests/dist/observation_train.py --data DIR --root DIR
+    launch(launched, 3, "DATA", "ROOT")
 """
 
-import argparse
 import json
 import os
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -34,16 +35,14 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) if a[k].numel() else 0.0 for k in a)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
-    p.add_argument("--root", required=True)
-    a = p.parse_args()
+def launched(data: str, root: str) -> Optional[dict]:
+    """This rank's part of the three runs; rank 0 returns the findings."""
     env = init_distributed("cpu")
-    j = lambda *x: os.path.join(a.root, *x)  # noqa: E731
-    full = train(config(a.data, j("full")))
-    session = train(config(a.data, j("part"), checkpoint_every=5, stop_after_steps=7))
-    resumed = train(config(a.data, j("part"), checkpoint_every=5))
+    j = lambda *x: os.path.join(root, *x)  # noqa: E731
+    full = train(config(data, j("full")))
+    session = train(config(data, j("part"), checkpoint_every=5, stop_after_steps=7))
+    resumed = train(config(data, j("part"), checkpoint_every=5))
+    out = None
     if env.rank == 0:
         blob = [torch.load(j(r, "model.pt"), weights_only=True) for r in ("full", "part")]
         with open(j("full", "observation.json")) as f:
@@ -59,11 +58,6 @@ def main() -> None:
             "plan": full["plan"], "diag_features": sorted(diag["learned"]), "diag_errors": diag["errors"],
             "png": os.path.isfile(j("full", "observation.png")),
         }
-        with open(j("observation.json"), "w") as f:
-            json.dump(out, f)
     dist.barrier()
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return out

@@ -3,7 +3,7 @@
 Run as ``python tests/dist/robust_runs.py --data TINY --root DIR``. The parent imports the trainer once and
 runs every training in a forked child (its own world-1 gloo group), so a child can be SIGKILLed mid-save
 without paying the import again. The parent never runs a torch op itself before the last fork. What every
-scenario found goes to ``<root>/robust.json``; ``tests/test_robust_runs.py`` asserts on it.
+scenario found goes to ``<root>/robust.json``; ``tests/trainer/test_robust_runs.py`` asserts on it.
 
 - ``kill``: a reference run; then the same run launched again and again, each launch SIGKILLing itself at a
   random point inside a checkpoint save (seeded), then a launch that finishes. After every kill all

@@ -1,14 +1,13 @@
-"""Run under torchrun (1 or more ranks): every denoiser through the real trainer on a dataset, then DeCA's
-parameter-update pattern and DeCA(p)'s checkpoint loading under DistributedModelParallel. Rank 0 writes a
-JSON report to --out; the pytest side asserts on it.
+"""On local gloo ranks (``conftest.launch``, 1 or more): every denoiser through the real trainer on a dataset,
+then DeCA's parameter-update pattern and DeCA(p)'s checkpoint loading under DistributedModelParallel. Rank 0
+returns a report (the other ranks None); the pytest side asserts on it.
 
-    torchrun --nproc_per_node 2 tests/dist/train_methods.py --data data/tiny --out /tmp/r.json --work /tmp/w
+    launch(launched, 2, "data/tiny", "/tmp/w", 6, False)
 
 Report: ``{"train": {name: summary subset}, "updates": {name: [[changed prefixes per step]]},
 "checkpoint": {"max_abs_diff": float}}``.
 """
 
-import argparse
 import json
 import os
 from typing import Dict, List, Optional
@@ -164,37 +163,25 @@ class _Quiet:
         pass
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--work", required=True)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--skip-checkpoint", action="store_true")
-    a = p.parse_args()
+def launched(data: str, work: str, steps: int = 6, skip_checkpoint: bool = False) -> Optional[dict]:
+    """This rank's part of every run; rank 0 returns the report."""
     env = init_distributed("cpu")
     report: dict = {"train": {}, "updates": {}}
     for name, params, sharding in METHODS:
-        s = train(config(a.data, os.path.join(a.work, name), name, params, sharding, a.steps, 256))
+        s = train(config(data, os.path.join(work, name), name, params, sharding, steps, 256))
         report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
-                                 "world_size": s["world_size"], "logged": logged_keys(os.path.join(a.work, name))}
+                                 "world_size": s["world_size"], "logged": logged_keys(os.path.join(work, name))}
     paper = {"objective": "paper", "C1": 10, "mf_dim": 8}
     report["updates"]["deca"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u1"), "deca", paper, None, 4, 128), env, 4)
+        config(data, os.path.join(work, "u1"), "deca", paper, None, 4, 128), env, 4)
     report["updates"]["deca_p"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u2"), "deca_p", {**paper, "pretrain_steps": 2}, None, 5, 128), env, 5)
+        config(data, os.path.join(work, "u2"), "deca_p", {**paper, "pretrain_steps": 2}, None, 5, 128), env, 5)
     report["updates"]["deca_marginal"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u3"), "deca", {"mf_dim": 8}, None, 2, 128), env, 2)
+        config(data, os.path.join(work, "u3"), "deca", {"mf_dim": 8}, None, 2, 128), env, 2)
     report["updates"]["deca_p_marginal"] = update_pattern(
-        config(a.data, os.path.join(a.work, "u4"), "deca_p", {"pretrain_steps": 1, "mf_dim": 8}, None, 3, 128),
+        config(data, os.path.join(work, "u4"), "deca_p", {"pretrain_steps": 1, "mf_dim": 8}, None, 3, 128),
         env, 3)
-    if not a.skip_checkpoint:
-        report["checkpoint"] = checkpoint_roundtrip(a.data, a.work, env)
-    if env.rank == 0:
-        with open(a.out, "w") as f:
-            json.dump(report, f)
+    if not skip_checkpoint:
+        report["checkpoint"] = checkpoint_roundtrip(data, work, env)
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return report if env.rank == 0 else None

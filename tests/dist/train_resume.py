@@ -1,6 +1,6 @@
-"""Run under torchrun: whole training runs (``train()``) in one process group, checked against each other.
+"""On local gloo ranks (``conftest.launch``): whole training runs (``train()``) in one process group, checked against each other.
 
-``--mode resume`` (2 ranks), under ``--root``:
+``resume`` mode (2 ranks), under ``--root``:
 
 - ``full``: 32 uninterrupted steps (2 epochs) of DeepFM with dropout, T-CE, warm-up + cosine LR, clipping;
 - ``part``: the same run stopped after 21 steps (mid-epoch) with checkpoints, then resumed (``auto``);
@@ -9,14 +9,15 @@
 - ``mismatch``: resuming ``part`` with another model must fail with a clear message;
 - ``early``: early stopping that must stop and restore the best model (under bf16 autocast).
 
-``--mode reshard`` (3 ranks): load ``part``'s 2-rank checkpoint at step 21 onto 3 ranks (no further step) and
+``reshard`` mode (3 ranks): load ``part``'s 2-rank checkpoint at step 21 onto 3 ranks (no further step) and
 export it; then resume it on 3 ranks to the end; resuming it with data_parallel tables must fail clearly.
 Also checks the distributed metrics against scikit-learn.
 
-Rank 0 writes what it found to ``<root>/<mode>.json``; the pytest side asserts on it.
+Rank 0 returns what it found (the other ranks an empty dict); the pytest side asserts on it.
+
+    launch(launched, 2, "resume", "DATA", "ROOT"); launch(launched, 3, "reshard", "DATA", "ROOT")
 """
 
-import argparse
 import json
 import os
 
@@ -196,22 +197,12 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=("resume", "reshard"), required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--root", required=True)
-    a = p.parse_args()
+def launched(mode: str, data: str, root: str) -> dict:
+    """One rank of ``mode`` ('resume' or 'reshard') under ``root``; rank 0 returns the findings."""
     env = init_distributed("cpu")
-    if a.mode == "resume":
-        out = resume_mode(a.data, a.root, env.rank)
+    if mode == "resume":
+        out = resume_mode(data, root, env.rank)
     else:
-        out = reshard_mode(a.data, a.root, env.rank, env.world_size)
-    if env.rank == 0:
-        with open(os.path.join(a.root, f"{a.mode}.json"), "w") as f:
-            json.dump(out, f, indent=1, default=str)
+        out = reshard_mode(data, root, env.rank, env.world_size)
     dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()
+    return out

@@ -1,7 +1,7 @@
 """``denoisrec bench gpu_check`` (what ``make gpu-check`` runs once the GPU environment exists): does the
 GPU path work here, and how fast is it?
 
-1. **Tests**: ``pytest -m gpu`` (``tests/test_gpu.py``: the sharded model on ``cuda:0`` for every sharding
+1. **Tests**: ``pytest -m gpu`` (``tests/trainer/test_gpu.py``: the sharded model on ``cuda:0`` for every sharding
    type the planner offers, ``TrainPipelineSparseDist`` against the plain step, checkpoint save/resume,
    every denoiser's and the trainer's step under the host-sync guard), in a subprocess with a time limit.
 2. **Throughput**: :mod:`denoisrec.trainer.bench.gpu_throughput` — DLRM on product-shape data, fp32 and
@@ -17,7 +17,7 @@ Without a CUDA device (and without ``--device cpu``) it prints one line and exit
 Example::
 
     denoisrec bench gpu_check --out runs/gpu-check
-    denoisrec bench gpu_check --device cpu --quick --tests tests/test_gpu.py --out /tmp/gpu-check
+    denoisrec bench gpu_check --device cpu --quick --tests tests/trainer/test_gpu.py --out /tmp/gpu-check
 """
 
 from __future__ import annotations

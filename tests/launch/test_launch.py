@@ -28,7 +28,7 @@ import pytest
 
 from job_probes import free_port, logged_step, worker_pids
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = "launch/components.py:train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
 # The reference run and the resume run share these trainer options (2 epochs of 47 steps at batch 64).

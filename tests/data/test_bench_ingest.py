@@ -13,9 +13,13 @@ def test_quick_bench_writes_numbers_and_environment(tmp_path: Path, capsys) -> N
     r = json.loads((out / "ingest.json").read_text())
     assert r["repeats"] == 2 and r["batch_size"] == 512  # an explicit flag wins over --quick; the rest is quick's
     assert "raw: dataset" in (out / "ingest.md").read_text() and (out / "ingest.png").stat().st_size > 10_000
-    for key in ("raw_scan", "ingest_ordered", "ingest_shuffled", "training"):
-        assert r[key]["rows"] > 0 and r[key]["rows_per_s"] > 0, key
-    assert r["ingest_ordered"]["rows"] == r["split_rows"] == 6000  # a whole epoch of the tiny train split
+    # Each scan and ingest reads a whole epoch of the tiny train split; training counts full batches of 512.
+    assert r["split_rows"] == 6000
+    for key in ("raw_scan", "ingest_ordered", "ingest_shuffled"):
+        assert r[key]["rows"] == 6000 and r[key]["rows_per_s"] == r[key]["rows"] / r[key]["seconds"], key
+    assert all(x["rows"] == 6000 for x in r["raw_scans"].values()), r["raw_scans"]
+    t = r["training"]
+    assert t["steps"] >= 1 and t["rows"] == 512 * t["steps"] and t["rows_per_s"] == t["rows"] / t["seconds"]
     assert r["ratios"]["ingest_shuffled_vs_raw"] == r["ingest_shuffled"]["rows_per_s"] / r["raw_scan"]["rows_per_s"]
     assert r["ratios"]["ingest_ordered_vs_training"] == (r["ingest_ordered"]["rows_per_s"]
                                                          / r["training"]["rows_per_s"])

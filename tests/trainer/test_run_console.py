@@ -16,6 +16,10 @@ from denoisrec.trainer.curves import auc_line, read_series
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.runlog import RunLog
 
+from conftest import ROOT
+
+OURS = str(ROOT / "trainer" / "quiet.py")  # a file in denoisrec's own source tree
+
 
 def test_default_run_evaluates_every_epoch_and_draws_curves(tiny_data: Path, tmp_path: Path,
                                                             capfd: pytest.CaptureFixture) -> None:
@@ -70,8 +74,8 @@ def test_warnings_to_file_keeps_ours_on_the_console(tmp_path: Path, capsys: pyte
         warnings.showwarning = lambda message, *rest: shown.append(str(message))  # the terminal
         with WarningsToFile(str(tmp_path), rank=0) as w:
             warnings.warn_explicit("planner says hi", UserWarning, "/x/site-packages/torchrec/planner.py", 3)
-            warnings.warn_explicit("deprecated thing", FutureWarning, __file__.replace("tests", "trainer"), 5)
-            warnings.warn_explicit("check your optimizer", UserWarning, __file__.replace("tests", "trainer"), 7)
+            warnings.warn_explicit("deprecated thing", FutureWarning, OURS, 5)
+            warnings.warn_explicit("check your optimizer", UserWarning, OURS, 7)
             logging.getLogger().warning("Sharding spec not found")
             logging.getLogger("torchrec.distributed.utils").warning("caching params will be ignored")
             logging.getLogger("torch.fx").warning("is_fx_tracing")

@@ -2,16 +2,10 @@
 evenly, unevenly, with an empty rank and with a rank holding no positives, gives the same decisions,
 weights, targets, loss value and (global-mean) gradients as one process."""
 
-import json
-import sys
-from pathlib import Path
-
 import pytest
+from denoiser_property import launched, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dist"))
-from denoiser_property import run  # noqa: E402
-
-from conftest import torchrun  # noqa: E402
+from conftest import launch
 
 # Every denoiser with hyperparameters that make it act (and cross its schedule boundaries) within 5 steps.
 CASES = [
@@ -47,14 +41,10 @@ def _by_id(rows: list) -> dict:
 
 @pytest.mark.dist
 @pytest.mark.parametrize("split,no_pos", SPLITS, ids=[s[0] for s in SPLITS])
-def test_decisions_do_not_depend_on_world_size_or_split(split: str, no_pos: int, tmp_path: Path) -> None:
+def test_decisions_do_not_depend_on_world_size_or_split(split: str, no_pos: int) -> None:
     steps = 5
     sizes = [int(s) for s in split.split(",")]
-    out = tmp_path / "decisions.json"
-    torchrun("denoiser_property.py", len(sizes), [
-        "--sizes", split, "--cases", json.dumps(CASES), "--steps", str(steps), "--no-pos", str(no_pos),
-        "--out", str(out)])
-    results = json.loads(out.read_text())
+    results = launch(launched, len(sizes), sizes, CASES, steps, 0, no_pos)[0]
     assert len(results) == len(CASES)
     for (name, params), got in zip(CASES, results):
         ref = reference(name, params, sum(sizes), steps, no_pos)

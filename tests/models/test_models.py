@@ -14,8 +14,14 @@ FEATURES = [("user_id", 30), ("item_id", 20), ("tags", 10)]
 CPU = torch.device("cpu")
 
 
-def kjt() -> KeyedJaggedTensor:
-    # 3 rows; "tags" is multi-hot: row 0 has two tags, row 1 none, row 2 one.
+def kjt(reverse: bool = False) -> KeyedJaggedTensor:
+    # 3 rows; "tags" is multi-hot: row 0 has two tags, row 1 none, row 2 one (``reverse``: the rows 2, 1, 0).
+    if reverse:
+        return KeyedJaggedTensor.from_lengths_sync(
+            keys=["user_id", "item_id", "tags"],
+            values=torch.tensor([29, 2, 1, 5, 19, 0, 7, 5, 4]),
+            lengths=torch.tensor([1, 1, 1, 1, 1, 1, 1, 0, 2]),
+        )
     return KeyedJaggedTensor.from_lengths_sync(
         keys=["user_id", "item_id", "tags"],
         values=torch.tensor([1, 2, 29, 0, 19, 5, 5, 4, 7]),
@@ -31,8 +37,16 @@ def build(name: str, n_dense: int, **params) -> torch.nn.Module:
 @pytest.mark.parametrize("name,n_dense", [(m, d) for m in sorted(MODELS) for d in (0, 4) if (m, d) != ("dlrm", 0)])
 def test_every_model_maps_to_one_logit_and_trains_every_parameter(name: str, n_dense: int) -> None:
     model = build(name, n_dense)
-    out = model(torch.randn(3, n_dense), kjt())
-    assert out.shape == (3, 1) and torch.isfinite(out).all()
+    dense = torch.randn(3, n_dense)
+    out = model(dense, kjt())
+    assert out.shape == (3, 1)
+    # A row's logit depends on that row alone and on its features: the rows reversed give the logits reversed,
+    # and three different rows give three different logits.
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(dense.flip(0), kjt(reverse=True)).flip(0), model(dense, kjt()), atol=1e-6)
+    model.train()
+    assert len(set(out.squeeze(1).tolist())) == 3, out
     out.pow(2).sum().backward()  # not the logit sum: FM's zero-initialised first-order rows need a nonzero signal
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"{name}: parameters outside the graph: {no_grad}"

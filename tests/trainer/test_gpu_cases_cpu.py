@@ -1,23 +1,21 @@
-"""The GPU tests' code on CPU: ``tests/dist/gpu_cases.py`` on 2 gloo ranks (uneven batches), and the
+"""The GPU tests' code on CPU: ``tests/dist/gpu_cases.py`` on 2 gloo ranks (uneven batches, in-process
+``conftest.launch``), and the
 host-sync guard (``denoisrec.trainer.host_sync``) catching what it must."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from gpu_cases import launched
 
-from conftest import torchrun
+from conftest import launch
 from denoisrec.denoisers import DENOISERS, build_denoiser, collectives
 from denoisrec.trainer.host_sync import HostSyncError, HostSyncGuard
 
 
 @pytest.mark.dist
 def test_gpu_cases_run_on_two_gloo_ranks(tiny_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "cases.json"
-    torchrun("gpu_cases.py", 2, ["--device", "cpu", "--data", str(tiny_data), "--out", str(out),
-                                 "--root", str(tmp_path)])
-    r = json.loads(out.read_text())
+    r = launch(launched, 2, "cpu", str(tiny_data), str(tmp_path))[0]
     assert r["world_size"] == 2
     s = r["sharding"]
     assert {"table_wise", "column_wise", "data_parallel"} <= set(s["offered"]) and "row_wise" not in s["offered"]

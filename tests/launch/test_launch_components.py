@@ -12,7 +12,7 @@ import pytest
 from denoisrec.launch.components import bench, gen_data, parse_j, train
 from denoisrec.trainer.commands.launch import COMPONENTS_FILE, merge_list_options, torchx_argv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cmd(app) -> list:

@@ -1,7 +1,7 @@
 """The parts that keep runs safe, one at a time and without training (issue 17): the split listing (hidden
 paths, symbolic links), schema roles, the run lock, checkpoint verification and pruning, the ``--out``
 policy, the non-finite guard, metrics compaction and the check of valid/test before training.
-Whole runs that are killed, damaged and collided are in tests/test_robust_runs.py."""
+Whole runs that are killed, damaged and collided are in tests/trainer/test_robust_runs.py."""
 
 import json
 import os

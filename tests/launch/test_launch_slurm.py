@@ -31,7 +31,7 @@ import pytest
 
 from job_probes import free_port, logged_step, worker_pids
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = str(ROOT / "launch" / "components.py") + ":train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
 EPOCHS, BATCH = 2, 64  # 2 epochs of 47 steps per rank on tiny; the reference and the resumed job share them

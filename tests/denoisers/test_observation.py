@@ -14,7 +14,9 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from conftest import torchrun
+from observation_train import launched
+
+from conftest import launch
 from denoisrec.denoisers import build_denoiser
 from denoisrec.denoisers.observation import ObservationModel, observed_log_likelihood
 from denoisrec.trainer.config import Config
@@ -324,8 +326,7 @@ def test_logging_policy(logging: str, tmp_path: Path) -> None:
 
 @pytest.mark.dist
 def test_trains_and_resumes_on_three_ranks_with_diagnostics(tiny_data: Path, tmp_path: Path) -> None:
-    torchrun("observation_train.py", 3, ["--data", str(tiny_data), "--root", str(tmp_path)])
-    r = json.loads((tmp_path / "observation.json").read_text())
+    r = launch(launched, 3, str(tiny_data), str(tmp_path))[0]
     assert r["world"] == 3 and r["steps"] == [16, 7, 16] and r["resumed_from"] == 7
     # Resumed == uninterrupted up to the summation order of 3-rank all-reduces (DDP rebuilds its buckets after
     # the first step of a session); a tower or optimizer state not restored would differ by orders more.

@@ -1,5 +1,5 @@
 """``launch/slurm_local.py`` without daemons: what it needs, the slurm.conf it writes, and how the Slurm tests
-skip where it cannot come up (the jobs themselves are in ``tests/test_launch_slurm.py``)."""
+skip where it cannot come up (the jobs themselves are in ``tests/launch/test_launch_slurm.py``)."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ import pytest
 from denoisrec.launch import slurm_local
 from denoisrec.launch.slurm_local import TOOLS, LocalSlurm, SlurmUnavailable, missing_tools
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fake_bin(tmp: Path, names) -> Path:
@@ -60,7 +60,7 @@ def test_generated_slurm_conf_has_no_cgroups_two_nodes_and_accounting(tmp_path: 
 def test_slurm_tests_skip_with_the_reason_where_slurm_is_absent(tmp_path: Path) -> None:
     env = dict(os.environ, **{slurm_local.SEARCH_PATH_ENV: str(tmp_path)})  # as if slurmctld & co. were absent
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "tests/test_launch_slurm.py"], cwd=str(ROOT), env=env, capture_output=True, text=True,
+                           "tests/launch/test_launch_slurm.py"], cwd=str(ROOT), env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 skipped" in proc.stdout and "passed" not in proc.stdout and "failed" not in proc.stdout

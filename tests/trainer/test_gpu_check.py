@@ -86,7 +86,7 @@ def test_report_path_end_to_end_on_cpu(tmp_path: Path, capsys: pytest.CaptureFix
 
     out = tmp_path / "report"
     rc = gpu_check.main(["--device", "cpu", "--quick", "--denoisers", "tce", "--pipeline", "on",
-                         "--tests", "tests/test_gpu.py -k pipeline", "--out", str(out)])
+                         "--tests", "tests/trainer/test_gpu.py -k pipeline", "--out", str(out)])
     assert rc == 0
     rep = json.loads((out / "gpu_check.json").read_text())
     assert rep["versions"]["torch"] and rep["versions"]["torchrec"] and rep["device"] == "cpu"

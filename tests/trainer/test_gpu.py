@@ -2,7 +2,7 @@
 
 Each test launches ``tests/dist/gpu_cases.py --device cuda`` on one rank (NCCL) for one case; the script
 raises on any failed check, and the assertions here restate what the case must have covered.
-``tests/test_gpu_cases_cpu.py`` runs the same cases on gloo ranks, so CPU CI covers this code.
+``tests/trainer/test_gpu_cases_cpu.py`` runs the same cases on gloo ranks, so CPU CI covers this code.
 """
 
 import json
