@@ -20,6 +20,7 @@ Example (one process)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Dict, Optional
 
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
@@ -72,10 +73,14 @@ class BuiltModel:
     opt: TrainOptimizer
 
 
-def shard_module(module: TrainModule, cfg: Config, env: DistEnv, batch_size: int) -> BuiltModel:
-    """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says."""
+def shard_module(module: TrainModule, cfg: Config, env: DistEnv, batch_size: int,
+                 table_constraints: Optional[Dict[str, Any]] = None) -> BuiltModel:
+    """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says.
+
+    ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement)."""
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
+    constraints = table_constraints or plan_constraints(module, cfg)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)
     model = wrap(module, plan, env, static_graph=static_graph(module))
     return BuiltModel(module, plan, model, train_optimizer(model, cfg.optim))
 
