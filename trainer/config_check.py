@@ -3,7 +3,8 @@
 Every field is checked against its dataclass annotation (``int``, ``float``, ``bool``, ``str``,
 ``Optional[...]``, ``List[str]``, ``Dict``, ``Literal[...]`` choices), then against :data:`RULES` (interval
 or choices) when the field is listed there; model and denoiser hyperparameters against
-:mod:`denoisrec.trainer.options`. A new config field is therefore type-checked from its annotation alone; add a line to :data:`RULES` to bound it.
+:mod:`denoisrec.trainer.options`. A new config field is therefore type-checked from its annotation alone;
+add a line to :data:`RULES` to bound it.
 Each mistake raises one :class:`~denoisrec.trainer.options.UsageError` naming the key, the value and what
 is accepted. Numbers are normalised in place (``lr: 1`` becomes ``1.0``).
 
@@ -23,9 +24,20 @@ import dataclasses
 import typing
 from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Union
 
-from denoisrec.trainer.options import (DENOISER_OPTIONS, DENSE_OPTIMIZERS, DEVICES, MODEL_OPTIONS, SHARDING_TYPES,
-                                       SPARSE_OPTIMIZERS, Opt, UsageError, check_choice, check_denoiser_params,
-                                       check_model_params, check_value)
+from denoisrec.trainer.options import (
+    DENOISER_OPTIONS,
+    DENSE_OPTIMIZERS,
+    DEVICES,
+    MODEL_OPTIONS,
+    SHARDING_TYPES,
+    SPARSE_OPTIMIZERS,
+    Opt,
+    UsageError,
+    check_choice,
+    check_denoiser_params,
+    check_model_params,
+    check_value,
+)
 
 if TYPE_CHECKING:  # config.py calls check_config from Config.validate
     from denoisrec.trainer.config import Config

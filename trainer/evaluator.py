@@ -39,13 +39,22 @@ SaveBest = Callable[[int], Any]  # saves the model as the best at a step
 
 class Evaluator:
     """Args:
-        model: the DMP model; readers: the run's split readers; env, autocast: where and how to run it.
-        cfg: the run's config (``run.eval_every``, ``run.eval_during``, ``data.train_label``).
-        layout: the launch's layout; log: the run log (scalars per split); stopper: early stopping.
+    model: the DMP model; readers: the run's split readers; env, autocast: where and how to run it.
+    cfg: the run's config (``run.eval_every``, ``run.eval_during``, ``data.train_label``).
+    layout: the launch's layout; log: the run log (scalars per split); stopper: early stopping.
     """
 
-    def __init__(self, model: nn.Module, readers: Dict[str, Any], env: DistEnv, autocast: Any, cfg: Config,
-                 layout: RunLayout, log: Any, stopper: EarlyStopping) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        readers: Dict[str, Any],
+        env: DistEnv,
+        autocast: Any,
+        cfg: Config,
+        layout: RunLayout,
+        log: Any,
+        stopper: EarlyStopping,
+    ) -> None:
         self.model, self.readers, self.env, self.autocast = model, readers, env, autocast
         self.cfg, self.layout, self.log, self.stopper = cfg, layout, log, stopper
         self.with_ground_truth = bool(readers["test"].with_ground_truth)
@@ -81,8 +90,9 @@ class Evaluator:
         """A due evaluation: record it in ``state``, update early stopping, save a better model; the console line."""
         state.last_eval = {"step": state.step, **self.run(state.step, self.splits())}
         state.evaluations.append(brief(state.last_eval))
-        improved = self.stopper.update(state.step, state.last_eval["valid"]["auc"]) if "valid" in state.last_eval \
-            else False
+        improved = (
+            self.stopper.update(state.step, state.last_eval["valid"]["auc"]) if "valid" in state.last_eval else False
+        )
         if improved and self.stopper.enabled:
             save_best(state.step)
         return eval_line(state.last_eval, self.stopper)
@@ -91,8 +101,9 @@ class Evaluator:
         """The final metrics: ``valid`` (on the best model when early stopping restored it) and the tests."""
         step, last = state.step, state.last_eval
         metrics: Dict[str, Any] = {}
-        metrics["valid"] = last["valid"] if last.get("step") == step and "valid" in last else \
-            self.run(step, ["valid"])["valid"]
+        metrics["valid"] = (
+            last["valid"] if last.get("step") == step and "valid" in last else self.run(step, ["valid"])["valid"]
+        )
         if self.stopper.enabled:
             if last.get("step") != step and self.stopper.update(step, metrics["valid"]["auc"]):
                 save_best(step)
@@ -111,14 +122,17 @@ class Evaluator:
             self.run(state.step, [s for s in self.splits() if s != "valid"])
         ck.load(os.path.join(ck.root, "best"), self.model, None)
         state.restored_best_step = self.stopper.best_step
-        self.log.print(f"restored the best model (validation AUC {self.stopper.best_auc:.4f} at step "
-                       f"{self.stopper.best_step})")
+        self.log.print(
+            f"restored the best model (validation AUC {self.stopper.best_auc:.4f} at step {self.stopper.best_step})"
+        )
 
 
 def brief(e: Dict[str, Any]) -> Dict[str, Any]:
     """An evaluation in brief for ``summary.json``'s ``evaluations``: AUC, GAUC and logloss per split."""
-    return {"step": e["step"], **{s: {k: m[k] for k in ("auc", "gauc", "logloss")} for s, m in e.items()
-                                  if s != "step"}}
+    return {
+        "step": e["step"],
+        **{s: {k: m[k] for k in ("auc", "gauc", "logloss")} for s, m in e.items() if s != "step"},
+    }
 
 
 def eval_line(e: Dict[str, Any], stopper: EarlyStopping) -> str:

@@ -73,11 +73,13 @@ class BuiltModel:
     opt: TrainOptimizer
 
 
-def shard_module(module: TrainModule, cfg: Config, env: DistEnv, batch_size: int,
-                 table_constraints: Optional[Dict[str, Any]] = None) -> BuiltModel:
+def shard_module(
+    module: TrainModule, cfg: Config, env: DistEnv, batch_size: int, table_constraints: Optional[Dict[str, Any]] = None
+) -> BuiltModel:
     """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says.
 
-    ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement)."""
+    ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement).
+    """
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     constraints = table_constraints or plan_constraints(module, cfg)
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 
 import torch.distributed as dist
 
-from denoisrec.trainer.checkpoint import CheckpointError, Checkpointer, read_meta, step_dir
+from denoisrec.trainer.checkpoint import Checkpointer, CheckpointError, read_meta, step_dir
 from denoisrec.trainer.checkpoint_cadence import PeriodicCheckpointer
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import denoiser_brief, plan_brief
@@ -46,9 +46,17 @@ from denoisrec.trainer.observation_report import write_observation_report
 from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
 from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
-from denoisrec.trainer.run_setup import (apply_table_overrides, global_sum, load_baseline, rank_batch_size,
-                                         read_meta_checked, realimp_against, resume_step, seed_everything,
-                                         train_batches)
+from denoisrec.trainer.run_setup import (
+    apply_table_overrides,
+    global_sum,
+    load_baseline,
+    rank_batch_size,
+    read_meta_checked,
+    realimp_against,
+    resume_step,
+    seed_everything,
+    train_batches,
+)
 from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
@@ -90,10 +98,12 @@ class TrainRecipe:
         self.schema, self.model_schema = feature_views(cfg, schema)  # what the readers and the model see
         batch_size = rank_batch_size(cfg, env.world_size)
         # every file's footer and schema checked here
-        self.readers = split_readers(cfg.data, self.schema, env.rank, env.world_size, cfg.run.seed, env.device,
-                                     batch_size)
-        check_eval_splits_on_main(cfg.data.path, self.schema, cfg.data.preflight_row_groups, env.is_main,
-                                  broadcast_from_main)
+        self.readers = split_readers(
+            cfg.data, self.schema, env.rank, env.world_size, cfg.run.seed, env.device, batch_size
+        )
+        check_eval_splits_on_main(
+            cfg.data.path, self.schema, cfg.data.preflight_row_groups, env.is_main, broadcast_from_main
+        )
         self.train_reader = self.readers["train"]
         spe = len(self.train_reader)
         total = spe * cfg.run.epochs if cfg.run.max_steps is None else min(spe * cfg.run.epochs, cfg.run.max_steps)
@@ -111,23 +121,28 @@ class TrainRecipe:
             compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(self.resume_path)["step"]))
         self.log = RunLog(cfg.run.out, env.is_main, append=self.resume_path is not None)
         self._announce(out_note)
-        self.evaluator = Evaluator(self.model, self.readers, env, self.autocast, cfg, self.layout, self.log,
-                                   self.stopper)
+        self.evaluator = Evaluator(
+            self.model, self.readers, env, self.autocast, cfg, self.layout, self.log, self.stopper
+        )
         self.checkpoints = PeriodicCheckpointer(self.ck, cfg.run.checkpoint_every, self.layout.total_steps)
 
     def _announce(self, out_note: Optional[str]) -> None:
         cfg, env, log = self.cfg, self.env, self.log
         if self.ck.skipped:
-            log.print(f"warning: skipped {len(self.ck.skipped)} newer checkpoint(s) that are incomplete or damaged "
-                      f"(renamed damaged-step_*): {'; '.join(self.ck.skipped)}")
+            log.print(
+                f"warning: skipped {len(self.ck.skipped)} newer checkpoint(s) that are incomplete or damaged "
+                f"(renamed damaged-step_*): {'; '.join(self.ck.skipped)}"
+            )
         if out_note:
             log.print(out_note)
         if env.is_main:
             cfg.save(os.path.join(cfg.run.out, "config.yaml"))
         log.write_json("plan.json", self.plan_info)
-        log.print(f"denoisrec: {env.world_size} rank(s) on {env.device} ({env.backend}); model={cfg.model.name} "
-                  f"denoiser={denoiser_brief(self.module.denoiser)}; precision {cfg.run.precision}; "
-                  f"pipeline {'TrainPipelineSparseDist' if self.pipelined else 'off'}")
+        log.print(
+            f"denoisrec: {env.world_size} rank(s) on {env.device} ({env.backend}); model={cfg.model.name} "
+            f"denoiser={denoiser_brief(self.module.denoiser)}; precision {cfg.run.precision}; "
+            f"pipeline {'TrainPipelineSparseDist' if self.pipelined else 'off'}"
+        )
         log.print(f"output folder: {cfg.run.out}")
         log.print(plan_brief(self.plan_info))
 
@@ -137,51 +152,69 @@ class TrainRecipe:
         if self.resume_path is not None:
             self._load_checkpoint(self.resume_path)
         L, log = self.layout, self.log
-        log.print(f"train: {self.train_reader.total_rows:,} rows, {L.steps_per_epoch} steps/epoch of {L.batch_size} "
-                  f"rows/rank ({L.global_batch} global); running steps {self.state.step}..{L.total_steps}")
+        log.print(
+            f"train: {self.train_reader.total_rows:,} rows, {L.steps_per_epoch} steps/epoch of {L.batch_size} "
+            f"rows/rank ({L.global_batch} global); running steps {self.state.step}..{L.total_steps}"
+        )
         hidden = sorted({p for r in self.readers.values() for p in getattr(r, "ignored", [])})
         if hidden:
-            log.print(f"data: ignored {len(hidden)} hidden path(s) starting with _ or . (Spark/Hive convention): "
-                      f"{', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''}")
+            log.print(
+                f"data: ignored {len(hidden)} hidden path(s) starting with _ or . (Spark/Hive convention): "
+                f"{', '.join(hidden[:3])}{' ...' if len(hidden) > 3 else ''}"
+            )
         bind_run_length(self.model, L.steps_per_epoch, L.total_steps, log)  # schedules in epochs → steps
-        prepare_denoiser(self.model, self.cfg, self.train_reader, self.opt.optimizer, self.env.device, log,
-                         self.readers["valid"])  # DeCA(p)'s phase 1
+        prepare_denoiser(
+            self.model, self.cfg, self.train_reader, self.opt.optimizer, self.env.device, log, self.readers["valid"]
+        )  # DeCA(p)'s phase 1
 
     def _load_checkpoint(self, path: str) -> None:
         meta, L, env = read_meta_checked(path, self.spec, self.cfg), self.layout, self.env
         self.ck.load(path, self.model, self.opt)
         start = resume_step(meta, L.steps_per_epoch, L.global_batch)
         if start > L.total_steps:
-            raise CheckpointError(f"{path}: trained to step {meta['step']}, past this run's budget of "
-                                  f"{L.total_steps} steps (run.epochs, --steps); raise it, or start fresh with "
-                                  "--set run.resume=never run.overwrite=true")
+            raise CheckpointError(
+                f"{path}: trained to step {meta['step']}, past this run's budget of "
+                f"{L.total_steps} steps (run.epochs, --steps); raise it, or start fresh with "
+                "--set run.resume=never run.overwrite=true"
+            )
         self.state.load_meta(meta, start)
         if os.path.realpath(step_dir(self.ck.root, start)) == path:
             self.state.checkpoint_path = step_dir(self.ck.root, start)  # a finished run is not saved again
         self.stopper.load_state_dict(meta.get("early_stop", {}))
-        self.state.resumed = {"path": path, "from_step": int(meta["step"]), "world_size": meta["world_size"],
-                              "start_step": start}
+        self.state.resumed = {
+            "path": path,
+            "from_step": int(meta["step"]),
+            "world_size": meta["world_size"],
+            "start_step": start,
+        }
         note = ""
         if meta["world_size"] != env.world_size:
-            note = (f"; re-sharded from {meta['world_size']} rank(s): tables re-sharded on load, data position "
-                    f"mapped by rows to step {start}, RNG re-seeded")
+            note = (
+                f"; re-sharded from {meta['world_size']} rank(s): tables re-sharded on load, data position "
+                f"mapped by rows to step {start}, RNG re-seeded"
+            )
             seed_everything(self.cfg.run.seed + start)
-        self.log.print(f"resumed from {path} at step {meta['step']} (epoch {meta['epoch']}, "
-                       f"{meta['batches_in_epoch']} batches into it){note}")
+        self.log.print(
+            f"resumed from {path} at step {meta['step']} (epoch {meta['epoch']}, "
+            f"{meta['batches_in_epoch']} batches into it){note}"
+        )
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self) -> None:
         """Train from ``state.step`` until the budget, early stopping, a hook's stop or the session's end."""
         cfg, env, state = self.cfg, self.env, self.state
-        self.guard = NonFiniteGuard(cfg.run.nonfinite, cfg.run.nonfinite_check_every, env.device,
-                                    cfg.run.nonfinite_max_skips)
-        self.stepper = Stepper(self.model, self.opt.optimizer, env.device, self.pipelined, self.autocast,
-                               skip_nonfinite=self.guard.skip)
+        self.guard = NonFiniteGuard(
+            cfg.run.nonfinite, cfg.run.nonfinite_check_every, env.device, cfg.run.nonfinite_max_skips
+        )
+        self.stepper = Stepper(
+            self.model, self.opt.optimizer, env.device, self.pipelined, self.autocast, skip_nonfinite=self.guard.skip
+        )
         set_lr(self.opt.lr_groups, self.schedule.multiplier(state.step))
         self.model.train()
         progress = Progress(self.layout.total_steps, state.start_step, env.is_main, cfg.run.progress)
-        self.logger = TrainLogger(self.log, progress, cfg.run.log_every, self.layout, self.opt, self.schedule,
-                                  self.model)
+        self.logger = TrainLogger(
+            self.log, progress, cfg.run.log_every, self.layout, self.opt, self.schedule, self.model
+        )
         t_train = time.time()
         feed = None
         if not self.stopper.stop:
@@ -211,8 +244,9 @@ class TrainRecipe:
         self.logger.after_step(state, value, rows, stepper.last_skipped, out)
         if hooks is not None:
             hooks.on_step(step, (step - 1) // L.steps_per_epoch, stepper.last_batch, out)
-            if step % L.steps_per_epoch == 0 and \
-                    hooks.on_epoch_end(step // L.steps_per_epoch - 1, self.model, self.readers, self.env):
+            if step % L.steps_per_epoch == 0 and hooks.on_epoch_end(
+                step // L.steps_per_epoch - 1, self.model, self.readers, self.env
+            ):
                 return True
         if self._between_steps():
             return True
@@ -224,7 +258,8 @@ class TrainRecipe:
 
     def _between_steps(self) -> bool:
         """Evaluation and checkpoint when due (the pipeline detached, the time out of the window); ``True`` when
-        early stopping ends training."""
+        early stopping ends training.
+        """
         step, progress = self.state.step, self.logger.progress
         due_eval, due_ckpt = self.evaluator.due(step), self.checkpoints.due(step)
         if not (due_eval or due_ckpt):
@@ -242,8 +277,10 @@ class TrainRecipe:
         self.logger.paused(paused)
         if self.stopper.stop:
             s = self.stopper
-            progress.write(f"early stop at step {step}: no better validation AUC in {s.patience} evaluations "
-                           f"(best {s.best_auc:.4f} at step {s.best_step})")
+            progress.write(
+                f"early stop at step {step}: no better validation AUC in {s.patience} evaluations "
+                f"(best {s.best_auc:.4f} at step {s.best_step})"
+            )
         return self.stopper.stop
 
     def _save_best(self, step: int) -> None:
@@ -252,14 +289,19 @@ class TrainRecipe:
     def position_meta(self, at: int) -> Dict[str, Any]:
         """A checkpoint's metadata after ``at`` steps (collective: rows are summed over ranks)."""
         cfg, state, L = self.cfg, self.state, self.layout
-        reports = position_reports(self.epoch_reports, self.train_reader, at // L.steps_per_epoch,
-                                   at % L.steps_per_epoch, L.batch_size)
+        reports = position_reports(
+            self.epoch_reports, self.train_reader, at // L.steps_per_epoch, at % L.steps_per_epoch, L.batch_size
+        )
         return {
-            **L.position(at), "spec": self.spec.to_dict(),
+            **L.position(at),
+            "spec": self.spec.to_dict(),
             "denoiser": {"name": cfg.denoiser.name, "params": cfg.denoiser.params},
-            "plan": self.plan_info, "early_stop": self.stopper.state_dict(),
+            "plan": self.plan_info,
+            "early_stop": self.stopper.state_dict(),
             "rows_trained": state.rows_before + int(global_sum(float(state.local_samples), self.env.device)),
-            "first_loss": state.first_loss, "seed": cfg.run.seed, "launch": state.launch,
+            "first_loss": state.first_loss,
+            "seed": cfg.run.seed,
+            "launch": state.launch,
             "rows_read": state.history + with_launch(gather_reports(reports), state.launch),
         }
 
@@ -269,8 +311,9 @@ class TrainRecipe:
         self.checkpoints.save_final(self.state, self.model, self.opt, self.position_meta)
         if self.state.interrupted:
             return self._end_session()
-        observation = write_observation_report(self.model, self.cfg.data.path, self.cfg.run.out, self.env.is_main,
-                                               self.log)  # its tower's h, h'
+        observation = write_observation_report(
+            self.model, self.cfg.data.path, self.cfg.run.out, self.env.is_main, self.log
+        )  # its tower's h, h'
         metrics = self.evaluator.final(self.state, self.ck, self._save_best)
         summary = self._summary(metrics, observation, self._export(metrics)).to_dict()
         self.log.write_json("summary.json", summary)
@@ -280,13 +323,19 @@ class TrainRecipe:
 
     def _end_session(self) -> Dict[str, Any]:
         state = self.state
-        summary = SessionSummary(steps=state.step, total_steps=self.layout.total_steps,
-                                 checkpoint=state.checkpoint_path, resumed=state.resumed,
-                                 train_seconds=round(self.train_seconds, 3),
-                                 wall_seconds=round(time.time() - self.t_start, 3)).to_dict()
-        self.log.print(f"stopped after {self.cfg.run.stop_after_steps} step(s) of this session at step {state.step}/"
-                       f"{self.layout.total_steps}; checkpoint {state.checkpoint_path} (run again with "
-                       "run.resume=auto to continue)")
+        summary = SessionSummary(
+            steps=state.step,
+            total_steps=self.layout.total_steps,
+            checkpoint=state.checkpoint_path,
+            resumed=state.resumed,
+            train_seconds=round(self.train_seconds, 3),
+            wall_seconds=round(time.time() - self.t_start, 3),
+        ).to_dict()
+        self.log.print(
+            f"stopped after {self.cfg.run.stop_after_steps} step(s) of this session at step {state.step}/"
+            f"{self.layout.total_steps}; checkpoint {state.checkpoint_path} (run again with "
+            "run.resume=auto to continue)"
+        )
         self.log.write_json("session.json", summary)
         self.log.close()
         return summary
@@ -296,12 +345,19 @@ class TrainRecipe:
         cfg = self.cfg
         if not cfg.run.export:
             return None
-        return self.ck.export_model(self.model, os.path.join(cfg.run.out, "model.pt"), self.spec,
-                                    self.model_schema.to_dict(), extra={
-                                        "step": self.state.step, "metrics": metrics,
-                                        "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
-                                        "restored_best_step": self.state.restored_best_step,
-                                        "config": cfg.to_dict()})
+        return self.ck.export_model(
+            self.model,
+            os.path.join(cfg.run.out, "model.pt"),
+            self.spec,
+            self.model_schema.to_dict(),
+            extra={
+                "step": self.state.step,
+                "metrics": metrics,
+                "denoiser": {"name": cfg.denoiser.name, **cfg.denoiser.params},
+                "restored_best_step": self.state.restored_best_step,
+                "config": cfg.to_dict(),
+            },
+        )
 
     def _summary(self, metrics: Dict[str, Any], observation: Any, model_file: Optional[str]) -> RunSummary:
         cfg, env, state, L = self.cfg, self.env, self.state, self.layout
@@ -311,20 +367,39 @@ class TrainRecipe:
             dist.all_gather_object(rows_per_rank, state.local_samples)
         g = self.global_samples
         return RunSummary(
-            config=cfg.to_dict(), world_size=env.world_size, device=str(env.device), backend=env.backend,
+            config=cfg.to_dict(),
+            world_size=env.world_size,
+            device=str(env.device),
+            backend=env.backend,
             precision=cfg.run.precision,
             pipeline={"on": self.pipelined, "pipelined_modules": self.stepper.pipelined_modules},
-            plan=self.plan_info, steps=state.step, total_steps=L.total_steps, steps_per_epoch=L.steps_per_epoch,
+            plan=self.plan_info,
+            steps=state.step,
+            total_steps=L.total_steps,
+            steps_per_epoch=L.steps_per_epoch,
             batch_size_per_rank=L.batch_size,
             epochs_started=(state.step - 1) // L.steps_per_epoch + 1 if state.step else 0,
-            rows_trained={"total": state.rows_before + int(g), "this_session": int(g),
-                          "per_rank": [int(r) for r in rows_per_rank]},
-            ranks=describe_ranks(env), train_rows_in_split=self.train_reader.total_rows, rows_read=self.rows_read,
+            rows_trained={
+                "total": state.rows_before + int(g),
+                "this_session": int(g),
+                "per_rank": [int(r) for r in rows_per_rank],
+            },
+            ranks=describe_ranks(env),
+            train_rows_in_split=self.train_reader.total_rows,
+            rows_read=self.rows_read,
             loss={"first": state.first_loss, "last": state.last_loss},
-            throughput_samples_per_s=g / max(self.train_seconds, 1e-9), train_seconds=round(self.train_seconds, 3),
+            throughput_samples_per_s=g / max(self.train_seconds, 1e-9),
+            train_seconds=round(self.train_seconds, 3),
             eval_and_checkpoint_seconds=round(state.pause_seconds, 3),
-            wall_seconds=round(time.time() - self.t_start, 3), metrics=metrics, evaluations=state.evaluations,
+            wall_seconds=round(time.time() - self.t_start, 3),
+            metrics=metrics,
+            evaluations=state.evaluations,
             early_stopping={**self.stopper.state_dict(), "restored_best_step": state.restored_best_step},
-            resumed=state.resumed, launch=state.launch, nonfinite_skipped_steps=self.guard.skipped,
-            observation=observation, checkpoint=state.checkpoint_path, model_file=model_file,
-            realimp=realimp_against(metrics, self.baseline) if self.baseline is not None else None)
+            resumed=state.resumed,
+            launch=state.launch,
+            nonfinite_skipped_steps=self.guard.skipped,
+            observation=observation,
+            checkpoint=state.checkpoint_path,
+            model_file=model_file,
+            realimp=realimp_against(metrics, self.baseline) if self.baseline is not None else None,
+        )

@@ -43,10 +43,13 @@ def apply_table_overrides(schema: DataSchema, tables: Dict[str, Dict[str, int]])
             raise ValueError(f"model.tables.{feature}: unknown sparse feature; the data has {sorted(names)}")
         bad = set(opts) - {"num_embeddings", "embedding_dim"}
         if bad:
-            raise ValueError(f"model.tables.{feature}: unknown key(s) {sorted(bad)}; "
-                             "expected num_embeddings, embedding_dim")
-    sparse = [dataclasses.replace(f, num_embeddings=int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)))
-              for f in schema.sparse]
+            raise ValueError(
+                f"model.tables.{feature}: unknown key(s) {sorted(bad)}; expected num_embeddings, embedding_dim"
+            )
+    sparse = [
+        dataclasses.replace(f, num_embeddings=int(tables.get(f.name, {}).get("num_embeddings", f.num_embeddings)))
+        for f in schema.sparse
+    ]
     return DataSchema.from_dict({**schema.to_dict(), "sparse": [vars(f) for f in sparse]})
 
 
@@ -83,8 +86,9 @@ def realimp_against(metrics: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[s
     return out
 
 
-def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int,
-                  reports: Optional[List[Any]] = None) -> Iterator[Any]:
+def train_batches(
+    reader: ParquetBatchReader, start_step: int, total_steps: int, reports: Optional[List[Any]] = None
+) -> Iterator[Any]:
     """The batches of steps ``[start_step, total_steps)``: epoch ``step // steps_per_epoch``, skipping the
     batches of that epoch already consumed (the reader is deterministic given the epoch and the seed).
 
@@ -97,7 +101,8 @@ def train_batches(reader: ParquetBatchReader, start_step: int, total_steps: int,
 
 def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -> int:
     """The step to continue from. Same world size and batch: the checkpoint's step. Otherwise the epoch in
-    progress continues after the rows it had consumed, rounded down to a whole batch of the new layout."""
+    progress continues after the rows it had consumed, rounded down to a whole batch of the new layout.
+    """
     if meta["steps_per_epoch"] == steps_per_epoch and meta["global_batch"] == global_batch:
         return int(meta["step"])
     rows = int(meta["batches_in_epoch"]) * int(meta["global_batch"])
@@ -108,13 +113,20 @@ def read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any]
     meta = read_meta(path)
     saved, now = meta.get("spec") or {}, json.loads(json.dumps(spec.to_dict()))
     if saved != now:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
-                         for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-        raise CheckpointError(f"{path}: the checkpoint's model differs from this run's ({diff}); resume with the "
-                              "same model and data, or use --set run.resume=never / another --out")
+        diff = ", ".join(
+            f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now"
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        )
+        raise CheckpointError(
+            f"{path}: the checkpoint's model differs from this run's ({diff}); resume with the "
+            "same model and data, or use --set run.resume=never / another --out"
+        )
     if meta.get("denoiser", {}).get("name") != cfg.denoiser.name:
-        raise CheckpointError(f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
-                              f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out")
+        raise CheckpointError(
+            f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
+            f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out"
+        )
     return meta
 
 

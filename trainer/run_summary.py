@@ -27,8 +27,12 @@ from denoisrec.trainer.data.accounting import format_rows_read
 
 def environment() -> Dict[str, Any]:
     """Python and torch versions, the CPU and its cores."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
 
 
 @dataclass
@@ -44,9 +48,15 @@ class SessionSummary:
     interrupted: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"interrupted": self.interrupted, "steps": self.steps, "total_steps": self.total_steps,
-                "checkpoint": self.checkpoint, "resumed": self.resumed, "train_seconds": self.train_seconds,
-                "wall_seconds": self.wall_seconds}
+        return {
+            "interrupted": self.interrupted,
+            "steps": self.steps,
+            "total_steps": self.total_steps,
+            "checkpoint": self.checkpoint,
+            "resumed": self.resumed,
+            "train_seconds": self.train_seconds,
+            "wall_seconds": self.wall_seconds,
+        }
 
 
 @dataclass
@@ -105,9 +115,11 @@ def format_summary(s: Dict[str, Any]) -> str:
     ri = s.get("realimp") or {}
     for name, m in s["metrics"].items():
         extra = f"  RealImp {ri[name]:+.2%}" if isinstance(ri.get(name), float) and not math.isnan(ri[name]) else ""
-        lines.append(f"  {name:13s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
-                     f"NE {m.get('ne', math.nan):.4f}  ECE {m.get('ece', math.nan):.4f}  "
-                     f"calib {m.get('calibration', math.nan):.3f}  ({m['rows']:,} rows, labels: {m['target']}){extra}")
+        lines.append(
+            f"  {name:13s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
+            f"NE {m.get('ne', math.nan):.4f}  ECE {m.get('ece', math.nan):.4f}  "
+            f"calib {m.get('calibration', math.nan):.3f}  ({m['rows']:,} rows, labels: {m['target']}){extra}"
+        )
     if ri:
         lines.append(f"  RealImp against {ri['baseline']}")
     return "\n".join(lines)

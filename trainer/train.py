@@ -36,12 +36,30 @@ from denoisrec.trainer.factory import build_module, model_spec
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.recipe import TrainRecipe
 from denoisrec.trainer.run_lock import acquire_for_run
-from denoisrec.trainer.run_setup import (apply_table_overrides, load_baseline, rank_batch_size, realimp_against,
-                                         resume_step, seed_everything, train_batches)
+from denoisrec.trainer.run_setup import (
+    apply_table_overrides,
+    load_baseline,
+    rank_batch_size,
+    realimp_against,
+    resume_step,
+    seed_everything,
+    train_batches,
+)
 from denoisrec.trainer.run_summary import format_summary
 
-__all__ = ["train", "build_module", "model_spec", "seed_everything", "apply_table_overrides", "rank_batch_size",
-           "load_baseline", "realimp_against", "resume_step", "train_batches", "format_summary"]
+__all__ = [
+    "train",
+    "build_module",
+    "model_spec",
+    "seed_everything",
+    "apply_table_overrides",
+    "rank_batch_size",
+    "load_baseline",
+    "realimp_against",
+    "resume_step",
+    "train_batches",
+    "format_summary",
+]
 
 
 def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:

@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional
 @dataclass(frozen=True)
 class RunLayout:
     """The launch's fixed shape: ``steps_per_epoch`` of ``batch_size`` rows per rank on ``world_size`` ranks,
-    ``total_steps`` in all (``run.epochs`` capped by ``run.max_steps``)."""
+    ``total_steps`` in all (``run.epochs`` capped by ``run.max_steps``).
+    """
 
     steps_per_epoch: int
     batch_size: int
@@ -38,11 +39,18 @@ class RunLayout:
 
     def position(self, step: int) -> Dict[str, int]:
         """A checkpoint's data position after ``step`` steps (:func:`~denoisrec.trainer.train.resume_step`
-        maps it to another layout)."""
-        return {"step": step, "epoch": step // self.steps_per_epoch,
-                "batches_in_epoch": step % self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
-                "world_size": self.world_size, "batch_size": self.batch_size, "global_batch": self.global_batch,
-                "total_steps": self.total_steps}
+        maps it to another layout).
+        """
+        return {
+            "step": step,
+            "epoch": step // self.steps_per_epoch,
+            "batches_in_epoch": step % self.steps_per_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "global_batch": self.global_batch,
+            "total_steps": self.total_steps,
+        }
 
 
 @dataclass

@@ -49,10 +49,19 @@ class Window:
 class TrainLogger:
     """Args: ``log`` (the files' :class:`MetricLogger`), ``progress`` (the console's), ``log_every``,
     the launch's ``layout``, the ``opt`` (:class:`~denoisrec.trainer.sharding.TrainOptimizer`), the LR
-    ``schedule`` and the DMP ``model`` (for the denoiser's statistics)."""
+    ``schedule`` and the DMP ``model`` (for the denoiser's statistics).
+    """
 
-    def __init__(self, log: MetricLogger, progress: Progress, log_every: int, layout: RunLayout, opt: Any,
-                 schedule: LRSchedule, model: nn.Module) -> None:
+    def __init__(
+        self,
+        log: MetricLogger,
+        progress: Progress,
+        log_every: int,
+        layout: RunLayout,
+        opt: Any,
+        schedule: LRSchedule,
+        model: nn.Module,
+    ) -> None:
         self.log, self.progress, self.log_every, self.layout = log, progress, log_every, layout
         self.opt, self.schedule, self.model = opt, schedule, model
         self.window = Window()

@@ -1,5 +1,6 @@
 """The training job as a recipe: summary.json keeps its keys, the components keep their cadence, the logging
-interface, ``Config.validate`` with ``Literal`` choices, and train.py stays small."""
+interface, ``Config.validate`` with ``Literal`` choices, and train.py stays small.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +22,38 @@ from denoisrec.trainer.train_state import RunLayout, TrainState
 
 # summary.json's keys before the recipe (trainer/train.py at bad11c2); ``realimp`` only with run.baseline
 SUMMARY_KEYS = {
-    "config", "world_size", "device", "backend", "precision", "pipeline", "plan", "steps", "total_steps",
-    "steps_per_epoch", "batch_size_per_rank", "epochs_started", "rows_trained", "ranks", "train_rows_in_split",
-    "rows_read", "loss", "throughput_samples_per_s", "train_seconds", "eval_and_checkpoint_seconds",
-    "wall_seconds", "metrics", "evaluations", "early_stopping", "resumed", "launch", "nonfinite_skipped_steps",
-    "observation", "checkpoint", "model_file", "environment", "realimp",
+    "config",
+    "world_size",
+    "device",
+    "backend",
+    "precision",
+    "pipeline",
+    "plan",
+    "steps",
+    "total_steps",
+    "steps_per_epoch",
+    "batch_size_per_rank",
+    "epochs_started",
+    "rows_trained",
+    "ranks",
+    "train_rows_in_split",
+    "rows_read",
+    "loss",
+    "throughput_samples_per_s",
+    "train_seconds",
+    "eval_and_checkpoint_seconds",
+    "wall_seconds",
+    "metrics",
+    "evaluations",
+    "early_stopping",
+    "resumed",
+    "launch",
+    "nonfinite_skipped_steps",
+    "observation",
+    "checkpoint",
+    "model_file",
+    "environment",
+    "realimp",
 }
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
 
@@ -36,9 +64,27 @@ def test_a_run_writes_todays_summary_keys(tiny_data: Path, tmp_path: Path) -> No
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"metrics": {"valid": {"auc": 0.5}, "test_clean": {"auc": 0.5}}}))
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch-size", "1000",
-                 "--set", "run.export=false", "run.curves=false", "run.progress=none",
-                 f"run.baseline={baseline}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "1000",
+                "--set",
+                "run.export=false",
+                "run.curves=false",
+                "run.progress=none",
+                f"run.baseline={baseline}",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
     assert set(s) == SUMMARY_KEYS
     assert [f for f in RunSummary.__dataclass_fields__] == [k for k in s]  # same order as written
@@ -53,8 +99,16 @@ def test_checkpoint_and_evaluation_cadence_come_from_their_components() -> None:
     assert not PeriodicCheckpointer(None, 0, 10).due(5)  # type: ignore[arg-type]
     layout = RunLayout(steps_per_epoch=5, batch_size=100, world_size=3, total_steps=12)
     assert layout.global_batch == 300 and layout.epoch_of(5) == 1
-    assert layout.position(7) == {"step": 7, "epoch": 1, "batches_in_epoch": 2, "steps_per_epoch": 5,
-                                  "world_size": 3, "batch_size": 100, "global_batch": 300, "total_steps": 12}
+    assert layout.position(7) == {
+        "step": 7,
+        "epoch": 1,
+        "batches_in_epoch": 2,
+        "steps_per_epoch": 5,
+        "world_size": 3,
+        "batch_size": 100,
+        "global_batch": 300,
+        "total_steps": 12,
+    }
 
 
 def test_train_state_continues_a_checkpoints_launch() -> None:
@@ -77,9 +131,17 @@ def test_every_logger_speaks_the_metric_logger_protocol(tmp_path: Path) -> None:
     assert rows[0]["loss"] == 0.5 and rows[0]["auc"] is None and rows[1]["auc"] == 0.7
 
 
-@pytest.mark.parametrize("key,value", [("run.precision", "fp8"), ("run.pipeline", "maybe"),
-                                       ("data.oov_policy", "drop"), ("model.context", "hide"),
-                                       ("run.nonfinite", "ignore"), ("optim.decay", "step")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("run.precision", "fp8"),
+        ("run.pipeline", "maybe"),
+        ("data.oov_policy", "drop"),
+        ("model.context", "hide"),
+        ("run.nonfinite", "ignore"),
+        ("optim.decay", "step"),
+    ],
+)
 def test_validate_checks_literal_choices(key: str, value: str) -> None:
     cfg = Config()
     section, name = key.split(".")
@@ -95,5 +157,9 @@ def test_train_py_is_small_functions_without_closures() -> None:
     assert funcs, "train.py has no functions"
     for f in funcs:
         assert f.end_lineno - f.lineno + 1 <= 60, f"{f.name}: {f.end_lineno - f.lineno + 1} lines"
-        inner = [getattr(n, "name", "lambda") for n in ast.walk(f) if n is not f and isinstance(n, (ast.FunctionDef, ast.Lambda))]
+        inner = [
+            getattr(n, "name", "lambda")
+            for n in ast.walk(f)
+            if n is not f and isinstance(n, (ast.FunctionDef, ast.Lambda))
+        ]
         assert not inner, f"{f.name} holds nested functions {inner}"

@@ -65,8 +65,12 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
     """Run the protocol in this process (one rank); return per-round samples/s and the set-up."""
     import torch
 
-    from denoisrec.trainer.bench.torchrec_reference import (build_reference, mlp_sizes, reference_steps,
-                                                            to_reference_batch)
+    from denoisrec.trainer.bench.torchrec_reference import (
+        build_reference,
+        mlp_sizes,
+        reference_steps,
+        to_reference_batch,
+    )
     from denoisrec.trainer.config import Config
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema

@@ -334,8 +334,8 @@ def worker(spec_path: str) -> None:
     from denoisrec.trainer.config import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.dist import init_distributed, shutdown
     from denoisrec.trainer.denoising import denoiser_of
+    from denoisrec.trainer.dist import init_distributed, shutdown
     from denoisrec.trainer.factory import build_module, shard_module
     from denoisrec.trainer.prior import cache_prior_scores
     from denoisrec.trainer.run_setup import seed_everything
