@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import random
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Generator, List, Optional, cast
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def realimp_against(metrics: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[s
 
 def train_batches(
     reader: ParquetBatchReader, start_step: int, total_steps: int, reports: Optional[List[Any]] = None
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """The batches of steps ``[start_step, total_steps)``: epoch ``step // steps_per_epoch``, skipping the
     batches of that epoch already consumed (the reader is deterministic given the epoch and the seed).
 
@@ -96,7 +96,7 @@ def train_batches(
     epoch ends, when the budget ends it, or when the generator is closed (early stop, end of session). The
     next epoch is read ahead during the last steps of each (:mod:`denoisrec.trainer.data.epochs`).
     """
-    return epoch_batches(reader, start_step, total_steps, reports)
+    return cast(Generator[Any, None, None], epoch_batches(reader, start_step, total_steps, reports))
 
 
 def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -> int:
