@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import yaml
 
+from denoisrec.trainer.config_check import check_config
 from denoisrec.trainer.options import UsageError
 
 
@@ -40,10 +41,10 @@ class DataConfig:
     global_batch_size: Optional[int] = None
     eval_batch_size: int = 8192
     shuffle: bool = True
-    train_label: str = "label"
+    train_label: Literal["label", "clean_label"] = "label"
     schema: Any = None
-    oov_policy: Optional[str] = None
-    nan_policy: Optional[str] = None
+    oov_policy: Optional[Literal["error", "hash"]] = None
+    nan_policy: Optional[Literal["error", "impute"]] = None
     shuffle_buffer: int = 262144
     prefetch: int = 4
     preflight_row_groups: int = 32
@@ -64,7 +65,7 @@ class ModelConfig:
     params: Dict[str, Any] = field(default_factory=dict)
     tables: Dict[str, Dict[str, int]] = field(default_factory=dict)
     embedding_init: Optional[float] = None
-    context: str = "auto"
+    context: Literal["auto", "features", "withhold"] = "auto"
 
 
 @dataclass
@@ -91,7 +92,7 @@ class OptimConfig:
     sparse_lr: float = 0.05
     sparse_weight_decay: float = 0.0
     warmup_steps: int = 0
-    decay: str = "none"
+    decay: Literal["none", "linear", "cosine"] = "none"
     min_lr_ratio: float = 0.0
     clip_grad_norm: Optional[float] = None
 
@@ -147,12 +148,12 @@ class RunConfig:
     resume: str = "auto"
     stop_after_steps: Optional[int] = None
     overwrite: bool = False
-    nonfinite: str = "stop"
+    nonfinite: Literal["stop", "skip", "off"] = "stop"
     nonfinite_check_every: int = 10
     nonfinite_max_skips: int = 10
-    precision: str = "fp32"
-    pipeline: str = "auto"
-    progress: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    pipeline: Literal["auto", "on", "off"] = "auto"
+    progress: Literal["auto", "bar", "log", "none"] = "auto"
     baseline: Optional[str] = None
     export: bool = True
     curves: bool = True
@@ -172,6 +173,13 @@ class Config:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
         return _build(cls, d, "")
+
+    def validate(self) -> "Config":
+        """Check every option before anything heavy starts (:func:`~denoisrec.trainer.config_check.check_config`:
+        each field against its annotation, ``Literal`` choices included, and its bounds); one
+        :class:`~denoisrec.trainer.options.UsageError` names the first bad key. Returns ``self``, numbers
+        normalised."""
+        return check_config(self)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,8 +10,7 @@ Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` sc
 Example::
 
     module = TrainModule(model, build_denoiser("tce", num_gradual=1000))
-    loss, (value, logits, out) = module(batch)
-    loss.backward()
+    loss, (value, logits, out) = module(batch)  # the step (trainer/steps.py) runs backward on ``loss``
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ Example (inside ``prepare_denoiser``)::
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any, Iterable, List, Optional
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from denoisrec.trainer.metrics import auc
+from denoisrec.trainer.steps import Stepper
 
 
 def local_tensors(module: nn.Module) -> List[torch.Tensor]:
@@ -103,16 +105,10 @@ def pretrain_prior(model: nn.Module, d: Any, reader: Any, valid: Optional[Any], 
     model.train()
     t0, done, epoch, best, bad = time.time(), 0, 0, -math.inf, 0
     snapshot: Optional[List[torch.Tensor]] = None
+    stepper = Stepper(model, dense_opt, device, pipelined=False)  # the training step, plain loop
     while done < bound:
         reader.set_epoch(10_000 + epoch)  # a shuffle of its own (the main loop starts again at epoch 0)
-        for batch in reader:
-            if done >= bound:
-                break
-            batch = batch.to(device, non_blocking=True)
-            loss, (value, _, _) = model(batch)
-            dense_opt.zero_grad()
-            loss.backward()
-            dense_opt.step()
+        for value, _, _ in stepper.run(itertools.islice(iter(reader), bound - done)):
             done += 1
             if done % log_every == 0 or done == bound:
                 log.print(f"prior  {done:>6}/{bound} loss {float(value.item()):.4f} ({time.time() - t0:.1f}s)")

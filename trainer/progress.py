@@ -1,7 +1,8 @@
 """Progress on rank 0: a tqdm bar (samples/s, loss, lr, denoiser statistics) or plain log lines.
 
 ``mode``: ``bar`` (tqdm), ``log`` (one line every ``log_every`` steps, for files and CI), ``none``, or
-``auto`` (``bar`` when stderr is a terminal, else ``log``). Messages go through :meth:`Progress.write`, so
+``auto`` (``bar`` when stderr is a terminal, else ``log``). :class:`Progress` is the console's
+:class:`~denoisrec.trainer.metric_logging.MetricLogger` (``log_dict(values, step, epoch=...)``). Messages go through :meth:`Progress.write`, so
 they never tear the bar. The bar moves every step (:meth:`Progress.advance`, no host sync) and its postfix
 stays short (:data:`BAR_KEYS`: loss, samples/s, and the denoiser's noise precision / recall when known);
 every value still goes to ``metrics.jsonl`` and TensorBoard.
@@ -15,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 MODES = ("auto", "bar", "log", "none")
 BAR_KEYS = {"loss": "loss", "samples/s": "samples/s", "truth_precision": "noise prec", "truth_recall": "rec"}
@@ -71,6 +72,15 @@ class Progress:
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
             print(head + " " + log_fields(values), flush=True)
         self._last = step
+
+    def log(self, name: str, data: Any, step: int, kind: str = "train") -> None:
+        self.log_dict({name: data}, step, kind)
+
+    def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train", epoch: Optional[int] = None) -> None:
+        """The :class:`~denoisrec.trainer.metric_logging.MetricLogger` call: a training window moves the bar
+        (or prints a log line); other kinds are summed up by their own console lines."""
+        if kind == "train":
+            self.update(step, dict(payload), epoch=epoch)
 
     def advance(self, step: int) -> None:
         """Move the bar to ``step`` between log steps (the postfix keeps the last window's values)."""

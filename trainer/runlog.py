@@ -6,78 +6,53 @@ Only rank 0 writes. Layout of ``<out>/``: ``config.yaml``, ``plan.json``, ``metr
 
 from __future__ import annotations
 
-import glob
 import json
-import math
 import os
 import sys
-import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+from denoisrec.trainer.metric_logging import MetricLogger, file_loggers, jsonable
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
+_jsonable = jsonable  # the old name
 
 
 class RunLog:
     """Args: ``out`` directory; ``enabled`` is True on rank 0 only; ``append`` continues ``metrics.jsonl``
     and the TensorBoard events (a resumed run); otherwise both start afresh (old events files removed, so
-    a re-run into the same folder does not draw its curves twice)."""
+    a re-run into the same folder does not draw its curves twice).
+
+    A :class:`~denoisrec.trainer.metric_logging.MetricLogger` itself: ``log_dict`` goes to every file logger
+    (:func:`~denoisrec.trainer.metric_logging.file_loggers`); ``print`` and ``write_json`` are the console
+    lines and the JSON outputs."""
 
     def __init__(self, out: str, enabled: bool, append: bool = False) -> None:
         self.out, self.enabled = out, enabled
-        self.t0 = time.time()
-        self._tb = None
-        self._jsonl = None
-        if enabled:
-            os.makedirs(out, exist_ok=True)
-            self._jsonl = open(os.path.join(out, "metrics.jsonl"), "a" if append else "w")
-            tb = os.path.join(out, "tb")
-            if not append:  # a new run into the same folder: one events stream, as metrics.jsonl is rewritten
-                for old in glob.glob(os.path.join(tb, "events.out.tfevents.*")):
-                    os.remove(old)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(tb)
-            except ImportError:  # tensorboard is optional at run time
-                self._tb = None
+        self.loggers: List[MetricLogger] = file_loggers(out, append) if enabled else []
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:
             with open(os.path.join(self.out, name), "w") as f:
-                json.dump(_jsonable(obj), f, indent=2, default=str)
+                json.dump(jsonable(obj), f, indent=2, default=str)
 
     def print(self, msg: str) -> None:
         if self.enabled:
             print(msg, file=sys.stdout, flush=True)
 
+    def log(self, name: str, data: Any, step: int, kind: str = "train") -> None:
+        self.log_dict({name: data}, step, kind)
+
+    def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train") -> None:
+        for logger in self.loggers:
+            logger.log_dict(payload, step, kind)
+
     def scalars(self, step: int, kind: str, values: Dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        rec = {"step": step, "kind": kind, "time": round(time.time() - self.t0, 3), **values}
-        assert self._jsonl is not None
-        self._jsonl.write(json.dumps(_jsonable(rec)) + "\n")
-        self._jsonl.flush()
-        if self._tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
-                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+        """``log_dict`` in the old argument order."""
+        self.log_dict(values, step, kind)
 
     def close(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-            from denoisrec.trainer.run_history import compact_metrics
-
-            compact_metrics(os.path.join(self.out, "metrics.jsonl"))  # a re-evaluated step replaces its record
-        if self._tb is not None:
-            self._tb.close()
+        for logger in self.loggers:
+            logger.close()
+        self.loggers = []
 
 
 def fmt_stats(values: Dict[str, float], keys: Optional[list] = None) -> str:

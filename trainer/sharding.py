@@ -14,7 +14,9 @@ Example::
     plan = make_plan(module, env, sharding_type="table_wise", batch_size=2048)
     dmp = wrap(module, plan, env)
     opt = train_optimizer(dmp, cfg.optim)
-    opt.optimizer.zero_grad(); loss.backward(); opt.optimizer.step()
+    Stepper(dmp, opt.optimizer, env.device, pipelined=False)  # the step: trainer/steps.py
+
+:func:`denoisrec.trainer.factory.shard_module` runs this sequence for every caller.
 """
 
 from __future__ import annotations

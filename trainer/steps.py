@@ -1,4 +1,5 @@
-"""One training step, two ways: a plain loop, or TorchRec's ``TrainPipelineSparseDist``.
+"""The one training step (training, DeCA(p)'s phase 1, ``bench throughput``, ``bench ingest``), two ways: a
+plain loop, or TorchRec's ``TrainPipelineSparseDist``.
 
 Both run ``zero_grad → forward (under autocast) → backward → step`` on the ``TrainOptimizer``'s combined
 optimizer and yield the module's outputs ``(loss value, logits, LossOutput)`` once per step. The pipeline
@@ -8,6 +9,11 @@ Both give the same parameters for the same batches.
 
 Each stage of the plain loop runs under a ``torch.profiler`` label (``denoisrec.next_batch``, ``.to_device``,
 ``.zero_grad``, ``.forward``, ``.backward``, ``.optimizer_step``; free when no profiler is recording).
+
+Why not TorchRec's ``TrainPipelineBase`` for the plain loop (torchrec 1.8): its ``progress`` calls
+``self._model`` and ignores ``custom_model_fwd`` (no autocast), fetches the next batch before the current
+step's forward (a session that stops early would have read, and accounted, one batch it never trained on), and
+always runs backward (``run.nonfinite=skip`` must skip backward and update on a non-finite loss).
 
 Evaluation in between needs the unmodified model: call :meth:`Stepper.pause` before and
 :meth:`Stepper.resume` after (the pipeline swaps the sharded modules' forward while attached).
@@ -22,11 +28,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Iterator, Optional, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
+
+from denoisrec.trainer.train_labels import select_train_labels
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PIPELINE_MODES = ("auto", "on", "off")
@@ -127,3 +135,19 @@ class Stepper:
     def resume(self) -> None:
         if self.pipeline is not None:
             self.pipeline.attach(self.model)
+
+
+class CycledBatches:
+    """An endless iterator over ``batches`` in memory (for benchmarks), each with the labels training reads
+    (``data.train_label``). ``batches`` may be replaced in place (``feed[:] = bigger``) between steps."""
+
+    def __init__(self, batches: List[Any], train_label: str = "label") -> None:
+        self.batches, self.train_label, self.i = batches, train_label, 0
+
+    def __iter__(self) -> "CycledBatches":
+        return self
+
+    def __next__(self) -> Any:
+        batch = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return select_train_labels(batch, self.train_label)

@@ -36,12 +36,13 @@ from denoisrec.denoisers import DENOISERS
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of, plan_constraints, static_graph
+from denoisrec.trainer.denoising import denoiser_of
 from denoisrec.trainer.dist import DistEnv, init_distributed
+from denoisrec.trainer.factory import shard_module
 from denoisrec.trainer.unsharded import unsharded_state_dict
 from denoisrec.trainer.host_sync import HostSyncGuard
 from denoisrec.trainer.module import unwrap
-from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, plan_summary, train_optimizer, wrap
+from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import build_module, model_spec, seed_everything, train
 
@@ -63,11 +64,8 @@ def config(data: str, denoiser: str = "bce", sparse: str = "rowwise_adagrad") ->
 def sharded(cfg: Config, schema: DataSchema, env: DistEnv, constraints: Any = None):  # type: ignore[no-untyped-def]
     """The trainer's build: module → fused sparse optimizer → plan → DMP → combined optimizer."""
     seed_everything(cfg.run.seed)
-    module = build_module(cfg, schema)
-    fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr)
-    plan = make_plan(module, env, None, BATCH, constraints or plan_constraints(module, cfg))
-    model = wrap(module, plan, env, static_graph=static_graph(module))
-    return model, train_optimizer(model, cfg.optim), plan
+    built = shard_module(build_module(cfg, schema), cfg, env, BATCH, constraints)  # the trainer's factory
+    return built.model, built.opt, built.plan
 
 
 def batches(data: str, schema: DataSchema, env: DistEnv, n: int) -> List[Any]:

@@ -26,7 +26,8 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.dist import init_distributed
 from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
 from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, plan_summary, train_optimizer, wrap
+from denoisrec.trainer.factory import shard_module
+from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.train import model_spec, seed_everything
 
 CASES = [
@@ -55,10 +56,9 @@ def launched(data: str) -> List[Dict[str, Any]]:
         seed_everything(0)
         spec = model_spec(cfg, schema)
         module = TrainModule(spec.build(), build_denoiser("bce"))
-        fuse_sparse_optimizer(module, "rowwise_adagrad", 0.05)
-        plan = make_plan(module, env, sharding, batch_size=64)
-        model = wrap(module, plan, env)
-        opt = train_optimizer(model, cfg.optim)
+        cfg.sharding.sharding_type = sharding
+        built = shard_module(module, cfg, env, batch_size=64)  # the trainer's factory
+        model, opt, plan = built.model, built.opt, built.plan
         info = plan_summary(plan)
         assert {t["sharding_type"] for t in info.values()} == {sharding}, (name, info)
         assert {r for t in info.values() for r in t["ranks"]} == {0, 1}, (name, info)

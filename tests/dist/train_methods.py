@@ -19,10 +19,10 @@ from denoisrec.models import build_model, embedding_bag_collection
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of, plan_constraints, prepare_denoiser, static_graph
+from denoisrec.trainer.denoising import denoiser_of, prepare_denoiser
 from denoisrec.trainer.dist import init_distributed
-from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
-from denoisrec.trainer.train import build_module, seed_everything, train
+from denoisrec.trainer.factory import build_train_model
+from denoisrec.trainer.train import seed_everything, train
 
 # Hyperparameters that make each method act within a few steps (and the sharding it runs under).
 METHODS = [
@@ -84,11 +84,8 @@ def changed_groups(before: Dict[str, torch.Tensor], after: Dict[str, torch.Tenso
 def build(cfg: Config, env):  # type: ignore[no-untyped-def]
     seed_everything(cfg.run.seed)
     schema = DataSchema.load(cfg.data.path)
-    module = build_module(cfg, schema)
-    fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-    plan = make_plan(module, env, cfg.sharding.sharding_type, cfg.data.batch_size, plan_constraints(module, cfg))
-    model = wrap(module, plan, env, static_graph=static_graph(module))
-    opt = dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay)
+    built = build_train_model(cfg, schema, env, cfg.data.batch_size)  # the trainer's factory
+    model, opt = built.model, built.opt.optimizer
     reader = ParquetBatchReader(os.path.join(cfg.data.path, "train"), schema, cfg.data.batch_size, env.rank,
                                 env.world_size)
     return schema, model, opt, reader

@@ -65,17 +65,20 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
     """Run the protocol in this process (one rank); return per-round samples/s and the set-up."""
     import torch
 
-    from denoisrec.trainer.bench.torchrec_reference import (build_reference, mlp_sizes, reference_steps,
-                                                            to_reference_batch)
+    from denoisrec.trainer.bench.torchrec_reference import (
+        build_reference,
+        mlp_sizes,
+        reference_steps,
+        to_reference_batch,
+    )
     from denoisrec.trainer.config import Config
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.denoising import plan_constraints, static_graph
     from denoisrec.trainer.dist import init_distributed, shutdown
+    from denoisrec.trainer.factory import build_module, shard_module
     from denoisrec.trainer.module import unwrap
-    from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, train_optimizer, wrap
+    from denoisrec.trainer.run_setup import seed_everything
     from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
-    from denoisrec.trainer.train import build_module, seed_everything
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -102,10 +105,8 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
         seed_everything(0)
         module = build_module(cfg, schema)
         module.denoiser.bind_run(1, 1 << 30)  # as bench throughput: schedules in epochs count 1-step epochs
-        fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr)
-        plan = make_plan(module, env, None, a.batch_size, plan_constraints(module, cfg))
-        model = wrap(module, plan, env, static_graph=static_graph(module))
-        stepper = Stepper(model, train_optimizer(model, cfg.optim).optimizer, dev, pipelined)
+        built = shard_module(module, cfg, env, a.batch_size)  # the trainer's factory
+        stepper = Stepper(built.model, built.opt.optimizer, dev, pipelined)
         steppers[m] = (stepper, stepper.run(itertools.cycle(batches)))
     dense_arch, over_arch = mlp_sizes(unwrap(steppers[BASELINE][0].model).get_submodule("model"))
     seed_everything(0)

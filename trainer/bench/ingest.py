@@ -149,32 +149,28 @@ def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
 
 
 def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[str, Any]:
-    """Rows/s of the skeleton's DLRM + BCE step (forward, backward, fused sparse + dense optimizer) on
-    batches already in memory, in this one process."""
+    """Rows/s of the training step (:class:`~denoisrec.trainer.steps.Stepper`, plain loop) of the default
+    model (DLRM) + BCE from :mod:`~denoisrec.trainer.factory`, on batches already in memory, in this one
+    process."""
     import torch
     import torch.distributed as dist
 
-    from denoisrec.denoisers import build_denoiser
-    from denoisrec.models import build_model, embedding_bag_collection
     from denoisrec.trainer.config import Config
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
     from denoisrec.trainer.dist import init_distributed
-    from denoisrec.trainer.module import TrainModule
-    from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
+    from denoisrec.trainer.factory import build_train_model
+    from denoisrec.trainer.steps import CycledBatches, Stepper
 
     cfg = Config()
+    cfg.data.path = data
     schema = DataSchema.load(data)
     created = not dist.is_initialized()
     env = init_distributed("cpu")
     try:
         torch.manual_seed(0)
-        ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim)
-        model = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
-        module = TrainModule(model, build_denoiser("bce"))
-        fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr)
-        dmp = wrap(module, make_plan(module, env, None, batch_size), env)
-        opt = dense_optimizer(dmp, cfg.optim.dense, cfg.optim.lr)
+        built = build_train_model(cfg, schema, env, batch_size)  # the trainer's factory
+        built.model.train()
         reader = ParquetBatchReader(os.path.join(data, split), schema, batch_size, prefetch=0)
         batches = []
         for b in reader:
@@ -183,18 +179,14 @@ def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[st
             if len(batches) >= min(steps, 8):
                 break
         warmup = 3
-        rows = 0
-        t0 = 0.0
-        for i in range(warmup + steps):
-            if i == warmup:
-                t0 = time.perf_counter()
-            batch = batches[i % len(batches)]
-            loss, _ = dmp(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if i >= warmup:
-                rows += batch.size
+        stepper = Stepper(built.model, built.opt.optimizer, env.device, pipelined=False)  # the trainer's step
+        outputs = stepper.run(CycledBatches(batches, cfg.data.train_label))
+        for _ in range(warmup):
+            next(outputs)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            next(outputs)
+        rows = steps * batch_size
         dt = time.perf_counter() - t0
         return {"rows": rows, "steps": steps, "seconds": dt, "rows_per_s": rows / dt, "model": "dlrm",
                 "denoiser": "bce", "embedding_dim": cfg.model.embedding_dim, "torch_threads": torch.get_num_threads()}

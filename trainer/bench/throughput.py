@@ -3,9 +3,11 @@
 **Protocol.** One process group (1 rank, then N ranks under torchrun: gloo on CPU, NCCL on GPU) builds one
 sharded model per method with the trainer's own code (``build_module`` → fused sparse optimizer → planner →
 ``DistributedModelParallel`` → dense optimizer): the same model, data, batch size and process for every
-method; only the denoiser differs. The training step is the trainer's (labels to device, forward with the
-denoiser, backward, dense step). Batches are read once into memory and cycled, so ingest is not part of
-the comparison (``bench ingest`` measures it).
+method; only the denoiser differs. The model comes from :mod:`denoisrec.trainer.factory` and the timed step is
+the trainer's own :class:`~denoisrec.trainer.steps.Stepper` (zero_grad, forward with the denoiser under
+``run.precision``'s autocast, backward with the fused sparse update, the combined optimizer's step; the plain
+loop, or ``TrainPipelineSparseDist`` where ``run.pipeline`` turns it on); the report names which. Batches are
+read once into memory and cycled, so ingest is not part of the comparison (``bench ingest`` measures it).
 
 1. *Calibration* (``--min-step-ms``): the baseline's step time is measured after warm-up; if it is shorter
    than the target, the batch grows by the missing factor (the issue's target is ≥ 50 ms per step, so that
@@ -169,6 +171,8 @@ def run(a: argparse.Namespace) -> int:
         mode = "time" if ws in timed else "count"
         print(f"bench throughput: {ws} rank(s), mode {mode}, methods {', '.join(methods)}", flush=True)
         results[ws] = launch_worker(a, data, methods, params, ws, mode)
+        if results[ws].get("timed_step"):
+            print(f"bench throughput: timed {results[ws]['timed_step']['step']}", flush=True)
     rep = build_report(a, data, methods, params, results)
     paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
     print(rep.markdown)
@@ -270,8 +274,11 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
     ccols = [("method", "method", "{}")] + [(f"{ws} rank(s): calls / bytes per step", f"w{ws}", "{}") for ws in wss]
     ccols += [(f"added vs bce at {wss[-1]}", f"d{wss[-1]}", "{}"), (f"largest call at {wss[-1]} (B)", "largest", "{}"),
               ("bytes per call grow with ranks", "grows", "{}")]
+    timed_step = next((r["timed_step"] for r in results.values() if r.get("timed_step")), None)
+    step_line = (f"Timed step: {timed_step['step']}, {timed_step['optimizer']}, the model from "
+                 f"trainer/factory.py; --set {timed_step['set'] or '(none)'}.\n\n") if timed_step else ""
     rep.markdown = (
-        f"Model `{a.model}`, data `{data}`; {a.rounds} interleaved rounds × {a.steps} steps per method after "
+        f"{step_line}Model `{a.model}`, data `{data}`; {a.rounds} interleaved rounds × {a.steps} steps per method after "
         f"{a.warmup} warm-up steps; ingest excluded (batches cycled from memory). "
         f"`× baseline`: median over rounds of the ratio to the baseline in the same round.\n\n{table}\n\n"
         f"Loss-layer collectives per step (rank 0; `denoisrec.denoisers.collectives.COUNTER`):\n\n"
@@ -327,12 +334,12 @@ def worker(spec_path: str) -> None:
     from denoisrec.trainer.config import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
+    from denoisrec.trainer.denoising import denoiser_of
     from denoisrec.trainer.dist import init_distributed, shutdown
-    from denoisrec.trainer.sharding import dense_optimizer, fuse_sparse_optimizer, make_plan, wrap
-    from denoisrec.trainer.denoising import denoiser_of, plan_constraints, static_graph
+    from denoisrec.trainer.factory import build_module, shard_module
     from denoisrec.trainer.prior import cache_prior_scores
-    from denoisrec.trainer.train import build_module, seed_everything
-    from denoisrec.trainer.train_labels import select_train_labels
+    from denoisrec.trainer.run_setup import seed_everything
+    from denoisrec.trainer.steps import CycledBatches, Stepper, autocast_context, use_pipeline
 
     with open(spec_path) as f:
         spec = json.load(f)
@@ -369,26 +376,25 @@ def worker(spec_path: str) -> None:
         module = build_module(cfg, schema)
         # Timed as after any ramp (the regime that lasts): schedules in epochs resolve against 1-step epochs.
         module.denoiser.bind_run(1, 1 << 30)
-        fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
-        plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, plan_constraints(module, cfg))
-        model = wrap(module, plan, env, static_graph=static_graph(module))
-        model.train()
-        return model, dense_optimizer(model, cfg.optim.dense, cfg.optim.lr, cfg.optim.weight_decay), cfg
+        built = shard_module(module, cfg, env, batch_size)  # the trainer's factory
+        built.model.train()
+        stepper = Stepper(built.model, built.opt.optimizer, env.device, use_pipeline(cfg.run.pipeline, env.device),
+                          autocast_context(cfg.run.precision, env.device))  # the trainer's step
+        return built.model, stepper.run(CycledBatches(feed, cfg.data.train_label)), stepper
 
     batch_size = spec["batch_size"]
-    batches = load_batches(batch_size)
+    feed: List[Any] = load_batches(batch_size)  # replaced in place when calibration grows the batch
     models = {m: build(m, batch_size) for m in methods}
-    cursor = {m: 0 for m in methods}
+    stepper0 = models[BASELINE][2]
+    timed_step = {"step": "trainer/steps.py Stepper (" + ("TrainPipelineSparseDist" if stepper0.pipeline is not None
+                                                          else "plain loop") + ")",
+                  "optimizer": "CombinedOptimizer (fused sparse in backward + dense)",
+                  "set": spec["set"]}
 
     def run_steps(m: str, n: int) -> None:
-        model, opt, cfg = models[m]
+        outputs = models[m][1]
         for _ in range(n):
-            batch = select_train_labels(batches[cursor[m] % len(batches)], cfg.data.train_label)
-            cursor[m] += 1
-            loss, _ = model(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            next(outputs)
 
     def timed(m: str, n: int) -> float:
         dist.barrier()
@@ -408,13 +414,13 @@ def worker(spec_path: str) -> None:
         if step_ms < spec["min_step_ms"]:
             factor = spec["min_step_ms"] / max(step_ms, 1e-3)
             batch_size = int(-(-batch_size * factor // 256) * 256)  # round up to a multiple of 256
-            batches = load_batches(batch_size)
+            feed[:] = load_batches(batch_size)
         calibration["batch_size"] = batch_size
     for m in methods:  # DeCA(p): f' scored once on the cycled batches, as the trainer does after phase 1
         d = denoiser_of(models[m][0])
         phase = d.needs.pretraining
         if phase is not None and phase.cache_scores:
-            cache_prior_scores(d, batches, env.device)
+            cache_prior_scores(d, feed, env.device)
     for m in methods:
         run_steps(m, spec["warmup"])
 
@@ -451,7 +457,7 @@ def worker(spec_path: str) -> None:
         result = {"mode": spec["mode"], "world_size": env.world_size, "device": str(env.device),
                   "backend": env.backend, "batch_size": batch_size, "threads": torch.get_num_threads(),
                   "calibration": calibration, "rates": rates, "collectives": counts, "profiles": profiles,
-                  "batches_in_memory": len(batches)}
+                  "batches_in_memory": len(feed), "timed_step": timed_step}
         with open(spec["result"], "w") as f:
             json.dump(result, f, indent=2)
     dist.barrier()

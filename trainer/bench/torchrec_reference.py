@@ -3,8 +3,9 @@
 TorchRec's own ``DLRMTrain(DLRM(...))`` over an ``EmbeddingBagCollection`` with the same tables (names,
 rows, width), the same bottom and top MLPs, the same planner inputs (topology, batch size), the same fused
 row-wise Adagrad in backward and the same dense Adam as a denoisrec model built from ``cfg``. The step is
-TorchRec's: ``TrainPipelineSparseDist`` (``progress``; what the trainer uses on CUDA) or the plain ``zero_grad →
-forward → backward → step`` loop; batches are TorchRec's ``Batch`` (dense, KJT, labels). No denoisrec code runs in it.
+TorchRec's: ``TrainPipelineSparseDist`` (``progress``; what the trainer uses on CUDA) or ``TrainPipelineBase``
+(the plain ``zero_grad → forward → backward → step``); batches are TorchRec's ``Batch`` (dense, KJT, labels).
+No denoisrec code runs in it.
 
 Example::
 
@@ -81,14 +82,23 @@ def reference_steps(model: nn.Module, optimizer: Any, device: torch.device, batc
     if pipelined:
         from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
-        pipeline = TrainPipelineSparseDist(model, optimizer, device, custom_model_fwd=forward)
-        while True:
-            value, _, _ = pipeline.progress(batches)  # DLRMTrain's (loss, logits, labels), after the update
-            yield value
-    for batch in batches:
-        batch = batch.to(device, non_blocking=True)
-        optimizer.zero_grad()
-        loss, _ = forward(batch)
-        loss.backward()
-        optimizer.step()
-        yield loss.detach()
+        pipeline: Any = TrainPipelineSparseDist(model, optimizer, device, custom_model_fwd=forward)
+    else:  # TorchRec's plain step; its TrainPipelineBase calls the model itself (no custom_model_fwd)
+        from torchrec.distributed.train_pipeline import TrainPipelineBase
+
+        pipeline = TrainPipelineBase(_Autocast(model, autocast), optimizer, device)
+    while True:
+        value, _, _ = pipeline.progress(batches)  # DLRMTrain's (loss, logits, labels), after the update
+        yield value
+
+
+class _Autocast(nn.Module):
+    """``model`` with its forward under ``autocast`` (for ``TrainPipelineBase``, which has no custom forward)."""
+
+    def __init__(self, model: nn.Module, autocast: Callable[[], ContextManager[Any]]) -> None:
+        super().__init__()
+        self.model, self.autocast = model, autocast
+
+    def forward(self, batch: Batch) -> Any:
+        with self.autocast():
+            return self.model(batch)

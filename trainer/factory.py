@@ -1,0 +1,92 @@
+"""The model factory: build → fuse the sparse optimizer → plan → wrap (DMP) → dense optimizer, in one place.
+
+Training (:mod:`~denoisrec.trainer.recipe`), ``bench throughput``, ``bench ingest`` and the distributed test
+drivers all get their sharded model here, so they all time and test the model training runs.
+
+1. :func:`build_module`: the configured model (``model.*`` over the schema's sparse and dense features) and
+   the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising`) in one
+   :class:`~denoisrec.trainer.module.TrainModule`.
+2. :func:`shard_module`: the sparse optimizer fused into backward, the planner's plan (the denoiser's table
+   constraints included), ``DistributedModelParallel`` and the combined optimizer
+   (:func:`~denoisrec.trainer.sharding.train_optimizer`).
+
+Example (one process)::
+
+    env = init_distributed("cpu")
+    built = build_train_model(cfg, schema, env, batch_size=2048)
+    built.model, built.opt.optimizer, plan_summary(built.plan)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.types import ShardingPlan
+
+from denoisrec.models import ModelSpec
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, static_graph
+from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.module import TrainModule
+from denoisrec.trainer.sharding import TrainOptimizer, fuse_sparse_optimizer, make_plan, train_optimizer, wrap
+
+
+def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
+    """The :class:`ModelSpec` of ``cfg.model`` over ``schema`` (the model's view of the features)."""
+    dims = {f: int(o["embedding_dim"]) for f, o in cfg.model.tables.items() if "embedding_dim" in o}
+    return ModelSpec(
+        name=cfg.model.name,
+        features=[(f.name, f.num_embeddings) for f in schema.sparse],
+        dense_in_features=len(schema.dense),
+        embedding_dim=cfg.model.embedding_dim,
+        dims=dims,
+        params=dict(cfg.model.params),
+        embedding_init=cfg.model.embedding_init,
+    )
+
+
+def build_module(cfg: Config, schema: DataSchema) -> TrainModule:
+    """Model and denoiser in one unsharded module (the target model may not see the context features)."""
+    data_schema, model_schema = feature_views(cfg, schema)
+    spec = model_spec(cfg, model_schema)
+    return TrainModule(spec.build(), build_denoiser_for(cfg, data_schema, spec))
+
+
+@dataclass
+class BuiltModel:
+    """A sharded training model.
+
+    Attributes:
+        module: the unsharded :class:`TrainModule` (now inside ``model``).
+        plan: the sharding plan every rank agreed on.
+        model: the ``DistributedModelParallel`` wrapper to train.
+        opt: the combined sparse + dense optimizer.
+    """
+
+    module: TrainModule
+    plan: ShardingPlan
+    model: DistributedModelParallel
+    opt: TrainOptimizer
+
+
+def shard_module(
+    module: TrainModule, cfg: Config, env: DistEnv, batch_size: int, table_constraints: Optional[Dict[str, Any]] = None
+) -> BuiltModel:
+    """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says.
+
+    ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement).
+    """
+    fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
+    constraints = table_constraints or plan_constraints(module, cfg)
+    plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)
+    model = wrap(module, plan, env, static_graph=static_graph(module))
+    return BuiltModel(module, plan, model, train_optimizer(model, cfg.optim))
+
+
+def build_train_model(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> BuiltModel:
+    """:func:`build_module` then :func:`shard_module`: the model the training job trains."""
+    return shard_module(build_module(cfg, schema), cfg, env, batch_size)
