@@ -34,8 +34,9 @@ def main() -> int:
     from denoisrec.trainer.data.schema import DataSchema
 
     schema = DataSchema.load(a.data)
-    reader = ParquetBatchReader(os.path.join(a.data, "train"), schema, a.batch_size, shuffle=True,
-                                shuffle_buffer=262_144, seed=0, prefetch=4)
+    reader = ParquetBatchReader(
+        os.path.join(a.data, "train"), schema, a.batch_size, shuffle=True, shuffle_buffer=262_144, seed=0, prefetch=4
+    )
     spe = len(reader)
     res: dict = {0: [], default_lookahead(reader): []}
     for _ in range(a.rounds):
@@ -49,13 +50,15 @@ def main() -> int:
                     break
                 waits.append(time.perf_counter() - t)
                 time.sleep(a.step_ms / 1e3)
-            res[look].append((statistics.median(waits[1:spe] + waits[spe + 1:]), waits[spe]))
+            res[look].append((statistics.median(waits[1:spe] + waits[spe + 1 :]), waits[spe]))
     print(f"{a.data}: {spe} steps/epoch of {a.batch_size}, stand-in step {a.step_ms:.0f} ms, {a.rounds} rounds")
     for look, rows in res.items():
         inside = statistics.median(r[0] for r in rows) * 1e3
         boundary = [round(r[1] * 1e3, 1) for r in rows]
-        print(f"  look-ahead {look} steps: wait inside epochs (median) {inside:.2f} ms; "
-              f"wait for epoch 1's first batch {boundary} ms")
+        print(
+            f"  look-ahead {look} steps: wait inside epochs (median) {inside:.2f} ms; "
+            f"wait for epoch 1's first batch {boundary} ms"
+        )
     return 0
 
 

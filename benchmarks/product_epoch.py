@@ -76,8 +76,9 @@ def _latest_step(out: str) -> int:
 def session(cmd: List[str], out: str, env: Dict[str, str], kill_step: int, peaks: Dict[int, int]) -> Dict[str, float]:
     """Run ``cmd`` in its own process group; kill it once the latest checkpoint reaches ``kill_step`` (> 0)."""
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=open(os.path.join(out, "log.txt"), "a"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=open(os.path.join(out, "log.txt"), "a"), stderr=subprocess.STDOUT
+    )
     killed = False
     ranks: Dict[int, int] = {}  # pid -> local rank order of appearance
     while proc.poll() is None:
@@ -102,8 +103,13 @@ def session(cmd: List[str], out: str, env: Dict[str, str], kill_step: int, peaks
             killed = True
             break
         time.sleep(0.2)
-    return {"seconds": time.time() - t0, "killed": killed, "returncode": proc.returncode,
-            "checkpoint_step": _latest_step(out), "ranks_seen": len(ranks)}
+    return {
+        "seconds": time.time() - t0,
+        "killed": killed,
+        "returncode": proc.returncode,
+        "checkpoint_step": _latest_step(out),
+        "ranks_seen": len(ranks),
+    }
 
 
 def main() -> int:
@@ -125,14 +131,37 @@ def main() -> int:
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     spe = math.ceil(math.ceil(rows / a.nproc) / a.batch_size)
     kill_step = int(spe * a.kill_at) // a.checkpoint_every * a.checkpoint_every
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.nproc}",
-           "-m", "denoisrec.trainer", "--data", a.data, "--out", a.out, "--model", a.model, "--denoiser", a.denoiser,
-           "--batch-size", str(a.batch_size), "--epochs", "1", "--set", f"run.checkpoint_every={a.checkpoint_every}",
-           "run.log_every=20", *a.set]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={a.nproc}",
+        "-m",
+        "denoisrec.trainer",
+        "--data",
+        a.data,
+        "--out",
+        a.out,
+        "--model",
+        a.model,
+        "--denoiser",
+        a.denoiser,
+        "--batch-size",
+        str(a.batch_size),
+        "--epochs",
+        "1",
+        "--set",
+        f"run.checkpoint_every={a.checkpoint_every}",
+        "run.log_every=20",
+        *a.set,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED="1")
     peaks: Dict[int, int] = {}
-    print(f"{rows:,} rows, {spe} steps of {a.nproc} x {a.batch_size}; kill after the checkpoint at step {kill_step}",
-          flush=True)
+    print(
+        f"{rows:,} rows, {spe} steps of {a.nproc} x {a.batch_size}; kill after the checkpoint at step {kill_step}",
+        flush=True,
+    )
     first = session(cmd, a.out, env, kill_step, peaks)
     print(f"session 1: {first}", flush=True)
     second = session(cmd, a.out, env, 0, peaks)
@@ -142,14 +171,24 @@ def main() -> int:
     wall = first["seconds"] + second["seconds"]
     trained = s["rows_trained"]["total"]
     result = {
-        "rows": rows, "steps_per_epoch": spe, "nproc": a.nproc, "batch_size": a.batch_size, "model": a.model,
-        "denoiser": a.denoiser, "threads": a.threads, "sessions": [first, second],
-        "wall_seconds": wall, "samples_per_s_session2": s["throughput_samples_per_s"],
+        "rows": rows,
+        "steps_per_epoch": spe,
+        "nproc": a.nproc,
+        "batch_size": a.batch_size,
+        "model": a.model,
+        "denoiser": a.denoiser,
+        "threads": a.threads,
+        "sessions": [first, second],
+        "wall_seconds": wall,
+        "samples_per_s_session2": s["throughput_samples_per_s"],
         "peak_rss_gib_per_rank": {r: round(k / 2**20, 3) for r, k in sorted(peaks.items())},
-        "rows_trained_total": trained, "every_row_once": trained == rows,
-        "rows_read_session2": s.get("rows_read"), "clean_test_auc": s["metrics"]["test_clean"]["auc"],
+        "rows_trained_total": trained,
+        "every_row_once": trained == rows,
+        "rows_read_session2": s.get("rows_read"),
+        "clean_test_auc": s["metrics"]["test_clean"]["auc"],
         "test_auc": s["metrics"]["test_observed"]["auc"],
-        "resumed_from": s.get("resumed"), "train_seconds_session2": s["train_seconds"],
+        "resumed_from": s.get("resumed"),
+        "train_seconds_session2": s["train_seconds"],
         "rows_trained_session2": s["rows_trained"]["this_session"],
         # the full epoch at session 2's training rate (startup, the kill and evaluation excluded)
         "extrapolated_full_epoch_minutes": round(a.full_rows / max(s["throughput_samples_per_s"], 1e-9) / 60, 1),

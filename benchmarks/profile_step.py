@@ -51,9 +51,20 @@ def main() -> int:
     view = tempfile.mkdtemp(prefix="profile-view-")
     schema = single_valued_view(a.data, view, a.table_rows)
     cfg = Config()
-    apply_overrides(cfg, deepfm_overrides([256, 128, 64], 0.2) + [
-        "model.name=deepfm", "model.embedding_dim=16", "optim.dense=adagrad", "optim.lr=0.01",
-        "optim.sparse=adagrad", "optim.sparse_lr=0.01", "optim.weight_decay=0", "optim.sparse_weight_decay=0"])
+    apply_overrides(
+        cfg,
+        deepfm_overrides([256, 128, 64], 0.2)
+        + [
+            "model.name=deepfm",
+            "model.embedding_dim=16",
+            "optim.dense=adagrad",
+            "optim.lr=0.01",
+            "optim.sparse=adagrad",
+            "optim.sparse_lr=0.01",
+            "optim.weight_decay=0",
+            "optim.sparse_weight_decay=0",
+        ],
+    )
     env = init_distributed("cpu")
     torch.manual_seed(0)
     module = build_module(cfg, schema)
@@ -61,8 +72,9 @@ def main() -> int:
     model = wrap(module, make_plan(module, env, None, a.batch_size), env)
     opt = train_optimizer(model, cfg.optim)
     stepper = Stepper(model, opt.optimizer, env.device, pipelined=False)
-    reader = ParquetBatchReader(os.path.join(view, "train"), schema, a.batch_size, shuffle=True,
-                                shuffle_buffer=262_144, seed=0, prefetch=4)
+    reader = ParquetBatchReader(
+        os.path.join(view, "train"), schema, a.batch_size, shuffle=True, shuffle_buffer=262_144, seed=0, prefetch=4
+    )
     need = a.warmup + a.steps
     if len(reader) < need:
         raise SystemExit(f"--data {a.data}: {len(reader)} batches of {a.batch_size}, need {need}")
@@ -76,8 +88,10 @@ def main() -> int:
             next(run)
     dt = time.perf_counter() - t0
     run.close()
-    print(f"{a.steps} steps of {a.batch_size}: {a.steps * a.batch_size / dt:,.0f} samples/s under the profiler, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.steps} steps of {a.batch_size}: {a.steps * a.batch_size / dt:,.0f} samples/s under the profiler, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     events = prof.key_averages()
     stages = [e for e in events if e.key.startswith("denoisrec.")]
     total = sum(e.cpu_time_total for e in stages)

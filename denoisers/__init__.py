@@ -40,8 +40,20 @@ from denoisrec.denoisers.observation import ObservationModel, ObservationTCE
 
 DENOISERS: Dict[str, Type[Denoiser]] = {
     cls.name: cls
-    for cls in (BCE, TruncatedBCE, ReweightedBCE, LCD, LCDRe, SoftBootstrap, HardBootstrap, DART, DeCA, DeCAPrior,
-                ObservationModel, ObservationTCE)
+    for cls in (
+        BCE,
+        TruncatedBCE,
+        ReweightedBCE,
+        LCD,
+        LCDRe,
+        SoftBootstrap,
+        HardBootstrap,
+        DART,
+        DeCA,
+        DeCAPrior,
+        ObservationModel,
+        ObservationTCE,
+    )
 }
 
 
@@ -51,8 +63,9 @@ def options(name: str) -> List[str]:
     return sorted(set(inspect.signature(cls.__init__).parameters) - {"self", "process_group", *cls.NEEDS.injected})
 
 
-def build_denoiser(name: str, process_group: Optional[ProcessGroup] = None, context: Optional[Mapping[str, Any]] = None,
-                   **params: Any) -> Denoiser:
+def build_denoiser(
+    name: str, process_group: Optional[ProcessGroup] = None, context: Optional[Mapping[str, Any]] = None, **params: Any
+) -> Denoiser:
     """Instantiate denoiser ``name`` with hyperparameters ``params`` (unknown names are an error).
 
     ``context`` supplies the arguments the class lists in ``NEEDS.injected`` (e.g. ``tables``, ``device``,
@@ -74,7 +87,24 @@ def build_denoiser(name: str, process_group: Optional[ProcessGroup] = None, cont
 
 
 __all__ = [
-    "BCE", "DART", "DENOISERS", "DeCA", "DeCAPrior", "Denoiser", "DenoiserNeeds", "HardBootstrap", "JobFacts",
-    "LCD", "LCDRe", "LossOutput", "ObservationModel", "ObservationTCE", "Pretraining", "ReweightedBCE",
-    "SoftBootstrap", "TruncatedBCE", "build_denoiser", "options",
+    "BCE",
+    "DART",
+    "DENOISERS",
+    "DeCA",
+    "DeCAPrior",
+    "Denoiser",
+    "DenoiserNeeds",
+    "HardBootstrap",
+    "JobFacts",
+    "LCD",
+    "LCDRe",
+    "LossOutput",
+    "ObservationModel",
+    "ObservationTCE",
+    "Pretraining",
+    "ReweightedBCE",
+    "SoftBootstrap",
+    "TruncatedBCE",
+    "build_denoiser",
+    "options",
 ]

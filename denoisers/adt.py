@@ -70,8 +70,9 @@ class TruncatedBCE(Denoiser):
     GRID = {"eps_max": [0.05, 0.1, 0.2], "num_gradual": [1000, 5000, 10000, 20000, 30000]}
     NEEDS = DenoiserNeeds(run_length=True)  # num_gradual in epochs or as a share of the run
 
-    def __init__(self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep",
-                 process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep", process_group: Optional[ProcessGroup] = None
+    ) -> None:
         super().__init__(process_group)
         if not 0.0 <= eps_max <= 1.0:
             raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1]")
@@ -92,13 +93,18 @@ class TruncatedBCE(Denoiser):
         n = self.num_gradual
         if n > total_steps:
             reached = self.eps_max * total_steps / n
-            return [f"tce option num_gradual={self.ramp} ({n} steps) is longer than the run ({total_steps} steps): "
-                    f"the drop rate reaches only {reached:.3g} (eps_max={self.eps_max}); give it in epochs "
-                    "('1ep') or as a share of the run ('30%')"]
+            return [
+                f"tce option num_gradual={self.ramp} ({n} steps) is longer than the run ({total_steps} steps): "
+                f"the drop rate reaches only {reached:.3g} (eps_max={self.eps_max}); give it in epochs "
+                "('1ep') or as a share of the run ('30%')"
+            ]
         return []
 
     def hparams(self) -> Dict[str, Any]:
-        return {"eps_max": self.eps_max, "num_gradual": int(self.ramp.value) if not self.ramp.relative else str(self.ramp)}
+        return {
+            "eps_max": self.eps_max,
+            "num_gradual": int(self.ramp.value) if not self.ramp.relative else str(self.ramp),
+        }
 
     def drop_rate(self, step: torch.Tensor) -> torch.Tensor:
         """``ε(T) = min(T · ε_max / num_gradual, ε_max)`` (float64)."""
@@ -108,8 +114,13 @@ class TruncatedBCE(Denoiser):
         ramp = step.to(torch.float64) * self.eps_max / n
         return ramp.clamp(max=self.eps_max)
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
@@ -158,8 +169,13 @@ class ReweightedBCE(Denoiser):
     def hparams(self) -> Dict[str, Any]:
         return {"beta": self.beta}
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         z = logits.detach()
         # p^β = exp(β·log σ(z)), (1 − p)^β = exp(β·log σ(−z)): stable for large |z|.

@@ -171,8 +171,9 @@ class Denoiser(nn.Module):
         super().__init__()
         self.process_group = process_group
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("truth_sums", torch.zeros(len(TRUTH_ROWS), len(TRUTH_COLS), dtype=torch.float64),
-                             persistent=False)
+        self.register_buffer(
+            "truth_sums", torch.zeros(len(TRUTH_ROWS), len(TRUTH_COLS), dtype=torch.float64), persistent=False
+        )
         self._host_step = 0
         self._host_key: Optional[Tuple[int, int]] = None
         self.steps_per_epoch: Optional[int] = None  # the run's length, set by bind_run (None outside a run)
@@ -181,9 +182,11 @@ class Denoiser(nn.Module):
     @property
     def needs(self) -> DenoiserNeeds:
         """This denoiser's declaration: the class's ``NEEDS`` plus its model-parallel tables and its
-        :meth:`pretraining` phase (both depend on its options)."""
-        return replace(type(self).NEEDS, model_parallel_tables=tuple(self.model_parallel_tables()),
-                       pretraining=self.pretraining())
+        :meth:`pretraining` phase (both depend on its options).
+        """
+        return replace(
+            type(self).NEEDS, model_parallel_tables=tuple(self.model_parallel_tables()), pretraining=self.pretraining()
+        )
 
     def pretraining(self) -> Optional[Pretraining]:
         """The phase the trainer runs before the main loop (``None``: none; DeCA(p) overrides)."""
@@ -191,7 +194,8 @@ class Denoiser(nn.Module):
 
     def setup_warnings(self, job: JobFacts) -> List[str]:
         """Warnings, one line each, about a job set up in a way this denoiser cannot work well in (the
-        trainer prints them once, after building it). None by default; DeCA overrides."""
+        trainer prints them once, after building it). None by default; DeCA overrides.
+        """
         return []
 
     def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
@@ -202,7 +206,8 @@ class Denoiser(nn.Module):
         """Tell the denoiser the run's length before its first step (the trainer does when ``NEEDS`` declares
         ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the
         run resolve to steps. Returns warnings, one line each, for schedules that do not act within
-        ``total_steps``."""
+        ``total_steps``.
+        """
         self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
         return []
 
@@ -261,12 +266,16 @@ class Denoiser(nn.Module):
 
     def scaled(self, local_sum: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
         """What this rank backpropagates for the global ``Σ local_sum / denominator`` (see "Gradient
-        scaling"); ``denominator`` is global and clamped to 1e-12 so an empty global batch gives 0."""
+        scaling"); ``denominator`` is global and clamped to 1e-12 so an empty global batch gives 0.
+        """
         w = C.world_size(self.process_group)
         return local_sum * (w / denominator.detach().clamp_min(1e-12)).to(local_sum.dtype)
 
     def global_mean(
-        self, per_sample: torch.Tensor, weight: torch.Tensor, local_count: torch.Tensor,
+        self,
+        per_sample: torch.Tensor,
+        weight: torch.Tensor,
+        local_count: torch.Tensor,
         extra: Sequence[torch.Tensor] = (),
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(loss_to_backprop, value, sums)`` for ``L = Σ weight·per_sample / Σ local_count`` over the
@@ -282,8 +291,14 @@ class Denoiser(nn.Module):
 
     # ---- diagnostics -------------------------------------------------------------------------------------
 
-    def track_truth(self, batch: Optional[DenoiserBatch], labels: torch.Tensor, ell: torch.Tensor,
-                    handled: torch.Tensor, posterior: Optional[torch.Tensor] = None) -> None:
+    def track_truth(
+        self,
+        batch: Optional[DenoiserBatch],
+        labels: torch.Tensor,
+        ell: torch.Tensor,
+        handled: torch.Tensor,
+        posterior: Optional[torch.Tensor] = None,
+    ) -> None:
         """Accumulate this step's local ground-truth sums (no collective; nothing if the batch has none).
 
         Args:
@@ -304,9 +319,9 @@ class Denoiser(nn.Module):
             pn = pos * noisy
             ones = torch.ones_like(pn)
             post = posterior.detach().reshape(-1).to(dt) if posterior is not None else ones
-            rows = torch.stack([pn, pos - pn, ones, noisy])                                   # [4, B]
+            rows = torch.stack([pn, pos - pn, ones, noisy])  # [4, B]
             cols = torch.stack([ones, ell.detach().reshape(-1), handled.detach().reshape(-1).to(dt), post], 1)
-            self.truth_sums += (rows @ cols).to(torch.float64)                                # [4, 4]
+            self.truth_sums += (rows @ cols).to(torch.float64)  # [4, 4]
 
     def report(self) -> Dict[str, torch.Tensor]:
         """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
@@ -337,10 +352,16 @@ class Denoiser(nn.Module):
         else:
             cand, cand_noisy = S["all", "count"], S["noisy", "count"]
         v = {
-            "handled": S["all", "handled"], "handled_noisy": S["noisy", "handled"], "cand": cand,
-            "cand_noisy": cand_noisy, "pos_noisy": S["noisy_pos", "count"], "pos_clean": S["clean_pos", "count"],
-            "loss_pos_noisy": S["noisy_pos", "loss"], "loss_pos_clean": S["clean_pos", "loss"],
-            "post_pos_noisy": S["noisy_pos", "posterior"], "post_pos_clean": S["clean_pos", "posterior"],
+            "handled": S["all", "handled"],
+            "handled_noisy": S["noisy", "handled"],
+            "cand": cand,
+            "cand_noisy": cand_noisy,
+            "pos_noisy": S["noisy_pos", "count"],
+            "pos_clean": S["clean_pos", "count"],
+            "loss_pos_noisy": S["noisy_pos", "loss"],
+            "loss_pos_clean": S["clean_pos", "loss"],
+            "post_pos_noisy": S["noisy_pos", "posterior"],
+            "post_pos_clean": S["clean_pos", "posterior"],
         }
 
         def ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -351,8 +372,10 @@ class Denoiser(nn.Module):
             "random_precision": ratio(v["cand_noisy"], v["cand"]),
             "recall": ratio(v["handled_noisy"], v["cand_noisy"]),
             "handled_share": ratio(v["handled"], v["cand"]),
-            "count_candidates": v["cand"], "count_noisy_candidates": v["cand_noisy"],  # float64: exact counts
-            "sum_handled": v["handled"], "sum_handled_noisy": v["handled_noisy"],
+            "count_candidates": v["cand"],
+            "count_noisy_candidates": v["cand_noisy"],  # float64: exact counts
+            "sum_handled": v["handled"],
+            "sum_handled_noisy": v["handled_noisy"],
             "loss_noisy_pos": ratio(v["loss_pos_noisy"], v["pos_noisy"]),
             "loss_clean_pos": ratio(v["loss_pos_clean"], v["pos_clean"]),
         }
@@ -363,7 +386,8 @@ class Denoiser(nn.Module):
 
     def check_stats(self, stats: Dict[str, float]) -> None:
         """Called at log steps with this step's global stats as host floats (the same on every rank): raise
-        to stop a run that has failed in a way the denoiser can recognise (e.g. DeCA's collapse)."""
+        to stop a run that has failed in a way the denoiser can recognise (e.g. DeCA's collapse).
+        """
 
     def model_parallel_tables(self) -> List[str]:
         """Embedding tables of this denoiser that must be sharded model-parallel (not replicated)."""

@@ -11,7 +11,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -24,8 +24,13 @@ class BCE(Denoiser):
 
     name = "bce"
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         weight = torch.ones_like(ell)
         loss, value, _ = self.global_mean(ell, weight, weight.sum())  # one all-reduce: [Σℓ, B]

@@ -42,8 +42,9 @@ class SoftBootstrap(Denoiser):
     positives_only = False
     hard = False
 
-    def __init__(self, lam: float = 0.95, attach_target: bool = False,
-                 process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self, lam: float = 0.95, attach_target: bool = False, process_group: Optional[ProcessGroup] = None
+    ) -> None:
         super().__init__(process_group)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"{self.name} option lam={lam}: must lie in [0, 1]")
@@ -57,8 +58,13 @@ class SoftBootstrap(Denoiser):
         p = torch.sigmoid(logits if self.attach_target else logits.detach())
         return p
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         target = self.lam * labels + (1.0 - self.lam) * self.belief(logits)
         per = soft_bce(logits, target)
         corr = (target.detach() - labels).abs()

@@ -38,8 +38,9 @@ DIGIT_BITS = 11  # radix digit width: 6 rounds cover the 63 bits of a non-negati
 BINS = 1 << DIGIT_BITS
 SHIFTS = tuple(range(63 - DIGIT_BITS, -DIGIT_BITS, -DIGIT_BITS))[:-1] + (0,)  # (52, 41, 30, 19, 8, 0)
 _SHIFT_T = torch.tensor(SHIFTS, dtype=torch.int64)
-_MASK_T = torch.tensor([(1 << (63 - SHIFTS[0])) - 1] + [(1 << (a - b)) - 1 for a, b in zip(SHIFTS, SHIFTS[1:])],
-                       dtype=torch.int64)  # each round's digit width (the last one is narrower)
+_MASK_T = torch.tensor(
+    [(1 << (63 - SHIFTS[0])) - 1] + [(1 << (a - b)) - 1 for a, b in zip(SHIFTS, SHIFTS[1:])], dtype=torch.int64
+)  # each round's digit width (the last one is narrower)
 
 
 @dataclass
@@ -86,8 +87,7 @@ def global_count(mask: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor
     return all_reduce(mask.sum(dtype=torch.int64), "sum", group)
 
 
-def global_min_max(x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                   group: ProcessGroup = None) -> torch.Tensor:
+def global_min_max(x: torch.Tensor, mask: Optional[torch.Tensor] = None, group: ProcessGroup = None) -> torch.Tensor:
     """``[min, max]`` of ``x`` (where ``mask``) over all ranks in one MAX all-reduce; ``[inf, -inf]`` if empty."""
     x = x.detach()
     if mask is not None:
@@ -158,7 +158,8 @@ _FIXED_MAX = 1e5  # per-sample cap, so a batch of 1e6 samples stays far inside i
 
 def fixed_point(x: torch.Tensor) -> torch.Tensor:
     """``round(x · 2^24)`` as int64 (``x`` clamped to [0, 1e5]): integer sums are exact and order-free, so
-    a global sum of them is the same on any number of ranks. Divide by :data:`FIXED_POINT` to read back."""
+    a global sum of them is the same on any number of ranks. Divide by :data:`FIXED_POINT` to read back.
+    """
     x = torch.nan_to_num(x.detach().to(torch.float64), nan=_FIXED_MAX, posinf=_FIXED_MAX)  # NaN: the cap, not garbage
     return torch.round(x.clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
 
@@ -166,14 +167,21 @@ def fixed_point(x: torch.Tensor) -> torch.Tensor:
 def keep_nonfinite(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``value`` (read back from :func:`fixed_point` sums, which cap NaN and inf) made NaN when this rank's
     ``x`` holds a non-finite entry: ``0 · Σx`` is 0 for finite ``x`` and NaN otherwise, so the trainer's
-    non-finite guard (which gathers its flag across ranks) still sees a diverged step. No sync, no collective."""
+    non-finite guard (which gathers its flag across ranks) still sees a diverged step. No sync, no collective.
+    """
     return value + (x.detach().sum() * 0).to(value.dtype)
 
 
-def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor, KFn],
-                 group: ProcessGroup = None, extra: Optional[torch.Tensor] = None,
-                 early_exit: Optional[bool] = None, sums: Optional[torch.Tensor] = None,
-                 hint: Optional[torch.Tensor] = None) -> Selection:
+def radix_select(
+    keys: torch.Tensor,
+    valid: torch.Tensor,
+    k: Union[torch.Tensor, KFn],
+    group: ProcessGroup = None,
+    extra: Optional[torch.Tensor] = None,
+    early_exit: Optional[bool] = None,
+    sums: Optional[torch.Tensor] = None,
+    hint: Optional[torch.Tensor] = None,
+) -> Selection:
     """Exact global k-th largest key among ``valid`` entries, for several k at once.
 
     Keys must be non-negative int64 and distinct across the group (see :func:`order_keys`).
@@ -230,18 +238,24 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     hist0 = torch.zeros(BINS, dtype=torch.int64, device=dev).scatter_add_(0, digits[0], one)
     parts = [hist0]
     if vals is not None:
-        parts.append(torch.zeros(n_rows, BINS, dtype=torch.int64, device=dev).scatter_add_(
-            1, digits[0].unsqueeze(0).expand(n_rows, -1), vals).reshape(-1))
+        parts.append(
+            torch.zeros(n_rows, BINS, dtype=torch.int64, device=dev)
+            .scatter_add_(1, digits[0].unsqueeze(0).expand(n_rows, -1), vals)
+            .reshape(-1)
+        )
     n_hint = 0 if hint is None else hint.numel()
     if hint is not None:  # the second digit of the keys under each guessed top digit (and their sums)
         if n_rows not in (0, 1, n_hint):
             raise ValueError(f"radix_select: sums has {n_rows} rows for {n_hint} hints (expected 1 or {n_hint})")
-        under = one.unsqueeze(0) * (digits[0].unsqueeze(0) == hint.reshape(-1, 1).to(dev))       # [H, N]
+        under = one.unsqueeze(0) * (digits[0].unsqueeze(0) == hint.reshape(-1, 1).to(dev))  # [H, N]
         idx1 = digits[1].unsqueeze(0).expand(n_hint, -1)
         parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(1, idx1, under).reshape(-1))
         if vals is not None:
-            parts.append(torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev).scatter_add_(
-                1, idx1, vals.expand(n_hint, -1) * under).reshape(-1))
+            parts.append(
+                torch.zeros(n_hint, BINS, dtype=torch.int64, device=dev)
+                .scatter_add_(1, idx1, vals.expand(n_hint, -1) * under)
+                .reshape(-1)
+            )
     n_extra = 0 if extra is None else extra.numel()
     if extra is not None:
         parts.append(extra.reshape(-1).to(device=dev, dtype=torch.int64))
@@ -251,10 +265,10 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     sum_hist = payload[BINS:at].view(n_rows, BINS) if n_rows else None
     pre_hist1 = pre_sums1 = None
     if n_hint:
-        pre_hist1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+        pre_hist1 = payload[at : at + n_hint * BINS].view(n_hint, BINS)
         at += n_hint * BINS
         if vals is not None:
-            pre_sums1 = payload[at:at + n_hint * BINS].view(n_hint, BINS)
+            pre_sums1 = payload[at : at + n_hint * BINS].view(n_hint, BINS)
             at += n_hint * BINS
     extra_g = payload[at:] if n_extra else None
     n_valid = hist0.sum()
@@ -288,9 +302,11 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
             if vals is None:
                 hist = all_reduce(hist.view(nk, BINS), "sum", group)
             else:  # counts and sums in one all-reduce
-                sh = torch.zeros(nk * BINS, dtype=torch.int64, device=dev).scatter_add_(0, idx, (vals * match).reshape(-1))
+                sh = torch.zeros(nk * BINS, dtype=torch.int64, device=dev).scatter_add_(
+                    0, idx, (vals * match).reshape(-1)
+                )
                 both = all_reduce(torch.cat([hist, sh]), "sum", group)
-                hist, sum_hist = both[: nk * BINS].view(nk, BINS), both[nk * BINS:].view(nk, BINS)
+                hist, sum_hist = both[: nk * BINS].view(nk, BINS), both[nk * BINS :].view(nk, BINS)
         cs = hist.cumsum(1)
         at_or_above = cs[:, -1:] - cs + hist  # matching keys whose digit is >= b
         sel = ((at_or_above >= remaining.unsqueeze(1)).sum(1) - 1).clamp_min(0)  # largest b reaching it
@@ -314,8 +330,9 @@ def radix_select(keys: torch.Tensor, valid: torch.Tensor, k: Union[torch.Tensor,
     return Selection(thr, kk, n_valid, extra_g, picked, top)
 
 
-def kth_largest_keys(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
-                     group: ProcessGroup = None) -> torch.Tensor:
+def kth_largest_keys(
+    keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, group: ProcessGroup = None
+) -> torch.Tensor:
     """Exact global k-th largest key among ``valid`` entries, for each k in ``k`` (shape ``[K]``).
 
     Returns a ``[K]`` tensor ``thr`` such that ``valid & (keys >= thr[j])`` selects exactly
@@ -325,8 +342,7 @@ def kth_largest_keys(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
     return radix_select(keys, valid, k, group).thr
 
 
-def top_k_mask(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor,
-               group: ProcessGroup = None) -> torch.Tensor:
+def top_k_mask(keys: torch.Tensor, valid: torch.Tensor, k: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor:
     """Boolean ``[K, N]`` (or ``[N]`` for a scalar ``k``): the global top-``k`` valid entries by key."""
     thr = kth_largest_keys(keys, valid, k, group)
     mask = valid.unsqueeze(0) & (keys.unsqueeze(0) >= thr.unsqueeze(1))

@@ -66,8 +66,14 @@ class DART(Denoiser):
     }
     NEEDS = DenoiserNeeds(run_length=True)  # t_i, t_m in epochs or as a share of the run
 
-    def __init__(self, t_i: Union[int, str] = 0, t_m: Union[int, str] = "1ep", tau_m: float = 0.04,
-                 r: float = 0.5, process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self,
+        t_i: Union[int, str] = 0,
+        t_m: Union[int, str] = "1ep",
+        tau_m: float = 0.04,
+        r: float = 0.5,
+        process_group: Optional[ProcessGroup] = None,
+    ) -> None:
         super().__init__(process_group)
         self.start, self.ramp = Span.parse("dart option t_i", t_i), Span.parse("dart option t_m", t_m)
         if not 0.0 <= tau_m <= 1.0:
@@ -94,20 +100,25 @@ class DART(Denoiser):
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
         super().bind_run(steps_per_epoch, total_steps)
         t_i, t_m = self.t_i, self.t_m
-        where = (f"dart options t_i={self.start}, t_m={self.ramp} ({t_i} + {t_m} steps) against a run of "
-                 f"{total_steps} steps")
+        where = (
+            f"dart options t_i={self.start}, t_m={self.ramp} ({t_i} + {t_m} steps) against a run of {total_steps} steps"
+        )
         if t_i >= total_steps:
-            return [f"{where}: identification never starts; give them in epochs ('1ep') or as a share of the "
-                    "run ('30%')"]
+            return [
+                f"{where}: identification never starts; give them in epochs ('1ep') or as a share of the run ('30%')"
+            ]
         if t_i + t_m > total_steps:
             reached = self.tau_m * min(1.0, (total_steps - t_i) / max(t_m, 1))
-            return [f"{where}: tau reaches only {reached:.3g} (tau_m={self.tau_m}); give them in epochs ('1ep') "
-                    "or as a share of the run ('30%')"]
+            return [
+                f"{where}: tau reaches only {reached:.3g} (tau_m={self.tau_m}); give them in epochs ('1ep') "
+                "or as a share of the run ('30%')"
+            ]
         return []
 
     def hparams(self) -> Dict[str, Any]:
         def show(span: Span) -> Any:
             return str(span) if span.relative else int(span.value)
+
         return {"t_i": show(self.start), "t_m": show(self.ramp), "tau_m": self.tau_m, "r": self.r}
 
     def rate(self, step: torch.Tensor) -> torch.Tensor:
@@ -118,8 +129,13 @@ class DART(Denoiser):
             return torch.where(t >= 0, torch.full_like(t, self.tau_m), torch.zeros_like(t))
         return (t / t_m * self.tau_m).clamp(min=0.0, max=self.tau_m)
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         tau = self.rate(self.step)
@@ -134,8 +150,9 @@ class DART(Denoiser):
         local = torch.stack([torch.full((), labels.numel(), dtype=torch.int64, device=labels.device), q.sum()])
         # One select gives both thresholds, B, Σℓ, the identified positives' Σℓ and the relabelled ones'
         # Σ BCE(p, 0): Σ_kept BCE(p, y') = Σℓ − Σ_identified ℓ + Σ_relabelled BCE(p, 0). No other collective.
-        sel = C.radix_select(keys, pos, counts, self.process_group, local, sums=torch.stack([q, q0]),
-                             hint=self._hint)  # the last step's top digits: usually decides in one round
+        sel = C.radix_select(
+            keys, pos, counts, self.process_group, local, sums=torch.stack([q, q0]), hint=self._hint
+        )  # the last step's top digits: usually decides in one round
         self._hint = sel.top
         identified = pos & (keys >= sel.thr[0])
         relabelled = pos & (keys >= sel.thr[1])

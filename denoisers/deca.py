@@ -71,8 +71,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributed import ProcessGroup
 
-from denoisrec.denoisers.base import (Denoiser, DenoiserNeeds, JobFacts, LossOutput, Pretraining, bce_per_sample,
-                                      no_decisions)
+from denoisrec.denoisers.base import (
+    Denoiser,
+    DenoiserNeeds,
+    JobFacts,
+    LossOutput,
+    Pretraining,
+    bce_per_sample,
+    no_decisions,
+)
 from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.mf import MFHeads
 
@@ -109,61 +116,93 @@ class DeCA(Denoiser):
     HEADS: ClassVar[Tuple[str, ...]] = ("g", "h", "hp")
     reports_posterior = True
 
-    def __init__(self, tables: Mapping[str, int], C1: Optional[float] = None, C2: Optional[float] = None,
-                 alpha: float = 1.0,
-                 user_feature: str = "user_id", item_feature: str = "item_id", mf_dim: int = 32,
-                 objective: str = "marginal", device: Optional[torch.device] = None,
-                 process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, int],
+        C1: Optional[float] = None,
+        C2: Optional[float] = None,
+        alpha: float = 1.0,
+        user_feature: str = "user_id",
+        item_feature: str = "item_id",
+        mf_dim: int = 32,
+        objective: str = "marginal",
+        device: Optional[torch.device] = None,
+        process_group: Optional[ProcessGroup] = None,
+    ) -> None:
         super().__init__(process_group)
         if objective not in self.OBJECTIVES:
             raise ValueError(f"{self.name} option objective={objective!r}: expected one of {list(self.OBJECTIVES)}")
         self.objective = objective
         for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
             if feat not in tables:
-                raise ValueError(f"{self.name} option {opt}={feat!r}: not a sparse feature of the data "
-                                 f"(have {sorted(tables)})")
+                raise ValueError(
+                    f"{self.name} option {opt}={feat!r}: not a sparse feature of the data (have {sorted(tables)})"
+                )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"{self.name} option alpha={alpha}: must lie in [0, 1]")
         if objective == "marginal" and (C1 is not None or C2 is not None):
-            raise ValueError(f"{self.name} options C1={C1}, C2={C2}: used only by objective=paper (the default "
-                             "objective=marginal has no constants); add -p objective=paper or drop them")
+            raise ValueError(
+                f"{self.name} options C1={C1}, C2={C2}: used only by objective=paper (the default "
+                "objective=marginal has no constants); add -p objective=paper or drop them"
+            )
         C1, C2 = (1000.0 if C1 is None else C1), (10.0 if C2 is None else C2)
         if C1 < 0 or C2 < 0:
             raise ValueError(f"{self.name} options C1={C1}, C2={C2}: must be >= 0")
         self.C1, self.C2, self.alpha = float(C1), float(C2), float(alpha)
         self.user_feature, self.item_feature, self.mf_dim = user_feature, item_feature, int(mf_dim)
         # g (DeCA only), h = P(ỹ=1 | y=0), h' = P(ỹ=1 | y=1): one EBC, tables deca_<head>_<feature>.
-        self.mf = MFHeads(self.HEADS, user_feature, item_feature, int(tables[user_feature]),
-                          int(tables[item_feature]), mf_dim, "deca_", device)
+        self.mf = MFHeads(
+            self.HEADS,
+            user_feature,
+            item_feature,
+            int(tables[user_feature]),
+            int(tables[item_feature]),
+            mf_dim,
+            "deca_",
+            device,
+        )
 
     def model_parallel_tables(self) -> List[str]:
         """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
-        the sub-task's inactive noise model (its gradient is exactly zero)."""
+        the sub-task's inactive noise model (its gradient is exactly zero).
+        """
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def setup_warnings(self, job: JobFacts) -> List[str]:
         """A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a
-        fused sparse optimizer without momentum or weight decay on model-parallel tables."""
+        fused sparse optimizer without momentum or weight decay on model-parallel tables.
+        """
         out = []
         if job.sparse_optimizer == "adam" or job.sparse_weight_decay > 0:
-            out.append(f"--denoiser {self.name}: the sub-task's inactive noise model gets a zero gradient, which "
-                       f"optim.sparse={job.sparse_optimizer} with sparse_weight_decay={job.sparse_weight_decay} "
-                       "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
-                       "to keep it exactly frozen")
+            out.append(
+                f"--denoiser {self.name}: the sub-task's inactive noise model gets a zero gradient, which "
+                f"optim.sparse={job.sparse_optimizer} with sparse_weight_decay={job.sparse_weight_decay} "
+                "still turns into an update; use rowwise_adagrad, adagrad or sgd without weight decay "
+                "to keep it exactly frozen"
+            )
         if job.sharding_type == "data_parallel":
-            out.append(f"--denoiser {self.name} with sharding.sharding_type=data_parallel: its noise models' tables "
-                       "are then stepped by the dense optimizer, whose momentum moves the sub-task's inactive "
-                       "noise model; prefer a model-parallel sharding type")
+            out.append(
+                f"--denoiser {self.name} with sharding.sharding_type=data_parallel: its noise models' tables "
+                "are then stepped by the dense optimizer, whose momentum moves the sub-task's inactive "
+                "noise model; prefer a model-parallel sharding type"
+            )
         return out
 
     def hparams(self) -> Dict[str, Any]:
         paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
-        return {"objective": self.objective, **paper, "alpha": self.alpha, "user_feature": self.user_feature,
-                "item_feature": self.item_feature, "mf_dim": self.mf_dim}
+        return {
+            "objective": self.objective,
+            **paper,
+            "alpha": self.alpha,
+            "user_feature": self.user_feature,
+            "item_feature": self.item_feature,
+            "mf_dim": self.mf_dim,
+        }
 
     def check_stats(self, stats: Dict[str, float]) -> None:
         """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
-        with the reason rather than let it finish with a constant score."""
+        with the reason rather than let it finish with a constant score.
+        """
         if self.objective != "paper" or "f_mean" not in stats or self.host_step < self.COLLAPSE_GRACE_STEPS:
             return
         f_mean, pos = stats["f_mean"], stats.get("pos_share", 0.0)
@@ -173,7 +212,8 @@ class DeCA(Denoiser):
                 f"positive share {pos:.2f}): with objective=paper, C1/C2 = {self.C1 / max(self.C2, 1e-12):g} "
                 "is a threshold on a sample's odds of being an observed positive relative to the batch's, which "
                 "observed (impression) negatives never reach; use objective=marginal, or C1 close to C2 "
-                "(e.g. -p C1=10 -p C2=10)")
+                "(e.g. -p C1=10 -p C2=10)"
+            )
 
     # The parts DeCA(p) overrides.
     def subtask(self) -> int:
@@ -187,8 +227,13 @@ class DeCA(Denoiser):
         """``α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)`` (both models receive gradients)."""
         return self.alpha * bernoulli_kl(zr, z) + (1 - self.alpha) * bernoulli_kl(z, zr)
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
@@ -199,25 +244,36 @@ class DeCA(Denoiser):
         zh, zhp = (mf["h"], mf["hp"].detach()) if task == DP else (mf["h"].detach(), mf["hp"])
         return self.deca_loss(logits, labels, batch, task, self.reference_logits(batch, mf), zh, zhp)
 
-    def marginal_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, zr: torch.Tensor,
-                      zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
+    def marginal_loss(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        batch: DenoiserBatch,
+        zr: torch.Tensor,
+        zh: torch.Tensor,
+        zhp: torch.Tensor,
+    ) -> LossOutput:
         """``−log[f·P(ỹ | y=1) + (1 − f)·P(ỹ | y=0)] + agreement``, mean over the global batch (log space)."""
         pos = labels > 0.5
         posf = pos.to(z.dtype)
         log_h, log_1mh = F.logsigmoid(zh), F.logsigmoid(-zh)
-        log_1mhp = log_1mh + F.logsigmoid(-zhp)                      # 1 − h' = (1 − h)(1 − σ(z_h'))
+        log_1mhp = log_1mh + F.logsigmoid(-zhp)  # 1 − h' = (1 − h)(1 − σ(z_h'))
         log_hp = torch.logaddexp(log_h, log_1mh + F.logsigmoid(zhp))  # h' = h + (1 − h)·σ(z_h')
         log_f, log_1mf = F.logsigmoid(z), F.logsigmoid(-z)
-        log_p1 = torch.logaddexp(log_f + log_hp, log_1mf + log_h)      # log P(ỹ=1 | x)
+        log_p1 = torch.logaddexp(log_f + log_hp, log_1mf + log_h)  # log P(ỹ=1 | x)
         log_p0 = torch.logaddexp(log_f + log_1mhp, log_1mf + log_1mh)  # log P(ỹ=0 | x)
         per = -torch.where(pos, log_p1, log_p0) + self.agreement(z, zr)
         with torch.no_grad():
-            post = torch.exp(log_f + log_hp - log_p1).detach()        # P(y=1 | ỹ=1) = h'f / P(ỹ=1)
+            post = torch.exp(log_f + log_hp - log_p1).detach()  # P(y=1 | ỹ=1) = h'f / P(ỹ=1)
             f = torch.sigmoid(z.detach())
         ones = torch.ones_like(per)
         # One all-reduce: [Σ loss, B, P, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
-        loss, value, sums = self.global_mean(per, ones, ones.sum(), extra=[
-            posf.sum(), (post * posf).sum(), log_h.detach().exp().sum(), log_hp.detach().exp().sum(), f.sum()])
+        loss, value, sums = self.global_mean(
+            per,
+            ones,
+            ones.sum(),
+            extra=[posf.sum(), (post * posf).sum(), log_h.detach().exp().sum(), log_hp.detach().exp().sum(), f.sum()],
+        )
         n = sums[1].clamp_min(1)
         stats = {
             "post_pos_mean": (sums[3] / sums[2].clamp_min(1)).float(),
@@ -230,15 +286,23 @@ class DeCA(Denoiser):
         dropped, relabelled = no_decisions(labels)
         return LossOutput(loss, value, ones, labels.detach(), dropped, relabelled, stats)
 
-    def deca_loss(self, z: torch.Tensor, labels: torch.Tensor, batch: DenoiserBatch, task: int, zr: torch.Tensor,
-                  zh: torch.Tensor, zhp: torch.Tensor) -> LossOutput:
+    def deca_loss(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor,
+        batch: DenoiserBatch,
+        task: int,
+        zr: torch.Tensor,
+        zh: torch.Tensor,
+        zhp: torch.Tensor,
+    ) -> LossOutput:
         pos = labels > 0.5
         posf = pos.to(z.dtype)
         f = torch.sigmoid(z)
         if task == DP:  # Eq. 14 (h' ≡ 1, −log(1 − h') → C1)
             pos_term = -(1 - f) * F.logsigmoid(zh)
             neg_term = -(1 - f) * F.logsigmoid(-zh) + self.C1 * f
-        else:           # Eq. 15 (h ≡ 0, −log h → C2)
+        else:  # Eq. 15 (h ≡ 0, −log h → C2)
             pos_term = -f * F.logsigmoid(zhp) + self.C2 * (1 - f)
             neg_term = -f * F.logsigmoid(-zhp)
         per = torch.where(pos, pos_term, neg_term) + self.agreement(z, zr)
@@ -248,8 +312,16 @@ class DeCA(Denoiser):
             # P(y=1 | ỹ=1) = h'f / (h'f + h(1 − f)), in log space.
             post = torch.sigmoid(F.logsigmoid(zhp) + F.logsigmoid(zd) - F.logsigmoid(zh) - F.logsigmoid(-zd))
         # One all-reduce: [P, N, Σ_pos loss, Σ_neg loss, Σ_pos P(y=1|ỹ=1), Σ h, Σ h', Σ f].
-        sums = self.reduce_sums(posf.sum(), (1 - posf).sum(), local_pos, local_neg, (post * posf).sum(),
-                                torch.sigmoid(zh.detach()).sum(), torch.sigmoid(zhp.detach()).sum(), f.detach().sum())
+        sums = self.reduce_sums(
+            posf.sum(),
+            (1 - posf).sum(),
+            local_pos,
+            local_neg,
+            (post * posf).sum(),
+            torch.sigmoid(zh.detach()).sum(),
+            torch.sigmoid(zhp.detach()).sum(),
+            f.detach().sum(),
+        )
         n_pos, n_neg = sums[0].clamp_min(1e-12), sums[1].clamp_min(1e-12)
         loss = self.scaled(local_pos, n_pos) + self.scaled(local_neg, n_neg)
         value = (sums[2] / n_pos + sums[3] / n_neg).to(z.dtype)
@@ -293,24 +365,41 @@ class DeCAPrior(DeCA):
     NEEDS = DenoiserNeeds(injected=("tables", "device", "prior"), static_graph=False)
     HEADS = ("h", "hp")
 
-    def __init__(self, tables: Mapping[str, int], prior: nn.Module, C1: Optional[float] = None,
-                 C2: Optional[float] = None, alpha: float = 1.0, user_feature: str = "user_id", item_feature: str = "item_id",
-                 mf_dim: int = 32, pretrain_steps: Optional[int] = None, prior_checkpoint: Optional[str] = None,
-                 pretrain_max_epochs: float = 5.0, pretrain_patience: int = 1, prior_cache: bool = True,
-                 objective: str = "marginal",
-                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self,
+        tables: Mapping[str, int],
+        prior: nn.Module,
+        C1: Optional[float] = None,
+        C2: Optional[float] = None,
+        alpha: float = 1.0,
+        user_feature: str = "user_id",
+        item_feature: str = "item_id",
+        mf_dim: int = 32,
+        pretrain_steps: Optional[int] = None,
+        prior_checkpoint: Optional[str] = None,
+        pretrain_max_epochs: float = 5.0,
+        pretrain_patience: int = 1,
+        prior_cache: bool = True,
+        objective: str = "marginal",
+        device: Optional[torch.device] = None,
+        process_group: Optional[ProcessGroup] = None,
+    ) -> None:
         super().__init__(tables, C1, C2, alpha, user_feature, item_feature, mf_dim, objective, device, process_group)
         self.prior = prior
         if prior_checkpoint is not None:
             if pretrain_steps:
-                raise ValueError(f"deca_p options prior_checkpoint={prior_checkpoint!r} and "
-                                 f"pretrain_steps={pretrain_steps}: a loaded prior needs no pre-training")
+                raise ValueError(
+                    f"deca_p options prior_checkpoint={prior_checkpoint!r} and "
+                    f"pretrain_steps={pretrain_steps}: a loaded prior needs no pre-training"
+                )
             pretrain_steps = 0
         if pretrain_steps is not None and pretrain_steps < 0:
             raise ValueError(f"deca_p option pretrain_steps={pretrain_steps}: must be >= 0")
         if not pretrain_max_epochs > 0 or pretrain_patience < 1:
-            raise ValueError(f"deca_p options pretrain_max_epochs={pretrain_max_epochs}, "
-                             f"pretrain_patience={pretrain_patience}: must be > 0 and >= 1")
+            raise ValueError(
+                f"deca_p options pretrain_max_epochs={pretrain_max_epochs}, "
+                f"pretrain_patience={pretrain_patience}: must be > 0 and >= 1"
+            )
         self.pretrain_steps = pretrain_steps
         self.prior_checkpoint = prior_checkpoint
         self.pretrain_max_epochs, self.pretrain_patience = float(pretrain_max_epochs), int(pretrain_patience)
@@ -325,20 +414,31 @@ class DeCAPrior(DeCA):
         self._cache = (sample_ids[order].contiguous(), logits[order].float().contiguous())
 
     def hparams(self) -> Dict[str, Any]:
-        return {**super().hparams(), "pretrain_steps": self.pretrain_steps, "prior_checkpoint": self.prior_checkpoint,
-                "pretrain_max_epochs": self.pretrain_max_epochs, "pretrain_patience": self.pretrain_patience,
-                "prior_cache": self.prior_cache}
+        return {
+            **super().hparams(),
+            "pretrain_steps": self.pretrain_steps,
+            "prior_checkpoint": self.prior_checkpoint,
+            "pretrain_max_epochs": self.pretrain_max_epochs,
+            "pretrain_patience": self.pretrain_patience,
+            "prior_cache": self.prior_cache,
+        }
 
     def pretraining(self) -> Optional[Pretraining]:
         """Phase 1 (DeCA Alg. 2 lines 2-9): ``f'`` with BCE, or loaded from ``prior_checkpoint``."""
-        return Pretraining(steps=self.pretrain_steps, max_epochs=self.pretrain_max_epochs,
-                           patience=self.pretrain_patience, checkpoint=self.prior_checkpoint,
-                           cache_scores=self.prior_cache)
+        return Pretraining(
+            steps=self.pretrain_steps,
+            max_epochs=self.pretrain_max_epochs,
+            patience=self.pretrain_patience,
+            checkpoint=self.prior_checkpoint,
+            cache_scores=self.prior_cache,
+        )
 
     def phase_steps(self) -> int:
         if self.pretrain_steps is None:
-            raise ValueError("deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
-                             "-p prior_checkpoint=PATH (the trainer pre-trains to early stopping)")
+            raise ValueError(
+                "deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
+                "-p prior_checkpoint=PATH (the trainer pre-trains to early stopping)"
+            )
         return self.pretrain_steps
 
     def in_pretraining(self) -> bool:
@@ -365,8 +465,13 @@ class DeCAPrior(DeCA):
         """``α·KL(f ‖ f') + (1 − α)·KL(f' ‖ f)`` (``f'`` is frozen)."""
         return self.alpha * bernoulli_kl(z, zr) + (1 - self.alpha) * bernoulli_kl(zr, z)
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
         pretraining = self.in_pretraining()

@@ -51,8 +51,13 @@ class LCD(Denoiser):
     positives_only = False
     reverse = False
 
-    def __init__(self, alpha_b: float = 2.0, beta_b: float = 2.0, start_step: int = 0,
-                 process_group: Optional[ProcessGroup] = None) -> None:
+    def __init__(
+        self,
+        alpha_b: float = 2.0,
+        beta_b: float = 2.0,
+        start_step: int = 0,
+        process_group: Optional[ProcessGroup] = None,
+    ) -> None:
         super().__init__(process_group)
         if start_step < 0:
             raise ValueError(f"{self.name} option start_step={start_step}: must be >= 0")
@@ -64,7 +69,8 @@ class LCD(Denoiser):
 
     def weight_of(self, ell: torch.Tensor) -> torch.Tensor:
         """``ω = F(t)`` with ``t`` normalised by the global min and max loss (float64 throughout, detached):
-        the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``."""
+        the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``.
+        """
         # All in float64, the span included: a float32 span rounds differently from the float64 numerator,
         # so the largest loss would get t = 1 − 1e-7 and, where F is steep at 1 (β_B < 1), ω ≈ 1 − 1e-4.
         ell64 = ell.detach().to(torch.float64)
@@ -80,8 +86,13 @@ class LCD(Denoiser):
             return (1.0 - omega) * y + omega * p
         return omega * y + (1.0 - omega) * p
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         ell = bce_per_sample(logits, labels)
         ones = torch.ones_like(ell)
         no = torch.zeros_like(labels, dtype=torch.bool)
@@ -89,8 +100,15 @@ class LCD(Denoiser):
             loss, value, _ = self.global_mean(ell, ones, ones.sum())
             self.track_truth(batch, labels, ell, torch.zeros_like(ell))
             zero = value.new_zeros(())
-            return LossOutput(loss, value, ones, labels.detach(), no, no.clone(),
-                              {"active": zero, "omega_mean": zero, "correction_mean": zero, "relabel_share": zero})
+            return LossOutput(
+                loss,
+                value,
+                ones,
+                labels.detach(),
+                no,
+                no.clone(),
+                {"active": zero, "omega_mean": zero, "correction_mean": zero, "relabel_share": zero},
+            )
         omega = self.weight_of(ell)
         p = torch.sigmoid(logits.detach())
         target = self.corrected_target(labels, p, omega).to(logits.dtype)
@@ -98,8 +116,7 @@ class LCD(Denoiser):
         relabelled = corr > 0.5  # the corrected target crossed 1/2: effectively a flipped label
         per = soft_bce(logits, target)
         # One all-reduce: [Σ BCE(p, y*), B, Σ ω, Σ |y* − y|, # relabelled].
-        loss, value, sums = self.global_mean(per, ones, ones.sum(),
-                                             extra=[omega.sum(), corr.sum(), relabelled.sum()])
+        loss, value, sums = self.global_mean(per, ones, ones.sum(), extra=[omega.sum(), corr.sum(), relabelled.sum()])
         n = sums[1].clamp_min(1)
         stats = {
             "active": value.new_ones(()),

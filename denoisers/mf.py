@@ -33,16 +33,25 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 class MFHeads(nn.Module):
     """Args:
-        heads: names of the MF models, e.g. ``["g", "h", "h_prime"]``.
-        user_feature, item_feature: KJT keys of the user and item ids.
-        num_users, num_items: their table sizes.
-        dim: table width (``dim − 1`` latent factors plus the bias column; at least 2).
-        prefix: table-name prefix, e.g. ``deca_`` → tables ``deca_g_user_id``, ``deca_g_item_id``, ...
-        device: where to allocate (``meta`` when DistributedModelParallel materialises the shards).
+    heads: names of the MF models, e.g. ``["g", "h", "h_prime"]``.
+    user_feature, item_feature: KJT keys of the user and item ids.
+    num_users, num_items: their table sizes.
+    dim: table width (``dim − 1`` latent factors plus the bias column; at least 2).
+    prefix: table-name prefix, e.g. ``deca_`` → tables ``deca_g_user_id``, ``deca_g_item_id``, ...
+    device: where to allocate (``meta`` when DistributedModelParallel materialises the shards).
     """
 
-    def __init__(self, heads: Sequence[str], user_feature: str, item_feature: str, num_users: int, num_items: int,
-                 dim: int, prefix: str, device: Optional[torch.device] = None) -> None:
+    def __init__(
+        self,
+        heads: Sequence[str],
+        user_feature: str,
+        item_feature: str,
+        num_users: int,
+        num_items: int,
+        dim: int,
+        prefix: str,
+        device: Optional[torch.device] = None,
+    ) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"MF dim={dim}: needs at least one latent factor plus the bias column")
@@ -52,9 +61,15 @@ class MFHeads(nn.Module):
             h: {f: f"{prefix}{h}_{f}" for f in (user_feature, item_feature)} for h in self.heads
         }
         tables = [
-            EmbeddingBagConfig(name=self.table[h][f], embedding_dim=self.dim, num_embeddings=int(n),
-                               feature_names=[f], pooling=PoolingType.SUM)
-            for h in self.heads for f, n in ((user_feature, num_users), (item_feature, num_items))
+            EmbeddingBagConfig(
+                name=self.table[h][f],
+                embedding_dim=self.dim,
+                num_embeddings=int(n),
+                feature_names=[f],
+                pooling=PoolingType.SUM,
+            )
+            for h in self.heads
+            for f, n in ((user_feature, num_users), (item_feature, num_items))
         ]
         self.ebc = EmbeddingBagCollection(tables=tables, device=device)
         shared = len(self.heads) > 1  # a feature read by several tables is keyed "<feature>@<table>"

@@ -108,17 +108,34 @@ class ContextTower(nn.Module):
 
     bias: torch.Tensor  # buffer: [2] the logits' offsets (a₀, b₀)
 
-    def __init__(self, features: Mapping[str, int], dim: int, hidden: Sequence[int], bias_init: Tuple[float, float],
-                 device: Optional[torch.device] = None, init_scale: float = 0.01) -> None:
+    def __init__(
+        self,
+        features: Mapping[str, int],
+        dim: int,
+        hidden: Sequence[int],
+        bias_init: Tuple[float, float],
+        device: Optional[torch.device] = None,
+        init_scale: float = 0.01,
+    ) -> None:
         super().__init__()
         if dim < 4 or dim % 4:
             raise ValueError(f"observation option dim={dim}: must be a positive multiple of 4")
         self.features = list(features)
-        self.ebc = EmbeddingBagCollection(tables=[
-            EmbeddingBagConfig(name=f"{TABLE_PREFIX}{f}", embedding_dim=dim, num_embeddings=int(n),
-                               feature_names=[f], pooling=PoolingType.MEAN, weight_init_min=-init_scale,
-                               weight_init_max=init_scale) for f, n in features.items()
-        ], device=device)
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=f"{TABLE_PREFIX}{f}",
+                    embedding_dim=dim,
+                    num_embeddings=int(n),
+                    feature_names=[f],
+                    pooling=PoolingType.MEAN,
+                    weight_init_min=-init_scale,
+                    weight_init_max=init_scale,
+                )
+                for f, n in features.items()
+            ],
+            device=device,
+        )
         self.mlp: Optional[nn.Module] = None
         self.register_buffer("bias", torch.tensor(bias_init, dtype=torch.float32))
         if hidden:
@@ -138,30 +155,31 @@ class ContextTower(nn.Module):
             return z, z
         kt = self.ebc(kjt).to_dict()
         if self.mlp is None:
-            ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)       # [B, 2]: additive effects
+            ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)  # [B, 2]: additive effects
         else:
-            ab = self.mlp(torch.cat([kt[f] for f in self.features], dim=1))    # [B, 2]
+            ab = self.mlp(torch.cat([kt[f] for f in self.features], dim=1))  # [B, 2]
         ab = ab + self.bias
         return ab[:, 0], ab[:, 1]
 
 
-def observed_log_likelihood(z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture",
-                            u: Optional[torch.Tensor] = None
-                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def observed_log_likelihood(
+    z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture", u: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample from the target logit ``z`` and the tower's
     ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``;
-    ``form="examination"``: ``e = σ(a)`` and ``u = [u₀, u₁]`` the global inattentive rates (``b`` unused)."""
+    ``form="examination"``: ``e = σ(a)`` and ``u = [u₀, u₁]`` the global inattentive rates (``b`` unused).
+    """
     log_f, log_1f = F.logsigmoid(z), F.logsigmoid(-z)
     if form == "examination":
         if u is None:
             raise ValueError("observed_log_likelihood(form='examination'): needs u = [u0, u1]")
         log_q0, log_1q0 = F.logsigmoid(u[0]), F.logsigmoid(-u[0])
-        log_q1 = log_1q0 + F.logsigmoid(u[1])                                  # q₁ = (1 − q₀)·σ(u₁)
+        log_q1 = log_1q0 + F.logsigmoid(u[1])  # q₁ = (1 − q₀)·σ(u₁)
         log_1q1 = torch.logaddexp(F.logsigmoid(u[0]), log_1q0 + F.logsigmoid(-u[1]))
         log_e, log_1e = F.logsigmoid(za), F.logsigmoid(-za)
-        log_h = log_1e + log_q0                                                # h = (1 − e)·q₀
+        log_h = log_1e + log_q0  # h = (1 − e)·q₀
         log_1h = torch.logaddexp(log_e, log_1e + log_1q0)
-        log_1hp = log_1e + log_q1                                              # 1 − h' = (1 − e)·q₁
+        log_1hp = log_1e + log_q1  # 1 − h' = (1 − e)·q₁
         log_hp = torch.logaddexp(log_e, log_1e + log_1q1)
         log_p = torch.logaddexp(log_f + log_hp, log_1f + log_h)
         log_q = torch.logaddexp(log_f + log_1hp, log_1f + log_1h)
@@ -172,8 +190,8 @@ def observed_log_likelihood(z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor,
         log_q = torch.logaddexp(log_1f, log_f + log_1hp)
         return log_p, log_q, torch.full_like(z, -math.inf), log_hp
     log_h, log_1h = F.logsigmoid(za), F.logsigmoid(-za)
-    log_hp = torch.logaddexp(log_h, log_1h + F.logsigmoid(zb))   # h' = h + (1 − h)·σ(b)
-    log_1hp = log_1h + F.logsigmoid(-zb)                         # 1 − h' = (1 − h)(1 − σ(b))
+    log_hp = torch.logaddexp(log_h, log_1h + F.logsigmoid(zb))  # h' = h + (1 − h)·σ(b)
+    log_1hp = log_1h + F.logsigmoid(-zb)  # 1 − h' = (1 − h)(1 − σ(b))
     log_p = torch.logaddexp(log_f + log_hp, log_1f + log_h)
     log_q = torch.logaddexp(log_f + log_1hp, log_1f + log_1h)
     return log_p, log_q, log_h, log_hp
@@ -205,30 +223,47 @@ class ObservationModel(Denoiser):
 
     ctx_sums: torch.Tensor  # buffer: [values, 3] float64 EMA of [rows, Σh, Σh'] per context value
 
-    def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
-                 hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
-                 eps_max: float = 0.0, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None,
-                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        context_tables: Mapping[str, int],
+        form: str = "mixture",
+        dim: int = 4,
+        hidden: Sequence[int] = (),
+        h_init: float = 0.1,
+        h_prime_init: float = 0.9,
+        eps_max: float = 0.0,
+        num_gradual: int = 0,
+        diag_decay: float = 0.99,
+        device: Optional[torch.device] = None,
+        process_group: Optional[ProcessGroup] = None,
+        tower_warmup: Any = 0,
+        rates_lr_scale: float = 1.0,
+    ) -> None:
         super().__init__(process_group)
         if not context_tables:
-            raise ValueError("--denoiser observation: the schema has no context features (role: context); "
-                             "with none, h and h' are constants and it degrades to BCE on a rescaled score: "
-                             "mark the context columns role: context in schema.json, or use --denoiser bce")
+            raise ValueError(
+                "--denoiser observation: the schema has no context features (role: context); "
+                "with none, h and h' are constants and it degrades to BCE on a rescaled score: "
+                "mark the context columns role: context in schema.json, or use --denoiser bce"
+            )
         if form not in FORMS:
             raise ValueError(f"observation option form={form!r}: expected one of {FORMS}")
         if not 0.0 < h_init < h_prime_init < 1.0:
-            raise ValueError(f"observation options h_init={h_init}, h_prime_init={h_prime_init}: need "
-                             "0 < h_init < h_prime_init < 1")
+            raise ValueError(
+                f"observation options h_init={h_init}, h_prime_init={h_prime_init}: need 0 < h_init < h_prime_init < 1"
+            )
         if not 0.0 <= eps_max <= 1.0 or num_gradual < 0:
-            raise ValueError(f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
-                             "0 <= eps_max <= 1 and num_gradual >= 0")
+            raise ValueError(
+                f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
+                "0 <= eps_max <= 1 and num_gradual >= 0"
+            )
         if not rates_lr_scale > 0:
             raise ValueError(f"observation option rates_lr_scale={rates_lr_scale}: must be > 0")
         warmup = Span.parse("observation option tower_warmup", tower_warmup)
         if warmup.unit == "run" and warmup.value >= 1.0:
-            raise ValueError(f"observation option tower_warmup={tower_warmup!r}: the tower would never train; "
-                             "give less than 100%")
+            raise ValueError(
+                f"observation option tower_warmup={tower_warmup!r}: the tower would never train; give less than 100%"
+            )
         if not 0.0 <= diag_decay < 1.0:
             raise ValueError(f"observation option diag_decay={diag_decay}: must lie in [0, 1)")
         self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
@@ -243,8 +278,10 @@ class ObservationModel(Denoiser):
             # e = 0.5 at initialisation unless q₀ + q₁ < 1 needs more inattention: h = g·q₀, 1 − h' = g·q₁.
             g = max(0.5, (h_init + 1.0 - h_prime_init) / 0.9)
             if g >= 1.0:
-                raise ValueError(f"observation options h_init={h_init}, h_prime_init={h_prime_init}: "
-                                 "form=examination needs h_init + (1 - h_prime_init) < 0.9")
+                raise ValueError(
+                    f"observation options h_init={h_init}, h_prime_init={h_prime_init}: "
+                    "form=examination needs h_init + (1 - h_prime_init) < 0.9"
+                )
             q0, q1 = h_init / g, (1.0 - h_prime_init) / g
             bias = (_logit(1.0 - g), 0.0)
             self.u = nn.Parameter(torch.tensor([_logit(q0), _logit(q1 / (1.0 - q0))]) / self.rates_lr_scale)
@@ -257,27 +294,42 @@ class ObservationModel(Denoiser):
         for f, n in self.context_tables.items():
             offsets[f], total = total, total + n
         self.offsets = offsets
-        self.register_buffer("ctx_sums", torch.zeros(total, 3, dtype=torch.float64,
-                                                     device=None if device is None or device.type == "meta"
-                                                     else device), persistent=False)
+        self.register_buffer(
+            "ctx_sums",
+            torch.zeros(
+                total, 3, dtype=torch.float64, device=None if device is None or device.type == "meta" else device
+            ),
+            persistent=False,
+        )
 
     def model_parallel_tables(self) -> List[str]:
         """The tower's tables, kept model-parallel so the fused sparse optimizer (row-wise Adagrad at
         ``optim.sparse_lr``) trains them: the planner would replicate such small tables, and the dense Adam
-        at ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``."""
+        at ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
+        """
         return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
 
     def hparams(self) -> Dict[str, Any]:
-        return {"form": self.form, "dim": self.dim, "hidden": self.hidden, "h_init": self.h_init,
-                "h_prime_init": self.h_prime_init, "eps_max": self.eps_max, "num_gradual": self.num_gradual,
-                "tower_warmup": str(self.tower_warmup), "rates_lr_scale": self.rates_lr_scale}
+        return {
+            "form": self.form,
+            "dim": self.dim,
+            "hidden": self.hidden,
+            "h_init": self.h_init,
+            "h_prime_init": self.h_prime_init,
+            "eps_max": self.eps_max,
+            "num_gradual": self.num_gradual,
+            "tower_warmup": str(self.tower_warmup),
+            "rates_lr_scale": self.rates_lr_scale,
+        }
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
         msgs = super().bind_run(steps_per_epoch, total_steps)
         self.warmup_steps = self.tower_warmup.steps(steps_per_epoch, total_steps)
         if self.warmup_steps >= total_steps > 0:
-            msgs.append(f"observation option tower_warmup={self.tower_warmup}: {self.warmup_steps} step(s), the whole "
-                        f"run of {total_steps}: the context tower never trains (h, h' stay at h_init, h_prime_init)")
+            msgs.append(
+                f"observation option tower_warmup={self.tower_warmup}: {self.warmup_steps} step(s), the whole "
+                f"run of {total_steps}: the context tower never trains (h, h' stay at h_init, h_prime_init)"
+            )
         return msgs
 
     def tower_frozen(self) -> bool:
@@ -290,8 +342,13 @@ class ObservationModel(Denoiser):
             return torch.full((), self.eps_max, dtype=torch.float64, device=step.device)
         return (step.to(torch.float64) * self.eps_max / self.num_gradual).clamp(max=self.eps_max)
 
-    def compute(self, logits: torch.Tensor, labels: torch.Tensor, sample_ids: Optional[torch.Tensor],
-                batch: Optional[DenoiserBatch]) -> LossOutput:
+    def compute(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        sample_ids: Optional[torch.Tensor],
+        batch: Optional[DenoiserBatch],
+    ) -> LossOutput:
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)
@@ -301,7 +358,7 @@ class ObservationModel(Denoiser):
             zb = self.tower.bias[1] + 0.0 * zb
             u = None if u is None else u.detach() + 0.0 * u
         log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form, u)
-        nll = -(labels * log_p + (1 - labels) * log_q)                       # [B]
+        nll = -(labels * log_p + (1 - labels) * log_q)  # [B]
         pos = labels > 0.5
         if self.eps_max > 0:  # T-CE on the mixture NLL: drop the largest-loss observed positives
             eps = self.drop_rate(self.step)
@@ -316,15 +373,22 @@ class ObservationModel(Denoiser):
             f = torch.sigmoid(logits.detach())
             h, hp = log_h.detach().exp(), log_hp.detach().exp()
             # P(y=1 | ỹ, x, c): f·h'/P(ỹ=1) for positives, f·(1 − h')/P(ỹ=0) for negatives.
-            post = torch.where(pos, f * hp / log_p.detach().exp().clamp_min(1e-30),
-                               f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30))
+            post = torch.where(
+                pos,
+                f * hp / log_p.detach().exp().clamp_min(1e-30),
+                f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30),
+            )
             self._accumulate_context(batch.sparse_features, h, hp)
         # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped].
-        loss, value, sums = self.global_mean(nll, weight, weight.sum(), extra=[
-            f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()])
+        loss, value, sums = self.global_mean(
+            nll, weight, weight.sum(), extra=[f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()]
+        )
         n = sums[5].clamp_min(1)
-        stats = {"f_mean": (sums[2] / n).float(), "h_mean": (sums[3] / n).float(),
-                 "h_prime_mean": (sums[4] / n).float()}
+        stats = {
+            "f_mean": (sums[2] / n).float(),
+            "h_mean": (sums[3] / n).float(),
+            "h_prime_mean": (sums[4] / n).float(),
+        }
         if self.warmup_steps:
             stats["tower_frozen"] = torch.tensor(float(self.tower_frozen()))
         if self.eps_max > 0:
@@ -353,31 +417,61 @@ class ObservationModel(Denoiser):
 
     def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
         """Per single-valued context feature: its values seen recently and the (EMA-weighted) mean learned
-        ``h`` and ``h'`` of the training rows with that value. A collective: call it on every rank."""
+        ``h`` and ``h'`` of the training rows with that value. A collective: call it on every rank.
+        """
         tot = C.global_sum(self.ctx_sums.clone(), self.process_group).cpu()
         out: Dict[str, Dict[str, List[Any]]] = {}
         for f, off in self.offsets.items():
-            t = tot[off: off + self.context_tables[f]]
+            t = tot[off : off + self.context_tables[f]]
             seen = torch.nonzero(t[:, 0] > 1e-9).flatten()
             if seen.numel() == 0:
                 continue
             w = t[seen, 0]
-            out[f] = {"values": seen.tolist(), "h": (t[seen, 1] / w).tolist(), "h_prime": (t[seen, 2] / w).tolist(),
-                      "weight": w.tolist()}
+            out[f] = {
+                "values": seen.tolist(),
+                "h": (t[seen, 1] / w).tolist(),
+                "h_prime": (t[seen, 2] / w).tolist(),
+                "weight": w.tolist(),
+            }
         return out
 
 
 class ObservationTCE(ObservationModel):
     """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL): ``eps_max`` on by default
-    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`."""
+    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`.
+    """
 
     name = "observation_tce"
     GRID = {"eps_max": [0.05, 0.1, 0.2], "hidden": [[], [32]]}
 
-    def __init__(self, context_tables: Mapping[str, int], form: str = "mixture", dim: int = 4,
-                 hidden: Sequence[int] = (), h_init: float = 0.1, h_prime_init: float = 0.9,
-                 eps_max: float = 0.1, num_gradual: int = 0, diag_decay: float = 0.99,
-                 device: Optional[torch.device] = None, process_group: Optional[ProcessGroup] = None,
-                 tower_warmup: Any = 0, rates_lr_scale: float = 1.0) -> None:
-        super().__init__(context_tables, form, dim, hidden, h_init, h_prime_init, eps_max, num_gradual, diag_decay,
-                         device, process_group, tower_warmup, rates_lr_scale)
+    def __init__(
+        self,
+        context_tables: Mapping[str, int],
+        form: str = "mixture",
+        dim: int = 4,
+        hidden: Sequence[int] = (),
+        h_init: float = 0.1,
+        h_prime_init: float = 0.9,
+        eps_max: float = 0.1,
+        num_gradual: int = 0,
+        diag_decay: float = 0.99,
+        device: Optional[torch.device] = None,
+        process_group: Optional[ProcessGroup] = None,
+        tower_warmup: Any = 0,
+        rates_lr_scale: float = 1.0,
+    ) -> None:
+        super().__init__(
+            context_tables,
+            form,
+            dim,
+            hidden,
+            h_init,
+            h_prime_init,
+            eps_max,
+            num_gradual,
+            diag_decay,
+            device,
+            process_group,
+            tower_warmup,
+            rates_lr_scale,
+        )

@@ -45,8 +45,10 @@ class Span:
             raise ValueError(f"{option}={raw!r}: expected steps (1000), epochs ('1ep') or a share of the run ('30%')")
         if isinstance(raw, (int, float)):
             if raw < 0 or not float(raw).is_integer():
-                raise ValueError(f"{option}={raw!r}: a step count must be a whole number >= 0 "
-                                 "(or give epochs, '1ep', or a share of the run, '30%')")
+                raise ValueError(
+                    f"{option}={raw!r}: a step count must be a whole number >= 0 "
+                    "(or give epochs, '1ep', or a share of the run, '30%')"
+                )
             return cls(float(raw), "steps", str(int(raw)))
         text = str(raw)
         m = _EPOCHS.match(text)
@@ -57,8 +59,9 @@ class Span:
             return cls(float(m.group(1)) / 100.0, "run", text.strip())
         if text.strip().isdigit():
             return cls(float(text), "steps", text.strip())
-        raise ValueError(f"{option}={raw!r}: expected steps (1000), epochs ('1ep') or a share of the run "
-                         "('30%', at most 100%)")
+        raise ValueError(
+            f"{option}={raw!r}: expected steps (1000), epochs ('1ep') or a share of the run ('30%', at most 100%)"
+        )
 
     @property
     def relative(self) -> bool:
@@ -69,8 +72,10 @@ class Span:
         if self.unit == "steps":
             return int(self.value)
         if steps_per_epoch is None or total_steps is None:
-            raise ValueError(f"'{self.text}' is relative to the run length: the trainer binds it "
-                             "(Denoiser.bind_run(steps_per_epoch, total_steps)); outside the trainer give steps")
+            raise ValueError(
+                f"'{self.text}' is relative to the run length: the trainer binds it "
+                "(Denoiser.bind_run(steps_per_epoch, total_steps)); outside the trainer give steps"
+            )
         base = steps_per_epoch if self.unit == "epochs" else total_steps
         n = math.floor(self.value * base + 1e-9)
         return max(n, 1) if self.value > 0 else 0

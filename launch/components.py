@@ -128,15 +128,25 @@ def _torchrun_app(
         raise ValueError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
     nnodes = f"{min_nnodes}:{max_nnodes}" if min_nnodes != max_nnodes else str(max_nnodes)
     cmd: List[str] = [
-        python, "-m", "torch.distributed.run",
-        "--rdzv_backend", rdzv_backend,
-        "--rdzv_endpoint", _rdzv_endpoint(max_nnodes, rdzv_port, rdzv_endpoint),
-        "--rdzv_id", macros.app_id,
-        "--nnodes", nnodes,
-        "--nproc_per_node", str(nproc_per_node),
-        "--max_restarts", str(max_restarts),
-        "--tee", str(tee),
-        "--role", "",
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--rdzv_backend",
+        rdzv_backend,
+        "--rdzv_endpoint",
+        _rdzv_endpoint(max_nnodes, rdzv_port, rdzv_endpoint),
+        "--rdzv_id",
+        macros.app_id,
+        "--nnodes",
+        nnodes,
+        "--nproc_per_node",
+        str(nproc_per_node),
+        "--max_restarts",
+        str(max_restarts),
+        "--tee",
+        str(tee),
+        "--role",
+        "",
     ]
     if rdzv_conf:
         cmd += ["--rdzv_conf", rdzv_conf]
@@ -229,10 +239,27 @@ def train(
             0 none, 1 stdout, 2 stderr, 3 both
     """
     return _torchrun_app(
-        "trainer", [TRAINER_MODULE, *trainer_args], j=j, name=name, image=image, python=python, cpu=cpu,
-        gpu=gpu, memMB=memMB, h=h, env=env, max_restarts=max_restarts, max_retries=max_retries,
-        rdzv_backend=rdzv_backend, rdzv_endpoint=rdzv_endpoint, rdzv_port=rdzv_port, rdzv_conf=rdzv_conf,
-        mounts=mounts, debug=debug, tee=tee)
+        "trainer",
+        [TRAINER_MODULE, *trainer_args],
+        j=j,
+        name=name,
+        image=image,
+        python=python,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        h=h,
+        env=env,
+        max_restarts=max_restarts,
+        max_retries=max_retries,
+        rdzv_backend=rdzv_backend,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_port=rdzv_port,
+        rdzv_conf=rdzv_conf,
+        mounts=mounts,
+        debug=debug,
+        tee=tee,
+    )
 
 
 def bench(
@@ -279,9 +306,27 @@ def bench(
         tee: worker streams copied to the job log: 0 none, 1 stdout, 2 stderr, 3 both
     """
     return _torchrun_app(
-        "bench", [CLI_MODULE, "bench", *bench_args], j=j, name=name, image=image, python=python, cpu=cpu,
-        gpu=gpu, memMB=memMB, h=h, env=env, max_restarts=0, max_retries=0, rdzv_backend=rdzv_backend,
-        rdzv_endpoint=rdzv_endpoint, rdzv_port=rdzv_port, rdzv_conf=None, mounts=mounts, debug=debug, tee=tee)
+        "bench",
+        [CLI_MODULE, "bench", *bench_args],
+        j=j,
+        name=name,
+        image=image,
+        python=python,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        h=h,
+        env=env,
+        max_restarts=0,
+        max_retries=0,
+        rdzv_backend=rdzv_backend,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_port=rdzv_port,
+        rdzv_conf=None,
+        mounts=mounts,
+        debug=debug,
+        tee=tee,
+    )
 
 
 def gen_data(

@@ -46,8 +46,22 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-TOOLS = ("munged", "mariadb-install-db", "mariadbd", "mariadb", "slurmdbd", "slurmctld", "slurmd",
-         "sbatch", "srun", "squeue", "sacct", "scontrol", "scancel", "sinfo")
+TOOLS = (
+    "munged",
+    "mariadb-install-db",
+    "mariadbd",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "srun",
+    "squeue",
+    "sacct",
+    "scontrol",
+    "scancel",
+    "sinfo",
+)
 """Programs the cluster needs, in the order they are started or first used."""
 
 APT_PACKAGES = "slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
@@ -70,7 +84,8 @@ SECOND_NODE = "localhost"
 
 class SlurmUnavailable(RuntimeError):
     """The cluster cannot come up here: a program is missing or a daemon did not start (the message says
-    which, with the tail of its log)."""
+    which, with the tail of its log).
+    """
 
 
 def search_path() -> str:
@@ -151,8 +166,13 @@ class LocalSlurm:
         return found
 
     def _run(self, *argv: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([self._tool(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **self.env()})
+        proc = subprocess.run(
+            [self._tool(argv[0]), *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **self.env()},
+        )
         if check and proc.returncode != 0:
             raise SlurmUnavailable(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         return proc
@@ -216,45 +236,93 @@ class LocalSlurm:
         if not key.exists():
             key.write_bytes(secrets.token_bytes(1024))
             key.chmod(0o600)
-        self._run("munged", f"--socket={self.run_dir / 'munge.sock'}", f"--key-file={key}",
-                  f"--pid-file={self.run_dir / 'munged.pid'}", f"--log-file={self.log_dir / 'munged.log'}",
-                  f"--seed-file={self.root / 'munge' / 'seed'}")
+        self._run(
+            "munged",
+            f"--socket={self.run_dir / 'munge.sock'}",
+            f"--key-file={key}",
+            f"--pid-file={self.run_dir / 'munged.pid'}",
+            f"--log-file={self.log_dir / 'munged.log'}",
+            f"--seed-file={self.root / 'munge' / 'seed'}",
+        )
 
     def _mariadb_args(self) -> List[str]:
         # A small server (16 MB buffer pool, 4 MB redo log): the accounting tables of a few test jobs.
-        return ["--no-defaults", f"--datadir={self.root / 'db'}", f"--user={_user()}",
-                "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=4M"]
+        return [
+            "--no-defaults",
+            f"--datadir={self.root / 'db'}",
+            f"--user={_user()}",
+            "--innodb-buffer-pool-size=16M",
+            "--innodb-log-file-size=4M",
+        ]
 
     def _start_mariadb(self, port: int, timeout: float) -> None:
         db = self.root / "db"
         if not (db / "mysql").exists():
-            proc = self._run("mariadb-install-db", *self._mariadb_args(), "--skip-test-db",
-                             "--auth-root-authentication-method=socket", timeout=120, check=False)
+            proc = self._run(
+                "mariadb-install-db",
+                *self._mariadb_args(),
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+                timeout=120,
+                check=False,
+            )
             if proc.returncode != 0:
                 raise SlurmUnavailable(f"mariadb-install-db failed: {(proc.stdout + proc.stderr)[-2000:]}")
         with open(self.log_dir / "mariadbd.out", "w") as out:
             # Loopback only, no binary log; mariadbd does not fork, so it runs in its own session.
-            server = [*self._mariadb_args(), "--skip-log-bin", f"--socket={self.run_dir / 'mysqld.sock'}",
-                      f"--port={port}", "--bind-address=127.0.0.1", f"--pid-file={self.run_dir / 'mariadbd.pid'}",
-                      f"--log-error={self.log_dir / 'mariadb.log'}"]
-            self._mariadbd = subprocess.Popen([self._tool("mariadbd"), *server], stdout=out,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            server = [
+                *self._mariadb_args(),
+                "--skip-log-bin",
+                f"--socket={self.run_dir / 'mysqld.sock'}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                f"--pid-file={self.run_dir / 'mariadbd.pid'}",
+                f"--log-error={self.log_dir / 'mariadb.log'}",
+            ]
+            self._mariadbd = subprocess.Popen(
+                [self._tool("mariadbd"), *server],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         sock = self.run_dir / "mysqld.sock"
-        self._wait("mariadbd", lambda: sock.exists() and self._pid("mariadbd") is not None,
-                   self.log_dir / "mariadb.log", timeout)
+        self._wait(
+            "mariadbd",
+            lambda: sock.exists() and self._pid("mariadbd") is not None,
+            self.log_dir / "mariadb.log",
+            timeout,
+        )
         # slurmdbd logs in over TCP as its own database user; the socket login works for the OS user only.
-        sql = ("CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm'; "
-               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';")
+        sql = (
+            "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm'; "
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+        )
         self._run("mariadb", f"--socket={sock}", "-u", _user(), "-e", sql)
 
     def _start_slurmdbd(self, ports: Dict[str, int], hardware: str, timeout: float) -> None:
         conf = self.root / "slurmdbd.conf"
-        conf.write_text("\n".join([
-            "AuthType=auth/munge", f"AuthInfo=socket={self.run_dir / 'munge.sock'}",
-            "DbdHost=localhost", "DbdAddr=127.0.0.1", f"DbdPort={ports['slurmdbd']}", f"SlurmUser={_user()}",
-            f"LogFile={self.log_dir / 'slurmdbd.log'}", f"PidFile={self.run_dir / 'slurmdbd.pid'}",
-            "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1", f"StoragePort={ports['mariadb']}",
-            "StorageUser=slurm", "StoragePass=slurm", "StorageLoc=slurm_acct_db", ""]))
+        conf.write_text(
+            "\n".join(
+                [
+                    "AuthType=auth/munge",
+                    f"AuthInfo=socket={self.run_dir / 'munge.sock'}",
+                    "DbdHost=localhost",
+                    "DbdAddr=127.0.0.1",
+                    f"DbdPort={ports['slurmdbd']}",
+                    f"SlurmUser={_user()}",
+                    f"LogFile={self.log_dir / 'slurmdbd.log'}",
+                    f"PidFile={self.run_dir / 'slurmdbd.pid'}",
+                    "StorageType=accounting_storage/mysql",
+                    "StorageHost=127.0.0.1",
+                    f"StoragePort={ports['mariadb']}",
+                    "StorageUser=slurm",
+                    "StoragePass=slurm",
+                    "StorageLoc=slurm_acct_db",
+                    "",
+                ]
+            )
+        )
         conf.chmod(0o600)  # slurmdbd refuses a world-readable configuration (it holds the database password)
         self._write_slurm_conf(ports, hardware)  # slurmdbd finds slurmdbd.conf beside $SLURM_CONF
         self._run("slurmdbd")
@@ -264,34 +332,59 @@ class LocalSlurm:
         names = self.node_names
         host = names[0]
         sock = self.run_dir / "munge.sock"
-        nodes = [f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[n]} {hardware} State=UNKNOWN"
-                 for n in names]
-        self.conf.write_text("\n".join([
-            "# Generated by denoisrec.launch.slurm_local: a one-host cluster, all state under this folder.",
-            "ClusterName=denoisrec",
-            f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={ports['slurmctld']}",
-            f"SlurmUser={_user()}", f"SlurmdUser={_user()}",
-            "AuthType=auth/munge", f"AuthInfo=socket={sock}", "CredType=cred/munge",
-            f"StateSaveLocation={self.root / 'state'}", f"SlurmctldPidFile={self.run_dir / 'slurmctld.pid'}",
-            f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
-            # Two slurmd on one host: %n (the node name) keeps their files apart.
-            f"SlurmdSpoolDir={self.root / 'spool' / '%n'}", f"SlurmdPidFile={self.run_dir / 'slurmd-%n.pid'}",
-            f"SlurmdLogFile={self.log_dir / 'slurmd-%n.log'}",
-            # No cgroups: processes are tracked through /proc, tasks are not bound to CPUs.
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
-            # Heterogeneous jobs (torchx's -j NxM, N > 1) start only from the backfill scheduler: every second.
-            "SchedulerType=sched/backfill", "SchedulerParameters=bf_interval=1",
-            "MpiDefault=none", "MailProg=/bin/true",
-            # Job accounting through slurmdbd, which torchx's `sacct -j` needs; the munge socket for it.
-            "AccountingStorageType=accounting_storage/slurmdbd", "AccountingStorageHost=127.0.0.1",
-            f"AccountingStoragePort={ports['slurmdbd']}", f"AccountingStoragePass={sock}",
-            # CPU time and memory of each job step in sacct, read from /proc when the step ends (no polling).
-            "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=task=0", "JobCompType=jobcomp/none",
-            "ReturnToService=2", "SlurmdTimeout=30", "InactiveLimit=0", "KillWait=5", "MinJobAge=300",
-            *nodes,
-            f"PartitionName=debug Nodes={','.join(names)} Default=YES MaxTime=INFINITE State=UP",
-            ""]))
+        nodes = [
+            f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[n]} {hardware} State=UNKNOWN"
+            for n in names
+        ]
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "# Generated by denoisrec.launch.slurm_local: a one-host cluster, all state under this folder.",
+                    "ClusterName=denoisrec",
+                    f"SlurmctldHost={host}(127.0.0.1)",
+                    f"SlurmctldPort={ports['slurmctld']}",
+                    f"SlurmUser={_user()}",
+                    f"SlurmdUser={_user()}",
+                    "AuthType=auth/munge",
+                    f"AuthInfo=socket={sock}",
+                    "CredType=cred/munge",
+                    f"StateSaveLocation={self.root / 'state'}",
+                    f"SlurmctldPidFile={self.run_dir / 'slurmctld.pid'}",
+                    f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
+                    # Two slurmd on one host: %n (the node name) keeps their files apart.
+                    f"SlurmdSpoolDir={self.root / 'spool' / '%n'}",
+                    f"SlurmdPidFile={self.run_dir / 'slurmd-%n.pid'}",
+                    f"SlurmdLogFile={self.log_dir / 'slurmd-%n.log'}",
+                    # No cgroups: processes are tracked through /proc, tasks are not bound to CPUs.
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_CPU",
+                    # Heterogeneous jobs (torchx's -j NxM, N > 1) start only from the backfill scheduler: every second.
+                    "SchedulerType=sched/backfill",
+                    "SchedulerParameters=bf_interval=1",
+                    "MpiDefault=none",
+                    "MailProg=/bin/true",
+                    # Job accounting through slurmdbd, which torchx's `sacct -j` needs; the munge socket for it.
+                    "AccountingStorageType=accounting_storage/slurmdbd",
+                    "AccountingStorageHost=127.0.0.1",
+                    f"AccountingStoragePort={ports['slurmdbd']}",
+                    f"AccountingStoragePass={sock}",
+                    # CPU time and memory of each job step in sacct, read from /proc when the step ends (no polling).
+                    "JobAcctGatherType=jobacct_gather/linux",
+                    "JobAcctGatherFrequency=task=0",
+                    "JobCompType=jobcomp/none",
+                    "ReturnToService=2",
+                    "SlurmdTimeout=30",
+                    "InactiveLimit=0",
+                    "KillWait=5",
+                    "MinJobAge=300",
+                    *nodes,
+                    f"PartitionName=debug Nodes={','.join(names)} Default=YES MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
 
     def _hardware(self) -> Tuple[str, str]:
         """This host's name and ``CPUs=… RealMemory=…``, as slurmd itself detects them (``slurmd -C``)."""
@@ -304,16 +397,22 @@ class LocalSlurm:
 
     def _start_slurm(self, timeout: float) -> None:
         self._run("slurmctld", "-f", str(self.conf))
-        self._wait("slurmctld", lambda: self._run("scontrol", "ping", check=False).returncode == 0,
-                   self.log_dir / "slurmctld.log", timeout)
+        self._wait(
+            "slurmctld",
+            lambda: self._run("scontrol", "ping", check=False).returncode == 0,
+            self.log_dir / "slurmctld.log",
+            timeout,
+        )
         for n in self.node_names:
             self._run("slurmd", "-f", str(self.conf), "-N", n)
 
         def idle() -> bool:
             states = self._run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
             return states == ["idle"] * len(self.node_names)
-        self._wait(f"nodes {', '.join(self.node_names)}", idle, self.log_dir / f"slurmd-{self.node_names[-1]}.log",
-                   timeout)
+
+        self._wait(
+            f"nodes {', '.join(self.node_names)}", idle, self.log_dir / f"slurmd-{self.node_names[-1]}.log", timeout
+        )
 
     # --- down ----------------------------------------------------------------------------------------
     def down(self, timeout: float = 30) -> List[str]:
@@ -371,11 +470,16 @@ def _port_open(port: int) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m denoisrec.launch.slurm_local",
-                                description="Start or stop a one-host Slurm cluster whose files live in --dir.")
+    p = argparse.ArgumentParser(
+        prog="python -m denoisrec.launch.slurm_local",
+        description="Start or stop a one-host Slurm cluster whose files live in --dir.",
+    )
     p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), f"denoisrec-slurm-{os.getuid()}"),
-                   help="the cluster's folder (default: %(default)s)")
+    p.add_argument(
+        "--dir",
+        default=os.path.join(tempfile.gettempdir(), f"denoisrec-slurm-{os.getuid()}"),
+        help="the cluster's folder (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     cluster = LocalSlurm(Path(args.dir))
     if args.action == "up":
@@ -389,8 +493,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"export SLURM_CONF={cluster.conf}")
     elif args.action == "down":
         killed = cluster.down()
-        print(f"slurm_local: stopped{' (SIGKILL: ' + ', '.join(killed) + ')' if killed else ''}; "
-              f"files kept in {cluster.root}")
+        print(
+            f"slurm_local: stopped{' (SIGKILL: ' + ', '.join(killed) + ')' if killed else ''}; "
+            f"files kept in {cluster.root}"
+        )
     else:
         running = cluster.running()
         print(f"slurm_local: {', '.join(running) if running else 'no daemon'} running in {cluster.root}")

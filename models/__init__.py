@@ -22,14 +22,34 @@ from denoisrec.models.dcnv2 import DCNv2
 from denoisrec.models.deepfm import DeepFM
 from denoisrec.models.dlrm import dlrm
 from denoisrec.models.embeddings import embedding_bag_collection
-from denoisrec.models.model_file import (LoadedModel, ModelFile, load_model_file, read_model_file, read_weights,
-                                         save_model_file)
 from denoisrec.models.fm import FM
+from denoisrec.models.model_file import (
+    LoadedModel,
+    ModelFile,
+    load_model_file,
+    read_model_file,
+    read_weights,
+    save_model_file,
+)
 from denoisrec.models.registry import MODELS, build_model, model_options
 from denoisrec.models.spec import ModelSpec
 from denoisrec.models.widedeep import WideDeep
 
-
-__all__ = ["DCNv2", "DeepFM", "FM", "LoadedModel", "MODELS", "ModelFile", "ModelSpec", "WideDeep", "build_model",
-           "dlrm", "embedding_bag_collection", "load_model_file", "model_options", "read_model_file", "read_weights",
-           "save_model_file"]
+__all__ = [
+    "DCNv2",
+    "DeepFM",
+    "FM",
+    "LoadedModel",
+    "MODELS",
+    "ModelFile",
+    "ModelSpec",
+    "WideDeep",
+    "build_model",
+    "dlrm",
+    "embedding_bag_collection",
+    "load_model_file",
+    "model_options",
+    "read_model_file",
+    "read_weights",
+    "save_model_file",
+]

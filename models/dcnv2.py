@@ -30,7 +30,8 @@ from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from torchrec.modules.crossnet import CrossNet, LowRankCrossNet
 
 from denoisrec.models.embeddings import feature_names, feature_specs, ordered_values
-from denoisrec.models.layers import check_sizes, mlp as make_mlp
+from denoisrec.models.layers import check_sizes
+from denoisrec.models.layers import mlp as make_mlp
 
 STRUCTURES = ("stacked", "parallel")
 
@@ -70,8 +71,9 @@ class DCNv2(nn.Module):
         self.features = feature_names(ebc)
         self.structure = structure
         width = dense_in_features + sum(d for _, _, d in feature_specs(ebc))
-        self.cross: nn.Module = (CrossNet(width, cross_layers) if low_rank is None
-                                 else LowRankCrossNet(width, cross_layers, low_rank))
+        self.cross: nn.Module = (
+            CrossNet(width, cross_layers) if low_rank is None else LowRankCrossNet(width, cross_layers, low_rank)
+        )
         self.deep: Optional[nn.Module] = make_mlp(width, hidden, dropout) if hidden else None
         out_in = (hidden[-1] if hidden else width) if structure == "stacked" else width + (hidden[-1] if hidden else 0)
         self.logit = nn.Linear(out_in, 1)
@@ -88,5 +90,3 @@ class DCNv2(nn.Module):
                 parts.append(self.deep(x0))
             h = torch.cat(parts, dim=1)
         return self.logit(h)
-
-

@@ -27,7 +27,8 @@ from torchrec.modules.deepfm import DeepFM as TorchRecDeepFM
 
 from denoisrec.models.embeddings import common_width
 from denoisrec.models.fm import FM
-from denoisrec.models.layers import check_sizes, mlp as make_mlp
+from denoisrec.models.layers import check_sizes
+from denoisrec.models.layers import mlp as make_mlp
 
 
 class DeepFM(nn.Module):
@@ -42,15 +43,19 @@ class DeepFM(nn.Module):
 
     EMBEDDING_INIT = FM.EMBEDDING_INIT  # see FM
 
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, mlp: Sequence[int] = (128, 64),
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, ebc: EmbeddingBagCollection, dense_in_features: int, mlp: Sequence[int] = (128, 64), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         dim = common_width(ebc, "deepfm")
         hidden = check_sizes("mlp", mlp)
         self.fm = FM(ebc, dense_in_features)
         num_fields = len(ebc.embedding_bag_configs()) + dense_in_features
-        self.deep = TorchRecDeepFM(dense_module=nn.Sequential(
-            make_mlp(num_fields * dim, hidden, dropout), nn.Linear(hidden[-1] if hidden else num_fields * dim, 1)))
+        self.deep = TorchRecDeepFM(
+            dense_module=nn.Sequential(
+                make_mlp(num_fields * dim, hidden, dropout), nn.Linear(hidden[-1] if hidden else num_fields * dim, 1)
+            )
+        )
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         fields = self.fm.fields(dense_features, sparse_features)

@@ -43,9 +43,11 @@ def dlrm(
         over_arch: sizes of the top MLP; must end with 1.
     """
     if dense_in_features < 1:
-        raise ValueError("model 'dlrm' needs at least one dense feature, and the data's schema lists none "
-                         "(\"dense\": []); use dcnv2, deepfm, fm or widedeep, which accept data without dense "
-                         "features")
+        raise ValueError(
+            "model 'dlrm' needs at least one dense feature, and the data's schema lists none "
+            '("dense": []); use dcnv2, deepfm, fm or widedeep, which accept data without dense '
+            "features"
+        )
     dim = common_width(ebc, "dlrm")
     bottom: List[int] = check_sizes("dense_arch", dense_arch)
     if not bottom or bottom[-1] != dim:

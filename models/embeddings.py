@@ -58,23 +58,28 @@ def embedding_bag_collection(
     dims = dict(dims or {})
     unknown = set(dims) - {name for name, _ in features}
     if unknown:
-        raise ValueError(f"model.tables: unknown sparse feature(s) {sorted(unknown)}; "
-                         f"the data has {[name for name, _ in features]}")
+        raise ValueError(
+            f"model.tables: unknown sparse feature(s) {sorted(unknown)}; the data has {[name for name, _ in features]}"
+        )
     tables = []
     for name, num in features:
         dim = int(dims.get(name, embedding_dim))
         if dim <= 0 or dim % MIN_WIDTH:
-            raise ValueError(f"embedding width {dim} of feature {name!r}: must be a positive multiple of "
-                             f"{MIN_WIDTH} (FBGEMM's table-batched kernels need it)")
-        tables.append(EmbeddingBagConfig(
-            name=table_name(name, prefix),
-            embedding_dim=dim,
-            num_embeddings=int(num),
-            feature_names=[name],
-            pooling=pooling,
-            weight_init_min=None if init_range is None else init_range[0],
-            weight_init_max=None if init_range is None else init_range[1],
-        ))
+            raise ValueError(
+                f"embedding width {dim} of feature {name!r}: must be a positive multiple of "
+                f"{MIN_WIDTH} (FBGEMM's table-batched kernels need it)"
+            )
+        tables.append(
+            EmbeddingBagConfig(
+                name=table_name(name, prefix),
+                embedding_dim=dim,
+                num_embeddings=int(num),
+                feature_names=[name],
+                pooling=pooling,
+                weight_init_min=None if init_range is None else init_range[0],
+                weight_init_max=None if init_range is None else init_range[1],
+            )
+        )
     return EmbeddingBagCollection(tables=tables, device=device or torch.device("meta"))
 
 
@@ -94,14 +99,17 @@ def common_width(ebc: EmbeddingBagCollection, model: str) -> int:
     """The one width of every table; a clear error when ``model`` needs it and the tables differ."""
     widths = {f: d for f, _, d in feature_specs(ebc)}
     if len(set(widths.values())) != 1:
-        raise ValueError(f"model {model!r} needs one embedding width for every table, got {widths} "
-                         "(remove the per-table embedding_dim overrides in model.tables)")
+        raise ValueError(
+            f"model {model!r} needs one embedding width for every table, got {widths} "
+            "(remove the per-table embedding_dim overrides in model.tables)"
+        )
     return next(iter(widths.values()))
 
 
 def model_prefix(ebc: EmbeddingBagCollection) -> str:
     """The model-level prefix of ``ebc``'s table names: ``""`` for ``t_<feature>``, ``"prior_"`` for
-    ``prior_t_<feature>`` (a second copy of a model in the same job, e.g. DeCA(p)'s prior)."""
+    ``prior_t_<feature>`` (a second copy of a model in the same job, e.g. DeCA(p)'s prior).
+    """
     c = ebc.embedding_bag_configs()[0]
     full = c.name[: len(c.name) - len(c.feature_names[0])]
     return full[: -len("t_")] if full.endswith("t_") else full
@@ -116,9 +124,9 @@ def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection
     equal under any element-wise optimizer and the mean behaves as one scalar weight.
     """
     features = [(f, n) for f, n, _ in feature_specs(ebc)]
-    return embedding_bag_collection(features, MIN_WIDTH, device=ebc_device(ebc),
-                                    prefix=model_prefix(ebc) + LINEAR_PREFIX,
-                                    init_range=(0.0, 0.0))
+    return embedding_bag_collection(
+        features, MIN_WIDTH, device=ebc_device(ebc), prefix=model_prefix(ebc) + LINEAR_PREFIX, init_range=(0.0, 0.0)
+    )
 
 
 def feature_names(ebc: EmbeddingBagCollection) -> List[str]:

@@ -61,8 +61,13 @@ class LoadedModel:
     extra: Dict[str, Any]
 
 
-def save_model_file(path: str, spec: ModelSpec, state_dict: Mapping[str, torch.Tensor],
-                    schema: Dict[str, Any], extra: Optional[Dict[str, Any]] = None) -> None:
+def save_model_file(
+    path: str,
+    spec: ModelSpec,
+    state_dict: Mapping[str, torch.Tensor],
+    schema: Dict[str, Any],
+    extra: Optional[Dict[str, Any]] = None,
+) -> None:
     """Write a model file atomically (a temporary file renamed into place)."""
     blob = {
         "format": FORMAT,
@@ -97,8 +102,12 @@ def _parse(path: str, blob: Any) -> ModelFile:
         raise ValueError(f"{path}: not a denoisrec model file (no format={FORMAT!r} field)")
     if blob.get("version") != VERSION:
         raise ValueError(f"{path}: model file version {blob.get('version')}, this denoisrec reads {VERSION}")
-    return ModelFile(spec=ModelSpec.from_dict(blob["spec"]), schema=blob["schema"],
-                     state_dict=dict(blob["state_dict"]), extra=blob.get("extra", {}))
+    return ModelFile(
+        spec=ModelSpec.from_dict(blob["spec"]),
+        schema=blob["schema"],
+        state_dict=dict(blob["state_dict"]),
+        extra=blob.get("extra", {}),
+    )
 
 
 def read_model_file(path: str) -> ModelFile:
@@ -108,7 +117,8 @@ def read_model_file(path: str) -> ModelFile:
 
 def read_weights(path: str) -> Dict[str, torch.Tensor]:
     """The weights in ``path``: a model file's ``state_dict``, or a plain ``torch.save(model.state_dict())``
-    (keys as saved). Anything else is an error naming the file."""
+    (keys as saved). Anything else is an error naming the file.
+    """
     blob = _read_blob(path, "model file or state dict")
     if is_model_file(blob):
         return _parse(path, blob).state_dict
@@ -124,7 +134,9 @@ def load_model_file(path: str, device: Optional[torch.device] = None) -> LoadedM
     model = f.spec.build(device)
     missing, unexpected = model.load_state_dict(f.state_dict, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: state_dict does not match model {f.spec.name!r}: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"{path}: state_dict does not match model {f.spec.name!r}: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     model.to(device)
     return LoadedModel(model=model, spec=f.spec, schema=f.schema, extra=f.extra)

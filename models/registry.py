@@ -6,7 +6,6 @@ Every constructor maps ``(ebc, dense_in_features, **options)`` to a module ``(de
 logits [B, 1]``.
 
 Example:
-
 >>> from denoisrec.models.registry import MODELS, model_options
 >>> sorted(MODELS)
 ['dcnv2', 'deepfm', 'dlrm', 'fm', 'widedeep']

@@ -76,7 +76,8 @@ def splitmix64_mod(ids: torch.Tensor, n: int) -> torch.Tensor:
 
 def _check(ok: torch.Tensor, msg: str) -> None:
     """Raise ``RuntimeError(msg)`` unless ``ok``: a Python raise under TorchScript, an assertion op under
-    ``torch.export`` (which cannot branch on data)."""
+    ``torch.export`` (which cannot branch on data).
+    """
     if torch.jit.is_scripting():
         if not bool(ok):
             raise RuntimeError(msg)
@@ -98,8 +99,9 @@ class Preprocess(nn.Module):
     lists in feature order.
     """
 
-    def __init__(self, features: List[str], sizes: List[int], hash_oov: List[bool], impute: bool,
-                 impute_value: float) -> None:
+    def __init__(
+        self, features: List[str], sizes: List[int], hash_oov: List[bool], impute: bool, impute_value: float
+    ) -> None:
         super().__init__()
         self.features = list(features)
         self.sizes = [int(s) for s in sizes]
@@ -107,8 +109,9 @@ class Preprocess(nn.Module):
         self.impute = bool(impute)
         self.impute_value = float(impute_value)
 
-    def forward(self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
-                ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+    def forward(
+        self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
         finite = torch.isfinite(dense)
         if self.impute:
             dense = torch.where(finite, dense, torch.full_like(dense, self.impute_value))
@@ -123,8 +126,10 @@ class Preprocess(nn.Module):
             if self.hash_oov[i]:
                 v = torch.where(inside, v, splitmix64_mod(v, n))
             else:
-                _check(inside.all(), "sparse feature '" + name + "' has ids outside its table [0, " + str(n)
-                       + ") (oov_policy: error)")
+                _check(
+                    inside.all(),
+                    "sparse feature '" + name + "' has ids outside its table [0, " + str(n) + ") (oov_policy: error)",
+                )
             vals.append(v)
             offs.append(offsets[name].long())
         return dense, vals, offs
@@ -138,9 +143,14 @@ class Bags(nn.Module):
 
     def __init__(self, weights: List[torch.Tensor]) -> None:
         super().__init__()
-        self.bags = nn.ModuleList([
-            nn.EmbeddingBag.from_pretrained(w.detach().clone().float(), freeze=True, mode="sum",
-                                            include_last_offset=True) for w in weights])
+        self.bags = nn.ModuleList(
+            [
+                nn.EmbeddingBag.from_pretrained(
+                    w.detach().clone().float(), freeze=True, mode="sum", include_last_offset=True
+                )
+                for w in weights
+            ]
+        )
 
     def forward(self, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> List[torch.Tensor]:
         out: List[torch.Tensor] = []
@@ -151,7 +161,8 @@ class Bags(nn.Module):
 
 def _plain_mlp(m: nn.Module) -> nn.Sequential:
     """TorchRec's ``MLP`` (Perceptrons of Linear + activation; dropout is inert in eval) as
-    ``nn.Sequential(Linear, ReLU, ...)`` over copies of the same parameters."""
+    ``nn.Sequential(Linear, ReLU, ...)`` over copies of the same parameters.
+    """
     if not isinstance(m, MLP):
         raise TypeError(f"serving export: expected torchrec MLP, got {type(m).__name__}")
     layers: List[nn.Module] = []
@@ -244,7 +255,8 @@ class FMNet(nn.Module):
 
 class DLRMNet(nn.Module):
     """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]`` (upper triangle), top MLP
-    (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``."""
+    (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``.
+    """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
         triu: torch.Tensor  # buffer: [2, F(F+1)/2] the upper triangle's (row, column) indices
@@ -266,7 +278,8 @@ class DLRMNet(nn.Module):
 
 class CrossLayers(nn.Module):
     """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with ``W_l`` full (``CrossNet``) or
-    ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``."""
+    ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``.
+    """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
         w: torch.Tensor  # buffer: [L, N, r] (low rank) or [L, N, N]
@@ -304,7 +317,8 @@ class CrossLayers(nn.Module):
 
 class DCNNet(nn.Module):
     """DCN-V2, stacked ``Linear(DNN(Cross(x0)))`` or parallel ``Linear([Cross(x0) ; DNN(x0)])`` with
-    ``x0 = [dense ; e_1 … e_F]`` (:mod:`denoisrec.models.dcnv2`). Shapes: as :class:`DLRMNet`."""
+    ``x0 = [dense ; e_1 … e_F]`` (:mod:`denoisrec.models.dcnv2`). Shapes: as :class:`DLRMNet`.
+    """
 
     def __init__(self, m: DCNv2) -> None:
         super().__init__()
@@ -359,8 +373,9 @@ class ServingModel(nn.Module):
         self.platt_a = float(platt[0]) if platt is not None else 1.0
         self.platt_b = float(platt[1]) if platt is not None else 0.0
 
-    def forward(self, dense: torch.Tensor, values: Dict[str, torch.Tensor],
-                offsets: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
         dense, vals, offs = self.pre(dense.float(), values, offsets)
         logit = self.net(dense, vals, offs).squeeze(1)
         out = {"logit": logit, "score": torch.sigmoid(logit)}
@@ -383,18 +398,25 @@ def _network(model: nn.Module) -> nn.Module:
     raise TypeError(f"serving export: no plain-torch version of {type(model).__name__}")
 
 
-def serving_model(model: nn.Module, spec: ModelSpec, schema: Mapping[str, Any],
-                  platt: Optional[List[float]] = None) -> ServingModel:
+def serving_model(
+    model: nn.Module, spec: ModelSpec, schema: Mapping[str, Any], platt: Optional[List[float]] = None
+) -> ServingModel:
     """The plain-torch :class:`ServingModel` of ``model`` (an unsharded denoisrec model on CPU, e.g.
-    ``load_model_file(path).model``), with ``schema``'s input policies (the model file's ``schema``)."""
+    ``load_model_file(path).model``), with ``schema``'s input policies (the model file's ``schema``).
+    """
     feats = {f["name"]: f for f in schema["sparse"]}
     names = [n for n, _ in spec.features]
     missing = [n for n in names if n not in feats]
     if missing:
         raise ValueError(f"serving export: the schema has no sparse feature(s) {missing} of the model")
     policy = lambda n: feats[n].get("oov_policy") or schema.get("oov_policy", "error")  # noqa: E731
-    pre = Preprocess(names, [k for _, k in spec.features], [policy(n) == "hash" for n in names],
-                     schema.get("nan_policy", "error") == "impute", float(schema.get("impute_value", 0.0)))
+    pre = Preprocess(
+        names,
+        [k for _, k in spec.features],
+        [policy(n) == "hash" for n in names],
+        schema.get("nan_policy", "error") == "impute",
+        float(schema.get("impute_value", 0.0)),
+    )
     served = ServingModel(pre, _network(model), platt).eval()
     for p in served.parameters():
         p.requires_grad_(False)

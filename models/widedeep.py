@@ -26,7 +26,8 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from denoisrec.models.embeddings import feature_names, feature_specs, ordered_values
-from denoisrec.models.layers import FirstOrder, check_sizes, mlp as make_mlp
+from denoisrec.models.layers import FirstOrder, check_sizes
+from denoisrec.models.layers import mlp as make_mlp
 
 
 class WideDeep(nn.Module):
@@ -39,8 +40,9 @@ class WideDeep(nn.Module):
         dropout: dropout after each hidden activation of the DNN.
     """
 
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, mlp: Sequence[int] = (128, 64),
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, ebc: EmbeddingBagCollection, dense_in_features: int, mlp: Sequence[int] = (128, 64), dropout: float = 0.0
+    ) -> None:
         super().__init__()
         hidden = check_sizes("mlp", mlp)
         self.sparse_arch = ebc

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic dataset; ``launch``, which runs a function on local gloo ranks and returns
 what each rank returned (tests of distributed computation); ``torchrun``, which runs a script under real
-torchrun (tests where launching itself is what is tested). ``tests/dist`` is importable (its drivers)."""
+torchrun (tests where launching itself is what is tested). ``tests/dist`` is importable (its drivers).
+"""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def torchrun(script: str, nproc: int, args: List[str], timeout: int = 240,
-             env: Optional[dict] = None) -> subprocess.CompletedProcess:
+def torchrun(
+    script: str, nproc: int, args: List[str], timeout: int = 240, env: Optional[dict] = None
+) -> subprocess.CompletedProcess:
     """Run ``tests/dist/<script>`` (or ``-m module``) on ``nproc`` local gloo ranks; fail with its output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd += ["-m", script[3:]] if script.startswith("-m ") else [str(DIST_DIR / script)]
@@ -37,7 +39,9 @@ def torchrun(script: str, nproc: int, args: List[str], timeout: int = 240,
     e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e, cwd=str(ROOT))
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -67,9 +71,17 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any) -> List[Any]:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     fork = not dist.is_initialized() and not torch.cuda.is_initialized()
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
-                          start_method="fork" if fork else "spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="fork" if fork else "spawn",
+    )
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONUNBUFFERED")}
     os.environ.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # inherited by the spawned ranks
     try:
@@ -93,8 +105,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     """Tests marked ``gpu`` are collected everywhere and skipped, with the reason, where CUDA is absent."""
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if gpu and not cuda_available():
-        skip = pytest.mark.skip(reason="no CUDA device: the gpu-marked tests run on a GPU machine "
-                                       "(`make gpu-check`)")
+        skip = pytest.mark.skip(reason="no CUDA device: the gpu-marked tests run on a GPU machine (`make gpu-check`)")
         for item in gpu:
             item.add_marker(skip)
 
@@ -103,7 +114,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
 def slurm_cluster():
     """A one-host Slurm cluster (``launch/slurm_local.py``) shared by every Slurm test of the session, stopped
     at its end; the tests skip with the reason where it cannot come up (packages missing, a daemon failed).
-    ``DENOISREC_SLURM_KEEP=1`` keeps its folder (daemon logs, ``log/sacct.txt``) for a post-mortem."""
+    ``DENOISREC_SLURM_KEEP=1`` keeps its folder (daemon logs, ``log/sacct.txt``) for a post-mortem.
+    """
     import shutil
     import tempfile
 

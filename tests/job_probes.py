@@ -1,5 +1,6 @@
 """What the launch tests (torchx ``local_cwd`` and Slurm) read from a running job: a free port, the live
-worker processes of a tagged job, and the last training step rank 0 logged."""
+worker processes of a tagged job, and the last training step rank 0 logged.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def free_port() -> int:
 
 def worker_pids(tag: str) -> Dict[int, int]:
     """``{global rank: pid}`` of the live worker processes whose environment holds ``DENOISREC_TEST_TAG=tag``
-    (the agents have no ``RANK``)."""
+    (the agents have no ``RANK``).
+    """
     found: Dict[int, int] = {}
     marker = f"DENOISREC_TEST_TAG={tag}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -39,8 +39,11 @@ def load(path):
 def inputs(table, spec):
     dense_cols = spec["inputs"]["dense"]["columns"]
     n = table.num_rows
-    dense = torch.from_numpy(np.stack([table.column(c).to_numpy().astype(np.float32) for c in dense_cols], axis=1)
-                             if dense_cols else np.zeros((n, 0), np.float32))
+    dense = torch.from_numpy(
+        np.stack([table.column(c).to_numpy().astype(np.float32) for c in dense_cols], axis=1)
+        if dense_cols
+        else np.zeros((n, 0), np.float32)
+    )
     values, offsets = {}, {}
     for f in spec["inputs"]["sparse"]:
         col = table.column(f["name"]).combine_chunks()

@@ -7,11 +7,11 @@ import json
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Dict, Iterator, List, Set
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("trainer", "models", "denoisers", "launch")
@@ -22,7 +22,8 @@ def test_every_package_directory_is_installed() -> None:
     listed = set(cfg["packages"])
     on_disk = {
         "denoisrec." + ".".join(p.parent.relative_to(ROOT).parts)
-        for top in TOP for p in (ROOT / top).rglob("__init__.py")
+        for top in TOP
+        for p in (ROOT / top).rglob("__init__.py")
     }
     assert on_disk == listed, f"pyproject packages differ from the folders: {on_disk ^ listed}"
     assert cfg["package-dir"] == {f"denoisrec.{t}": t for t in TOP}
@@ -33,8 +34,10 @@ def test_import_names_and_no_bare_top_level_package(tmp_path: Path) -> None:
         mod = importlib.import_module(f"denoisrec.{t}")
         assert Path(mod.__file__).resolve().parent == ROOT / t
     # Outside the checkout (so the working directory is not on sys.path) only denoisrec.* resolves.
-    code = ("import importlib.util as u, json; "
-            f"print(json.dumps({{n: u.find_spec(n) is not None for n in {list(TOP)!r} + ['denoisrec.models']}}))")
+    code = (
+        "import importlib.util as u, json; "
+        f"print(json.dumps({{n: u.find_spec(n) is not None for n in {list(TOP)!r} + ['denoisrec.models']}}))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     found = json.loads(proc.stdout)
     assert found.pop("denoisrec.models") is True
@@ -59,18 +62,25 @@ def _modules() -> Dict[str, Path]:
 
 def _is_main_block(node: ast.AST) -> bool:
     """``if __name__ == "__main__":``: runs only as ``python -m``, where the module is ``__main__``, a separate
-    module from the imported ``denoisrec.x`` (so its imports cannot close a circle)."""
+    module from the imported ``denoisrec.x`` (so its imports cannot close a circle).
+    """
     t = node.test if isinstance(node, ast.If) else None
-    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
-            and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
-            and t.comparators[0].value == "__main__")
+    return (
+        isinstance(t, ast.Compare)
+        and isinstance(t.left, ast.Name)
+        and t.left.id == "__name__"
+        and len(t.comparators) == 1
+        and isinstance(t.comparators[0], ast.Constant)
+        and t.comparators[0].value == "__main__"
+    )
 
 
 def _is_type_checking_block(node: ast.AST) -> bool:
     """``if TYPE_CHECKING:``: read by type checkers only, never run."""
     t = node.test if isinstance(node, ast.If) else None
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or \
-        (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(tree: ast.AST) -> Iterator[ast.AST]:
@@ -85,7 +95,8 @@ def _import_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 def _imports(path: Path, module: str = "") -> Set[str]:
     """The modules ``path`` imports: absolute names; ``from a import b`` is ``a.b`` when that is a module, else
     ``a``. Parent packages run on import too, but are not edges here: a package importing its own children is
-    how packages are built, not a circle."""
+    how packages are built, not a circle.
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     known = _modules()
     names = set()
@@ -114,7 +125,8 @@ def import_graph() -> Dict[str, Set[str]]:
 
 def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
     """The strongly connected components with more than one module (Tarjan), each sorted: every import circle
-    lies inside one."""
+    lies inside one.
+    """
     index: Dict[str, int] = {}
     low: Dict[str, int] = {}
     stack: List[str] = []
@@ -150,12 +162,16 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 def test_cycle_finder_sees_a_function_local_circle(tmp_path: Path) -> None:
     src = tmp_path / "m.py"
-    src.write_text("import os\n\ndef f():\n    from denoisrec.models import spec, MODELS\n\n"
-                   "if __name__ == '__main__':\n    from denoisrec.trainer import cli\n")
+    src.write_text(
+        "import os\n\ndef f():\n    from denoisrec.models import spec, MODELS\n\n"
+        "if __name__ == '__main__':\n    from denoisrec.trainer import cli\n"
+    )
     assert _imports(src, "denoisrec.x.m") >= {"os", "denoisrec.models", "denoisrec.models.spec"}
     assert "denoisrec.trainer.cli" not in _imports(src, "denoisrec.x.m")
-    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from denoisrec.trainer import cli\n"
-                   "from .sibling import x\n")
+    src.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from denoisrec.trainer import cli\n"
+        "from .sibling import x\n"
+    )
     assert _imports(src, "denoisrec.x.m") == {"typing", "denoisrec.x.sibling"}
     g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert cycles(g) == [["a", "b", "c"]]
@@ -166,8 +182,7 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "denoisrec.trainer.data.schema" in graph["denoisrec.trainer.data.checks"]  # the graph is not empty
     found = cycles(graph)
-    assert not found, "import circles (function-local imports included): " + "; ".join(
-        " ↔ ".join(c) for c in found)
+    assert not found, "import circles (function-local imports included): " + "; ".join(" ↔ ".join(c) for c in found)
 
 
 def test_leaf_errors_and_ingest_apart_from_the_dataset_tools() -> None:
@@ -180,7 +195,7 @@ def test_leaf_errors_and_ingest_apart_from_the_dataset_tools() -> None:
 
 
 def test_dependencies_point_one_way() -> None:
-    """models and denoisers never import trainer; trainer never imports launch (launch names its entry point)."""
+    """Models and denoisers never import trainer; trainer never imports launch (launch names its entry point)."""
     rules = {
         "models": ("denoisrec.trainer", "denoisrec.denoisers", "denoisrec.launch"),
         "denoisers": ("denoisrec.trainer", "denoisrec.launch"),
@@ -194,8 +209,10 @@ def test_dependencies_point_one_way() -> None:
 
 
 def test_trainer_reexports_its_public_api_without_importing_torch() -> None:
-    code = ("import sys, denoisrec.trainer as t; from denoisrec.trainer import Config, UsageError; "
-            "assert 'torch' not in sys.modules, 'importing denoisrec.trainer pulled in torch'; print(len(t.__all__))")
+    code = (
+        "import sys, denoisrec.trainer as t; from denoisrec.trainer import Config, UsageError; "
+        "assert 'torch' not in sys.modules, 'importing denoisrec.trainer pulled in torch'; print(len(t.__all__))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout) >= 10

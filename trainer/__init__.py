@@ -25,7 +25,6 @@ Module map:
 | ``bench/`` | ``denoisrec bench``: throughput, quality, peers, ingest, serving |
 
 Example:
-
 >>> from denoisrec.trainer import Config, DataError, UsageError
 >>> Config().data.batch_size
 2048

@@ -88,8 +88,10 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, iters: int = 50, tol: floa
         current = new
     a, b = float(theta[0]), float(theta[1])
     if not np.isfinite([a, b]).all() or a <= 0:
-        raise ValueError(f"calibration: the Platt fit gave a={a:.4g}; the model does not rank the validation "
-                         "rows better than chance, so a monotone calibrator cannot be fitted")
+        raise ValueError(
+            f"calibration: the Platt fit gave a={a:.4g}; the model does not rank the validation "
+            "rows better than chance, so a monotone calibrator cannot be fitted"
+        )
     return Platt(a, b, {"rows": int(z.size), "positive_rate": float(y.mean())})
 
 

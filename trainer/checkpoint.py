@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 
 from denoisrec.models import ModelSpec, save_model_file
 from denoisrec.trainer import checkpoint_files as files
@@ -119,7 +119,8 @@ class Checkpointer:
     # ----------------------------------------------------------------------------------------- finding
     def latest(self) -> Optional[str]:
         """The newest complete and intact ``step_*`` checkpoint by step number (``None`` when there is none);
-        ``self.skipped`` gets the newer ones that are not (``"path: why"``)."""
+        ``self.skipped`` gets the newer ones that are not (``"path: why"``).
+        """
         self.skipped, self._skipped_dirs = [], []
         for _, path in reversed(files.list_steps(self.root)):
             why = files.problem(path)
@@ -146,9 +147,11 @@ class Checkpointer:
             elif resume == "auto":
                 path = self.latest()
                 if path is None and self.skipped:
-                    error = (f"{self.root}: {len(self.skipped)} checkpoint(s) but none is complete and intact, "
-                             f"refusing to start again from step 0 ({'; '.join(self.skipped)}); move them away, or start "
-                             "fresh with --set run.resume=never run.overwrite=true")
+                    error = (
+                        f"{self.root}: {len(self.skipped)} checkpoint(s) but none is complete and intact, "
+                        f"refusing to start again from step 0 ({'; '.join(self.skipped)}); move them away, or start "
+                        "fresh with --set run.resume=never run.overwrite=true"
+                    )
                 if path is not None:
                     for bad in self._skipped_dirs:
                         os.replace(bad, os.path.join(self.root, "damaged-" + os.path.basename(bad)))
@@ -168,7 +171,8 @@ class Checkpointer:
     # ------------------------------------------------------------------------------------------ saving
     def _write(self, path: str, model: nn.Module, opt: Optional[TrainOptimizer], meta: Dict[str, Any]) -> None:
         """Write into a temporary directory, fsync, checksum, then rename it to ``path`` (atomic publication:
-        ``path`` is either the previous complete checkpoint or the new one, never a partial one)."""
+        ``path`` is either the previous complete checkpoint or the new one, never a partial one).
+        """
         tmp: Optional[str] = None
         if self.env.is_main:
             os.makedirs(self.root, exist_ok=True)
@@ -189,8 +193,12 @@ class Checkpointer:
         _barrier()
         if self.env.is_main:
             files.fsync_tree(tmp)
-            meta = {"format_version": FORMAT_VERSION, "with_optimizer": opt is not None, **meta,
-                    "files": files.checksums(tmp)}
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "with_optimizer": opt is not None,
+                **meta,
+                "files": files.checksums(tmp),
+            }
             with open(os.path.join(tmp, META), "w") as f:
                 json.dump(meta, f, indent=2, default=str)
                 f.flush()
@@ -229,11 +237,18 @@ class Checkpointer:
         self._write(path, model, None, meta)
         return path
 
-    def export_model(self, model: nn.Module, path: str, spec: ModelSpec, schema: Dict[str, Any],
-                     extra: Optional[Dict[str, Any]] = None) -> str:
+    def export_model(
+        self,
+        model: nn.Module,
+        path: str,
+        spec: ModelSpec,
+        schema: Dict[str, Any],
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> str:
         """The model alone, unsharded, as a model file at ``path`` (``<out>/model.pt``; the format of
         :mod:`denoisrec.models.model_file`): every rank sends its shards to rank 0, which writes the file.
-        Collective; returns ``path`` on every rank."""
+        Collective; returns ``path`` on every rank.
+        """
         state = unsharded_state_dict(model, self.env)
         if self.env.is_main:
             save_model_file(path, spec, state, schema, extra)  # type: ignore[arg-type]  # rank 0: not None
@@ -257,18 +272,24 @@ class Checkpointer:
             state["dense_optim"] = opt.dense.state_dict()
         try:
             dcp.load(state, checkpoint_id=path)
-        except (Exception, CheckpointException) as e:  # DCP's CheckpointException (a BaseException) carries every rank's failure
+        except (
+            Exception,
+            CheckpointException,
+        ) as e:  # DCP's CheckpointException (a BaseException) carries every rank's failure
             first = _first_error(e)
             if "key" not in first.lower():  # not a layout mismatch: unreadable files
-                raise CheckpointError(f"{path}: could not read the checkpoint's files ({first}); damaged? "
-                                      "Resume from an older checkpoint with --resume PATH") from e
+                raise CheckpointError(
+                    f"{path}: could not read the checkpoint's files ({first}); damaged? "
+                    "Resume from an older checkpoint with --resume PATH"
+                ) from e
             raise CheckpointError(
                 f"{path}: could not load the checkpoint written by {meta.get('world_size')} rank(s) with plan "
                 f"{_plan_types(meta)} onto {self.env.world_size} rank(s) with the current plan "
                 f"({first}). Tables re-shard on load between table_wise, column_wise "
                 "and row_wise plans, but data_parallel tables are trained by the dense optimizer and the others by "
                 "the fused sparse one, so their optimizer states differ: resume with the checkpoint's sharding "
-                "type (--sharding).") from e
+                "type (--sharding)."
+            ) from e
         model.load_state_dict(state["model"])
         if opt is not None:
             opt.sparse.load_state_dict(state["sparse_optim"])
@@ -281,8 +302,9 @@ class Checkpointer:
             try:
                 set_rng_state(torch.load(rng_file, weights_only=False))
             except Exception as e:  # noqa: BLE001 - any unpickling failure means the same: a damaged file
-                raise CheckpointError(f"{rng_file}: not a readable RNG state, damaged "
-                                      f"({type(e).__name__}: {str(e)[:200]})") from e
+                raise CheckpointError(
+                    f"{rng_file}: not a readable RNG state, damaged ({type(e).__name__}: {str(e)[:200]})"
+                ) from e
         return meta
 
 

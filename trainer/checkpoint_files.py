@@ -28,8 +28,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 META = "meta.json"
 STEP_DIR = re.compile(r"^step_(\d+)$")
-REQUIRED_KEYS = ("step", "epoch", "batches_in_epoch", "steps_per_epoch", "world_size", "global_batch", "spec",
-                 "denoiser")
+REQUIRED_KEYS = (
+    "step",
+    "epoch",
+    "batches_in_epoch",
+    "steps_per_epoch",
+    "world_size",
+    "global_batch",
+    "spec",
+    "denoiser",
+)
 CHUNK = 1 << 20
 
 
@@ -54,8 +62,10 @@ def data_files(path: str) -> List[str]:
 
 def checksums(path: str) -> Dict[str, Dict[str, Any]]:
     """``{relative path: {"size", "sha256"}}`` of every file of the checkpoint (``meta.json`` aside)."""
-    return {rel: {"size": os.path.getsize(os.path.join(path, rel)), "sha256": sha256_file(os.path.join(path, rel))}
-            for rel in data_files(path)}
+    return {
+        rel: {"size": os.path.getsize(os.path.join(path, rel)), "sha256": sha256_file(os.path.join(path, rel))}
+        for rel in data_files(path)
+    }
 
 
 def fsync_path(path: str) -> None:

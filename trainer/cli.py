@@ -30,7 +30,6 @@ from denoisrec.trainer.commands import COMMANDS
 from denoisrec.trainer.commands.train import config_from_args
 from denoisrec.trainer.errors import DataError, UsageError
 
-
 DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
 
   make train                                  the recommended set-up on synthetic data, with its curves
@@ -65,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         if getattr(mod, "RAW", False):
             kw["add_help"] = False
         if hasattr(mod, "DESCRIPTION") or hasattr(mod, "epilog"):
-            kw.update(description=getattr(mod, "DESCRIPTION", None),
-                      epilog=mod.epilog() if hasattr(mod, "epilog") else None,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+            kw.update(
+                description=getattr(mod, "DESCRIPTION", None),
+                epilog=mod.epilog() if hasattr(mod, "epilog") else None,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
         p = sub.add_parser(name, **kw)
         mod.add_arguments(p)
         p.set_defaults(fn=mod.run)
@@ -95,7 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def exit_status(e: BaseException) -> int:
     """1 for a problem with the data or files (missing, unreadable, malformed), 2 for a usage mistake.
 
-    (``train`` and ``report``; the other commands still exit 2 on every error they report.)"""
+    (``train`` and ``report``; the other commands still exit 2 on every error they report.)
+    """
     if isinstance(e, UsageError):
         return 2
     if isinstance(e, (DataError, OSError)):
@@ -110,7 +112,8 @@ def _one_line(e: BaseException) -> str:
 
 def _record_for_torchelastic(e: BaseException) -> None:
     """Under torchrun/torchx, write ``e`` to this worker's error file: the agent's failure summary
-    ("Root Cause") then shows the message instead of only an exit code."""
+    ("Root Cause") then shows the message instead of only an exit code.
+    """
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 

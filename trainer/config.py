@@ -58,7 +58,8 @@ class ModelConfig:
     in ``[−a, a]`` (``null``: the model's default, see :class:`denoisrec.models.ModelSpec`). ``context`` says how
     the schema's ``role: context`` features are used: ``features`` (ordinary inputs), ``withhold`` (never read)
     or ``auto`` (``features``, but kept out of the target model under ``--denoiser observation``; see
-    ``trainer/context.py``)."""
+    ``trainer/context.py``).
+    """
 
     name: str = "dlrm"
     embedding_dim: int = 16
@@ -100,7 +101,8 @@ class OptimConfig:
 @dataclass
 class ShardingConfig:
     """``sharding_type`` forces one TorchRec sharding type for every table (``table_wise``,
-    ``column_wise``, ``row_wise`` (GPU only), ``data_parallel``); ``None`` lets the planner choose."""
+    ``column_wise``, ``row_wise`` (GPU only), ``data_parallel``); ``None`` lets the planner choose.
+    """
 
     sharding_type: Optional[str] = None
 
@@ -178,7 +180,8 @@ class Config:
         """Check every option before anything heavy starts (:func:`~denoisrec.trainer.config_check.check_config`:
         each field against its annotation, ``Literal`` choices included, and its bounds); one
         :class:`~denoisrec.trainer.options.UsageError` names the first bad key. Returns ``self``, numbers
-        normalised."""
+        normalised.
+        """
         return check_config(self)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -234,7 +237,8 @@ _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 def parse_value(raw: str, where: str = "") -> Any:
     """A command-line value as YAML (``[64, 1]``, ``null``, ``true``), except that every number is a number:
-    YAML 1.1 reads ``1e-6`` (no dot) as a string, which would reach an optimizer as ``'1e-6'``."""
+    YAML 1.1 reads ``1e-6`` (no dot) as a string, which would reach an optimizer as ``'1e-6'``.
+    """
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:

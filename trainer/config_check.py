@@ -127,12 +127,16 @@ def _check_type(key: str, v: Any, hint: Any) -> Any:
 def _check_eval(cfg: Config) -> None:
     e = cfg.run.eval_every
     if not (e in ("epoch", "auto") or (isinstance(e, int) and not isinstance(e, bool) and e >= 0)):
-        raise UsageError(f"run.eval_every={e!r}: expected auto (every epoch when the data has ground truth), "
-                         "epoch, or a number of steps >= 0 (0: only at the end)")
+        raise UsageError(
+            f"run.eval_every={e!r}: expected auto (every epoch when the data has ground truth), "
+            "epoch, or a number of steps >= 0 (0: only at the end)"
+        )
     bad = [s for s in cfg.run.eval_during if s not in EVAL_SPLITS]
     if bad:
-        raise UsageError(f"run.eval_during={cfg.run.eval_during!r}: unknown split(s) {bad}; expected some of "
-                         f"{', '.join(EVAL_SPLITS)}")
+        raise UsageError(
+            f"run.eval_during={cfg.run.eval_during!r}: unknown split(s) {bad}; expected some of "
+            f"{', '.join(EVAL_SPLITS)}"
+        )
 
 
 def _check_denoiser(cfg: Config) -> None:

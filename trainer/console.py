@@ -46,8 +46,9 @@ def finish_run(cfg: Config, summary: Dict[str, Any], quiet: Any) -> None:
         line = auc_line(series)
         if line:
             print(line)
-        path = write_curves([series], os.path.join(out, "curves.png"),
-                            title=f"{cfg.model.name} + {series.name} ({out})")
+        path = write_curves(
+            [series], os.path.join(out, "curves.png"), title=f"{cfg.model.name} + {series.name} ({out})"
+        )
         print(f"curves: {path}  (TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')})")
     print(quiet.summary(int(summary.get("world_size") or os.environ.get("WORLD_SIZE", "1"))))
     print(f"output folder: {out}")

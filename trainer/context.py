@@ -47,17 +47,24 @@ def feature_views(cfg: Any, schema: DataSchema) -> Tuple[DataSchema, DataSchema]
     for opt in _ID_OPTIONS.get(name, ()):
         feat = cfg.denoiser.params.get(opt, _ID_DEFAULTS[opt])
         if feat in context:
-            raise ValueError(f"{name} option {opt}={feat!r}: a context feature (role: context); DeCA's models read "
-                             "preference ids (user / item), name a preference feature")
+            raise ValueError(
+                f"{name} option {opt}={feat!r}: a context feature (role: context); DeCA's models read "
+                "preference ids (user / item), name a preference feature"
+            )
     if uses_context_tower(name):
         if not context:
-            raise ValueError(f"--denoiser {name}: the schema has no context features (role: context); with none the "
-                             "noise rates are constants and it degrades to BCE on a rescaled score: mark the "
-                             "context columns role: context in schema.json, or use --denoiser bce")
+            raise ValueError(
+                f"--denoiser {name}: the schema has no context features (role: context); with none the "
+                "noise rates are constants and it degrades to BCE on a rescaled score: mark the "
+                "context columns role: context in schema.json, or use --denoiser bce"
+            )
         if mode == "features":
-            warnings.warn(f"--denoiser {name} with model.context=features: the target model also sees the context "
-                          f"{context}, so it can absorb the observation process the context tower should model; "
-                          "model.context=auto keeps the context out of the target model", stacklevel=2)
+            warnings.warn(
+                f"--denoiser {name} with model.context=features: the target model also sees the context "
+                f"{context}, so it can absorb the observation process the context tower should model; "
+                "model.context=auto keeps the context out of the target model",
+                stacklevel=2,
+            )
             return schema, schema
         return schema, schema.preference_only()
     if mode == "withhold":

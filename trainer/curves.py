@@ -45,9 +45,13 @@ class Series:
     valid_target: str = "observed"
 
 
-_TRAIN_KEYS = {"truth_loss_noisy_pos": "loss_noisy", "truth_loss_clean_pos": "loss_clean",
-               "truth_precision": "precision", "truth_recall": "recall",
-               "truth_random_precision": "random_precision"}
+_TRAIN_KEYS = {
+    "truth_loss_noisy_pos": "loss_noisy",
+    "truth_loss_clean_pos": "loss_clean",
+    "truth_precision": "precision",
+    "truth_recall": "recall",
+    "truth_random_precision": "random_precision",
+}
 
 
 def _finite(v: Any) -> bool:
@@ -58,7 +62,8 @@ def read_series(run: str, steps_per_epoch: Optional[int] = None, name: Optional[
     """The curves of run directory ``run`` (``steps_per_epoch`` from its ``summary.json`` when not given).
 
     A re-run into the same directory rewrites ``metrics.jsonl``; a resumed one appends: a later record for a
-    step already seen replaces the earlier one."""
+    step already seen replaces the earlier one.
+    """
     path = os.path.join(run, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run}: no metrics.jsonl (not a denoisrec run directory?)")
@@ -110,6 +115,7 @@ def _label(run: str) -> str:
 
 def auc_line(s: Series) -> str:
     """``clean-test AUC by epoch: a -> b -> c (valid AUC, observed labels: x -> y -> z)``; '' without evals."""
+
     def chain(points: Points) -> str:
         return " -> ".join(f"{v:.4f}" for _, v in points)
 
@@ -137,15 +143,16 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
         tag = f"{_short(s.name)}: " if many else ""  # the title carries the full names and options
         _line(axes[0], s.clean_auc, c1, "-", "o", f"{tag}clean test (true labels)")
         _line(axes[0], s.valid_auc, c2, "--", "s", f"{tag}valid ({s.valid_target} labels)")
-        _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".",
-              f"{tag}noisy positives")
-        _line(axes[1], s.loss_clean, colors[i % len(colors)] if many else colors[2], ":", ".",
-              f"{tag}clean positives")
+        _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".", f"{tag}noisy positives")
+        _line(axes[1], s.loss_clean, colors[i % len(colors)] if many else colors[2], ":", ".", f"{tag}clean positives")
         _line(axes[2], s.precision, c1, "-", ".", f"{tag}precision")
         _line(axes[2], s.recall, colors[i % len(colors)] if many else colors[0], "--", ".", f"{tag}recall")
         _line(axes[2], s.random_precision, "grey" if not many else c1, ":", None, f"{tag}random (noise share)")
-    for ax, t, y in ((axes[0], "AUC per epoch", "AUC"), (axes[1], "loss of observed positives", "mean BCE"),
-                     (axes[2], "noise identification", "share")):
+    for ax, t, y in (
+        (axes[0], "AUC per epoch", "AUC"),
+        (axes[1], "loss of observed positives", "mean BCE"),
+        (axes[2], "noise identification", "share"),
+    ):
         ax.set_title(t)
         ax.set_xlabel("epoch")
         ax.set_ylabel(y)
@@ -153,8 +160,16 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
         if ax.lines:
             ax.legend(fontsize=7, loc="best")
         else:
-            ax.text(0.5, 0.5, "nothing to draw\n(no ground truth, or the method handles nothing)",
-                    ha="center", va="center", transform=ax.transAxes, fontsize=8, color="grey")
+            ax.text(
+                0.5,
+                0.5,
+                "nothing to draw\n(no ground truth, or the method handles nothing)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+                color="grey",
+            )
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -59,8 +59,9 @@ def build_prior(spec: ModelSpec, seed: int) -> nn.Module:
         return spec.build(table_prefix=PRIOR_PREFIX)
 
 
-def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec] = None,
-                       device: Optional[torch.device] = None) -> Denoiser:
+def build_denoiser_for(
+    cfg: Config, schema: DataSchema, spec: Optional[ModelSpec] = None, device: Optional[torch.device] = None
+) -> Denoiser:
     """``cfg.denoiser`` built with what its class needs from the job (see the module docstring)."""
     name = cfg.denoiser.name
     if name not in DENOISERS:
@@ -74,11 +75,16 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
     }
     unknown = [k for k in wanted if k not in makers]
     if unknown:
-        raise ValueError(f"--denoiser {name}: needs {unknown} injected, which the trainer does not supply "
-                         f"(it supplies {sorted(makers)})")
+        raise ValueError(
+            f"--denoiser {name}: needs {unknown} injected, which the trainer does not supply "
+            f"(it supplies {sorted(makers)})"
+        )
     d = build_denoiser(name, context={k: makers[k]() for k in wanted}, **cfg.denoiser.params)
-    job = JobFacts(sparse_optimizer=cfg.optim.sparse, sparse_weight_decay=cfg.optim.sparse_weight_decay,
-                   sharding_type=cfg.sharding.sharding_type)
+    job = JobFacts(
+        sparse_optimizer=cfg.optim.sparse,
+        sparse_weight_decay=cfg.optim.sparse_weight_decay,
+        sharding_type=cfg.sharding.sharding_type,
+    )
     for msg in d.setup_warnings(job):
         warnings.warn(msg, stacklevel=2)
     return d
@@ -86,7 +92,8 @@ def build_denoiser_for(cfg: Config, schema: DataSchema, spec: Optional[ModelSpec
 
 def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, log: Any) -> None:
     """``Denoiser.bind_run`` before the first step when ``needs.run_length`` is declared; its warnings go to
-    the log and to ``warnings``."""
+    the log and to ``warnings``.
+    """
     d = denoiser_of(model)
     if not d.needs.run_length:
         return
@@ -103,7 +110,8 @@ def denoiser_of(model: nn.Module) -> Denoiser:
 
 def static_graph(module: nn.Module) -> bool:
     """Whether DDP may use a static graph: ``False`` when the denoiser trains different parameters on
-    different steps (DeCA's h / h', DeCA(p)'s phases)."""
+    different steps (DeCA's h / h', DeCA(p)'s phases).
+    """
     return denoiser_of(module).needs.static_graph
 
 
@@ -147,7 +155,8 @@ def _need_spec(spec: Optional[ModelSpec], name: str) -> ModelSpec:
 def load_prior_checkpoint(model: nn.Module, path: str) -> None:
     """Load DeCA(p)'s frozen ``f'`` into its (sharded) tables and layers from ``path``: a denoisrec model file
     (``<run out>/model.pt`` of a BCE run with the same model and data) or a plain
-    ``torch.save(model.state_dict())`` of the target architecture (keys optionally prefixed ``model.``)."""
+    ``torch.save(model.state_dict())`` of the target architecture (keys optionally prefixed ``model.``).
+    """
     where = f"deca_p option prior_checkpoint={path!r}"
     try:
         full = read_weights(path)
@@ -164,12 +173,20 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
     load_full_state(prior, full, rename, where=where)
 
 
-def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any, device: torch.device,
-                     log: Any, valid: Optional[Any] = None) -> None:
+def prepare_denoiser(
+    model: nn.Module,
+    cfg: Config,
+    reader: Any,
+    dense_opt: Any,
+    device: torch.device,
+    log: Any,
+    valid: Optional[Any] = None,
+) -> None:
     """Run the denoiser's declared ``needs.pretraining`` before the main loop (DeCA(p)'s prior): load its
     checkpoint, or pre-train it with BCE on this DMP model — ``steps`` steps, or (unset) to early stopping on
     ``valid``'s observed AUC within ``max_epochs`` (:mod:`~denoisrec.trainer.prior`); then, with
-    ``cache_scores``, score the training split once."""
+    ``cache_scores``, score the training split once.
+    """
     d = denoiser_of(model)
     phase = d.needs.pretraining
     if phase is None:
@@ -178,12 +195,23 @@ def prepare_denoiser(model: nn.Module, cfg: Config, reader: Any, dense_opt: Any,
     if phase.cache_scores:
         t0 = time.time()
         n = cache_prior_scores(d, reader, device)
-        log.print(f"deca_p: f' scored once on {n:,} training rows ({time.time() - t0:.1f}s, {12 * n / 2**20:.1f} MiB "
-                  "per rank); phase 2 looks the scores up by sample id instead of running f' every step")
+        log.print(
+            f"deca_p: f' scored once on {n:,} training rows ({time.time() - t0:.1f}s, {12 * n / 2**20:.1f} MiB "
+            "per rank); phase 2 looks the scores up by sample id instead of running f' every step"
+        )
 
 
-def _prepare_prior(model: nn.Module, d: Any, phase: Pretraining, cfg: Config, reader: Any, dense_opt: Any,
-                   device: torch.device, log: Any, valid: Optional[Any]) -> None:
+def _prepare_prior(
+    model: nn.Module,
+    d: Any,
+    phase: Pretraining,
+    cfg: Config,
+    reader: Any,
+    dense_opt: Any,
+    device: torch.device,
+    log: Any,
+    valid: Optional[Any],
+) -> None:
     if phase.checkpoint is not None:
         load_prior_checkpoint(model, phase.checkpoint)
         log.print(f"deca_p: prior f' loaded from {phase.checkpoint}")
@@ -194,10 +222,23 @@ def _prepare_prior(model: nn.Module, d: Any, phase: Pretraining, cfg: Config, re
         return
     fixed = phase.steps
     if fixed is None:
-        how = (f"to early stopping on the observed validation AUC (at most {phase.max_epochs:g} epoch(s), "
-               f"patience {phase.patience})")
+        how = (
+            f"to early stopping on the observed validation AUC (at most {phase.max_epochs:g} epoch(s), "
+            f"patience {phase.patience})"
+        )
     else:
         how = f"for {fixed} step(s)"
     log.print(f"deca_p phase 1: pre-training the prior f' with BCE {how}")
-    pretrain_prior(model, d, reader, valid if fixed is None else None, dense_opt, device, log,
-                   phase.max_epochs, phase.patience, cfg.run.log_every, fixed)
+    pretrain_prior(
+        model,
+        d,
+        reader,
+        valid if fixed is None else None,
+        dense_opt,
+        device,
+        log,
+        phase.max_epochs,
+        phase.patience,
+        cfg.run.log_every,
+        fixed,
+    )

@@ -81,7 +81,8 @@ def init_distributed(device: str = "auto", timeout_s: int = 600) -> DistEnv:
 def describe_ranks(env: DistEnv) -> List[Dict[str, Any]]:
     """Where every rank ran, gathered on all ranks (for the run summary): global rank, node rank
     (torchelastic's ``GROUP_RANK``), local rank, host, pid, and how often the elastic agent restarted
-    the group (``TORCHELASTIC_RESTART_COUNT``). Outside torchrun node rank and restarts are 0."""
+    the group (``TORCHELASTIC_RESTART_COUNT``). Outside torchrun node rank and restarts are 0.
+    """
     me = {
         "rank": env.rank,
         "node_rank": int(os.environ.get("GROUP_RANK", 0)),

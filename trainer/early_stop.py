@@ -20,7 +20,8 @@ from typing import Any, Dict, Optional
 @dataclass
 class EarlyStopping:
     """Args: ``patience`` validations without improvement before stopping (0: never stop);
-    ``min_delta``: the AUC gain that counts as an improvement."""
+    ``min_delta``: the AUC gain that counts as an improvement.
+    """
 
     patience: int = 0
     min_delta: float = 0.0

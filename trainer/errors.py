@@ -16,7 +16,6 @@ The ``denoisrec`` command line maps them to exit statuses: :class:`UsageError` e
 | :class:`HostSyncError` | a host synchronisation inside a guarded region |
 
 Example:
-
 >>> from denoisrec.trainer.errors import DataError, oneline
 >>> oneline(DataError("train/part-0.parquet: row group 3,\n column label: null"))
 'train/part-0.parquet: row group 3, column label: null'
@@ -37,7 +36,8 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (incomplete, damaged, from another model, unloadable); the message says
-    why and names the file."""
+    why and names the file.
+    """
 
 
 class OutDirError(ValueError):
@@ -61,5 +61,13 @@ def oneline(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-__all__ = ["CheckpointError", "DataError", "HostSyncError", "NonFiniteError", "OutDirError", "RunLockError",
-           "UsageError", "oneline"]
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "HostSyncError",
+    "NonFiniteError",
+    "OutDirError",
+    "RunLockError",
+    "UsageError",
+    "oneline",
+]

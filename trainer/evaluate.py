@@ -37,8 +37,13 @@ def all_gather_varlen(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score(model: nn.Module, reader: ParquetBatchReader, device: torch.device, state: MetricState,
-          autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> MetricState:
+def score(
+    model: nn.Module,
+    reader: ParquetBatchReader,
+    device: torch.device,
+    state: MetricState,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+) -> MetricState:
     """Score this rank's share of ``reader`` with ``model`` (eval mode) into ``state``, batch by batch:
     targets ``observed`` (the batch's labels) and/or ``clean`` (its clean labels); ``autocast`` wraps the
     forward (the run's precision).
@@ -57,8 +62,13 @@ def score(model: nn.Module, reader: ParquetBatchReader, device: torch.device, st
     return state
 
 
-def evaluate(model: nn.Module, reader: ParquetBatchReader, device: torch.device, target: str = "observed",
-             autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> Dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    reader: ParquetBatchReader,
+    device: torch.device,
+    target: str = "observed",
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+) -> Dict[str, float]:
     """AUC, GAUC, logloss, calibration, NE and ECE of ``model`` on ``reader``'s split over all ranks (the
     same dict on every rank). ``target`` is ``observed`` or ``clean``.
     """

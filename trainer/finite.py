@@ -37,10 +37,10 @@ POLICIES = ("stop", "skip", "off")
 
 class NonFiniteGuard:
     """Args:
-        policy: ``stop``, ``skip`` or ``off`` (see the module docstring).
-        check_every: read the flag every this many steps (``stop``).
-        device: where the flag lives (the loss's device).
-        max_skips: consecutive skipped steps (``skip``) after which the run stops.
+    policy: ``stop``, ``skip`` or ``off`` (see the module docstring).
+    check_every: read the flag every this many steps (``stop``).
+    device: where the flag lives (the loss's device).
+    max_skips: consecutive skipped steps (``skip``) after which the run stops.
     """
 
     def __init__(self, policy: str, check_every: int, device: torch.device, max_skips: int = 10) -> None:
@@ -76,9 +76,11 @@ class NonFiniteGuard:
         self.skipped += 1
         self._run_of_skips += 1
         if self._run_of_skips > self.max_skips:
-            raise NonFiniteError(f"non-finite training loss in {self._run_of_skips} consecutive steps up to step "
-                                 f"{step} (run.nonfinite=skip skipped them); stopped: the last checkpoint is the last "
-                                 "good one and no model was exported. Lower optim.lr or set optim.clip_grad_norm")
+            raise NonFiniteError(
+                f"non-finite training loss in {self._run_of_skips} consecutive steps up to step "
+                f"{step} (run.nonfinite=skip skipped them); stopped: the last checkpoint is the last "
+                "good one and no model was exported. Lower optim.lr or set optim.clip_grad_norm"
+            )
 
     def after_step(self, step: int, loss: torch.Tensor, grad_norm: Optional[torch.Tensor], skipped: bool) -> None:
         """The trainer's one call per step: fold in (``stop``) or count a skip (``skip``), and check when due."""
@@ -107,4 +109,5 @@ class NonFiniteGuard:
             raise NonFiniteError(
                 f"non-finite training loss or gradient at step {at} (found at step {step}); stopped: the last "
                 "checkpoint is the last good one and no model was exported. Lower optim.lr, set "
-                "optim.clip_grad_norm, or --set run.nonfinite=skip to skip such batches")
+                "optim.clip_grad_norm, or --set run.nonfinite=skip to skip such batches"
+            )

@@ -48,13 +48,29 @@ MODES = ("error", "warn")
 _T = torch.Tensor
 # Operations that wait for a CUDA device: host reads of a value, and outputs whose shape depends on data.
 CPU_SYNC_OPS: Dict[Callable[..., Any], str] = {
-    _T.item: "item", _T.tolist: "tolist", _T.numpy: "numpy", _T.cpu: "cpu",
-    _T.__bool__: "__bool__", _T.__int__: "__int__", _T.__float__: "__float__", _T.__index__: "__index__",
-    _T.is_nonzero: "is_nonzero", _T.nonzero: "nonzero", torch.nonzero: "nonzero",
-    torch.argwhere: "argwhere", _T.masked_select: "masked_select", torch.masked_select: "masked_select",
-    torch.unique: "unique", _T.unique: "unique", torch.unique_consecutive: "unique_consecutive",
-    torch.bincount: "bincount", _T.bincount: "bincount", torch.equal: "equal", torch.allclose: "allclose",
-    _T.equal: "equal", _T.allclose: "allclose",
+    _T.item: "item",
+    _T.tolist: "tolist",
+    _T.numpy: "numpy",
+    _T.cpu: "cpu",
+    _T.__bool__: "__bool__",
+    _T.__int__: "__int__",
+    _T.__float__: "__float__",
+    _T.__index__: "__index__",
+    _T.is_nonzero: "is_nonzero",
+    _T.nonzero: "nonzero",
+    torch.nonzero: "nonzero",
+    torch.argwhere: "argwhere",
+    _T.masked_select: "masked_select",
+    torch.masked_select: "masked_select",
+    torch.unique: "unique",
+    _T.unique: "unique",
+    torch.unique_consecutive: "unique_consecutive",
+    torch.bincount: "bincount",
+    _T.bincount: "bincount",
+    torch.equal: "equal",
+    torch.allclose: "allclose",
+    _T.equal: "equal",
+    _T.allclose: "allclose",
 }
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _AUTOGRAD = os.path.join(_TORCH_DIR, "autograd") + os.sep
@@ -80,13 +96,16 @@ def own_roots() -> Tuple[str, ...]:
     import denoisrec.models
     import denoisrec.trainer
 
-    return tuple(os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
-                 for m in (denoisrec.trainer, denoisrec.models, denoisrec.denoisers))
+    return tuple(
+        os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
+        for m in (denoisrec.trainer, denoisrec.models, denoisrec.denoisers)
+    )
 
 
 def _caller(frame: Optional[FrameType]) -> Tuple[str, int, bool]:
     """The innermost frame outside ``torch``, this module and ``warnings`` (who asked for the sync), and
-    whether the call went through ``torch.autograd`` (a backward pass)."""
+    whether the call went through ``torch.autograd`` (a backward pass).
+    """
     in_backward = False
     while frame is not None:
         f = os.path.abspath(frame.f_code.co_filename)
@@ -140,7 +159,8 @@ class HostSyncGuard:
 
         A CUDA sync inside a backward pass is reported, by the autograd engine, at the ``backward()`` call;
         which node issued it is unknown, so it is not counted as ours. (The denoisers' backward is checked
-        on its own: the GPU test runs each denoiser's loss *and* backward under ``mode="error"``.)"""
+        on its own: the GPU test runs each denoiser's loss *and* backward under ``mode="error"``.)
+        """
         roots = own_roots()
         return [s for s in self.syncs if s.file.startswith(roots) and not s.in_backward]
 
@@ -171,8 +191,14 @@ class HostSyncGuard:
             warnings.simplefilter("always")
             shown = warnings.showwarning
 
-            def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                     file: TextIO | None = None, line: str | None = None) -> None:
+            def show(
+                message: Warning | str,
+                category: type[Warning],
+                filename: str,
+                lineno: int,
+                file: TextIO | None = None,
+                line: str | None = None,
+            ) -> None:
                 if "synchroniz" in str(message):
                     self._record("cuda sync", sys._getframe())
                 else:

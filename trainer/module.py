@@ -45,5 +45,6 @@ class TrainModule(nn.Module):
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The :class:`TrainModule` inside ``DistributedModelParallel`` (DMP's ``module`` property strips DMP and
-    DDP), or ``model`` itself when it is not wrapped."""
+    DDP), or ``model`` itself when it is not wrapped.
+    """
     return getattr(model, "module", model)

@@ -58,7 +58,9 @@ def compare(learned: Dict[str, Any], truth: Dict[str, Any]) -> Dict[str, Any]:
             if diffs:
                 w = sum(weights) or 1
                 errors.setdefault(feat, {})[rate] = {
-                    "mean_abs": sum(d * x for d, x in zip(diffs, weights)) / w, "max_abs": max(diffs)}
+                    "mean_abs": sum(d * x for d, x in zip(diffs, weights)) / w,
+                    "max_abs": max(diffs),
+                }
     return errors
 
 
@@ -93,10 +95,12 @@ def plot(report: Dict[str, Any], path: str) -> Optional[str]:
     return path
 
 
-def write_observation_report(model: nn.Module, data_path: str, out_dir: str, is_main: bool,
-                             log: Any = None) -> Optional[Dict[str, Any]]:
+def write_observation_report(
+    model: nn.Module, data_path: str, out_dir: str, is_main: bool, log: Any = None
+) -> Optional[Dict[str, Any]]:
     """Collect the tower's per-context-value rates (a collective: every rank calls it), compare them with
-    the generator's truth and write the JSON and the plot on rank 0. ``None`` for other denoisers."""
+    the generator's truth and write the JSON and the plot on rank 0. ``None`` for other denoisers.
+    """
     d = denoiser_of(model)
     if not d.needs.context_tower:
         return None
@@ -111,8 +115,13 @@ def write_observation_report(model: nn.Module, data_path: str, out_dir: str, is_
     png = plot(report, os.path.join(out_dir, REPORT_PNG)) if learned else None
     info = {"json": os.path.join(out_dir, REPORT_JSON), "png": png, "errors": report["errors"]}
     if log is not None:
-        errs = "; ".join(f"{k}: |h| {v['h']['mean_abs']:.3f}, |h'| {v['h_prime']['mean_abs']:.3f}"
-                         for k, v in report["errors"].items() if "h" in v and "h_prime" in v)
-        log.print(f"observation model: learned P(ỹ=1 | y, c) per context value -> {info['json']}"
-                  + (f" (mean abs error vs the generator's truth: {errs})" if errs else ""))
+        errs = "; ".join(
+            f"{k}: |h| {v['h']['mean_abs']:.3f}, |h'| {v['h_prime']['mean_abs']:.3f}"
+            for k, v in report["errors"].items()
+            if "h" in v and "h_prime" in v
+        )
+        log.print(
+            f"observation model: learned P(ỹ=1 | y, c) per context value -> {info['json']}"
+            + (f" (mean abs error vs the generator's truth: {errs})" if errs else "")
+        )
     return info

@@ -27,7 +27,8 @@ from denoisrec.trainer.errors import UsageError
 class Opt:
     """One option: ``kind`` ``int``, ``float``, ``bool``, ``str`` or ``ints`` (a list of positive ints);
     ``lo``/``hi`` bound numbers (``lo_open``/``hi_open``: the bound itself is excluded); ``none_ok``: ``null``
-    is accepted."""
+    is accepted.
+    """
 
     kind: str
     default: Any
@@ -67,10 +68,16 @@ def _span(default: Any, help: str) -> Opt:
 
 _DECA = {
     "objective": Opt("str", "marginal", "marginal (-log[f h' + (1-f) h]) or paper (Eq. 14-15 with C1, C2)"),
-    "C1": Opt("float", None, "objective=paper only: the positive noise model's regulariser (paper: 1000; ~10 "
-                             "with observed negatives)", 0, none_ok=True),
-    "C2": Opt("float", None, "objective=paper only: the negative noise model's regulariser (paper: 10)", 0,
-              none_ok=True),
+    "C1": Opt(
+        "float",
+        None,
+        "objective=paper only: the positive noise model's regulariser (paper: 1000; ~10 with observed negatives)",
+        0,
+        none_ok=True,
+    ),
+    "C2": Opt(
+        "float", None, "objective=paper only: the negative noise model's regulariser (paper: 10)", 0, none_ok=True
+    ),
     "alpha": _prob(1.0, "share of the KL term"),
     "user_feature": Opt("str", "user_id", "sparse feature that identifies the user (MF tables)"),
     "item_feature": Opt("str", "item_id", "sparse feature that identifies the item (MF tables)"),
@@ -91,49 +98,66 @@ _OBSERVATION = {
     "eps_max": _prob(0.0, "largest share of positives dropped by the T-CE part", hi_open=True),
     "num_gradual": _steps(0, "steps over which eps ramps up to eps_max"),
     "diag_decay": _prob(0.99, "decay of the diagnostics' running means", hi_open=True),
-    "tower_warmup": _span(0, "steps, epochs ('1ep') or share of the run ('25%') with the context tower held at "
-                          "h_init, h_prime_init"),
-    "rates_lr_scale": Opt("float", 1.0, "form=examination: learning-rate multiple of the global inattentive rates",
-                          0, lo_open=True),
+    "tower_warmup": _span(
+        0, "steps, epochs ('1ep') or share of the run ('25%') with the context tower held at h_init, h_prime_init"
+    ),
+    "rates_lr_scale": Opt(
+        "float", 1.0, "form=examination: learning-rate multiple of the global inattentive rates", 0, lo_open=True
+    ),
 }
 
 #: denoiser name -> its user-settable options (the constructor's keyword arguments).
 DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "bce": {},
-    "tce": {"eps_max": _prob(0.2, "the largest share of positives dropped", hi_open=True),
-            "num_gradual": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') of the ramp to eps_max")},
+    "tce": {
+        "eps_max": _prob(0.2, "the largest share of positives dropped", hi_open=True),
+        "num_gradual": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') of the ramp to eps_max"),
+    },
     "rce": {"beta": Opt("float", 0.2, "reweighting exponent", 0)},
     "lcd": dict(_LCD),
     "lcd_re": dict(_LCD),
-    "bootstrap_soft": {"lam": _prob(0.95, "weight of the observed label in the target"),
-                       "attach_target": Opt("bool", False, "backpropagate through the predicted part")},
+    "bootstrap_soft": {
+        "lam": _prob(0.95, "weight of the observed label in the target"),
+        "attach_target": Opt("bool", False, "backpropagate through the predicted part"),
+    },
     "bootstrap_hard": {"lam": _prob(0.8, "weight of the observed label in the target")},
-    "dart": {"t_i": _span(0, "steps, epochs or share of the run where the identification ramp starts"),
-             "t_m": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') until tau reaches tau_m"),
-             "tau_m": _prob(0.04, "the largest share of positives identified as noisy"),
-             "r": _prob(0.5, "share of the identified positives relabelled 0 (the rest are dropped)")},
+    "dart": {
+        "t_i": _span(0, "steps, epochs or share of the run where the identification ramp starts"),
+        "t_m": _span("1ep", "steps, epochs ('1ep') or share of the run ('30%') until tau reaches tau_m"),
+        "tau_m": _prob(0.04, "the largest share of positives identified as noisy"),
+        "r": _prob(0.5, "share of the identified positives relabelled 0 (the rest are dropped)"),
+    },
     "deca": dict(_DECA),
-    "deca_p": {**_DECA,
-               "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: to early stopping"),
-               "pretrain_max_epochs": Opt("float", 5.0, "most epochs of the prior's pre-training", 0, lo_open=True),
-               "pretrain_patience": Opt("int", 1, "evaluations without a better validation AUC before the "
-                                                  "prior's pre-training stops", 1),
-               "prior_cache": Opt("bool", True, "score the training rows with the frozen prior once"),
-               "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True)},
+    "deca_p": {
+        **_DECA,
+        "pretrain_steps": _steps(None, "BCE steps that pre-train the prior; null: to early stopping"),
+        "pretrain_max_epochs": Opt("float", 5.0, "most epochs of the prior's pre-training", 0, lo_open=True),
+        "pretrain_patience": Opt(
+            "int", 1, "evaluations without a better validation AUC before the prior's pre-training stops", 1
+        ),
+        "prior_cache": Opt("bool", True, "score the training rows with the frozen prior once"),
+        "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True),
+    },
     "observation": dict(_OBSERVATION),
-    "observation_tce": {**_OBSERVATION,
-                        "eps_max": _prob(0.1, "largest share of positives dropped by the T-CE part", hi_open=True)},
+    "observation_tce": {
+        **_OBSERVATION,
+        "eps_max": _prob(0.1, "largest share of positives dropped by the T-CE part", hi_open=True),
+    },
 }
 
 #: model name -> its options (``model.params``).
 MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
-    "dlrm": {"dense_arch": Opt("ints", [64], "bottom MLP widths"),
-             "over_arch": Opt("ints", [128, 64, 1], "top MLP widths (last 1)")},
-    "dcnv2": {"cross_layers": Opt("int", 3, "cross layers", 1),
-              "low_rank": Opt("int", None, "rank of the low-rank cross net; null: full rank", 1, none_ok=True),
-              "structure": Opt("str", "stacked", "stacked or parallel"),
-              "mlp": Opt("ints", [128, 64], "deep MLP widths"),
-              "dropout": _prob(0.0, "dropout in the MLP", hi_open=True)},
+    "dlrm": {
+        "dense_arch": Opt("ints", [64], "bottom MLP widths"),
+        "over_arch": Opt("ints", [128, 64, 1], "top MLP widths (last 1)"),
+    },
+    "dcnv2": {
+        "cross_layers": Opt("int", 3, "cross layers", 1),
+        "low_rank": Opt("int", None, "rank of the low-rank cross net; null: full rank", 1, none_ok=True),
+        "structure": Opt("str", "stacked", "stacked or parallel"),
+        "mlp": Opt("ints", [128, 64], "deep MLP widths"),
+        "dropout": _prob(0.0, "dropout in the MLP", hi_open=True),
+    },
     "deepfm": {"mlp": Opt("ints", [128, 64], "deep MLP widths"), "dropout": _prob(0.0, "dropout", hi_open=True)},
     "fm": {},
     "widedeep": {"mlp": Opt("ints", [128, 64], "deep MLP widths"), "dropout": _prob(0.0, "dropout", hi_open=True)},
@@ -156,7 +180,8 @@ def _is_num(v: Any) -> bool:
 
 def check_value(where: str, v: Any, o: Opt) -> Any:
     """``v`` as ``o`` accepts it (an int where a float belongs becomes a float), or a :class:`UsageError`
-    whose one line starts with ``where`` (e.g. ``-p eps_max=abc``) and says what is accepted."""
+    whose one line starts with ``where`` (e.g. ``-p eps_max=abc``) and says what is accepted.
+    """
     if v is None:
         if o.none_ok:
             return None
@@ -175,8 +200,7 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
     elif o.kind == "str" and not isinstance(v, str):
         raise UsageError(f"{where}: expected {_accepts(o)}")
     elif o.kind == "span":
-        if not (_is_int(v) or (isinstance(v, float) and v.is_integer()) or
-                (isinstance(v, str) and _SPAN.match(v))):
+        if not (_is_int(v) or (isinstance(v, float) and v.is_integer()) or (isinstance(v, str) and _SPAN.match(v))):
             raise UsageError(f"{where}: expected {_accepts(o)}")
         return int(v) if _is_num(v) and v >= 0 else _span_check(where, v, o)
     elif o.kind == "ints" and not (isinstance(v, (list, tuple)) and all(_is_int(x) and x > 0 for x in v)):
@@ -184,8 +208,9 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
     if o.kind == "ints":
         return v
     if _is_num(v):
-        bad = (o.lo is not None and (v < o.lo or (o.lo_open and v == o.lo))) or \
-              (o.hi is not None and (v > o.hi or (o.hi_open and v == o.hi)))
+        bad = (o.lo is not None and (v < o.lo or (o.lo_open and v == o.lo))) or (
+            o.hi is not None and (v > o.hi or (o.hi_open and v == o.hi))
+        )
         if bad:
             raise UsageError(f"{where}: out of range, expected {_accepts(o)}")
     return v
@@ -201,9 +226,14 @@ def _span_check(where: str, v: Any, o: Opt) -> Any:
 
 
 def _accepts(o: Opt) -> str:
-    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "ints": "a list of positive integers",
-            "span": "steps (1000), epochs ('1ep') or a share of the run ('30%')"}[o.kind]
+    kind = {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "ints": "a list of positive integers",
+        "span": "steps (1000), epochs ('1ep') or a share of the run ('30%')",
+    }[o.kind]
     iv = o.interval()
     return f"{kind}{' in ' + iv if iv else ''}{' or null' if o.none_ok else ''} ({o.help})"
 
@@ -219,10 +249,13 @@ def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p"
     """Check ``params`` of denoiser ``name``; return them converted (ints where floats belong become floats).
 
     A name or option not in :data:`DENOISER_OPTIONS` passes unchecked here: the registry decides after the
-    imports (a branch may add options before this catalog lists them)."""
+    imports (a branch may add options before this catalog lists them).
+    """
     accepted = DENOISER_OPTIONS.get(name, {})
-    return {k: check_value(f"{flag} {k}={v}: {name}'s {k}", v, accepted[k]) if k in accepted else v
-            for k, v in params.items()}
+    return {
+        k: check_value(f"{flag} {k}={v}: {name}'s {k}", v, accepted[k]) if k in accepted else v
+        for k, v in params.items()
+    }
 
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
@@ -231,8 +264,9 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
     accepted = MODEL_OPTIONS[name]
     for k, v in params.items():
         if k not in accepted:
-            raise UsageError(f"model.params.{k}: {name} has no option {k!r}; its options: "
-                             f"{', '.join(accepted) or 'none'}")
+            raise UsageError(
+                f"model.params.{k}: {name} has no option {k!r}; its options: {', '.join(accepted) or 'none'}"
+            )
         check_value(f"model.params.{k}={v}: {name}'s {k}", v, accepted[k])
 
 
@@ -243,6 +277,11 @@ def describe(table: Mapping[str, Mapping[str, Opt]]) -> str:
     lines = []
     for name, opts in table.items():
         body = ", ".join(f"{k}={o.default}{' ' + o.interval() if o.interval() else ''}" for k, o in opts.items())
-        lines += textwrap.wrap(body or "(no options)", width=100, initial_indent=f"  {name:15s} ",
-                               subsequent_indent=" " * 18, break_on_hyphens=False)
+        lines += textwrap.wrap(
+            body or "(no options)",
+            width=100,
+            initial_indent=f"  {name:15s} ",
+            subsequent_indent=" " * 18,
+            break_on_hyphens=False,
+        )
     return "\n".join(lines)

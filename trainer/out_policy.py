@@ -42,7 +42,8 @@ def _contents(out: str) -> List[str]:
 
 def decide(run: Any, resume_path: Optional[str]) -> Optional[str]:
     """``None`` to go ahead, ``"overwrite"`` to clear ``--out`` first, ``"restart"`` to start over after a run
-    that left nothing to resume; :class:`OutDirError` to refuse. Pure: reads ``--out``, changes nothing."""
+    that left nothing to resume; :class:`OutDirError` to refuse. Pure: reads ``--out``, changes nothing.
+    """
     out = run.out
     root = os.path.realpath(os.path.join(out, "checkpoints"))
     if resume_path is not None and os.path.dirname(os.path.realpath(resume_path)) == root:
@@ -55,9 +56,11 @@ def decide(run: Any, resume_path: Optional[str]) -> Optional[str]:
     if getattr(run, "overwrite", False):
         return "overwrite"
     why = "resuming from another directory" if resume_path is not None else f"run.resume={run.resume}"
-    what = (f"checkpoints ({', '.join(ckpts[-3:])})" if ckpts else f"a finished run ({', '.join(finished)})")
-    raise OutDirError(f"--out {out} holds {what} and this launch would not continue it ({why}); use another "
-                      "--out, run.resume=auto to continue it, or --set run.overwrite=true to delete it and start fresh")
+    what = f"checkpoints ({', '.join(ckpts[-3:])})" if ckpts else f"a finished run ({', '.join(finished)})"
+    raise OutDirError(
+        f"--out {out} holds {what} and this launch would not continue it ({why}); use another "
+        "--out, run.resume=auto to continue it, or --set run.overwrite=true to delete it and start fresh"
+    )
 
 
 def clear(out: str) -> None:

@@ -53,8 +53,10 @@ OUTPUT_COLUMNS = ("logit", "score", "score_calibrated")
 def _input_files(path: str) -> List[str]:
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, SCHEMA_FILE)):
         splits = [s for s in SPLITS if os.path.isdir(os.path.join(path, s))]
-        raise DataError(f"{path}: a dataset root (it has {SCHEMA_FILE}); pass one split, e.g. "
-                        f"{os.path.join(path, splits[0] if splits else 'test')}")
+        raise DataError(
+            f"{path}: a dataset root (it has {SCHEMA_FILE}); pass one split, e.g. "
+            f"{os.path.join(path, splits[0] if splits else 'test')}"
+        )
     return DataPath.resolve(path).parquet_files()
 
 
@@ -70,8 +72,9 @@ def parse_keep_columns(value: Optional[str], schema: DataSchema) -> List[str]:
         raise ValueError(f"predict --keep-columns: column(s) {dup} named twice")
     clash = [c for c in cols if c in OUTPUT_COLUMNS]
     if clash:
-        raise ValueError(f"predict --keep-columns: {clash} would collide with the output column(s) "
-                         f"{list(OUTPUT_COLUMNS)}")
+        raise ValueError(
+            f"predict --keep-columns: {clash} would collide with the output column(s) {list(OUTPUT_COLUMNS)}"
+        )
     return cols
 
 
@@ -128,8 +131,9 @@ class Scorer:
         self.schema = DataSchema.from_dict(loaded.schema)
         self.features = self.schema.sparse_names + list(self.schema.dense)
         # the features alone: the other columns are passed through, not read into the batch
-        view = DataSchema.from_dict({**self.schema.to_dict(), "sample_id": None, "group_id": None,
-                                     "clean_label": None, "is_noisy": None})
+        view = DataSchema.from_dict(
+            {**self.schema.to_dict(), "sample_id": None, "group_id": None, "clean_label": None, "is_noisy": None}
+        )
         self.layout = Layout(view, with_ground_truth=False)
         self.counters = Counters()  # ids hashed / values imputed under the schema's policies, as in training
 
@@ -163,20 +167,29 @@ def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) ->
         names = pq.ParquetFile(path).schema_arrow.names
         missing = [c for c in scorer.features if c not in names]
         if missing:
-            raise DataError(f"{path}: missing feature column(s) {missing} that model "
-                            f"{scorer.loaded.spec.name!r} reads")
+            raise DataError(f"{path}: missing feature column(s) {missing} that model {scorer.loaded.spec.name!r} reads")
         absent = [c for c in keep if c not in names]
         if absent:
-            raise DataError(f"{path}: --keep-columns {absent[0]!r} is not a column of this file "
-                            f"(it has {', '.join(names)})")
+            raise DataError(
+                f"{path}: --keep-columns {absent[0]!r} is not a column of this file (it has {', '.join(names)})"
+            )
         common = set(names) if common is None else common & set(names)
     return common or set()
 
 
 @torch.no_grad()
-def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, device: Optional[str] = None,
-                 keep_columns: Optional[str] = None, calibrator: Optional[str] = None,
-                 metrics: bool = True, rank: int = 0, world_size: int = 1) -> Dict[str, Any]:
+def predict_file(
+    model_file: str,
+    data: str,
+    out: str,
+    batch_size: int = 8192,
+    device: Optional[str] = None,
+    keep_columns: Optional[str] = None,
+    calibrator: Optional[str] = None,
+    metrics: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Dict[str, Any]:
     """Score rank ``rank``'s share of ``data`` into ``out`` (see the module docstring); return the report
     (rows per rank, files, metrics when labelled). With ``world_size > 1`` every rank of the initialised
     process group calls it (the row counts and metrics are gathered).
@@ -198,8 +211,11 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
     label_cols: Dict[str, str] = {k: c for k, c in named.items() if c and c in common}
     targets = [name for key, name in (("label", "observed"), ("clean", "clean")) if key in label_cols]
     # labels of arbitrary input are kept as float64 (exact for any numeric column); logits are float32
-    state = MetricState(targets, label_dtype=torch.float64, device=dev, sync=world > 1) \
-        if metrics and "label" in label_cols else None
+    state = (
+        MetricState(targets, label_dtype=torch.float64, device=dev, sync=world > 1)
+        if metrics and "label" in label_cols
+        else None
+    )
 
     target = _out_file(out, rank, world)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -225,8 +241,9 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
                     state.update(logit, *_labels_of(table, label_cols))
         if writer is None:  # an empty share (more ranks than rows): an empty file of the same columns
             pf_schema = pq.ParquetFile(files[0]).schema_arrow
-            fields = [pf_schema.field(c) for c in keep] + [pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS
-                                                            if c != "score_calibrated" or platt is not None]
+            fields = [pf_schema.field(c) for c in keep] + [
+                pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS if c != "score_calibrated" or platt is not None
+            ]
             writer = pq.ParquetWriter(tmp, pa.schema(fields))
     finally:
         if writer is not None:
@@ -237,10 +254,17 @@ def predict_file(model_file: str, data: str, out: str, batch_size: int = 8192, d
     if world > 1:
         rows_per_rank = [None] * world  # type: ignore[list-item]
         dist.all_gather_object(rows_per_rank, rows)
-    report: Dict[str, Any] = {"rows": int(sum(rows_per_rank)), "rows_per_rank": rows_per_rank, "rows_in_input": total,
-                              "files": len(files), "out": out, "model": scorer.loaded.spec.name,
-                              "keep_columns": keep, "calibrator": calibrator,
-                              "oov_hashed": scorer.counters.snapshot()["oov_hashed"]}
+    report: Dict[str, Any] = {
+        "rows": int(sum(rows_per_rank)),
+        "rows_per_rank": rows_per_rank,
+        "rows_in_input": total,
+        "files": len(files),
+        "out": out,
+        "model": scorer.loaded.spec.name,
+        "keep_columns": keep,
+        "calibrator": calibrator,
+        "oov_hashed": scorer.counters.snapshot()["oov_hashed"],
+    }
     if report["rows"] != total:
         raise RuntimeError(f"predict: scored {report['rows']:,} rows of {total:,}")
     if state is not None:

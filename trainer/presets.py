@@ -42,9 +42,18 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     "lcd": Preset(embedding_dim=8, mlp=[256, 128, 64], global_batch_size=8192),
     "dart": Preset(
-        embedding_dim=16, mlp=[16, 16], dropout=0.2, global_batch_size=2048,
-        optim={"dense": "adam", "lr": 1e-3, "weight_decay": 1e-6,
-               "sparse": "adam", "sparse_lr": 1e-3, "sparse_weight_decay": 1e-6},
+        embedding_dim=16,
+        mlp=[16, 16],
+        dropout=0.2,
+        global_batch_size=2048,
+        optim={
+            "dense": "adam",
+            "lr": 1e-3,
+            "weight_decay": 1e-6,
+            "sparse": "adam",
+            "sparse_lr": 1e-3,
+            "sparse_weight_decay": 1e-6,
+        },
         run={"early_stop_patience": 2, "eval_every": "epoch"},
     ),
 }

@@ -32,7 +32,8 @@ from denoisrec.trainer.steps import Stepper
 
 def local_tensors(module: nn.Module) -> List[torch.Tensor]:
     """This rank's storage of every tensor in ``module``'s state: local shards of sharded tables (views of
-    the live weights), local parts of DTensors, plain tensors as they are."""
+    the live weights), local parts of DTensors, plain tensors as they are.
+    """
     from torch.distributed._shard.sharded_tensor import ShardedTensor
     from torch.distributed.tensor import DTensor
 
@@ -70,7 +71,8 @@ def prior_valid_auc(d: Any, reader: Any, device: torch.device) -> float:
 @torch.no_grad()
 def cache_prior_scores(d: Any, batches: Iterable[Any], device: torch.device) -> int:
     """Score every batch with the frozen ``f'`` (eval mode), gather (sample id, logit) from all ranks and
-    hand them to ``d.set_prior_scores``: phase 2 then looks ``f'`` up instead of running it. Returns rows."""
+    hand them to ``d.set_prior_scores``: phase 2 then looks ``f'`` up instead of running it. Returns rows.
+    """
     from denoisrec.trainer.evaluate import all_gather_varlen
 
     was = d.prior.training
@@ -80,25 +82,41 @@ def cache_prior_scores(d: Any, batches: Iterable[Any], device: torch.device) -> 
         for batch in batches:
             batch = batch.to(device, non_blocking=True)
             if batch.sample_ids is None:
-                raise ValueError("deca_p option prior_cache=true: the data has no sample id column (schema "
-                                 "sample_id); set -p prior_cache=false")
+                raise ValueError(
+                    "deca_p option prior_cache=true: the data has no sample id column (schema "
+                    "sample_id); set -p prior_cache=false"
+                )
             ids.append(batch.sample_ids.to(torch.int64))
             zs.append(d.prior_logits(batch).double())
     finally:
         d.prior.train(was)
-    local = torch.stack([torch.cat(ids).double(), torch.cat(zs)], 1) if ids else \
-        torch.zeros((0, 2), dtype=torch.float64, device=device)
+    local = (
+        torch.stack([torch.cat(ids).double(), torch.cat(zs)], 1)
+        if ids
+        else torch.zeros((0, 2), dtype=torch.float64, device=device)
+    )
     # ids travel as float64 in the gather: exact below 2^53
     both = all_gather_varlen(local.to(device))
     d.set_prior_scores(both[:, 0].to(torch.int64), both[:, 1].float())
     return int(both.shape[0])
 
 
-def pretrain_prior(model: nn.Module, d: Any, reader: Any, valid: Optional[Any], dense_opt: Any,
-                   device: torch.device, log: Any, max_epochs: float, patience: int,
-                   log_every: int = 50, fixed_steps: Optional[int] = None) -> int:
+def pretrain_prior(
+    model: nn.Module,
+    d: Any,
+    reader: Any,
+    valid: Optional[Any],
+    dense_opt: Any,
+    device: torch.device,
+    log: Any,
+    max_epochs: float,
+    patience: int,
+    log_every: int = 50,
+    fixed_steps: Optional[int] = None,
+) -> int:
     """Run phase 1 on the DMP ``model`` (whose denoiser ``d`` is in phase 1 while ``d.pretrain_steps`` exceeds
-    its step); returns the steps taken. ``fixed_steps``: exactly that many, no validation."""
+    its step); returns the steps taken. ``fixed_steps``: exactly that many, no validation.
+    """
     spe = len(reader)
     bound = fixed_steps if fixed_steps is not None else max(1, math.ceil(max_epochs * spe))
     d.pretrain_steps = bound  # in phase 1 until we say otherwise
@@ -122,7 +140,9 @@ def pretrain_prior(model: nn.Module, d: Any, reader: Any, valid: Optional[Any], 
             log.print(f"prior  epoch {epoch}: valid AUC (observed) {v:.4f}, the best so far")
         else:
             bad += 1
-            log.print(f"prior  epoch {epoch}: valid AUC (observed) {v:.4f}, no better than {best:.4f} ({bad}/{patience})")
+            log.print(
+                f"prior  epoch {epoch}: valid AUC (observed) {v:.4f}, no better than {best:.4f} ({bad}/{patience})"
+            )
             if bad >= patience:
                 break
     if snapshot is not None and bad > 0:

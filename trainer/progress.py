@@ -1,11 +1,11 @@
 """Progress on rank 0: a tqdm bar (samples/s, loss, lr, denoiser statistics) or plain log lines.
 
-``mode``: ``bar`` (tqdm), ``log`` (one line every ``log_every`` steps, for files and CI), ``none``, or
-``auto`` (``bar`` when stderr is a terminal, else ``log``). :class:`Progress` is the console's
-:class:`~denoisrec.trainer.metric_logging.MetricLogger` (``log_dict(values, step, epoch=...)``). Messages go through :meth:`Progress.write`, so
-they never tear the bar. The bar moves every step (:meth:`Progress.advance`, no host sync) and its postfix
-stays short (:data:`BAR_KEYS`: loss, samples/s, and the denoiser's noise precision / recall when known);
-every value still goes to ``metrics.jsonl`` and TensorBoard.
+``mode``: ``bar`` (tqdm), ``log`` (one line every ``log_every`` steps, for files and CI), ``none``, or ``auto``
+(``bar`` when stderr is a terminal, else ``log``). :class:`Progress` is the console's
+:class:`~denoisrec.trainer.metric_logging.MetricLogger` (``log_dict(values, step, epoch=...)``). Messages go through
+:meth:`Progress.write`, so they never tear the bar. The bar moves every step (:meth:`Progress.advance`, no host sync)
+and its postfix stays short (:data:`BAR_KEYS`: loss, samples/s, and the denoiser's noise precision / recall when
+known); every value still goes to ``metrics.jsonl`` and TensorBoard.
 
 Example::
 
@@ -31,15 +31,17 @@ def _fmt(v: Any) -> str:
 def log_fields(values: Dict[str, Any]) -> str:
     """A log line's fields: loss, samples/s, lr, grad norm, then the ground-truth diagnostics in brief
     (``noise prec/rec 0.73/0.72 (random 0.35) pos loss noisy/clean 2.46/0.32``); the denoiser's own
-    statistics are in ``metrics.jsonl`` and TensorBoard."""
+    statistics are in ``metrics.jsonl`` and TensorBoard.
+    """
     parts = [f"{k} {_fmt(values[k])}" for k in ("loss", "samples/s", "lr", "grad_norm") if k in values]
     if "truth_precision" in values:  # absent when the method handled nothing (BCE)
         pr = "/".join(_fmt(values.get(k, float("nan"))) for k in ("truth_precision", "truth_recall"))
         rnd = f" (random {_fmt(values['truth_random_precision'])})" if "truth_random_precision" in values else ""
         parts.append(f"noise prec/rec {pr}{rnd}")
     if "truth_loss_noisy_pos" in values and "truth_loss_clean_pos" in values:
-        parts.append(f"pos loss noisy/clean {_fmt(values['truth_loss_noisy_pos'])}/"
-                     f"{_fmt(values['truth_loss_clean_pos'])}")
+        parts.append(
+            f"pos loss noisy/clean {_fmt(values['truth_loss_noisy_pos'])}/{_fmt(values['truth_loss_clean_pos'])}"
+        )
     return " ".join(parts)
 
 
@@ -65,8 +67,7 @@ class Progress:
             return
         if self._bar is not None:
             shown = {k: v for k, v in values.items() if k != "truth_recall" or "truth_precision" in values}
-            self._bar.set_postfix({short: _fmt(shown[k]) for k, short in BAR_KEYS.items() if k in shown},
-                                  refresh=False)
+            self._bar.set_postfix({short: _fmt(shown[k]) for k, short in BAR_KEYS.items() if k in shown}, refresh=False)
             self._bar.update(step - self._last)
         elif self.mode == "log":
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
@@ -78,7 +79,8 @@ class Progress:
 
     def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train", epoch: Optional[int] = None) -> None:
         """The :class:`~denoisrec.trainer.metric_logging.MetricLogger` call: a training window moves the bar
-        (or prints a log line); other kinds are summed up by their own console lines."""
+        (or prints a log line); other kinds are summed up by their own console lines.
+        """
         if kind == "train":
             self.update(step, dict(payload), epoch=epoch)
 

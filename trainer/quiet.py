@@ -15,7 +15,7 @@ Example::
 
     with WarningsToFile("runs/x", rank=0) as w:
         ...                  # build, shard, train
-    print(w.summary(world_size=2))  # "third-party warnings: 52 lines (2 ranks) in runs/x/warnings*.log" 
+    print(w.summary(world_size=2))  # "third-party warnings: 52 lines (2 ranks) in runs/x/warnings*.log"
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class _FileHandler(logging.Handler):
 
 class WarningsToFile:
     """Route third-party warnings to a file in ``out`` (see the module docstring); ``count`` counts this
-    rank's lines."""
+    rank's lines.
+    """
 
     def __init__(self, out: str, rank: int = 0) -> None:
         self.out, self.rank, self.count = out, rank, 0
@@ -56,7 +57,8 @@ class WarningsToFile:
 
     def write(self, line: str) -> None:
         """Lines wait in memory until the run has made its output folder (this never creates it: whether an
-        existing folder may be used is the run's decision)."""
+        existing folder may be used is the run's decision).
+        """
         self.count += 1
         self._pending.append(line.rstrip() + "\n")
         self._flush()
@@ -69,8 +71,9 @@ class WarningsToFile:
         self._file.writelines(self._pending)
         self._pending.clear()
 
-    def _show(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
-              line: Optional[str] = None) -> None:
+    def _show(
+        self, message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Optional[str] = None
+    ) -> None:
         if _ours(filename, category):
             self._showwarning(message, category, filename, lineno, file, line)
         else:
@@ -119,11 +122,15 @@ class WarningsToFile:
 
 
 def _ours(filename: str, category: Any) -> bool:
-    """denoisrec's own warning: raised in its source (not a virtualenv inside the checkout) and not a library's
-    deprecation notice surfacing through a denoisrec line."""
+    """Denoisrec's own warning: raised in its source (not a virtualenv inside the checkout) and not a library's
+    deprecation notice surfacing through a denoisrec line.
+    """
     path = os.path.abspath(filename)
-    return path.startswith(_OURS + os.sep) and "site-packages" not in path and \
-        not issubclass(category, (DeprecationWarning, FutureWarning))
+    return (
+        path.startswith(_OURS + os.sep)
+        and "site-packages" not in path
+        and not issubclass(category, (DeprecationWarning, FutureWarning))
+    )
 
 
 def rank_file(out: str, rank: int) -> str:

@@ -28,10 +28,12 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 
-def position_reports(reports: Sequence[Any], reader: Any, epoch: int, batches: int,
-                     batch_size: int) -> List[Dict[str, Any]]:
+def position_reports(
+    reports: Sequence[Any], reader: Any, epoch: int, batches: int, batch_size: int
+) -> List[Dict[str, Any]]:
     """This rank's reports of the epochs before ``epoch``, plus ``epoch`` as it stands after ``batches`` of its
-    batches (when ``batches > 0``): what a checkpoint at that position has trained on."""
+    batches (when ``batches > 0``): what a checkpoint at that position has trained on.
+    """
     reports = list(reports)
     live = reader.epoch_report()  # an epoch that has just ended is reported only when its generator moves on
     if all(r.epoch != live.epoch for r in reports) and live.batches_read + live.batches_skipped > 0:
@@ -44,8 +46,9 @@ def position_reports(reports: Sequence[Any], reader: Any, epoch: int, batches: i
         done = batches - skipped_batches
         d["rows_read"] = max(0, min(batches * batch_size, d["planned_rows"]) - skipped_rows)
         d["batches_read"] = max(0, done)
-        d["complete"] = (d["rows_read"] + skipped_rows == d["planned_rows"]
-                         and d["batches_read"] + skipped_batches == d["steps"])
+        d["complete"] = (
+            d["rows_read"] + skipped_rows == d["planned_rows"] and d["batches_read"] + skipped_batches == d["steps"]
+        )
         out.append(d)
     return out
 
@@ -56,7 +59,8 @@ def with_launch(entries: Sequence[Dict[str, Any]], launch: int) -> List[Dict[str
 
 def compact_metrics(path: str, upto_step: Optional[int] = None) -> int:
     """Rewrite ``metrics.jsonl`` without records of steps after ``upto_step`` and with one record per (step,
-    kind), the last; returns how many records were dropped."""
+    kind), the last; returns how many records were dropped.
+    """
     if not os.path.isfile(path):
         return 0
     kept: Dict[tuple, Dict[str, Any]] = {}  # insertion-ordered: a replacing record moves to the end

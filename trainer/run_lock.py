@@ -91,8 +91,12 @@ class RunLock:
 
     def acquire(self) -> None:
         os.makedirs(self.out, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _start_time(os.getpid()),
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start": _start_time(os.getpid()),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -103,13 +107,16 @@ class RunLock:
                 except FileNotFoundError:
                     continue  # released meanwhile: try again
                 if holder is None and age < UNREADABLE_GRACE_S:
-                    raise RunLockError(f"{self.path}: another run is starting on this --out (lock file being "
-                                       "written); use another --out or wait for it") from None
+                    raise RunLockError(
+                        f"{self.path}: another run is starting on this --out (lock file being "
+                        "written); use another --out or wait for it"
+                    ) from None
                 if holder is not None and holder_is_alive(holder):
                     raise RunLockError(
                         f"{self.path}: --out is in use by another run (pid {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('time')}); use another --out, or delete the lock "
-                        "file if that run is dead") from None
+                        "file if that run is dead"
+                    ) from None
                 self.took_over = holder or {}
                 try:
                     os.remove(self.path)  # stale: its holder is gone
@@ -140,7 +147,8 @@ class RunLock:
 def acquire_for_run(out: str, is_main: bool, broadcast: Any) -> RunLock:
     """Rank 0 takes the lock; every rank raises the same :class:`RunLockError` when it is refused.
 
-    ``broadcast(obj)`` sends rank 0's ``obj`` to every rank (a collective)."""
+    ``broadcast(obj)`` sends rank 0's ``obj`` to every rank (a collective).
+    """
     lock = RunLock(out)
     error: Optional[str] = None
     if is_main:

@@ -18,7 +18,6 @@ from typing import Any, Dict, List
 
 from denoisrec.trainer.curves import Series, read_series, write_curves
 
-
 HELP = "compare runs: a table of clean/valid AUC and one figure of their curves"
 DESCRIPTION = """Several runs side by side: per run the method, the final and the best clean-test AUC, the validation
 AUC and the clean-test AUC by epoch; one figure with every run's curves (AUC per epoch, loss of noisy vs
@@ -42,13 +41,18 @@ def rows(runs: List[str]) -> List[Dict[str, Any]]:
         summary = _summary(r)
         metrics = summary.get("metrics") or {}
         best = max(s.clean_auc, key=lambda p: p[1]) if s.clean_auc else None
-        out.append({
-            "run": r, "method": s.name, "series": s,
-            "clean_auc": (metrics.get("test_clean") or {}).get("auc"),
-            "best_clean_auc": best[1] if best else None, "best_epoch": best[0] if best else None,
-            "valid_auc": (metrics.get("valid") or {}).get("auc"),
-            "clean_by_epoch": [round(v, 4) for _, v in s.clean_auc],
-        })
+        out.append(
+            {
+                "run": r,
+                "method": s.name,
+                "series": s,
+                "clean_auc": (metrics.get("test_clean") or {}).get("auc"),
+                "best_clean_auc": best[1] if best else None,
+                "best_epoch": best[0] if best else None,
+                "valid_auc": (metrics.get("valid") or {}).get("auc"),
+                "clean_by_epoch": [round(v, 4) for _, v in s.clean_auc],
+            }
+        )
     return out
 
 
@@ -56,12 +60,16 @@ def format_table(table: List[Dict[str, Any]]) -> str:
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.4f}"
 
-    lines = ["| run | method | clean-test AUC | best (epoch) | valid AUC | clean-test AUC by epoch |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| run | method | clean-test AUC | best (epoch) | valid AUC | clean-test AUC by epoch |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in table:
         best = "–" if t["best_clean_auc"] is None else f"{t['best_clean_auc']:.4f} ({t['best_epoch']:g})"
-        lines.append(f"| {t['run']} | {t['method']} | {f(t['clean_auc'])} | {best} | {f(t['valid_auc'])} | "
-                     f"{' → '.join(f'{v:.4f}' for v in t['clean_by_epoch']) or '–'} |")
+        lines.append(
+            f"| {t['run']} | {t['method']} | {f(t['clean_auc'])} | {best} | {f(t['valid_auc'])} | "
+            f"{' → '.join(f'{v:.4f}' for v in t['clean_by_epoch']) or '–'} |"
+        )
     return "\n".join(lines)
 
 

@@ -23,7 +23,8 @@ class RunLog:
 
     A :class:`~denoisrec.trainer.metric_logging.MetricLogger` itself: ``log_dict`` goes to every file logger
     (:func:`~denoisrec.trainer.metric_logging.file_loggers`); ``print`` and ``write_json`` are the console
-    lines and the JSON outputs."""
+    lines and the JSON outputs.
+    """
 
     def __init__(self, out: str, enabled: bool, append: bool = False) -> None:
         self.out, self.enabled = out, enabled

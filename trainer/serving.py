@@ -50,15 +50,29 @@ def serving_spec(loaded: LoadedModel, fmt: str, platt: Optional[Dict[str, Any]])
     schema = loaded.schema
     feats = {f["name"]: f for f in schema["sparse"]}
     return {
-        "format": "denoisrec-serving", "version": 1, "artefact": fmt, "model": loaded.spec.name,
+        "format": "denoisrec-serving",
+        "version": 1,
+        "artefact": fmt,
+        "model": loaded.spec.name,
         "inputs": {
-            "dense": {"columns": list(schema.get("dense", [])), "dtype": "float32", "shape": "[B, n_dense]",
-                      "nan_policy": schema.get("nan_policy", "error"), "impute_value": schema.get("impute_value", 0.0)},
+            "dense": {
+                "columns": list(schema.get("dense", [])),
+                "dtype": "float32",
+                "shape": "[B, n_dense]",
+                "nan_policy": schema.get("nan_policy", "error"),
+                "impute_value": schema.get("impute_value", 0.0),
+            },
             "values": "Dict[feature, int64 [N_f]]: the ids of all rows of feature f, concatenated",
             "offsets": "Dict[feature, int64 [B + 1]]: row b's ids are values[f][offsets[f][b]:offsets[f][b+1]]",
-            "sparse": [{"name": n, "num_embeddings": k, "multi_hot": bool(feats[n].get("multi_hot", False)),
-                        "oov_policy": feats[n].get("oov_policy") or schema.get("oov_policy", "error")}
-                       for n, k in loaded.spec.features],
+            "sparse": [
+                {
+                    "name": n,
+                    "num_embeddings": k,
+                    "multi_hot": bool(feats[n].get("multi_hot", False)),
+                    "oov_policy": feats[n].get("oov_policy") or schema.get("oov_policy", "error"),
+                }
+                for n, k in loaded.spec.features
+            ],
         },
         "outputs": ["logit", "score"] + (["score_calibrated"] if platt else []),
         "calibrator": platt,
@@ -67,8 +81,9 @@ def serving_spec(loaded: LoadedModel, fmt: str, platt: Optional[Dict[str, Any]])
     }
 
 
-def probe_inputs(loaded: LoadedModel, rows: int = 3, seed: int = 0
-                 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def probe_inputs(
+    loaded: LoadedModel, rows: int = 3, seed: int = 0
+) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """A small batch of valid serving input (multi-hot bags of 0-2 ids), for tracing and the self-check."""
     g = torch.Generator().manual_seed(seed)
     multi = {f["name"]: bool(f.get("multi_hot", False)) for f in loaded.schema["sparse"]}
@@ -82,19 +97,29 @@ def probe_inputs(loaded: LoadedModel, rows: int = 3, seed: int = 0
     return dense, values, offsets
 
 
-def _reference_logits(loaded: LoadedModel, dense: torch.Tensor, values: Dict[str, torch.Tensor],
-                      offsets: Dict[str, torch.Tensor]) -> torch.Tensor:
+def _reference_logits(
+    loaded: LoadedModel, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
+) -> torch.Tensor:
     from torchrec import KeyedJaggedTensor
 
     names = [n for n, _ in loaded.spec.features]
-    kjt = KeyedJaggedTensor(keys=names, values=torch.cat([values[n] for n in names]),
-                            lengths=torch.cat([offsets[n].diff() for n in names]).int(), stride=dense.shape[0])
+    kjt = KeyedJaggedTensor(
+        keys=names,
+        values=torch.cat([values[n] for n in names]),
+        lengths=torch.cat([offsets[n].diff() for n in names]).int(),
+        stride=dense.shape[0],
+    )
     with torch.no_grad():
         return loaded.model.eval()(dense, kjt).squeeze(-1)
 
 
-def _save(module: torch.nn.Module, fmt: str, path: str, spec_json: str,
-          probe: Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]) -> None:
+def _save(
+    module: torch.nn.Module,
+    fmt: str,
+    path: str,
+    spec_json: str,
+    probe: Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]],
+) -> None:
     if fmt == "torchscript":
         torch.jit.save(torch.jit.script(module), path, _extra_files={SPEC_FILE: spec_json})
         return
@@ -102,9 +127,11 @@ def _save(module: torch.nn.Module, fmt: str, path: str, spec_json: str,
 
     dense, values, offsets = probe
     batch = Dim("batch", min=1)
-    dynamic = {"dense": {0: batch},
-               "values": {n: {0: Dim(f"ids_{i}", min=0)} for i, n in enumerate(values)},
-               "offsets": {n: {0: batch + 1} for n in offsets}}
+    dynamic = {
+        "dense": {0: batch},
+        "values": {n: {0: Dim(f"ids_{i}", min=0)} for i, n in enumerate(values)},
+        "offsets": {n: {0: batch + 1} for n in offsets},
+    }
     # backed_size_oblivious: a batch of 1 and bags of 0 or 1 ids must not be specialised away (online serving
     # scores one row at a time)
     import torch.fx.experimental._config as fx_config
@@ -122,8 +149,14 @@ def load_artefact(path: str) -> Any:
     return torch.jit.load(path)
 
 
-def export_serving(run: str, fmt: str, out: Optional[str] = None, calibrate: Optional[str] = None,
-                   valid: Optional[str] = None, batch_size: int = 8192) -> Dict[str, Any]:
+def export_serving(
+    run: str,
+    fmt: str,
+    out: Optional[str] = None,
+    calibrate: Optional[str] = None,
+    valid: Optional[str] = None,
+    batch_size: int = 8192,
+) -> Dict[str, Any]:
     """Write the serving artefact of ``run`` (see the module docstring); return a report."""
     if fmt not in FORMATS:
         raise ValueError(f"export --format {fmt!r}: expected one of {list(FORMATS)}")
@@ -162,16 +195,26 @@ def export_serving(run: str, fmt: str, out: Optional[str] = None, calibrate: Opt
     want = _reference_logits(loaded, *check)
     err = float((got - want).abs().max())
     if not err <= 1e-5:
-        raise RuntimeError(f"export: the {fmt} artefact's logits differ from the model's by {err:.3g} on a probe "
-                           "batch (limit 1e-5)")
-    report.update({"artefact": path, "artefact_bytes": os.path.getsize(path), "probe_max_abs_diff": err,
-                   "table_bytes": sum(int(w.numel()) * w.element_size() for k, w in loaded.model.state_dict().items()
-                                      if "embedding_bags" in k), "spec": os.path.join(out, SPEC_FILE)})
+        raise RuntimeError(
+            f"export: the {fmt} artefact's logits differ from the model's by {err:.3g} on a probe batch (limit 1e-5)"
+        )
+    report.update(
+        {
+            "artefact": path,
+            "artefact_bytes": os.path.getsize(path),
+            "probe_max_abs_diff": err,
+            "table_bytes": sum(
+                int(w.numel()) * w.element_size() for k, w in loaded.model.state_dict().items() if "embedding_bags" in k
+            ),
+            "spec": os.path.join(out, SPEC_FILE),
+        }
+    )
     return report
 
 
-def _fit_on_valid(loaded: LoadedModel, model_file: str, valid: Optional[str],
-                  batch_size: int) -> Tuple[Any, Dict[str, Any]]:
+def _fit_on_valid(
+    loaded: LoadedModel, model_file: str, valid: Optional[str], batch_size: int
+) -> Tuple[Any, Dict[str, Any]]:
     """Score the validation split with the model file and fit a Platt calibrator on its observed labels."""
     from denoisrec.trainer.calibration import fit_platt
     from denoisrec.trainer.data.block import Where
@@ -181,8 +224,9 @@ def _fit_on_valid(loaded: LoadedModel, model_file: str, valid: Optional[str],
     if valid is None:
         data = (loaded.extra.get("config") or {}).get("data", {}).get("path")
         if not data:
-            raise ValueError(f"{model_file}: no training config in the model file; give the validation split "
-                             "with --valid PATH")
+            raise ValueError(
+                f"{model_file}: no training config in the model file; give the validation split with --valid PATH"
+            )
         valid = os.path.join(data, "valid")
     scorer = Scorer(loaded, torch.device("cpu"))
     label = scorer.schema.label
@@ -201,5 +245,11 @@ def _fit_on_valid(loaded: LoadedModel, model_file: str, valid: Optional[str],
 
     before = logloss(y, expit(z.astype(np.float64)))
     after = logloss(y, expit(platt.apply(z.astype(np.float64))))
-    return platt, {"a": platt.a, "b": platt.b, "valid": valid, "rows": int(z.size),
-                   "valid_logloss_before": before, "valid_logloss_after": after}
+    return platt, {
+        "a": platt.a,
+        "b": platt.b,
+        "valid": valid,
+        "rows": int(z.size),
+        "valid_logloss_before": before,
+        "valid_logloss_after": after,
+    }

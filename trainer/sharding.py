@@ -54,27 +54,34 @@ def embedding_tables(module: nn.Module) -> List[str]:
     return names
 
 
-def make_plan(module: nn.Module, env: DistEnv, sharding_type: Optional[str], batch_size: int,
-              table_constraints: Optional[Dict[str, ParameterConstraints]] = None) -> ShardingPlan:
+def make_plan(
+    module: nn.Module,
+    env: DistEnv,
+    sharding_type: Optional[str],
+    batch_size: int,
+    table_constraints: Optional[Dict[str, ParameterConstraints]] = None,
+) -> ShardingPlan:
     """Plan the module's tables over the world (the same plan on every rank: ``collective_plan``).
 
     ``table_constraints`` constrain single tables (e.g. DeCA's MF tables to model-parallel types) when no
-    ``sharding_type`` forces one type on every table."""
+    ``sharding_type`` forces one type on every table.
+    """
     constraints: Optional[Dict[str, ParameterConstraints]] = dict(table_constraints) if table_constraints else None
     if sharding_type is not None:
         if sharding_type not in SHARDING_TYPES:
             raise ValueError(f"sharding.sharding_type={sharding_type!r}: expected one of {SHARDING_TYPES}")
         if sharding_type == "row_wise" and env.device.type != "cuda":
-            raise ValueError("sharding.sharding_type=row_wise: TorchRec's planner offers row-wise sharding on "
-                             "GPU only; on CPU use table_wise, column_wise or data_parallel")
+            raise ValueError(
+                "sharding.sharding_type=row_wise: TorchRec's planner offers row-wise sharding on "
+                "GPU only; on CPU use table_wise, column_wise or data_parallel"
+            )
         constraints = {t: ParameterConstraints(sharding_types=[sharding_type]) for t in embedding_tables(module)}
     topology = Topology(
         world_size=env.world_size,
         local_world_size=env.local_world_size,
         compute_device=env.device.type,
     )
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints,
-                                       debug=False)
+    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
     return planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
 
 
@@ -88,10 +95,12 @@ def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torc
     if name not in SPARSE_OPTIMIZERS:
         raise ValueError(f"optim.sparse={name!r}: expected one of {SPARSE_OPTIMIZERS}")
     if name == "adam" and device.type != "cuda" and sharding_type != "data_parallel":
-        raise ValueError("optim.sparse=adam: FBGEMM's CPU kernels fuse only rowwise_adagrad, adagrad and sgd into "
-                         "sharded tables; on CPU use another optim.sparse, or --sharding data_parallel (tables "
-                         "replicated and updated by the dense optimizer, optim.dense). On GPU every sharding type "
-                         "supports adam.")
+        raise ValueError(
+            "optim.sparse=adam: FBGEMM's CPU kernels fuse only rowwise_adagrad, adagrad and sgd into "
+            "sharded tables; on CPU use another optim.sparse, or --sharding data_parallel (tables "
+            "replicated and updated by the dense optimizer, optim.dense). On GPU every sharding type "
+            "supports adam."
+        )
 
 
 def fuse_sparse_optimizer(module: nn.Module, name: str, lr: float, weight_decay: float = 0.0) -> None:
@@ -116,8 +125,9 @@ def wrap(module: nn.Module, plan: ShardingPlan, env: DistEnv, static_graph: bool
         device=env.device,
         plan=plan,
         sharders=[EmbeddingBagCollectionSharder()],
-        data_parallel_wrapper=DefaultDataParallelWrapper(static_graph=static_graph,
-                                                         find_unused_parameters=not static_graph),
+        data_parallel_wrapper=DefaultDataParallelWrapper(
+            static_graph=static_graph, find_unused_parameters=not static_graph
+        ),
     )
 
 
@@ -176,8 +186,9 @@ def train_optimizer(model: DistributedModelParallel, optim: Any) -> TrainOptimiz
     if optim.clip_grad_norm is not None:
         if optim.clip_grad_norm <= 0:
             raise ValueError(f"optim.clip_grad_norm={optim.clip_grad_norm}: must be positive (or null for off)")
-        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM,
-                                          max_gradient=float(optim.clip_grad_norm))
+        dense = GradientClippingOptimizer(
+            dense, clipping=GradientClipping.NORM, max_gradient=float(optim.clip_grad_norm)
+        )
     sparse = model.fused_optimizer
     combined = CombinedOptimizer([("sparse", sparse), ("dense", dense)])
     return TrainOptimizer(combined, sparse, dense, [(sparse, optim.sparse_lr), (dense, optim.lr)])

@@ -61,19 +61,26 @@ def use_pipeline(mode: Any, device: torch.device) -> bool:
 
 class Stepper:
     """Args:
-        model: the DMP-wrapped ``TrainModule``.
-        optimizer: the combined optimizer (fused sparse + dense).
-        device: where batches go.
-        pipelined: use ``TrainPipelineSparseDist``.
-        autocast: factory of the forward's autocast context.
+    model: the DMP-wrapped ``TrainModule``.
+    optimizer: the combined optimizer (fused sparse + dense).
+    device: where batches go.
+    pipelined: use ``TrainPipelineSparseDist``.
+    autocast: factory of the forward's autocast context.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, pipelined: bool,
-                 autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-                 skip_nonfinite: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        pipelined: bool,
+        autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+        skip_nonfinite: bool = False,
+    ) -> None:
         if skip_nonfinite and pipelined:
-            raise ValueError("run.nonfinite=skip needs run.pipeline=off (the pipeline runs backward before the "
-                             "loss can be read)")
+            raise ValueError(
+                "run.nonfinite=skip needs run.pipeline=off (the pipeline runs backward before the loss can be read)"
+            )
         self.model, self.optimizer, self.device = model, optimizer, device
         self.skip_nonfinite = skip_nonfinite  # a non-finite loss skips backward and update (trainer/finite.py)
         self.last_skipped = False
@@ -139,7 +146,8 @@ class Stepper:
 
 class CycledBatches:
     """An endless iterator over ``batches`` in memory (for benchmarks), each with the labels training reads
-    (``data.train_label``). ``batches`` may be replaced in place (``feed[:] = bigger``) between steps."""
+    (``data.train_label``). ``batches`` may be replaced in place (``feed[:] = bigger``) between steps.
+    """
 
     def __init__(self, batches: List[Any], train_label: str = "label") -> None:
         self.batches, self.train_label, self.i = batches, train_label, 0

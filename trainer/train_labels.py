@@ -28,8 +28,10 @@ def check_train_label(which: str, schema: DataSchema, path: str = "") -> None:
     if which not in TRAIN_LABELS:
         raise ValueError(f"data.train_label={which!r}: expected one of {TRAIN_LABELS}")
     if which == "clean_label" and not schema.ground_truth:
-        raise ValueError(f"data.train_label=clean_label: the dataset {path or ''} has no ground truth "
-                         "(its schema names no clean_label / is_noisy columns)")
+        raise ValueError(
+            f"data.train_label=clean_label: the dataset {path or ''} has no ground truth "
+            "(its schema names no clean_label / is_noisy columns)"
+        )
 
 
 def select_train_labels(batch: Batch, which: str) -> Batch:

@@ -57,12 +57,16 @@ def unsharded_state_dict(model: nn.Module, env: DistEnv, prefix: str = PREFIX) -
         else:
             t = v
         if env.is_main and t is not None:
-            out[k[len(prefix):]] = t.detach().cpu().clone()
+            out[k[len(prefix) :]] = t.detach().cpu().clone()
     return out if env.is_main else None
 
 
-def load_full_state(module: nn.Module, full: Mapping[str, torch.Tensor], rename: Callable[[str], str] = lambda k: k,
-                    where: str = "state dict") -> None:
+def load_full_state(
+    module: nn.Module,
+    full: Mapping[str, torch.Tensor],
+    rename: Callable[[str], str] = lambda k: k,
+    where: str = "state dict",
+) -> None:
     """Copy full (unsharded) tensors into ``module``'s state, every rank the slices of its own shards.
 
     Every key of ``module.state_dict()`` must be in ``full`` (after ``rename``) with the full shape; a
@@ -75,12 +79,15 @@ def load_full_state(module: nn.Module, full: Mapping[str, torch.Tensor], rename:
         for key, dst in module.state_dict().items():
             src_key = rename(key)
             if src_key not in full:
-                raise ValueError(f"{where}: no tensor {src_key!r} (needed for {key!r}); "
-                                 f"it holds {sorted(full)[:8]}{' ...' if len(full) > 8 else ''}")
+                raise ValueError(
+                    f"{where}: no tensor {src_key!r} (needed for {key!r}); "
+                    f"it holds {sorted(full)[:8]}{' ...' if len(full) > 8 else ''}"
+                )
             src = full[src_key]
             if tuple(src.shape) != tuple(dst.size()):
-                raise ValueError(f"{where}: {src_key!r} has shape {tuple(src.shape)}, the model needs "
-                                 f"{tuple(dst.size())}")
+                raise ValueError(
+                    f"{where}: {src_key!r} has shape {tuple(src.shape)}, the model needs {tuple(dst.size())}"
+                )
             if isinstance(dst, ShardedTensor):
                 for shard in dst.local_shards():
                     md = shard.metadata
@@ -94,10 +101,13 @@ def load_full_state(module: nn.Module, full: Mapping[str, torch.Tensor], rename:
 
 def load_unsharded_state_dict(model: nn.Module, full: Mapping[str, torch.Tensor], prefix: str = PREFIX) -> None:
     """Copy full (unsharded) tensors into the ``prefix`` part of a sharded model; every rank calls it with the
-    same ``full`` (keys without ``prefix``). The key sets must match exactly."""
+    same ``full`` (keys without ``prefix``). The key sets must match exactly.
+    """
     state = model.state_dict()
-    keys = {k[len(prefix):] for k in state if k.startswith(prefix)}
+    keys = {k[len(prefix) :] for k in state if k.startswith(prefix)}
     if keys != set(full):
-        raise ValueError(f"state dict does not match the model: missing {sorted(keys - set(full))}, "
-                         f"unexpected {sorted(set(full) - keys)}")
+        raise ValueError(
+            f"state dict does not match the model: missing {sorted(keys - set(full))}, "
+            f"unexpected {sorted(set(full) - keys)}"
+        )
     load_full_state(getattr(unwrap(model), prefix.rstrip(".")), full)

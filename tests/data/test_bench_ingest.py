@@ -21,8 +21,9 @@ def test_quick_bench_writes_numbers_and_environment(tmp_path: Path, capsys) -> N
     t = r["training"]
     assert t["steps"] >= 1 and t["rows"] == 512 * t["steps"] and t["rows_per_s"] == t["rows"] / t["seconds"]
     assert r["ratios"]["ingest_shuffled_vs_raw"] == r["ingest_shuffled"]["rows_per_s"] / r["raw_scan"]["rows_per_s"]
-    assert r["ratios"]["ingest_ordered_vs_training"] == (r["ingest_ordered"]["rows_per_s"]
-                                                         / r["training"]["rows_per_s"])
+    assert r["ratios"]["ingest_ordered_vs_training"] == (
+        r["ingest_ordered"]["rows_per_s"] / r["training"]["rows_per_s"]
+    )
     assert r["peak_rss"][0]["rows"] == 6000 and r["peak_rss"][0]["peak_rss_bytes"] > 0
     assert r["environment"]["cores"] and r["environment"]["pyarrow"]
     assert "raw: dataset" in printed and "training (DLRM + BCE" in printed

@@ -8,14 +8,20 @@ import pyarrow.dataset as ds
 import pytest
 
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens
 from denoisrec.trainer.data.reader import DataError, ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens
 
 OCCUPATIONS = ["artist", "doctor", "engineer", "other"]
 # user id → (age, gender, occupation, zip)
-USERS = {1: (17, "M", "artist", "85711"), 2: (24, "F", "doctor", "94043"), 3: (25, "M", "other", "T8H1N"),
-         4: (49, "F", "engineer", "02139"), 5: (56, "M", "other", "55105"), 6: (33, "F", "artist", "V3N4P")}
+USERS = {
+    1: (17, "M", "artist", "85711"),
+    2: (24, "F", "doctor", "94043"),
+    3: (25, "M", "other", "T8H1N"),
+    4: (49, "F", "engineer", "02139"),
+    5: (56, "M", "other", "55105"),
+    6: (33, "F", "artist", "V3N4P"),
+}
 N_ITEMS = 12
 
 
@@ -36,9 +42,12 @@ def make_movielens(root: Path, ratings: List[Tuple[int, int, int, int]]) -> Path
     (root / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings))
     (root / "u.user").write_text("".join(f"{u}|{a}|{g}|{o}|{z}\n" for u, (a, g, o, z) in USERS.items()))
     (root / "u.occupation").write_text("".join(f"{o}\n" for o in OCCUPATIONS))
-    (root / "u.item").write_text("".join(
-        f"{i}|Film {i} ({1990 + i})|{_release(i)}||http://x/{i}|" + "|".join(map(str, _genre_flags(i))) + "\n"
-        for i in range(1, N_ITEMS + 1)))
+    (root / "u.item").write_text(
+        "".join(
+            f"{i}|Film {i} ({1990 + i})|{_release(i)}||http://x/{i}|" + "|".join(map(str, _genre_flags(i))) + "\n"
+            for i in range(1, N_ITEMS + 1)
+        )
+    )
     return root
 
 
@@ -91,14 +100,21 @@ def test_movielens_rows_labels_noise_negatives_and_features(tmp_path: Path) -> N
             assert t["item_year"][k] == (0 if i == 7 else 1990 + i - 1991 + 1)
     assert seen_pos == rated, "every rating is exactly one observed positive"
     noisy = sum(r <= 3 for _, _, r, _ in ratings)
-    assert stats["train"]["noisy_positives"] + stats["valid"]["noisy_positives"] + stats["test"]["noisy_positives"] == noisy
+    assert (
+        stats["train"]["noisy_positives"] + stats["valid"]["noisy_positives"] + stats["test"]["noisy_positives"]
+        == noisy
+    )
     row_ids = np.concatenate([t["row_id"] for t in splits.values()])
     assert len(np.unique(row_ids)) == len(row_ids) == 60
     # Negatives per user: 5 positives, 7 unrated items → drawn without replacement.
     assert stats["users_negatives_with_replacement"] == 0
     for u in range(6):
-        negs = [int(t["item_id"][k]) for t in splits.values() for k in range(len(t["label"]))
-                if t["label"][k] == 0 and t["user_id"][k] == u]
+        negs = [
+            int(t["item_id"][k])
+            for t in splits.values()
+            for k in range(len(t["label"]))
+            if t["label"][k] == 0 and t["user_id"][k] == u
+        ]
         assert len(negs) == 5 and len(set(negs)) == 5
 
 
@@ -181,8 +197,11 @@ def test_deca_format_splits_noise_and_clean_test_agreement(tmp_path: Path) -> No
         assert not any((int(u), int(i)) in rating for u, i in zip(t["user_id"][negs], t["item_id"][negs]))
     n_clean = sum(1 for p in list(rating)[28:] if rating[p] == 5)
     assert stats["clean_test_vs_test_negative"] == {
-        "threshold_clean_test_pairs": n_clean, "test_negative_pairs": n_clean,
-        "only_in_threshold": 0, "only_in_test_negative": 0}
+        "threshold_clean_test_pairs": n_clean,
+        "test_negative_pairs": n_clean,
+        "only_in_threshold": 0,
+        "only_in_test_negative": 0,
+    }
     assert DataSchema.load(str(out)).sparse_names == ["user_id", "item_id"]
     # Threshold 3 calls rating-4 test pairs clean too: the disagreement with the file is reported.
     n4 = sum(1 for p in list(rating)[28:] if rating[p] == 4)

@@ -1,5 +1,6 @@
 """The training feed across epochs: same batches with and without look-ahead, the next epoch read ahead,
-exact per-epoch accounting, resume mid-epoch, and nothing left running when it is closed."""
+exact per-epoch accounting, resume mid-epoch, and nothing left running when it is closed.
+"""
 
 import threading
 from pathlib import Path
@@ -14,8 +15,18 @@ from denoisrec.trainer.data.schema import DataSchema
 
 def _reader(tiny_data: Path, rank: int = 0, world: int = 3) -> ParquetBatchReader:
     schema = DataSchema.load(str(tiny_data))
-    return ParquetBatchReader(str(tiny_data / "train"), schema, 700, rank, world, shuffle=True, seed=1,
-                              shuffle_buffer=1500, prefetch=2, block_rows=300)
+    return ParquetBatchReader(
+        str(tiny_data / "train"),
+        schema,
+        700,
+        rank,
+        world,
+        shuffle=True,
+        seed=1,
+        shuffle_buffer=1500,
+        prefetch=2,
+        block_rows=300,
+    )
 
 
 def _ids(batches) -> List[List[int]]:  # type: ignore[no-untyped-def]
@@ -45,8 +56,8 @@ def test_lookahead_changes_no_batch_and_accounts_every_epoch(tiny_data: Path, st
     for e in range(start // spe, 3):
         r.set_epoch(e)
         whole = _ids(r)
-        mine = got_ahead[max(0, e * spe - start):(e + 1) * spe - start]
-        assert whole[len(whole) - len(mine):] == mine
+        mine = got_ahead[max(0, e * spe - start) : (e + 1) * spe - start]
+        assert whole[len(whole) - len(mine) :] == mine
 
 
 def test_next_epoch_is_read_while_the_current_one_ends(tiny_data: Path) -> None:
@@ -58,7 +69,7 @@ def test_next_epoch_is_read_while_the_current_one_ends(tiny_data: Path) -> None:
     for _ in feed:
         seen.append(_ahead_threads())
     assert seen[spe - 2] == ["denoisrec-epoch-1"]  # opened with one step of epoch 0 left
-    assert all(not s for s in seen[:spe - 2])
+    assert all(not s for s in seen[: spe - 2])
     assert [rep.epoch for rep in reports] == [0, 1] and all(rep.complete for rep in reports)
     assert not _ahead_threads()
 

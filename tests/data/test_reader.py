@@ -16,8 +16,11 @@ from denoisrec.trainer.data.reader import ParquetBatchReader, steps_per_epoch
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.shuffle import Batcher
 
-SHUFFLES = {"none": dict(shuffle=False), "row_groups": dict(shuffle=True),
-            "buffer": dict(shuffle=True, shuffle_buffer=1700)}
+SHUFFLES = {
+    "none": dict(shuffle=False),
+    "row_groups": dict(shuffle=True),
+    "buffer": dict(shuffle=True, shuffle_buffer=1700),
+}
 
 
 def _read(reader: ParquetBatchReader) -> Tuple[List[np.ndarray], List[int]]:
@@ -28,8 +31,9 @@ def _read(reader: ParquetBatchReader) -> Tuple[List[np.ndarray], List[int]]:
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("batch_size", [500, 700, 4096])
 @pytest.mark.parametrize("mode", list(SHUFFLES))
-def test_shares_are_disjoint_complete_and_equal_in_steps(tiny_data: Path, world: int, batch_size: int,
-                                                          mode: str) -> None:
+def test_shares_are_disjoint_complete_and_equal_in_steps(
+    tiny_data: Path, world: int, batch_size: int, mode: str
+) -> None:
     schema = DataSchema.load(str(tiny_data))
     total = ds.dataset(str(tiny_data / "train")).count_rows()
     seen, steps = [], set()
@@ -55,7 +59,8 @@ def test_shares_are_disjoint_complete_and_equal_in_steps(tiny_data: Path, world:
 
 def test_equal_steps_pad_with_empty_batches(tmp_path: Path, tiny_data: Path) -> None:
     """7 rows on 3 ranks with batches of 2: shares 2, 2, 3 -> 2 steps each; rank 0 and 1 end with an empty
-    batch, rank 2 with a short one."""
+    batch, rank 2 with a short one.
+    """
     t = pq.read_table(sorted((tiny_data / "train").glob("*.parquet"))[0]).slice(0, 7)
     (tmp_path / "s").mkdir()
     pq.write_table(t, tmp_path / "s" / "a.parquet", row_group_size=3)
@@ -107,8 +112,14 @@ def test_batcher_emits_every_row_once_within_the_buffer_bound() -> None:
 
     def block(n: int, start: int):  # a minimal Block: ids only
         from denoisrec.trainer.data.block import Block
-        return Block(n=n, ids=np.arange(start, start + n, dtype=np.int64)[None, :], multi=[],
-                     dense=np.zeros((n, 0), np.float32), one_d={})
+
+        return Block(
+            n=n,
+            ids=np.arange(start, start + n, dtype=np.int64)[None, :],
+            multi=[],
+            dense=np.zeros((n, 0), np.float32),
+            one_d={},
+        )
 
     b = Batcher(batch_size=64, buffer_rows=300, rng=rng)
     out, start, peak = [], 0, 0
@@ -143,8 +154,9 @@ def test_batch_contents_match_the_file(tiny_data: Path, mode: str) -> None:
                 assert jt.values().tolist() == [v for i in rows for v in col[f.name][i]]
             else:
                 assert jt.values().tolist() == [col[f.name][i] for i in rows]
-        np.testing.assert_array_equal(b.dense_features.numpy(),
-                                      np.array([[col[c][i] for c in schema.dense] for i in rows], dtype=np.float32))
+        np.testing.assert_array_equal(
+            b.dense_features.numpy(), np.array([[col[c][i] for c in schema.dense] for i in rows], dtype=np.float32)
+        )
         assert b.labels.tolist() == [float(col["label"][i]) for i in rows]
         assert b.group_ids.tolist() == [col["user_id"][i] for i in rows]
         assert b.clean_labels.tolist() == [float(col["clean_label"][i]) for i in rows]
@@ -156,8 +168,18 @@ def test_prefetch_threads_change_nothing(tiny_data: Path) -> None:
     schema = DataSchema.load(str(tiny_data))
 
     def mk(p: int) -> ParquetBatchReader:
-        return ParquetBatchReader(str(tiny_data / "train"), schema, 700, 0, 2, shuffle=True, shuffle_buffer=1500,
-                                  seed=4, prefetch=p, block_rows=300)
+        return ParquetBatchReader(
+            str(tiny_data / "train"),
+            schema,
+            700,
+            0,
+            2,
+            shuffle=True,
+            shuffle_buffer=1500,
+            seed=4,
+            prefetch=p,
+            block_rows=300,
+        )
 
     for a, b in zip(mk(0), mk(3)):
         assert a.sample_ids.tolist() == b.sample_ids.tolist()
@@ -194,8 +216,11 @@ def test_background_reraises_after_the_items_before_the_error() -> None:
 def test_one_d_columns_and_dense_are_zero_copy_views_of_decoded_buffers(tiny_data: Path) -> None:
     schema = DataSchema.load(str(tiny_data))
     layout = Layout(schema, True)
-    rb = next(pq.ParquetFile(sorted((tiny_data / "train").glob("*.parquet"))[0]).iter_batches(
-        batch_size=500, columns=layout.columns))
+    rb = next(
+        pq.ParquetFile(sorted((tiny_data / "train").glob("*.parquet"))[0]).iter_batches(
+            batch_size=500, columns=layout.columns
+        )
+    )
     block = decode(rb, layout, Where("f", 0), Counters())
     row_id_buffer = rb.column("row_id").buffers()[1].address  # int64 in the file: no conversion needed
     assert block.one_d["sample_id"].ctypes.data == row_id_buffer
@@ -209,12 +234,24 @@ def test_one_d_columns_and_dense_are_zero_copy_views_of_decoded_buffers(tiny_dat
 def test_multi_hot_lengths_and_values_come_from_arrow_offsets(tmp_path: Path) -> None:
     """large_list<int32> sliced mid-row-group (the rank boundary): offsets are rebased, values exact."""
     tags = [[1, 2], [], [3], [4, 5, 6], [7], [], [0, 1, 2, 3]]
-    t = pa.table({"tags": pa.array(tags, type=pa.large_list(pa.int32())), "item": pa.array(range(7), pa.int16()),
-                  "label": pa.array([0, 1] * 3 + [1], pa.int8()), "row_id": pa.array(range(7), pa.int64())})
+    t = pa.table(
+        {
+            "tags": pa.array(tags, type=pa.large_list(pa.int32())),
+            "item": pa.array(range(7), pa.int16()),
+            "label": pa.array([0, 1] * 3 + [1], pa.int8()),
+            "row_id": pa.array(range(7), pa.int64()),
+        }
+    )
     pq.write_table(t, tmp_path / "a.parquet")
     from denoisrec.trainer.data.schema import SparseFeature
-    schema = DataSchema(sparse=[SparseFeature("item", 10), SparseFeature("tags", 8, multi_hot=True)], dense=[],
-                        group_id=None, clean_label=None, is_noisy=None)
+
+    schema = DataSchema(
+        sparse=[SparseFeature("item", 10), SparseFeature("tags", 8, multi_hot=True)],
+        dense=[],
+        group_id=None,
+        clean_label=None,
+        is_noisy=None,
+    )
     r = ParquetBatchReader(str(tmp_path / "a.parquet"), schema, 4, rank=1, world_size=2)  # rows 3..6
     b = next(iter(r))
     jt = b.sparse_features["tags"]
@@ -233,8 +270,9 @@ def test_reads_through_fsspec_and_pyarrow_filesystems(tiny_data: Path) -> None:
     local = ParquetBatchReader(str(tiny_data / "train"), DataSchema.load(str(tiny_data)), 1000, 1, 2)
     via_uri = ParquetBatchReader("memory://ds5/train", DataSchema.load("memory://ds5"), 1000, 1, 2)
     via_fs = ParquetBatchReader("/ds5/train", DataSchema.load("/ds5", filesystem=mem), 1000, 1, 2, filesystem=mem)
-    via_arrow = ParquetBatchReader(str(tiny_data / "train"), DataSchema.load(str(tiny_data)), 1000, 1, 2,
-                                   filesystem=pafs.LocalFileSystem())
+    via_arrow = ParquetBatchReader(
+        str(tiny_data / "train"), DataSchema.load(str(tiny_data)), 1000, 1, 2, filesystem=pafs.LocalFileSystem()
+    )
     expected = np.concatenate(_read(local)[0])
     for r in (via_uri, via_fs, via_arrow):
         assert np.array_equal(np.concatenate(_read(r)[0]), expected)

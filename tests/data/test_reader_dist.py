@@ -1,15 +1,15 @@
 """Row accounting with real gloo processes: for 1, 2 and 3 ranks, the rows read in an epoch, by id, are the
 split's rows exactly once, the ranks take the same number of steps, the epochs differ in order, and the gathered
-per-epoch report (the run summary's) says so."""
+per-epoch report (the run summary's) says so.
+"""
 
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from reader_accounting import launched
-
 from conftest import launch
+from reader_accounting import launched
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.errors import DataError
 
 
 def _first_file(tiny_data: Path) -> Path:
@@ -48,16 +48,21 @@ def test_mistyped_column_names_file_and_column(tiny_data: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("column", ["item_id", "label", "row_id", "item_tags"])
-def test_null_in_id_or_label_column_names_row_group_column_and_row(tiny_data: Path, tmp_path: Path,
-                                                                    column: str) -> None:
+def test_null_in_id_or_label_column_names_row_group_column_and_row(
+    tiny_data: Path, tmp_path: Path, column: str
+) -> None:
     def null_at_1234(t: pa.Table) -> pa.Table:
         v = t.column(column).to_pylist()
         v[1234] = None
         return _set(t, column, pa.array(v, type=t.schema.field(column).type))
+
     split = _split_with(tiny_data, tmp_path, null_at_1234)
     # row 1,234 of the file is row 234 of row group 2 (500-row groups)
-    with pytest.raises(DataError, match=FILE + rf": row group 2: column '{column}' has 1 null value\(s\) \(first at "
-                       r"row 234 of the row group \(row 1,234 of the file\)\)"):
+    with pytest.raises(
+        DataError,
+        match=FILE + rf": row group 2: column '{column}' has 1 null value\(s\) \(first at "
+        r"row 234 of the row group \(row 1,234 of the file\)\)",
+    ):
         list(_reader(split, tiny_data))
 
 
@@ -66,9 +71,13 @@ def test_null_inside_a_list_is_an_error(tiny_data: Path, tmp_path: Path) -> None
         v = t.column("item_tags").to_pylist()
         v[700] = [v[700][0], None]
         return _set(t, "item_tags", pa.array(v, type=pa.list_(pa.int64())))
+
     split = _split_with(tiny_data, tmp_path, null_element)
-    with pytest.raises(DataError, match=FILE + r": row group 1: column 'item_tags' has 1 null id\(s\) inside its "
-                       r"lists \(first at row 200 of the row group"):
+    with pytest.raises(
+        DataError,
+        match=FILE + r": row group 1: column 'item_tags' has 1 null id\(s\) inside its "
+        r"lists \(first at row 200 of the row group",
+    ):
         list(_reader(split, tiny_data))
 
 
@@ -77,9 +86,13 @@ def test_label_outside_0_1_names_row_group_column_and_value(tiny_data: Path, tmp
         lab = t.column("label").to_numpy().copy()
         lab[1700] = 2
         return _set(t, "label", pa.array(lab))
+
     split = _split_with(tiny_data, tmp_path, bad_label)
-    with pytest.raises(DataError, match=FILE + r": row group 3: column 'label' has 1 value\(s\) outside \{0, 1\} "
-                       r"\(first: 2 at row 200 of the row group"):
+    with pytest.raises(
+        DataError,
+        match=FILE + r": row group 3: column 'label' has 1 value\(s\) outside \{0, 1\} "
+        r"\(first: 2 at row 200 of the row group",
+    ):
         list(_reader(split, tiny_data))
 
 
@@ -88,6 +101,7 @@ def test_float_label_nan_is_not_a_label(tiny_data: Path, tmp_path: Path) -> None
         lab = t.column("clean_label").to_numpy().astype(np.float32)
         lab[3] = np.nan
         return _set(t, "clean_label", pa.array(lab))
+
     split = _split_with(tiny_data, tmp_path, nan_label)
     with pytest.raises(DataError, match=r"row group 0: column 'clean_label' has 1 value\(s\) outside \{0, 1\}"):
         list(_reader(split, tiny_data))
@@ -109,9 +123,13 @@ def test_out_of_table_ids_are_rejected_or_hashed_never_clipped(tiny_data: Path, 
         tags = t.column("item_tags").to_pylist()
         tags[12] = [5, 64]  # item_tags has 64 ids: 64 is one past the end
         return _set(_set(t, "item_id", pa.array(v)), "item_tags", pa.array(tags, type=pa.list_(pa.int64())))
+
     split = _split_with(tiny_data, tmp_path, oov)
-    with pytest.raises(DataError, match=FILE + r": row group 0: column 'item_id' has 2 id\(s\) outside the table "
-                       r"\[0, 200\) \(first: 10000000 at row 10 of the row group .*set oov_policy to 'hash'"):
+    with pytest.raises(
+        DataError,
+        match=FILE + r": row group 0: column 'item_id' has 2 id\(s\) outside the table "
+        r"\[0, 200\) \(first: 10000000 at row 10 of the row group .*set oov_policy to 'hash'",
+    ):
         list(_reader(split, tiny_data))
     schema = DataSchema.load(str(tiny_data)).with_policies(oov_policy="hash")
     r = _reader(split, tiny_data, schema)
@@ -123,7 +141,7 @@ def test_out_of_table_ids_are_rejected_or_hashed_never_clipped(tiny_data: Path, 
     assert items[:10].tolist() == original[:10].tolist()  # ids inside the table are untouched
     tags = first.sparse_features["item_tags"]
     start = int(tags.lengths()[:12].sum())
-    assert tags.values()[start:start + 2].tolist() == [5, _splitmix64(64) % 64]
+    assert tags.values()[start : start + 2].tolist() == [5, _splitmix64(64) % 64]
     r2 = _reader(split, tiny_data, schema)
     list(r2)
     assert r2.epoch_report().oov_hashed == {"item_id": 2, "item_tags": 1}
@@ -144,9 +162,13 @@ def test_nan_and_inf_dense_values_are_rejected_or_imputed_and_counted(tiny_data:
         a = t.column("genre_affinity").to_pylist()
         a[5] = None  # a null dense value counts like NaN
         return _set(_set(t, "duration", pa.array(v)), "genre_affinity", pa.array(a, pa.float32()))
+
     split = _split_with(tiny_data, tmp_path, bad_dense)
-    with pytest.raises(DataError, match=FILE + r": row group 0: column 'genre_affinity' has 1 NaN, infinite or null "
-                       r"value\(s\) \(first: nan at row 5 of the row group"):
+    with pytest.raises(
+        DataError,
+        match=FILE + r": row group 0: column 'genre_affinity' has 1 NaN, infinite or null "
+        r"value\(s\) \(first: nan at row 5 of the row group",
+    ):
         list(_reader(split, tiny_data))
     schema = DataSchema.load(str(tiny_data)).with_policies(nan_policy="impute")
     schema.impute_value = -7.0
@@ -179,7 +201,7 @@ def test_corrupt_page_names_row_group_and_column(tiny_data: Path, tmp_path: Path
     col = next(rg.column(c) for c in range(rg.num_columns) if rg.column(c).path_in_schema == "item_id")
     raw = bytearray(path.read_bytes())
     off = col.dictionary_page_offset or col.data_page_offset
-    raw[off:off + 24] = b"\xff" * 24  # destroy the page header of item_id in row group 2
+    raw[off : off + 24] = b"\xff" * 24  # destroy the page header of item_id in row group 2
     path.write_bytes(bytes(raw))
     r = _reader(tmp_path / "s", tiny_data, prefetch=2)
     seen = 0

@@ -95,8 +95,12 @@ def test_product_preset_has_lcd_product_shape() -> None:
 
     s = schema_for(p)
     assert len(s.sparse) + len(s.dense) == 69
-    assert [f.name for f in s.sparse if f.multi_hot] == ["item_tags", "user_recent_genres", "user_recent_items",
-                                                         "list_cat_0"]
+    assert [f.name for f in s.sparse if f.multi_hot] == [
+        "item_tags",
+        "user_recent_genres",
+        "user_recent_items",
+        "list_cat_0",
+    ]
     sizes = {f.name: f.num_embeddings for f in s.sparse}
     assert sizes["user_id"] == 3_640_000 and sizes["item_id"] == sizes["user_recent_items"] == 117_000
     assert p.row_group_size * 4 <= p.rows_per_file  # several row groups per file: row-group sharding has work
@@ -104,12 +108,21 @@ def test_product_preset_has_lcd_product_shape() -> None:
 
 def test_product_shaped_data_streams_through_reader_and_validate(tmp_path: Path, capsys) -> None:
     """A scaled-down product preset (same features and writer settings): compact int32 ids, list<int32>,
-    every row readable and valid."""
+    every row readable and valid.
+    """
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.validate import validate_dataset
 
-    p = dataclasses.replace(PRESETS["product"], n_users=3000, n_items=500, train_rows=9000, valid_rows=1000,
-                            test_rows=1000, rows_per_file=4000, row_group_size=1000)
+    p = dataclasses.replace(
+        PRESETS["product"],
+        n_users=3000,
+        n_items=500,
+        train_rows=9000,
+        valid_rows=1000,
+        test_rows=1000,
+        rows_per_file=4000,
+        row_group_size=1000,
+    )
     generate(str(tmp_path), p, seed=0, progress=True)
     err = capsys.readouterr().err
     assert "gen-data train: 9,000/9,000 rows" in err and "ETA" in err

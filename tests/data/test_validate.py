@@ -44,8 +44,9 @@ def test_broken_dataset_reports_every_problem(tiny_data: Path, tmp_path: Path, c
     out = capsys.readouterr().out
     assert rc == 1
     assert "part-00000.parquet: row groups 0, 2: column 'label': 2 value(s) outside {0, 1} (e.g. 5)" in out
-    assert ("part-00000.parquet: row group 0: column 'duration': 1 NaN, infinite or null value(s) (first at row 42"
-            in out)
+    assert (
+        "part-00000.parquet: row group 0: column 'duration': 1 NaN, infinite or null value(s) (first at row 42" in out
+    )
     assert "part-00000.parquet: row group 0: column 'item_id': 1 id(s) outside the table [0, 200) (e.g. 999)" in out
     assert "part-00001.parquet: missing column 'scene'" in out
     assert "part-00002.parquet: not a readable Parquet file" in out
@@ -53,8 +54,20 @@ def test_broken_dataset_reports_every_problem(tiny_data: Path, tmp_path: Path, c
     assert "missing split 'test'" in out
     assert "FAILED: 6 error(s), 1 warning(s)" in out
     # the same data under the repairing policies: the OOV id and the NaN become notes
-    rc = main(["validate", str(ds), "--split", "train", "--oov-policy", "hash", "--nan-policy", "impute",
-               "--schema", str(ds / "schema.json")])
+    rc = main(
+        [
+            "validate",
+            str(ds),
+            "--split",
+            "train",
+            "--oov-policy",
+            "hash",
+            "--nan-policy",
+            "impute",
+            "--schema",
+            str(ds / "schema.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1 and "NOTE    " in out and "oov_policy 'hash' hashes them" in out
     assert "FAILED: 3 error(s), 1 warning(s)" in out

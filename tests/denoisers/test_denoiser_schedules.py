@@ -1,5 +1,6 @@
 """T-CE / DART schedules in steps, epochs or as a share of the run (``denoisers/span.py``), resolved by the
-trainer's ``bind_run``; a step ramp longer than the run is warned about (one process, hand-computed)."""
+trainer's ``bind_run``; a step ramp longer than the run is warned about (one process, hand-computed).
+"""
 
 import pytest
 import torch
@@ -10,8 +11,21 @@ from denoisrec.trainer.denoising import bind_run_length
 from denoisrec.trainer.module import TrainModule
 
 
-@pytest.mark.parametrize("raw,steps", [(1000, 1000), (1000.0, 1000), ("250", 250), ("1ep", 98), ("0.5ep", 49),
-                                       ("2epochs", 196), ("50%", 147), ("100%", 294), ("0%", 0), (0, 0)])
+@pytest.mark.parametrize(
+    "raw,steps",
+    [
+        (1000, 1000),
+        (1000.0, 1000),
+        ("250", 250),
+        ("1ep", 98),
+        ("0.5ep", 49),
+        ("2epochs", 196),
+        ("50%", 147),
+        ("100%", 294),
+        ("0%", 0),
+        (0, 0),
+    ],
+)
 def test_span_resolves_against_the_run(raw, steps) -> None:  # type: ignore[no-untyped-def]
     assert Span.parse("opt", raw).steps(steps_per_epoch=98, total_steps=294) == steps
 

@@ -79,7 +79,8 @@ def lcd_by_hand(z: list, y: list, omega_of, reverse: bool) -> tuple:  # type: ig
 @pytest.mark.parametrize("name,reverse", [("lcd", False), ("lcd_re", True)])
 @pytest.mark.parametrize("ab,omega_of", [((1.0, 1.0), lambda t: t), ((2.0, 2.0), lambda t: 3 * t**2 - 2 * t**3)])
 def test_lcd_corrects_targets_by_the_beta_weight_of_the_normalised_loss(  # type: ignore[no-untyped-def]
-        name, reverse, ab, omega_of) -> None:
+    name, reverse, ab, omega_of
+) -> None:
     d = build_denoiser(name, alpha_b=ab[0], beta_b=ab[1], start_step=0)
     out, grad = run(d)
     ys, value, g = lcd_by_hand(Z, Y, omega_of, reverse)
@@ -87,7 +88,8 @@ def test_lcd_corrects_targets_by_the_beta_weight_of_the_normalised_loss(  # type
     assert out.value.item() == pytest.approx(value, rel=1e-6)
     assert grad.tolist() == pytest.approx(g, abs=1e-7)  # the corrected target is detached
     assert out.stats["omega_mean"].item() == pytest.approx(
-        sum(omega_of((e - min(L)) / (max(L) - min(L))) for e in L) / 6, rel=1e-6)
+        sum(omega_of((e - min(L)) / (max(L) - min(L))) for e in L) / 6, rel=1e-6
+    )
     assert out.relabelled.tolist() == [abs(a - b) > 0.5 for a, b in zip(ys, Y)]
 
 
@@ -123,7 +125,7 @@ def test_lcd_largest_loss_gets_exactly_omega_one_where_the_cdf_is_steep(name: st
     p = [sig(v) for v in z]
     if name == "lcd":  # ω = 1 on the largest loss keeps its label, ω = 0 on the smallest gives y* = p
         assert out.target.tolist() == [pytest.approx(p[0], abs=1e-6), 1.0]
-    else:              # LCD-Re: the reverse
+    else:  # LCD-Re: the reverse
         assert out.target.tolist() == [1.0, pytest.approx(p[1], abs=1e-6)]
 
 
@@ -150,8 +152,9 @@ def test_soft_bootstrap_attached_target_follows_reed() -> None:
     lam = 0.6
     out, grad = run(build_denoiser("bootstrap_soft", lam=lam, attach_target=True))
     # d/dz [softplus(z) − y*(z)·z] with y* = λy + (1 − λ)σ(z): σ − y* − (1 − λ)σ(1 − σ)z
-    expect = [(sig(z) - (lam * y + (1 - lam) * sig(z)) - (1 - lam) * sig(z) * (1 - sig(z)) * z) / 6
-              for z, y in zip(Z, Y)]
+    expect = [
+        (sig(z) - (lam * y + (1 - lam) * sig(z)) - (1 - lam) * sig(z) * (1 - sig(z)) * z) / 6 for z, y in zip(Z, Y)
+    ]
     assert grad.tolist() == pytest.approx(expect, abs=1e-7)
 
 
@@ -184,11 +187,17 @@ def dart_by_hand(tau: float, r: float) -> tuple:
     return rel, disc, target, value, grad
 
 
-@pytest.mark.parametrize("step,tau", [
-    (0, 0.0), (3, 0.0),        # before and at T_i = 3: τ = 0
-    (4, 0.125), (5, 0.25),     # on the ramp: (T − T_i)/T_m · τ_m with T_m = 4, τ_m = 0.5
-    (7, 0.5), (20, 0.5),       # at T_i + T_m and after: τ_m
-])
+@pytest.mark.parametrize(
+    "step,tau",
+    [
+        (0, 0.0),
+        (3, 0.0),  # before and at T_i = 3: τ = 0
+        (4, 0.125),
+        (5, 0.25),  # on the ramp: (T − T_i)/T_m · τ_m with T_m = 4, τ_m = 0.5
+        (7, 0.5),
+        (20, 0.5),  # at T_i + T_m and after: τ_m
+    ],
+)
 def test_dart_tau_schedule_and_identification(step: int, tau: float) -> None:
     d = build_denoiser("dart", t_i=3, t_m=4, tau_m=0.5, r=0.5)
     d.step.fill_(step)
@@ -230,8 +239,8 @@ def test_report_precision_recall_and_noisy_vs_clean_loss() -> None:
     noisy = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # one dropped sample is noisy, plus a negative
     run(d, batch=SimpleNamespace(is_noisy=noisy))
     rep = {k: v.item() for k, v in d.report().items()}
-    assert rep["precision"] == pytest.approx(1 / 3)      # noisy among dropped
-    assert rep["recall"] == pytest.approx(1.0)           # T-CE handles positives: 1 noisy positive, dropped
+    assert rep["precision"] == pytest.approx(1 / 3)  # noisy among dropped
+    assert rep["recall"] == pytest.approx(1.0)  # T-CE handles positives: 1 noisy positive, dropped
     assert rep["random_precision"] == pytest.approx(1 / 4)
     assert rep["loss_noisy_pos"] == pytest.approx(L[1], rel=1e-6)
     assert rep["loss_clean_pos"] == pytest.approx((L[0] + L[2] + L[5]) / 3, rel=1e-6)
@@ -246,10 +255,15 @@ USERS, ITEMS = [0, 1, 2, 3, 4, 1], [0, 1, 2, 3, 0, 2]
 
 def deca_batch() -> SimpleNamespace:
     n = len(USERS)
-    kjt = KeyedJaggedTensor(keys=["user_id", "item_id"], values=torch.tensor(USERS + ITEMS),
-                            lengths=torch.ones(2 * n, dtype=torch.int32), stride=n)
-    return SimpleNamespace(sparse_features=kjt, dense_features=torch.zeros(n, 1),
-                           is_noisy=torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    kjt = KeyedJaggedTensor(
+        keys=["user_id", "item_id"],
+        values=torch.tensor(USERS + ITEMS),
+        lengths=torch.ones(2 * n, dtype=torch.int32),
+        stride=n,
+    )
+    return SimpleNamespace(
+        sparse_features=kjt, dense_features=torch.zeros(n, 1), is_noisy=torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    )
 
 
 def mf_by_hand(d, head: str) -> list:  # type: ignore[no-untyped-def]
@@ -286,8 +300,9 @@ class PriorStub(torch.nn.Module):
         return self.w(dense)
 
 
-def deca_value_by_hand(z: list, y: list, zr: list, zh: list, zhp: list, task: int, C1: float, C2: float,
-                       alpha: float, prior: bool) -> float:
+def deca_value_by_hand(
+    z: list, y: list, zr: list, zh: list, zhp: list, task: int, C1: float, C2: float, alpha: float, prior: bool
+) -> float:
     pos, neg = [], []
     for zi, yi, ri, hi, hpi in zip(z, y, zr, zh, zhp):
         f, g, h, hp = sig(zi), sig(ri), sig(hi), sig(hpi)
@@ -320,14 +335,14 @@ def test_deca_alternates_dp_and_dn_with_the_papers_terms_and_trains_only_that_no
         task = step % 2
         assert out.stats["subtask"].item() == task
         assert out.value.item() == pytest.approx(
-            deca_value_by_hand(Z, Y, zg, zh, zhp, task, C1, C2, alpha, prior=False), rel=1e-5)
+            deca_value_by_hand(Z, Y, zg, zh, zhp, task, C1, C2, alpha, prior=False), rel=1e-5
+        )
         got = grads_of(d)
         assert got == {"g": True, "h": task == 0, "hp": task == 1}, (step, got)  # g co-trained every step
         assert zgrad.abs().sum() > 0
     # P(y=1 | ỹ=1) = h'f / (h'f + h(1 − f)), averaged over the observed positives.
     post = [sig(hp) * sig(z) / (sig(hp) * sig(z) + sig(h) * (1 - sig(z))) for z, h, hp in zip(Z, zh, zhp)]
-    assert out.stats["post_pos_mean"].item() == pytest.approx(
-        sum(p for p, y in zip(post, Y) if y) / sum(Y), rel=1e-5)
+    assert out.stats["post_pos_mean"].item() == pytest.approx(sum(p for p, y in zip(post, Y) if y) / sum(Y), rel=1e-5)
     rep = {k: v.item() for k, v in d.report().items()}
     noisy_pos = [p for p, y, n in zip(post, Y, deca_batch().is_noisy.tolist()) if y and n]
     assert rep["post_noisy_pos"] == pytest.approx(sum(noisy_pos) / len(noisy_pos), rel=1e-5)
@@ -370,7 +385,9 @@ def test_deca_marginal_likelihood_by_hand_trains_both_noise_models_every_step(na
         hp = h + (1 - h) * sig(c)  # h' > h
         p1 = f * hp + (1 - f) * h  # P(ỹ=1 | x) = f·h' + (1 − f)·h
         nll = -math.log(p1) if yi else -math.log(1 - p1)
-        agree = alpha * kl(r, f) + (1 - alpha) * kl(f, r) if name == "deca" else alpha * kl(f, r) + (1 - alpha) * kl(r, f)
+        agree = (
+            alpha * kl(r, f) + (1 - alpha) * kl(f, r) if name == "deca" else alpha * kl(f, r) + (1 - alpha) * kl(r, f)
+        )
         per.append(nll + agree)
         post.append(f * hp / p1)
     for step in range(2):
@@ -431,7 +448,8 @@ def test_deca_p_pretrains_the_prior_then_freezes_it() -> None:
             assert out.stats["subtask"].item() == task and zgrad is not None
             assert got == {"prior": False, "h": task == 0, "hp": task == 1}, got
             assert out.value.item() == pytest.approx(
-                deca_value_by_hand(Z, Y, zp, zh, zhp, task, 3.0, 2.0, 1.0, prior=True), rel=1e-5)
+                deca_value_by_hand(Z, Y, zp, zh, zhp, task, 3.0, 2.0, 1.0, prior=True), rel=1e-5
+            )
 
 
 def test_deca_p_frozen_prior_runs_in_eval_mode_so_its_reference_is_one_function() -> None:
@@ -439,24 +457,35 @@ def test_deca_p_frozen_prior_runs_in_eval_mode_so_its_reference_is_one_function(
     from denoisrec.models import ModelSpec
 
     torch.manual_seed(0)
-    spec = ModelSpec("deepfm", [("user_id", NU), ("item_id", NI)], dense_in_features=1, embedding_dim=4,
-                     params={"mlp": [16], "dropout": 0.5}, embedding_init=0.5)
+    spec = ModelSpec(
+        "deepfm",
+        [("user_id", NU), ("item_id", NI)],
+        dense_in_features=1,
+        embedding_dim=4,
+        params={"mlp": [16], "dropout": 0.5},
+        embedding_init=0.5,
+    )
     prior = spec.build(device=torch.device("cpu"))
-    d = build_denoiser("deca_p", context={"tables": {"user_id": NU, "item_id": NI}, "device": torch.device("cpu"),
-                                          "prior": prior}, mf_dim=3, pretrain_steps=1)
+    d = build_denoiser(
+        "deca_p",
+        context={"tables": {"user_id": NU, "item_id": NI}, "device": torch.device("cpu"), "prior": prior},
+        mf_dim=3,
+        pretrain_steps=1,
+    )
     seen = []
     prior.register_forward_hook(lambda m, i, o: seen.append(o.detach().reshape(-1).clone()))
     b = deca_batch()
     b.dense_features = torch.randn(6, 1)
     d.train()
-    run(d, batch=b)                     # phase 1: f' trains, dropout on
+    run(d, batch=b)  # phase 1: f' trains, dropout on
     assert prior.training
-    run(d, batch=b)                     # phase 2 (the trainer's model.train() again in between)
+    run(d, batch=b)  # phase 2 (the trainer's model.train() again in between)
     d.train()
     run(d, batch=b)
     assert not prior.training and d.training
-    assert not torch.equal(prior.train()(b.dense_features, b.sparse_features), prior(b.dense_features,
-                                                                                      b.sparse_features))
+    assert not torch.equal(
+        prior.train()(b.dense_features, b.sparse_features), prior(b.dense_features, b.sparse_features)
+    )
     assert torch.equal(seen[1], seen[2])  # the two phase-2 reference calls agree exactly
 
 
@@ -472,16 +501,31 @@ def test_host_step_mirror_follows_checkpoints() -> None:
 
 def test_deca_checks_its_features() -> None:
     with pytest.raises(ValueError, match="user_feature='uid'"):
-        build_denoiser("deca", context={"tables": {"user_id": 3, "item_id": 3}, "device": torch.device("cpu")},
-                       user_feature="uid")
+        build_denoiser(
+            "deca", context={"tables": {"user_id": 3, "item_id": 3}, "device": torch.device("cpu")}, user_feature="uid"
+        )
 
 
 # ---- registry ----------------------------------------------------------------------------------------------------
 
 
 def test_registry_names_grids_and_injected_arguments() -> None:
-    assert sorted(DENOISERS) == sorted(["bce", "tce", "rce", "lcd", "lcd_re", "bootstrap_soft", "bootstrap_hard",
-                                        "dart", "deca", "deca_p", "observation", "observation_tce"])
+    assert sorted(DENOISERS) == sorted(
+        [
+            "bce",
+            "tce",
+            "rce",
+            "lcd",
+            "lcd_re",
+            "bootstrap_soft",
+            "bootstrap_hard",
+            "dart",
+            "deca",
+            "deca_p",
+            "observation",
+            "observation_tce",
+        ]
+    )
     for name, cls in DENOISERS.items():
         assert set(cls.GRID) <= set(options(name)), name
         assert not set(cls.NEEDS.injected) & set(options(name)), name

@@ -27,14 +27,17 @@ def test_bce_is_the_mean_loss() -> None:
     assert out.weight.tolist() == [1.0] * 6 and not out.dropped.any()
 
 
-@pytest.mark.parametrize("step,dropped", [
-    (0, []),            # ε = 0
-    (1, []),            # ε = 0.125: ⌊0.75⌋ = 0 (ε·B < 1 drops nothing)
-    (2, [1]),           # ε = 0.25: ⌊1.5⌋ = 1 → the largest positive loss (index 1; index 4 is a negative)
-    (3, [1, 5]),        # ε = 0.375: ⌊2.25⌋ = 2
-    (4, [1, 5, 2]),     # ε = 0.5 = ε_max reached at num_gradual
-    (9, [1, 5, 2]),     # capped at ε_max
-])
+@pytest.mark.parametrize(
+    "step,dropped",
+    [
+        (0, []),  # ε = 0
+        (1, []),  # ε = 0.125: ⌊0.75⌋ = 0 (ε·B < 1 drops nothing)
+        (2, [1]),  # ε = 0.25: ⌊1.5⌋ = 1 → the largest positive loss (index 1; index 4 is a negative)
+        (3, [1, 5]),  # ε = 0.375: ⌊2.25⌋ = 2
+        (4, [1, 5, 2]),  # ε = 0.5 = ε_max reached at num_gradual
+        (9, [1, 5, 2]),  # capped at ε_max
+    ],
+)
 def test_tce_drops_the_largest_positive_losses_on_its_ramp(step: int, dropped: list) -> None:
     tce = build_denoiser("tce", eps_max=0.5, num_gradual=4)
     tce.step.fill_(step)

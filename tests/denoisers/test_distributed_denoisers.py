@@ -1,11 +1,11 @@
 """World-size independence with real gloo processes: the same global batch split over 1, 2 or 3 ranks,
 evenly, unevenly, with an empty rank and with a rank holding no positives, gives the same decisions,
-weights, targets, loss value and (global-mean) gradients as one process."""
+weights, targets, loss value and (global-mean) gradients as one process.
+"""
 
 import pytest
-from denoiser_property import launched, run
-
 from conftest import launch
+from denoiser_property import launched, run
 
 # Every denoiser with hyperparameters that make it act (and cross its schedule boundaries) within 5 steps.
 CASES = [
@@ -31,8 +31,10 @@ SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12
 
 def reference(name: str, params: dict, n: int, steps: int, no_pos: int) -> list:
     res = run(name, params, [n], 0, steps, seed=0, no_pos=no_pos)
-    return [{"value": r["value"], "stats": r["stats"], "report": r["report"], "rows": r["rows"].tolist()}
-            for r in res["records"]]
+    return [
+        {"value": r["value"], "stats": r["stats"], "report": r["report"], "rows": r["rows"].tolist()}
+        for r in res["records"]
+    ]
 
 
 def _by_id(rows: list) -> dict:
@@ -62,6 +64,6 @@ def test_decisions_do_not_depend_on_world_size_or_split(split: str, no_pos: int)
             assert rb.keys() == gb.keys()
             for sid, rrow in rb.items():
                 grow = gb[sid]
-                assert grow[:2] == rrow[:2], (*where, sid)                 # dropped / relabelled: identical
-                assert grow[2:4] == pytest.approx(rrow[2:4], rel=1e-6)   # weight / target
+                assert grow[:2] == rrow[:2], (*where, sid)  # dropped / relabelled: identical
+                assert grow[2:4] == pytest.approx(rrow[2:4], rel=1e-6)  # weight / target
                 assert grow[4] == pytest.approx(rrow[4], rel=1e-5, abs=1e-9)  # gradient after DDP averaging

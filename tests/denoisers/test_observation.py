@@ -1,5 +1,6 @@
 """The observation model: its likelihood and gradients against hand-computed values, evaluation through f
-alone, feature roles and their errors, the generator's logging policy, and training / resume on 3 ranks."""
+alone, feature roles and their errors, the generator's logging policy, and training / resume on 3 ranks.
+"""
 
 import dataclasses
 import json
@@ -12,11 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import launch
+from observation_train import launched
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from observation_train import launched
-
-from conftest import launch
 from denoisrec.denoisers import build_denoiser
 from denoisrec.denoisers.observation import ObservationModel, observed_log_likelihood
 from denoisrec.trainer.config import Config
@@ -73,8 +73,7 @@ def test_examination_form_matches_a_hand_computed_case() -> None:
     za = torch.full((2,), math.log(3.0), dtype=torch.float64, requires_grad=True)
     u = torch.tensor([math.log(0.4 / 0.6), 0.0], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    log_p, log_q, log_h, log_hp = observed_log_likelihood(z, za, torch.zeros(2, dtype=torch.float64),
-                                                          "examination", u)
+    log_p, log_q, log_h, log_hp = observed_log_likelihood(z, za, torch.zeros(2, dtype=torch.float64), "examination", u)
     f = _sig(-0.4)
     p = f * 0.925 + (1 - f) * 0.1
     assert log_h.exp().tolist() == pytest.approx([0.1, 0.1], abs=1e-12)
@@ -92,8 +91,7 @@ def test_examination_form_matches_a_hand_computed_case() -> None:
     dq0, dq1_du0, dq1_du1 = 0.4 * 0.6, -0.5 * 0.4 * 0.6, 0.6 * 0.25
     dp_du0 = 0.25 * ((1 - f) * dq0 - f * dq1_du0)
     dp_du1 = 0.25 * (-f * dq1_du1)
-    assert u.grad.tolist() == pytest.approx([-dp_du0 / p + dp_du0 / (1 - p), -dp_du1 / p + dp_du1 / (1 - p)],
-                                            rel=1e-10)
+    assert u.grad.tolist() == pytest.approx([-dp_du0 / p + dp_du0 / (1 - p), -dp_du1 / p + dp_du1 / (1 - p)], rel=1e-10)
     # h' > h for any attention and any global rates (q₀ + q₁ < 1).
     g = torch.Generator().manual_seed(1)
     za, uu = torch.randn(1000, generator=g) * 6, torch.randn(2, 50, generator=g) * 6
@@ -118,8 +116,9 @@ def _context_batch(n: int, seed: int = 0) -> SimpleNamespace:
     g = torch.Generator().manual_seed(seed)
     pos, scene = torch.randint(0, 31, (n,), generator=g), torch.randint(0, 6, (n,), generator=g)
     users = torch.randint(0, 20, (n,), generator=g)
-    kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "position", "scene"], torch.cat([users, pos, scene]),
-                                              torch.ones(3 * n, dtype=torch.int32))
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        ["user_id", "position", "scene"], torch.cat([users, pos, scene]), torch.ones(3 * n, dtype=torch.int32)
+    )
     return SimpleNamespace(sparse_features=kjt, dense_features=torch.randn(n, 2, generator=g), is_noisy=None)
 
 
@@ -149,8 +148,14 @@ def test_denoiser_loss_is_the_mean_nll_and_reaches_f_and_the_tower() -> None:
 @pytest.mark.parametrize("form", ["mixture", "examination"])
 def test_tower_warmup_holds_the_initial_rates_then_releases_the_tower(form: str) -> None:
     torch.manual_seed(0)
-    d = ObservationModel({"position": 31, "scene": 6}, form=form, h_init=0.15, h_prime_init=0.8,
-                         tower_warmup="50%", device=torch.device("cpu"))
+    d = ObservationModel(
+        {"position": 31, "scene": 6},
+        form=form,
+        h_init=0.15,
+        h_prime_init=0.8,
+        tower_warmup="50%",
+        device=torch.device("cpu"),
+    )
     assert d.bind_run(steps_per_epoch=5, total_steps=5) == [] and d.warmup_steps == 2  # ⌊0.5·5⌋ frozen steps
     params = list(d.tower.parameters()) + ([d.u] if d.u is not None else [])
     assert (d.u is not None) == (form == "examination")
@@ -184,14 +189,15 @@ def test_rates_lr_scale_keeps_the_model_and_scales_the_rates_gradient() -> None:
     outs, grads = [], []
     for scale in (1.0, 50.0):
         torch.manual_seed(0)
-        d = ObservationModel({"position": 31, "scene": 6}, form="examination", rates_lr_scale=scale,
-                             device=torch.device("cpu"))
+        d = ObservationModel(
+            {"position": 31, "scene": 6}, form="examination", rates_lr_scale=scale, device=torch.device("cpu")
+        )
         out = d(z, y, torch.arange(16), b)
         out.loss.backward()
         outs.append(float(out.value))
         grads.append(d.u.grad.clone())
-    assert outs[0] == pytest.approx(outs[1], rel=1e-6)                 # same u = scale·v at initialisation
-    assert torch.allclose(grads[1], 50.0 * grads[0], rtol=1e-4)        # d/dv = scale · d/du
+    assert outs[0] == pytest.approx(outs[1], rel=1e-6)  # same u = scale·v at initialisation
+    assert torch.allclose(grads[1], 50.0 * grads[0], rtol=1e-4)  # d/dv = scale · d/du
     assert grads[0].abs().min() > 0
 
 
@@ -242,8 +248,13 @@ def test_evaluation_and_export_use_f_alone() -> None:
 
 
 def _schema() -> DataSchema:
-    return DataSchema(sparse=[SparseFeature("user_id", 10), SparseFeature("item_id", 5),
-                              SparseFeature("position", 31, role="context")])
+    return DataSchema(
+        sparse=[
+            SparseFeature("user_id", 10),
+            SparseFeature("item_id", 5),
+            SparseFeature("position", 31, role="context"),
+        ]
+    )
 
 
 def test_roles_round_trip_and_default_to_preference() -> None:
@@ -257,8 +268,11 @@ def test_roles_round_trip_and_default_to_preference() -> None:
 
 
 def test_missing_context_column_is_named() -> None:
-    problems = schema_problems(pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("label", pa.int8()),
-                                          ("row_id", pa.int64())]), _schema(), with_ground_truth=False)
+    problems = schema_problems(
+        pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("label", pa.int8()), ("row_id", pa.int64())]),
+        _schema(),
+        with_ground_truth=False,
+    )
     assert problems == ["missing column 'position' (expected integer (sparse id, context feature))"]
 
 

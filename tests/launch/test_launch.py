@@ -22,10 +22,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
-
 from job_probes import free_port, logged_step, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,8 +32,17 @@ COMPONENT = "launch/components.py:train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
 # The reference run and the resume run share these trainer options (2 epochs of 47 steps at batch 64).
 EPOCHS, BATCH = 2, 64
-TRAIN_ARGS = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--denoiser", "tce",
-              "-p", "eps_max=0.2", "num_gradual=40"]
+TRAIN_ARGS = [
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    str(BATCH),
+    "--denoiser",
+    "tce",
+    "-p",
+    "eps_max=0.2",
+    "num_gradual=40",
+]
 
 
 def _share(n: int, w: int, r: int) -> int:
@@ -44,18 +52,35 @@ def _share(n: int, w: int, r: int) -> int:
 
 class Job:
     """One ``torchx run -s local_cwd launch/components.py:train`` in its own session (so it can be ended
-    as a group), tagged through ``--env`` so that its worker processes can be found by their environment."""
+    as a group), tagged through ``--env`` so that its worker processes can be found by their environment.
+    """
 
     def __init__(self, tmp: Path, j: str, trainer_args: List[str], component_args: Tuple[str, ...] = ()) -> None:
         self.tag = uuid.uuid4().hex
         self.log = tmp / f"torchx-{self.tag[:8]}.log"
-        cmd = [*TORCHX, "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp / 'torchx-logs'}", COMPONENT,
-               "-j", j, "--python", sys.executable, "--rdzv_port", str(free_port()),
-               "--env", f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}", *component_args, "--", *trainer_args]
+        cmd = [
+            *TORCHX,
+            "run",
+            "-s",
+            "local_cwd",
+            "-cfg",
+            f"log_dir={tmp / 'torchx-logs'}",
+            COMPONENT,
+            "-j",
+            j,
+            "--python",
+            sys.executable,
+            "--rdzv_port",
+            str(free_port()),
+            "--env",
+            f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}",
+            *component_args,
+            "--",
+            *trainer_args,
+        ]
         self.t0 = time.time()
         with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=f, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(cmd, cwd=str(ROOT), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait(self, timeout: float = 240) -> Tuple[int, str]:
         try:
@@ -112,8 +137,10 @@ def test_two_ranks_through_torchx_local_cwd(reference_run: dict) -> None:
     per_epoch = math.ceil(math.ceil(6000 / 2) / BATCH)
     assert s["world_size"] == 2 and s["steps"] == EPOCHS * per_epoch
     assert s["rows_trained"]["per_rank"] == [EPOCHS * _share(6000, 2, r) for r in range(2)]
-    assert [(r["rank"], r["node_rank"], r["local_rank"], r["restart_count"]) for r in s["ranks"]] == \
-        [(0, 0, 0, 0), (1, 0, 1, 0)]
+    assert [(r["rank"], r["node_rank"], r["local_rank"], r["restart_count"]) for r in s["ranks"]] == [
+        (0, 0, 0, 0),
+        (1, 0, 1, 0),
+    ]
     assert s["config"]["denoiser"]["params"] == {"eps_max": 0.2, "num_gradual": 40}  # -p a=1 b=2 passed through
     assert s["loss"]["last"] < s["loss"]["first"] - 0.02 and s["metrics"]["test_clean"]["auc"] > 0.75
     text = reference_run["text"]
@@ -133,8 +160,25 @@ def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
     data = tmp_path / "data"
     generate(str(data), scaled(PRESETS["tiny"], n), seed=3)
     out = tmp_path / "run"
-    job = Job(tmp_path, "3x1", ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256",
-                                "--denoiser", "tce", "-p", "eps_max=0.1", "num_gradual=4"])
+    job = Job(
+        tmp_path,
+        "3x1",
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "256",
+            "--denoiser",
+            "tce",
+            "-p",
+            "eps_max=0.1",
+            "num_gradual=4",
+        ],
+    )
     rc, text = job.wait()
     _assert_succeeded(rc, text)
     s = _summary(out)
@@ -154,8 +198,12 @@ def test_three_simulated_nodes_odd_world_size(tmp_path: Path) -> None:
 @pytest.mark.dist
 def test_killed_worker_without_restarts_fails_the_job_promptly(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    job = Job(tmp_path, "1x2", ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS, "--set", "run.log_every=1"],
-              ("--max_restarts", "0"))
+    job = Job(
+        tmp_path,
+        "1x2",
+        ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS, "--set", "run.log_every=1"],
+        ("--max_restarts", "0"),
+    )
     killed = job.kill_worker_when(lambda: logged_step(out) >= 3, rank=1)
     t_kill = time.time()
     rc, text = job.wait(timeout=120)
@@ -182,15 +230,21 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
     labels = t.column("label").to_numpy().copy()
     labels[-7] = 2
     i = t.schema.get_field_index("label")
-    pq.write_table(t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part,
-                   row_group_size=500)
+    pq.write_table(
+        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
+    )
     out = tmp_path / "run"
-    job = Job(tmp_path, "2x1", ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256",
-                                "--set", "data.shuffle=false"])
+    job = Job(
+        tmp_path,
+        "2x1",
+        ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256", "--set", "data.shuffle=false"],
+    )
     rc, text = job.wait(timeout=150)  # the default collective timeout is 600 s: a hang would fail here
     assert rc != 0 and "Job finished: FAILED" in text, text[-6000:]
-    msg = ("part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
-           "the row group (row 993 of the file)); labels must be 0 or 1")
+    msg = (
+        "part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
+        "the row group (row 993 of the file)); labels must be 0 or 1"
+    )
     assert f"denoisrec train: error: {data}/train/{msg}" in text  # the worker's own line, teed by torchrun
     assert f"DataError: {data}/train/{msg}" in text  # torchelastic's root cause (the worker's error file)
     assert "Connection closed by peer" in text  # the other node's worker was released, not left waiting
@@ -199,26 +253,62 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
 
 def test_gen_data_component_writes_a_dataset(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    proc = subprocess.run([*TORCHX, "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp_path / 'logs'}",
-                           "launch/components.py:gen_data", "--python", sys.executable, "--",
-                           "--preset", "tiny", "--rows", "1200", "--out", str(out), "--quiet"],
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            *TORCHX,
+            "run",
+            "-s",
+            "local_cwd",
+            "-cfg",
+            f"log_dir={tmp_path / 'logs'}",
+            "launch/components.py:gen_data",
+            "--python",
+            sys.executable,
+            "--",
+            "--preset",
+            "tiny",
+            "--rows",
+            "1200",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "Job finished: SUCCEEDED" in proc.stderr, proc.stderr[-4000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["train"]["rows"] == 1200 and (out / "schema.json").exists()
 
 
 @pytest.mark.dist
-def test_killed_worker_restarts_and_resumes_from_checkpoint(tiny_data: Path, tmp_path: Path,
-                                                            reference_run: dict) -> None:
+def test_killed_worker_restarts_and_resumes_from_checkpoint(
+    tiny_data: Path, tmp_path: Path, reference_run: dict
+) -> None:
     every = 10
     out = tmp_path / "run"
-    job = Job(tmp_path, "1x2", ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS,
-                                "--set", "run.log_every=5", f"run.checkpoint_every={every}", "run.resume=auto"],
-              ("--max_restarts", "1"))
+    job = Job(
+        tmp_path,
+        "1x2",
+        [
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            *TRAIN_ARGS,
+            "--set",
+            "run.log_every=5",
+            f"run.checkpoint_every={every}",
+            "run.resume=auto",
+        ],
+        ("--max_restarts", "1"),
+    )
     # Kill rank 1 once a checkpoint exists and training has moved past it (that work is lost and redone).
     killed = job.kill_worker_when(
-        lambda: (out / "checkpoints" / "latest").exists() and logged_step(out) >= every + 5, rank=1)
+        lambda: (out / "checkpoints" / "latest").exists() and logged_step(out) >= every + 5, rank=1
+    )
     rc, text = job.wait()
     _assert_succeeded(rc, text)
 

@@ -1,5 +1,6 @@
 """The torchx components as AppDefs (no jobs started): the torchrun command line they build, what the
-Slurm and local schedulers make of it, the repository's .torchxconfig, and ``denoisrec launch``."""
+Slurm and local schedulers make of it, the repository's .torchxconfig, and ``denoisrec launch``.
+"""
 
 import re
 import shlex
@@ -36,8 +37,17 @@ def test_parse_j() -> None:
 
 
 def test_single_node_train_command() -> None:
-    app = train("--data", "data/tiny", "--set", "a=1", "b=2", j="1x3", python="/venv/bin/python", max_restarts=2,
-                env={"FOO": "bar"})
+    app = train(
+        "--data",
+        "data/tiny",
+        "--set",
+        "a=1",
+        "b=2",
+        j="1x3",
+        python="/venv/bin/python",
+        max_restarts=2,
+        env={"FOO": "bar"},
+    )
     role = app.roles[0]
     assert role.num_replicas == role.min_replicas == 1 and role.max_retries == 0
     cmd = _cmd(app)
@@ -46,14 +56,23 @@ def test_single_node_train_command() -> None:
     assert _opt(cmd, "--nnodes") == "1" and _opt(cmd, "--nproc_per_node") == "3"
     assert _opt(cmd, "--max_restarts") == "2" and _opt(cmd, "--rdzv_id") == "${app_id}"
     # the trainer is named, with its arguments passed through untouched, after torchrun's own options
-    assert cmd[cmd.index("-m", 3):] == ["-m", "denoisrec.trainer", "--data", "data/tiny", "--set", "a=1", "b=2"]
+    assert cmd[cmd.index("-m", 3) :] == ["-m", "denoisrec.trainer", "--data", "data/tiny", "--set", "a=1", "b=2"]
     assert role.env["FOO"] == "bar" and role.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
 
 
 def test_multi_node_train_command_and_options() -> None:
-    app = train(j="2:4x8", gpu=8, cpu=64, memMB=400_000, rdzv_port=29611, image="reg/denoisrec:1",
-                mounts=["type=volume", "src=pvc", "dst=/mnt/shared"], debug=True, max_retries=3,
-                env={"NCCL_DEBUG": "WARN"})
+    app = train(
+        j="2:4x8",
+        gpu=8,
+        cpu=64,
+        memMB=400_000,
+        rdzv_port=29611,
+        image="reg/denoisrec:1",
+        mounts=["type=volume", "src=pvc", "dst=/mnt/shared"],
+        debug=True,
+        max_retries=3,
+        env={"NCCL_DEBUG": "WARN"},
+    )
     role = app.roles[0]
     assert (role.min_replicas, role.num_replicas) == (2, 4) and role.max_retries == 3
     assert (role.resource.gpu, role.resource.cpu, role.resource.memMB) == (8, 64, 400_000)
@@ -71,12 +90,20 @@ def test_multi_node_train_command_and_options() -> None:
 
 def test_bench_and_gen_data_commands() -> None:
     cmd = _cmd(bench("throughput", "--quick", j="1x2"))
-    assert cmd[cmd.index("-m", 3):] == ["-m", "denoisrec.trainer.cli", "bench", "throughput", "--quick"]
+    assert cmd[cmd.index("-m", 3) :] == ["-m", "denoisrec.trainer.cli", "bench", "throughput", "--quick"]
     assert _opt(cmd, "--max_restarts") == "0"
     app = gen_data("--preset", "tiny", "--out", "/mnt/shared/data/tiny", python="py")
     assert app.roles[0].num_replicas == 1
-    assert _cmd(app) == ["py", "-m", "denoisrec.trainer.cli", "gen-data", "--preset", "tiny", "--out",
-                         "/mnt/shared/data/tiny"]
+    assert _cmd(app) == [
+        "py",
+        "-m",
+        "denoisrec.trainer.cli",
+        "gen-data",
+        "--preset",
+        "tiny",
+        "--out",
+        "/mnt/shared/data/tiny",
+    ]
 
 
 def test_what_slurm_and_local_cwd_make_of_a_two_node_job() -> None:
@@ -109,20 +136,67 @@ def test_repository_torchxconfig() -> None:
 
 
 def test_denoisrec_launch_command_line(tmp_path: Path) -> None:
-    assert merge_list_options(["--set", "a=1", "--data", "d", "--set=b=2", "-p", "x=1", "--denoiser-param", "y=2"]) \
-        == ["--data", "d", "--set", "a=1", "b=2", "-p", "x=1", "y=2"]
-    argv = torchx_argv(["-s", "slurm", "-cfg", "partition=gpu", "-j", "2x8", "--gpu", "8", "--", "--set", "a=1"],
-                       python="/local/python")
-    assert argv == ["run", "-s", "slurm", "-cfg", "partition=gpu", f"{COMPONENTS_FILE}:train", "-j", "2x8",
-                    "--gpu", "8", "--", "--set", "a=1"]  # a remote scheduler keeps the component's python
+    assert merge_list_options(["--set", "a=1", "--data", "d", "--set=b=2", "-p", "x=1", "--denoiser-param", "y=2"]) == [
+        "--data",
+        "d",
+        "--set",
+        "a=1",
+        "b=2",
+        "-p",
+        "x=1",
+        "y=2",
+    ]
+    argv = torchx_argv(
+        ["-s", "slurm", "-cfg", "partition=gpu", "-j", "2x8", "--gpu", "8", "--", "--set", "a=1"],
+        python="/local/python",
+    )
+    assert argv == [
+        "run",
+        "-s",
+        "slurm",
+        "-cfg",
+        "partition=gpu",
+        f"{COMPONENTS_FILE}:train",
+        "-j",
+        "2x8",
+        "--gpu",
+        "8",
+        "--",
+        "--set",
+        "a=1",
+    ]  # a remote scheduler keeps the component's python
     # a local job's logs go beside the run's outputs, unless -cfg names a log_dir
-    assert torchx_argv(["-j", "1x2", "--", "--out", "r/x"])[:5] == ["run", "-s", "local_cwd", "-cfg",
-                                                                    "log_dir=r/x/logs"]
+    assert torchx_argv(["-j", "1x2", "--", "--out", "r/x"])[:5] == [
+        "run",
+        "-s",
+        "local_cwd",
+        "-cfg",
+        "log_dir=r/x/logs",
+    ]
     assert torchx_argv(["-cfg", "log_dir=/l", "--", "--out=r/x"])[3:5] == ["-cfg", "log_dir=/l"]
     # From another directory (no .torchxconfig there): the installed components, this interpreter.
-    proc = subprocess.run([sys.executable, "-m", "denoisrec.trainer.cli", "launch", "--dryrun", "-j", "2x1", "--",
-                           "--data", "/d", "--set", "a=1", "--set", "b=2"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoisrec.trainer.cli",
+            "launch",
+            "--dryrun",
+            "-j",
+            "2x1",
+            "--",
+            "--data",
+            "/d",
+            "--set",
+            "a=1",
+            "--set",
+            "b=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = re.sub(r"['\"]\s*\n\s*['\"]", "", proc.stdout)  # pformat splits long strings over lines
     assert f"{sys.executable} -m torch.distributed.run" in out

@@ -28,15 +28,23 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-
 from job_probes import free_port, logged_step, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = str(ROOT / "launch" / "components.py") + ":train"
 TORCHX = [sys.executable, "-m", "torchx.cli.main"]
 EPOCHS, BATCH = 2, 64  # 2 epochs of 47 steps per rank on tiny; the reference and the resumed job share them
-TRAIN_ARGS = ["--epochs", str(EPOCHS), "--batch-size", str(BATCH), "--denoiser", "tce",
-              "-p", "eps_max=0.2", "num_gradual=40"]
+TRAIN_ARGS = [
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    str(BATCH),
+    "--denoiser",
+    "tce",
+    "-p",
+    "eps_max=0.2",
+    "num_gradual=40",
+]
 
 pytestmark = pytest.mark.dist
 
@@ -44,7 +52,8 @@ pytestmark = pytest.mark.dist
 class SlurmJob:
     """One ``torchx run -s slurm --wait`` of ``launch/components.py:train``, submitted from its own folder
     (so the job's ``slurm-<id>-*.out/.err`` land there) and tagged through ``--env`` so that its worker
-    processes can be found by their environment."""
+    processes can be found by their environment.
+    """
 
     def __init__(self, cluster, cwd: Path, j: str, trainer_args: List[str], component_args: Tuple[str, ...] = ()):
         self.cwd = cwd
@@ -53,12 +62,33 @@ class SlurmJob:
         cwd.mkdir(parents=True, exist_ok=True)
         self.log = cwd / "torchx-run.log"
         # --cpu 1 --memMB 1024 per node fit a 2-CPU host (requests are bookkeeping here: no cgroups).
-        cmd = [*TORCHX, "run", "-s", "slurm", "--wait", COMPONENT, "-j", j, "--cpu", "1", "--memMB", "1024",
-               "--python", sys.executable, "--rdzv_port", str(free_port()),
-               "--env", f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}", *component_args, "--", *trainer_args]
+        cmd = [
+            *TORCHX,
+            "run",
+            "-s",
+            "slurm",
+            "--wait",
+            COMPONENT,
+            "-j",
+            j,
+            "--cpu",
+            "1",
+            "--memMB",
+            "1024",
+            "--python",
+            sys.executable,
+            "--rdzv_port",
+            str(free_port()),
+            "--env",
+            f"OMP_NUM_THREADS=1,DENOISREC_TEST_TAG={self.tag}",
+            *component_args,
+            "--",
+            *trainer_args,
+        ]
         with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(cmd, cwd=str(cwd), stdout=f, stderr=subprocess.STDOUT, env=self.env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=str(cwd), stdout=f, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
         self.handle = self._handle(timeout=60)
         self.job_id = self.handle.rsplit("/", 1)[1]
 
@@ -83,14 +113,17 @@ class SlurmJob:
             subprocess.run(["scancel", self.job_id], env=self.env)
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            raise AssertionError(f"slurm job {self.job_id} still running after {timeout}s (cancelled):\n"
-                                 f"{self.output()[-3000:]}\n{self.slurm_logs()[-6000:]}") from None
+            raise AssertionError(
+                f"slurm job {self.job_id} still running after {timeout}s (cancelled):\n"
+                f"{self.output()[-3000:]}\n{self.slurm_logs()[-6000:]}"
+            ) from None
         return rc, self.output()
 
     def torchx(self, *args: str) -> subprocess.CompletedProcess:
         """``torchx <args>`` from the submit folder (``torchx log`` finds the job's files there)."""
-        return subprocess.run([*TORCHX, *args], cwd=str(self.cwd), env=self.env, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [*TORCHX, *args], cwd=str(self.cwd), env=self.env, capture_output=True, text=True, timeout=60
+        )
 
     def slurm_logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.cwd.glob("slurm-*")))
@@ -111,8 +144,12 @@ def reference_job(slurm_cluster, tiny_data: Path, tmp_path_factory: pytest.TempP
     tmp = tmp_path_factory.mktemp("slurm_ref")
     out = tmp / "run"
     t0 = time.time()
-    job = SlurmJob(slurm_cluster, tmp / "submit", "1x2",
-                   ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS, "--set", "run.log_every=5"])
+    job = SlurmJob(
+        slurm_cluster,
+        tmp / "submit",
+        "1x2",
+        ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS, "--set", "run.log_every=5"],
+    )
     rc, text = job.wait()
     return {"job": job, "rc": rc, "text": text, "out": out, "seconds": time.time() - t0}
 
@@ -126,8 +163,9 @@ def test_two_ranks_train_through_slurm_with_status_and_log(reference_job: dict) 
     assert [(r["rank"], r["local_rank"], r["restart_count"]) for r in s["ranks"]] == [(0, 0, 0), (1, 1, 0)]
     assert s["loss"]["last"] < s["loss"]["first"] - 0.02 and s["metrics"]["test_clean"]["auc"] > 0.75
     # Slurm ran it: the batch script and one srun step (torchrun on the node), all COMPLETED, per sacct.
-    acct = subprocess.run(["sacct", "-n", "-P", "-j", job.job_id, "-o", "JobID,State"], env=job.env,
-                          capture_output=True, text=True).stdout.split()
+    acct = subprocess.run(
+        ["sacct", "-n", "-P", "-j", job.job_id, "-o", "JobID,State"], env=job.env, capture_output=True, text=True
+    ).stdout.split()
     assert acct == [f"{job.job_id}|COMPLETED", f"{job.job_id}.batch|COMPLETED", f"{job.job_id}.0|COMPLETED"], acct
 
     # torchx status reads sacct (slurmdbd): the job and its one replica.
@@ -146,8 +184,9 @@ def test_two_ranks_train_through_slurm_with_status_and_log(reference_job: dict) 
     assert all(line.startswith("trainer/0 ") for line in err.stdout.splitlines() if line.strip()), err.stdout[-3000:]
 
 
-def test_bad_input_on_one_rank_fails_the_slurm_job_with_its_message(slurm_cluster, tiny_data: Path,
-                                                                   tmp_path: Path) -> None:
+def test_bad_input_on_one_rank_fails_the_slurm_job_with_its_message(
+    slurm_cluster, tiny_data: Path, tmp_path: Path
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -159,13 +198,17 @@ def test_bad_input_on_one_rank_fails_the_slurm_job_with_its_message(slurm_cluste
     labels = t.column("label").to_numpy().copy()
     labels[-7] = 2
     i = t.schema.get_field_index("label")
-    pq.write_table(t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part,
-                   row_group_size=500)
+    pq.write_table(
+        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
+    )
     out = tmp_path / "run"
     # -j 2x1: two heterogeneous-job groups whose agents meet at $SLURM_JOB_NODELIST_HET_GROUP_0:<rdzv_port>.
-    job = SlurmJob(slurm_cluster, tmp_path / "submit", "2x1",
-                   ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256",
-                    "--set", "data.shuffle=false"])
+    job = SlurmJob(
+        slurm_cluster,
+        tmp_path / "submit",
+        "2x1",
+        ["--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "256", "--set", "data.shuffle=false"],
+    )
     rc, text = job.wait(timeout=180)  # a collective timeout (600 s) would fail here
     assert rc != 0 and "Job finished: FAILED" in text, text[-3000:] + job.slurm_logs()[-6000:]
 
@@ -174,24 +217,41 @@ def test_bad_input_on_one_rank_fails_the_slurm_job_with_its_message(slurm_cluste
     assert "trainer[0]:FAILED" in st.stdout and "trainer[1]:FAILED" in st.stdout  # both het groups
     log = job.torchx("log", job.handle)  # stderr of both replicas
     assert log.returncode == 0, log.stderr[-3000:]
-    msg = ("part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
-           "the row group (row 993 of the file)); labels must be 0 or 1")
+    msg = (
+        "part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
+        "the row group (row 993 of the file)); labels must be 0 or 1"
+    )
     # The rank's own line (teed by torchrun) and torchelastic's root cause, through torchx log.
-    assert re.search(rf"^trainer/\d \[\d\]:denoisrec train: error: {re.escape(f'{data}/train/{msg}')}$",
-                     log.stdout, re.M), log.stdout[-6000:]
+    assert re.search(
+        rf"^trainer/\d \[\d\]:denoisrec train: error: {re.escape(f'{data}/train/{msg}')}$", log.stdout, re.M
+    ), log.stdout[-6000:]
     assert f"DataError: {data}/train/{msg}" in log.stdout
     assert "timed out" not in log.stdout.lower() and not (out / "summary.json").exists()
     assert job.workers() == {}  # nothing left behind on either "node"
 
 
-def test_killed_rank_restarts_in_the_allocation_and_resumes(slurm_cluster, tiny_data: Path, tmp_path: Path,
-                                                             reference_job: dict) -> None:
+def test_killed_rank_restarts_in_the_allocation_and_resumes(
+    slurm_cluster, tiny_data: Path, tmp_path: Path, reference_job: dict
+) -> None:
     every = 10
     out = tmp_path / "run"
-    job = SlurmJob(slurm_cluster, tmp_path / "submit", "1x2",
-                   ["--data", str(tiny_data), "--out", str(out), *TRAIN_ARGS,
-                    "--set", "run.log_every=5", f"run.checkpoint_every={every}", "run.resume=auto"],
-                   ("--max_restarts", "1"))
+    job = SlurmJob(
+        slurm_cluster,
+        tmp_path / "submit",
+        "1x2",
+        [
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            *TRAIN_ARGS,
+            "--set",
+            "run.log_every=5",
+            f"run.checkpoint_every={every}",
+            "run.resume=auto",
+        ],
+        ("--max_restarts", "1"),
+    )
     # Kill rank 1 once a checkpoint exists and training has moved past it (that work is redone).
     deadline = time.time() + 180
     while not ((out / "checkpoints" / "latest").exists() and logged_step(out) >= every + 5):

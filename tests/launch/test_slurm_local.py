@@ -1,5 +1,6 @@
 """``launch/slurm_local.py`` without daemons: what it needs, the slurm.conf it writes, and how the Slurm tests
-skip where it cannot come up (the jobs themselves are in ``tests/launch/test_launch_slurm.py``)."""
+skip where it cannot come up (the jobs themselves are in ``tests/launch/test_launch_slurm.py``).
+"""
 
 import os
 import subprocess
@@ -23,8 +24,9 @@ def _fake_bin(tmp: Path, names) -> Path:
     return d
 
 
-def test_missing_programs_are_named_and_up_says_what_to_install(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_programs_are_named_and_up_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = _fake_bin(tmp_path, [t for t in TOOLS if t != "slurmctld"])
     assert missing_tools(str(bin_dir)) == ["slurmctld"]
     monkeypatch.setenv(slurm_local.SEARCH_PATH_ENV, str(tmp_path / "nowhere"))
@@ -41,8 +43,11 @@ def test_generated_slurm_conf_has_no_cgroups_two_nodes_and_accounting(tmp_path: 
     cluster.node_names = ["myhost", "localhost"]
     ports = {"slurmctld": 1001, "slurmdbd": 1002, "mariadb": 1003, "myhost": 1004, "localhost": 1005}
     cluster._write_slurm_conf(ports, "CPUs=2 RealMemory=4000")
-    conf = dict(line.split("=", 1) for line in cluster.conf.read_text().splitlines()
-                if line and not line.startswith(("#", "NodeName", "PartitionName")))
+    conf = dict(
+        line.split("=", 1)
+        for line in cluster.conf.read_text().splitlines()
+        if line and not line.startswith(("#", "NodeName", "PartitionName"))
+    )
     assert conf["ProctrackType"] == "proctrack/linuxproc" and conf["TaskPlugin"] == "task/none"
     assert conf["SlurmctldHost"] == "myhost(127.0.0.1)" and conf["SlurmctldPort"] == "1001"
     assert conf["AccountingStorageType"] == "accounting_storage/slurmdbd" and conf["AccountingStoragePort"] == "1002"
@@ -50,18 +55,23 @@ def test_generated_slurm_conf_has_no_cgroups_two_nodes_and_accounting(tmp_path: 
     assert conf["SlurmdPidFile"] == f"{tmp_path}/run/slurmd-%n.pid"  # one per node
     assert all(str(tmp_path) in conf[k] for k in ("StateSaveLocation", "SlurmctldLogFile", "SlurmdSpoolDir"))
     nodes = [line for line in cluster.conf.read_text().splitlines() if line.startswith("NodeName=")]
-    assert nodes == ["NodeName=myhost NodeHostname=myhost NodeAddr=127.0.0.1 Port=1004 CPUs=2 RealMemory=4000 "
-                     "State=UNKNOWN",
-                     "NodeName=localhost NodeHostname=myhost NodeAddr=127.0.0.1 Port=1005 CPUs=2 RealMemory=4000 "
-                     "State=UNKNOWN"]
+    assert nodes == [
+        "NodeName=myhost NodeHostname=myhost NodeAddr=127.0.0.1 Port=1004 CPUs=2 RealMemory=4000 State=UNKNOWN",
+        "NodeName=localhost NodeHostname=myhost NodeAddr=127.0.0.1 Port=1005 CPUs=2 RealMemory=4000 State=UNKNOWN",
+    ]
     assert "PartitionName=debug Nodes=myhost,localhost Default=YES" in cluster.conf.read_text()
 
 
 def test_slurm_tests_skip_with_the_reason_where_slurm_is_absent(tmp_path: Path) -> None:
     env = dict(os.environ, **{slurm_local.SEARCH_PATH_ENV: str(tmp_path)})  # as if slurmctld & co. were absent
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "tests/launch/test_launch_slurm.py"], cwd=str(ROOT), env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/launch/test_launch_slurm.py"],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 skipped" in proc.stdout and "passed" not in proc.stdout and "failed" not in proc.stdout
     assert "no local Slurm cluster: not installed: munged, mariadb-install-db" in proc.stdout

@@ -1,5 +1,6 @@
 """The one model-file API (``denoisrec.models.model_file``): written by the checkpointer's export, read back by
-``read_model_file`` / ``load_model_file`` / ``read_weights`` (DeCA(p)'s ``prior_checkpoint``)."""
+``read_model_file`` / ``load_model_file`` / ``read_weights`` (DeCA(p)'s ``prior_checkpoint``).
+"""
 
 from pathlib import Path
 
@@ -19,8 +20,12 @@ CPU = torch.device("cpu")
 
 
 def kjt(b: int = 3) -> KeyedJaggedTensor:
-    return KeyedJaggedTensor(keys=["user_id", "item_id"], values=torch.tensor([0, 3, 6, 1, 5, 10]),
-                             lengths=torch.ones(2 * b, dtype=torch.int32), stride=b)
+    return KeyedJaggedTensor(
+        keys=["user_id", "item_id"],
+        values=torch.tensor([0, 3, 6, 1, 5, 10]),
+        lengths=torch.ones(2 * b, dtype=torch.int32),
+        stride=b,
+    )
 
 
 class Job(nn.Module):
@@ -36,8 +41,9 @@ def test_checkpointer_export_round_trips_through_read_and_load(tmp_path: Path) -
     spec = ModelSpec("dlrm", FEATURES, 1, embedding_dim=4, params={"dense_arch": [4], "over_arch": [4, 1]})
     job = Job(spec.build(CPU)).eval()
     env = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=CPU, backend="gloo")
-    path = Checkpointer(str(tmp_path), 1, env).export_model(job, str(tmp_path / "model.pt"), spec, SCHEMA,
-                                                            extra={"step": 12})
+    path = Checkpointer(str(tmp_path), 1, env).export_model(
+        job, str(tmp_path / "model.pt"), spec, SCHEMA, extra={"step": 12}
+    )
     f = read_model_file(path)  # metadata and weights, nothing built
     assert f.spec == spec and f.schema == SCHEMA and f.extra == {"step": 12}
     assert set(f.state_dict) == set(job.model.state_dict())  # the model only: no denoiser, no "model." prefix

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchrec import KeyedJaggedTensor
 
-from denoisrec.models import MODELS, DCNv2, DeepFM, FM, ModelSpec, WideDeep, load_model_file, save_model_file
+from denoisrec.models import FM, MODELS, DCNv2, DeepFM, ModelSpec, WideDeep, load_model_file, save_model_file
 from denoisrec.models.embeddings import embedding_bag_collection
 from denoisrec.models.layers import FirstOrder, FMInteraction
 
@@ -78,11 +78,13 @@ def test_first_order_is_bias_plus_mean_row_weights_plus_dense_linear() -> None:
         first.dense_linear.weight.copy_(torch.tensor([[2.0, -1.0]]))
     dense = torch.tensor([[1.0, 1.0], [0.0, 3.0], [2.0, 0.0]])
     row = lambda i: 4 * i + 1.5  # noqa: E731  mean of the entries 4i, 4i+1, 4i+2, 4i+3
-    hand = torch.tensor([
-        0.5 + row(1) + row(0) + row(5) + row(4) + 2 - 1,      # user 1, item 0, tags {5, 4}
-        0.5 + row(2) + row(19) + 0.0 - 3,                     # user 2, item 19, no tags
-        0.5 + row(29) + row(5) + row(7) + 4,                  # user 29, item 5, tag 7
-    ]).unsqueeze(1)
+    hand = torch.tensor(
+        [
+            0.5 + row(1) + row(0) + row(5) + row(4) + 2 - 1,  # user 1, item 0, tags {5, 4}
+            0.5 + row(2) + row(19) + 0.0 - 3,  # user 2, item 19, no tags
+            0.5 + row(29) + row(5) + row(7) + 4,  # user 29, item 5, tag 7
+        ]
+    ).unsqueeze(1)
     assert torch.allclose(first(dense, kjt()), hand)
 
 
@@ -176,8 +178,10 @@ def test_embedding_init_defaults_and_override() -> None:
 def test_model_file_round_trip_gives_the_same_scores(tmp_path: Path) -> None:
     spec = ModelSpec("deepfm", FEATURES, 2, embedding_dim=8, params={"mlp": [8]})
     model = spec.build(CPU).eval()
-    schema = {"sparse": [{"name": n, "num_embeddings": k, "multi_hot": n == "tags"} for n, k in FEATURES],
-              "dense": ["d0", "d1"]}
+    schema = {
+        "sparse": [{"name": n, "num_embeddings": k, "multi_hot": n == "tags"} for n, k in FEATURES],
+        "dense": ["d0", "d1"],
+    }
     save_model_file(str(tmp_path / "m.pt"), spec, model.state_dict(), schema, extra={"step": 7})
     loaded = load_model_file(str(tmp_path / "m.pt"))
     assert loaded.spec == spec and loaded.extra == {"step": 7} and loaded.schema == schema
@@ -198,6 +202,10 @@ def test_docstring_examples_run(module: str) -> None:
     doc = mod.__doc__
     assert "Example::" in doc, module
     block = doc.split("Example::", 1)[1].split("\n\n", 2)[1]  # the indented paragraph after the marker
-    namespace = {"torch": torch, "KeyedJaggedTensor": KeyedJaggedTensor,
-                 "embedding_bag_collection": embedding_bag_collection, **vars(mod)}
+    namespace = {
+        "torch": torch,
+        "KeyedJaggedTensor": KeyedJaggedTensor,
+        "embedding_bag_collection": embedding_bag_collection,
+        **vars(mod),
+    }
     exec(compile(textwrap.dedent(block), f"<{module} example>", "exec"), namespace)  # noqa: S102

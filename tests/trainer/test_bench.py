@@ -1,6 +1,7 @@
 """`denoisrec bench`: the quick modes end to end (smoke tests of the real code paths), with every reported
 number checked against the raw numbers it was computed from. Figures are measured by the full benches, never
-here."""
+here.
+"""
 
 import json
 import math
@@ -45,10 +46,17 @@ def test_grid_points_and_selection_use_validation_only() -> None:
     assert len(ofat) == 1 + 1 + 2  # eps 0.2 is the default already
     assert len(grid_points(Gridded, {}, "full", 24)) == 1 + 4
     assert grid_points(Gridded, {"num_gradual": 5}, "ofat", 24) == [
-        {"eps_max": 0.2, "num_gradual": 5}, {"eps_max": 0.1, "num_gradual": 5}]
+        {"eps_max": 0.2, "num_gradual": 5},
+        {"eps_max": 0.1, "num_gradual": 5},
+    ]
     with pytest.raises(ValueError, match="max-grid"):
         grid_points(Gridded, {}, "full", 3)
-    pts = [{"valid_auc": 0.7, "test": 0.99}, {"valid_auc": 0.8, "test": 0.1}, {"valid_auc": 0.8}, {"valid_auc": float("nan")}]
+    pts = [
+        {"valid_auc": 0.7, "test": 0.99},
+        {"valid_auc": 0.8, "test": 0.1},
+        {"valid_auc": 0.8},
+        {"valid_auc": float("nan")},
+    ]
     assert select_best(pts) == 1
 
 
@@ -56,8 +64,24 @@ def test_grid_points_and_selection_use_validation_only() -> None:
 def test_bench_throughput_quick(tmp_path: Path) -> None:
     # One rank in this process, three under torchrun (an odd world size; one launch keeps the test short).
     out = tmp_path / "b"
-    assert main(["bench", "throughput", "--quick", "--denoisers", "tce,rce", "--ranks", "1,3", "--count-ranks", "",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "throughput",
+                "--quick",
+                "--denoisers",
+                "tce,rce",
+                "--ranks",
+                "1,3",
+                "--count-ranks",
+                "",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     d = json.loads((out / "throughput.json").read_text())
     assert (out / "throughput.md").exists() and (out / "throughput.png").exists()
     raw = d["raw"]["per_world_size"]
@@ -100,15 +124,34 @@ def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setitem(DENOISERS, "tce_grid", Gridded)
     out = tmp_path / "q"
-    assert main(["bench", "quality", "--quick", "--denoisers", "tce_grid", "-p", "tce_grid.num_gradual=5",
-                 "--curve-points", "1000", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "quality",
+                "--quick",
+                "--denoisers",
+                "tce_grid",
+                "-p",
+                "tce_grid.num_gradual=5",
+                "--curve-points",
+                "1000",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     d = json.loads((out / "quality.json").read_text())
     assert (out / "quality.md").exists() and (out / "quality.png").exists()
     runs, rows = d["raw"]["runs"], {r["method"]: r for r in d["rows"]}
     assert sorted(rows) == ["bce", "clean", "tce_grid"]
     # Sweep: defaults (eps 0.2) and eps 0.05 on seed 0; the better validation AUC wins.
     sw = d["raw"]["sweeps"]["tce_grid"]
-    assert [p["params"] for p in sw["points"]] == [{"eps_max": 0.2, "num_gradual": 5}, {"eps_max": 0.05, "num_gradual": 5}]
+    assert [p["params"] for p in sw["points"]] == [
+        {"eps_max": 0.2, "num_gradual": 5},
+        {"eps_max": 0.05, "num_gradual": 5},
+    ]
     assert sw["selected"] == int(np.argmax([p["valid_auc"] for p in sw["points"]]))
     assert rows["tce_grid"]["params"] == sw["points"][sw["selected"]]["params"]
     # Aggregates are the seeds' mean ± std; RealImp and gap closure follow their formulas.
@@ -209,13 +252,29 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
     from denoisrec.trainer.data.schema import DataSchema
 
     schema = DataSchema.load(str(tiny_data))
-    spec = ModelSpec("deepfm", [(f.name, f.num_embeddings) for f in schema.sparse], len(schema.dense), 8,
-                     params={"mlp": [8]})
-    save_model_file(str(tmp_path / "run" / "model.pt"), spec, spec.build(torch.device("cpu")).state_dict(),
-                    schema.to_dict())
+    spec = ModelSpec(
+        "deepfm", [(f.name, f.num_embeddings) for f in schema.sparse], len(schema.dense), 8, params={"mlp": [8]}
+    )
+    save_model_file(
+        str(tmp_path / "run" / "model.pt"), spec, spec.build(torch.device("cpu")).state_dict(), schema.to_dict()
+    )
     out = tmp_path / "bench"
-    assert main(["bench", "serving", "--run", str(tmp_path / "run"), "--data", str(tiny_data / "test"),
-                 "--out", str(out), "--quick"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "serving",
+                "--run",
+                str(tmp_path / "run"),
+                "--data",
+                str(tiny_data / "test"),
+                "--out",
+                str(out),
+                "--quick",
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "serving.json").read_text())
     assert r["max_abs_diff"]["torchscript"] <= 1e-5 and r["artefacts"]["torchscript"]["bytes"] > 0
     assert set(r["rows_per_s"]) == {"1", "256"} and all(v > 0 for d in r["rows_per_s"].values() for v in d.values())

@@ -16,11 +16,14 @@ def parsed(argv: List[str]):  # type: ignore[no-untyped-def]
     return a
 
 
-@pytest.mark.parametrize("bench,module,explicit,quick", [
-    ("quality", quality, {"epochs": 4, "seeds": 3}, {"preset": "tiny", "patience": 0, "batch_size": 500}),
-    ("throughput", throughput, {"rounds": 9, "batch_size": 128}, {"preset": "tiny", "steps": 2, "warmup": 1}),
-    ("peers", peers, {"epochs": 3, "mlp": "8,4"}, {"preset": "tiny", "batch_size": 256}),
-])
+@pytest.mark.parametrize(
+    "bench,module,explicit,quick",
+    [
+        ("quality", quality, {"epochs": 4, "seeds": 3}, {"preset": "tiny", "patience": 0, "batch_size": 500}),
+        ("throughput", throughput, {"rounds": 9, "batch_size": 128}, {"preset": "tiny", "steps": 2, "warmup": 1}),
+        ("peers", peers, {"epochs": 3, "mlp": "8,4"}, {"preset": "tiny", "batch_size": 256}),
+    ],
+)
 def test_explicit_flags_win_over_quick(bench: str, module, explicit: dict, quick: dict) -> None:  # type: ignore
     argv = ["bench", bench, "--quick"]
     for k, v in explicit.items():

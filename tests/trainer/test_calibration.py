@@ -1,5 +1,6 @@
 """Platt calibration: the fit recovers a known miscalibration, improves logloss without changing the ranking,
-and travels from ``denoisrec export --calibrate platt`` into ``predict --calibrator`` and the artefact."""
+and travels from ``denoisrec export --calibrate platt`` into ``predict --calibrator`` and the artefact.
+"""
 
 from pathlib import Path
 
@@ -44,15 +45,32 @@ def test_platt_recovers_a_known_miscalibration_and_keeps_auc() -> None:
 
 def test_export_calibrates_on_valid_and_predict_and_artefact_use_it(tiny_data: Path, tmp_path: Path, capsys) -> None:
     schema = DataSchema.load(str(tiny_data))
-    spec = ModelSpec("dcnv2", [(f.name, f.num_embeddings) for f in schema.sparse], len(schema.dense), 8,
-                     params={"low_rank": 4, "mlp": [8]})
+    spec = ModelSpec(
+        "dcnv2",
+        [(f.name, f.num_embeddings) for f in schema.sparse],
+        len(schema.dense),
+        8,
+        params={"low_rank": 4, "mlp": [8]},
+    )
     torch.manual_seed(0)
     run = tmp_path / "run"
     save_model_file(str(run / "model.pt"), spec, spec.build(torch.device("cpu")).state_dict(), schema.to_dict())
     # A validation split whose labels follow sigmoid(3·z/std + 0.5): the raw scores are miscalibrated.
     valid = pq.read_table(next((tiny_data / "valid").glob("*.parquet")))
-    assert main(["predict", "--model-file", str(run / "model.pt"), "--data", str(tiny_data / "valid"),
-                 "--out", str(tmp_path / "v.parquet")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model-file",
+                str(run / "model.pt"),
+                "--data",
+                str(tiny_data / "valid"),
+                "--out",
+                str(tmp_path / "v.parquet"),
+            ]
+        )
+        == 0
+    )
     z = pq.read_table(tmp_path / "v.parquet").column("logit").to_numpy().astype(np.float64)
     a_true = 3.0 / z.std()
     labels = (np.random.default_rng(1).random(z.size) < _sigmoid(a_true * z + 0.5)).astype(np.int8)
@@ -60,15 +78,42 @@ def test_export_calibrates_on_valid_and_predict_and_artefact_use_it(tiny_data: P
     pq.write_table(valid, tmp_path / "valid.parquet")
     capsys.readouterr()
 
-    assert main(["export", str(run), "--format", "torchscript", "--calibrate", "platt",
-                 "--valid", str(tmp_path / "valid.parquet")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(run),
+                "--format",
+                "torchscript",
+                "--calibrate",
+                "platt",
+                "--valid",
+                str(tmp_path / "valid.parquet"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "Platt calibrator" in printed
     c = load_calibrator(str(run / "serving" / "calibrator.json"))
     assert c.a == pytest.approx(a_true, rel=0.25)
     out = tmp_path / "cal.parquet"
-    assert main(["predict", "--model-file", str(run / "model.pt"), "--data", str(tmp_path / "valid.parquet"),
-                 "--out", str(out), "--calibrator", str(run / "serving" / "calibrator.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model-file",
+                str(run / "model.pt"),
+                "--data",
+                str(tmp_path / "valid.parquet"),
+                "--out",
+                str(out),
+                "--calibrator",
+                str(run / "serving" / "calibrator.json"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     t = pq.read_table(out)
     assert t.column_names == ["row_id", "logit", "score", "score_calibrated"]

@@ -1,13 +1,13 @@
 """Checkpoints, resume, the pipeline and distributed metrics with real gloo processes: two launches of
 tests/dist/train_resume.py ('resume' mode on 2 ranks, then 'reshard' mode on 3 ranks onto the first's
-checkpoint), each once per module (module-scoped fixtures); the tests below each check one behaviour of them."""
+checkpoint), each once per module (module-scoped fixtures); the tests below each check one behaviour of them.
+"""
 
 from pathlib import Path
 
 import pytest
-from train_resume import launched
-
 from conftest import launch
+from train_resume import launched
 
 pytestmark = pytest.mark.dist
 
@@ -30,8 +30,11 @@ def s(r: dict, tiny_data: Path, root: Path) -> dict:
 
 
 def test_stopped_session_checkpoints_and_prunes(r: dict, root: Path) -> None:
-    assert r["session"] == {"interrupted": True, "steps": 21,
-                            "checkpoint": str(root / "part" / "checkpoints" / "step_00000021")}
+    assert r["session"] == {
+        "interrupted": True,
+        "steps": 21,
+        "checkpoint": str(root / "part" / "checkpoints" / "step_00000021"),
+    }
     assert r["ckpts_after_stop"] == ["latest", "step_00000020", "step_00000021"]  # keep_checkpoints=2 pruned 10
     assert r["latest"] == "step_00000032"
 
@@ -56,13 +59,18 @@ def test_pipeline_trains_like_the_plain_loop(r: dict, root: Path) -> None:
     assert r["pipelined_modules"] >= 1 and r["diff_pipe"] == 0.0
     assert r["pipe_evals"] == [5, 10, 15, 20, 25, 30]
     assert r["metrics"][2] == r["metrics"][0]
-    assert r["pipe_realimp"] == {"baseline": str(root / "full" / "summary.json"),
-                                 "valid": 0.0, "test_clean": 0.0, "test_observed": 0.0}  # same AUC as its baseline
+    assert r["pipe_realimp"] == {
+        "baseline": str(root / "full" / "summary.json"),
+        "valid": 0.0,
+        "test_clean": 0.0,
+        "test_observed": 0.0,
+    }  # same AUC as its baseline
 
 
 def test_resume_with_another_model_is_a_clear_error(r: dict) -> None:
-    assert "the checkpoint's model differs from this run's (name: 'deepfm' in the checkpoint, 'dlrm' now" in \
-        r["mismatch"]
+    assert (
+        "the checkpoint's model differs from this run's (name: 'deepfm' in the checkpoint, 'dlrm' now" in r["mismatch"]
+    )
 
 
 def test_early_stopping_stops_and_restores_the_best_model(r: dict) -> None:
@@ -84,15 +92,19 @@ def test_resharded_run_continues_and_accounts_rows_across_launches(s: dict) -> N
     assert s["cont_steps"] == 32 and s["cont_loss_last"] < 0.69
     # Rows across launches: launch 0 (2 ranks) read epoch 0 and 5 batches of epoch 1; launch 1 (3 ranks) skipped
     # those 1,920 rows and read the other 4,080 (checkpointing every 5 steps on the way).
-    assert [tuple(r) for r in s["cont_rows"]] == [(0, 0, 6000, 2, 0, True), (1, 0, 1920, 2, 0, False),
-                                                  (1, 1, 4080, 3, 1920, True)]
+    assert [tuple(r) for r in s["cont_rows"]] == [
+        (0, 0, 6000, 2, 0, True),
+        (1, 0, 1920, 2, 0, False),
+        (1, 1, 4080, 3, 1920, True),
+    ]
 
 
 def test_nonfinite_loss_and_held_lock_stop_every_rank_alike(s: dict) -> None:
     # Issue 17 on 3 ranks: every rank stops with the same one-line error (no rank left waiting in a collective).
     nan_errors = {e[0] for e in s["errors_per_rank"]}
-    assert len(nan_errors) == 1 and next(iter(nan_errors)).startswith("NonFiniteError: non-finite training loss or "
-                                                                        "gradient at step ")
+    assert len(nan_errors) == 1 and next(iter(nan_errors)).startswith(
+        "NonFiniteError: non-finite training loss or gradient at step "
+    )
     assert "model.pt" not in s["nan_files"]
     lock_errors = {e[1] for e in s["errors_per_rank"]}
     assert len(lock_errors) == 1 and "--out is in use by another run" in next(iter(lock_errors))
@@ -100,8 +112,10 @@ def test_nonfinite_loss_and_held_lock_stop_every_rank_alike(s: dict) -> None:
 
 def test_reshard_onto_data_parallel_tables_is_a_clear_error(s: dict) -> None:
     # ... but not onto data_parallel tables (their optimizer state lives in the dense optimizer): a clear error.
-    assert "could not load the checkpoint written by 2 rank(s) with plan ['table_wise'] onto 3 rank(s)" in \
-        s["dp_error"] and "resume with the checkpoint's sharding type (--sharding)" in s["dp_error"]
+    assert (
+        "could not load the checkpoint written by 2 rank(s) with plan ['table_wise'] onto 3 rank(s)" in s["dp_error"]
+        and "resume with the checkpoint's sharding type (--sharding)" in s["dp_error"]
+    )
 
 
 def test_metrics_on_three_ranks_equal_scikit_learn(s: dict) -> None:

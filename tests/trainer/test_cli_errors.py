@@ -1,5 +1,6 @@
 """Every mistake a user types ends in one line naming the option, the value and what is accepted, with exit
-status 2 (usage) or 1 (data), and no traceback; usage mistakes arrive before torch is imported."""
+status 2 (usage) or 1 (data), and no traceback; usage mistakes arrive before torch is imported.
+"""
 
 from __future__ import annotations
 
@@ -58,13 +59,18 @@ def run_in_process(args: List[str], capsys: pytest.CaptureFixture) -> tuple:
 def files(tmp_path: Path) -> dict:
     (tmp_path / "bad.yaml").write_text(BAD_YAML)
     (tmp_path / "unknown.yaml").write_text(UNKNOWN_KEY)
-    return {"bad_yaml": str(tmp_path / "bad.yaml"), "unknown_key": str(tmp_path / "unknown.yaml"),
-            "missing": str(tmp_path / "missing"), "out": str(tmp_path / "out")}
+    return {
+        "bad_yaml": str(tmp_path / "bad.yaml"),
+        "unknown_key": str(tmp_path / "unknown.yaml"),
+        "missing": str(tmp_path / "missing"),
+        "out": str(tmp_path / "out"),
+    }
 
 
 @pytest.mark.parametrize("args,code,words", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_invocation_is_one_line(args: List[str], code: int, words: List[str], files: dict, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture) -> None:
+def test_bad_invocation_is_one_line(
+    args: List[str], code: int, words: List[str], files: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     got, out, err = run_in_process(["--out", files["out"], *[a.format(**files) for a in args]], capsys)
     assert got == code, err
     lines = err.splitlines()
@@ -80,12 +86,18 @@ def test_usage_errors_arrive_before_torch_is_imported(files: dict, tmp_path: Pat
 
     (An unknown denoiser name is the exception: the registry is asked in case a newer module registered it.)
     """
-    script = "; ".join([
-        "import sys", "from denoisrec.trainer.cli import main",
-        *[f"print(main({['train', '--out', files['out'], *[a.format(**files) for a in args]]!r}))"
-          for args, _, _ in CASES if args[:2] not in (["--epochs", "abc"], ["--denoiser", "nope"])],
-        "print('torch' in sys.modules)",
-    ])
+    script = "; ".join(
+        [
+            "import sys",
+            "from denoisrec.trainer.cli import main",
+            *[
+                f"print(main({['train', '--out', files['out'], *[a.format(**files) for a in args]]!r}))"
+                for args, _, _ in CASES
+                if args[:2] not in (["--epochs", "abc"], ["--denoiser", "nope"])
+            ],
+            "print('torch' in sys.modules)",
+        ]
+    )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     lines = proc.stdout.split()
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -104,9 +116,26 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_print_config_is_the_resolved_tree_and_loads_back(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "denoisrec.trainer.cli", "train", "--denoiser", "tce",
-                           "-p", "eps_max=0.1", "--set", "optim.lr=1", "--epochs", "2", "--print-config"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoisrec.trainer.cli",
+            "train",
+            "--denoiser",
+            "tce",
+            "-p",
+            "eps_max=0.1",
+            "--set",
+            "optim.lr=1",
+            "--epochs",
+            "2",
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     tree = yaml.safe_load(proc.stdout)
     cfg = Config.from_dict(tree)
@@ -116,11 +145,18 @@ def test_print_config_is_the_resolved_tree_and_loads_back(tmp_path: Path) -> Non
 
 
 def test_help_lists_choices_defaults_and_version() -> None:
-    out = subprocess.run([sys.executable, "-m", "denoisrec.trainer.cli", "train", "--help"], capture_output=True,
-                         text=True, timeout=60).stdout
-    for words in ("dlrm | dcnv2 | deepfm | fm | widedeep", "table_wise | column_wise | row_wise | data_parallel",
-                  "eps_max=0.2 [0, 1)", "deca_p", "--print-config"):
+    out = subprocess.run(
+        [sys.executable, "-m", "denoisrec.trainer.cli", "train", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    for words in (
+        "dlrm | dcnv2 | deepfm | fm | widedeep",
+        "table_wise | column_wise | row_wise | data_parallel",
+        "eps_max=0.2 [0, 1)",
+        "deca_p",
+        "--print-config",
+    ):
         assert words in out, words
-    v = subprocess.run([sys.executable, "-m", "denoisrec.trainer.cli", "--version"], capture_output=True,
-                       text=True, timeout=60)
+    v = subprocess.run(
+        [sys.executable, "-m", "denoisrec.trainer.cli", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert v.returncode == 0 and v.stdout.startswith("denoisrec ")

@@ -1,4 +1,6 @@
 """Config overrides from the command line."""
+
+
 def test_numbers_without_a_dot_are_numbers() -> None:
     from denoisrec.trainer.config import Config, apply_overrides, parse_params, parse_value
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from denoisrec.denoisers import DENOISERS, BCE, Denoiser, DenoiserNeeds, JobFacts, Pretraining, build_denoiser
+from denoisrec.denoisers import BCE, DENOISERS, Denoiser, DenoiserNeeds, JobFacts, Pretraining, build_denoiser
 from denoisrec.trainer import denoising
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.context import uses_context_tower
@@ -76,15 +76,30 @@ def cfg_for(name: str, **params: Any) -> Config:
     return cfg
 
 
-SCHEMA = SimpleNamespace(sparse=[SimpleNamespace(name="user_id", num_embeddings=5, role=None),
-                                 SimpleNamespace(name="item_id", num_embeddings=9, role=None)])
+SCHEMA = SimpleNamespace(
+    sparse=[
+        SimpleNamespace(name="user_id", num_embeddings=5, role=None),
+        SimpleNamespace(name="item_id", num_embeddings=9, role=None),
+    ]
+)
 
 
 def test_a_declared_pretraining_phase_is_run_with_its_steps(toys: None, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: List[Dict[str, Any]] = []
 
-    def fake_pretrain(model: Any, d: Any, reader: Any, valid: Any, opt: Any, device: Any, log: Any,
-                      max_epochs: float, patience: int, log_every: int, fixed: Optional[int]) -> Optional[int]:
+    def fake_pretrain(
+        model: Any,
+        d: Any,
+        reader: Any,
+        valid: Any,
+        opt: Any,
+        device: Any,
+        log: Any,
+        max_epochs: float,
+        patience: int,
+        log_every: int,
+        fixed: Optional[int],
+    ) -> Optional[int]:
         calls.append({"d": d, "valid": valid, "max_epochs": max_epochs, "patience": patience, "fixed": fixed})
         return fixed
 
@@ -150,8 +165,7 @@ def test_the_shipped_denoisers_declare_what_the_trainer_used_to_probe() -> None:
     assert uses_context_tower("observation") and uses_context_tower("observation_tce")
     assert not uses_context_tower("deca") and not uses_context_tower("nope")
     assert DENOISERS["deca_p"].NEEDS.static_graph is False and DENOISERS["deca"].NEEDS.static_graph is True
-    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {"tce", "dart", "observation",
-                                                                        "observation_tce"}
+    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {"tce", "dart", "observation", "observation_tce"}
     assert {n for n, c in DENOISERS.items() if "prior" in c.NEEDS.injected} == {"deca_p"}
 
 

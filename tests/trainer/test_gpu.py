@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Dict
 
 import pytest
-
 from conftest import torchrun
 
 pytestmark = [pytest.mark.gpu, pytest.mark.dist]
@@ -18,8 +17,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.dist]
 
 def run_case(case: str, data: Path, tmp: Path) -> Dict[str, Any]:
     out = tmp / f"{case}.json"
-    torchrun("gpu_cases.py", 1, ["--device", "cuda", "--cases", case, "--data", str(data), "--out", str(out),
-                                 "--root", str(tmp)], timeout=300)
+    torchrun(
+        "gpu_cases.py",
+        1,
+        ["--device", "cuda", "--cases", case, "--data", str(data), "--out", str(out), "--root", str(tmp)],
+        timeout=300,
+    )
     report = json.loads(out.read_text())
     assert report["device"] == "cuda:0" and report["world_size"] == 1
     return report[case]

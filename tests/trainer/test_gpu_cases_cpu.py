@@ -1,14 +1,15 @@
 """The GPU tests' code on CPU: ``tests/dist/gpu_cases.py`` on 2 gloo ranks (uneven batches, in-process
 ``conftest.launch``), and the
-host-sync guard (``denoisrec.trainer.host_sync``) catching what it must."""
+host-sync guard (``denoisrec.trainer.host_sync``) catching what it must.
+"""
 
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import launch
 from gpu_cases import launched
 
-from conftest import launch
 from denoisrec.denoisers import DENOISERS, build_denoiser, collectives
 from denoisrec.trainer.host_sync import HostSyncError, HostSyncGuard
 
@@ -37,8 +38,14 @@ def test_guard_fails_on_a_host_read_and_names_the_line() -> None:
     with pytest.raises(HostSyncError, match=r"item at .*test_gpu_cases_cpu.py:\d+"):
         with HostSyncGuard(torch.device("cpu")):
             (x * 2).sum().item()
-    for sync in (lambda: bool(x.sum() > 0), lambda: x[x > 0], lambda: torch.nonzero(x), lambda: x.tolist(),
-                 lambda: float(x[0]), lambda: torch.unique(x)):
+    for sync in (
+        lambda: bool(x.sum() > 0),
+        lambda: x[x > 0],
+        lambda: torch.nonzero(x),
+        lambda: x.tolist(),
+        lambda: float(x[0]),
+        lambda: torch.unique(x),
+    ):
         with pytest.raises(HostSyncError):
             with HostSyncGuard(torch.device("cpu")):
                 sync()
@@ -49,7 +56,8 @@ def test_guard_fails_on_a_host_read_and_names_the_line() -> None:
 
 def test_guard_attributes_syncs_to_denoisrec_code() -> None:
     """T-CE's radix select reads its histogram on the host when it may stop early (the CPU default):
-    recorded as a sync from denoisers/collectives.py; the GPU path (all rounds on device) has none."""
+    recorded as a sync from denoisers/collectives.py; the GPU path (all rounds on device) has none.
+    """
     torch.manual_seed(0)
     den = build_denoiser("tce", eps_max=0.2, num_gradual=1)
     logits, labels, ids = torch.randn(64), (torch.rand(64) > 0.5).float(), torch.arange(64)

@@ -1,6 +1,7 @@
 """``make gpu-check`` on a CPU machine: the no-CUDA line, the offline route's set-up rehearsed with stand-in
 wheels (split into parts like ../shared/gpu/prepare-wheels.sh does), and the report path end to end with
-``--device cpu --quick`` (denoisrec.trainer.bench.gpu_check)."""
+``--device cpu --quick`` (denoisrec.trainer.bench.gpu_check).
+"""
 
 import json
 import os
@@ -10,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 SCRIPT = ROOT / "launch" / "gpu_check.sh"
@@ -18,8 +18,9 @@ HAS_NVIDIA = any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def sh(env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=timeout, cwd=str(ROOT),
-                          env={**os.environ, **env})
+    return subprocess.run(
+        ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=timeout, cwd=str(ROOT), env={**os.environ, **env}
+    )
 
 
 def make_wheel(folder: Path, name: str) -> Path:
@@ -38,8 +39,9 @@ def make_wheel(folder: Path, name: str) -> Path:
 def test_no_cuda_says_so_in_one_line_and_installs_nothing(tmp_path: Path) -> None:
     r = sh({"VENV": str(tmp_path / "venv"), "GPU_SITE": str(tmp_path / "site"), "WHEELS": ""}, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["gpu-check: no CUDA device on this machine (no nvidia-smi GPU, no /dev/nvidia*); "
-                                     "nothing to check"]
+    assert r.stdout.splitlines() == [
+        "gpu-check: no CUDA device on this machine (no nvidia-smi GPU, no /dev/nvidia*); nothing to check"
+    ]
     assert not (tmp_path / "venv").exists() and not (tmp_path / "site").exists()
 
 
@@ -49,12 +51,17 @@ def test_offline_route_reassembles_parts_installs_and_reuses(tmp_path: Path) -> 
     big = make_wheel(tmp_path, "gpucheck_probe_big")  # split into parts, as the 465 MB fbgemm-gpu wheel is
     blob = subprocess.run(["tar", "cf", "-", big.name], cwd=str(tmp_path), capture_output=True, check=True).stdout
     for i in range(0, len(blob), 1024):
-        (wheels / f"fbgemm.tar.{i // 1024:02d}").write_bytes(blob[i:i + 1024])
+        (wheels / f"fbgemm.tar.{i // 1024:02d}").write_bytes(blob[i : i + 1024])
     assert len(list(wheels.glob("fbgemm.tar.*"))) > 1
     make_wheel(wheels, "gpucheck_probe_small")
     site = tmp_path / "site"
-    env = {"WHEELS": str(wheels), "GPU_SITE": str(site), "PYTHON": sys.executable, "GPU_CHECK_DEVICE": "cpu",
-           "GPU_CHECK_SETUP_ONLY": "1"}
+    env = {
+        "WHEELS": str(wheels),
+        "GPU_SITE": str(site),
+        "PYTHON": sys.executable,
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_SETUP_ONLY": "1",
+    }
     r = sh(env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "installing gpucheck_probe_big-0.1-py3-none-any.whl gpucheck_probe_small-0.1-py3-none-any.whl" in r.stdout
@@ -74,8 +81,14 @@ def test_offline_route_names_what_the_interpreter_lacks(tmp_path: Path) -> None:
     py.write_text(f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exec {sys.executable} "$@"\nexec {sys.executable} -S "$@"\n')
     py.chmod(0o755)
     env = {"WHEELS": str(wheels), "GPU_SITE": str(tmp_path / "site"), "PYTHON": str(py), "GPU_CHECK_DEVICE": "cpu"}
-    r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-                       env={**os.environ, **env, "PYTHONNOUSERSITE": "1"})
+    r = subprocess.run(
+        ["bash", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env={**os.environ, **env, "PYTHONNOUSERSITE": "1"},
+    )
     assert r.returncode == 2
     line = [x for x in r.stderr.splitlines() if "missing" in x]
     assert line and "torch fbgemm-gpu torchrec tensordict numpy pyarrow" in line[0] and "add their wheels" in line[0]
@@ -85,8 +98,21 @@ def test_report_path_end_to_end_on_cpu(tmp_path: Path, capsys: pytest.CaptureFix
     from denoisrec.trainer.bench import gpu_check
 
     out = tmp_path / "report"
-    rc = gpu_check.main(["--device", "cpu", "--quick", "--denoisers", "tce", "--pipeline", "on",
-                         "--tests", "tests/trainer/test_gpu.py -k pipeline", "--out", str(out)])
+    rc = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--denoisers",
+            "tce",
+            "--pipeline",
+            "on",
+            "--tests",
+            "tests/trainer/test_gpu.py -k pipeline",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     rep = json.loads((out / "gpu_check.json").read_text())
     assert rep["versions"]["torch"] and rep["versions"]["torchrec"] and rep["device"] == "cpu"

@@ -62,12 +62,19 @@ def test_calibration_ne_and_ece_against_hand_and_loop_references() -> None:
     r = np.random.default_rng(0)
     p = r.random(5000)
     y = (r.random(5000) < p).astype(np.int64)
-    want = sum(abs(y[m].mean() - p[m].mean()) * m.sum() for b in range(10)
-               if (m := (np.minimum(np.floor(p * 10), 9) == b)).any()) / y.size
+    want = (
+        sum(
+            abs(y[m].mean() - p[m].mean()) * m.sum()
+            for b in range(10)
+            if (m := (np.minimum(np.floor(p * 10), 9) == b)).any()
+        )
+        / y.size
+    )
     assert ece(y, p) == pytest.approx(want, abs=1e-12)
     rate = y.mean()
     assert normalized_entropy(y, p) == pytest.approx(
-        log_loss(y, p) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)), rel=1e-9)
+        log_loss(y, p) / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)), rel=1e-9
+    )
     assert normalized_entropy(y, p) < 0.9 and ece(y, p) < 0.03
     m = all_metrics(y, np.log(p / (1 - p)), np.zeros(y.size))
     assert {"auc", "gauc", "logloss", "calibration", "ne", "ece", "rows", "positive_rate"} <= set(m)

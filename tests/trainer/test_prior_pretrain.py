@@ -1,6 +1,7 @@
 """DeCA(p)'s phase 1 (``trainer/prior.py``): early stopping on the observed validation AUC, bounded by
 ``pretrain_max_epochs``, the best epoch restored, the length kept for a resumed run (one process; the
-sharded restore is checked under DMP in ``tests/dist/train_methods.py``)."""
+sharded restore is checked under DMP in ``tests/dist/train_methods.py``).
+"""
 
 from types import SimpleNamespace
 
@@ -32,19 +33,31 @@ class Reader(list):
 
 def batch(seed: int) -> SimpleNamespace:
     g = torch.Generator().manual_seed(seed)
-    kjt = KeyedJaggedTensor(keys=["user_id", "item_id"], values=torch.tensor([0, 1, 1, 0, 2, 2, 0, 1]),
-                            lengths=torch.ones(8, dtype=torch.int32), stride=4)
-    b = SimpleNamespace(sparse_features=kjt, dense_features=torch.randn(4, 2, generator=g),
-                        labels=torch.tensor([1.0, 0.0, 1.0, 0.0]), sample_ids=torch.arange(4) + 4 * seed,
-                        is_noisy=None)
+    kjt = KeyedJaggedTensor(
+        keys=["user_id", "item_id"],
+        values=torch.tensor([0, 1, 1, 0, 2, 2, 0, 1]),
+        lengths=torch.ones(8, dtype=torch.int32),
+        stride=4,
+    )
+    b = SimpleNamespace(
+        sparse_features=kjt,
+        dense_features=torch.randn(4, 2, generator=g),
+        labels=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        sample_ids=torch.arange(4) + 4 * seed,
+        is_noisy=None,
+    )
     b.to = lambda device, non_blocking=False: b
     return b
 
 
 def setup(**params):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
-    d = build_denoiser("deca_p", context={"tables": {"user_id": 3, "item_id": 3}, "device": torch.device("cpu"),
-                                          "prior": Linear()}, mf_dim=2, **params)
+    d = build_denoiser(
+        "deca_p",
+        context={"tables": {"user_id": 3, "item_id": 3}, "device": torch.device("cpu"), "prior": Linear()},
+        mf_dim=2,
+        **params,
+    )
     model = TrainModule(Linear(), d)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     cfg = SimpleNamespace(run=SimpleNamespace(log_every=1000))

@@ -1,7 +1,8 @@
 """The parts that keep runs safe, one at a time and without training (issue 17): the split listing (hidden
 paths, symbolic links), schema roles, the run lock, checkpoint verification and pruning, the ``--out``
 policy, the non-finite guard, metrics compaction and the check of valid/test before training.
-Whole runs that are killed, damaged and collided are in tests/trainer/test_robust_runs.py."""
+Whole runs that are killed, damaged and collided are in tests/trainer/test_robust_runs.py.
+"""
 
 import json
 import os
@@ -19,13 +20,13 @@ import torch
 from denoisrec.trainer.checkpoint import Checkpointer
 from denoisrec.trainer.checkpoint_files import checksums, list_steps, problem
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.preflight import check_eval_splits
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.validate import validate_dataset
 from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.finite import NonFiniteError, NonFiniteGuard
 from denoisrec.trainer.out_policy import OutDirError, decide
 from denoisrec.trainer.run_history import compact_metrics
@@ -51,15 +52,19 @@ def test_hidden_paths_are_ignored_and_said_by_validate_and_reader(ds: Path, caps
     (train / "_SUCCESS").write_text("")
     reader = ParquetBatchReader(str(train), DataSchema.load(str(ds)), 256)
     assert reader.total_rows == 6000 and len(reader.files) == 3
-    assert sorted(os.path.basename(p.rstrip("/")) for p in reader.ignored) == [".part-00001.parquet.crc", "_SUCCESS",
-                                                                               "_temporary"]
+    assert sorted(os.path.basename(p.rstrip("/")) for p in reader.ignored) == [
+        ".part-00001.parquet.crc",
+        "_SUCCESS",
+        "_temporary",
+    ]
     assert main(["validate", str(ds), "--split", "train"]) == 0
     text = capsys.readouterr().out
     assert "6,000 rows" in text and "ignored 3 hidden path(s) starting with _ or . (Spark/Hive convention" in text
 
 
-def test_symlink_loop_dangling_and_outside_links_are_refused_by_both(ds: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture) -> None:
+def test_symlink_loop_dangling_and_outside_links_are_refused_by_both(
+    ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     train = ds / "train"
     schema = DataSchema.load(str(ds))
     os.symlink(".", train / "loop")  # would turn 6,000 rows into 246,000
@@ -93,8 +98,9 @@ def test_symlink_loop_dangling_and_outside_links_are_refused_by_both(ds: Path, t
 
 
 # ------------------------------------------------------------------------------------ schema roles (item 8)
-@pytest.mark.parametrize("role,where", [("label", "dense"), ("row_id", "sparse"), ("clean_label", "dense"),
-                                        ("user_id", "dense")])
+@pytest.mark.parametrize(
+    "role,where", [("label", "dense"), ("row_id", "sparse"), ("clean_label", "dense"), ("user_id", "dense")]
+)
 def test_answer_columns_can_never_be_features(ds: Path, role: str, where: str, capsys: pytest.CaptureFixture) -> None:
     d = json.loads((ds / "schema.json").read_text())
     if where == "dense":
@@ -129,8 +135,9 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
     try:
         from denoisrec.trainer.run_lock import _start_time, socket
 
-        (tmp_path / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                    "start": _start_time(holder.pid), "time": "t"}))
+        (tmp_path / ".lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": _start_time(holder.pid), "time": "t"})
+        )
         with pytest.raises(RunLockError, match=f"pid {holder.pid}"):
             RunLock(str(tmp_path)).acquire()
     finally:
@@ -155,8 +162,17 @@ def _fake_checkpoint(path: Path, step: int) -> None:
     (path / "rng").mkdir(parents=True)
     (path / "__0_0.distcp").write_bytes(bytes(range(256)) * 8)
     (path / "rng" / "rank0.pt").write_bytes(b"rng" * 10)
-    meta = {"step": step, "epoch": 0, "batches_in_epoch": step, "steps_per_epoch": 100, "world_size": 1,
-            "global_batch": 8, "spec": {}, "denoiser": {}, "files": checksums(str(path))}
+    meta = {
+        "step": step,
+        "epoch": 0,
+        "batches_in_epoch": step,
+        "steps_per_epoch": 100,
+        "world_size": 1,
+        "global_batch": 8,
+        "spec": {},
+        "denoiser": {},
+        "files": checksums(str(path)),
+    }
     (path / "meta.json").write_text(json.dumps(meta))
 
 
@@ -169,12 +185,15 @@ def test_every_damage_is_named_and_auto_falls_back_to_the_newest_intact(tmp_path
     data = bytearray(shard.read_bytes())
     data[1000] ^= 0x01  # one flipped bit
     shard.write_bytes(bytes(data))
-    assert problem(str(root / "step_00000010")) == f"{shard}: content differs from its checksum in meta.json " \
-                                                   "(damaged: a flipped bit or a partial write)"
+    assert (
+        problem(str(root / "step_00000010")) == f"{shard}: content differs from its checksum in meta.json "
+        "(damaged: a flipped bit or a partial write)"
+    )
     shard9 = root / "step_00000009" / "__0_0.distcp"
     shard9.write_bytes(shard9.read_bytes()[:100])
-    assert problem(str(root / "step_00000009")) == f"{shard9}: 100 bytes, meta.json says 2,048 (truncated or " \
-                                                   "overwritten)"
+    assert (
+        problem(str(root / "step_00000009")) == f"{shard9}: 100 bytes, meta.json says 2,048 (truncated or overwritten)"
+    )
     ck = Checkpointer(str(tmp_path / "run"), 2, ENV)
     assert ck.resolve("auto") == os.path.realpath(root / "step_00000008")
     assert len(ck.skipped) == 2 and str(shard) in ck.skipped[0] and str(shard9) in ck.skipped[1]
@@ -187,14 +206,18 @@ def test_every_damage_is_named_and_auto_falls_back_to_the_newest_intact(tmp_path
     d = json.loads(good)
     del d["global_batch"]
     meta.write_text(json.dumps(d))
-    assert problem(str(root / "step_00000008")) == f"{meta}: missing key(s) ['global_batch'], damaged or not a " \
-                                                   "denoisrec checkpoint"
+    assert (
+        problem(str(root / "step_00000008")) == f"{meta}: missing key(s) ['global_batch'], damaged or not a "
+        "denoisrec checkpoint"
+    )
     with pytest.raises(ValueError, match="none is complete and intact, refusing to start again from step 0"):
         Checkpointer(str(tmp_path / "run"), 2, ENV).resolve("auto")
     os.remove(root / "step_00000008" / "rng" / "rank0.pt")
     meta.write_text(good)
-    assert problem(str(root / "step_00000008")) == f"{root / 'step_00000008' / 'rng' / 'rank0.pt'}: missing " \
-                                                   "(meta.json lists it)"
+    assert (
+        problem(str(root / "step_00000008")) == f"{root / 'step_00000008' / 'rng' / 'rank0.pt'}: missing "
+        "(meta.json lists it)"
+    )
 
 
 def test_saves_are_published_whole_and_pruned_by_step_number(tmp_path: Path) -> None:
@@ -220,8 +243,11 @@ def test_out_policy(tmp_path: Path) -> None:
     run = SimpleNamespace(out=str(tmp_path / "o"), resume="never", overwrite=False)
     assert decide(run, None) is None  # nothing there
     os.makedirs(tmp_path / "o" / "checkpoints" / "step_00000004")
-    with pytest.raises(OutDirError, match=r"holds checkpoints \(step_00000004\) and this launch would not continue "
-                                          r"it \(run.resume=never\).*run.overwrite=true"):
+    with pytest.raises(
+        OutDirError,
+        match=r"holds checkpoints \(step_00000004\) and this launch would not continue "
+        r"it \(run.resume=never\).*run.overwrite=true",
+    ):
         decide(run, None)
     assert decide(run, str(tmp_path / "o" / "checkpoints" / "step_00000004")) is None  # resuming it
     run.overwrite = True
@@ -281,8 +307,10 @@ def test_bad_values_in_valid_are_found_before_training(ds: Path) -> None:
     labels[-1] = 2
     t = t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels, type=pa.int8()))
     pq.write_table(t, f, row_group_size=500)
-    with pytest.raises(DataError, match=rf"valid split, checked before training: {f}: row group 2: column 'label': "
-                                        r"1 value\(s\) outside \{0, 1\}"):
+    with pytest.raises(
+        DataError,
+        match=rf"valid split, checked before training: {f}: row group 2: column 'label': "
+        r"1 value\(s\) outside \{0, 1\}",
+    ):
         check_eval_splits(str(ds), schema)
     check_eval_splits(str(ds), schema, max_row_groups=0)  # off
-

@@ -14,16 +14,20 @@ from typing import Any, Dict
 
 import pytest
 import torch
-
 from conftest import DIST_DIR, ROOT
 
 
 @pytest.fixture(scope="module")
 def robust(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     root = tmp_path_factory.mktemp("robust")
-    proc = subprocess.run([sys.executable, str(DIST_DIR / "robust_runs.py"), "--data", str(tiny_data), "--root",
-                           str(root)], capture_output=True, text=True, timeout=600, cwd=str(ROOT),
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(DIST_DIR / "robust_runs.py"), "--data", str(tiny_data), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(ROOT),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     found = json.loads((root / "robust.json").read_text())
     found["root"] = root
@@ -69,30 +73,44 @@ def test_kill_9_inside_saves_never_leaves_a_partial_checkpoint_and_resumes_exact
 @pytest.mark.dist
 def test_damaged_checkpoints_are_named_and_skipped(robust: Dict[str, Any]) -> None:
     d = robust["damage"]
-    assert d["bitflip_explicit"]["error"].endswith("step_00000024/__0_0.distcp: content differs from its checksum in "
-                                                   "meta.json (damaged: a flipped bit or a partial write)")
+    assert d["bitflip_explicit"]["error"].endswith(
+        "step_00000024/__0_0.distcp: content differs from its checksum in "
+        "meta.json (damaged: a flipped bit or a partial write)"
+    )
     auto = d["bitflip_auto"]
     assert auto["path"].endswith("step_00000021") and len(auto["skipped"]) == 1
     assert auto["after"] == ["damaged-step_00000024", "latest", "step_00000021"]
-    assert "step_00000024/__0_0.distcp: " in d["truncated"]["error"] and "(truncated or overwritten)" in \
-        d["truncated"]["error"]
+    assert (
+        "step_00000024/__0_0.distcp: " in d["truncated"]["error"]
+        and "(truncated or overwritten)" in d["truncated"]["error"]
+    )
     assert "step_00000024/meta.json: not valid JSON, damaged (JSONDecodeError" in d["broken_meta"]["error"]
     assert "step_00000024/meta.json: missing key(s) ['steps_per_epoch']" in d["missing_key"]["error"]
     assert "step_00000024/rng/rank0.pt: 120 bytes, meta.json says" in d["garbage_rng"]["error"]
-    assert d["garbage_rng_unverified"].startswith("CheckpointError: ") and \
-        "step_00000024/rng/rank0.pt: not a readable RNG state, damaged (UnpicklingError" in d["garbage_rng_unverified"]
+    assert (
+        d["garbage_rng_unverified"].startswith("CheckpointError: ")
+        and "step_00000024/rng/rank0.pt: not a readable RNG state, damaged (UnpicklingError"
+        in d["garbage_rng_unverified"]
+    )
     assert d["no_latest"]["path"] == d["no_latest"]["newest"] and d["no_latest"]["path"].endswith("step_00000024")
-    assert "2 checkpoint(s) but none is complete and intact, refusing to start again from step 0" in \
-        d["all_damaged"]["error"]
-    assert robust["budget"]["error"].startswith("CheckpointError: ") and \
-        "trained to step 24, past this run's budget of 10 steps" in robust["budget"]["error"]
+    assert (
+        "2 checkpoint(s) but none is complete and intact, refusing to start again from step 0"
+        in d["all_damaged"]["error"]
+    )
+    assert (
+        robust["budget"]["error"].startswith("CheckpointError: ")
+        and "trained to step 24, past this run's budget of 10 steps" in robust["budget"]["error"]
+    )
 
 
 @pytest.mark.dist
 def test_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_exports_nothing(robust: Dict[str, Any]) -> None:
     n = robust["nan"]
-    m = re.match(r"NonFiniteError: non-finite training loss or gradient at step (\d+) \(found at step (\d+)\); "
-                 r"stopped: the last checkpoint is the last good one and no model was exported", n["huge_error"])
+    m = re.match(
+        r"NonFiniteError: non-finite training loss or gradient at step (\d+) \(found at step (\d+)\); "
+        r"stopped: the last checkpoint is the last good one and no model was exported",
+        n["huge_error"],
+    )
     assert m, n["huge_error"]
     bad, found = int(m.group(1)), int(m.group(2))
     assert 24 < bad <= found <= 27  # checked before the checkpoint due at step 27 (and every 10 steps)
@@ -111,5 +129,7 @@ def test_killing_only_the_launcher_leaves_a_worker_whose_lock_refuses_a_second_r
     lock = robust["lock"]
     assert lock["worker_alive"] and lock["worker_still_training"]  # torchelastic does not reap its workers
     assert lock["holder_pid"] != lock["launcher_pid"]
-    assert lock["second_error"].startswith("RunLockError: ") and \
-        f"--out is in use by another run (pid {lock['holder_pid']} on " in lock["second_error"]
+    assert (
+        lock["second_error"].startswith("RunLockError: ")
+        and f"--out is in use by another run (pid {lock['holder_pid']} on " in lock["second_error"]
+    )

@@ -1,31 +1,43 @@
 """A default run shows the effect of denoising (evaluations every epoch, curves.png, the clean-AUC line) on a
-quiet console; ``denoisrec report`` compares runs; third-party warnings go to a file."""
+quiet console; ``denoisrec report`` compares runs; third-party warnings go to a file.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from denoisrec.trainer.cli import main
 from denoisrec.trainer.curves import auc_line, read_series
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.runlog import RunLog
 
-from conftest import ROOT
-
 OURS = str(ROOT / "trainer" / "quiet.py")  # a file in denoisrec's own source tree
 
 
-def test_default_run_evaluates_every_epoch_and_draws_curves(tiny_data: Path, tmp_path: Path,
-                                                            capfd: pytest.CaptureFixture) -> None:
+def test_default_run_evaluates_every_epoch_and_draws_curves(
+    tiny_data: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "run"
-    args = ["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "2", "--batch-size", "1000",
-            "--set", "run.log_every=2", "run.export=false"]
+    args = [
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "1000",
+        "--set",
+        "run.log_every=2",
+        "run.export=false",
+    ]
     assert main(args) == 0
     first = capfd.readouterr()
     console = first.out + first.err
@@ -52,8 +64,10 @@ def test_default_run_evaluates_every_epoch_and_draws_curves(tiny_data: Path, tmp
     for name in ("metrics.jsonl", "summary.json"):
         text = (out / name).read_text()
         (other / name).write_text(text.replace('"name": "bce"', '"name": "tce"'))
-    assert main(["report", str(out), str(other), "--out", str(tmp_path / "cmp.png"),
-                 "--json", str(tmp_path / "cmp.json")]) == 0
+    assert (
+        main(["report", str(out), str(other), "--out", str(tmp_path / "cmp.png"), "--json", str(tmp_path / "cmp.json")])
+        == 0
+    )
     table = json.loads((tmp_path / "cmp.json").read_text())
     assert [t["method"] for t in table] == ["bce", "tce"]
     assert table[0]["clean_auc"] == pytest.approx(s["metrics"]["test_clean"]["auc"])
@@ -104,8 +118,16 @@ def test_runlog_resumed_run_appends(tmp_path: Path) -> None:
 def test_log_line_is_short_and_leaves_out_what_a_method_did_not_do() -> None:
     from denoisrec.trainer.progress import log_fields
 
-    bce = {"loss": 0.5, "samples/s": 12345.0, "lr": 0.001, "truth_random_precision": 0.35, "truth_recall": 0.0,
-           "truth_loss_noisy_pos": 1.1, "truth_loss_clean_pos": 0.4, "subtask": 1.0}
+    bce = {
+        "loss": 0.5,
+        "samples/s": 12345.0,
+        "lr": 0.001,
+        "truth_random_precision": 0.35,
+        "truth_recall": 0.0,
+        "truth_loss_noisy_pos": 1.1,
+        "truth_loss_clean_pos": 0.4,
+        "subtask": 1.0,
+    }
     assert log_fields(bce) == "loss 0.5 samples/s 12,345 lr 0.001 pos loss noisy/clean 1.1/0.4"
     tce = {**bce, "truth_precision": 0.6, "truth_recall": 0.7}
     assert "noise prec/rec 0.6/0.7 (random 0.35)" in log_fields(tce)

@@ -1,6 +1,7 @@
 """Serving export: every model as a torch-only artefact that a process without denoisrec, TorchRec or FBGEMM
 loads and that scores the test split as ``denoisrec predict`` does: TorchScript for every model, the
-torch.export program for DeepFM (FM + DNN; its export costs ~12 s of CPU per model, so one model here)."""
+torch.export program for DeepFM (FM + DNN; its export costs ~12 s of CPU per model, so one model here).
+"""
 
 import subprocess
 import sys
@@ -18,13 +19,19 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.predict import predict_file
 from denoisrec.trainer.serving import FORMATS, export_serving
 
-MODELS = {"dlrm": {"dense_arch": [8], "over_arch": [8, 1]}, "dcnv2": {"low_rank": 4, "mlp": [8]},
-          "deepfm": {"mlp": [8]}, "fm": {}, "widedeep": {"mlp": [8]}}
+MODELS = {
+    "dlrm": {"dense_arch": [8], "over_arch": [8, 1]},
+    "dcnv2": {"low_rank": 4, "mlp": [8]},
+    "deepfm": {"mlp": [8]},
+    "fm": {},
+    "widedeep": {"mlp": [8]},
+}
 
 
 def _dirty_test_split(tiny_data: Path, out: Path) -> Path:
     """The test split with ids outside their tables (negative and huge, single and multi-hot) and NaN/inf
-    dense values, so the artefacts' OOV hashing and imputation are exercised."""
+    dense values, so the artefacts' OOV hashing and imputation are exercised.
+    """
     t = pq.read_table(next((tiny_data / "test").glob("*.parquet")))
     n = t.num_rows
     item = t.column("item_id").to_numpy().copy()
@@ -60,8 +67,9 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
     assert set(oov) == {"item_id", "item_tags"} and oov["item_id"] == 215 + 137 - 20  # i % 7 == 0 or i % 11 == 3
     want, artefacts = {}, []
     for name, params in MODELS.items():
-        spec = ModelSpec(name, [(f["name"], f["num_embeddings"]) for f in schema["sparse"]], len(schema["dense"]),
-                         8, params=params)
+        spec = ModelSpec(
+            name, [(f["name"], f["num_embeddings"]) for f in schema["sparse"]], len(schema["dense"]), 8, params=params
+        )
         torch.manual_seed(1)
         state = spec.build(torch.device("cpu")).state_dict()
         for k, v in state.items():
@@ -89,9 +97,14 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
         assert torch.allclose(ep(*one)["logit"], ts(*one)["logit"], atol=1e-6)
 
     out = tmp_path / "served.npz"
-    proc = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "serving_client.py"), str(out), str(data)]
-                          + [a for _, a in artefacts], capture_output=True, text=True, timeout=300,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "serving_client.py"), str(out), str(data)]
+        + [a for _, a in artefacts],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(out)
     for i, (name, path) in enumerate(artefacts):
@@ -105,7 +118,7 @@ def test_error_policies_stop_the_call_and_hash_matches_the_reader() -> None:
     from denoisrec.models.serving import Preprocess, splitmix64_mod
     from denoisrec.trainer.data.checks import hash_ids
 
-    ids = np.array([-1, -2**63, 2**63 - 1, 50, 51, 10**12, -7, 123456789], dtype=np.int64)
+    ids = np.array([-1, -(2**63), 2**63 - 1, 50, 51, 10**12, -7, 123456789], dtype=np.int64)
     for n in (50, 7, 1_000_003, 2**31 - 1):
         assert np.array_equal(splitmix64_mod(torch.from_numpy(ids), n).numpy(), hash_ids(ids, n))
     pre = torch.jit.script(Preprocess(["a"], [10], [False], False, 0.0))

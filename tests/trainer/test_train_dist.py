@@ -4,17 +4,36 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import torchrun
 
 
 @pytest.mark.dist
 def test_two_rank_training_learns_and_reads_every_row(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    torchrun("-m denoisrec.trainer", 2, [
-        "--data", str(tiny_data), "--out", str(out), "--epochs", "3", "--batch-size", "256",
-        "--denoiser", "tce", "-p", "eps_max=0.2", "-p", "num_gradual=20", "--sharding", "table_wise",
-        "--set", "run.log_every=5"])
+    torchrun(
+        "-m denoisrec.trainer",
+        2,
+        [
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "256",
+            "--denoiser",
+            "tce",
+            "-p",
+            "eps_max=0.2",
+            "-p",
+            "num_gradual=20",
+            "--sharding",
+            "table_wise",
+            "--set",
+            "run.log_every=5",
+        ],
+    )
     s = json.loads((out / "summary.json").read_text())
     assert s["world_size"] == 2 and s["steps"] == 3 * 12
     assert s["rows_trained"]["total"] == 3 * 6000
@@ -37,8 +56,24 @@ def test_one_process_training_via_the_cli(tiny_data: Path, tmp_path: Path) -> No
     import sys
 
     out = tmp_path / "run1"
-    proc = subprocess.run([sys.executable, "-m", "denoisrec.trainer", "--data", str(tiny_data), "--out", str(out),
-                           "--steps", "8", "--batch-size", "500"], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoisrec.trainer",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--steps",
+            "8",
+            "--batch-size",
+            "500",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 8 and s["rows_trained"]["total"] == 8 * 500

@@ -1,13 +1,13 @@
 """Every denoiser through the real trainer (`train`) on the tiny preset, on 2 gloo ranks and on 1 process,
-plus DeCA's update pattern and DeCA(p)'s checkpoint under DistributedModelParallel (one launch each)."""
+plus DeCA's update pattern and DeCA(p)'s checkpoint under DistributedModelParallel (one launch each).
+"""
 
 import math
 from pathlib import Path
 
 import pytest
-from train_methods import launched
-
 from conftest import launch
+from train_methods import launched
 
 from denoisrec.denoisers import DENOISERS
 
@@ -15,13 +15,27 @@ from denoisrec.denoisers import DENOISERS
 DECA_STEPS = [["f", "g", "h"], ["f", "g", "h'"], ["f", "g", "h"], ["f", "g", "h'"]]  # DP, DN, DP, DN
 DECA_P_STEPS = [["f'"], ["f'"], ["f", "h"], ["f", "h'"], ["f", "h"]]  # phase 1 × 2, then DP, DN, DP
 # objective=marginal (the default): both noise models every step.
-MARGINAL_STEPS = {"deca_marginal": [["f", "g", "h", "h'"]] * 2, "deca_p_marginal": [["f'"], ["f", "h", "h'"], ["f", "h", "h'"]]}
+MARGINAL_STEPS = {
+    "deca_marginal": [["f", "g", "h", "h'"]] * 2,
+    "deca_p_marginal": [["f'"], ["f", "h", "h'"], ["f", "h", "h'"]],
+}
 
 
 # A stat each method logs with the training metrics (besides the ground-truth report every method logs).
-LOGGED = {"bce": "loss", "tce": "eps", "rce": "mean_weight", "lcd": "omega_mean", "lcd_re": "omega_mean",
-          "bootstrap_soft": "correction_mean", "bootstrap_hard": "correction_mean", "dart": "tau",
-          "deca": "post_pos_mean", "deca_p": "post_pos_mean", "observation": "f_mean", "observation_tce": "drop_share"}
+LOGGED = {
+    "bce": "loss",
+    "tce": "eps",
+    "rce": "mean_weight",
+    "lcd": "omega_mean",
+    "lcd_re": "omega_mean",
+    "bootstrap_soft": "correction_mean",
+    "bootstrap_hard": "correction_mean",
+    "dart": "tau",
+    "deca": "post_pos_mean",
+    "deca_p": "post_pos_mean",
+    "observation": "f_mean",
+    "observation_tce": "drop_share",
+}
 TRUTH = {"truth_precision", "truth_recall", "truth_random_precision", "truth_loss_noisy_pos", "truth_loss_clean_pos"}
 
 

@@ -6,9 +6,9 @@ from typing import List
 import pytest
 
 from denoisrec.trainer.cli import build_parser, config_from_args
+from denoisrec.trainer.config import Config
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.presets import apply_preset
-from denoisrec.trainer.config import Config
 from denoisrec.trainer.schedule import LRSchedule
 from denoisrec.trainer.train import resume_step, train_batches
 
@@ -23,7 +23,8 @@ def test_linear_warmup_then_linear_decay_to_the_floor() -> None:
 def test_cosine_decay_and_no_decay() -> None:
     s = LRSchedule(warmup_steps=0, decay="cosine", total_steps=5, min_lr_ratio=0.0)
     assert [s.multiplier(t) for t in range(5)] == pytest.approx(
-        [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(5)])
+        [0.5 * (1 + math.cos(math.pi * t / 4)) for t in range(5)]
+    )
     assert LRSchedule(warmup_steps=2).multiplier(1) == 1.0 and LRSchedule().multiplier(123) == 1.0
     with pytest.raises(ValueError, match="optim.decay='step'"):
         LRSchedule(decay="step")
@@ -31,8 +32,13 @@ def test_cosine_decay_and_no_decay() -> None:
 
 def test_early_stopping_counts_validations_without_improvement() -> None:
     es = EarlyStopping(patience=2)
-    assert [es.update(s, a) for s, a in [(1, 0.70), (2, 0.72), (3, 0.71), (4, 0.73), (5, 0.72)]] == \
-        [True, True, False, True, False]
+    assert [es.update(s, a) for s, a in [(1, 0.70), (2, 0.72), (3, 0.71), (4, 0.73), (5, 0.72)]] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+    ]
     assert not es.stop and es.best_step == 4
     es.update(6, float("nan"))
     assert es.stop and es.best_auc == 0.73
@@ -67,11 +73,22 @@ def test_presets_map_onto_each_models_options() -> None:
 
 def test_cli_precedence_config_then_preset_then_flags_then_set(tmp_path) -> None:
     (tmp_path / "c.yaml").write_text("model: {name: dlrm, embedding_dim: 32}\ndata: {batch_size: 100}\n")
-    a = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--preset", "dart",
-                                   "--model", "widedeep", "--set", "model.params.dropout=0.1"])
+    a = build_parser().parse_args(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--preset",
+            "dart",
+            "--model",
+            "widedeep",
+            "--set",
+            "model.params.dropout=0.1",
+        ]
+    )
     cfg = config_from_args(a)
     assert cfg.model.name == "widedeep"
-    assert cfg.model.embedding_dim == 16                        # the preset over the file
+    assert cfg.model.embedding_dim == 16  # the preset over the file
     assert cfg.model.params == {"mlp": [16, 16], "dropout": 0.1}  # --set over the preset, mapped for widedeep
 
 
@@ -114,7 +131,7 @@ def test_train_batches_continue_from_the_data_position() -> None:
 
 def test_resume_step_maps_rows_when_the_layout_changes() -> None:
     meta = {"step": 25, "epoch": 2, "batches_in_epoch": 5, "steps_per_epoch": 10, "global_batch": 200}
-    assert resume_step(meta, 10, 200) == 25                 # same layout: the step itself
+    assert resume_step(meta, 10, 200) == 25  # same layout: the step itself
     # 3 ranks × 100 rows: 5 batches of 200 rows = 1000 rows into epoch 2 → 3 whole batches of 300 (900 rows)
     assert resume_step(meta, 7, 300) == 2 * 7 + 3
 

@@ -19,15 +19,18 @@ from typing import Dict, Tuple
 from denoisrec.trainer.bench import gpu_check, ingest, peers, quality, serving, throughput
 
 BENCHES: Dict[str, Tuple[ModuleType, str]] = {
-    "throughput": (throughput, "samples/s of every denoiser against the BCE baseline, same process, interleaved "
-                               "rounds"),
+    "throughput": (
+        throughput,
+        "samples/s of every denoiser against the BCE baseline, same process, interleaved rounds",
+    ),
     "quality": (quality, "clean-test AUC/GAUC/logloss of every denoiser against BCE and the clean-label oracle"),
     "peers": (peers, "DeepFM in denoisrec versus DeepCTR-Torch / pytorch-fm on the same data and shape"),
     "ingest": (ingest, "Parquet -> Batch rows/s against a raw pyarrow scan"),
-    "gpu_check": (gpu_check, "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one "
-                             "report"),
-    "serving": (serving, "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec "
-                         "model"),
+    "gpu_check": (
+        gpu_check,
+        "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one report",
+    ),
+    "serving": (serving, "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec model"),
 }
 
 
@@ -39,8 +42,12 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
     """One sub-command per bench module, each with that module's own options."""
     kinds = bench.add_subparsers(dest="bench", required=True)
     for name, (mod, helptext) in BENCHES.items():
-        p = kinds.add_parser(name, help=helptext, description=(mod.__doc__ or helptext),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = kinds.add_parser(
+            name,
+            help=helptext,
+            description=(mod.__doc__ or helptext),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         mod.add_arguments(p)
         p.set_defaults(bench_run=mod.run)
 

@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def apply_quick(a: argparse.Namespace) -> None:
     """``--quick``: the tiny preset, small batches, 2 rounds of 2 steps (a smoke test of the report path);
-    options given explicitly win."""
+    options given explicitly win.
+    """
     from denoisrec.trainer.bench.report import apply_quick as quick_values
 
     a.preset = "tiny"
@@ -110,23 +111,33 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
         steppers[m] = (stepper, stepper.run(itertools.cycle(batches)))
     dense_arch, over_arch = mlp_sizes(unwrap(steppers[BASELINE][0].model).get_submodule("model"))
     seed_everything(0)
-    ref_model, ref_opt = build_reference(schema, dense_arch, over_arch, cfg.model.embedding_dim, cfg.optim.lr,
-                                         cfg.optim.sparse_lr, dev, a.batch_size)
+    ref_model, ref_opt = build_reference(
+        schema, dense_arch, over_arch, cfg.model.embedding_dim, cfg.optim.lr, cfg.optim.sparse_lr, dev, a.batch_size
+    )
     ref_precision = {"p": precisions[0]}
-    ref_steps = reference_steps(ref_model, ref_opt, dev, itertools.cycle([to_reference_batch(b) for b in batches]),
-                                pipelined, lambda: autocasts[ref_precision["p"]]())
+    ref_steps = reference_steps(
+        ref_model,
+        ref_opt,
+        dev,
+        itertools.cycle([to_reference_batch(b) for b in batches]),
+        pipelined,
+        lambda: autocasts[ref_precision["p"]](),
+    )
 
     def step_fn(p: str, m: str) -> Callable[[], Any]:
         if m == REFERENCE:
+
             def ref() -> Any:
                 ref_precision["p"] = p
                 return next(ref_steps)
+
             return ref
         stepper, gen = steppers[m]
 
         def ours() -> Any:
             stepper.autocast = autocasts[p]  # read at each forward (the pipeline's too)
             return next(gen)
+
         return ours
 
     def sync() -> None:
@@ -148,11 +159,23 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
                 fns[(p, m)]()
             sync()
             rates[p][m].append(a.steps * a.batch_size / (time.perf_counter() - t0))
-    info = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-            "data": data, "batch_size": a.batch_size, "pipelined": pipelined, "precisions": precisions,
-            "methods": methods, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
-            "batches_in_memory": len(batches), "dense_arch": dense_arch, "over_arch": over_arch,
-            "embedding_dim": cfg.model.embedding_dim, "tables": len(schema.sparse)}
+    info = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "data": data,
+        "batch_size": a.batch_size,
+        "pipelined": pipelined,
+        "precisions": precisions,
+        "methods": methods,
+        "rounds": a.rounds,
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "batches_in_memory": len(batches),
+        "dense_arch": dense_arch,
+        "over_arch": over_arch,
+        "embedding_dim": cfg.model.embedding_dim,
+        "tables": len(schema.sparse),
+    }
     for stepper, gen in steppers.values():
         gen.close()
         stepper.pause()
@@ -168,9 +191,13 @@ def plot(fig: Any, rows: List[Dict[str, Any]]) -> None:
     for k, p in enumerate(precisions):
         ax = fig.add_subplot(1, len(precisions), k + 1)
         rs = [r for r in rows if r["precision"] == p and r["ratio"] is not None]
-        ax.barh([f"{r['method']} / {r['versus']}" for r in rs], [r["ratio"] for r in rs],
-                xerr=[[r["ratio"] - r["ratio_p25"] for r in rs], [r["ratio_p75"] - r["ratio"] for r in rs]],
-                color=["tab:green" if r["meets_target"] else "tab:red" for r in rs], capsize=3)
+        ax.barh(
+            [f"{r['method']} / {r['versus']}" for r in rs],
+            [r["ratio"] for r in rs],
+            xerr=[[r["ratio"] - r["ratio_p25"] for r in rs], [r["ratio_p75"] - r["ratio"] for r in rs]],
+            color=["tab:green" if r["meets_target"] else "tab:red" for r in rs],
+            capsize=3,
+        )
         for t, color in zip(sorted({r["target"] for r in rs}), ("tab:orange", "tab:purple", "tab:brown")):
             ax.axvline(t, color=color, linestyle=":", label=f"target {t:.2f}×")
         ax.set_title(f"{p}: samples/s ÷ baseline (median of rounds)", fontsize=9)
@@ -180,7 +207,8 @@ def plot(fig: Any, rows: List[Dict[str, Any]]) -> None:
 
 def ratio_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One row per (precision, method): median samples/s, and the median per-round ratio to its baseline
-    (BCE for a denoiser, plain TorchRec for BCE) with its target."""
+    (BCE for a denoiser, plain TorchRec for BCE) with its target.
+    """
     from denoisrec.trainer.bench.report import summarize
 
     rows = []
@@ -188,15 +216,28 @@ def ratio_rows(result: Dict[str, Any]) -> List[Dict[str, Any]]:
         for m, xs in rates.items():
             base = None if m == REFERENCE else (REFERENCE if m == BASELINE else BASELINE)
             s = summarize(xs)
-            row: Dict[str, Any] = {"precision": p, "method": m, "samples_per_s": s["median"],
-                                   "samples_per_s_p25": s["p25"], "samples_per_s_p75": s["p75"], "versus": base,
-                                   "ratio": None, "ratio_p25": None, "ratio_p75": None, "target": None,
-                                   "meets_target": None}
+            row: Dict[str, Any] = {
+                "precision": p,
+                "method": m,
+                "samples_per_s": s["median"],
+                "samples_per_s_p25": s["p25"],
+                "samples_per_s_p75": s["p75"],
+                "versus": base,
+                "ratio": None,
+                "ratio_p25": None,
+                "ratio_p75": None,
+                "target": None,
+                "meets_target": None,
+            }
             if base is not None:
                 q = summarize([x / b for x, b in zip(xs, rates[base])])
                 target = REFERENCE_TARGET if m == BASELINE else target_for(m)
-                row.update(ratio=q["median"], ratio_p25=q["p25"], ratio_p75=q["p75"], target=target,
-                           meets_target=bool(q["median"] >= target))
+                row.update(
+                    ratio=q["median"],
+                    ratio_p25=q["p25"],
+                    ratio_p75=q["p75"],
+                    target=target,
+                    meets_target=bool(q["median"] >= target),
+                )
             rows.append(row)
     return rows
-

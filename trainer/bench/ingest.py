@@ -60,9 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, help="rows per rate measurement (default: the whole split)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per rate; the best is reported")
     p.add_argument("--train-steps", type=int, default=20, help="timed training steps")
-    p.add_argument("--rss-data", nargs="*", default=None,
-                   help="datasets whose split is streamed for one epoch in a fresh process to measure peak RSS "
-                        "(default: --data)")
+    p.add_argument(
+        "--rss-data",
+        nargs="*",
+        default=None,
+        help="datasets whose split is streamed for one epoch in a fresh process to measure peak RSS (default: --data)",
+    )
     p.add_argument("--out", default="runs/bench", help="report directory (ingest.{json,md,png})")
     p.add_argument("--quick", action="store_true", help="a few seconds on a tiny generated dataset (CI smoke)")
 
@@ -100,8 +103,9 @@ def _scan_batches(kind: str, path: str, files: List[str], columns: List[str]) ->
         import pyarrow.fs as pafs
 
         fmt, fs = ds.ParquetFileFormat(), pafs.LocalFileSystem()
-        frags = [fmt.make_fragment(f, fs, row_groups=[g]) for f in files
-                 for g in range(pq.read_metadata(f).num_row_groups)]
+        frags = [
+            fmt.make_fragment(f, fs, row_groups=[g]) for f in files for g in range(pq.read_metadata(f).num_row_groups)
+        ]
         dataset = ds.FileSystemDataset(frags, frags[0].physical_schema, fmt, fs)
         yield from dataset.to_batches(columns=columns, batch_size=1 << 17, fragment_readahead=1, batch_readahead=2)
 
@@ -109,8 +113,7 @@ def _scan_batches(kind: str, path: str, files: List[str], columns: List[str]) ->
 RAW_SCANS = ("dataset", "parquet_file", "row_groups")
 
 
-def raw_scan(kind: str, path: str, files: List[str], columns: List[str],
-             max_rows: Optional[int]) -> Dict[str, float]:
+def raw_scan(kind: str, path: str, files: List[str], columns: List[str], max_rows: Optional[int]) -> Dict[str, float]:
     """Rows/s of a pyarrow scan of ``columns`` that does nothing with the batches."""
     t0, c0 = time.perf_counter(), time.process_time()
     rows, nbytes = 0, 0
@@ -120,8 +123,13 @@ def raw_scan(kind: str, path: str, files: List[str], columns: List[str],
         if max_rows is not None and rows >= max_rows:
             break
     dt = time.perf_counter() - t0
-    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "decoded_mb_per_s": nbytes / dt / MB,
-            "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6}
+    return {
+        "rows": rows,
+        "seconds": dt,
+        "rows_per_s": rows / dt,
+        "decoded_mb_per_s": nbytes / dt / MB,
+        "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6,
+    }
 
 
 def _batch_bytes(b: Any) -> int:
@@ -144,14 +152,20 @@ def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
     finally:
         it.close()  # type: ignore[attr-defined]
     dt = time.perf_counter() - t0
-    return {"rows": rows, "seconds": dt, "rows_per_s": rows / dt, "batch_mb_per_s": nbytes / dt / MB,
-            "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6}
+    return {
+        "rows": rows,
+        "seconds": dt,
+        "rows_per_s": rows / dt,
+        "batch_mb_per_s": nbytes / dt / MB,
+        "cpu_us_per_row": (time.process_time() - c0) / max(rows, 1) * 1e6,
+    }
 
 
 def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[str, Any]:
     """Rows/s of the training step (:class:`~denoisrec.trainer.steps.Stepper`, plain loop) of the default
     model (DLRM) + BCE from :mod:`~denoisrec.trainer.factory`, on batches already in memory, in this one
-    process."""
+    process.
+    """
     import torch
     import torch.distributed as dist
 
@@ -188,8 +202,16 @@ def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[st
             next(outputs)
         rows = steps * batch_size
         dt = time.perf_counter() - t0
-        return {"rows": rows, "steps": steps, "seconds": dt, "rows_per_s": rows / dt, "model": "dlrm",
-                "denoiser": "bce", "embedding_dim": cfg.model.embedding_dim, "torch_threads": torch.get_num_threads()}
+        return {
+            "rows": rows,
+            "steps": steps,
+            "seconds": dt,
+            "rows_per_s": rows / dt,
+            "model": "dlrm",
+            "denoiser": "bce",
+            "embedding_dim": cfg.model.embedding_dim,
+            "torch_threads": torch.get_num_threads(),
+        }
     finally:
         if created:
             dist.destroy_process_group()
@@ -197,7 +219,8 @@ def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[st
 
 def peak_rss_bytes() -> int:
     """This process's peak resident set size. ``VmHWM`` on Linux: unlike ``ru_maxrss``, which survives
-    ``exec`` and so starts a child at its parent's peak, it belongs to this program alone."""
+    ``exec`` and so starts a child at its parent's peak, it belongs to this program alone.
+    """
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -214,8 +237,9 @@ def stream_epoch(data: str, split: str, batch_size: int, shuffle_buffer: int, pr
     from denoisrec.trainer.data.schema import DataSchema
 
     schema = DataSchema.load(data)
-    reader = ParquetBatchReader(os.path.join(data, split), schema, batch_size, shuffle=True,
-                                shuffle_buffer=shuffle_buffer, prefetch=prefetch)
+    reader = ParquetBatchReader(
+        os.path.join(data, split), schema, batch_size, shuffle=True, shuffle_buffer=shuffle_buffer, prefetch=prefetch
+    )
     rss_before = peak_rss_bytes()
     t0 = time.perf_counter()
     rows = 0
@@ -223,14 +247,33 @@ def stream_epoch(data: str, split: str, batch_size: int, shuffle_buffer: int, pr
         rows += b.size
     dt = time.perf_counter() - t0
     rss = peak_rss_bytes()
-    return {"data": data, "split": split, "rows": rows, "split_rows": reader.total_rows, "seconds": dt,
-            "rows_per_s": rows / dt, "peak_rss_bytes": rss, "rss_before_streaming_bytes": rss_before,
-            "batch_size": batch_size, "shuffle_buffer": shuffle_buffer, "prefetch": prefetch}
+    return {
+        "data": data,
+        "split": split,
+        "rows": rows,
+        "split_rows": reader.total_rows,
+        "seconds": dt,
+        "rows_per_s": rows / dt,
+        "peak_rss_bytes": rss,
+        "rss_before_streaming_bytes": rss_before,
+        "batch_size": batch_size,
+        "shuffle_buffer": shuffle_buffer,
+        "prefetch": prefetch,
+    }
 
 
 def rss_in_fresh_process(data: str, split: str, batch_size: int, shuffle_buffer: int, prefetch: int) -> Dict[str, Any]:
-    cmd = [sys.executable, "-m", "denoisrec.trainer.bench.ingest", "--stream-epoch", data, split, str(batch_size),
-           str(shuffle_buffer), str(prefetch)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "denoisrec.trainer.bench.ingest",
+        "--stream-epoch",
+        data,
+        split,
+        str(batch_size),
+        str(shuffle_buffer),
+        str(prefetch),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -243,15 +286,25 @@ def environment() -> Dict[str, Any]:
     import torch
 
     env: Dict[str, Any] = {
-        "python": platform.python_version(), "torch": torch.__version__, "pyarrow": pyarrow.__version__,
-        "numpy": numpy.__version__, "machine": platform.machine(), "system": platform.platform(),
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "arrow_cpu_count": pyarrow.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+        "machine": platform.machine(),
+        "system": platform.platform(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "arrow_cpu_count": pyarrow.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
-        env["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=os.path.dirname(__file__)).stdout.strip() or None
+        env["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         env["git_commit"] = None
     return env
@@ -300,7 +353,7 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
         return ParquetBatchReader(split, schema, batch_size, shuffle=True, shuffle_buffer=buffer, prefetch=a.prefetch)
 
     rss = []  # first, while this process is small (a fresh process does not depend on it, but in-process does)
-    for d in (a.rss_data if a.rss_data is not None else [data]):
+    for d in a.rss_data if a.rss_data is not None else [data]:
         if a.quick:  # in-process: no second interpreter start in CI
             r = stream_epoch(d, a.split, batch_size, a.shuffle_buffer, a.prefetch)
             r["method"] = "in-process"
@@ -313,14 +366,14 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
     readers = {"ingest_ordered": mk(0), "ingest_shuffled": mk(a.shuffle_buffer)}
     for k in RAW_SCANS:  # warm-up: page cache, allocator pools
         raw_scan(k, split, files, columns, a.rows)
-    for r in readers.values():
-        ingest(r, a.rows)
+    for reader in readers.values():
+        ingest(reader, a.rows)
     for _ in range(repeats):  # interleaved, so a burst of load from elsewhere hits every path alike
         for k in RAW_SCANS:
             runs[f"raw_{k}"].append(raw_scan(k, split, files, columns, a.rows))
-        for name, r in readers.items():
-            runs[name].append(ingest(r, a.rows))
-    best = {k: max(v, key=lambda x: x["rows_per_s"]) for k, v in runs.items()}
+        for name, reader in readers.items():
+            runs[name].append(ingest(reader, a.rows))
+    best: Dict[str, Dict[str, Any]] = {k: max(v, key=lambda x: x["rows_per_s"]) for k, v in runs.items()}
     for k, b in best.items():
         b["parquet_mb_per_s"] = b["rows_per_s"] * bpr / MB
         # CPU time of this process (every thread) per row, median over the repeats: on a shared machine
@@ -375,30 +428,38 @@ def format_result(r: Dict[str, Any]) -> str:
         f"  {'path':32s} {'rows/s':>12s} {'Parquet MB/s':>13s} {'vs raw':>7s} {'CPU µs/row':>11s} "
         f"{'raw/this CPU':>12s}",
     ]
-    rows = [(f"raw: {k}" + (" (reference)" if k == r["raw_scan"]["scan"] else ""), r["raw_scans"][k])
-            for k in r["raw_scans"]]
+    rows = [
+        (f"raw: {k}" + (" (reference)" if k == r["raw_scan"]["scan"] else ""), r["raw_scans"][k])
+        for k in r["raw_scans"]
+    ]
     rows += [("ingest, row-group shuffle", r["ingest_ordered"]), ("ingest, + shuffle buffer", r["ingest_shuffled"])]
     for label, x in rows:
         ratio = x["rows_per_s"] / r["raw_scan"]["rows_per_s"]
         cpu = x.get("cpu_us_per_row_median")
-        tail = "" if cpu is None else \
-            f" {cpu:>11.3f} {r['raw_scan']['cpu_us_per_row_median'] / cpu:>11.2f}x"
+        tail = "" if cpu is None else f" {cpu:>11.3f} {r['raw_scan']['cpu_us_per_row_median'] / cpu:>11.2f}x"
         lines.append(f"  {label:32s} {x['rows_per_s']:>12,.0f} {x['parquet_mb_per_s']:>13,.1f} {ratio:>6.2f}x{tail}")
     t = r["training"]
-    lines.append(f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   ingest/training: "
-                 f"{rt['ingest_ordered_vs_training']:.1f}x ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled")
+    lines.append(
+        f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   ingest/training: "
+        f"{rt['ingest_ordered_vs_training']:.1f}x ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled"
+    )
     for s in r["peak_rss"]:
-        lines.append(f"  peak RSS streaming one epoch, {s['split_rows']:,} rows of {s['data']}: "
-                     f"{s['peak_rss_bytes'] / 2**30:.2f} GiB ({s['rss_before_streaming_bytes'] / 2**30:.2f} GiB "
-                     f"after imports; {s['rows_per_s']:,.0f} rows/s; {s['method']})")
-    lines.append(f"  targets: ingest >= {r['targets']['ingest_vs_raw']}x raw, >= {r['targets']['ingest_vs_training']}x "
-                 f"training, peak RSS <= {r['targets']['peak_rss_bytes'] / 2**30:.0f} GiB")
+        lines.append(
+            f"  peak RSS streaming one epoch, {s['split_rows']:,} rows of {s['data']}: "
+            f"{s['peak_rss_bytes'] / 2**30:.2f} GiB ({s['rss_before_streaming_bytes'] / 2**30:.2f} GiB "
+            f"after imports; {s['rows_per_s']:,.0f} rows/s; {s['method']})"
+        )
+    lines.append(
+        f"  targets: ingest >= {r['targets']['ingest_vs_raw']}x raw, >= {r['targets']['ingest_vs_training']}x "
+        f"training, peak RSS <= {r['targets']['peak_rss_bytes'] / 2**30:.0f} GiB"
+    )
     return "\n".join(lines)
 
 
 def write_outputs(r: Dict[str, Any], out: str) -> Dict[str, str]:
     """``ingest.json``, ``ingest.md`` (the console report) and ``ingest.png`` in directory ``out`` (or beside
-    ``out`` when it names a ``.json`` file)."""
+    ``out`` when it names a ``.json`` file).
+    """
     from denoisrec.trainer.bench.report import save_plot
 
     if out.endswith(".json"):
@@ -420,15 +481,25 @@ def plot(fig: Any, r: Dict[str, Any]) -> None:
     """rows/s of each path, with both targets: ingest >= 0.8x the raw scan and >= 3x training."""
     ax = fig.add_subplot(1, 1, 1)
     bars = [(f"raw: {k}", x["rows_per_s"], "0.6") for k, x in r["raw_scans"].items()]
-    bars += [("ingest, ordered", r["ingest_ordered"]["rows_per_s"], "tab:blue"),
-             ("ingest, shuffled", r["ingest_shuffled"]["rows_per_s"], "tab:blue"),
-             ("training (DLRM + BCE)", r["training"]["rows_per_s"], "tab:green")]
+    bars += [
+        ("ingest, ordered", r["ingest_ordered"]["rows_per_s"], "tab:blue"),
+        ("ingest, shuffled", r["ingest_shuffled"]["rows_per_s"], "tab:blue"),
+        ("training (DLRM + BCE)", r["training"]["rows_per_s"], "tab:green"),
+    ]
     ax.barh([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
     t = r["targets"]
-    ax.axvline(r["raw_scan"]["rows_per_s"] * t["ingest_vs_raw"], color="tab:orange", linestyle=":",
-               label=f"target: ingest >= {t['ingest_vs_raw']}x the fastest raw scan")
-    ax.axvline(r["training"]["rows_per_s"] * t["ingest_vs_training"], color="tab:purple", linestyle="--",
-               label=f"target: ingest >= {t['ingest_vs_training']:g}x training")
+    ax.axvline(
+        r["raw_scan"]["rows_per_s"] * t["ingest_vs_raw"],
+        color="tab:orange",
+        linestyle=":",
+        label=f"target: ingest >= {t['ingest_vs_raw']}x the fastest raw scan",
+    )
+    ax.axvline(
+        r["training"]["rows_per_s"] * t["ingest_vs_training"],
+        color="tab:purple",
+        linestyle="--",
+        label=f"target: ingest >= {t['ingest_vs_training']:g}x training",
+    )
     for i, b in enumerate(bars):
         ax.annotate(f"{b[1]:,.0f}", (b[1], i), va="center", fontsize=8, xytext=(3, 0), textcoords="offset points")
     ax.set_xlabel("rows/s (best of repeats)")

@@ -60,23 +60,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, help="with --preset: training rows (valid/test scaled alike)")
     p.add_argument("--out", default="runs/bench", help="report directory (peers.{json,md,png})")
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {', '.join(PEERS)}")
-    p.add_argument("--table-rows", type=int,
-                   help="give every embedding table this many rows (at least the data's vocabulary), e.g. 100000 "
-                        "for the Criteo-like shape on --preset criteo")
+    p.add_argument(
+        "--table-rows",
+        type=int,
+        help="give every embedding table this many rows (at least the data's vocabulary), e.g. 100000 "
+        "for the Criteo-like shape on --preset criteo",
+    )
     p.add_argument("--embedding-dim", type=int, default=16)
     p.add_argument("--mlp", default="128,64", help="hidden layer sizes of the DNN part")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=2048, help="global batch size")
-    p.add_argument("--optimizer", choices=("auto", "adam", "adagrad"), default="auto",
-                   help="one optimizer for every parameter of every system; auto: adam on CUDA, adagrad on CPU "
-                        "(FBGEMM's fused CPU embedding kernels have no Adam)")
+    p.add_argument(
+        "--optimizer",
+        choices=("auto", "adam", "adagrad"),
+        default="auto",
+        help="one optimizer for every parameter of every system; auto: adam on CUDA, adagrad on CPU "
+        "(FBGEMM's fused CPU embedding kernels have no Adam)",
+    )
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.01 for adagrad)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--nproc", type=int, default=2, help="ranks of the distributed denoisrec run (0: skip)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the one-process runs (0: all cores)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--denoisrec-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for the denoisrec runs (e.g. model.params.hidden=[128,64])")
+    p.add_argument(
+        "--denoisrec-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for the denoisrec runs (e.g. model.params.hidden=[128,64])",
+    )
     p.add_argument("--quick", action="store_true", help="CI smoke test: tiny preset, batch 256")
     p.add_argument("--timeout", type=int, default=3600)
 
@@ -108,7 +120,8 @@ def _apply_quick(a: argparse.Namespace) -> None:
 
 def single_valued_view(data: str, out: str, table_rows: Optional[int] = None):  # type: ignore[no-untyped-def]
     """A dataset view at ``out`` whose schema keeps ``data``'s single-valued sparse features only, every table
-    ``table_rows`` rows when given (never fewer than the data's vocabulary)."""
+    ``table_rows`` rows when given (never fewer than the data's vocabulary).
+    """
     import dataclasses
 
     from denoisrec.trainer.data.schema import SPLITS, DataSchema
@@ -120,11 +133,21 @@ def single_valued_view(data: str, out: str, table_rows: Optional[int] = None):  
         if small:
             raise ValueError(f"--table-rows {table_rows}: fewer rows than the vocabulary of {small}")
         sparse = [dataclasses.replace(f, num_embeddings=table_rows) for f in sparse]
-    view = DataSchema(sparse=sparse, dense=[], label=schema.label,
-                      group_id=schema.group_id, sample_id=schema.sample_id, clean_label=schema.clean_label,
-                      is_noisy=schema.is_noisy, oov_policy=schema.oov_policy,
-                      extra={**schema.extra, "view_of": os.path.abspath(data),
-                             "view": "single-valued sparse features only (bench peers)"})
+    view = DataSchema(
+        sparse=sparse,
+        dense=[],
+        label=schema.label,
+        group_id=schema.group_id,
+        sample_id=schema.sample_id,
+        clean_label=schema.clean_label,
+        is_noisy=schema.is_noisy,
+        oov_policy=schema.oov_policy,
+        extra={
+            **schema.extra,
+            "view_of": os.path.abspath(data),
+            "view": "single-valued sparse features only (bench peers)",
+        },
+    )
     if not view.sparse:
         raise ValueError(f"{data}: no single-valued sparse feature to compare on")
     os.makedirs(out, exist_ok=True)
@@ -160,8 +183,9 @@ def _auc(y: Any, p: Any) -> Optional[float]:
     return None if y is None else auc(y, p)
 
 
-def run_deepctr(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[str, int]], a: argparse.Namespace,
-                hidden: List[int]) -> Dict[str, Any]:
+def run_deepctr(
+    train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[str, int]], a: argparse.Namespace, hidden: List[int]
+) -> Dict[str, Any]:
     """DeepCTR-Torch's DeepFM, its own ``fit`` loop (timed) and ``predict``."""
     import contextlib
     import io
@@ -172,8 +196,18 @@ def run_deepctr(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
 
     torch.manual_seed(a.seed)
     cols = [SparseFeat(name, vocabulary_size=n, embedding_dim=a.embedding_dim) for name, n in sizes]
-    model = DeepFM(cols, cols, dnn_hidden_units=tuple(hidden), l2_reg_linear=0.0, l2_reg_embedding=0.0,
-                   l2_reg_dnn=0.0, dnn_dropout=a.dropout, task="binary", device="cpu", seed=a.seed)
+    model = DeepFM(
+        cols,
+        cols,
+        dnn_hidden_units=tuple(hidden),
+        l2_reg_linear=0.0,
+        l2_reg_embedding=0.0,
+        l2_reg_dnn=0.0,
+        dnn_dropout=a.dropout,
+        task="binary",
+        device="cpu",
+        seed=a.seed,
+    )
     model.compile(make_optimizer(a, model.parameters()), "binary_crossentropy")
     x_train = {name: train["x"][:, j] for j, (name, _) in enumerate(sizes)}
     x_test = {name: test["x"][:, j] for j, (name, _) in enumerate(sizes)}
@@ -185,8 +219,9 @@ def run_deepctr(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
     return {"seconds": seconds, "pred": pred, "params": sum(p.numel() for p in model.parameters())}
 
 
-def run_torchfm(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[str, int]], a: argparse.Namespace,
-                hidden: List[int]) -> Dict[str, Any]:
+def run_torchfm(
+    train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[str, int]], a: argparse.Namespace, hidden: List[int]
+) -> Dict[str, Any]:
     """pytorch-fm's DeepFactorizationMachineModel in the standard loop of its examples (timed)."""
     import numpy as np
     import torch
@@ -197,8 +232,9 @@ def run_torchfm(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
     model = DeepFactorizationMachineModel([n for _, n in sizes], a.embedding_dim, tuple(hidden), a.dropout)
     opt = make_optimizer(a, model.parameters())
     loss_fn = torch.nn.BCELoss()
-    loader = DataLoader(TensorDataset(torch.from_numpy(train["x"]), torch.from_numpy(train["y"])),
-                        batch_size=a.batch_size, shuffle=True)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(train["x"]), torch.from_numpy(train["y"])), batch_size=a.batch_size, shuffle=True
+    )
     model.train()
     t0 = time.perf_counter()
     for _ in range(a.epochs):
@@ -211,10 +247,13 @@ def run_torchfm(train: Dict[str, Any], test: Dict[str, Any], sizes: List[Tuple[s
     model.eval()
     preds = []
     with torch.no_grad():
-        for xb, in DataLoader(TensorDataset(torch.from_numpy(test["x"])), batch_size=8192):
+        for (xb,) in DataLoader(TensorDataset(torch.from_numpy(test["x"])), batch_size=8192):
             preds.append(model(xb).numpy())
-    return {"seconds": seconds, "pred": np.concatenate(preds).astype(np.float64),
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "seconds": seconds,
+        "pred": np.concatenate(preds).astype(np.float64),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 PEER_RUNNERS: Dict[str, Tuple[str, Callable[..., Dict[str, Any]]]] = {
@@ -238,21 +277,49 @@ def deepfm_overrides(hidden: List[int], dropout: float) -> List[str]:
 
 def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int], out: str) -> Dict[str, Any]:
     """Train ``--model deepfm`` with the real trainer on ``nproc`` ranks; samples/s and test AUC from its
-    summary."""
+    summary.
+    """
     if a.batch_size % nproc:
         raise ValueError(f"--batch-size {a.batch_size} is not divisible by {nproc} ranks")
-    sets = ([] if any(s.startswith("model.params.") for s in a.denoisrec_set) else deepfm_overrides(hidden, a.dropout))
-    sets += [f"model.embedding_dim={a.embedding_dim}", f"optim.dense={a.optimizer}", f"optim.lr={a.lr}",
-             f"optim.sparse={a.optimizer}", f"optim.sparse_lr={a.lr}", "optim.weight_decay=0",
-             "optim.sparse_weight_decay=0",
-             "run.log_every=1000000000"] + list(a.denoisrec_set)
-    args = ["--data", view, "--out", out, "--model", "deepfm", "--denoiser", "bce",
-            "--batch-size", str(a.batch_size // nproc), "--epochs", str(a.epochs), "--seed", str(a.seed)]
+    sets = [] if any(s.startswith("model.params.") for s in a.denoisrec_set) else deepfm_overrides(hidden, a.dropout)
+    sets += [
+        f"model.embedding_dim={a.embedding_dim}",
+        f"optim.dense={a.optimizer}",
+        f"optim.lr={a.lr}",
+        f"optim.sparse={a.optimizer}",
+        f"optim.sparse_lr={a.lr}",
+        "optim.weight_decay=0",
+        "optim.sparse_weight_decay=0",
+        "run.log_every=1000000000",
+    ] + list(a.denoisrec_set)
+    args = [
+        "--data",
+        view,
+        "--out",
+        out,
+        "--model",
+        "deepfm",
+        "--denoiser",
+        "bce",
+        "--batch-size",
+        str(a.batch_size // nproc),
+        "--epochs",
+        str(a.epochs),
+        "--seed",
+        str(a.seed),
+    ]
     for s in sets:
         args += ["--set", s]
     threads = (a.threads or usable_cores()) if nproc == 1 else max(1, usable_cores() // nproc)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "denoisrec.trainer"] + args
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "denoisrec.trainer",
+    ] + args
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
     summary_path = os.path.join(out, "summary.json")
@@ -264,10 +331,14 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
         raise RuntimeError(line.split("denoisrec train: error: ")[-1].replace("[rank0]: ", "").strip())
     with open(summary_path) as f:
         s = json.load(f)
-    return {"samples_per_s": s["throughput_samples_per_s"], "seconds": s["train_seconds"],
-            "auc": s["metrics"]["test_observed"]["auc"],
-            "clean_auc": s["metrics"].get("test_clean", {}).get("auc"), "threads": threads,
-            "rows": s["rows_trained"]["total"]}
+    return {
+        "samples_per_s": s["throughput_samples_per_s"],
+        "seconds": s["train_seconds"],
+        "auc": s["metrics"]["test_observed"]["auc"],
+        "clean_auc": s["metrics"].get("test_clean", {}).get("auc"),
+        "threads": threads,
+        "rows": s["rows_trained"]["total"],
+    }
 
 
 # --------------------------------------------------------------------------------------------------- run
@@ -304,14 +375,21 @@ def run(a: argparse.Namespace) -> int:
             try:
                 __import__(name)
             except ImportError:
-                row["status"] = f"not installed (pip install 'denoisrec[bench]', see requirements/bench.txt)"
+                row["status"] = "not installed (pip install 'denoisrec[bench]', see requirements/bench.txt)"
                 rows.append(row)
                 continue
             print(f"bench peers: training {name}", flush=True)
             r = fn(train, test, sizes, a, hidden)
-            row.update({"samples_per_s": n_train * a.epochs / r["seconds"], "seconds": r["seconds"],
-                        "auc": _auc(test["y"], r["pred"]), "clean_auc": _auc(test["clean"], r["pred"]),
-                        "parameters": r["params"], "status": "ok"})
+            row.update(
+                {
+                    "samples_per_s": n_train * a.epochs / r["seconds"],
+                    "seconds": r["seconds"],
+                    "auc": _auc(test["y"], r["pred"]),
+                    "clean_auc": _auc(test["clean"], r["pred"]),
+                    "parameters": r["params"],
+                    "status": "ok",
+                }
+            )
             rows.append(row)
     finally:
         torch.set_num_threads(prev_threads)
@@ -336,28 +414,57 @@ def run(a: argparse.Namespace) -> int:
         r["vs_fastest_peer"] = r["samples_per_s"] / fastest["samples_per_s"]
         r["auc_delta_vs_fastest_peer"] = r["auc"] - fastest["auc"]
         if r["system"] == "denoisrec":
-            r["meets_target"] = bool(r["vs_fastest_peer"] >= SPEEDUP_TARGET
-                                     and abs(r["auc_delta_vs_fastest_peer"]) <= AUC_TOLERANCE)
-    rep = BenchReport("peers", params={
-        "data": data, "view": view_dir, "features": [n for n, _ in sizes], "embedding_dim": a.embedding_dim,
-        "table_rows": a.table_rows, "mlp": hidden, "dropout": a.dropout, "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr,
-        "epochs": a.epochs,
-        "train_rows": n_train, "test_rows": int(test["x"].shape[0]), "nproc": a.nproc, "quick": a.quick})
+            r["meets_target"] = bool(
+                r["vs_fastest_peer"] >= SPEEDUP_TARGET and abs(r["auc_delta_vs_fastest_peer"]) <= AUC_TOLERANCE
+            )
+    rep = BenchReport(
+        "peers",
+        params={
+            "data": data,
+            "view": view_dir,
+            "features": [n for n, _ in sizes],
+            "embedding_dim": a.embedding_dim,
+            "table_rows": a.table_rows,
+            "mlp": hidden,
+            "dropout": a.dropout,
+            "batch_size": a.batch_size,
+            "optimizer": a.optimizer,
+            "lr": a.lr,
+            "epochs": a.epochs,
+            "train_rows": n_train,
+            "test_rows": int(test["x"].shape[0]),
+            "nproc": a.nproc,
+            "quick": a.quick,
+        },
+    )
     rep.rows = rows
-    cols = [("system", "system", "{}"), ("processes", "processes", "{}"), ("threads", "threads", "{}"),
-            ("samples/s", "samples_per_s", "{:,.0f}"), ("× fastest peer", "vs_fastest_peer", "{:.2f}"),
-            ("test AUC", "auc", "{:.4f}"), ("clean-test AUC", "clean_auc", "{:.4f}"),
-            ("ΔAUC vs fastest peer", "auc_delta_vs_fastest_peer", "{:+.4f}"),
-            ("meets ≥2× at ±0.002", lambda r: None if "meets_target" not in r else
-             ("yes" if r["meets_target"] else "**no**"), "{}"),
-            ("status", "status", "{}")]
-    rep.markdown = (f"DeepFM, {len(sizes)} single-valued features of `{data}` ({n_train:,} train rows), "
-                    f"embedding {a.embedding_dim}, MLP {hidden}, dropout {a.dropout}, global batch {a.batch_size}, "
-                    f"{a.optimizer} lr {a.lr} on every parameter, {a.epochs} epoch(s); AUC on the test split.\n\n"
-                    f"{markdown_table(rows, cols)}\n")
+    cols = [
+        ("system", "system", "{}"),
+        ("processes", "processes", "{}"),
+        ("threads", "threads", "{}"),
+        ("samples/s", "samples_per_s", "{:,.0f}"),
+        ("× fastest peer", "vs_fastest_peer", "{:.2f}"),
+        ("test AUC", "auc", "{:.4f}"),
+        ("clean-test AUC", "clean_auc", "{:.4f}"),
+        ("ΔAUC vs fastest peer", "auc_delta_vs_fastest_peer", "{:+.4f}"),
+        (
+            "meets ≥2× at ±0.002",
+            lambda r: None if "meets_target" not in r else ("yes" if r["meets_target"] else "**no**"),
+            "{}",
+        ),
+        ("status", "status", "{}"),
+    ]
+    rep.markdown = (
+        f"DeepFM, {len(sizes)} single-valued features of `{data}` ({n_train:,} train rows), "
+        f"embedding {a.embedding_dim}, MLP {hidden}, dropout {a.dropout}, global batch {a.batch_size}, "
+        f"{a.optimizer} lr {a.lr} on every parameter, {a.epochs} epoch(s); AUC on the test split.\n\n"
+        f"{markdown_table(rows, cols)}\n"
+    )
     rep.notes.append("torchfm's MLP has BatchNorm after every hidden layer; DeepCTR-Torch's does not")
-    rep.notes.append("FuxiCTR: not installed as a peer (PyPI 2.3.10 needs ray[data], polars, h5py, pandas, pydantic "
-                     "and ships no DeepFM; its models live in the repository's model_zoo/)")
+    rep.notes.append(
+        "FuxiCTR: not installed as a peer (PyPI 2.3.10 needs ray[data], polars, h5py, pandas, pydantic "
+        "and ships no DeepFM; its models live in the repository's model_zoo/)"
+    )
     if a.quick:
         rep.notes.append("--quick: tiny data; a smoke test, not a measurement")
     paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
@@ -373,8 +480,11 @@ def plot(fig: Any, rep: Any) -> None:
         ax.text(0.5, 0.5, "no system ran", ha="center", transform=ax.transAxes)
         return
     labels = [f"{r['system']}\n{r['processes']} proc" for r in rows]
-    ax.bar(labels, [r["samples_per_s"] for r in rows],
-           color=["tab:blue" if r["system"] == "denoisrec" else "0.6" for r in rows])
+    ax.bar(
+        labels,
+        [r["samples_per_s"] for r in rows],
+        color=["tab:blue" if r["system"] == "denoisrec" else "0.6" for r in rows],
+    )
     for i, r in enumerate(rows):
         ax.annotate(f"AUC {r['auc']:.4f}", (i, r["samples_per_s"]), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("training samples/s")

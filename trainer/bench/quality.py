@@ -55,8 +55,13 @@ import tempfile
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.report import apply_quick
-from denoisrec.trainer.bench.throughput import (BASELINE, add_method_arguments, ensure_data, parse_method_params,
-                                                resolve_methods)
+from denoisrec.trainer.bench.throughput import (
+    BASELINE,
+    add_method_arguments,
+    ensure_data,
+    parse_method_params,
+    resolve_methods,
+)
 
 if TYPE_CHECKING:  # torch-free at import: the denoisers are imported where the sweep runs
     from denoisrec.denoisers import Denoiser
@@ -66,19 +71,40 @@ WITHHELD = "withheld"  # BCE without the context features (model.context=withhol
 
 # DART thesis, Table 2 (AUC on the clean test set; MovieLens-100K, rating <= 3 noisy, 1:1 negatives, 8:1:1).
 DART_TABLE2_ML100K = {
-    "fm": {"bce": 0.8204, "clean": 0.8263, "bootstrap_hard": 0.8208, "bootstrap_soft": 0.8204, "lcd": 0.8163,
-           "lcd_re": 0.8215, "rce": 0.8205, "tce": 0.8205, "dart": 0.8205},
-    "deepfm": {"bce": 0.8079, "clean": 0.8148, "bootstrap_hard": 0.8096, "bootstrap_soft": 0.8078, "lcd": 0.7882,
-               "lcd_re": 0.8100, "rce": 0.8084, "tce": 0.8087, "dart": 0.8089},
+    "fm": {
+        "bce": 0.8204,
+        "clean": 0.8263,
+        "bootstrap_hard": 0.8208,
+        "bootstrap_soft": 0.8204,
+        "lcd": 0.8163,
+        "lcd_re": 0.8215,
+        "rce": 0.8205,
+        "tce": 0.8205,
+        "dart": 0.8205,
+    },
+    "deepfm": {
+        "bce": 0.8079,
+        "clean": 0.8148,
+        "bootstrap_hard": 0.8096,
+        "bootstrap_soft": 0.8078,
+        "lcd": 0.7882,
+        "lcd_re": 0.8100,
+        "rce": 0.8084,
+        "tce": 0.8087,
+        "dart": 0.8089,
+    },
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(
-        p, "quality", "dataset directory with ground truth (default: data/<preset>)",
+        p,
+        "quality",
+        "dataset directory with ground truth (default: data/<preset>)",
         "comma-separated names or 'all'; 'withheld' adds BCE without the context features",
         "fixed denoiser hyperparameter (overrides the default; not swept)",
-        "config override for every run, e.g. optim.lr=1e-3 (repeatable)")
+        "config override for every run, e.g. optim.lr=1e-3 (repeatable)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (>= 3 for reported figures)")
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")
     p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")
@@ -103,8 +129,17 @@ def quality_methods(spec: str) -> List[str]:
 
 def _apply_quick(a: argparse.Namespace) -> None:
     """``--quick``'s values, except for the options given explicitly (those win)."""
-    apply_quick(a, {"preset": "tiny", "seeds": 2, "epochs": 2, "batch_size": a.batch_size or 500, "patience": 0,
-                    "threads": a.threads or 1})
+    apply_quick(
+        a,
+        {
+            "preset": "tiny",
+            "seeds": 2,
+            "epochs": 2,
+            "batch_size": a.batch_size or 500,
+            "patience": 0,
+            "threads": a.threads or 1,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sweeping
@@ -113,9 +148,11 @@ def _apply_quick(a: argparse.Namespace) -> None:
 def default_params(cls: Type[Denoiser]) -> Dict[str, Any]:
     """Keyword defaults of a denoiser's ``__init__`` (its papers' defaults)."""
     sig = inspect.signature(cls.__init__)
-    return {k: v.default for k, v in sig.parameters.items()
-            if k not in ("self", "process_group", *cls.NEEDS.injected)
-            and v.default is not inspect.Parameter.empty}
+    return {
+        k: v.default
+        for k, v in sig.parameters.items()
+        if k not in ("self", "process_group", *cls.NEEDS.injected) and v.default is not inspect.Parameter.empty
+    }
 
 
 def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid: int) -> List[Dict[str, Any]]:
@@ -144,8 +181,10 @@ def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid:
             if pt not in points:
                 points.append(pt)
     if len(points) > max_grid:
-        raise ValueError(f"sweep of {cls.name!r} ({mode}) has {len(points)} points, more than --max-grid "
-                         f"{max_grid}; use --sweep ofat, fix some with -p, or raise --max-grid")
+        raise ValueError(
+            f"sweep of {cls.name!r} ({mode}) has {len(points)} points, more than --max-grid "
+            f"{max_grid}; use --sweep ofat, fix some with -p, or raise --max-grid"
+        )
     return points
 
 
@@ -165,7 +204,8 @@ def select_best(points: List[Dict[str, Any]]) -> int:
 def read_run(run: str) -> Dict[str, Any]:
     """A finished run's own records: per-epoch evaluations and per-step ground-truth sums from
     ``<run>/metrics.jsonl``, with ``summary.json``. The first record of a (split, step) is the epoch's; a
-    later one at the same step is the final evaluation (after restoring the best model)."""
+    later one at the same step is the final evaluation (after restoring the best model).
+    """
     with open(os.path.join(run, "summary.json")) as f:
         summary = json.load(f)
     evals: Dict[str, Dict[int, Dict[str, Any]]] = {}
@@ -183,13 +223,13 @@ def read_run(run: str) -> Dict[str, Any]:
 
 # Sums behind the noise-identification ratios, logged by the trainer with every train record (the
 # denoiser's ground-truth report, ``Denoiser.report``: the soft definition, docs/denoisers.md).
-TRUTH_SUMS = ("truth_count_candidates", "truth_count_noisy_candidates", "truth_sum_handled",
-              "truth_sum_handled_noisy")
+TRUTH_SUMS = ("truth_count_candidates", "truth_count_noisy_candidates", "truth_sum_handled", "truth_sum_handled_noisy")
 
 
 def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]:
     """Noise identification over training from the run's own train records: totals and ``points`` binned
-    curves of precision / recall (the denoiser's soft definition, pooled exactly over log windows)."""
+    curves of precision / recall (the denoiser's soft definition, pooled exactly over log windows).
+    """
     import numpy as np
 
     rows = [[float(r.get(k, 0.0)) for k in TRUTH_SUMS] for r in records if TRUTH_SUMS[0] in r]
@@ -201,7 +241,10 @@ def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]
     def pr(v: Any) -> Dict[str, float]:
         cand, noisy, handled, hit = (float(x) for x in v)
         return {
-            "candidates": cand, "noisy_candidates": noisy, "handled": handled, "handled_noisy": hit,
+            "candidates": cand,
+            "noisy_candidates": noisy,
+            "handled": handled,
+            "handled_noisy": hit,
             "precision": hit / handled if handled else float("nan"),
             "recall": hit / noisy if noisy else float("nan"),
             "random_precision": noisy / cand if cand else float("nan"),
@@ -212,7 +255,7 @@ def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]
     bins = max(1, min(points, n))
     edges = [round(i * n / bins) for i in range(bins + 1)]
     steps = [r["step"] for r in records if TRUTH_SUMS[0] in r]
-    curve = [{"step": steps[edges[i + 1] - 1], **pr(c[edges[i]:edges[i + 1]].sum(0))} for i in range(bins)]
+    curve = [{"step": steps[edges[i + 1] - 1], **pr(c[edges[i] : edges[i + 1]].sum(0))} for i in range(bins)]
     return {"total": pr(tot), "curve": curve, "steps": n, "has_decisions": bool(tot[2] > 0)}
 
 
@@ -222,7 +265,8 @@ def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]
 def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
     """Train one (method, hyperparameters, seed) with the real trainer — its per-epoch evaluation, its early
     stopping (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, best model restored) and its
-    ground-truth report every step — and read the result back from the run's own records."""
+    ground-truth report every step — and read the result back from the run's own records.
+    """
     import contextlib
     import io
 
@@ -257,21 +301,35 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     spe = summary["steps_per_epoch"]
     best_step = summary["early_stopping"].get("restored_best_step") or summary["steps"]
     metrics = summary["metrics"]  # the final evaluation: the best epoch's model when one was restored
-    curve = [{"epoch": step // spe - 1, "valid_auc": evals["valid"][step]["auc"],
-              "test_clean_auc": evals.get("test_clean", {}).get(step, {}).get("auc", float("nan"))}
-             for step in sorted(evals.get("valid", {}))]
+    curve = [
+        {
+            "epoch": step // spe - 1,
+            "valid_auc": evals["valid"][step]["auc"],
+            "test_clean_auc": evals.get("test_clean", {}).get(step, {}).get("auc", float("nan")),
+        }
+        for step in sorted(evals.get("valid", {}))
+    ]
     result = {
-        "method": method, "params": params, "seed": seed, "tag": tag,
-        "best_epoch": -(-best_step // spe) - 1, "epochs_run": len(curve) or summary["epochs_started"],
-        "valid": metrics["valid"], "test_clean": metrics["test_clean"], "test_observed": metrics["test_observed"],
+        "method": method,
+        "params": params,
+        "seed": seed,
+        "tag": tag,
+        "best_epoch": -(-best_step // spe) - 1,
+        "epochs_run": len(curve) or summary["epochs_started"],
+        "valid": metrics["valid"],
+        "test_clean": metrics["test_clean"],
+        "test_observed": metrics["test_observed"],
         "epoch_curve": curve,
         "diagnostics": identification(rec["train"], spec["curve_points"]),
-        "train_seconds": summary["train_seconds"], "steps": summary["steps"],
+        "train_seconds": summary["train_seconds"],
+        "steps": summary["steps"],
     }
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print(f"  {tag:32s} seed {seed}: valid AUC {result['valid']['auc']:.4f}  clean-test AUC "
-              f"{result['test_clean']['auc']:.4f} (epoch {result['best_epoch']}, {summary['train_seconds']:.1f}s)",
-              flush=True)
+        print(
+            f"  {tag:32s} seed {seed}: valid AUC {result['valid']['auc']:.4f}  clean-test AUC "
+            f"{result['test_clean']['auc']:.4f} (epoch {result['best_epoch']}, {summary['train_seconds']:.1f}s)",
+            flush=True,
+        )
     return result
 
 
@@ -294,9 +352,18 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
                 tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "run": r})
             best = select_best(tried)
             chosen, first = tried[best]["params"], tried[best]["run"]
-            sweeps[method] = {"points": [{"params": t["params"], "valid_auc": t["valid_auc"],
-                                          "test_clean_auc": t["run"]["test_clean"]["auc"]} for t in tried],
-                              "selected": best, "grid": DENOISERS[method].GRID}
+            sweeps[method] = {
+                "points": [
+                    {
+                        "params": t["params"],
+                        "valid_auc": t["valid_auc"],
+                        "test_clean_auc": t["run"]["test_clean"]["auc"],
+                    }
+                    for t in tried
+                ],
+                "selected": best,
+                "grid": DENOISERS[method].GRID,
+            }
         for s in seeds:
             if s == seeds[0] and first is not None:
                 runs.append(first)
@@ -370,8 +437,14 @@ def reference_for(schema_extra: Dict[str, Any], model: str) -> Optional[Dict[str
     return None
 
 
-def build_report(a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any],
-                 result: Dict[str, Any], spec: Dict[str, Any]):
+def build_report(
+    a: argparse.Namespace,
+    data: str,
+    methods: List[str],
+    params: Dict[str, Any],
+    result: Dict[str, Any],
+    spec: Dict[str, Any],
+):
     from denoisrec.trainer.bench.report import BenchReport, markdown_table, pm
     from denoisrec.trainer.data.schema import DataSchema
 
@@ -394,14 +467,19 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
             return None
         return f"{r[k]:.3f} (rand {r['random_' + k]:.3f})"
 
-    cols = [("method", "method", "{}"), ("hyperparameters", hp, "{}"),
-            ("clean AUC", lambda r: pm(r["test_clean_auc"], r["test_clean_auc_std"]), "{}"),
-            ("GAUC", lambda r: pm(r["test_clean_gauc"], r["test_clean_gauc_std"]), "{}"),
-            ("logloss", lambda r: pm(r["test_clean_logloss"], r["test_clean_logloss_std"]), "{}"),
-            ("RealImp", "real_imp", "{:+.2%}"), ("gap closure", "gap_closure", "{:+.2f}"),
-            ("valid AUC", "valid_auc", "{:.4f}"),
-            ("clean AUC, last epoch", "final_epoch_clean_auc", "{:.4f}"),
-            ("precision", lambda r: ident(r, "precision"), "{}"), ("recall", lambda r: ident(r, "recall"), "{}")]
+    cols = [
+        ("method", "method", "{}"),
+        ("hyperparameters", hp, "{}"),
+        ("clean AUC", lambda r: pm(r["test_clean_auc"], r["test_clean_auc_std"]), "{}"),
+        ("GAUC", lambda r: pm(r["test_clean_gauc"], r["test_clean_gauc_std"]), "{}"),
+        ("logloss", lambda r: pm(r["test_clean_logloss"], r["test_clean_logloss_std"]), "{}"),
+        ("RealImp", "real_imp", "{:+.2%}"),
+        ("gap closure", "gap_closure", "{:+.2f}"),
+        ("valid AUC", "valid_auc", "{:.4f}"),
+        ("clean AUC, last epoch", "final_epoch_clean_auc", "{:.4f}"),
+        ("precision", lambda r: ident(r, "precision"), "{}"),
+        ("recall", lambda r: ident(r, "recall"), "{}"),
+    ]
     if ref:
         cols.insert(3, ("thesis AUC", "reference_auc", "{:.4f}"))
     rep.markdown = (
@@ -409,20 +487,41 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
         f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` on validation (observed labels). "
         f"Metrics on the clean test set at the best validation epoch; RealImp and gap closure from the seed means; "
         f"'last epoch': the clean AUC after the last epoch run (memorisation of the noise shows there).\n\n"
-        f"{markdown_table(rows, cols)}\n")
+        f"{markdown_table(rows, cols)}\n"
+    )
     for m, sw in result["sweeps"].items():
         if len(sw["points"]) > 1:
-            srows = [{"i": i, "params": p["params"], "valid_auc": p["valid_auc"], "test": p["test_clean_auc"],
-                      "sel": "**selected**" if i == sw["selected"] else ""} for i, p in enumerate(sw["points"])]
-            rep.markdown += (f"\nSweep of `{m}` (seed 0; selection on validation AUC):\n\n" + markdown_table(srows, [
-                ("#", "i", "{}"), ("hyperparameters", lambda r: ", ".join(f"{k}={v}" for k, v in r["params"].items()),
-                                   "{}"),
-                ("valid AUC", "valid_auc", "{:.4f}"), ("clean-test AUC", "test", "{:.4f}"), ("", "sel", "{}")]) + "\n")
+            srows = [
+                {
+                    "i": i,
+                    "params": p["params"],
+                    "valid_auc": p["valid_auc"],
+                    "test": p["test_clean_auc"],
+                    "sel": "**selected**" if i == sw["selected"] else "",
+                }
+                for i, p in enumerate(sw["points"])
+            ]
+            rep.markdown += (
+                f"\nSweep of `{m}` (seed 0; selection on validation AUC):\n\n"
+                + markdown_table(
+                    srows,
+                    [
+                        ("#", "i", "{}"),
+                        ("hyperparameters", lambda r: ", ".join(f"{k}={v}" for k, v in r["params"].items()), "{}"),
+                        ("valid AUC", "valid_auc", "{:.4f}"),
+                        ("clean-test AUC", "test", "{:.4f}"),
+                        ("", "sel", "{}"),
+                    ],
+                )
+                + "\n"
+            )
     no_grid = [m for m in methods if m != BASELINE and m not in result["sweeps"]]
     no_grid += [m for m, sw in result["sweeps"].items() if not sw.get("grid")]
     if no_grid and a.sweep != "none":
-        rep.notes.append(f"no sweep for {', '.join(sorted(set(no_grid)))}: the denoiser class defines no GRID; "
-                         "its defaults were used")
+        rep.notes.append(
+            f"no sweep for {', '.join(sorted(set(no_grid)))}: the denoiser class defines no GRID; "
+            "its defaults were used"
+        )
     if a.quick:
         rep.notes.append("--quick: tiny data, 2 epochs, 2 seeds; a smoke test, not a measurement")
     return rep
@@ -432,12 +531,23 @@ def plot(fig: Any, rep: Any) -> None:
     rows = rep.rows
     ax = fig.add_subplot(1, 2, 1)
     names = [r["method"] for r in rows]
-    ax.errorbar(range(len(rows)), [r["test_clean_auc"] for r in rows],
-                yerr=[r["test_clean_auc_std"] for r in rows], fmt="o", capsize=4, label="denoisrec (mean ± std)")
+    ax.errorbar(
+        range(len(rows)),
+        [r["test_clean_auc"] for r in rows],
+        yerr=[r["test_clean_auc_std"] for r in rows],
+        fmt="o",
+        capsize=4,
+        label="denoisrec (mean ± std)",
+    )
     refs = [r.get("reference_auc") for r in rows]
     if any(x is not None for x in refs):
-        ax.plot([i for i, x in enumerate(refs) if x is not None], [x for x in refs if x is not None], "x",
-                color="tab:red", label="thesis Table 2")
+        ax.plot(
+            [i for i, x in enumerate(refs) if x is not None],
+            [x for x in refs if x is not None],
+            "x",
+            color="tab:red",
+            label="thesis Table 2",
+        )
     for name, style in ((BASELINE, "--"), (CLEAN, ":")):
         r = next((r for r in rows if r["method"] == name), None)
         if r is not None:
@@ -476,12 +586,28 @@ def run(a: argparse.Namespace) -> int:
         raise ValueError(f"--data {data}: bench quality needs ground truth (clean_label / is_noisy columns)")
     os.makedirs(a.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {"data": data, "model": a.model, "methods": methods, "params": params, "set": a.set,
-                "seeds": a.seeds, "epochs": a.epochs, "patience": a.patience, "batch_size": a.batch_size,
-                "sweep": a.sweep, "max_grid": a.max_grid, "curve_points": a.curve_points, "out": a.out,
-                "nproc": a.nproc, "threads": a.threads, "result": os.path.join(tmp, "result.json")}
-        print(f"bench quality: {data}, model {a.model}, methods {', '.join(methods)} + clean, {a.seeds} seed(s)",
-              flush=True)
+        spec = {
+            "data": data,
+            "model": a.model,
+            "methods": methods,
+            "params": params,
+            "set": a.set,
+            "seeds": a.seeds,
+            "epochs": a.epochs,
+            "patience": a.patience,
+            "batch_size": a.batch_size,
+            "sweep": a.sweep,
+            "max_grid": a.max_grid,
+            "curve_points": a.curve_points,
+            "out": a.out,
+            "nproc": a.nproc,
+            "threads": a.threads,
+            "result": os.path.join(tmp, "result.json"),
+        }
+        print(
+            f"bench quality: {data}, model {a.model}, methods {', '.join(methods)} + clean, {a.seeds} seed(s)",
+            flush=True,
+        )
         if a.nproc == 1 and "WORLD_SIZE" not in os.environ:
             import torch
 
@@ -499,13 +625,21 @@ def run(a: argparse.Namespace) -> int:
             spec_path = os.path.join(tmp, "spec.json")
             with open(spec_path, "w") as f:
                 json.dump(spec, f)
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={a.nproc}",
-                   "-m", "denoisrec.trainer.bench.quality", "--worker", spec_path]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={a.nproc}",
+                "-m",
+                "denoisrec.trainer.bench.quality",
+                "--worker",
+                spec_path,
+            ]
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             if a.threads:
                 env["OMP_NUM_THREADS"] = str(a.threads)
-            proc = subprocess.run(cmd, text=True, timeout=a.timeout, stderr=subprocess.PIPE,
-                                  env=env)
+            proc = subprocess.run(cmd, text=True, timeout=a.timeout, stderr=subprocess.PIPE, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"bench quality: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
             with open(spec["result"]) as f:
@@ -521,5 +655,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
     else:
-        sys.exit("usage: python -m denoisrec.trainer.bench.quality --worker SPEC.json "
-                 "(use `denoisrec bench quality` instead)")
+        sys.exit(
+            "usage: python -m denoisrec.trainer.bench.quality --worker SPEC.json "
+            "(use `denoisrec bench quality` instead)"
+        )

@@ -30,8 +30,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-PACKAGES = ("torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu", "numpy", "pyarrow", "matplotlib",
-            "deepctr-torch", "torchfm", "fuxictr")
+PACKAGES = (
+    "torch",
+    "torchrec",
+    "fbgemm-gpu-cpu",
+    "fbgemm-gpu",
+    "numpy",
+    "pyarrow",
+    "matplotlib",
+    "deepctr-torch",
+    "torchfm",
+    "fuxictr",
+)
 
 
 def cpu_model() -> str:
@@ -57,8 +67,13 @@ def _git_commit() -> Optional[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -93,14 +108,29 @@ def summarize(values: Sequence[float]) -> Dict[str, float]:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if v.size == 0:
         nan = float("nan")
-        return {"n": 0, "median": nan, "p25": nan, "p75": nan, "min": nan, "max": nan, "rel_spread": nan,
-                "mean": nan, "std": nan}
+        return {
+            "n": 0,
+            "median": nan,
+            "p25": nan,
+            "p75": nan,
+            "min": nan,
+            "max": nan,
+            "rel_spread": nan,
+            "mean": nan,
+            "std": nan,
+        }
     med = float(np.median(v))
     p25, p75 = (float(x) for x in np.percentile(v, [25, 75]))
     return {
-        "n": int(v.size), "median": med, "p25": p25, "p75": p75, "min": float(v.min()), "max": float(v.max()),
+        "n": int(v.size),
+        "median": med,
+        "p25": p25,
+        "p75": p75,
+        "min": float(v.min()),
+        "max": float(v.max()),
         "rel_spread": (p75 - p25) / med if med else float("nan"),
-        "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
     }
 
 
@@ -164,18 +194,31 @@ class BenchReport:
     env: Dict[str, Any] = field(default_factory=environment)
 
     def to_dict(self) -> Dict[str, Any]:
-        return jsonable({"bench": self.name, "params": self.params, "environment": self.env, "rows": self.rows,
-                         "raw": self.raw, "notes": self.notes})
+        return jsonable(
+            {
+                "bench": self.name,
+                "params": self.params,
+                "environment": self.env,
+                "rows": self.rows,
+                "raw": self.raw,
+                "notes": self.notes,
+            }
+        )
 
     def render_markdown(self) -> str:
         e = self.env
-        lines = [f"## denoisrec bench {self.name}", "",
-                 f"`{e.get('command')}`", "",
-                 f"{e.get('cpu_model')}, {e.get('cpu_cores_usable')} usable cores "
-                 f"(load average {', '.join(f'{x:.2f}' for x in e.get('load_average') or [])}), "
-                 f"device {e.get('device')}; torch {e['versions'].get('torch')}, "
-                 f"torchrec {e['versions'].get('torchrec')}; commit {e.get('git_commit')}; {e.get('time_utc')}", "",
-                 self.markdown]
+        lines = [
+            f"## denoisrec bench {self.name}",
+            "",
+            f"`{e.get('command')}`",
+            "",
+            f"{e.get('cpu_model')}, {e.get('cpu_cores_usable')} usable cores "
+            f"(load average {', '.join(f'{x:.2f}' for x in e.get('load_average') or [])}), "
+            f"device {e.get('device')}; torch {e['versions'].get('torch')}, "
+            f"torchrec {e['versions'].get('torchrec')}; commit {e.get('git_commit')}; {e.get('time_utc')}",
+            "",
+            self.markdown,
+        ]
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
@@ -200,7 +243,8 @@ class BenchReport:
 
 def explicit_options(a: argparse.Namespace) -> Set[str]:
     """The destinations of the options the user typed (``--batch-size 8`` → ``batch_size``), read from
-    ``a.argv`` (set by ``denoisrec``'s ``main``); empty when unknown."""
+    ``a.argv`` (set by ``denoisrec``'s ``main``); empty when unknown.
+    """
     given: Set[str] = set()
     for tok in getattr(a, "argv", None) or []:
         if tok.startswith("--") and len(tok) > 2:
@@ -226,8 +270,9 @@ def save_plot(path: str, draw: Callable[[Any], None]) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        warnings.warn(f"{path}: not written, matplotlib is not installed (pip install 'denoisrec[bench]')",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path}: not written, matplotlib is not installed (pip install 'denoisrec[bench]')", stacklevel=2
+        )
         print(f"warning: {path} not written: matplotlib is not installed", file=sys.stderr)
         return False
     fig = plt.figure(figsize=(10, 5.5))

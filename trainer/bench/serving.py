@@ -36,8 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--quick", action="store_true", help="smoke test: TorchScript only, 2,048 rows, batch sizes 1 "
-                                                        "and 256 (at most 50 calls), 1 round")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: TorchScript only, 2,048 rows, batch sizes 1 and 256 (at most 50 calls), 1 round",
+    )
 
 
 def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
@@ -46,8 +49,11 @@ def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, t
 
     n = table.num_rows
     cols = spec["inputs"]["dense"]["columns"]
-    dense = torch.from_numpy(np.stack([table.column(c).to_numpy().astype(np.float32) for c in cols], axis=1)
-                             if cols else np.zeros((n, 0), np.float32))
+    dense = torch.from_numpy(
+        np.stack([table.column(c).to_numpy().astype(np.float32) for c in cols], axis=1)
+        if cols
+        else np.zeros((n, 0), np.float32)
+    )
     values, offsets = {}, {}
     for f in spec["inputs"]["sparse"]:
         col = table.column(f["name"]).combine_chunks()
@@ -60,14 +66,18 @@ def _inputs(table: Any, spec: Dict[str, Any]) -> Tuple[torch.Tensor, Dict[str, t
     return dense, values, offsets
 
 
-def _kjt(names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor],
-         offsets: Dict[str, torch.Tensor]) -> Any:
+def _kjt(
+    names: List[str], dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
+) -> Any:
     import torch  # here, not at import: `denoisrec --help` and option errors come before torch
-
     from torchrec import KeyedJaggedTensor
 
-    return KeyedJaggedTensor(keys=names, values=torch.cat([values[n] for n in names]),
-                             lengths=torch.cat([offsets[n].diff() for n in names]).int(), stride=dense.shape[0])
+    return KeyedJaggedTensor(
+        keys=names,
+        values=torch.cat([values[n] for n in names]),
+        lengths=torch.cat([offsets[n].diff() for n in names]).int(),
+        stride=dense.shape[0],
+    )
 
 
 def run(a: argparse.Namespace) -> int:
@@ -78,8 +88,9 @@ def run(a: argparse.Namespace) -> int:
     from denoisrec.trainer.serving import export_serving, load_artefact
 
     torch.set_num_threads(a.threads)
-    rows, sizes, rounds = (2048, [1, 256], 1) if a.quick else (a.rows, [int(s) for s in a.batch_sizes.split(",")],
-                                                                 a.rounds)
+    rows, sizes, rounds = (
+        (2048, [1, 256], 1) if a.quick else (a.rows, [int(s) for s in a.batch_sizes.split(",")], a.rounds)
+    )
     os.makedirs(a.out, exist_ok=True)
     loaded = load_model_file(os.path.join(a.run, "model.pt"))
     model = loaded.model.eval()
@@ -88,16 +99,27 @@ def run(a: argparse.Namespace) -> int:
     rows = table.num_rows
 
     artefacts: Dict[str, Any] = {}
-    report: Dict[str, Any] = {"run": a.run, "model": loaded.spec.name, "rows": rows, "threads": a.threads,
-                              "artefacts": {}, "rows_per_s": {}, "max_abs_diff": {}}
+    report: Dict[str, Any] = {
+        "run": a.run,
+        "model": loaded.spec.name,
+        "rows": rows,
+        "threads": a.threads,
+        "artefacts": {},
+        "rows_per_s": {},
+        "max_abs_diff": {},
+    }
     spec = None
     for fmt in FORMATS[:1] if a.quick else FORMATS:
         r = export_serving(a.run, fmt, out=os.path.join(a.out, fmt))
         t = time.perf_counter()
         artefacts[fmt] = load_artefact(r["artefact"])
         load_s = time.perf_counter() - t
-        report["artefacts"][fmt] = {"bytes": r["artefact_bytes"], "load_seconds": round(load_s, 3),
-                                    "export_seconds": r["export_seconds"], "table_bytes": r["table_bytes"]}
+        report["artefacts"][fmt] = {
+            "bytes": r["artefact_bytes"],
+            "load_seconds": round(load_s, 3),
+            "export_seconds": r["export_seconds"],
+            "table_bytes": r["table_bytes"],
+        }
         with open(r["spec"]) as f:
             spec = json.load(f)
     assert spec is not None
@@ -139,12 +161,18 @@ def run(a: argparse.Namespace) -> int:
 
     with open(os.path.join(a.out, "serving.json"), "w") as f:
         json.dump(report, f, indent=2)
-    lines = [f"# serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s)", "",
-             "| artefact | size | load | export | max abs diff vs model |", "|---|---|---|---|---|"]
+    lines = [
+        f"# serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s)",
+        "",
+        "| artefact | size | load | export | max abs diff vs model |",
+        "|---|---|---|---|---|",
+    ]
     for fmt, r in report["artefacts"].items():
-        lines.append(f"| {fmt} | {r['bytes'] / 2**20:.2f} MiB | {r['load_seconds']:.2f} s "
-                     f"| {r['export_seconds']:.1f} s "
-                     f"| {report['max_abs_diff'][fmt]:.2g} |")
+        lines.append(
+            f"| {fmt} | {r['bytes'] / 2**20:.2f} MiB | {r['load_seconds']:.2f} s "
+            f"| {r['export_seconds']:.1f} s "
+            f"| {report['max_abs_diff'][fmt]:.2g} |"
+        )
     lines += ["", "| batch | " + " | ".join(runners) + " |", "|---" * (len(runners) + 1) + "|"]
     for bs, d in report["rows_per_s"].items():
         base = d["torchrec model (predict)"]

@@ -56,8 +56,9 @@ def target_for(method: str) -> float:
     return TARGETS.get(method, DEFAULT_TARGET)
 
 
-def add_method_arguments(p: argparse.ArgumentParser, bench: str, data_help: str, denoisers_help: str,
-                         param_help: str, set_help: str) -> None:
+def add_method_arguments(
+    p: argparse.ArgumentParser, bench: str, data_help: str, denoisers_help: str, param_help: str, set_help: str
+) -> None:
     """The options every per-denoiser bench shares: data, model, methods and their overrides."""
     p.add_argument("--data", help=data_help)
     p.add_argument("--preset", default="small", help="synthetic preset used when --data is not given")
@@ -71,26 +72,38 @@ def add_method_arguments(p: argparse.ArgumentParser, bench: str, data_help: str,
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(
-        p, "throughput", "dataset directory (default: data/<preset>, generated if missing)",
+        p,
+        "throughput",
+        "dataset directory (default: data/<preset>, generated if missing)",
         "comma-separated names, or 'all' (every registered denoiser); bce is always the baseline",
         "denoiser hyperparameter, e.g. tce.eps_max=0.1 (repeatable)",
-        "config override for every model, e.g. model.embedding_dim=64 (repeatable)")
+        "config override for every model, e.g. model.embedding_dim=64 (repeatable)",
+    )
     p.add_argument("--batch-size", type=int, default=2048, help="rows per rank per step (before calibration)")
-    p.add_argument("--min-step-ms", type=float, default=50.0,
-                   help="grow the batch until a baseline step takes at least this long (0: off)")
+    p.add_argument(
+        "--min-step-ms",
+        type=float,
+        default=50.0,
+        help="grow the batch until a baseline step takes at least this long (0: off)",
+    )
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (>= 5)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per method before the rounds")
     p.add_argument("--batches", type=int, default=8, help="distinct batches held in memory and cycled")
     p.add_argument("--ranks", default="1,2", help="world sizes timed, e.g. 1,2")
-    p.add_argument("--count-ranks", default="3",
-                   help="extra world sizes where only collectives are counted (a few steps), e.g. 3")
+    p.add_argument(
+        "--count-ranks", default="3", help="extra world sizes where only collectives are counted (a few steps), e.g. 3"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per rank (0: usable cores // ranks, at least 1)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads per rank (0: usable cores // ranks, at least 1)"
+    )
     p.add_argument("--profile", action="store_true", help="profile the baseline and every method below target")
-    p.add_argument("--quick", action="store_true",
-                   help="CI smoke test: tiny data, small batches, 5 rounds of 2 steps, no calibration")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke test: tiny data, small batches, 5 rounds of 2 steps, no calibration",
+    )
     p.add_argument("--timeout", type=int, default=1800, help="seconds per torchrun job")
 
 
@@ -102,19 +115,32 @@ def _apply_quick(a: argparse.Namespace) -> None:
     """``--quick``'s values, except for the options given explicitly (those win)."""
     from denoisrec.trainer.bench.report import apply_quick
 
-    apply_quick(a, {"preset": "tiny", "batch_size": 256, "min_step_ms": 0.0, "rounds": 5, "steps": 2, "warmup": 1,
-                    "batches": 2, "threads": a.threads or 1})
+    apply_quick(
+        a,
+        {
+            "preset": "tiny",
+            "batch_size": 256,
+            "min_step_ms": 0.0,
+            "rounds": 5,
+            "steps": 2,
+            "warmup": 1,
+            "batches": 2,
+            "threads": a.threads or 1,
+        },
+    )
 
 
 def ensure_data(data: Optional[str], preset: str, out: str, quick: bool, rows: Optional[int] = None) -> str:
     """``data`` if given (must hold schema.json); else ``data/<preset>[-<rows>]`` (quick:
-    ``<out>/data-<preset>``), generated (seed 0) when missing."""
+    ``<out>/data-<preset>``), generated (seed 0) when missing.
+    """
     from denoisrec.trainer.datasets.synthetic import generate, preset_by_name, scaled
 
     if data:
         if not os.path.exists(os.path.join(data, "schema.json")):
-            raise FileNotFoundError(f"--data {data}: no schema.json (generate with `denoisrec gen-data` or "
-                                    "`denoisrec convert`)")
+            raise FileNotFoundError(
+                f"--data {data}: no schema.json (generate with `denoisrec gen-data` or `denoisrec convert`)"
+            )
         return data
     name = preset if rows is None else f"{preset}-{rows}"
     path = os.path.join(out, f"data-{name}") if quick else os.path.join("data", name)
@@ -184,19 +210,29 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def launch_worker(a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any], ws: int,
-                  mode: str) -> Dict[str, Any]:
+def launch_worker(
+    a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any], ws: int, mode: str
+) -> Dict[str, Any]:
     """Run the worker on ``ws`` ranks: in this process for one rank, under torchrun otherwise."""
     threads = a.threads or max(1, usable_cores() // ws)
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")
         spec = {
-            "data": data, "model": a.model, "methods": methods, "params": params, "set": a.set,
+            "data": data,
+            "model": a.model,
+            "methods": methods,
+            "params": params,
+            "set": a.set,
             "batch_size": a.batch_size if mode == "time" else min(a.batch_size, 256),
             "min_step_ms": a.min_step_ms if mode == "time" else 0.0,
-            "rounds": a.rounds if mode == "time" else 1, "steps": a.steps if mode == "time" else 2,
-            "warmup": a.warmup if mode == "time" else 1, "batches": a.batches if mode == "time" else 2,
-            "device": a.device, "profile": a.profile and mode == "time", "mode": mode, "result": result,
+            "rounds": a.rounds if mode == "time" else 1,
+            "steps": a.steps if mode == "time" else 2,
+            "warmup": a.warmup if mode == "time" else 1,
+            "batches": a.batches if mode == "time" else 2,
+            "device": a.device,
+            "profile": a.profile and mode == "time",
+            "mode": mode,
+            "result": result,
             "threads": threads,
         }
         spec_path = os.path.join(tmp, "spec.json")
@@ -206,25 +242,50 @@ def launch_worker(a: argparse.Namespace, data: str, methods: List[str], params: 
             worker(spec_path)
             with open(result) as f:
                 return json.load(f)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ws}",
-               "-m", "denoisrec.trainer.bench.throughput", "--worker", spec_path]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={ws}",
+            "-m",
+            "denoisrec.trainer.bench.throughput",
+            "--worker",
+            spec_path,
+        ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
         if proc.returncode != 0 or not os.path.exists(result):
-            raise RuntimeError(f"bench throughput: {' '.join(cmd)} failed ({proc.returncode}):\n"
-                               f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+            raise RuntimeError(
+                f"bench throughput: {' '.join(cmd)} failed ({proc.returncode}):\n"
+                f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            )
         with open(result) as f:
             return json.load(f)
 
 
-def build_report(a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any],
-                 results: Dict[int, Dict[str, Any]]):
+def build_report(
+    a: argparse.Namespace, data: str, methods: List[str], params: Dict[str, Any], results: Dict[int, Dict[str, Any]]
+):
     from denoisrec.trainer.bench.report import BenchReport, markdown_table, summarize
 
-    rep = BenchReport("throughput", params={
-        "data": data, "model": a.model, "methods": methods, "denoiser_params": params, "set": a.set,
-        "requested_batch_size": a.batch_size, "min_step_ms": a.min_step_ms, "rounds": a.rounds, "steps": a.steps,
-        "warmup": a.warmup, "batches": a.batches, "quick": a.quick})
+    rep = BenchReport(
+        "throughput",
+        params={
+            "data": data,
+            "model": a.model,
+            "methods": methods,
+            "denoiser_params": params,
+            "set": a.set,
+            "requested_batch_size": a.batch_size,
+            "min_step_ms": a.min_step_ms,
+            "rounds": a.rounds,
+            "steps": a.steps,
+            "warmup": a.warmup,
+            "batches": a.batches,
+            "quick": a.quick,
+        },
+    )
     rows = []
     for ws, r in sorted(results.items()):
         if r["mode"] != "time":
@@ -234,27 +295,41 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
             rates = r["rates"][m]
             ratios = [x / b for x, b in zip(rates, base)]
             s, q = summarize(rates), summarize(ratios)
-            rows.append({
-                "world_size": ws, "method": m, "batch_size": r["batch_size"], "threads": r["threads"],
-                "samples_per_s": s["median"], "samples_per_s_p25": s["p25"], "samples_per_s_p75": s["p75"],
-                "rel_spread": s["rel_spread"], "step_ms": r["batch_size"] * ws / s["median"] * 1000.0,
-                "ratio": q["median"], "ratio_p25": q["p25"], "ratio_p75": q["p75"],
-                "target": None if m == BASELINE else target_for(m),
-                "meets_target": None if m == BASELINE else bool(q["median"] >= target_for(m)),
-                "calls_per_step": r["collectives"][m]["calls_per_step"],
-                "bytes_per_step": r["collectives"][m]["bytes_per_step"],
-            })
+            rows.append(
+                {
+                    "world_size": ws,
+                    "method": m,
+                    "batch_size": r["batch_size"],
+                    "threads": r["threads"],
+                    "samples_per_s": s["median"],
+                    "samples_per_s_p25": s["p25"],
+                    "samples_per_s_p75": s["p75"],
+                    "rel_spread": s["rel_spread"],
+                    "step_ms": r["batch_size"] * ws / s["median"] * 1000.0,
+                    "ratio": q["median"],
+                    "ratio_p25": q["p25"],
+                    "ratio_p75": q["p75"],
+                    "target": None if m == BASELINE else target_for(m),
+                    "meets_target": None if m == BASELINE else bool(q["median"] >= target_for(m)),
+                    "calls_per_step": r["collectives"][m]["calls_per_step"],
+                    "bytes_per_step": r["collectives"][m]["bytes_per_step"],
+                }
+            )
     rep.rows = rows
     collectives = {m: {str(ws): r["collectives"][m] for ws, r in sorted(results.items())} for m in methods}
     rep.raw = {"per_world_size": {str(ws): r for ws, r in sorted(results.items())}, "collectives": collectives}
-    cols = [("ranks", "world_size", "{}"), ("method", "method", "{}"), ("batch/rank", "batch_size", "{:,}"),
-            ("samples/s (median)", "samples_per_s", "{:,.0f}"),
-            ("p25–p75", lambda r: f"{r['samples_per_s_p25']:,.0f}–{r['samples_per_s_p75']:,.0f}", "{}"),
-            ("step ms", "step_ms", "{:.1f}"), ("× baseline", "ratio", "{:.3f}"),
-            ("ratio p25–p75", lambda r: f"{r['ratio_p25']:.3f}–{r['ratio_p75']:.3f}", "{}"),
-            ("target", "target", "≥{:.2f}"),
-            ("meets", lambda r: None if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**"),
-             "{}")]
+    cols = [
+        ("ranks", "world_size", "{}"),
+        ("method", "method", "{}"),
+        ("batch/rank", "batch_size", "{:,}"),
+        ("samples/s (median)", "samples_per_s", "{:,.0f}"),
+        ("p25–p75", lambda r: f"{r['samples_per_s_p25']:,.0f}–{r['samples_per_s_p75']:,.0f}", "{}"),
+        ("step ms", "step_ms", "{:.1f}"),
+        ("× baseline", "ratio", "{:.3f}"),
+        ("ratio p25–p75", lambda r: f"{r['ratio_p25']:.3f}–{r['ratio_p75']:.3f}", "{}"),
+        ("target", "target", "≥{:.2f}"),
+        ("meets", lambda r: None if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**"), "{}"),
+    ]
     table = markdown_table(rows, cols)
     wss = sorted(results)
     crow = []
@@ -264,7 +339,9 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
             c = results[ws]["collectives"][m]
             b = results[ws]["collectives"][BASELINE]
             row[f"w{ws}"] = f"{c['calls_per_step']:g} / {c['bytes_per_step']:,.0f}"
-            row[f"d{ws}"] = f"+{c['calls_per_step'] - b['calls_per_step']:g} / +{c['bytes_per_step'] - b['bytes_per_step']:,.0f}"
+            row[f"d{ws}"] = (
+                f"+{c['calls_per_step'] - b['calls_per_step']:g} / +{c['bytes_per_step'] - b['bytes_per_step']:,.0f}"
+            )
         # The radix select's round count depends on the data (CPU early exit), so per-step totals may differ
         # between world sizes; what must not grow is the payload of a collective.
         grows = len({results[ws]["collectives"][m].get("max_call_bytes") for ws in wss if ws > 1}) > 1
@@ -272,20 +349,32 @@ def build_report(a: argparse.Namespace, data: str, methods: List[str], params: D
         row["grows"] = "**yes**" if grows else "no"
         crow.append(row)
     ccols = [("method", "method", "{}")] + [(f"{ws} rank(s): calls / bytes per step", f"w{ws}", "{}") for ws in wss]
-    ccols += [(f"added vs bce at {wss[-1]}", f"d{wss[-1]}", "{}"), (f"largest call at {wss[-1]} (B)", "largest", "{}"),
-              ("bytes per call grow with ranks", "grows", "{}")]
+    ccols += [
+        (f"added vs bce at {wss[-1]}", f"d{wss[-1]}", "{}"),
+        (f"largest call at {wss[-1]} (B)", "largest", "{}"),
+        ("bytes per call grow with ranks", "grows", "{}"),
+    ]
     timed_step = next((r["timed_step"] for r in results.values() if r.get("timed_step")), None)
-    step_line = (f"Timed step: {timed_step['step']}, {timed_step['optimizer']}, the model from "
-                 f"trainer/factory.py; --set {timed_step['set'] or '(none)'}.\n\n") if timed_step else ""
+    step_line = (
+        (
+            f"Timed step: {timed_step['step']}, {timed_step['optimizer']}, the model from "
+            f"trainer/factory.py; --set {timed_step['set'] or '(none)'}.\n\n"
+        )
+        if timed_step
+        else ""
+    )
     rep.markdown = (
-        f"{step_line}Model `{a.model}`, data `{data}`; {a.rounds} interleaved rounds × {a.steps} steps per method after "
-        f"{a.warmup} warm-up steps; ingest excluded (batches cycled from memory). "
+        f"{step_line}Model `{a.model}`, data `{data}`; {a.rounds} interleaved rounds × {a.steps} steps per method "
+        f"after {a.warmup} warm-up steps; ingest excluded (batches cycled from memory). "
         f"`× baseline`: median over rounds of the ratio to the baseline in the same round.\n\n{table}\n\n"
         f"Loss-layer collectives per step (rank 0; `denoisrec.denoisers.collectives.COUNTER`):\n\n"
-        f"{markdown_table(crow, ccols)}\n")
+        f"{markdown_table(crow, ccols)}\n"
+    )
     for ws, r in sorted(results.items()):
         for m, prof in (r.get("profiles") or {}).items():
-            rep.markdown += f"\n<details><summary>profile: {m}, {ws} rank(s)</summary>\n\n```\n{prof}\n```\n</details>\n"
+            rep.markdown += (
+                f"\n<details><summary>profile: {m}, {ws} rank(s)</summary>\n\n```\n{prof}\n```\n</details>\n"
+            )
     if a.quick:
         rep.notes.append("--quick: tiny data and a few steps; a smoke test, not a measurement")
     return rep
@@ -299,20 +388,36 @@ def plot(fig: Any, rep: Any) -> None:
         rs = [r for r in rows if r["world_size"] == ws]
         names = [r["method"] for r in rs]
         med = [r["samples_per_s"] for r in rs]
-        err = [[r["samples_per_s"] - r["samples_per_s_p25"] for r in rs],
-               [r["samples_per_s_p75"] - r["samples_per_s"] for r in rs]]
+        err = [
+            [r["samples_per_s"] - r["samples_per_s_p25"] for r in rs],
+            [r["samples_per_s_p75"] - r["samples_per_s"] for r in rs],
+        ]
         colors = ["0.5" if r["method"] == BASELINE else ("tab:green" if r["meets_target"] else "tab:red") for r in rs]
         ax.bar(names, med, yerr=err, color=colors, capsize=3)
         base = next(r["samples_per_s"] for r in rs if r["method"] == BASELINE)
         ax.axhline(base, color="k", linestyle="--", linewidth=1, label="BCE baseline")
-        for t, color in zip(sorted({target_for(r["method"]) for r in rs if r["method"] != BASELINE}, reverse=True),
-                            ("tab:orange", "tab:purple", "tab:brown")):
+        for t, color in zip(
+            sorted({target_for(r["method"]) for r in rs if r["method"] != BASELINE}, reverse=True),
+            ("tab:orange", "tab:purple", "tab:brown"),
+        ):
             who = ", ".join(sorted(m for m in {r["method"] for r in rs} if m != BASELINE and target_for(m) == t))
-            ax.axhline(base * t, color=color, linestyle=":", linewidth=1.2,
-                       label=f"{t:.2f}× baseline ({who if len(who) < 30 else 'the rest'})")
+            ax.axhline(
+                base * t,
+                color=color,
+                linestyle=":",
+                linewidth=1.2,
+                label=f"{t:.2f}× baseline ({who if len(who) < 30 else 'the rest'})",
+            )
         for i, r in enumerate(rs):
-            ax.annotate(f"{r['ratio']:.2f}×", (i, r["samples_per_s_p75"]), ha="center", va="bottom", fontsize=7,
-                        xytext=(0, 3), textcoords="offset points")  # above the error bar
+            ax.annotate(
+                f"{r['ratio']:.2f}×",
+                (i, r["samples_per_s_p75"]),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 3),
+                textcoords="offset points",
+            )  # above the error bar
         ax.set_title(f"{ws} rank(s), batch {rs[0]['batch_size']}/rank")
         ax.set_ylabel("samples/s (median of rounds, p25–p75)")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
@@ -353,8 +458,9 @@ def worker(spec_path: str) -> None:
             torch.cuda.synchronize(env.device)
 
     def load_batches(batch_size: int) -> list:
-        reader = ParquetBatchReader(os.path.join(spec["data"], "train"), schema, batch_size, env.rank,
-                                    env.world_size, shuffle=False)
+        reader = ParquetBatchReader(
+            os.path.join(spec["data"], "train"), schema, batch_size, env.rank, env.world_size, shuffle=False
+        )
         out = []
         for b in reader:
             if b.size < batch_size:
@@ -363,8 +469,10 @@ def worker(spec_path: str) -> None:
             if len(out) == spec["batches"]:
                 break
         if not out:
-            raise ValueError(f"{spec['data']}/train: fewer than {batch_size} rows per rank for one full batch "
-                             f"on {env.world_size} rank(s); lower --batch-size")
+            raise ValueError(
+                f"{spec['data']}/train: fewer than {batch_size} rows per rank for one full batch "
+                f"on {env.world_size} rank(s); lower --batch-size"
+            )
         return out
 
     def build(method: str, batch_size: int):  # type: ignore[no-untyped-def]
@@ -378,18 +486,26 @@ def worker(spec_path: str) -> None:
         module.denoiser.bind_run(1, 1 << 30)
         built = shard_module(module, cfg, env, batch_size)  # the trainer's factory
         built.model.train()
-        stepper = Stepper(built.model, built.opt.optimizer, env.device, use_pipeline(cfg.run.pipeline, env.device),
-                          autocast_context(cfg.run.precision, env.device))  # the trainer's step
+        stepper = Stepper(
+            built.model,
+            built.opt.optimizer,
+            env.device,
+            use_pipeline(cfg.run.pipeline, env.device),
+            autocast_context(cfg.run.precision, env.device),
+        )  # the trainer's step
         return built.model, stepper.run(CycledBatches(feed, cfg.data.train_label)), stepper
 
     batch_size = spec["batch_size"]
     feed: List[Any] = load_batches(batch_size)  # replaced in place when calibration grows the batch
     models = {m: build(m, batch_size) for m in methods}
     stepper0 = models[BASELINE][2]
-    timed_step = {"step": "trainer/steps.py Stepper (" + ("TrainPipelineSparseDist" if stepper0.pipeline is not None
-                                                          else "plain loop") + ")",
-                  "optimizer": "CombinedOptimizer (fused sparse in backward + dense)",
-                  "set": spec["set"]}
+    timed_step = {
+        "step": "trainer/steps.py Stepper ("
+        + ("TrainPipelineSparseDist" if stepper0.pipeline is not None else "plain loop")
+        + ")",
+        "optimizer": "CombinedOptimizer (fused sparse in backward + dense)",
+        "set": spec["set"],
+    }
 
     def run_steps(m: str, n: int) -> None:
         outputs = models[m][1]
@@ -434,8 +550,11 @@ def worker(spec_path: str) -> None:
             dt = timed(m, spec["steps"])
             calls, nbytes, largest = COUNTER.calls, COUNTER.bytes, COUNTER.max_call_bytes
             rates[m].append(spec["steps"] * batch_size * env.world_size / dt)
-            counts[m] = {"calls_per_step": calls / spec["steps"], "bytes_per_step": nbytes / spec["steps"],
-                         "max_call_bytes": largest}
+            counts[m] = {
+                "calls_per_step": calls / spec["steps"],
+                "bytes_per_step": nbytes / spec["steps"],
+                "max_call_bytes": largest,
+            }
 
     profiles: Dict[str, str] = {}
     if spec["profile"]:
@@ -454,10 +573,20 @@ def worker(spec_path: str) -> None:
                 profiles[m] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
 
     if env.is_main:
-        result = {"mode": spec["mode"], "world_size": env.world_size, "device": str(env.device),
-                  "backend": env.backend, "batch_size": batch_size, "threads": torch.get_num_threads(),
-                  "calibration": calibration, "rates": rates, "collectives": counts, "profiles": profiles,
-                  "batches_in_memory": len(feed), "timed_step": timed_step}
+        result = {
+            "mode": spec["mode"],
+            "world_size": env.world_size,
+            "device": str(env.device),
+            "backend": env.backend,
+            "batch_size": batch_size,
+            "threads": torch.get_num_threads(),
+            "calibration": calibration,
+            "rates": rates,
+            "collectives": counts,
+            "profiles": profiles,
+            "batches_in_memory": len(feed),
+            "timed_step": timed_step,
+        }
         with open(spec["result"], "w") as f:
             json.dump(result, f, indent=2)
     dist.barrier()
@@ -468,5 +597,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
     else:
-        sys.exit("usage: python -m denoisrec.trainer.bench.throughput --worker SPEC.json "
-                 "(use `denoisrec bench throughput` instead)")
+        sys.exit(
+            "usage: python -m denoisrec.trainer.bench.throughput --worker SPEC.json "
+            "(use `denoisrec bench throughput` instead)"
+        )

@@ -37,31 +37,52 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 def mlp_sizes(model: nn.Module) -> Tuple[List[int], List[int]]:
     """A TorchRec ``DLRM``'s bottom and top MLP widths (from its ``Linear`` layers)."""
+
     def outs(m: nn.Module) -> List[int]:
         return [x.out_features for x in m.modules() if isinstance(x, nn.Linear)]
+
     return outs(model.dense_arch), outs(model.over_arch)  # type: ignore[arg-type]
 
 
-def build_reference(schema: Any, dense_arch: Sequence[int], over_arch: Sequence[int], embedding_dim: int,
-                    lr: float, sparse_lr: float, device: torch.device, batch_size: int
-                    ) -> Tuple[DistributedModelParallel, CombinedOptimizer]:
+def build_reference(
+    schema: Any,
+    dense_arch: Sequence[int],
+    over_arch: Sequence[int],
+    embedding_dim: int,
+    lr: float,
+    sparse_lr: float,
+    device: torch.device,
+    batch_size: int,
+) -> Tuple[DistributedModelParallel, CombinedOptimizer]:
     """``DLRMTrain`` sharded by DMP with the default planner, and its (fused sparse + Adam) optimizer.
 
     ``schema``: a :class:`~denoisrec.trainer.data.schema.DataSchema` (only its feature names and table rows
-    are read); tables are named ``t_<feature>`` like denoisrec's, so the planner sees the same tables."""
-    tables = [EmbeddingBagConfig(name=f"t_{f.name}", embedding_dim=embedding_dim, num_embeddings=f.num_embeddings,
-                                 feature_names=[f.name]) for f in schema.sparse]
+    are read); tables are named ``t_<feature>`` like denoisrec's, so the planner sees the same tables.
+    """
+    tables = [
+        EmbeddingBagConfig(
+            name=f"t_{f.name}", embedding_dim=embedding_dim, num_embeddings=f.num_embeddings, feature_names=[f.name]
+        )
+        for f in schema.sparse
+    ]
     ebc = EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
-    module = DLRMTrain(DLRM(embedding_bag_collection=ebc, dense_in_features=len(schema.dense),
-                            dense_arch_layer_sizes=list(dense_arch), over_arch_layer_sizes=list(over_arch)))
+    module = DLRMTrain(
+        DLRM(
+            embedding_bag_collection=ebc,
+            dense_in_features=len(schema.dense),
+            dense_arch_layer_sizes=list(dense_arch),
+            over_arch_layer_sizes=list(over_arch),
+        )
+    )
     apply_optimizer_in_backward(RowWiseAdagrad, module.model.sparse_arch.parameters(), {"lr": sparse_lr})
     world = dist.get_world_size()
     topology = Topology(world_size=world, local_world_size=world, compute_device=device.type)
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size)
     plan = planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
     model = DistributedModelParallel(module, device=device, plan=plan, sharders=[EmbeddingBagCollectionSharder()])
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(model.named_parameters())),
-                                  lambda ps: torch.optim.Adam(ps, lr=lr))
+    dense = KeyedOptimizerWrapper(
+        dict(in_backward_optimizer_filter(model.named_parameters())), lambda ps: torch.optim.Adam(ps, lr=lr)
+    )
     return model, CombinedOptimizer([model.fused_optimizer, dense])
 
 
@@ -70,11 +91,18 @@ def to_reference_batch(b: Any) -> Batch:
     return Batch(dense_features=b.dense_features, sparse_features=b.sparse_features, labels=b.labels)
 
 
-def reference_steps(model: nn.Module, optimizer: Any, device: torch.device, batches: Iterator[Batch],
-                    pipelined: bool, autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
-                    ) -> Generator[torch.Tensor, None, None]:
+def reference_steps(
+    model: nn.Module,
+    optimizer: Any,
+    device: torch.device,
+    batches: Iterator[Batch],
+    pipelined: bool,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+) -> Generator[torch.Tensor, None, None]:
     """Train on ``batches`` one step per ``next`` (through ``TrainPipelineSparseDist`` when ``pipelined``),
-    yielding the step's loss (a device tensor)."""
+    yielding the step's loss (a device tensor).
+    """
+
     def forward(batch: Batch) -> Any:
         with autocast():
             return model(batch)

@@ -22,7 +22,6 @@ and exit statuses in :func:`denoisrec.trainer.cli.main`.
 | ``report`` | :mod:`denoisrec.trainer.run_report` | runs side by side |
 
 Example:
-
 >>> from denoisrec.trainer.commands import COMMANDS
 >>> list(COMMANDS)[:3]
 ['train', 'predict', 'export']

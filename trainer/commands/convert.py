@@ -23,12 +23,20 @@ def add_arguments(conv: argparse.ArgumentParser) -> None:
         p = kinds.add_parser(kind, help=helptext)
         p.add_argument("path", help=helptext)
         p.add_argument("--out", required=True, help="output dataset directory")
-        p.add_argument("--noisy-max-rating", type=int, default=default_thr,
-                       help=f"positives rated at most this are noisy (default {default_thr})")
+        p.add_argument(
+            "--noisy-max-rating",
+            type=int,
+            default=default_thr,
+            help=f"positives rated at most this are noisy (default {default_thr})",
+        )
         p.add_argument("--neg-ratio", type=int, default=1, help="sampled negatives per positive (default 1)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--clean-test", choices=CLEAN_TEST, default="relabel",
-                       help="noisy test positives: relabel (clean_label 0, DART) or remove")
+        p.add_argument(
+            "--clean-test",
+            choices=CLEAN_TEST,
+            default="relabel",
+            help="noisy test positives: relabel (clean_label 0, DART) or remove",
+        )
         if kind == "movielens":
             p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
             p.add_argument("--split-by", choices=("random", "time"), default="random")
@@ -42,8 +50,9 @@ def run(a: Any) -> int:
             fractions = [float(x) for x in a.split.split(",")]
         except ValueError:
             raise ValueError(f"--split {a.split!r}: expected three comma-separated fractions") from None
-        stats = convert_movielens(a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, fractions, a.split_by,
-                                  a.clean_test)
+        stats = convert_movielens(
+            a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, fractions, a.split_by, a.clean_test
+        )
     else:
         stats = convert_deca(a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, a.clean_test)
     print(f"wrote {a.out}")

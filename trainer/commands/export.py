@@ -28,12 +28,16 @@ def run(a: argparse.Namespace) -> int:
     from denoisrec.trainer.serving import export_serving
 
     r = export_serving(a.run, a.format, out=a.out, calibrate=a.calibrate, valid=a.valid)
-    print(f"exported {r['model']} as {r['format']} -> {r['artefact']} ({r['artefact_bytes'] / 2**20:,.1f} MiB; "
-          f"tables {r['table_bytes'] / 2**20:,.1f} MiB); load {r['load_seconds']:.2f}s; "
-          f"probe max |diff| {r['probe_max_abs_diff']:.2g}")
+    print(
+        f"exported {r['model']} as {r['format']} -> {r['artefact']} ({r['artefact_bytes'] / 2**20:,.1f} MiB; "
+        f"tables {r['table_bytes'] / 2**20:,.1f} MiB); load {r['load_seconds']:.2f}s; "
+        f"probe max |diff| {r['probe_max_abs_diff']:.2g}"
+    )
     c = r.get("calibration")
     if c:
-        print(f"  Platt calibrator a={c['a']:.4f} b={c['b']:+.4f} on {c['rows']:,} rows of {c['valid']}: "
-              f"valid logloss {c['valid_logloss_before']:.4f} -> {c['valid_logloss_after']:.4f}")
+        print(
+            f"  Platt calibrator a={c['a']:.4f} b={c['b']:+.4f} on {c['rows']:,} rows of {c['valid']}: "
+            f"valid logloss {c['valid_logloss_before']:.4f} -> {c['valid_logloss_after']:.4f}"
+        )
     print(f"  inputs and outputs: {r['spec']}")
     return 0

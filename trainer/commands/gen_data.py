@@ -20,9 +20,12 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="output directory")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rows", type=int, help="training rows (valid/test scaled alike); default: the preset's")
-    g.add_argument("--logging", choices=["ranker", "independent"],
-                   help="who placed the items: a previous ranker (default; position correlates with preference) "
-                        "or independent placement (the original generator)")
+    g.add_argument(
+        "--logging",
+        choices=["ranker", "independent"],
+        help="who placed the items: a previous ranker (default; position correlates with preference) "
+        "or independent placement (the original generator)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress lines")
 
 

@@ -33,7 +33,8 @@ def _components_file() -> str:
     """The installed ``launch/components.py``, located without importing :mod:`denoisrec.launch`.
 
     The trainer names the components file as ``torchx run FILE:COMPONENT`` does; it never imports the launch
-    package (the layering: launch names the trainer's entry point, never the other way round)."""
+    package (the layering: launch names the trainer's entry point, never the other way round).
+    """
     spec = importlib.util.find_spec("denoisrec.launch")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(2, "the denoisrec.launch package is not installed", "launch/components.py")
@@ -41,8 +42,10 @@ def _components_file() -> str:
 
 
 COMPONENTS_FILE = _components_file()
-HELP = ("torchx run a component (train, bench, gen_data) on a scheduler: denoisrec launch -j 1x2 -- --data DIR "
-        "(see docs/launch.md)")
+HELP = (
+    "torchx run a component (train, bench, gen_data) on a scheduler: denoisrec launch -j 1x2 -- --data DIR "
+    "(see docs/launch.md)"
+)
 RAW = True  # the command line after ``launch`` is torchx's and the component's: the denoisrec parser never reads it
 COMPONENTS = ("train", "bench", "gen_data")
 _LIST_OPTIONS = {"--set": "--set", "-p": "-p", "--denoiser-param": "-p"}
@@ -85,8 +88,12 @@ def option_value(args: List[str], name: str) -> Optional[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="denoisrec launch", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="denoisrec launch",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-s", "--scheduler", default="local_cwd", help="torchx scheduler (local_cwd, slurm, kubernetes)")
     p.add_argument("-cfg", "--scheduler_args", help="scheduler options, e.g. partition=gpu,time=04:00:00")
     p.add_argument("--dryrun", action="store_true", help="print the AppDef and the scheduler request; run nothing")
@@ -98,14 +105,13 @@ def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
     """The ``torchx`` command line for ``denoisrec launch ARGV`` (without the interpreter prefix)."""
     if "--" in argv:
         cut = argv.index("--")
-        head, tail = argv[:cut], argv[cut + 1:]
+        head, tail = argv[:cut], argv[cut + 1 :]
     else:
         head, tail = argv, []
     ours, component_opts = _parser().parse_known_args(head)
     cmd = ["run", "-s", ours.scheduler]
     cfg = ours.scheduler_args
-    if ours.scheduler.startswith("local") and ours.component in ("train", "bench") and \
-            "log_dir=" not in (cfg or ""):
+    if ours.scheduler.startswith("local") and ours.component in ("train", "bench") and "log_dir=" not in (cfg or ""):
         logs = f"log_dir={os.path.join(option_value(tail, '--out') or 'runs/default', 'logs')}"
         cfg = f"{cfg},{logs}" if cfg else logs
     if cfg:
@@ -134,8 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
         _parser().print_help()
-        print("\ncomponent options: torchx run <component> --help, e.g. "
-              f"torchx run {COMPONENTS_FILE}:train --help")
+        print(f"\ncomponent options: torchx run <component> --help, e.g. torchx run {COMPONENTS_FILE}:train --help")
         return 0
     cmd = [sys.executable, "-m", "torchx.cli.main", *torchx_argv(argv, python=sys.executable)]
     sys.stdout.flush()

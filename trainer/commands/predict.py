@@ -25,12 +25,19 @@ def add_arguments(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--out", required=True, help="output Parquet file of scores")
     pr.add_argument("--batch-size", type=int, default=8192)
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    pr.add_argument("--keep-columns", help="input columns copied beside the scores, comma-separated, e.g. "
-                                           "user_id,item_id,row_id (default: the schema's sample id)")
-    pr.add_argument("--calibrator", help="calibrator.json written by denoisrec export --calibrate platt: adds "
-                                         "score_calibrated")
-    pr.add_argument("--no-metrics", action="store_true", help="skip the metrics of labelled input (they keep "
-                                                              "20 bytes a row in memory, 28 with clean labels)")
+    pr.add_argument(
+        "--keep-columns",
+        help="input columns copied beside the scores, comma-separated, e.g. "
+        "user_id,item_id,row_id (default: the schema's sample id)",
+    )
+    pr.add_argument(
+        "--calibrator", help="calibrator.json written by denoisrec export --calibrate platt: adds score_calibrated"
+    )
+    pr.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="skip the metrics of labelled input (they keep 20 bytes a row in memory, 28 with clean labels)",
+    )
 
 
 def run(a: argparse.Namespace) -> int:
@@ -46,9 +53,18 @@ def run(a: argparse.Namespace) -> int:
         rank, world = env.rank, env.world_size
         a.device = a.device or str(env.device)
     try:
-        r = predict_file(a.model_file, a.data, a.out, batch_size=a.batch_size, device=a.device,
-                         keep_columns=a.keep_columns, calibrator=a.calibrator, metrics=not a.no_metrics,
-                         rank=rank, world_size=world)
+        r = predict_file(
+            a.model_file,
+            a.data,
+            a.out,
+            batch_size=a.batch_size,
+            device=a.device,
+            keep_columns=a.keep_columns,
+            calibrator=a.calibrator,
+            metrics=not a.no_metrics,
+            rank=rank,
+            world_size=world,
+        )
     finally:
         if distributed:
             from denoisrec.trainer.dist import shutdown
@@ -56,8 +72,11 @@ def run(a: argparse.Namespace) -> int:
             shutdown()
     if rank != 0:
         return 0
-    ranks = "" if len(r["rows_per_rank"]) == 1 else \
-        " (" + ", ".join(f"rank {i}: {n:,}" for i, n in enumerate(r["rows_per_rank"])) + ")"
+    ranks = (
+        ""
+        if len(r["rows_per_rank"]) == 1
+        else " (" + ", ".join(f"rank {i}: {n:,}" for i, n in enumerate(r["rows_per_rank"])) + ")"
+    )
     print(f"scored {r['rows']:,} rows{ranks} from {r['files']} file(s) with {r['model']} -> {r['out']}")
     outputs = ["logit", "score"] + (["score_calibrated"] if r["calibrator"] else [])
     print(f"  columns: {', '.join(r['keep_columns'] + outputs)}")
@@ -70,5 +89,7 @@ def run(a: argparse.Namespace) -> int:
 
 
 def _metric_line(name: str, m: Dict[str, Any]) -> str:
-    return (f"  labels {name:20s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
-            f"NE {m['ne']:.4f}  ECE {m['ece']:.4f}  calib {m['calibration']:.3f}")
+    return (
+        f"  labels {name:20s} AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  logloss {m['logloss']:.4f}  "
+        f"NE {m['ne']:.4f}  ECE {m['ece']:.4f}  calib {m['calibration']:.3f}"
+    )

@@ -24,51 +24,95 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from denoisrec.trainer.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
 
     p.add_argument("--config", metavar="FILE", help="YAML config file: any part of the tree --print-config shows")
-    p.add_argument("--preset", metavar="NAME", help=f"the papers' set-ups: {', '.join(PRESETS)} (applied after "
-                   "--config, before the other flags)")
+    p.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"the papers' set-ups: {', '.join(PRESETS)} (applied after --config, before the other flags)",
+    )
     p.add_argument("--data", metavar="DIR", help="dataset directory (data.path; default: data/small)")
     p.add_argument("--out", metavar="DIR", help="run output directory (run.out; default: runs/default)")
     p.add_argument("--model", metavar="NAME", help=f"{' | '.join(MODEL_OPTIONS)} (model.name; default: dlrm)")
-    p.add_argument("--denoiser", metavar="NAME", help="the loss layer (denoiser.name; default: bce); names and "
-                   "their -p options below")
-    p.add_argument("-p", "--denoiser-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
-                   help="denoiser option(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2")
-    p.add_argument("--batch-size", type=int, metavar="N", help="rows per rank per step (data.batch_size; default: "
-                   "2048)")
+    p.add_argument(
+        "--denoiser",
+        metavar="NAME",
+        help="the loss layer (denoiser.name; default: bce); names and their -p options below",
+    )
+    p.add_argument(
+        "-p",
+        "--denoiser-param",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="denoiser option(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2",
+    )
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="rows per rank per step (data.batch_size; default: 2048)"
+    )
     p.add_argument("--epochs", type=int, metavar="N", help="passes over the train split (run.epochs; default: 1)")
     p.add_argument("--steps", type=int, metavar="N", help="step budget (run.max_steps; default: none)")
     p.add_argument("--seed", type=int, metavar="N", help="run.seed (default: 0)")
-    p.add_argument("--sharding", metavar="TYPE", help=f"{' | '.join(SHARDING_TYPES)} for every table "
-                   "(sharding.sharding_type; default: the planner chooses; row_wise on GPU only)")
+    p.add_argument(
+        "--sharding",
+        metavar="TYPE",
+        help=f"{' | '.join(SHARDING_TYPES)} for every table "
+        "(sharding.sharding_type; default: the planner chooses; row_wise on GPU only)",
+    )
     p.add_argument("--device", metavar="DEV", help=f"{' | '.join(DEVICES)} (run.device; default: auto)")
-    p.add_argument("--baseline", metavar="RUN", help="run directory whose summary.json is the RealImp baseline "
-                   "(run.baseline)")
-    p.add_argument("--resume", metavar="WHAT", help="auto (default: <out>/checkpoints/latest if present), never, "
-                   "or a checkpoint directory (run.resume)")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="any config key, e.g. --set optim.lr=3e-4 run.eval_every=100 (repeatable; under torchx "
-                        "give them as one list)")
-    p.add_argument("--print-config", action="store_true", help="check the options, print the resolved config "
-                   "tree (every key, with its value) and exit")
+    p.add_argument(
+        "--baseline", metavar="RUN", help="run directory whose summary.json is the RealImp baseline (run.baseline)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="WHAT",
+        help="auto (default: <out>/checkpoints/latest if present), never, or a checkpoint directory (run.resume)",
+    )
+    p.add_argument(
+        "--set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. --set optim.lr=3e-4 run.eval_every=100 (repeatable; under torchx "
+        "give them as one list)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="check the options, print the resolved config tree (every key, with its value) and exit",
+    )
 
 
 def epilog() -> str:
     """The denoisers, the models and their options, below ``denoisrec train --help``."""
     from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
 
-    return ("denoisers and their -p options (default [accepted range]):\n" + describe(DENOISER_OPTIONS) +
-            "\n\nmodels and their options (--set model.params.NAME=VALUE):\n" + describe(MODEL_OPTIONS) +
-            "\n\nevery config key with its default: denoisrec train --print-config\n"
-            "mistakes exit 2 (usage) or 1 (data) with a one-line message naming the option")
+    return (
+        "denoisers and their -p options (default [accepted range]):\n"
+        + describe(DENOISER_OPTIONS)
+        + "\n\nmodels and their options (--set model.params.NAME=VALUE):\n"
+        + describe(MODEL_OPTIONS)
+        + "\n\nevery config key with its default: denoisrec train --print-config\n"
+        "mistakes exit 2 (usage) or 1 (data) with a one-line message naming the option"
+    )
 
 
 def config_from_args(a: argparse.Namespace) -> Config:
     """``--config`` file, then ``--preset``, then the flags, then ``--set`` (later wins)."""
+
     def flags_and_sets(cfg: Config) -> Config:
         direct = {
-            "data.path": a.data, "run.out": a.out, "model.name": a.model, "denoiser.name": a.denoiser,
-            "data.batch_size": a.batch_size, "run.epochs": a.epochs, "run.max_steps": a.steps, "run.seed": a.seed,
-            "sharding.sharding_type": a.sharding, "run.device": a.device, "run.baseline": a.baseline,
+            "data.path": a.data,
+            "run.out": a.out,
+            "model.name": a.model,
+            "denoiser.name": a.denoiser,
+            "data.batch_size": a.batch_size,
+            "run.epochs": a.epochs,
+            "run.max_steps": a.steps,
+            "run.seed": a.seed,
+            "sharding.sharding_type": a.sharding,
+            "run.device": a.device,
+            "run.baseline": a.baseline,
             "run.resume": a.resume,
         }
         for key, value in direct.items():
@@ -101,8 +145,7 @@ def run(a: argparse.Namespace) -> int:
         return 0
     path = cfg.data.path
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
-        raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)",
-                                path)
+        raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
     from denoisrec.trainer.dist import shutdown
     from denoisrec.trainer.train import train
 

@@ -28,8 +28,6 @@ from typing import Any, Dict, List, Sequence
 
 import torch.distributed as dist
 
-from denoisrec.trainer.data.reader import EpochReport
-
 
 def _sum_counts(dicts: Sequence[Dict[str, int]]) -> Dict[str, int]:
     out: Dict[str, int] = {}
@@ -42,7 +40,8 @@ def _sum_counts(dicts: Sequence[Dict[str, int]]) -> Dict[str, int]:
 def gather_reports(reports: Sequence[Any]) -> List[Dict[str, Any]]:
     """Per epoch, the rows every rank read and their total (a collective: every rank must call it).
 
-    ``reports``: this rank's :class:`EpochReport` s (or their ``to_dict()``), the same epochs on every rank."""
+    ``reports``: this rank's :class:`EpochReport` s (or their ``to_dict()``), the same epochs on every rank.
+    """
     mine = [r if isinstance(r, dict) else r.to_dict() for r in reports]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         everyone: List[Any] = [None] * dist.get_world_size()
@@ -52,21 +51,23 @@ def gather_reports(reports: Sequence[Any]) -> List[Dict[str, Any]]:
     out = []
     for e in range(len(mine)):
         per = [everyone[r][e] for r in range(len(everyone))]
-        out.append({
-            "split": per[0]["split"],
-            "epoch": per[0]["epoch"],
-            "per_rank": [p["rows_read"] for p in per],
-            "total": sum(p["rows_read"] for p in per),
-            "split_rows": per[0]["total_rows"],
-            "complete": all(p["complete"] for p in per),
-            "steps": per[0]["steps"],
-            "batches_read": [p["batches_read"] for p in per],
-            "short_batches": [p["short_batches"] for p in per],
-            "empty_batches": [p["empty_batches"] for p in per],
-            "oov_hashed": _sum_counts([p["oov_hashed"] for p in per]),
-            "nan_imputed": _sum_counts([p["nan_imputed"] for p in per]),
-            "empty_files": per[0]["empty_files"],
-        })
+        out.append(
+            {
+                "split": per[0]["split"],
+                "epoch": per[0]["epoch"],
+                "per_rank": [p["rows_read"] for p in per],
+                "total": sum(p["rows_read"] for p in per),
+                "split_rows": per[0]["total_rows"],
+                "complete": all(p["complete"] for p in per),
+                "steps": per[0]["steps"],
+                "batches_read": [p["batches_read"] for p in per],
+                "short_batches": [p["short_batches"] for p in per],
+                "empty_batches": [p["empty_batches"] for p in per],
+                "oov_hashed": _sum_counts([p["oov_hashed"] for p in per]),
+                "nan_imputed": _sum_counts([p["nan_imputed"] for p in per]),
+                "empty_files": per[0]["empty_files"],
+            }
+        )
         skipped = [p.get("rows_skipped", 0) for p in per]
         if any(skipped):  # a resumed run: rows an earlier launch had trained, decoded again only to skip them
             out[-1]["rows_skipped"] = skipped
@@ -92,6 +93,8 @@ def format_rows_read(rows: Sequence[Dict[str, Any]]) -> str:
             extra += f"; {sum(r['rows_skipped']):,} skipped on resume (trained by an earlier launch)"
         tail = f"{r['steps']} steps/rank, last batches short {sum(r['short_batches'])} empty {sum(r['empty_batches'])}"
         launch = f" (launch {r.get('launch', 0)})" if several else ""
-        lines.append(f"  rows read, epoch {r['epoch']}{launch}: {r['total']:,} of {r['split_rows']:,} ({shares}), "
-                     f"{state}; {tail}{extra}")
+        lines.append(
+            f"  rows read, epoch {r['epoch']}{launch}: {r['total']:,} of {r['split_rows']:,} ({shares}), "
+            f"{state}; {tail}{extra}"
+        )
     return "\n".join(lines)

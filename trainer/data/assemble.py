@@ -48,7 +48,7 @@ def _one_d(parts: Sequence[Part], role: str, dtype: torch.dtype, n: int, pin: bo
     o, p = out.numpy(), 0
     for block, rows in parts:
         k = rows.stop - rows.start
-        o[p:p + k] = block.one_d[role][rows]  # type: ignore[index]
+        o[p : p + k] = block.one_d[role][rows]  # type: ignore[index]
         p += k
     return out
 
@@ -62,14 +62,15 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
     multi_total, key = 0, 0
     for kind, a, b in layout.segments:  # lengths: 1 for single-valued keys, offset differences for lists
         if kind == "single":
-            lengths[key * n:(key + b - a) * n] = 1
+            lengths[key * n : (key + b - a) * n] = 1
             key += b - a
             continue
-        seg, p = lengths[key * n:(key + 1) * n], 0
+        seg, p = lengths[key * n : (key + 1) * n], 0
         for block, rows in parts:
             off, k = block.multi[a][0], rows.stop - rows.start
-            np.subtract(off[rows.start + 1:rows.stop + 1], off[rows.start:rows.stop], out=seg[p:p + k],
-                        casting="unsafe")
+            np.subtract(
+                off[rows.start + 1 : rows.stop + 1], off[rows.start : rows.stop], out=seg[p : p + k], casting="unsafe"
+            )
             multi_total += int(off[rows.stop]) - int(off[rows.start])
             p += k
         key += 1
@@ -78,17 +79,17 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
     values, pos = values_t.numpy(), 0
     for kind, a, b in layout.segments:
         if kind == "single":
-            out, p = values[pos:pos + (b - a) * n].reshape(b - a, n), 0
+            out, p = values[pos : pos + (b - a) * n].reshape(b - a, n), 0
             for block, rows in parts:
                 k = rows.stop - rows.start
-                out[:, p:p + k] = block.ids[a:b, rows]
+                out[:, p : p + k] = block.ids[a:b, rows]
                 p += k
             pos += (b - a) * n
             continue
         for block, rows in parts:
             off, vals = block.multi[a]
             s, e = int(off[rows.start]), int(off[rows.stop])
-            values[pos:pos + e - s] = vals[s:e]
+            values[pos : pos + e - s] = vals[s:e]
             pos += e - s
     assert pos == total, "reader bug: KJT values not filled"
     kjt = KeyedJaggedTensor(keys=layout.keys, values=values_t, lengths=lengths_t, stride=n)
@@ -100,7 +101,7 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
         dn, p = dense.numpy(), 0
         for block, rows in parts:
             k = rows.stop - rows.start
-            dn[p:p + k] = block.dense[rows]
+            dn[p : p + k] = block.dense[rows]
             p += k
     one: Dict[str, Optional[torch.Tensor]] = {}
     for role, (col, dt) in layout.one_d.items():

@@ -134,9 +134,14 @@ class Block:
         multi = []
         for off, vals in self.multi:
             s, e = int(off[a]), int(off[b])
-            multi.append(((off[a:b + 1] - s).astype(np.int64), vals[s:e].copy()))
-        return Block(n=b - a, ids=self.ids[:, a:b].copy(), multi=multi, dense=self.dense[a:b].copy(),
-                     one_d={k: None if v is None else v[a:b].copy() for k, v in self.one_d.items()})
+            multi.append(((off[a : b + 1] - s).astype(np.int64), vals[s:e].copy()))
+        return Block(
+            n=b - a,
+            ids=self.ids[:, a:b].copy(),
+            multi=multi,
+            dense=self.dense[a:b].copy(),
+            one_d={k: None if v is None else v[a:b].copy() for k, v in self.one_d.items()},
+        )
 
     @property
     def nbytes(self) -> int:
@@ -150,13 +155,17 @@ class Block:
 
 def _null_error(where: Where, col: str, arr: pa.Array) -> DataError:
     first = int(np.flatnonzero(~np.asarray(arr.is_valid()))[0])
-    return DataError(f"{where}: column {col!r} has {arr.null_count:,} null value(s) (first at {where.at(first)}); "
-                     "id and label columns must not contain nulls")
+    return DataError(
+        f"{where}: column {col!r} has {arr.null_count:,} null value(s) (first at {where.at(first)}); "
+        "id and label columns must not contain nulls"
+    )
 
 
 def _ids_error(where: Where, col: str, f: Finding, size: int, rows: str) -> DataError:
-    return DataError(f"{where}: column {col!r} has {f.count:,} id(s) outside the table [0, {size:,}) "
-                     f"(first: {f.value} at {rows}); set oov_policy to 'hash' to hash such ids into the table")
+    return DataError(
+        f"{where}: column {col!r} has {f.count:,} id(s) outside the table [0, {size:,}) "
+        f"(first: {f.value} at {rows}); set oov_policy to 'hash' to hash such ids into the table"
+    )
 
 
 def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters) -> Block:
@@ -202,8 +211,10 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
         if child.null_count:
             bad = int(np.flatnonzero(~np.asarray(child.is_valid()))[0])
             row = int(np.searchsorted(off, base + bad, side="right")) - 1
-            raise DataError(f"{where}: column {feat.name!r} has {child.null_count:,} null id(s) inside its lists "
-                            f"(first at {where.at(row)})")
+            raise DataError(
+                f"{where}: column {feat.name!r} has {child.null_count:,} null id(s) inside its lists "
+                f"(first at {where.at(row)})"
+            )
         vals = child.to_numpy(zero_copy_only=False)
         if base:
             off = off - base
@@ -219,8 +230,9 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
     # Dense, row-major float32; NaN / inf / null handled by the schema's nan_policy.
     dense = np.empty((n, len(schema.dense)), dtype=np.float32)
     if schema.dense:
-        np.stack([rb.column(c).to_numpy(zero_copy_only=False) for c in schema.dense], axis=1, out=dense,
-                 casting="same_kind")
+        np.stack(
+            [rb.column(c).to_numpy(zero_copy_only=False) for c in schema.dense], axis=1, out=dense, casting="same_kind"
+        )
     if dense.size and not np.isfinite(dense).all():
         for j, c in enumerate(schema.dense):
             col = dense[:, j]
@@ -228,9 +240,11 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
             if finding is None:
                 continue
             if schema.nan_policy == "error":
-                raise DataError(f"{where}: column {c!r} has {finding.count:,} NaN, infinite or null value(s) "
-                                f"(first: {finding.value} at {where.at(finding.first)}); set nan_policy to "
-                                "'impute' to replace them")
+                raise DataError(
+                    f"{where}: column {c!r} has {finding.count:,} NaN, infinite or null value(s) "
+                    f"(first: {finding.value} at {where.at(finding.first)}); set nan_policy to "
+                    "'impute' to replace them"
+                )
             col[~np.isfinite(col)] = schema.impute_value
             counters.add("nan_imputed", c, finding.count)
 
@@ -243,7 +257,9 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
         if role in ("label", "clean_label", "is_noisy"):
             finding = not_binary(v)
             if finding is not None:
-                raise DataError(f"{where}: column {name!r} has {finding.count:,} value(s) outside {{0, 1}} "
-                                f"(first: {finding.value!r} at {where.at(finding.first)}); labels must be 0 or 1")
+                raise DataError(
+                    f"{where}: column {name!r} has {finding.count:,} value(s) outside {{0, 1}} "
+                    f"(first: {finding.value!r} at {where.at(finding.first)}); labels must be 0 or 1"
+                )
         one_d[role] = v
     return Block(n=n, ids=ids, multi=multi, dense=dense, one_d=one_d)

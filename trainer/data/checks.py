@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import DataSchema
+
 # DataError: re-exported (`as`) for imports written before errors.py existed; new code imports it from there
 from denoisrec.trainer.errors import DataError as DataError
 from denoisrec.trainer.errors import oneline
@@ -124,8 +125,7 @@ def expected_types(schema: DataSchema, with_ground_truth: bool) -> Dict[str, Tup
     """Column → (description of the expected type, predicate on a pyarrow type)."""
     out: Dict[str, Tuple[str, Callable[[pa.DataType], bool]]] = {}
     for f in schema.sparse:
-        what, ok = (("list<integer> (multi-hot sparse", _is_int_list) if f.multi_hot
-                    else ("integer (sparse id", _is_int))
+        what, ok = ("list<integer> (multi-hot sparse", _is_int_list) if f.multi_hot else ("integer (sparse id", _is_int)
         out[f.name] = (f"{what}{', context feature' if f.role == 'context' else ''})", ok)
     for c in schema.dense:
         out[c] = ("float or integer (dense)", _is_number)

@@ -41,7 +41,8 @@ LOOKAHEAD_STEPS = 8
 
 def default_lookahead(reader: Any) -> int:
     """``LOOKAHEAD_STEPS`` plus the shuffle buffer in batches (262,144 / 8,192 = 32 at the defaults): the
-    next epoch's first batch needs a full window decoded, so it gets that many steps of head start."""
+    next epoch's first batch needs a full window decoded, so it gets that many steps of head start.
+    """
     buffer, batch = getattr(reader, "shuffle_buffer", 0), getattr(reader, "batch_size", 1)
     return LOOKAHEAD_STEPS + -(-buffer // max(batch, 1))
 
@@ -67,8 +68,9 @@ def _close(it: Optional[Iterator[Any]]) -> None:
         close()
 
 
-def epoch_batches(reader: Any, start_step: int, total_steps: int, reports: Optional[List[Any]] = None,
-                  lookahead: Optional[int] = None) -> Iterator[Any]:
+def epoch_batches(
+    reader: Any, start_step: int, total_steps: int, reports: Optional[List[Any]] = None, lookahead: Optional[int] = None
+) -> Iterator[Any]:
     """The batches of steps ``[start_step, total_steps)`` (see the module docstring).
 
     Args:
@@ -103,8 +105,13 @@ def epoch_batches(reader: Any, start_step: int, total_steps: int, reports: Optio
                     if i == skip and skip and report is not None:
                         report.mark_skipped(skip, skipped_rows)
                     left = spe - 1 - i  # steps of this epoch after this one
-                    if ahead is None and lookahead > 0 and left <= lookahead and (epoch + 1) * spe < total_steps \
-                            and hasattr(reader, "open_epoch"):
+                    if (
+                        ahead is None
+                        and lookahead > 0
+                        and left <= lookahead
+                        and (epoch + 1) * spe < total_steps
+                        and hasattr(reader, "open_epoch")
+                    ):
                         ahead = _open(reader, epoch + 1, ahead=True)
                     yield batch
                     step += 1

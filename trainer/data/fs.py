@@ -45,7 +45,8 @@ class DataPath:
     @classmethod
     def resolve(cls, path: str, filesystem: Any = None) -> "DataPath":
         """``path`` on ``filesystem`` (a ``pyarrow.fs.FileSystem`` or an ``fsspec`` filesystem), or, without
-        one, a local path or a URI."""
+        one, a local path or a URI.
+        """
         if isinstance(path, DataPath):
             return path
         path = os.fspath(path)
@@ -98,7 +99,8 @@ class DataPath:
 
     def split_listing(self) -> Any:
         """The :class:`~denoisrec.trainer.data.listing.SplitListing` of this folder (or file): data files,
-        other files, ignored hidden paths and refused links (see :mod:`denoisrec.trainer.data.listing`)."""
+        other files, ignored hidden paths and refused links (see :mod:`denoisrec.trainer.data.listing`).
+        """
         from denoisrec.trainer.data.listing import list_split
 
         return list_split(self)
@@ -106,7 +108,8 @@ class DataPath:
     def listing(self) -> Tuple[List[Tuple[str, int]], List[str]]:
         """``([(parquet file, size in bytes)], [other files])`` below this directory (or this one file),
         sorted by path. Hidden paths (``_``/``.`` prefixed, with everything below them) are left out;
-        :class:`DataError` for a dangling link or a link out of the split (see ``split_listing``)."""
+        :class:`DataError` for a dangling link or a link out of the split (see ``split_listing``).
+        """
         ls = self.split_listing()
         ls.raise_problems()
         return ls.files, ls.other
@@ -135,5 +138,6 @@ def open_parquet(dp: "DataPath", path: str) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path, filesystem=dp.fs)  # owns (and closes) its file handle
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError variants for corrupt or truncated files
-        raise DataError(f"{name}: not a readable Parquet file, corrupt or truncated "
-                        f"({type(e).__name__}: {oneline(e)})") from e
+        raise DataError(
+            f"{name}: not a readable Parquet file, corrupt or truncated ({type(e).__name__}: {oneline(e)})"
+        ) from e

@@ -38,7 +38,8 @@ HIDDEN = (".", "_")
 @dataclass
 class SplitListing:
     """``files``: ``[(path, bytes)]`` of the data files, sorted by path; ``other``: other files; ``ignored``:
-    hidden files and folders (folders end in ``/``); ``problems``: refused links, one line each."""
+    hidden files and folders (folders end in ``/``); ``problems``: refused links, one line each.
+    """
 
     root: str
     files: List[Tuple[str, int]] = field(default_factory=list)
@@ -71,18 +72,27 @@ def _list_local(root: str, out: SplitListing) -> None:
             if e.is_symlink():
                 target = os.path.realpath(e.path)
                 if not os.path.exists(target):
-                    out.problems.append(f"{e.path}: dangling symbolic link (to {os.readlink(e.path)}); its data is "
-                                        "missing: fix or remove the link")
+                    out.problems.append(
+                        f"{e.path}: dangling symbolic link (to {os.readlink(e.path)}); its data is "
+                        "missing: fix or remove the link"
+                    )
                 elif os.path.isdir(target):
-                    kind = ("a cycle: it points to a folder that contains it" if _inside(real_root, target) or
-                            _inside(os.path.realpath(d), target) else
-                            "inside the split, its files would be read twice" if _inside(target, real_root) else
-                            "outside the split folder")
-                    out.problems.append(f"{e.path}: symbolic link to the folder {target} ({kind}); links to folders "
-                                        "are not followed: move the files into the split folder")
+                    kind = (
+                        "a cycle: it points to a folder that contains it"
+                        if _inside(real_root, target) or _inside(os.path.realpath(d), target)
+                        else "inside the split, its files would be read twice"
+                        if _inside(target, real_root)
+                        else "outside the split folder"
+                    )
+                    out.problems.append(
+                        f"{e.path}: symbolic link to the folder {target} ({kind}); links to folders "
+                        "are not followed: move the files into the split folder"
+                    )
                 elif not _inside(target, real_root):
-                    out.problems.append(f"{e.path}: symbolic link to {target}, outside the split folder {root}; "
-                                        "links out of the split are not followed: copy or move the file in")
+                    out.problems.append(
+                        f"{e.path}: symbolic link to {target}, outside the split folder {root}; "
+                        "links out of the split are not followed: copy or move the file in"
+                    )
                 else:
                     links.append((e.path, target))
                     if e.name.endswith(".parquet"):
@@ -93,20 +103,25 @@ def _list_local(root: str, out: SplitListing) -> None:
             if e.is_dir(follow_symlinks=False):
                 stack.append(e.path)
             elif e.is_file(follow_symlinks=False):
-                (out.files.append((e.path, e.stat(follow_symlinks=False).st_size)) if e.name.endswith(".parquet")
-                 else out.other.append(e.path))
+                (
+                    out.files.append((e.path, e.stat(follow_symlinks=False).st_size))
+                    if e.name.endswith(".parquet")
+                    else out.other.append(e.path)
+                )
     listed = {os.path.realpath(p) for p, _ in out.files if not os.path.islink(p)}
     for link, target in links:
         if target in listed:
-            out.problems.append(f"{link}: symbolic link to {target}, which the split holds already (it would be "
-                                "read twice): remove the link")
+            out.problems.append(
+                f"{link}: symbolic link to {target}, which the split holds already (it would be "
+                "read twice): remove the link"
+            )
             out.files = [(p, s) for p, s in out.files if p != link]
 
 
 def _list_fs(dp: Any, out: SplitListing) -> None:
     base = dp.path.rstrip("/")
     for e in dp.fs.get_file_info(pafs.FileSelector(dp.path, recursive=True)):
-        rel = e.path[len(base):].lstrip("/") if e.path.startswith(base) else e.base_name
+        rel = e.path[len(base) :].lstrip("/") if e.path.startswith(base) else e.base_name
         parts = rel.split("/")
         hidden = [i for i, p in enumerate(parts) if p.startswith(HIDDEN)]
         if hidden:

@@ -26,16 +26,17 @@ from typing import Any, Sequence
 
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.validate import validate_split
+from denoisrec.trainer.errors import DataError
 
 EVAL_SPLITS = ("valid", "test")
 
 
-def check_eval_splits(root: str, schema: DataSchema, max_row_groups: int = 32,
-                      splits: Sequence[str] = EVAL_SPLITS, filesystem: Any = None) -> None:
+def check_eval_splits(
+    root: str, schema: DataSchema, max_row_groups: int = 32, splits: Sequence[str] = EVAL_SPLITS, filesystem: Any = None
+) -> None:
     """Raise :class:`DataError` on the first error found in a sampled scan of ``splits`` of ``root``."""
     if max_row_groups <= 0:
         return
@@ -52,15 +53,20 @@ def check_eval_splits(root: str, schema: DataSchema, max_row_groups: int = 32,
         report = validate_split(dp, split, schema, None, sample_every=every)
         errors = [i for i in report.issues if i.level == "error"]
         if errors:
-            more = f" ({len(errors) - 1} more problem(s); `denoisrec validate {root}` lists all)" if len(errors) > 1 \
+            more = (
+                f" ({len(errors) - 1} more problem(s); `denoisrec validate {root}` lists all)"
+                if len(errors) > 1
                 else ""
+            )
             raise DataError(f"{split} split, checked before training: {errors[0].line()[8:]}{more}")
 
 
-def check_eval_splits_on_main(root: str, schema: DataSchema, max_row_groups: int, is_main: bool,
-                              broadcast: Any) -> None:
+def check_eval_splits_on_main(
+    root: str, schema: DataSchema, max_row_groups: int, is_main: bool, broadcast: Any
+) -> None:
     """:func:`check_eval_splits` on rank 0 only; every rank raises its error (``broadcast``: rank 0's object to
-    every rank, a collective)."""
+    every rank, a collective).
+    """
     error = None
     if is_main:
         try:

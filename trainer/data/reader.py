@@ -49,8 +49,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import torch
 
-from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.assemble import Part, assemble
+from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.block import Block, Counters, Layout, Where, decode
 from denoisrec.trainer.data.checks import diagnose_row_group, oneline, schema_problems
 from denoisrec.trainer.data.fs import DataPath, open_parquet
@@ -64,8 +64,16 @@ ARROW_BATCH_ROWS = 1 << 17
 # Row groups pyarrow reads and decodes ahead of the one being consumed.
 READAHEAD_ROW_GROUPS = 1
 
-__all__ = ["DataError", "EpochPlan", "EpochReport", "ParquetBatchReader", "RowGroupRef", "Slice", "counted",
-           "steps_per_epoch"]
+__all__ = [
+    "DataError",
+    "EpochPlan",
+    "EpochReport",
+    "ParquetBatchReader",
+    "RowGroupRef",
+    "Slice",
+    "counted",
+    "steps_per_epoch",
+]
 
 
 @dataclass(frozen=True)
@@ -143,8 +151,10 @@ class EpochReport:
 
     @property
     def complete(self) -> bool:
-        return (self.rows_read + self.rows_skipped == self.planned_rows
-                and self.batches_read + self.batches_skipped == self.steps)
+        return (
+            self.rows_read + self.rows_skipped == self.planned_rows
+            and self.batches_read + self.batches_skipped == self.steps
+        )
 
     def mark_skipped(self, batches: int, rows: int) -> None:
         """Move ``batches`` / ``rows`` consumed only to reach a resume position out of ``rows_read``."""
@@ -207,8 +217,9 @@ class ParquetBatchReader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} outside world_size={world_size}")
         if shuffle_buffer < 0 or prefetch < 0 or block_rows <= 0:
-            raise ValueError(f"shuffle_buffer={shuffle_buffer}, prefetch={prefetch} must be >= 0 and "
-                             f"block_rows={block_rows} > 0")
+            raise ValueError(
+                f"shuffle_buffer={shuffle_buffer}, prefetch={prefetch} must be >= 0 and block_rows={block_rows} > 0"
+            )
         if pin_memory and not torch.cuda.is_available():
             raise ValueError("pin_memory=True needs CUDA (pinned host memory is for host-to-GPU copies)")
         self.dp = DataPath.resolve(path, filesystem)
@@ -302,9 +313,19 @@ class ParquetBatchReader:
 
     def _new_report(self, plan: EpochPlan, epoch: Optional[int] = None) -> EpochReport:
         epoch = self.epoch if epoch is None else epoch
-        return EpochReport(self.split, epoch, self.rank, self.world_size, self.total_rows, plan.rank_rows,
-                           plan.steps, plan.full_batches, plan.short_batches, plan.empty_batches,
-                           empty_files=list(self.empty_files))
+        return EpochReport(
+            self.split,
+            epoch,
+            self.rank,
+            self.world_size,
+            self.total_rows,
+            plan.rank_rows,
+            plan.steps,
+            plan.full_batches,
+            plan.short_batches,
+            plan.empty_batches,
+            empty_files=list(self.empty_files),
+        )
 
     # ------------------------------------------------------------------------------------ reading
     def _blocks(self, plan: EpochPlan, counters: Counters) -> Iterator[Block]:
@@ -326,8 +347,12 @@ class ParquetBatchReader:
         fmt = ds.ParquetFileFormat()
         frags = [fmt.make_fragment(s.group.path, self.dp.fs, row_groups=[s.group.index]) for s in slices]
         scanner = ds.FileSystemDataset(frags, physical, fmt, self.dp.fs).scanner(
-            columns=self.columns, batch_size=max(self.block_rows, ARROW_BATCH_ROWS), use_threads=True,
-            fragment_readahead=READAHEAD_ROW_GROUPS, batch_readahead=READAHEAD_ROW_GROUPS * 2)
+            columns=self.columns,
+            batch_size=max(self.block_rows, ARROW_BATCH_ROWS),
+            use_threads=True,
+            fragment_readahead=READAHEAD_ROW_GROUPS,
+            batch_readahead=READAHEAD_ROW_GROUPS * 2,
+        )
         it = scanner.scan_batches()
         k, pos = 0, 0  # the slice being read, and the row of its row group that the next batch starts at
         while k < len(slices):
@@ -338,20 +363,25 @@ class ParquetBatchReader:
             try:
                 rb = next(it).record_batch
             except StopIteration:
-                raise DataError(f"{self.dp.display(g.path)}: row group {g.index} ended after {pos:,} of "
-                                f"{g.num_rows:,} rows (the file changed since the reader opened the split?)") from None
+                raise DataError(
+                    f"{self.dp.display(g.path)}: row group {g.index} ended after {pos:,} of "
+                    f"{g.num_rows:,} rows (the file changed since the reader opened the split?)"
+                ) from None
             except Exception as e:  # noqa: BLE001 - corrupt pages, bad compression, a vanished file, ...
                 # The readahead scan fails as soon as any row group ahead fails: re-read from here one row
                 # group at a time, so every row before the bad one is delivered and the error names it.
                 yield from self._careful(slices[k:], pos, counters)
-                raise DataError(f"{self.dp.display(g.path)}: reading failed ({type(e).__name__}: {oneline(e)}), "
-                                "but every row group read fine on its own; a transient filesystem error?") from e
+                raise DataError(
+                    f"{self.dp.display(g.path)}: reading failed ({type(e).__name__}: {oneline(e)}), "
+                    "but every row group read fine on its own; a transient filesystem error?"
+                ) from e
             yield from self._cut(slices[k], rb, pos, counters)
             pos += rb.num_rows
 
     def _cut(self, s: Slice, rb: pa.RecordBatch, pos: int, counters: Counters) -> Iterator[Block]:
         """Blocks of at most ``block_rows`` rows of the part of ``rb`` (rows ``pos..`` of the row group) that
-        lies in ``s``."""
+        lies in ``s``.
+        """
         g, name = s.group, self.dp.display(s.group.path)
         if pos + rb.num_rows > g.num_rows:
             raise DataError(f"{name}: row group {g.index} has more rows than its footer says ({g.num_rows:,})")
@@ -363,7 +393,8 @@ class ParquetBatchReader:
 
     def _careful(self, slices: List[Slice], pos: int, counters: Counters) -> Iterator[Block]:
         """Read ``slices`` one row group at a time (the first from row ``pos``); raise :class:`DataError`
-        naming the first row group that cannot be decoded and its failing columns."""
+        naming the first row group that cannot be decoded and its failing columns.
+        """
         for s in slices:
             g, name = s.group, self.dp.display(s.group.path)
             pf = open_parquet(self.dp, g.path)
@@ -378,15 +409,18 @@ class ParquetBatchReader:
                 except DataError:
                     raise
                 except Exception as e:  # noqa: BLE001 - this is the row group that fails
-                    raise DataError(f"{name}: row group {g.index} could not be read ({type(e).__name__}: "
-                                    f"{oneline(e)}){diagnose_row_group(pf, g.index, self.columns)}") from e
+                    raise DataError(
+                        f"{name}: row group {g.index} could not be read ({type(e).__name__}: "
+                        f"{oneline(e)}){diagnose_row_group(pf, g.index, self.columns)}"
+                    ) from e
             finally:
                 pf.close()
             pos = 0
 
     def _recipes(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[List[Part]]:
         """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
-        ``plan.steps`` (decode and the shuffle buffer: the decode thread's work)."""
+        ``plan.steps`` (decode and the shuffle buffer: the decode thread's work).
+        """
         rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, epoch, 1]))
         batcher = Batcher(self.batch_size, self.shuffle_buffer, rng)
         emitted = 0
@@ -424,7 +458,8 @@ class ParquetBatchReader:
     def open_epoch(self, epoch: int) -> Tuple[Iterator[Batch], EpochReport]:
         """Epoch ``epoch``'s batches, independent of :meth:`set_epoch` and of any other epoch being read, and
         its report. The caller counts what it consumes into the report (:func:`counted`); the repaired-value
-        counts are filled when the iterator ends or is closed. Nothing is read before the first ``next``."""
+        counts are filled when the iterator ends or is closed. Nothing is read before the first ``next``.
+        """
         plan = self.epoch_plan(epoch)
         report = self._new_report(plan, epoch)
         return self._run(plan, epoch, report), report

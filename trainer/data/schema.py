@@ -110,8 +110,10 @@ class DataSchema:
             if f.role not in ROLES:
                 raise ValueError(f"schema: sparse feature {f.name!r} has role={f.role!r}; expected one of {ROLES}")
             if f.oov_policy is not None and f.oov_policy not in OOV_POLICIES:
-                raise ValueError(f"schema: sparse feature {f.name!r} has oov_policy={f.oov_policy!r}; "
-                                 f"expected one of {OOV_POLICIES} or null")
+                raise ValueError(
+                    f"schema: sparse feature {f.name!r} has oov_policy={f.oov_policy!r}; "
+                    f"expected one of {OOV_POLICIES} or null"
+                )
         if not self.label:
             raise ValueError("schema: a label column is required")
         names = [f.name for f in self.sparse]
@@ -186,8 +188,10 @@ class DataSchema:
         feats = []
         for f in sparse:
             if not isinstance(f, dict) or set(f) - known or "name" not in f or "num_embeddings" not in f:
-                raise ValueError(f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
-                                 f"and optionally multi_hot, oov_policy, role")
+                raise ValueError(
+                    f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
+                    f"and optionally multi_hot, oov_policy, role"
+                )
             feats.append(SparseFeature(**f))
         d["sparse"] = feats
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
@@ -199,7 +203,8 @@ class DataSchema:
     def load(cls, path: str, filesystem: Any = None) -> "DataSchema":
         """Load ``schema.json`` from a file path or from a dataset directory (local, a URI such as
         ``s3://bucket/ds`` or ``memory://ds``, or a path on ``filesystem``: a ``pyarrow.fs`` or ``fsspec``
-        filesystem)."""
+        filesystem).
+        """
         from denoisrec.trainer.data.fs import DataPath
 
         dp = DataPath.resolve(path, filesystem)
@@ -220,7 +225,8 @@ class DataSchema:
     @classmethod
     def from_config(cls, value: Any, data_path: str, filesystem: Any = None) -> "DataSchema":
         """The schema a run uses: ``value`` is ``None`` (``<data_path>/schema.json``), a path to a schema
-        file (JSON or YAML), or an inline mapping (the config's ``data.schema``)."""
+        file (JSON or YAML), or an inline mapping (the config's ``data.schema``).
+        """
         if value is None:
             return cls.load(data_path, filesystem)
         if isinstance(value, dict):
@@ -246,6 +252,8 @@ def check_roles(schema: "DataSchema") -> None:
         kind = kinds.get(col) if col is not None else None
         if kind is None or (role == "group_id" and kind == "sparse"):
             continue
-        raise ValueError(f"schema: column {col!r} is the {role} and also listed under '{kind}'; the label, the "
-                         "ground truth and the sample id can never be features, the group id only a sparse one: "
-                         f"remove it from '{kind}'")
+        raise ValueError(
+            f"schema: column {col!r} is the {role} and also listed under '{kind}'; the label, the "
+            "ground truth and the sample id can never be features, the group id only a sparse one: "
+            f"remove it from '{kind}'"
+        )

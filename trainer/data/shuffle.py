@@ -135,7 +135,7 @@ def permute(blocks: Sequence[Block], perm: np.ndarray, chunk_rows: int) -> List[
     allocator's reuse. Single-threaded numpy: the cores are pyarrow's.
     """
     n = len(perm)
-    index = [np.ascontiguousarray(perm[a:a + chunk_rows], dtype=np.int64) for a in range(0, n, chunk_rows)]
+    index = [np.ascontiguousarray(perm[a : a + chunk_rows], dtype=np.int64) for a in range(0, n, chunk_rows)]
     sizes = [len(i) for i in index]
 
     def gather_rows(srcs: List[np.ndarray]) -> List[np.ndarray]:
@@ -172,5 +172,7 @@ def permute(blocks: Sequence[Block], perm: np.ndarray, chunk_rows: int) -> List[
             new_off = np.zeros(len(idx) + 1, dtype=np.int64)
             np.cumsum(lens, out=new_off[1:])
             multi[c].append((new_off, np.take(vals, _list_index(starts, lens, int(new_off[-1])))))
-    return [Block(n=k, ids=ids[c], multi=multi[c], dense=dense[c], one_d={key: v[c] for key, v in one_d.items()})
-            for c, k in enumerate(sizes)]
+    return [
+        Block(n=k, ids=ids[c], multi=multi[c], dense=dense[c], one_d={key: v[c] for key, v in one_d.items()})
+        for c, k in enumerate(sizes)
+    ]

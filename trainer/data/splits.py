@@ -33,17 +33,34 @@ def schema_from_config(data: Any) -> DataSchema:
     return schema.with_policies(oov_policy=data.oov_policy, nan_policy=data.nan_policy)
 
 
-def split_readers(data: Any, schema: DataSchema, rank: int, world_size: int, seed: int,
-                  device: torch.device, batch_size: Optional[int] = None) -> Dict[str, ParquetBatchReader]:
+def split_readers(
+    data: Any,
+    schema: DataSchema,
+    rank: int,
+    world_size: int,
+    seed: int,
+    device: torch.device,
+    batch_size: Optional[int] = None,
+) -> Dict[str, ParquetBatchReader]:
     """``{"train", "valid", "test"}`` readers for this rank; ``batch_size`` (rows per rank) overrides
-    ``data.batch_size`` for the train split (the trainer passes the one ``data.global_batch_size`` implies)."""
+    ``data.batch_size`` for the train split (the trainer passes the one ``data.global_batch_size`` implies).
+    """
     pin = device.type == "cuda"
 
     def make(split: str, batch_size: int, train: bool) -> ParquetBatchReader:
         return ParquetBatchReader(
-            split_path(data.path, split), schema, batch_size, rank, world_size,
-            shuffle=train and data.shuffle, seed=seed, shuffle_buffer=data.shuffle_buffer if train else 0,
-            prefetch=data.prefetch, pin_memory=pin, split=split)
+            split_path(data.path, split),
+            schema,
+            batch_size,
+            rank,
+            world_size,
+            shuffle=train and data.shuffle,
+            seed=seed,
+            shuffle_buffer=data.shuffle_buffer if train else 0,
+            prefetch=data.prefetch,
+            pin_memory=pin,
+            split=split,
+        )
 
     return {
         "train": make("train", data.batch_size if batch_size is None else batch_size, True),

@@ -121,8 +121,9 @@ class _Collector:
         self.issues: Dict[tuple, Issue] = {}
         self.texts: Dict[tuple, Callable[[int], str]] = {}
 
-    def add(self, level: str, column: Optional[str], kind: str, text: Callable[[int], str], count: int,
-            row_group: int) -> None:
+    def add(
+        self, level: str, column: Optional[str], kind: str, text: Callable[[int], str], count: int, row_group: int
+    ) -> None:
         key = (level, column, kind)
         issue = self.issues.get(key)
         if issue is None:
@@ -153,8 +154,9 @@ def _fixed(text: str) -> Callable[[int], str]:
     return lambda _: text
 
 
-def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collector, g: int, first_row: int,
-                 positives: List[int]) -> None:
+def _check_batch(
+    rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collector, g: int, first_row: int, positives: List[int]
+) -> None:
     def at(i: int) -> str:
         return f"row {first_row + i:,} of the row group"
 
@@ -162,8 +164,14 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
         arr = rb.column(c)
         if arr.null_count:
             where = at(int(np.flatnonzero(~np.asarray(arr.is_valid()))[0]))
-            col.add("error", c, "null", _counted(f"null value(s) (first at {where}); id and label columns must not "
-                                                 "contain nulls"), arr.null_count, g)
+            col.add(
+                "error",
+                c,
+                "null",
+                _counted(f"null value(s) (first at {where}); id and label columns must not contain nulls"),
+                arr.null_count,
+                g,
+            )
     for f in schema.sparse:
         arr = rb.column(f.name)
         if f.multi_hot:
@@ -176,35 +184,59 @@ def _check_batch(rb: pa.RecordBatch, schema: DataSchema, gt: bool, col: _Collect
         finding = out_of_table(vals, f.num_embeddings)
         if finding is not None:
             hashed = schema.oov_policy_of(f) == "hash"
-            policy = ("; oov_policy 'hash' hashes them into the table" if hashed
-                      else "; oov_policy 'error' rejects them (set 'hash' to hash them)")
-            col.add("note" if hashed else "error", f.name, "oov",
-                    _counted(f"id(s) outside the table [0, {f.num_embeddings:,}) (e.g. {finding.value}){policy}"),
-                    finding.count, g)
+            policy = (
+                "; oov_policy 'hash' hashes them into the table"
+                if hashed
+                else "; oov_policy 'error' rejects them (set 'hash' to hash them)"
+            )
+            col.add(
+                "note" if hashed else "error",
+                f.name,
+                "oov",
+                _counted(f"id(s) outside the table [0, {f.num_embeddings:,}) (e.g. {finding.value}){policy}"),
+                finding.count,
+                g,
+            )
     for c in schema.dense:
         v = rb.column(c).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         finding = not_finite(v)
         if finding is not None:
             impute = schema.nan_policy == "impute"
-            policy = (f"; nan_policy 'impute' replaces them with {schema.impute_value}" if impute
-                      else "; nan_policy 'error' rejects them (set 'impute' to replace them)")
-            col.add("note" if impute else "error", c, "nan",
-                    _counted(f"NaN, infinite or null value(s) (first at {at(finding.first)}){policy}"),
-                    finding.count, g)
+            policy = (
+                f"; nan_policy 'impute' replaces them with {schema.impute_value}"
+                if impute
+                else "; nan_policy 'error' rejects them (set 'impute' to replace them)"
+            )
+            col.add(
+                "note" if impute else "error",
+                c,
+                "nan",
+                _counted(f"NaN, infinite or null value(s) (first at {at(finding.first)}){policy}"),
+                finding.count,
+                g,
+            )
     for c in label_columns(schema, gt):
         v = _np(rb.column(c))
         finding = not_binary(v)
         if finding is not None:
-            col.add("error", c, "label", _counted(f"value(s) outside {{0, 1}} (e.g. {finding.value!r}); labels must be "
-                                                  "0 or 1"), finding.count, g)
+            col.add(
+                "error",
+                c,
+                "label",
+                _counted(f"value(s) outside {{0, 1}} (e.g. {finding.value!r}); labels must be 0 or 1"),
+                finding.count,
+                g,
+            )
         if c == schema.label:
             positives[0] += int((v == 1).sum())
 
 
-def validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[List[np.ndarray]],
-                   sample_every: int = 1) -> SplitReport:
+def validate_split(
+    dp: DataPath, split: str, schema: DataSchema, ids: Optional[List[np.ndarray]], sample_every: int = 1
+) -> SplitReport:
     """One split's report. ``sample_every`` > 1 decodes only every that many row groups (counted over the
-    split; the footers and schemas of all files are still checked): the trainer's check before training."""
+    split; the footers and schemas of all files are still checked): the trainer's check before training.
+    """
     rep = SplitReport(split=split, path=str(dp))
     seen = 0
     try:
@@ -232,7 +264,7 @@ def validate_split(dp: DataPath, split: str, schema: DataSchema, ids: Optional[L
         try:
             pf = open_parquet(dp, path)
         except DataError as e:
-            rep.issues.append(Issue("error", name, None, str(e)[len(name) + 2:]))
+            rep.issues.append(Issue("error", name, None, str(e)[len(name) + 2 :]))
             continue
         try:
             problems = schema_problems(pf.schema_arrow, schema, gt)
@@ -282,17 +314,25 @@ def _describe_schema(schema: DataSchema) -> str:
     multi = sum(f.multi_hot for f in schema.sparse)
     ctx = schema.context_names
     roles = f"context features {ctx}" if ctx else "no context features (all preference)"
-    return (f"{len(schema.sparse)} sparse ({multi} multi-hot), {len(schema.dense)} dense; {roles}; "
-            f"label {schema.label!r}, "
-            f"group {schema.group_id!r}, sample id {schema.sample_id!r}, ground truth "
-            f"{'yes' if schema.ground_truth else 'no'}; oov_policy={schema.oov_policy}, nan_policy={schema.nan_policy}")
+    return (
+        f"{len(schema.sparse)} sparse ({multi} multi-hot), {len(schema.dense)} dense; {roles}; "
+        f"label {schema.label!r}, "
+        f"group {schema.group_id!r}, sample id {schema.sample_id!r}, ground truth "
+        f"{'yes' if schema.ground_truth else 'no'}; oov_policy={schema.oov_policy}, nan_policy={schema.nan_policy}"
+    )
 
 
-def validate_dataset(path: str, schema: Optional[DataSchema] = None, schema_source: Optional[str] = None,
-                     splits: Optional[Sequence[str]] = None, filesystem: Any = None,
-                     unique_ids: bool = False) -> DatasetReport:
+def validate_dataset(
+    path: str,
+    schema: Optional[DataSchema] = None,
+    schema_source: Optional[str] = None,
+    splits: Optional[Sequence[str]] = None,
+    filesystem: Any = None,
+    unique_ids: bool = False,
+) -> DatasetReport:
     """Check ``path`` (a dataset directory, or one split / file) against ``schema`` (default: its
-    ``schema.json``); see the module docstring."""
+    ``schema.json``); see the module docstring.
+    """
     dp = DataPath.resolve(path, filesystem)
     if schema is None:
         schema = DataSchema.load(str(dp) if filesystem is None else dp.path, filesystem)
@@ -321,16 +361,25 @@ def format_report(r: DatasetReport) -> str:
     lines = [f"validate {r.path}", f"  schema {r.schema_source}: {r.schema_summary}"]
     for s in r.splits:
         pos = f"positives {s.positives / s.rows_checked:.1%}" if s.rows_checked else "no rows checked"
-        rg = (f"{s.min_row_group_rows:,}-{s.max_row_group_rows:,} rows/row group"
-              if s.min_row_group_rows != s.max_row_group_rows else f"{s.max_row_group_rows:,} rows/row group")
-        lines.append(f"  {s.split:5s}: {s.files} file(s), {s.row_groups} row groups ({rg}), {s.rows:,} rows, "
-                     f"{s.bytes / 1e6:,.1f} MB; {pos}")
+        rg = (
+            f"{s.min_row_group_rows:,}-{s.max_row_group_rows:,} rows/row group"
+            if s.min_row_group_rows != s.max_row_group_rows
+            else f"{s.max_row_group_rows:,} rows/row group"
+        )
+        lines.append(
+            f"  {s.split:5s}: {s.files} file(s), {s.row_groups} row groups ({rg}), {s.rows:,} rows, "
+            f"{s.bytes / 1e6:,.1f} MB; {pos}"
+        )
         if s.ignored:
-            lines.append(f"         ignored {len(s.ignored)} hidden path(s) starting with _ or . (Spark/Hive convention, "
-                         f"as training does): {', '.join(s.ignored[:3])}" + (" ..." if len(s.ignored) > 3 else ""))
+            lines.append(
+                f"         ignored {len(s.ignored)} hidden path(s) starting with _ or . (Spark/Hive convention, "
+                f"as training does): {', '.join(s.ignored[:3])}" + (" ..." if len(s.ignored) > 3 else "")
+            )
         if s.other_files:
-            lines.append(f"         ignored {len(s.other_files)} non-Parquet file(s): {', '.join(s.other_files[:3])}"
-                         + (" ..." if len(s.other_files) > 3 else ""))
+            lines.append(
+                f"         ignored {len(s.other_files)} non-Parquet file(s): {', '.join(s.other_files[:3])}"
+                + (" ..." if len(s.other_files) > 3 else "")
+            )
     issues = r.all_issues()
     lines += [i.line() for i in issues]
     if r.ok:

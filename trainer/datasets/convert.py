@@ -54,8 +54,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
+from denoisrec.trainer.errors import DataError
 
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, ..., 56+
 N_GENRES = 19
@@ -90,8 +90,9 @@ def _read_table(path: str, sep: str, min_fields: int, encoding: str = "utf-8") -
                 continue
             parts = line.split(sep)
             if len(parts) < min_fields:
-                raise DataError(f"{path}:{n}: expected {min_fields} fields separated by {sep!r}, got {len(parts)}: "
-                                f"{line[:80]!r}")
+                raise DataError(
+                    f"{path}:{n}: expected {min_fields} fields separated by {sep!r}, got {len(parts)}: {line[:80]!r}"
+                )
             rows.append(parts)
     if not rows:
         raise DataError(f"{path}: empty file")
@@ -125,8 +126,9 @@ def _check_unique_pairs(where: str, user: np.ndarray, item: np.ndarray) -> None:
         raise DataError(f"{where}: (user, item) pair ({int(user[i])}, {int(item[i])}) is rated more than once")
 
 
-def sample_negatives(user: np.ndarray, item: np.ndarray, n_items: int, ratio: int,
-                     rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, int]:
+def sample_negatives(
+    user: np.ndarray, item: np.ndarray, n_items: int, ratio: int, rng: np.random.Generator
+) -> Tuple[np.ndarray, np.ndarray, int]:
     """``ratio`` negatives per positive from each user's unrated items.
 
     Returns ``(neg_item, pos_index, users_with_replacement)``: ``neg_item[j]`` is paired with positive
@@ -194,18 +196,19 @@ def _list_array(lists: List[np.ndarray]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int64()))
 
 
-def build_rows(ratings: Ratings, n_items: int, noisy_max_rating: int, neg_ratio: int, clean_test: str,
-               seed: int) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+def build_rows(
+    ratings: Ratings, n_items: int, noisy_max_rating: int, neg_ratio: int, clean_test: str, seed: int
+) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Positives + sampled negatives as column arrays (user, item, rating, label, clean_label, is_noisy,
-    split[, timestamp]); noisy test positives removed when ``clean_test == "remove"``."""
+    split[, timestamp]); noisy test positives removed when ``clean_test == "remove"``.
+    """
     if clean_test not in CLEAN_TEST:
         raise ValueError(f"--clean-test {clean_test!r}: expected one of {CLEAN_TEST}")
     if neg_ratio < 0:
         raise ValueError(f"--neg-ratio {neg_ratio}: must be >= 0")
     n_pos = ratings.user.size
     if neg_ratio:
-        neg_item, pos_idx, replaced = sample_negatives(ratings.user, ratings.item, n_items, neg_ratio,
-                                                       _rng(seed, 1))
+        neg_item, pos_idx, replaced = sample_negatives(ratings.user, ratings.item, n_items, neg_ratio, _rng(seed, 1))
     else:
         neg_item, pos_idx, replaced = np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     noisy_pos = (ratings.rating <= noisy_max_rating).astype(np.int8)
@@ -225,13 +228,22 @@ def build_rows(ratings: Ratings, n_items: int, noisy_max_rating: int, neg_ratio:
         drop = (cols["split"] == SPLITS.index("test")) & (cols["is_noisy"] == 1)
         removed = int(drop.sum())
         cols = {k: v[~drop] for k, v in cols.items()}
-    info = {"negatives": int(neg_item.size), "users_negatives_with_replacement": replaced,
-            "noisy_test_positives_removed": removed}
+    info = {
+        "negatives": int(neg_item.size),
+        "users_negatives_with_replacement": replaced,
+        "noisy_test_positives_removed": removed,
+    }
     return cols, info
 
 
-def write_dataset(out: str, cols: Dict[str, np.ndarray], features: Dict[str, Any], schema: DataSchema,
-                  seed: int, extra_stats: Dict[str, Any]) -> Dict[str, Any]:
+def write_dataset(
+    out: str,
+    cols: Dict[str, np.ndarray],
+    features: Dict[str, Any],
+    schema: DataSchema,
+    seed: int,
+    extra_stats: Dict[str, Any],
+) -> Dict[str, Any]:
     """Write the three splits (rows shuffled per split), ``schema.json`` and ``stats.json``.
 
     ``features`` maps a feature column to a function of the row indices (``np.ndarray → array``).
@@ -255,8 +267,9 @@ def write_dataset(out: str, cols: Dict[str, np.ndarray], features: Dict[str, Any
         os.makedirs(d, exist_ok=True)
         for old in glob.glob(os.path.join(d, "*.parquet")):
             os.remove(old)
-        pq.write_table(pa.table(table), os.path.join(d, "part-00000.parquet"), row_group_size=ROW_GROUP,
-                       compression="snappy")
+        pq.write_table(
+            pa.table(table), os.path.join(d, "part-00000.parquet"), row_group_size=ROW_GROUP, compression="snappy"
+        )
         label, noisy = cols["label"][idx], cols["is_noisy"][idx]
         n_lab = int(label.sum())
         stats[split] = {
@@ -307,8 +320,7 @@ def read_movielens(path: str) -> Tuple[Ratings, Dict[str, np.ndarray], Dict[str,
     if missing.size:
         raise DataError(f"{f_data}: user {int(missing[0])} has no line in {f_user}")
     f_occ = os.path.join(path, "u.occupation")
-    occupations = ([r[0] for r in _read_table(f_occ, "|", 1)] if os.path.isfile(f_occ)
-                   else sorted({r[3] for r in urows}))
+    occupations = [r[0] for r in _read_table(f_occ, "|", 1)] if os.path.isfile(f_occ) else sorted({r[3] for r in urows})
     occ_index = {o: i for i, o in enumerate(occupations)}
     u_age = np.zeros(n_users, np.int64)
     u_gender = np.zeros(n_users, np.int64)
@@ -339,25 +351,45 @@ def read_movielens(path: str) -> Tuple[Ratings, Dict[str, np.ndarray], Dict[str,
         i = int(r[0]) - 1
         m = _YEAR.search(r[2])
         years[i] = int(m.group(1)) if m else 0
-        flags = r[5:5 + N_GENRES]
+        flags = r[5 : 5 + N_GENRES]
         if any(x not in ("0", "1") for x in flags):
             raise DataError(f"{f_item}:{n}: genre flags must be 0 or 1, got {flags}")
         genres[i] = np.flatnonzero(np.array(flags) == "1").astype(np.int64)
     known = years[years > 0]
     y0 = int(known.min()) if known.size else 0
     year_bucket = np.where(years > 0, years - y0 + 1, 0)
-    feats = {"user_age": u_age, "user_gender": u_gender, "user_occupation": u_occ, "user_zip": u_zip,
-             "item_year": year_bucket, "item_genres": np.array(genres, dtype=object)}
-    sizes = {"user_id": n_users, "item_id": n_items, "user_age": len(AGE_EDGES) + 1, "user_gender": 2,
-             "user_occupation": len(occupations), "user_zip": 11, "item_year": int(year_bucket.max()) + 1,
-             "item_genres": N_GENRES}
+    feats = {
+        "user_age": u_age,
+        "user_gender": u_gender,
+        "user_occupation": u_occ,
+        "user_zip": u_zip,
+        "item_year": year_bucket,
+        "item_genres": np.array(genres, dtype=object),
+    }
+    sizes = {
+        "user_id": n_users,
+        "item_id": n_items,
+        "user_age": len(AGE_EDGES) + 1,
+        "user_gender": 2,
+        "user_occupation": len(occupations),
+        "user_zip": 11,
+        "item_year": int(year_bucket.max()) + 1,
+        "item_genres": N_GENRES,
+    }
     ratings = Ratings(user - 1, item - 1, rating, np.zeros(user.size, np.int64), ts)
     return ratings, feats, sizes
 
 
-def convert_movielens(path: str, out: str, noisy_max_rating: int = 3, neg_ratio: int = 1, seed: int = 0,
-                      split: Sequence[float] = (0.8, 0.1, 0.1), split_by: str = "random",
-                      clean_test: str = "relabel") -> Dict[str, Any]:
+def convert_movielens(
+    path: str,
+    out: str,
+    noisy_max_rating: int = 3,
+    neg_ratio: int = 1,
+    seed: int = 0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    split_by: str = "random",
+    clean_test: str = "relabel",
+) -> Dict[str, Any]:
     """Convert a MovieLens-100K folder to a denoisrec dataset under ``out``; return its statistics."""
     ratings, feats, sizes = read_movielens(path)
     if split_by == "random":
@@ -379,15 +411,33 @@ def convert_movielens(path: str, out: str, noisy_max_rating: int = 3, neg_ratio:
         "item_year": lambda idx: feats["item_year"][i[idx]],
     }
     sparse = [SparseFeature(n, sizes[n], multi_hot=(n == "item_genres")) for n in features]
-    options = {"noisy_max_rating": noisy_max_rating, "neg_ratio": neg_ratio, "split": list(split),
-               "split_by": split_by, "clean_test": clean_test, "seed": seed}
+    options = {
+        "noisy_max_rating": noisy_max_rating,
+        "neg_ratio": neg_ratio,
+        "split": list(split),
+        "split_by": split_by,
+        "clean_test": clean_test,
+        "seed": seed,
+    }
     schema = DataSchema(sparse=sparse, dense=[], extra={"source": "movielens-100k", "options": options})
     counts = np.bincount(ratings.rating, minlength=6)[1:]
-    stats = write_dataset(out, cols, features, schema, seed, {
-        "source": "movielens-100k", "options": options, "ratings": int(ratings.user.size),
-        "users": sizes["user_id"], "items": sizes["item_id"],
-        "rating_counts": {str(r + 1): int(c) for r, c in enumerate(counts)},
-        "noisy_positive_share_all": float((ratings.rating <= noisy_max_rating).mean()), **info})
+    stats = write_dataset(
+        out,
+        cols,
+        features,
+        schema,
+        seed,
+        {
+            "source": "movielens-100k",
+            "options": options,
+            "ratings": int(ratings.user.size),
+            "users": sizes["user_id"],
+            "items": sizes["item_id"],
+            "rating_counts": {str(r + 1): int(c) for r, c in enumerate(counts)},
+            "noisy_positive_share_all": float((ratings.rating <= noisy_max_rating).mean()),
+            **info,
+        },
+    )
     return stats
 
 
@@ -399,16 +449,19 @@ def _deca_prefix(path: str) -> str:
     if not found:
         raise FileNotFoundError(f"{path}: no <name>.train.rating file (DeCA's format)")
     if len(found) > 1:
-        raise DataError(f"{path}: several DeCA datasets ({[os.path.basename(f) for f in found]}); "
-                        "point to a folder with one")
+        raise DataError(
+            f"{path}: several DeCA datasets ({[os.path.basename(f) for f in found]}); point to a folder with one"
+        )
     return found[0][: -len(".train.rating")]
 
 
 def _read_deca(f: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = _read_table(f, "\t", 3)
     if rows[0][0].startswith("("):
-        raise DataError(f"{f}: NCF-style '(user,item)\\tneg1\\tneg2...' lines are not DeCA's rating format "
-                        "(user \\t item \\t rating)")
+        raise DataError(
+            f"{f}: NCF-style '(user,item)\\tneg1\\tneg2...' lines are not DeCA's rating format "
+            "(user \\t item \\t rating)"
+        )
     u, i, r = _ints(f, rows, 0, "user id"), _ints(f, rows, 1, "item id"), _ints(f, rows, 2, "rating")
     if u.min() < 0 or i.min() < 0:
         raise DataError(f"{f}: negative user or item id")
@@ -416,8 +469,9 @@ def _read_deca(f: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return u, i, r
 
 
-def convert_deca(path: str, out: str, noisy_max_rating: int = 4, neg_ratio: int = 1, seed: int = 0,
-                 clean_test: str = "relabel") -> Dict[str, Any]:
+def convert_deca(
+    path: str, out: str, noisy_max_rating: int = 4, neg_ratio: int = 1, seed: int = 0, clean_test: str = "relabel"
+) -> Dict[str, Any]:
     """Convert DeCA's ``*.train.rating / *.valid.rating / *.test.negative [/ *.test.noisy]`` files.
 
     The test positives are ``*.test.noisy`` (the full test with ratings) when present, else
@@ -449,39 +503,69 @@ def convert_deca(path: str, out: str, noisy_max_rating: int = 4, neg_ratio: int 
     key = lambda a, b: a * n_items + b  # noqa: E731
     mine = set(key(tu[tr > noisy_max_rating], ti[tr > noisy_max_rating]).tolist())
     theirs = set(key(cu, ci).tolist())
-    agreement = {"threshold_clean_test_pairs": len(mine), "test_negative_pairs": len(theirs),
-                 "only_in_threshold": len(mine - theirs), "only_in_test_negative": len(theirs - mine)}
+    agreement = {
+        "threshold_clean_test_pairs": len(mine),
+        "test_negative_pairs": len(theirs),
+        "only_in_threshold": len(mine - theirs),
+        "only_in_test_negative": len(theirs - mine),
+    }
     ratings = Ratings(user, item, rating, split)
     cols, info = build_rows(ratings, n_items, noisy_max_rating, neg_ratio, clean_test, seed)
     u, i = cols["user"], cols["item"]
     features = {"user_id": lambda idx: u[idx], "item_id": lambda idx: i[idx]}
     name = os.path.basename(prefix)
-    options = {"noisy_max_rating": noisy_max_rating, "neg_ratio": neg_ratio, "clean_test": clean_test,
-               "seed": seed, "test_positives_from": test_source}
-    schema = DataSchema(sparse=[SparseFeature("user_id", n_users), SparseFeature("item_id", n_items)], dense=[],
-                        extra={"source": f"deca-{name}", "options": options})
+    options = {
+        "noisy_max_rating": noisy_max_rating,
+        "neg_ratio": neg_ratio,
+        "clean_test": clean_test,
+        "seed": seed,
+        "test_positives_from": test_source,
+    }
+    schema = DataSchema(
+        sparse=[SparseFeature("user_id", n_users), SparseFeature("item_id", n_items)],
+        dense=[],
+        extra={"source": f"deca-{name}", "options": options},
+    )
     counts = np.bincount(rating, minlength=6)[1:]
-    return write_dataset(out, cols, features, schema, seed, {
-        "source": f"deca-{name}", "options": options, "ratings": int(user.size), "users": n_users,
-        "items": n_items, "rating_counts": {str(r + 1): int(c) for r, c in enumerate(counts)},
-        "clean_test_vs_test_negative": agreement, **info})
+    return write_dataset(
+        out,
+        cols,
+        features,
+        schema,
+        seed,
+        {
+            "source": f"deca-{name}",
+            "options": options,
+            "ratings": int(user.size),
+            "users": n_users,
+            "items": n_items,
+            "rating_counts": {str(r + 1): int(c) for r, c in enumerate(counts)},
+            "clean_test_vs_test_negative": agreement,
+            **info,
+        },
+    )
 
 
 def describe(stats: Dict[str, Any]) -> str:
-    lines = [f"{stats['source']}: {stats['ratings']:,} ratings, {stats['users']:,} users, {stats['items']:,} items; "
-             f"ratings 1-5: {' / '.join(f'{c:,}' for c in stats['rating_counts'].values())}; "
-             f"negatives {stats['negatives']:,}"]
+    lines = [
+        f"{stats['source']}: {stats['ratings']:,} ratings, {stats['users']:,} users, {stats['items']:,} items; "
+        f"ratings 1-5: {' / '.join(f'{c:,}' for c in stats['rating_counts'].values())}; "
+        f"negatives {stats['negatives']:,}"
+    ]
     for split in SPLITS:
         s = stats[split]
-        lines.append(f"{split:5s}: {s['rows']:>8,} rows; positives {s['positives']:,} ({s['positive_rate']:.1%}), "
-                     f"of which noisy {s['noisy_positives']:,} ({s['noisy_positive_rate']:.1%}); "
-                     f"clean positives {s['clean_positive_rate']:.1%} of rows")
+        lines.append(
+            f"{split:5s}: {s['rows']:>8,} rows; positives {s['positives']:,} ({s['positive_rate']:.1%}), "
+            f"of which noisy {s['noisy_positives']:,} ({s['noisy_positive_rate']:.1%}); "
+            f"clean positives {s['clean_positive_rate']:.1%} of rows"
+        )
     if stats.get("noisy_test_positives_removed"):
         lines.append(f"clean test: removed {stats['noisy_test_positives_removed']:,} noisy test positives")
     if "clean_test_vs_test_negative" in stats:
         a = stats["clean_test_vs_test_negative"]
-        lines.append(f"clean test pairs by threshold: {a['threshold_clean_test_pairs']:,}; in *.test.negative: "
-                     f"{a['test_negative_pairs']:,} (only in threshold {a['only_in_threshold']}, only in file "
-                     f"{a['only_in_test_negative']})")
+        lines.append(
+            f"clean test pairs by threshold: {a['threshold_clean_test_pairs']:,}; in *.test.negative: "
+            f"{a['test_negative_pairs']:,} (only in threshold {a['only_in_threshold']}, only in file "
+            f"{a['only_in_test_negative']})"
+        )
     return "\n".join(lines)
-

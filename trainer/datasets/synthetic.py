@@ -124,18 +124,38 @@ class Preset:
 
 PRESETS: Dict[str, Preset] = {
     # A few thousand rows: unit tests and smoke runs.
-    "tiny": Preset(n_users=300, n_items=200, train_rows=6000, valid_rows=1500, test_rows=1500,
-                   rows_per_file=2500, row_group_size=500),
+    "tiny": Preset(
+        n_users=300,
+        n_items=200,
+        train_rows=6000,
+        valid_rows=1500,
+        test_rows=1500,
+        rows_per_file=2500,
+        row_group_size=500,
+    ),
     # The embedded default of `make train`: a few minutes on 2 CPU cores.
-    "small": Preset(n_users=20_000, n_items=5_000, train_rows=400_000, valid_rows=50_000, test_rows=50_000,
-                    rows_per_file=200_000, row_group_size=25_000),
-    "medium": Preset(n_users=200_000, n_items=30_000, train_rows=4_000_000, valid_rows=500_000,
-                     test_rows=500_000),
+    "small": Preset(
+        n_users=20_000,
+        n_items=5_000,
+        train_rows=400_000,
+        valid_rows=50_000,
+        test_rows=50_000,
+        rows_per_file=200_000,
+        row_group_size=25_000,
+    ),
+    "medium": Preset(n_users=200_000, n_items=30_000, train_rows=4_000_000, valid_rows=500_000, test_rows=500_000),
     # LCD's industrial "Product" shape (Table 1): 3.64M users, 117K items, 77.11M / 10.89M / 10.96M rows,
     # 69 features (53 categorical of which 4 multi-hot, 16 dense). Files of 4M rows in 256K-row groups.
     "product": Preset(
-        n_users=3_640_000, n_items=117_000, train_rows=77_110_000, valid_rows=10_890_000, test_rows=10_960_000,
-        n_genres=40, n_tags=1024, n_regions=400, recent_items=10,
+        n_users=3_640_000,
+        n_items=117_000,
+        train_rows=77_110_000,
+        valid_rows=10_890_000,
+        test_rows=10_960_000,
+        n_genres=40,
+        n_tags=1024,
+        n_regions=400,
+        recent_items=10,
         extra_user_features=[2, 3, 5, 8, 10, 16, 24, 32, 50, 100, 200, 1000, 10_000, 50_000],
         extra_item_features=[3, 5, 8, 10, 16, 32, 50, 100, 500, 1000, 5000, 20_000],
         extra_context_features=[2, 3, 4, 6, 12, 24, 48, 100],
@@ -150,9 +170,18 @@ PRESETS: Dict[str, Preset] = {
     # fillers of 100,000 ids; the other 13 are the base features' small vocabularies: `bench peers
     # --table-rows 100000` gives every table 100,000 rows), 13 dense columns, 2 multi-hot lists.
     "criteo": Preset(
-        n_users=100_000, n_items=100_000, train_rows=2_000_000, valid_rows=250_000, test_rows=250_000,
-        extra_user_features=[100_000] * 4, extra_item_features=[100_000] * 4, extra_context_features=[100_000] * 3,
-        extra_dense=9, compact=True, rows_per_file=1 << 20, row_group_size=1 << 17,
+        n_users=100_000,
+        n_items=100_000,
+        train_rows=2_000_000,
+        valid_rows=250_000,
+        test_rows=250_000,
+        extra_user_features=[100_000] * 4,
+        extra_item_features=[100_000] * 4,
+        extra_context_features=[100_000] * 3,
+        extra_dense=9,
+        compact=True,
+        rows_per_file=1 << 20,
+        row_group_size=1 << 17,
     ),
 }
 
@@ -210,8 +239,8 @@ class World:
         # The user's favourite genres (for the multi-hot "recent genres" feature).
         self.user_top_genres = np.empty((p.n_users, 5), dtype=np.int64)
         for a in range(0, p.n_users, 1 << 18):  # row-wise argsort in blocks: same values, bounded temporaries
-            aff = self.user_vec[a:a + (1 << 18)] @ self.genre_centre.T
-            self.user_top_genres[a:a + (1 << 18)] = np.argsort(-aff, axis=1)[:, :5]
+            aff = self.user_vec[a : a + (1 << 18)] @ self.genre_centre.T
+            self.user_top_genres[a : a + (1 << 18)] = np.argsort(-aff, axis=1)[:, :5]
         self.scene_attention = np.array(SCENE_ATTENTION, dtype=np.float32)
         self.threshold = self._calibrate(seed)
 
@@ -267,8 +296,9 @@ def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
     sparse += [SparseFeature(f"user_cat_{j}", c) for j, c in enumerate(p.extra_user_features)]
     sparse += [SparseFeature(f"item_cat_{j}", c) for j, c in enumerate(p.extra_item_features)]
     sparse += [SparseFeature(f"ctx_cat_{j}", c, role="context") for j, c in enumerate(p.extra_context_features)]
-    sparse += [SparseFeature(f"list_cat_{j}", c, multi_hot=True, role="context")
-               for j, c in enumerate(p.extra_multi_hot)]
+    sparse += [
+        SparseFeature(f"list_cat_{j}", c, multi_hot=True, role="context") for j, c in enumerate(p.extra_multi_hot)
+    ]
     dense = ["user_log_activity", "item_log_popularity", "duration", "genre_affinity"]
     dense += [f"dense_{j}" for j in range(p.extra_dense)]
     return DataSchema(sparse=sparse, dense=dense, extra={"preset": dataclasses.asdict(p)})
@@ -296,8 +326,9 @@ def _list_array(vals: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) 
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(vals[keep], type=value_type))
 
 
-def attention_logits(world: World, position: np.ndarray, scene: np.ndarray, device: np.ndarray,
-                     hour: np.ndarray) -> np.ndarray:
+def attention_logits(
+    world: World, position: np.ndarray, scene: np.ndarray, device: np.ndarray, hour: np.ndarray
+) -> np.ndarray:
     """The logit of the attention probability ``a(c)`` of each row (module docstring, step 4)."""
     p = world.p
     logit = p.attention_a0 - p.attention_a1 * (position - 1) + world.scene_attention[scene]
@@ -310,7 +341,8 @@ def attention_logits(world: World, position: np.ndarray, scene: np.ndarray, devi
 
 def _ranked_lists(world: World, r: np.random.Generator, n: int) -> tuple:
     """``n`` impressions from lists written by the previous ranker: per list one user and one context, 30
-    candidates by popularity, shown in decreasing ``skill·(score + noise) + popularity·log_pop`` order."""
+    candidates by popularity, shown in decreasing ``skill·(score + noise) + popularity·log_pop`` order.
+    """
     p, L = world.p, N_POSITIONS
     m = -(-n // L)
     users = world.draw_users(r, m)
@@ -372,8 +404,9 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     }
     if p.recent_items:
         k = p.recent_items
-        cols["user_recent_items"] = _list_array(world.draw_items(r, n * k).reshape(n, k), r.integers(0, k + 1, n),
-                                                id_type)
+        cols["user_recent_items"] = _list_array(
+            world.draw_items(r, n * k).reshape(n, k), r.integers(0, k + 1, n), id_type
+        )
     for j, c in enumerate(p.extra_user_features):
         cols[f"user_cat_{j}"] = _derived(u, j, c)
     for j, c in enumerate(p.extra_item_features):
@@ -405,7 +438,8 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
 
 def _writer_options(p: Preset, schema: pa.Schema) -> Dict[str, Any]:
     """``pq.ParquetWriter`` options: the defaults, or (``compact``) large dictionary pages and a
-    delta-encoded ``row_id`` (a sorted int64 costs almost nothing that way)."""
+    delta-encoded ``row_id`` (a sorted int64 costs almost nothing that way).
+    """
     opts: Dict[str, Any] = {"compression": p.compression}
     if p.compact:
         opts["dictionary_pagesize_limit"] = 4 << 20
@@ -530,9 +564,12 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
             if progress and (chunk_idx % 16 == 15 or start + n == total):
                 done = row_offset + start + n
                 rate = done / max(time.time() - t_rows, 1e-9)
-                print(f"gen-data {split}: {start + n:,}/{total:,} rows; all splits {done / grand_total:.0%} "
-                      f"({rate:,.0f} rows/s, ETA {_fmt_seconds((grand_total - done) / max(rate, 1e-9))})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"gen-data {split}: {start + n:,}/{total:,} rows; all splits {done / grand_total:.0%} "
+                    f"({rate:,.0f} rows/s, ETA {_fmt_seconds((grand_total - done) / max(rate, 1e-9))})",
+                    file=sys.stderr,
+                    flush=True,
+                )
         w.close()
         row_offset += total
         stats[split] = {
@@ -559,7 +596,8 @@ TRUTH_FEATURES = ("position", "scene", "device", "hour", "weekday")
 
 class _TruthCounter:
     """Per value of each context feature: rows with ``clean_label`` 0 / 1 and how many of them were observed
-    positive, i.e. the empirical ``P(ỹ=1 | y, c)`` of the generated split."""
+    positive, i.e. the empirical ``P(ỹ=1 | y, c)`` of the generated split.
+    """
 
     def __init__(self) -> None:
         self.counts: Dict[str, np.ndarray] = {}
@@ -570,15 +608,19 @@ class _TruthCounter:
         label = t.column("label").to_numpy().astype(np.int64)
         for name in TRUTH_FEATURES:
             v = t.column(name).to_numpy().astype(np.int64)
-            c = np.stack([np.bincount(v, weights=(clean == k), minlength=32) for k in (0, 1)] +
-                         [np.bincount(v, weights=(clean == k) & (label == 1), minlength=32) for k in (0, 1)])
+            c = np.stack(
+                [np.bincount(v, weights=(clean == k), minlength=32) for k in (0, 1)]
+                + [np.bincount(v, weights=(clean == k) & (label == 1), minlength=32) for k in (0, 1)]
+            )
             self.counts[name] = self.counts.get(name, 0) + c
         pos = t.column("position").to_numpy().astype(np.float64)
         self.moments += [pos.size, pos.sum(), clean.sum(), (pos * pos).sum(), (pos * clean).sum()]
 
     def table(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"definition": "empirical P(label=1 | clean_label=y, feature=value) over the train "
-                                              "split: h (y=0), h_prime (y=1); rows per value and y"}
+        out: Dict[str, Any] = {
+            "definition": "empirical P(label=1 | clean_label=y, feature=value) over the train "
+            "split: h (y=0), h_prime (y=1); rows per value and y"
+        }
         for name, c in self.counts.items():
             seen = np.flatnonzero(c[0] + c[1] > 0)
             out[name] = {
@@ -601,8 +643,18 @@ class _TruthCounter:
 
 def logging_params(p: Preset) -> Dict[str, Any]:
     """The logging policy and observation-noise parameters, as recorded in ``stats.json``."""
-    keys = ("logging", "ranker_skill", "ranker_noise", "ranker_popularity", "attention_a0", "attention_a1",
-            "attention_device", "attention_hour", "q_fp", "q_fn")
+    keys = (
+        "logging",
+        "ranker_skill",
+        "ranker_noise",
+        "ranker_popularity",
+        "attention_a0",
+        "attention_a1",
+        "attention_device",
+        "attention_hour",
+        "q_fp",
+        "q_fn",
+    )
     out = {k: getattr(p, k) for k in keys}
     out["attention_scene"] = list(SCENE_ATTENTION)
     return out
@@ -631,16 +683,21 @@ def scaled(preset: Preset, rows: Optional[int]) -> Preset:
     if rows is None:
         return preset
     f = rows / preset.train_rows
-    return dataclasses.replace(preset, train_rows=rows, valid_rows=max(int(preset.valid_rows * f), 1),
-                               test_rows=max(int(preset.test_rows * f), 1))
+    return dataclasses.replace(
+        preset,
+        train_rows=rows,
+        valid_rows=max(int(preset.valid_rows * f), 1),
+        test_rows=max(int(preset.test_rows * f), 1),
+    )
 
 
 def describe(stats: Dict[str, Any]) -> str:
     lines = []
     for split in SPLITS:
         s = stats[split]
-        lines.append(f"{split:5s}: {s['rows']:>10,} rows in {s['files']} file(s); observed positives "
-                     f"{s['positive_rate']:.1%}, of which false {s['noisy_positive_rate']:.1%}; "
-                     f"noisy rows {s['noisy_rate']:.1%}")
+        lines.append(
+            f"{split:5s}: {s['rows']:>10,} rows in {s['files']} file(s); observed positives "
+            f"{s['positive_rate']:.1%}, of which false {s['noisy_positive_rate']:.1%}; "
+            f"noisy rows {s['noisy_rate']:.1%}"
+        )
     return "\n".join(lines)
-
