@@ -14,14 +14,15 @@ import os
 from collections import Counter
 from typing import Any, Dict, Mapping
 
+from denoisrec.denoisers.base import Denoiser
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.curves import auc_line, read_series, write_curves
 
 
-def denoiser_brief(d: Any) -> str:
+def denoiser_brief(d: Denoiser) -> str:
     """``name(option=value, ...)``: the hyperparameters, never the module tree (DeCA holds sub-modules)."""
-    hp = {k: v for k, v in (d.hparams() if hasattr(d, "hparams") else {}).items() if v is not None}
-    return f"{getattr(d, 'name', type(d).__name__)}({', '.join(f'{k}={v}' for k, v in hp.items())})"
+    hp = {k: v for k, v in d.hparams().items() if v is not None}
+    return f"{d.name or type(d).__name__}({', '.join(f'{k}={v}' for k, v in hp.items())})"
 
 
 def plan_brief(plan_info: Mapping[str, Mapping[str, Any]]) -> str:
