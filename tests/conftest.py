@@ -53,24 +53,30 @@ def _rank(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+# Imported once by the fork server, so a launched rank starts with them loaded.
+FORKSERVER_PRELOAD = ["torch", "torchrec", "torch.distributed.elastic.multiprocessing", "denoisrec.trainer.train"]
+
+
 def launch(fn: Callable[..., Any], nproc: int, *args: Any) -> List[Any]:
     """Run ``fn(*args)`` on ``nproc`` local ranks and return their return values, in rank order.
 
     ``torch.distributed.launcher.api.elastic_launch``: processes with ``RANK``, ``WORLD_SIZE`` and
     ``MASTER_ADDR/PORT`` set (``fn`` calls ``init_process_group("gloo")``), no restarts, one thread each.
-    The ranks are forked from the test process (no second import of torch and TorchRec: about 2.5x less CPU
-    than spawned ranks), or spawned where forking is unsafe (this process holds a process group or CUDA);
+    The ranks are forked from a fork server (``multiprocessing``'s ``forkserver``) that imported torch,
+    TorchRec and the trainer once for the session: no second import per rank (about 2.5x less CPU than
+    spawned ranks), and never a fork of this test process, whose threads (gloo, Arrow, OpenMP pools left by
+    earlier tests) can hold a lock at the instant of the fork and deadlock the child (seen in the full suite);
     ``fn`` must be a module-level function (of a ``tests/dist`` module) returning something picklable. A rank
     that raises fails the launch with that rank's traceback (``ChildFailedError``).
 
     >>> launch(world_sum, 3, 10)  # doctest: +SKIP
     [30, 30, 30]
     """
-    import torch
-    import torch.distributed as dist
+    import multiprocessing
+
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    fork = not dist.is_initialized() and not torch.cuda.is_initialized()
+    multiprocessing.set_forkserver_preload(FORKSERVER_PRELOAD)  # read when the server starts (first launch)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -80,7 +86,7 @@ def launch(fn: Callable[..., Any], nproc: int, *args: Any) -> List[Any]:
         rdzv_endpoint="localhost:0",
         max_restarts=0,
         monitor_interval=0.1,
-        start_method="fork" if fork else "spawn",
+        start_method="forkserver",
     )
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "PYTHONUNBUFFERED")}
     os.environ.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # inherited by the spawned ranks
