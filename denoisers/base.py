@@ -255,6 +255,7 @@ class Denoiser(nn.Module):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """The subclass's loss on ``logits``, ``labels`` ``[B]``: a ``LossOutput`` (``forward`` calls it)."""
         raise NotImplementedError
 
     # ---- global reductions -------------------------------------------------------------------------------
@@ -394,9 +395,11 @@ class Denoiser(nn.Module):
         return []
 
     def extra_repr(self) -> str:
+        """``option=value, ...`` of :meth:`hparams` (the module's repr)."""
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 
     def hparams(self) -> Dict[str, Any]:
+        """The hyperparameters as ``{option: value}`` (none here); run logs and reports print them."""
         return {}
 
 

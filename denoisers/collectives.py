@@ -52,6 +52,7 @@ class CollectiveCounter:
     max_call_bytes: int = 0  # the largest single payload: what must not grow with the world size
 
     def reset(self) -> None:
+        """Zero the counts (a test or benchmark measuring one call)."""
         self.calls, self.bytes, self.max_call_bytes = 0, 0, 0
 
 
@@ -59,6 +60,7 @@ COUNTER = CollectiveCounter()
 
 
 def world_size(group: ProcessGroup = None) -> int:
+    """Ranks in ``group`` (1 without an initialised process group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(group)
@@ -79,6 +81,7 @@ def all_reduce(t: torch.Tensor, op: str = "sum", group: ProcessGroup = None) -> 
 
 
 def global_sum(t: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor:
+    """``t`` summed over the group (out of place, detached)."""
     return all_reduce(t, "sum", group)
 
 

@@ -189,6 +189,7 @@ class DeCA(Denoiser):
         return out
 
     def hparams(self) -> Dict[str, Any]:
+        """DeCA's options as given (``C1``/``C2`` only under ``objective=paper``)."""
         paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
         return {
             "objective": self.objective,
@@ -221,6 +222,7 @@ class DeCA(Denoiser):
         return self.host_step % 2
 
     def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B]`` reference logits of the agreement term: the MF model ``g``'s."""
         return mf["g"]
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
@@ -234,6 +236,7 @@ class DeCA(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """DeCA's loss for this step's sub-task (Eq. 14 on DP, Eq. 15 on DN steps): ``[B]`` unit weights."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
@@ -296,6 +299,7 @@ class DeCA(Denoiser):
         zh: torch.Tensor,
         zhp: torch.Tensor,
     ) -> LossOutput:
+        """The sub-task's loss from ``[B]`` logits of ``f`` (``z``), reference ``zr``, ``h`` and ``h'``."""
         pos = labels > 0.5
         posf = pos.to(z.dtype)
         f = torch.sigmoid(z)
@@ -414,6 +418,7 @@ class DeCAPrior(DeCA):
         self._cache = (sample_ids[order].contiguous(), logits[order].float().contiguous())
 
     def hparams(self) -> Dict[str, Any]:
+        """DeCA's options plus the prior's (pre-training length, checkpoint, early stopping, cache)."""
         return {
             **super().hparams(),
             "pretrain_steps": self.pretrain_steps,
@@ -434,6 +439,7 @@ class DeCAPrior(DeCA):
         )
 
     def phase_steps(self) -> int:
+        """Phase 1's length in steps (raises a one-line error while it is unset)."""
         if self.pretrain_steps is None:
             raise ValueError(
                 "deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
@@ -442,15 +448,19 @@ class DeCAPrior(DeCA):
         return self.pretrain_steps
 
     def in_pretraining(self) -> bool:
+        """Whether the current step is still in phase 1 (pre-training ``f'`` with BCE)."""
         return self.host_step < self.phase_steps()
 
     def subtask(self) -> int:
+        """``DP`` or ``DN``: the sub-task of the current step, counted from phase 2's first step."""
         return (self.host_step - self.phase_steps()) % 2  # Alg. 2 restarts the count in phase 2
 
     def prior_logits(self, batch: DenoiserBatch) -> torch.Tensor:
+        """``[B]`` logits of the prior ``f'`` on the batch's features."""
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
     def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B]`` logits of the frozen prior ``f'``: its cached scores by sample id, else its forward."""
         ids = getattr(batch, "sample_ids", None)
         if self._cache is not None and ids is not None:
             keys, z = self._cache
@@ -472,6 +482,7 @@ class DeCAPrior(DeCA):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """BCE on the prior ``f'`` in phase 1; DeCA's loss with ``f'`` as reference in phase 2."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
         pretraining = self.in_pretraining()

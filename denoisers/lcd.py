@@ -65,6 +65,7 @@ class LCD(Denoiser):
         self.start_step = int(start_step)
 
     def hparams(self) -> Dict[str, Any]:
+        """``{alpha_b, beta_b, start_step}``."""
         return {"alpha_b": self.cdf.alpha, "beta_b": self.cdf.beta, "start_step": self.start_step}
 
     def weight_of(self, ell: torch.Tensor) -> torch.Tensor:
@@ -81,6 +82,7 @@ class LCD(Denoiser):
         return self.cdf(t)
 
     def corrected_target(self, labels: torch.Tensor, p: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        """``[B]`` float64 target: ``ω·y + (1 − ω)·p`` (LCD Eq. 3), or ``(1 − ω)·y + ω·p`` (reverse)."""
         y, p = labels.to(torch.float64), p.to(torch.float64)
         if self.reverse:
             return (1.0 - omega) * y + omega * p
@@ -93,6 +95,7 @@ class LCD(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """LCD's loss (LCD Eq. 3-4): BCE against the corrected target from ``start_step`` on."""
         ell = bce_per_sample(logits, labels)
         ones = torch.ones_like(ell)
         no = torch.zeros_like(labels, dtype=torch.bool)

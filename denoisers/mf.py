@@ -76,6 +76,7 @@ class MFHeads(nn.Module):
         self._key = {h: {f: (f"{f}@{t}" if shared else f) for f, t in self.table[h].items()} for h in self.heads}
 
     def forward(self, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        """``{head: [B] logit}``: each head's user-item embedding product plus its biases."""
         if features.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
             # An unsharded EBC cannot pool an empty batch (a sharded one must run: its all-to-alls are
             # collective). The stride is a host int, so this is no device sync.

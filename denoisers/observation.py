@@ -150,6 +150,7 @@ class ContextTower(nn.Module):
             self.mlp = nn.Sequential(*layers, out)
 
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
         if kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
             z = torch.zeros(0, device=kjt.values().device)  # an unsharded EBC cannot pool an empty batch
             return z, z
@@ -310,6 +311,7 @@ class ObservationModel(Denoiser):
         return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
 
     def hparams(self) -> Dict[str, Any]:
+        """The observation model's options as given."""
         return {
             "form": self.form,
             "dim": self.dim,
@@ -323,6 +325,7 @@ class ObservationModel(Denoiser):
         }
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        """Resolve ``tower_warmup`` against the run; returns a warning if it spans the whole run."""
         msgs = super().bind_run(steps_per_epoch, total_steps)
         self.warmup_steps = self.tower_warmup.steps(steps_per_epoch, total_steps)
         if self.warmup_steps >= total_steps > 0:
@@ -349,6 +352,7 @@ class ObservationModel(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """NLL of the observed labels under ``f·h' + (1 − f)·h`` (DeCA Eq. 3, context rates)."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)

@@ -31,6 +31,7 @@ LINEAR_PREFIX = "w_"
 
 
 def table_name(feature: str, prefix: str = "t_") -> str:
+    """The table name of ``feature`` (``<prefix><feature>``)."""
     return f"{prefix}{feature}"
 
 
@@ -130,6 +131,7 @@ def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection
 
 
 def feature_names(ebc: EmbeddingBagCollection) -> List[str]:
+    """The feature names of ``ebc``'s tables, in table order."""
     return [f for f, _, _ in feature_specs(ebc)]
 
 

@@ -112,6 +112,7 @@ class Preprocess(nn.Module):
     def forward(
         self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
     ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """``(dense, values, offsets)`` repaired (NaN imputed, out-of-table ids hashed), lists in feature order."""
         finite = torch.isfinite(dense)
         if self.impute:
             dense = torch.where(finite, dense, torch.full_like(dense, self.impute_value))
@@ -153,6 +154,7 @@ class Bags(nn.Module):
         )
 
     def forward(self, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each feature's pooled embeddings, ``[B, D_f]``, in feature order."""
         out: List[torch.Tensor] = []
         for i, bag in enumerate(self.bags):
             out.append(bag(values[i], offsets[i]))
@@ -217,6 +219,7 @@ class Linear1(nn.Module):
             self.dense_linear.load_state_dict(first.dense_linear.state_dict())
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]``: bias plus the sparse weights plus the dense linear term."""
         w = torch.cat(self.bags(values, offsets), dim=1)  # [B, 4F]
         out = w.reshape(w.shape[0], len(values), -1).mean(dim=2).sum(dim=1, keepdim=True) + self.bias
         if self.has_dense:
@@ -243,6 +246,7 @@ class FMNet(nn.Module):
         self.deep = deep if deep is not None else nn.Identity()
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: first-order plus pairwise terms (plus the deep network)."""
         fields = torch.stack(self.bags(values, offsets), dim=1)  # [B, F, D]
         if self.has_dense_fields:
             fields = torch.cat([fields, dense.unsqueeze(-1) * self.dense_vectors], dim=1)
@@ -270,6 +274,7 @@ class DLRMNet(nn.Module):
         self.register_buffer("triu", torch.triu_indices(f + 1, f + 1, offset=1), persistent=False)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the top MLP over the bottom output and the pairwise dot products."""
         d = self.bottom(dense)  # [B, D]
         x = torch.cat([d.unsqueeze(1), torch.stack(self.bags(values, offsets), dim=1)], dim=1)  # [B, F+1, D]
         inter = torch.bmm(x, x.transpose(1, 2))[:, self.triu[0], self.triu[1]]
@@ -305,6 +310,7 @@ class CrossLayers(nn.Module):
         self.register_buffer("b", b.clone())
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        """``[B, N]``: cross layers ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` from ``x0`` ``[B, N]``."""
         x = x0
         for i in range(self.layers):
             if self.low_rank:
@@ -330,6 +336,7 @@ class DCNNet(nn.Module):
         self.logit = _copy(m.logit)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the cross network, stacked or parallel with the deep network."""
         x0 = torch.cat([dense] + self.bags(values, offsets), dim=1)
         if self.stacked:
             h = self.cross(x0)
@@ -352,6 +359,7 @@ class WideDeepNet(nn.Module):
         self.deep = _copy(m.deep)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the wide (first-order) part plus the deep network."""
         x = torch.cat([dense] + self.bags(values, offsets), dim=1)
         return self.wide(dense, values, offsets) + self.deep(x)
 
@@ -376,6 +384,7 @@ class ServingModel(nn.Module):
     def forward(
         self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
+        """``{logit, score}`` ``[B]`` each (plus ``calibrated`` with a calibrator) from raw inputs."""
         dense, vals, offs = self.pre(dense.float(), values, offsets)
         logit = self.net(dense, vals, offs).squeeze(1)
         out = {"logit": logit, "score": torch.sigmoid(logit)}

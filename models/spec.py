@@ -46,6 +46,7 @@ class ModelSpec:
     embedding_init: Optional[float] = None
 
     def init_range(self) -> Optional[Tuple[float, float]]:
+        """``(−a, a)``: the tables' uniform init range, or ``None`` for TorchRec's default."""
         a = self.embedding_init
         if a is None:
             a = getattr(MODELS.get(self.name), "EMBEDDING_INIT", None)
@@ -70,12 +71,14 @@ class ModelSpec:
         return build_model(self.name, ebc, self.dense_in_features, **self.params)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The spec as JSON-ready types (features as lists)."""
         d = asdict(self)
         d["features"] = [list(f) for f in self.features]
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelSpec":
+        """The spec from :meth:`to_dict`'s output."""
         d = dict(d)
         d["features"] = [(str(n), int(k)) for n, k in d["features"]]
         return cls(**d)
