@@ -1,5 +1,6 @@
-"""ADT: Adaptive Denoising Training (Wang et al., "Denoising Implicit Feedback for Recommendation",
-WSDM 2021): the truncated loss T-CE and the reweighted loss R-CE.
+"""ADT: Adaptive Denoising Training, the truncated loss T-CE and the reweighted loss R-CE.
+
+Wang et al., "Denoising Implicit Feedback for Recommendation", WSDM 2021.
 
 **T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual`` (the
 reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of the run

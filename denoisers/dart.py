@@ -1,5 +1,6 @@
-"""DART: Discard And Relabel Training ("Resolving Training Biases via Data Discarding and Relabeling",
-thesis 2023, Eq. 3-7 and Algorithm 1).
+"""DART: Discard And Relabel Training (thesis 2023, Eq. 3-7 and Algorithm 1).
+
+"Resolving Training Biases via Data Discarding and Relabeling".
 
 Identification rate (DART Eq. 3), a function of the global step ``T``::
 

@@ -1,5 +1,6 @@
-"""DeCA: Denoising with Cross-model Agreement (Wang et al., "Learning Robust Recommenders through
-Cross-Model Agreement", WWW 2022, Eq. 9, 13-15, Algorithms 1-2; journal version Eq. 10, Alg. 1).
+"""DeCA: Denoising with Cross-model Agreement (WWW 2022, Eq. 9, 13-15, Algorithms 1-2).
+
+Wang et al., "Learning Robust Recommenders through Cross-Model Agreement"; journal version Eq. 10, Alg. 1.
 
 Models: the target ``f = σ(z)`` (the trained CTR model), and three matrix factorisations on their own
 embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, one sharded ``EmbeddingBagCollection`` with
@@ -163,14 +164,18 @@ class DeCA(Denoiser):
         )
 
     def model_parallel_tables(self) -> List[str]:
-        """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
-        the sub-task's inactive noise model (its gradient is exactly zero).
+        """The MF tables, which must be model-parallel.
+
+        A replicated table would be stepped by the dense optimizer, whose momentum moves the sub-task's inactive noise
+        model (its gradient is exactly zero).
         """
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def setup_warnings(self, job: JobFacts) -> List[str]:
-        """A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a
-        fused sparse optimizer without momentum or weight decay on model-parallel tables.
+        """Warnings about optimizers and sharding that would move the inactive noise model.
+
+        A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a fused sparse
+        optimizer without momentum or weight decay on model-parallel tables.
         """
         out = []
         if job.sparse_optimizer == "adam" or job.sparse_weight_decay > 0:
@@ -201,8 +206,9 @@ class DeCA(Denoiser):
         }
 
     def check_stats(self, stats: Dict[str, float]) -> None:
-        """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
-        with the reason rather than let it finish with a constant score.
+        """Stop a collapsed ``objective="paper"`` run at a log step, with the reason.
+
+        The stats are host floats, the same on every rank; the run stops rather than finish with a constant score.
         """
         if self.objective != "paper" or "f_mean" not in stats or self.host_step < self.COLLAPSE_GRACE_STEPS:
             return
@@ -344,8 +350,9 @@ class DeCA(Denoiser):
 
 
 class DeCAPrior(DeCA):
-    """DeCA(p): the agreement is with ``f'``, a frozen BCE-pre-trained copy of the target architecture
-    (DeCA Eq. 13, Algorithm 2).
+    """DeCA(p): the agreement is with ``f'``, a frozen BCE-pre-trained copy of the target.
+
+    ``f'`` has the target's architecture (DeCA Eq. 13, Algorithm 2).
 
     Args:
         prior: the ``f'`` model, ``(dense, KJT) → logits [B, 1]`` (injected: the trainer builds it with the

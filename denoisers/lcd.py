@@ -69,8 +69,9 @@ class LCD(Denoiser):
         return {"alpha_b": self.cdf.alpha, "beta_b": self.cdf.beta, "start_step": self.start_step}
 
     def weight_of(self, ell: torch.Tensor) -> torch.Tensor:
-        """``ω = F(t)`` with ``t`` normalised by the global min and max loss (float64 throughout, detached):
-        the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``.
+        """``[B]`` float64 ``ω = F(t)``, ``t`` the loss min/max-normalised over the global batch.
+
+        Float64 throughout, detached: the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``.
         """
         # All in float64, the span included: a float32 span rounds differently from the float64 numerator,
         # so the largest loss would get t = 1 − 1e-7 and, where F is steep at 1 (β_B < 1), ω ≈ 1 − 1e-4.

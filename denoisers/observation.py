@@ -89,8 +89,9 @@ def _logit(p: float) -> float:
 
 
 class ContextTower(nn.Module):
-    """Two noise logits ``(a, b)`` per sample from the context features: one mean-pooled table per feature
-    (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
+    """Two noise logits ``(a, b)`` per sample from the context features.
+
+    One mean-pooled table per feature (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
 
     With ``hidden=[]`` (the default) the logits are additive in the features,
     ``a = a₀ + Σ_k E_k[c_k, 0]``, ``b = b₀ + Σ_k E_k[c_k, 1]``: every parameter is an embedding row, trained
@@ -166,8 +167,9 @@ class ContextTower(nn.Module):
 def observed_log_likelihood(
     z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture", u: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample from the target logit ``z`` and the tower's
-    ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``;
+    """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample, in log space.
+
+    From the target logit ``z`` and the tower's ``(a, b)`` (module docstring). ``form="product"``: ``log h = −inf``;
     ``form="examination"``: ``e = σ(a)`` and ``u = [u₀, u₁]`` the global inattentive rates (``b`` unused).
     """
     log_f, log_1f = F.logsigmoid(z), F.logsigmoid(-z)
@@ -304,9 +306,10 @@ class ObservationModel(Denoiser):
         )
 
     def model_parallel_tables(self) -> List[str]:
-        """The tower's tables, kept model-parallel so the fused sparse optimizer (row-wise Adagrad at
-        ``optim.sparse_lr``) trains them: the planner would replicate such small tables, and the dense Adam
-        at ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
+        """The tower's tables, kept model-parallel so the fused sparse optimizer trains them.
+
+        Row-wise Adagrad at ``optim.sparse_lr``: the planner would replicate such small tables, and the dense Adam at
+        ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
         """
         return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
 
@@ -420,8 +423,9 @@ class ObservationModel(Denoiser):
             self.ctx_sums.index_add_(0, idx, vals)
 
     def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
-        """Per single-valued context feature: its values seen recently and the (EMA-weighted) mean learned
-        ``h`` and ``h'`` of the training rows with that value. A collective: call it on every rank.
+        """Per single-valued context feature: its recent values and their mean learned ``h``, ``h'``.
+
+        The means are EMA-weighted over the training rows with that value. A collective: call it on every rank.
         """
         tot = C.global_sum(self.ctx_sums.clone(), self.process_group).cpu()
         out: Dict[str, Dict[str, List[Any]]] = {}
@@ -441,8 +445,10 @@ class ObservationModel(Denoiser):
 
 
 class ObservationTCE(ObservationModel):
-    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL): ``eps_max`` on by default
-    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`.
+    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL).
+
+    ``eps_max`` is on by default and swept (the sweep picks it on observed-label validation). Options as
+    :class:`ObservationModel`.
     """
 
     name = "observation_tce"

@@ -76,8 +76,9 @@ class FMInteraction(nn.Module):
 
 
 class DenseFields(nn.Module):
-    """Each dense feature ``j`` as an FM field ``x_j · v_j`` with a learned vector ``v_j`` of width ``D``,
-    initialised uniform in ``[−init, init]`` (small, like the FM tables).
+    """Each dense feature ``j`` as an FM field ``x_j · v_j`` with a learned vector ``v_j``.
+
+    ``v_j`` has width ``D`` and starts uniform in ``[−init, init]`` (small, like the FM tables).
 
     Shapes: ``[B, n_dense]`` → ``[B, n_dense, D]``.
 

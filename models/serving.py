@@ -75,8 +75,9 @@ def splitmix64_mod(ids: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _check(ok: torch.Tensor, msg: str) -> None:
-    """Raise ``RuntimeError(msg)`` unless ``ok``: a Python raise under TorchScript, an assertion op under
-    ``torch.export`` (which cannot branch on data).
+    """Raise ``RuntimeError(msg)`` unless ``ok``.
+
+    A Python raise under TorchScript, an assertion op under ``torch.export`` (which cannot branch on data).
     """
     if torch.jit.is_scripting():
         if not bool(ok):
@@ -162,8 +163,9 @@ class Bags(nn.Module):
 
 
 def _plain_mlp(m: nn.Module) -> nn.Sequential:
-    """TorchRec's ``MLP`` (Perceptrons of Linear + activation; dropout is inert in eval) as
-    ``nn.Sequential(Linear, ReLU, ...)`` over copies of the same parameters.
+    """TorchRec's ``MLP`` as ``nn.Sequential(Linear, ReLU, ...)`` over copies of its parameters.
+
+    Perceptrons of Linear + activation; dropout is inert in eval.
     """
     if not isinstance(m, MLP):
         raise TypeError(f"serving export: expected torchrec MLP, got {type(m).__name__}")
@@ -228,9 +230,10 @@ class Linear1(nn.Module):
 
 
 class FMNet(nn.Module):
-    """FM (and DeepFM's FM part): ``b + Σ w + Σ u·x + ½ Σ_d [(Σ_i v_id)² − Σ_i v_id²]`` over the sparse fields
-    and the dense fields ``x_j·v_j`` (:mod:`denoisrec.models.fm`); with ``deep``, DeepFM adds
-    ``DNN(flatten(fields))``.
+    """FM (and DeepFM's FM part), with DeepFM's deep network when ``deep``.
+
+    ``b + Σ w + Σ u·x + ½ Σ_d [(Σ_i v_id)² − Σ_i v_id²]`` over the sparse fields and the dense fields ``x_j·v_j``
+    (:mod:`denoisrec.models.fm`); with ``deep``, DeepFM adds ``DNN(flatten(fields))``.
 
     Shapes: ``dense [B, n_dense]``, values / offsets lists → ``[B, 1]``.
     """
@@ -258,8 +261,10 @@ class FMNet(nn.Module):
 
 
 class DLRMNet(nn.Module):
-    """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]`` (upper triangle), top MLP
-    (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``.
+    """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]``, top MLP.
+
+    The upper triangle of the dots, as ``torchrec.models.dlrm.DLRM``. Shapes: ``dense [B, n_dense]``, values / offsets →
+    ``[B, 1]``.
     """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
@@ -282,8 +287,9 @@ class DLRMNet(nn.Module):
 
 
 class CrossLayers(nn.Module):
-    """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with ``W_l`` full (``CrossNet``) or
-    ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``.
+    """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l``.
+
+    ``W_l`` full (``CrossNet``) or ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``.
     """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
@@ -322,7 +328,8 @@ class CrossLayers(nn.Module):
 
 
 class DCNNet(nn.Module):
-    """DCN-V2, stacked ``Linear(DNN(Cross(x0)))`` or parallel ``Linear([Cross(x0) ; DNN(x0)])`` with
+    """DCN-V2, stacked ``Linear(DNN(Cross(x0)))`` or parallel ``Linear([Cross(x0) ; DNN(x0)])``.
+
     ``x0 = [dense ; e_1 … e_F]`` (:mod:`denoisrec.models.dcnv2`). Shapes: as :class:`DLRMNet`.
     """
 
@@ -410,8 +417,10 @@ def _network(model: nn.Module) -> nn.Module:
 def serving_model(
     model: nn.Module, spec: ModelSpec, schema: Mapping[str, Any], platt: Optional[List[float]] = None
 ) -> ServingModel:
-    """The plain-torch :class:`ServingModel` of ``model`` (an unsharded denoisrec model on CPU, e.g.
-    ``load_model_file(path).model``), with ``schema``'s input policies (the model file's ``schema``).
+    """The plain-torch :class:`ServingModel` of ``model``, with ``schema``'s input policies.
+
+    ``model`` is an unsharded denoisrec model on CPU, e.g. ``load_model_file(path).model``; ``schema`` is the model
+    file's.
     """
     feats = {f["name"]: f for f in schema["sparse"]}
     names = [n for n, _ in spec.features]

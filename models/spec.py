@@ -25,16 +25,18 @@ from denoisrec.models.registry import MODELS, build_model
 
 @dataclass
 class ModelSpec:
-    """Args:
-    name: a key of :data:`denoisrec.models.registry.MODELS`.
-    features: ``(feature, num_embeddings)`` of every sparse feature, in KJT key order.
-    dense_in_features: number of dense features (0 when the data has none).
-    embedding_dim: default table width.
-    dims: per-feature widths overriding ``embedding_dim``.
-    params: the model's options (checked against its constructor).
-    embedding_init: tables start uniform in ``[−a, a]``; ``None``: the model's default (its
-        ``EMBEDDING_INIT`` attribute: 0.01 for FM and DeepFM, whose pairwise term grows with the square
-        of the embeddings), else TorchRec's ``±sqrt(1/num_embeddings)``.
+    """What builds a model: its name, sparse features, dense inputs, widths and options.
+
+    Args:
+        name: a key of :data:`denoisrec.models.registry.MODELS`.
+        features: ``(feature, num_embeddings)`` of every sparse feature, in KJT key order.
+        dense_in_features: number of dense features (0 when the data has none).
+        embedding_dim: default table width.
+        dims: per-feature widths overriding ``embedding_dim``.
+        params: the model's options (checked against its constructor).
+        embedding_init: tables start uniform in ``[−a, a]``; ``None``: the model's default (its
+            ``EMBEDDING_INIT`` attribute: 0.01 for FM and DeepFM, whose pairwise term grows with the square
+            of the embeddings), else TorchRec's ``±sqrt(1/num_embeddings)``.
     """
 
     name: str
@@ -57,8 +59,9 @@ class ModelSpec:
         return (-float(a), float(a))
 
     def build(self, device: Optional[torch.device] = None, table_prefix: str = "") -> nn.Module:
-        """The model, with tables on ``device`` (``meta`` by default, for sharding). ``table_prefix`` names a
-        second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``).
+        """The model, with tables on ``device`` (``meta`` by default, for sharding).
+
+        ``table_prefix`` names a second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``).
         """
         ebc = embedding_bag_collection(
             self.features,
