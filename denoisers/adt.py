@@ -1,5 +1,6 @@
-"""ADT: Adaptive Denoising Training (Wang et al., "Denoising Implicit Feedback for Recommendation",
-WSDM 2021): the truncated loss T-CE and the reweighted loss R-CE.
+"""ADT: Adaptive Denoising Training, the truncated loss T-CE and the reweighted loss R-CE.
+
+Wang et al., "Denoising Implicit Feedback for Recommendation", WSDM 2021.
 
 **T-CE** (ADT Eq. 2-3, Algorithm 1). Drop rate ``ε(T) = min(α·T, ε_max)`` with ``α = ε_max / num_gradual`` (the
 reference code's linear ramp). ``num_gradual`` is steps, epochs (``"1ep"``, the default) or a share of the run
@@ -89,6 +90,7 @@ class TruncatedBCE(Denoiser):
             raise ValueError(f"tce option num_gradual={e}") from None
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        """Resolve ``num_gradual`` against the run; returns a warning if the ramp outlasts it."""
         super().bind_run(steps_per_epoch, total_steps)
         n = self.num_gradual
         if n > total_steps:
@@ -101,6 +103,7 @@ class TruncatedBCE(Denoiser):
         return []
 
     def hparams(self) -> Dict[str, Any]:
+        """``{eps_max, num_gradual}`` as given (a relative ramp as its text, e.g. ``0.5x``)."""
         return {
             "eps_max": self.eps_max,
             "num_gradual": int(self.ramp.value) if not self.ramp.relative else str(self.ramp),
@@ -121,6 +124,7 @@ class TruncatedBCE(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """T-CE's loss (ADT Eq. 2-3), the largest-loss global positives dropped; ``[B]`` weights, masks."""
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         eps = self.drop_rate(self.step)
@@ -167,6 +171,7 @@ class ReweightedBCE(Denoiser):
         self.beta = float(beta)
 
     def hparams(self) -> Dict[str, Any]:
+        """``{beta}``."""
         return {"beta": self.beta}
 
     def compute(
@@ -176,6 +181,7 @@ class ReweightedBCE(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """R-CE's loss (ADT Eq. 4-6): BCE weighted by ``p^β`` or ``(1 − p)^β``; ``[B]`` weights."""
         ell = bce_per_sample(logits, labels)
         z = logits.detach()
         # p^β = exp(β·log σ(z)), (1 − p)^β = exp(β·log σ(−z)): stable for large |z|.

@@ -71,8 +71,10 @@ def bce_per_sample(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Pretraining:
-    """A phase before the main loop that trains part of the denoiser alone with BCE (DeCA(p)'s prior ``f'``,
-    DeCA Alg. 2 lines 2-9). The trainer runs it (or loads ``checkpoint`` instead) before the first step.
+    """A phase before the main loop that trains part of the denoiser alone with BCE.
+
+    For example DeCA(p)'s prior ``f'`` (DeCA Alg. 2 lines 2-9). The trainer runs it (or loads ``checkpoint``
+    instead) before the first step.
 
     Attributes:
         steps: the phase's length in global steps; ``None``: to early stopping on the observed validation
@@ -108,8 +110,9 @@ class JobFacts:
 
 @dataclass(frozen=True)
 class DenoiserNeeds:
-    """What a denoiser needs from the trainer, declared instead of probed (the trainer's side reads it in
-    :mod:`denoisrec.trainer.denoising`).
+    """What a denoiser needs from the trainer, declared instead of probed.
+
+    The trainer's side reads it in :mod:`denoisrec.trainer.denoising`.
 
     A class declares the parts known before it is built in its ``NEEDS`` class attribute; the instance's
     :attr:`Denoiser.needs` adds the parts that depend on its options (tables, pre-training).
@@ -181,8 +184,9 @@ class Denoiser(nn.Module):
 
     @property
     def needs(self) -> DenoiserNeeds:
-        """This denoiser's declaration: the class's ``NEEDS`` plus its model-parallel tables and its
-        :meth:`pretraining` phase (both depend on its options).
+        """This denoiser's declaration: the class's ``NEEDS``, its tables and its pre-training.
+
+        The model-parallel tables and the :meth:`pretraining` phase depend on its options.
         """
         return replace(
             type(self).NEEDS, model_parallel_tables=tuple(self.model_parallel_tables()), pretraining=self.pretraining()
@@ -193,8 +197,9 @@ class Denoiser(nn.Module):
         return None
 
     def setup_warnings(self, job: JobFacts) -> List[str]:
-        """Warnings, one line each, about a job set up in a way this denoiser cannot work well in (the
-        trainer prints them once, after building it). None by default; DeCA overrides.
+        """Warnings, one line each, about a job set up in a way this denoiser cannot work well in.
+
+        The trainer prints them once, after building it. None by default; DeCA overrides.
         """
         return []
 
@@ -203,9 +208,10 @@ class Denoiser(nn.Module):
         return {}
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
-        """Tell the denoiser the run's length before its first step (the trainer does when ``NEEDS`` declares
-        ``run_length``; see :mod:`~denoisrec.denoisers.span`): schedules given in epochs or as a share of the
-        run resolve to steps. Returns warnings, one line each, for schedules that do not act within
+        """Tell the denoiser the run's length before its first step; returns warnings, one line each.
+
+        The trainer calls it when ``NEEDS`` declares ``run_length`` (see :mod:`~denoisrec.denoisers.span`): schedules
+        given in epochs or as a share of the run resolve to steps. The warnings name schedules that do not act within
         ``total_steps``.
         """
         self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
@@ -255,6 +261,7 @@ class Denoiser(nn.Module):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """The subclass's loss on ``logits``, ``labels`` ``[B]``: a ``LossOutput`` (``forward`` calls it)."""
         raise NotImplementedError
 
     # ---- global reductions -------------------------------------------------------------------------------
@@ -265,8 +272,9 @@ class Denoiser(nn.Module):
         return C.global_sum(vec, self.process_group)
 
     def scaled(self, local_sum: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-        """What this rank backpropagates for the global ``Σ local_sum / denominator`` (see "Gradient
-        scaling"); ``denominator`` is global and clamped to 1e-12 so an empty global batch gives 0.
+        """What this rank backpropagates for the global ``Σ local_sum / denominator``.
+
+        See "Gradient scaling"; ``denominator`` is global and clamped to 1e-12 so an empty global batch gives 0.
         """
         w = C.world_size(self.process_group)
         return local_sum * (w / denominator.detach().clamp_min(1e-12)).to(local_sum.dtype)
@@ -278,8 +286,9 @@ class Denoiser(nn.Module):
         local_count: torch.Tensor,
         extra: Sequence[torch.Tensor] = (),
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(loss_to_backprop, value, sums)`` for ``L = Σ weight·per_sample / Σ local_count`` over the
-        global batch, in ONE all-reduce that also sums the ``extra`` local scalars.
+        """``(loss_to_backprop, value, sums)`` for ``L = Σ weight·per_sample / Σ local_count``.
+
+        Computed over the global batch in ONE all-reduce, which also sums the ``extra`` local scalars.
 
         ``local_count`` is this rank's share of the denominator (its batch size, or its kept samples);
         ``sums`` is the reduced float64 vector ``[Σ weight·ℓ, Σ local_count, *Σ extra]``.
@@ -324,8 +333,9 @@ class Denoiser(nn.Module):
             self.truth_sums += (rows @ cols).to(torch.float64)  # [4, 4]
 
     def report(self) -> Dict[str, torch.Tensor]:
-        """Ground-truth diagnostics since the last call, global over the group (ONE all-reduce; call it on
-        every rank at the same step). Empty when no batch carried ``is_noisy``. Resets the sums.
+        """Ground-truth diagnostics since the last call, global over the group; resets the sums.
+
+        ONE all-reduce: call it on every rank at the same step. Empty when no batch carried ``is_noisy``.
 
         This is the project's one definition of noise identification (docs/denoisers.md, "Noise
         identification"): **soft** — a sample counts with its handling amount in ``[0, 1]`` (see
@@ -385,8 +395,10 @@ class Denoiser(nn.Module):
         return out
 
     def check_stats(self, stats: Dict[str, float]) -> None:
-        """Called at log steps with this step's global stats as host floats (the same on every rank): raise
-        to stop a run that has failed in a way the denoiser can recognise (e.g. DeCA's collapse).
+        """Check this step's global stats at a log step; raise to stop a run that has failed.
+
+        The stats are host floats, the same on every rank; a denoiser raises on a failure it can recognise (e.g. DeCA's
+        collapse).
         """
 
     def model_parallel_tables(self) -> List[str]:
@@ -394,9 +406,11 @@ class Denoiser(nn.Module):
         return []
 
     def extra_repr(self) -> str:
+        """``option=value, ...`` of :meth:`hparams` (the module's repr)."""
         return ", ".join(f"{k}={v}" for k, v in self.hparams().items())
 
     def hparams(self) -> Dict[str, Any]:
+        """The hyperparameters as ``{option: value}`` (none here); run logs and reports print them."""
         return {}
 
 

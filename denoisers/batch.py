@@ -31,16 +31,21 @@ class DenoiserBatch(Protocol):
     """The batch fields denoisers read (read-only; see the module docstring for shapes)."""
 
     @property
-    def labels(self) -> torch.Tensor: ...
+    def labels(self) -> torch.Tensor:
+        """``[B]`` observed 0/1 labels (float)."""
 
     @property
-    def dense_features(self) -> torch.Tensor: ...
+    def dense_features(self) -> torch.Tensor:
+        """``[B, n_dense]`` dense features (float)."""
 
     @property
-    def sparse_features(self) -> KeyedJaggedTensor: ...
+    def sparse_features(self) -> KeyedJaggedTensor:
+        """The sparse features: a KJT of stride ``B`` keyed by feature name."""
 
     @property
-    def sample_ids(self) -> Optional[torch.Tensor]: ...
+    def sample_ids(self) -> Optional[torch.Tensor]:
+        """``[B]`` int64 stable sample keys, or ``None`` when the data has no sample id column."""
 
     @property
-    def is_noisy(self) -> Optional[torch.Tensor]: ...
+    def is_noisy(self) -> Optional[torch.Tensor]:
+        """``[B]`` 0/1 ground-truth noise flags (synthetic and labelled data only), or ``None``."""

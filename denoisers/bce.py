@@ -31,6 +31,7 @@ class BCE(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """The BCE mean over the global batch: ``[B]`` unit weights, no decisions."""
         ell = bce_per_sample(logits, labels)
         weight = torch.ones_like(ell)
         loss, value, _ = self.global_mean(ell, weight, weight.sum())  # one all-reduce: [Σℓ, B]

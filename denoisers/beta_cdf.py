@@ -59,6 +59,7 @@ class BetaCDF(nn.Module):
         self.register_buffer("h_hi", torch.from_numpy(_smooth_factor(self.beta, self.alpha, x)), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``F(t; α, β)`` of ``t`` clamped to ``[0, 1]``: float64, the shape of ``t`` (detached)."""
         x = t.detach().to(torch.float64).clamp(0.0, 1.0)
         lo = x <= 0.5
         u = torch.where(lo, x, 1.0 - x)  # the smooth factor's argument, in [0, 1/2]
@@ -72,4 +73,5 @@ class BetaCDF(nn.Module):
         return torch.where(lo, core * h_lo, 1.0 - core * h_hi)
 
     def extra_repr(self) -> str:
+        """``alpha=…, beta=…`` (the module's repr)."""
         return f"alpha={self.alpha}, beta={self.beta}"

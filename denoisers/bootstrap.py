@@ -52,9 +52,11 @@ class SoftBootstrap(Denoiser):
         self.attach_target = bool(attach_target)
 
     def hparams(self) -> Dict[str, Any]:
+        """``{lam, attach_target}``."""
         return {"lam": self.lam, "attach_target": self.attach_target}
 
     def belief(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B]`` soft belief ``σ(z)`` (detached unless ``attach_target``)."""
         p = torch.sigmoid(logits if self.attach_target else logits.detach())
         return p
 
@@ -65,6 +67,7 @@ class SoftBootstrap(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """Bootstrapped BCE (LCD Eq. 2) against ``λ·y + (1 − λ)·belief``: ``[B]`` targets."""
         target = self.lam * labels + (1.0 - self.lam) * self.belief(logits)
         per = soft_bce(logits, target)
         corr = (target.detach() - labels).abs()
@@ -91,7 +94,9 @@ class HardBootstrap(SoftBootstrap):
         super().__init__(lam=lam, attach_target=False, process_group=process_group)
 
     def hparams(self) -> Dict[str, Any]:
+        """``{lam}``."""
         return {"lam": self.lam}
 
     def belief(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B]`` hard belief ``1[σ(z) > 0.5]`` (detached, the logits' dtype)."""
         return (logits.detach() > 0).to(logits.dtype)  # p > 0.5 ⟺ z > 0

@@ -52,6 +52,7 @@ class CollectiveCounter:
     max_call_bytes: int = 0  # the largest single payload: what must not grow with the world size
 
     def reset(self) -> None:
+        """Zero the counts (a test or benchmark measuring one call)."""
         self.calls, self.bytes, self.max_call_bytes = 0, 0, 0
 
 
@@ -59,6 +60,7 @@ COUNTER = CollectiveCounter()
 
 
 def world_size(group: ProcessGroup = None) -> int:
+    """Ranks in ``group`` (1 without an initialised process group)."""
     if not (dist.is_available() and dist.is_initialized()):
         return 1
     return dist.get_world_size(group)
@@ -79,6 +81,7 @@ def all_reduce(t: torch.Tensor, op: str = "sum", group: ProcessGroup = None) -> 
 
 
 def global_sum(t: torch.Tensor, group: ProcessGroup = None) -> torch.Tensor:
+    """``t`` summed over the group (out of place, detached)."""
     return all_reduce(t, "sum", group)
 
 
@@ -157,17 +160,21 @@ _FIXED_MAX = 1e5  # per-sample cap, so a batch of 1e6 samples stays far inside i
 
 
 def fixed_point(x: torch.Tensor) -> torch.Tensor:
-    """``round(x · 2^24)`` as int64 (``x`` clamped to [0, 1e5]): integer sums are exact and order-free, so
-    a global sum of them is the same on any number of ranks. Divide by :data:`FIXED_POINT` to read back.
+    """``round(x · 2^24)`` as int64 (``x`` clamped to [0, 1e5]), for exact global sums.
+
+    Integer sums are exact and order-free, so a global sum of them is the same on any number of ranks. Divide by
+    :data:`FIXED_POINT` to read back.
     """
     x = torch.nan_to_num(x.detach().to(torch.float64), nan=_FIXED_MAX, posinf=_FIXED_MAX)  # NaN: the cap, not garbage
     return torch.round(x.clamp(0.0, _FIXED_MAX) * FIXED_POINT).to(torch.int64)
 
 
 def keep_nonfinite(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``value`` (read back from :func:`fixed_point` sums, which cap NaN and inf) made NaN when this rank's
-    ``x`` holds a non-finite entry: ``0 · Σx`` is 0 for finite ``x`` and NaN otherwise, so the trainer's
-    non-finite guard (which gathers its flag across ranks) still sees a diverged step. No sync, no collective.
+    """``value``, made NaN when this rank's ``x`` holds a non-finite entry.
+
+    ``value`` is read back from :func:`fixed_point` sums, which cap NaN and inf. ``0 · Σx`` is 0 for finite ``x`` and
+    NaN otherwise, so the trainer's non-finite guard (which gathers its flag across ranks) still sees a diverged step.
+    No sync, no collective.
     """
     return value + (x.detach().sum() * 0).to(value.dtype)
 

@@ -1,5 +1,6 @@
-"""DART: Discard And Relabel Training ("Resolving Training Biases via Data Discarding and Relabeling",
-thesis 2023, Eq. 3-7 and Algorithm 1).
+"""DART: Discard And Relabel Training (thesis 2023, Eq. 3-7 and Algorithm 1).
+
+"Resolving Training Biases via Data Discarding and Relabeling".
 
 Identification rate (DART Eq. 3), a function of the global step ``T``::
 
@@ -91,13 +92,16 @@ class DART(Denoiser):
 
     @property
     def t_i(self) -> int:
+        """``T_i``: the warm-up before any relabelling, in steps."""
         return self._steps("t_i", self.start)
 
     @property
     def t_m(self) -> int:
+        """``T_m``: the ramp of the relabel rate to ``τ_m``, in steps."""
         return self._steps("t_m", self.ramp)
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        """Resolve ``t_i``, ``t_m`` against the run; returns warnings if DART does not act within it."""
         super().bind_run(steps_per_epoch, total_steps)
         t_i, t_m = self.t_i, self.t_m
         where = (
@@ -116,6 +120,8 @@ class DART(Denoiser):
         return []
 
     def hparams(self) -> Dict[str, Any]:
+        """``{t_i, t_m, tau_m, r}`` (relative spans as their text)."""
+
         def show(span: Span) -> Any:
             return str(span) if span.relative else int(span.value)
 
@@ -136,6 +142,7 @@ class DART(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """DART's loss (Eq. 4-7): top-loss global positives relabelled or dropped; ``[B]`` targets, masks."""
         ell = bce_per_sample(logits, labels)
         pos = labels > 0.5
         tau = self.rate(self.step)

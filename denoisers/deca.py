@@ -1,5 +1,6 @@
-"""DeCA: Denoising with Cross-model Agreement (Wang et al., "Learning Robust Recommenders through
-Cross-Model Agreement", WWW 2022, Eq. 9, 13-15, Algorithms 1-2; journal version Eq. 10, Alg. 1).
+"""DeCA: Denoising with Cross-model Agreement (WWW 2022, Eq. 9, 13-15, Algorithms 1-2).
+
+Wang et al., "Learning Robust Recommenders through Cross-Model Agreement"; journal version Eq. 10, Alg. 1.
 
 Models: the target ``f = σ(z)`` (the trained CTR model), and three matrix factorisations on their own
 embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, one sharded ``EmbeddingBagCollection`` with
@@ -163,14 +164,18 @@ class DeCA(Denoiser):
         )
 
     def model_parallel_tables(self) -> List[str]:
-        """The MF tables: a replicated table would be stepped by the dense optimizer, whose momentum moves
-        the sub-task's inactive noise model (its gradient is exactly zero).
+        """The MF tables, which must be model-parallel.
+
+        A replicated table would be stepped by the dense optimizer, whose momentum moves the sub-task's inactive noise
+        model (its gradient is exactly zero).
         """
         return [t for h in self.mf.heads for t in self.mf.table[h].values()]
 
     def setup_warnings(self, job: JobFacts) -> List[str]:
-        """A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a
-        fused sparse optimizer without momentum or weight decay on model-parallel tables.
+        """Warnings about optimizers and sharding that would move the inactive noise model.
+
+        A sub-task's inactive noise model gets an exactly-zero gradient; it stays frozen only under a fused sparse
+        optimizer without momentum or weight decay on model-parallel tables.
         """
         out = []
         if job.sparse_optimizer == "adam" or job.sparse_weight_decay > 0:
@@ -189,6 +194,7 @@ class DeCA(Denoiser):
         return out
 
     def hparams(self) -> Dict[str, Any]:
+        """DeCA's options as given (``C1``/``C2`` only under ``objective=paper``)."""
         paper = {"C1": self.C1, "C2": self.C2} if self.objective == "paper" else {}
         return {
             "objective": self.objective,
@@ -200,8 +206,9 @@ class DeCA(Denoiser):
         }
 
     def check_stats(self, stats: Dict[str, float]) -> None:
-        """At a log step (host floats, the same on every rank): stop a collapsed ``objective="paper"`` run
-        with the reason rather than let it finish with a constant score.
+        """Stop a collapsed ``objective="paper"`` run at a log step, with the reason.
+
+        The stats are host floats, the same on every rank; the run stops rather than finish with a constant score.
         """
         if self.objective != "paper" or "f_mean" not in stats or self.host_step < self.COLLAPSE_GRACE_STEPS:
             return
@@ -221,6 +228,7 @@ class DeCA(Denoiser):
         return self.host_step % 2
 
     def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B]`` reference logits of the agreement term: the MF model ``g``'s."""
         return mf["g"]
 
     def agreement(self, z: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
@@ -234,6 +242,7 @@ class DeCA(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """DeCA's loss for this step's sub-task (Eq. 14 on DP, Eq. 15 on DN steps): ``[B]`` unit weights."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's sparse features (pass batch=...)")
         mf = self.mf(batch.sparse_features)
@@ -296,6 +305,7 @@ class DeCA(Denoiser):
         zh: torch.Tensor,
         zhp: torch.Tensor,
     ) -> LossOutput:
+        """The sub-task's loss from ``[B]`` logits of ``f`` (``z``), reference ``zr``, ``h`` and ``h'``."""
         pos = labels > 0.5
         posf = pos.to(z.dtype)
         f = torch.sigmoid(z)
@@ -340,8 +350,9 @@ class DeCA(Denoiser):
 
 
 class DeCAPrior(DeCA):
-    """DeCA(p): the agreement is with ``f'``, a frozen BCE-pre-trained copy of the target architecture
-    (DeCA Eq. 13, Algorithm 2).
+    """DeCA(p): the agreement is with ``f'``, a frozen BCE-pre-trained copy of the target.
+
+    ``f'`` has the target's architecture (DeCA Eq. 13, Algorithm 2).
 
     Args:
         prior: the ``f'`` model, ``(dense, KJT) → logits [B, 1]`` (injected: the trainer builds it with the
@@ -414,6 +425,7 @@ class DeCAPrior(DeCA):
         self._cache = (sample_ids[order].contiguous(), logits[order].float().contiguous())
 
     def hparams(self) -> Dict[str, Any]:
+        """DeCA's options plus the prior's (pre-training length, checkpoint, early stopping, cache)."""
         return {
             **super().hparams(),
             "pretrain_steps": self.pretrain_steps,
@@ -434,6 +446,7 @@ class DeCAPrior(DeCA):
         )
 
     def phase_steps(self) -> int:
+        """Phase 1's length in steps (raises a one-line error while it is unset)."""
         if self.pretrain_steps is None:
             raise ValueError(
                 "deca_p: pretrain_steps is unset; pass -p pretrain_steps=N or "
@@ -442,15 +455,19 @@ class DeCAPrior(DeCA):
         return self.pretrain_steps
 
     def in_pretraining(self) -> bool:
+        """Whether the current step is still in phase 1 (pre-training ``f'`` with BCE)."""
         return self.host_step < self.phase_steps()
 
     def subtask(self) -> int:
+        """``DP`` or ``DN``: the sub-task of the current step, counted from phase 2's first step."""
         return (self.host_step - self.phase_steps()) % 2  # Alg. 2 restarts the count in phase 2
 
     def prior_logits(self, batch: DenoiserBatch) -> torch.Tensor:
+        """``[B]`` logits of the prior ``f'`` on the batch's features."""
         return self.prior(batch.dense_features, batch.sparse_features).reshape(-1)
 
     def reference_logits(self, batch: DenoiserBatch, mf: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B]`` logits of the frozen prior ``f'``: its cached scores by sample id, else its forward."""
         ids = getattr(batch, "sample_ids", None)
         if self._cache is not None and ids is not None:
             keys, z = self._cache
@@ -472,6 +489,7 @@ class DeCAPrior(DeCA):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """BCE on the prior ``f'`` in phase 1; DeCA's loss with ``f'`` as reference in phase 2."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError(f"{self.name}: needs the batch's features (pass batch=...)")
         pretraining = self.in_pretraining()

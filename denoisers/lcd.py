@@ -65,11 +65,13 @@ class LCD(Denoiser):
         self.start_step = int(start_step)
 
     def hparams(self) -> Dict[str, Any]:
+        """``{alpha_b, beta_b, start_step}``."""
         return {"alpha_b": self.cdf.alpha, "beta_b": self.cdf.beta, "start_step": self.start_step}
 
     def weight_of(self, ell: torch.Tensor) -> torch.Tensor:
-        """``ω = F(t)`` with ``t`` normalised by the global min and max loss (float64 throughout, detached):
-        the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``.
+        """``[B]`` float64 ``ω = F(t)``, ``t`` the loss min/max-normalised over the global batch.
+
+        Float64 throughout, detached: the largest loss gets ``t = 1`` and ``ω = 1`` exactly, the smallest ``t = 0``.
         """
         # All in float64, the span included: a float32 span rounds differently from the float64 numerator,
         # so the largest loss would get t = 1 − 1e-7 and, where F is steep at 1 (β_B < 1), ω ≈ 1 − 1e-4.
@@ -81,6 +83,7 @@ class LCD(Denoiser):
         return self.cdf(t)
 
     def corrected_target(self, labels: torch.Tensor, p: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+        """``[B]`` float64 target: ``ω·y + (1 − ω)·p`` (LCD Eq. 3), or ``(1 − ω)·y + ω·p`` (reverse)."""
         y, p = labels.to(torch.float64), p.to(torch.float64)
         if self.reverse:
             return (1.0 - omega) * y + omega * p
@@ -93,6 +96,7 @@ class LCD(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """LCD's loss (LCD Eq. 3-4): BCE against the corrected target from ``start_step`` on."""
         ell = bce_per_sample(logits, labels)
         ones = torch.ones_like(ell)
         no = torch.zeros_like(labels, dtype=torch.bool)

@@ -32,13 +32,15 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 
 class MFHeads(nn.Module):
-    """Args:
-    heads: names of the MF models, e.g. ``["g", "h", "h_prime"]``.
-    user_feature, item_feature: KJT keys of the user and item ids.
-    num_users, num_items: their table sizes.
-    dim: table width (``dim − 1`` latent factors plus the bias column; at least 2).
-    prefix: table-name prefix, e.g. ``deca_`` → tables ``deca_g_user_id``, ``deca_g_item_id``, ...
-    device: where to allocate (``meta`` when DistributedModelParallel materialises the shards).
+    """Matrix factorisations (one per head) on user and item tables of one embedding collection.
+
+    Args:
+        heads: names of the MF models, e.g. ``["g", "h", "h_prime"]``.
+        user_feature, item_feature: KJT keys of the user and item ids.
+        num_users, num_items: their table sizes.
+        dim: table width (``dim − 1`` latent factors plus the bias column; at least 2).
+        prefix: table-name prefix, e.g. ``deca_`` → tables ``deca_g_user_id``, ``deca_g_item_id``, ...
+        device: where to allocate (``meta`` when DistributedModelParallel materialises the shards).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class MFHeads(nn.Module):
         self._key = {h: {f: (f"{f}@{t}" if shared else f) for f, t in self.table[h].items()} for h in self.heads}
 
     def forward(self, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
+        """``{head: [B] logit}``: each head's user-item embedding product plus its biases."""
         if features.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
             # An unsharded EBC cannot pool an empty batch (a sharded one must run: its all-to-alls are
             # collective). The stride is a host int, so this is no device sync.

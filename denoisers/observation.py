@@ -89,8 +89,9 @@ def _logit(p: float) -> float:
 
 
 class ContextTower(nn.Module):
-    """Two noise logits ``(a, b)`` per sample from the context features: one mean-pooled table per feature
-    (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
+    """Two noise logits ``(a, b)`` per sample from the context features.
+
+    One mean-pooled table per feature (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
 
     With ``hidden=[]`` (the default) the logits are additive in the features,
     ``a = a₀ + Σ_k E_k[c_k, 0]``, ``b = b₀ + Σ_k E_k[c_k, 1]``: every parameter is an embedding row, trained
@@ -150,6 +151,7 @@ class ContextTower(nn.Module):
             self.mlp = nn.Sequential(*layers, out)
 
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
         if kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
             z = torch.zeros(0, device=kjt.values().device)  # an unsharded EBC cannot pool an empty batch
             return z, z
@@ -165,8 +167,9 @@ class ContextTower(nn.Module):
 def observed_log_likelihood(
     z: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, form: str = "mixture", u: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample from the target logit ``z`` and the tower's
-    ``(a, b)``, in log space (module docstring). ``form="product"``: ``log h = −inf``;
+    """``(log P(ỹ=1), log P(ỹ=0), log h, log h')`` per sample, in log space.
+
+    From the target logit ``z`` and the tower's ``(a, b)`` (module docstring). ``form="product"``: ``log h = −inf``;
     ``form="examination"``: ``e = σ(a)`` and ``u = [u₀, u₁]`` the global inattentive rates (``b`` unused).
     """
     log_f, log_1f = F.logsigmoid(z), F.logsigmoid(-z)
@@ -303,13 +306,15 @@ class ObservationModel(Denoiser):
         )
 
     def model_parallel_tables(self) -> List[str]:
-        """The tower's tables, kept model-parallel so the fused sparse optimizer (row-wise Adagrad at
-        ``optim.sparse_lr``) trains them: the planner would replicate such small tables, and the dense Adam
-        at ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
+        """The tower's tables, kept model-parallel so the fused sparse optimizer trains them.
+
+        Row-wise Adagrad at ``optim.sparse_lr``: the planner would replicate such small tables, and the dense Adam at
+        ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
         """
         return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
 
     def hparams(self) -> Dict[str, Any]:
+        """The observation model's options as given."""
         return {
             "form": self.form,
             "dim": self.dim,
@@ -323,6 +328,7 @@ class ObservationModel(Denoiser):
         }
 
     def bind_run(self, steps_per_epoch: int, total_steps: int) -> List[str]:
+        """Resolve ``tower_warmup`` against the run; returns a warning if it spans the whole run."""
         msgs = super().bind_run(steps_per_epoch, total_steps)
         self.warmup_steps = self.tower_warmup.steps(steps_per_epoch, total_steps)
         if self.warmup_steps >= total_steps > 0:
@@ -349,6 +355,7 @@ class ObservationModel(Denoiser):
         sample_ids: Optional[torch.Tensor],
         batch: Optional[DenoiserBatch],
     ) -> LossOutput:
+        """NLL of the observed labels under ``f·h' + (1 − f)·h`` (DeCA Eq. 3, context rates)."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
         za, zb = self.tower(batch.sparse_features)
@@ -416,8 +423,9 @@ class ObservationModel(Denoiser):
             self.ctx_sums.index_add_(0, idx, vals)
 
     def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
-        """Per single-valued context feature: its values seen recently and the (EMA-weighted) mean learned
-        ``h`` and ``h'`` of the training rows with that value. A collective: call it on every rank.
+        """Per single-valued context feature: its recent values and their mean learned ``h``, ``h'``.
+
+        The means are EMA-weighted over the training rows with that value. A collective: call it on every rank.
         """
         tot = C.global_sum(self.ctx_sums.clone(), self.process_group).cpu()
         out: Dict[str, Dict[str, List[Any]]] = {}
@@ -437,8 +445,10 @@ class ObservationModel(Denoiser):
 
 
 class ObservationTCE(ObservationModel):
-    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL): ``eps_max`` on by default
-    and swept (the sweep picks it on observed-label validation). Options as :class:`ObservationModel`.
+    """The observation model composed with T-CE (ADT Eq. 2-3 on the mixture NLL).
+
+    ``eps_max`` is on by default and swept (the sweep picks it on observed-label validation). Options as
+    :class:`ObservationModel`.
     """
 
     name = "observation_tce"

@@ -65,6 +65,7 @@ class Span:
 
     @property
     def relative(self) -> bool:
+        """Whether the span is given in epochs or as a share of the run (resolved by :meth:`steps`)."""
         return self.unit != "steps"
 
     def steps(self, steps_per_epoch: Optional[int], total_steps: Optional[int]) -> int:

@@ -79,6 +79,7 @@ class DCNv2(nn.Module):
         self.logit = nn.Linear(out_in, 1)
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]`` logits: the cross network, stacked or parallel with the deep network."""
         x0 = torch.cat([dense_features, ordered_values(self.sparse_arch(sparse_features), self.features)], dim=1)
         if self.structure == "stacked":
             h = self.cross(x0)

@@ -58,6 +58,7 @@ class DeepFM(nn.Module):
         )
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]`` logits: FM's first-order and pairwise terms plus the deep network."""
         fields = self.fm.fields(dense_features, sparse_features)
         fm = self.fm.first_order(dense_features, sparse_features) + self.fm.interaction(fields)
         return fm + self.deep([fields])

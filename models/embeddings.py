@@ -31,6 +31,7 @@ LINEAR_PREFIX = "w_"
 
 
 def table_name(feature: str, prefix: str = "t_") -> str:
+    """The table name of ``feature`` (``<prefix><feature>``)."""
     return f"{prefix}{feature}"
 
 
@@ -107,8 +108,10 @@ def common_width(ebc: EmbeddingBagCollection, model: str) -> int:
 
 
 def model_prefix(ebc: EmbeddingBagCollection) -> str:
-    """The model-level prefix of ``ebc``'s table names: ``""`` for ``t_<feature>``, ``"prior_"`` for
-    ``prior_t_<feature>`` (a second copy of a model in the same job, e.g. DeCA(p)'s prior).
+    """The model-level prefix of ``ebc``'s table names.
+
+    ``""`` for ``t_<feature>``, ``"prior_"`` for ``prior_t_<feature>`` (a second copy of a model in the same job, e.g.
+    DeCA(p)'s prior).
     """
     c = ebc.embedding_bag_configs()[0]
     full = c.name[: len(c.name) - len(c.feature_names[0])]
@@ -116,8 +119,9 @@ def model_prefix(ebc: EmbeddingBagCollection) -> str:
 
 
 def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection:
-    """First-order weights ``w[id]`` of every feature of ``ebc``: tables ``<prefix>w_<feature>`` of width 4
-    (``prefix`` as :func:`model_prefix` reads it from ``ebc``).
+    """First-order weights ``w[id]`` of every feature of ``ebc``.
+
+    Tables ``<prefix>w_<feature>`` of width 4 (``prefix`` as :func:`model_prefix` reads it from ``ebc``).
 
     FBGEMM's kernels need widths divisible by 4, so each id owns a row of 4 entries and its weight is their
     mean (see :class:`denoisrec.models.layers.FirstOrder`). The rows start at zero, so the four entries stay
@@ -130,6 +134,7 @@ def linear_bag_collection(ebc: EmbeddingBagCollection) -> EmbeddingBagCollection
 
 
 def feature_names(ebc: EmbeddingBagCollection) -> List[str]:
+    """The feature names of ``ebc``'s tables, in table order."""
     return [f for f, _, _ in feature_specs(ebc)]
 
 

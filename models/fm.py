@@ -56,5 +56,6 @@ class FM(nn.Module):
         return fields
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]`` logits: first-order term plus the pairwise interaction of the fields."""
         fields = self.fields(dense_features, sparse_features)
         return self.first_order(dense_features, sparse_features) + self.interaction(fields)

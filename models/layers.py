@@ -25,6 +25,7 @@ from denoisrec.models.embeddings import linear_bag_collection
 
 
 def check_sizes(option: str, sizes: Sequence[int], allow_empty: bool = True) -> list:
+    """``sizes`` as a list; a one-line error naming ``option`` unless all are positive ints."""
     sizes = list(sizes)
     if (not sizes and not allow_empty) or any((not isinstance(s, int)) or s <= 0 for s in sizes):
         raise ValueError(f"model option {option}={sizes}: expected a list of positive layer sizes")
@@ -32,6 +33,7 @@ def check_sizes(option: str, sizes: Sequence[int], allow_empty: bool = True) -> 
 
 
 def check_dropout(dropout: float) -> float:
+    """``dropout`` as a float; a one-line error unless it lies in ``[0, 1)``."""
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"model option dropout={dropout}: must lie in [0, 1)")
     return float(dropout)
@@ -67,14 +69,16 @@ class FMInteraction(nn.Module):
     """
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]``: ``½ Σ_k [(Σ_f v_fk)² − Σ_f v_fk²]`` of ``fields`` ``[B, F, D]``."""
         square_of_sum = fields.sum(dim=1).pow(2)
         sum_of_square = fields.pow(2).sum(dim=1)
         return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
 
 
 class DenseFields(nn.Module):
-    """Each dense feature ``j`` as an FM field ``x_j · v_j`` with a learned vector ``v_j`` of width ``D``,
-    initialised uniform in ``[−init, init]`` (small, like the FM tables).
+    """Each dense feature ``j`` as an FM field ``x_j · v_j`` with a learned vector ``v_j``.
+
+    ``v_j`` has width ``D`` and starts uniform in ``[−init, init]`` (small, like the FM tables).
 
     Shapes: ``[B, n_dense]`` → ``[B, n_dense, D]``.
 
@@ -89,6 +93,7 @@ class DenseFields(nn.Module):
         nn.init.uniform_(self.vectors, -init, init)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        """``[B, n_dense, D]``: each dense value times its field vector."""
         return dense.unsqueeze(-1) * self.vectors
 
 
@@ -125,6 +130,7 @@ class FirstOrder(nn.Module):
             nn.init.zeros_(self.dense_linear.weight)  # a linear model starts at zero, like the sparse weights
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]``: bias plus the sparse features' weights plus the dense linear term."""
         w = self.linear_ebc(sparse).values()  # [B, 4F], any feature order: the weights are summed
         out = w.reshape(w.shape[0], self.num_fields, -1).mean(dim=2).sum(dim=1, keepdim=True) + self.bias
         if self.dense_linear is not None:

@@ -1,5 +1,6 @@
-"""Model files: a trained model as one unsharded ``torch.save`` file, loadable on one process. The one API
-that writes and reads them: training's export (``Checkpointer.export_model``), ``predict``, ``export``
+"""Model files: a trained model as one unsharded ``torch.save`` file, loadable on one process.
+
+The one API that writes and reads them: training's export (``Checkpointer.export_model``), ``predict``, ``export``
 (serving artefacts), the serving bench and DeCA(p)'s ``prior_checkpoint`` all go through it.
 
 - :func:`save_model_file` writes one (atomically);
@@ -116,8 +117,10 @@ def read_model_file(path: str) -> ModelFile:
 
 
 def read_weights(path: str) -> Dict[str, torch.Tensor]:
-    """The weights in ``path``: a model file's ``state_dict``, or a plain ``torch.save(model.state_dict())``
-    (keys as saved). Anything else is an error naming the file.
+    """The weights in ``path`` (keys as saved).
+
+    A model file's ``state_dict``, or a plain ``torch.save(model.state_dict())``. Anything else is an error naming the
+    file.
     """
     blob = _read_blob(path, "model file or state dict")
     if is_model_file(blob):

@@ -75,8 +75,9 @@ def splitmix64_mod(ids: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _check(ok: torch.Tensor, msg: str) -> None:
-    """Raise ``RuntimeError(msg)`` unless ``ok``: a Python raise under TorchScript, an assertion op under
-    ``torch.export`` (which cannot branch on data).
+    """Raise ``RuntimeError(msg)`` unless ``ok``.
+
+    A Python raise under TorchScript, an assertion op under ``torch.export`` (which cannot branch on data).
     """
     if torch.jit.is_scripting():
         if not bool(ok):
@@ -112,6 +113,7 @@ class Preprocess(nn.Module):
     def forward(
         self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
     ) -> Tuple[torch.Tensor, List[torch.Tensor], List[torch.Tensor]]:
+        """``(dense, values, offsets)`` repaired (NaN imputed, out-of-table ids hashed), lists in feature order."""
         finite = torch.isfinite(dense)
         if self.impute:
             dense = torch.where(finite, dense, torch.full_like(dense, self.impute_value))
@@ -153,6 +155,7 @@ class Bags(nn.Module):
         )
 
     def forward(self, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Each feature's pooled embeddings, ``[B, D_f]``, in feature order."""
         out: List[torch.Tensor] = []
         for i, bag in enumerate(self.bags):
             out.append(bag(values[i], offsets[i]))
@@ -160,8 +163,9 @@ class Bags(nn.Module):
 
 
 def _plain_mlp(m: nn.Module) -> nn.Sequential:
-    """TorchRec's ``MLP`` (Perceptrons of Linear + activation; dropout is inert in eval) as
-    ``nn.Sequential(Linear, ReLU, ...)`` over copies of the same parameters.
+    """TorchRec's ``MLP`` as ``nn.Sequential(Linear, ReLU, ...)`` over copies of its parameters.
+
+    Perceptrons of Linear + activation; dropout is inert in eval.
     """
     if not isinstance(m, MLP):
         raise TypeError(f"serving export: expected torchrec MLP, got {type(m).__name__}")
@@ -217,6 +221,7 @@ class Linear1(nn.Module):
             self.dense_linear.load_state_dict(first.dense_linear.state_dict())
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]``: bias plus the sparse weights plus the dense linear term."""
         w = torch.cat(self.bags(values, offsets), dim=1)  # [B, 4F]
         out = w.reshape(w.shape[0], len(values), -1).mean(dim=2).sum(dim=1, keepdim=True) + self.bias
         if self.has_dense:
@@ -225,9 +230,10 @@ class Linear1(nn.Module):
 
 
 class FMNet(nn.Module):
-    """FM (and DeepFM's FM part): ``b + Σ w + Σ u·x + ½ Σ_d [(Σ_i v_id)² − Σ_i v_id²]`` over the sparse fields
-    and the dense fields ``x_j·v_j`` (:mod:`denoisrec.models.fm`); with ``deep``, DeepFM adds
-    ``DNN(flatten(fields))``.
+    """FM (and DeepFM's FM part), with DeepFM's deep network when ``deep``.
+
+    ``b + Σ w + Σ u·x + ½ Σ_d [(Σ_i v_id)² − Σ_i v_id²]`` over the sparse fields and the dense fields ``x_j·v_j``
+    (:mod:`denoisrec.models.fm`); with ``deep``, DeepFM adds ``DNN(flatten(fields))``.
 
     Shapes: ``dense [B, n_dense]``, values / offsets lists → ``[B, 1]``.
     """
@@ -243,6 +249,7 @@ class FMNet(nn.Module):
         self.deep = deep if deep is not None else nn.Identity()
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: first-order plus pairwise terms (plus the deep network)."""
         fields = torch.stack(self.bags(values, offsets), dim=1)  # [B, F, D]
         if self.has_dense_fields:
             fields = torch.cat([fields, dense.unsqueeze(-1) * self.dense_vectors], dim=1)
@@ -254,8 +261,10 @@ class FMNet(nn.Module):
 
 
 class DLRMNet(nn.Module):
-    """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]`` (upper triangle), top MLP
-    (``torchrec.models.dlrm.DLRM``). Shapes: ``dense [B, n_dense]``, values / offsets → ``[B, 1]``.
+    """DLRM: bottom MLP on dense, pairwise dots of ``[dense ; e_1 … e_F]``, top MLP.
+
+    The upper triangle of the dots, as ``torchrec.models.dlrm.DLRM``. Shapes: ``dense [B, n_dense]``, values / offsets →
+    ``[B, 1]``.
     """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
@@ -270,6 +279,7 @@ class DLRMNet(nn.Module):
         self.register_buffer("triu", torch.triu_indices(f + 1, f + 1, offset=1), persistent=False)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the top MLP over the bottom output and the pairwise dot products."""
         d = self.bottom(dense)  # [B, D]
         x = torch.cat([d.unsqueeze(1), torch.stack(self.bags(values, offsets), dim=1)], dim=1)  # [B, F+1, D]
         inter = torch.bmm(x, x.transpose(1, 2))[:, self.triu[0], self.triu[1]]
@@ -277,8 +287,9 @@ class DLRMNet(nn.Module):
 
 
 class CrossLayers(nn.Module):
-    """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with ``W_l`` full (``CrossNet``) or
-    ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``.
+    """DCN-V2's cross layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l``.
+
+    ``W_l`` full (``CrossNet``) or ``U_l V_l`` (``LowRankCrossNet``). Shapes: ``[B, N]`` → ``[B, N]``.
     """
 
     if TYPE_CHECKING:  # for mypy only: TorchScript cannot read string annotations on a module class
@@ -305,6 +316,7 @@ class CrossLayers(nn.Module):
         self.register_buffer("b", b.clone())
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        """``[B, N]``: cross layers ``x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l`` from ``x0`` ``[B, N]``."""
         x = x0
         for i in range(self.layers):
             if self.low_rank:
@@ -316,7 +328,8 @@ class CrossLayers(nn.Module):
 
 
 class DCNNet(nn.Module):
-    """DCN-V2, stacked ``Linear(DNN(Cross(x0)))`` or parallel ``Linear([Cross(x0) ; DNN(x0)])`` with
+    """DCN-V2, stacked ``Linear(DNN(Cross(x0)))`` or parallel ``Linear([Cross(x0) ; DNN(x0)])``.
+
     ``x0 = [dense ; e_1 … e_F]`` (:mod:`denoisrec.models.dcnv2`). Shapes: as :class:`DLRMNet`.
     """
 
@@ -330,6 +343,7 @@ class DCNNet(nn.Module):
         self.logit = _copy(m.logit)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the cross network, stacked or parallel with the deep network."""
         x0 = torch.cat([dense] + self.bags(values, offsets), dim=1)
         if self.stacked:
             h = self.cross(x0)
@@ -352,6 +366,7 @@ class WideDeepNet(nn.Module):
         self.deep = _copy(m.deep)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1]`` logits: the wide (first-order) part plus the deep network."""
         x = torch.cat([dense] + self.bags(values, offsets), dim=1)
         return self.wide(dense, values, offsets) + self.deep(x)
 
@@ -376,6 +391,7 @@ class ServingModel(nn.Module):
     def forward(
         self, dense: torch.Tensor, values: Dict[str, torch.Tensor], offsets: Dict[str, torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
+        """``{logit, score}`` ``[B]`` each (plus ``calibrated`` with a calibrator) from raw inputs."""
         dense, vals, offs = self.pre(dense.float(), values, offsets)
         logit = self.net(dense, vals, offs).squeeze(1)
         out = {"logit": logit, "score": torch.sigmoid(logit)}
@@ -401,8 +417,10 @@ def _network(model: nn.Module) -> nn.Module:
 def serving_model(
     model: nn.Module, spec: ModelSpec, schema: Mapping[str, Any], platt: Optional[List[float]] = None
 ) -> ServingModel:
-    """The plain-torch :class:`ServingModel` of ``model`` (an unsharded denoisrec model on CPU, e.g.
-    ``load_model_file(path).model``), with ``schema``'s input policies (the model file's ``schema``).
+    """The plain-torch :class:`ServingModel` of ``model``, with ``schema``'s input policies.
+
+    ``model`` is an unsharded denoisrec model on CPU, e.g. ``load_model_file(path).model``; ``schema`` is the model
+    file's.
     """
     feats = {f["name"]: f for f in schema["sparse"]}
     names = [n for n, _ in spec.features]

@@ -25,16 +25,18 @@ from denoisrec.models.registry import MODELS, build_model
 
 @dataclass
 class ModelSpec:
-    """Args:
-    name: a key of :data:`denoisrec.models.registry.MODELS`.
-    features: ``(feature, num_embeddings)`` of every sparse feature, in KJT key order.
-    dense_in_features: number of dense features (0 when the data has none).
-    embedding_dim: default table width.
-    dims: per-feature widths overriding ``embedding_dim``.
-    params: the model's options (checked against its constructor).
-    embedding_init: tables start uniform in ``[−a, a]``; ``None``: the model's default (its
-        ``EMBEDDING_INIT`` attribute: 0.01 for FM and DeepFM, whose pairwise term grows with the square
-        of the embeddings), else TorchRec's ``±sqrt(1/num_embeddings)``.
+    """What builds a model: its name, sparse features, dense inputs, widths and options.
+
+    Args:
+        name: a key of :data:`denoisrec.models.registry.MODELS`.
+        features: ``(feature, num_embeddings)`` of every sparse feature, in KJT key order.
+        dense_in_features: number of dense features (0 when the data has none).
+        embedding_dim: default table width.
+        dims: per-feature widths overriding ``embedding_dim``.
+        params: the model's options (checked against its constructor).
+        embedding_init: tables start uniform in ``[−a, a]``; ``None``: the model's default (its
+            ``EMBEDDING_INIT`` attribute: 0.01 for FM and DeepFM, whose pairwise term grows with the square
+            of the embeddings), else TorchRec's ``±sqrt(1/num_embeddings)``.
     """
 
     name: str
@@ -46,6 +48,7 @@ class ModelSpec:
     embedding_init: Optional[float] = None
 
     def init_range(self) -> Optional[Tuple[float, float]]:
+        """``(−a, a)``: the tables' uniform init range, or ``None`` for TorchRec's default."""
         a = self.embedding_init
         if a is None:
             a = getattr(MODELS.get(self.name), "EMBEDDING_INIT", None)
@@ -56,8 +59,9 @@ class ModelSpec:
         return (-float(a), float(a))
 
     def build(self, device: Optional[torch.device] = None, table_prefix: str = "") -> nn.Module:
-        """The model, with tables on ``device`` (``meta`` by default, for sharding). ``table_prefix`` names a
-        second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``).
+        """The model, with tables on ``device`` (``meta`` by default, for sharding).
+
+        ``table_prefix`` names a second copy's tables apart (``<prefix>t_<feature>``, ``<prefix>w_<feature>``).
         """
         ebc = embedding_bag_collection(
             self.features,
@@ -70,12 +74,14 @@ class ModelSpec:
         return build_model(self.name, ebc, self.dense_in_features, **self.params)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The spec as JSON-ready types (features as lists)."""
         d = asdict(self)
         d["features"] = [list(f) for f in self.features]
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelSpec":
+        """The spec from :meth:`to_dict`'s output."""
         d = dict(d)
         d["features"] = [(str(n), int(k)) for n, k in d["features"]]
         return cls(**d)

@@ -52,5 +52,6 @@ class WideDeep(nn.Module):
         self.deep = nn.Sequential(make_mlp(width, hidden, dropout), nn.Linear(hidden[-1] if hidden else width, 1))
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]`` logits: the wide (first-order) part plus the deep network."""
         x = torch.cat([dense_features, ordered_values(self.sparse_arch(sparse_features), self.features)], dim=1)
         return self.wide(dense_features, sparse_features) + self.deep(x)

@@ -1,5 +1,6 @@
 """What a run tells the user on the console, in a few lines: the denoiser and sharding in brief, and at the end
-the clean-AUC curve, where ``curves.png`` is, how many third-party warnings were filed, and the output folder.
+the clean-AUC curve, where ``curves.png`` is, how many third-party warnings were filed, and the output folder
+(logged as ``message`` lines through a :class:`~denoisrec.trainer.metric_logging.MetricLogger`).
 
 Example::
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from denoisrec.denoisers.base import Denoiser
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.curves import auc_line, read_series, write_curves
+from denoisrec.trainer.metric_logging import MESSAGE, ConsoleLogger, MetricLogger
 
 
 def denoiser_brief(d: Denoiser) -> str:
@@ -37,19 +39,24 @@ def resolve_eval_every(every: Any, with_ground_truth: bool) -> Any:
     return every
 
 
-def finish_run(cfg: Config, summary: Dict[str, Any], quiet: Any) -> None:
-    """Rank 0: write ``curves.png`` (``run.curves``) and print the closing lines."""
+def finish_run(cfg: Config, summary: Dict[str, Any], quiet: Any, console: Optional[MetricLogger] = None) -> None:
+    """Rank 0: write ``curves.png`` (``run.curves``) and log the closing lines to ``console`` (the run's
+    :class:`~denoisrec.trainer.metric_logging.MetricLogger` for text, kind ``message``; by default a
+    :class:`~denoisrec.trainer.metric_logging.ConsoleLogger`: stdout).
+    """
     if int(os.environ.get("RANK", "0")) != 0:
         return
     out = cfg.run.out
+    lines = []
     if "metrics" in summary and cfg.run.curves:
         series = read_series(out, summary.get("steps_per_epoch"))
-        line = auc_line(series)
-        if line:
-            print(line)
+        lines += [auc_line(series)] if auc_line(series) else []  # '' without evaluations: no line
         path = write_curves(
             [series], os.path.join(out, "curves.png"), title=f"{cfg.model.name} + {series.name} ({out})"
         )
-        print(f"curves: {path}  (TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')})")
-    print(quiet.summary(int(summary.get("world_size") or os.environ.get("WORLD_SIZE", "1"))))
-    print(f"output folder: {out}")
+        lines.append(f"curves: {path}  (TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')})")
+    lines.append(quiet.summary(int(summary.get("world_size") or os.environ.get("WORLD_SIZE", "1"))))
+    lines.append(f"output folder: {out}")
+    sink = console if console is not None else ConsoleLogger()
+    for line in lines:
+        sink.log(MESSAGE, line, int(summary.get("steps") or 0), kind=MESSAGE)

@@ -5,7 +5,9 @@
   (non-finite values as ``null``).
 - :class:`TensorBoardLogger`: ``<out>/tb/`` scalars ``<kind>/<name>`` (when tensorboard is installed).
 - :class:`~denoisrec.trainer.progress.Progress`: the console (a tqdm bar or log lines).
-- :class:`~denoisrec.trainer.runlog.RunLog` fans one call out to the files' loggers.
+- :class:`ConsoleLogger`: the console's text lines (kind ``message``: the run's notes, the closing lines).
+- :class:`~denoisrec.trainer.runlog.RunLog` fans one call out to the files' loggers; its ``print`` is a
+  ``message`` to its :class:`ConsoleLogger`.
 
 ``kind`` names the stream: ``train`` or an evaluation split (``valid``, ``test_clean``, ...).
 
@@ -15,6 +17,7 @@ Example::
     log.log_dict({"loss": 0.61, "lr": 1e-3}, step=50, kind="train")
     log.log("auc", 0.71, step=98, kind="valid")
     log.close()
+    ConsoleLogger().log(MESSAGE, "output folder: runs/x", step=98, kind=MESSAGE)  # prints the line
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import glob
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Protocol, runtime_checkable
+
+MESSAGE = "message"  # the kind (and name) of a console text line
 
 
 def jsonable(v: Any) -> Any:
@@ -47,6 +53,26 @@ class MetricLogger(Protocol):
     def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train") -> None: ...
 
     def close(self) -> None: ...
+
+
+class ConsoleLogger:
+    """The console's text lines: each value logged with kind ``message`` is printed as it is, one line on
+    stdout (flushed); other kinds are not this logger's (the bar's and the files'). ``enabled``: rank 0.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+
+    def log(self, name: str, data: Any, step: int, kind: str = "train") -> None:
+        self.log_dict({name: data}, step, kind)
+
+    def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train") -> None:
+        if self.enabled and kind == MESSAGE:
+            for text in payload.values():
+                print(text, file=sys.stdout, flush=True)  # sys.stdout as it is now (a test may capture it)
+
+    def close(self) -> None:
+        pass
 
 
 class JsonlLogger:

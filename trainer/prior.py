@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from denoisrec.trainer.metric_state import MetricState, Rows
 from denoisrec.trainer.metrics import auc
 from denoisrec.trainer.steps import Stepper
 
@@ -48,30 +49,39 @@ def local_tensors(module: nn.Module) -> List[torch.Tensor]:
     return out
 
 
+def _prior_auc(rows: Rows) -> float:
+    """AUC of the gathered rows' sigmoid scores against their observed labels (the reduction on rank 0)."""
+    return float(auc(rows.labels["observed"], 1.0 / (1.0 + np.exp(-rows.logits.astype(np.float64)))))
+
+
 @torch.no_grad()
 def prior_valid_auc(d: Any, reader: Any, device: torch.device) -> float:
-    """AUC of ``f'`` alone on ``reader`` against the observed labels, over all ranks (same on every rank)."""
-    from denoisrec.trainer.evaluate import all_gather_varlen
+    """AUC of ``f'`` alone on ``reader`` against the observed labels, over all ranks (same on every rank).
 
+    Each rank scores its share into a :class:`~denoisrec.trainer.metric_state.MetricState`, which gathers the
+    rows to rank 0 only; rank 0 computes the AUC and broadcasts the scalar (as
+    :func:`~denoisrec.trainer.evaluate.evaluate` does).
+    """
     was = d.prior.training
     d.prior.eval()
-    rows = []
+    state = MetricState(("observed",), device=device)
     try:
         for batch in reader:
             batch = batch.to(device, non_blocking=True)
-            z = d.prior_logits(batch).double()
-            rows.append(torch.stack([z, batch.labels.double()], 1))
+            state.update(d.prior_logits(batch), {"observed": batch.labels})
     finally:
         d.prior.train(was)
-    local = torch.cat(rows) if rows else torch.zeros((0, 2), dtype=torch.float64, device=device)
-    both = all_gather_varlen(local.to(device)).cpu().numpy()
-    return float(auc(both[:, 1], 1.0 / (1.0 + np.exp(-both[:, 0]))))
+    return float(state.compute(_prior_auc))
 
 
 @torch.no_grad()
 def cache_prior_scores(d: Any, batches: Iterable[Any], device: torch.device) -> int:
     """Score every batch with the frozen ``f'`` (eval mode), gather (sample id, logit) from all ranks and
     hand them to ``d.set_prior_scores``: phase 2 then looks ``f'`` up instead of running it. Returns rows.
+
+    An all-gather, not :class:`~denoisrec.trainer.metric_state.MetricState`'s gather to rank 0: every rank
+    looks up the scores of its own phase-2 batches, which may come from any rank's share, so every rank needs
+    every score.
     """
     from denoisrec.trainer.evaluate import all_gather_varlen
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from denoisrec.trainer.metric_logging import MetricLogger, file_loggers, jsonable
+from denoisrec.trainer.metric_logging import MESSAGE, ConsoleLogger, MetricLogger, file_loggers, jsonable
 
 _jsonable = jsonable  # the old name
 
@@ -22,13 +21,16 @@ class RunLog:
     a re-run into the same folder does not draw its curves twice).
 
     A :class:`~denoisrec.trainer.metric_logging.MetricLogger` itself: ``log_dict`` goes to every file logger
-    (:func:`~denoisrec.trainer.metric_logging.file_loggers`); ``print`` and ``write_json`` are the console
-    lines and the JSON outputs.
+    (:func:`~denoisrec.trainer.metric_logging.file_loggers`); ``print`` logs a console line to ``console``
+    (a :class:`~denoisrec.trainer.metric_logging.ConsoleLogger`: kind ``message``, at the last step logged);
+    ``write_json`` writes the JSON outputs.
     """
 
     def __init__(self, out: str, enabled: bool, append: bool = False) -> None:
         self.out, self.enabled = out, enabled
         self.loggers: List[MetricLogger] = file_loggers(out, append) if enabled else []
+        self.console: MetricLogger = ConsoleLogger(enabled)
+        self.step = 0  # the last step logged (a message's step)
 
     def write_json(self, name: str, obj: Any) -> None:
         if self.enabled:
@@ -36,13 +38,14 @@ class RunLog:
                 json.dump(jsonable(obj), f, indent=2, default=str)
 
     def print(self, msg: str) -> None:
-        if self.enabled:
-            print(msg, file=sys.stdout, flush=True)
+        """One console line (rank 0), through the console's :class:`~denoisrec.trainer.metric_logging.MetricLogger`."""
+        self.console.log(MESSAGE, msg, self.step, kind=MESSAGE)
 
     def log(self, name: str, data: Any, step: int, kind: str = "train") -> None:
         self.log_dict({name: data}, step, kind)
 
     def log_dict(self, payload: Mapping[str, Any], step: int, kind: str = "train") -> None:
+        self.step = step
         for logger in self.loggers:
             logger.log_dict(payload, step, kind)
 

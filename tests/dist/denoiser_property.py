@@ -73,6 +73,8 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     d.train()
     records = []
     ids = b["ids"]
+    # Not the trainer's Stepper: no model and no optimizer here; the check reads each sample's gradient of the
+    # denoiser's loss with respect to fixed logits (z.grad), which a model's training step cannot expose.
     for step in range(steps):
         z = b["logits"][lo:hi].clone().requires_grad_(True)
         out = d(z, b["labels"][lo:hi], ids[lo:hi], batch_slice(b, lo, hi))

@@ -127,10 +127,8 @@ def case_sharding(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Di
         diff = float((logits - expected).abs().max())
         assert diff <= a.tol, (stype, sparse, "sharded forward differs from the unsharded model", diff)
         model.train()
-        opt.optimizer.zero_grad()
-        loss, _ = model(batch)
-        loss.backward()
-        opt.optimizer.step()
+        _, _, out = next(Stepper(model, opt.optimizer, env.device, pipelined=False).run(iter([batch])))
+        loss = out.loss  # the step's loss tensor (the trainer's one step ran backward and the update)
         after = full_state(model, env)
         unchanged = [k for k in before if ".t_" in k and torch.equal(before[k], after[k])]
         assert torch.isfinite(loss).item() and not unchanged, (stype, sparse, float(loss), unchanged)
@@ -197,6 +195,8 @@ def case_denoisers(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> D
              if p.default is not inspect.Parameter.empty]  # group, extra, early_exit, sums, hint
     collectives.radix_select.__defaults__ = tuple(False if n == "early_exit" else None for n in names)
     data = [b.to(env.device) for b in batches(a.data, schema, env, 3)]
+    # Not the trainer's Stepper: this case guards the denoiser's loss + backward alone (the sharded forward,
+    # whose TorchRec syncs are by design, runs outside the guard) and updates nothing.
     out: Dict[str, Any] = {}
     for name in sorted(DENOISERS):
         model, _, _ = sharded(config(a.data, name), schema, env)

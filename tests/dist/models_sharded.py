@@ -4,8 +4,8 @@ For each case: build the model on ``meta``, shard it (the case's sharding type),
 load that into an unsharded copy on every rank, and check on this rank's batch that
 
 - the sharded forward equals the unsharded one (eval mode),
-- one training step (fused sparse optimizer in backward + dense optimizer) changes every table and every
-  dense tensor, with a finite loss,
+- one training step (the trainer's ``Stepper``: fused sparse optimizer in backward + dense optimizer) changes
+  every table and every dense tensor, with a finite loss,
 - the full state from before the step loads back into the sharded model (``load_unsharded_state_dict``),
 - the plan used the sharding type asked for and spread the tables over both ranks.
 
@@ -28,6 +28,7 @@ from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_sta
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.factory import shard_module
 from denoisrec.trainer.sharding import plan_summary
+from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import model_spec, seed_everything
 
 CASES = [
@@ -77,10 +78,7 @@ def launched(data: str) -> List[Dict[str, Any]]:
         assert diff < 1e-5, (name, sharding, diff)
 
         model.train()
-        opt.optimizer.zero_grad()
-        loss, (value, _, _) = model(batch)
-        loss.backward()
-        opt.optimizer.step()
+        value, _, _ = next(Stepper(model, opt.optimizer, env.device, pipelined=False).run(iter([batch])))
         assert torch.isfinite(value), (name, value)
         after = unsharded_state_dict(model, env)
         # ... and the full state from before the step loads back into the sharded model (every rank its shards)

@@ -8,6 +8,7 @@ Report: ``{"train": {name: summary subset}, "updates": {name: [[changed prefixes
 "checkpoint": {"max_abs_diff": float}}``.
 """
 
+import itertools
 import json
 import os
 from typing import Dict, List, Optional
@@ -22,6 +23,7 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import denoiser_of, prepare_denoiser
 from denoisrec.trainer.dist import init_distributed
 from denoisrec.trainer.factory import build_train_model
+from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import seed_everything, train
 
 # Hyperparameters that make each method act within a few steps (and the sharding it runs under).
@@ -92,17 +94,14 @@ def build(cfg: Config, env):  # type: ignore[no-untyped-def]
 
 
 def update_pattern(cfg: Config, env, steps: int) -> List[List[str]]:  # type: ignore[no-untyped-def]
+    """The model groups each of ``steps`` training steps (the trainer's ``Stepper``, plain loop) changes."""
     _, model, opt, reader = build(cfg, env)
     pattern = []
-    it = iter(reader)
-    for _ in range(steps):
-        batch = next(it).to(env.device)
-        before = local_state(model.module)
-        loss, _ = model(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        pattern.append(changed_groups(before, local_state(model.module)))
+    before = local_state(model.module)
+    for _ in Stepper(model, opt, env.device, pipelined=False).run(itertools.islice(iter(reader), steps)):
+        after = local_state(model.module)
+        pattern.append(changed_groups(before, after))
+        before = after
     return pattern
 
 

@@ -143,3 +143,51 @@ def test_warnings_wait_for_the_run_folder_and_never_create_it(tmp_path: Path) ->
             out.mkdir()
             warnings.warn_explicit("late", UserWarning, "/x/site-packages/torch/a.py", 2)
     assert w.count == 2 and (out / "warnings.rank1.log").read_text().count("UserWarning") == 2
+
+
+class Recorder:
+    """A MetricLogger that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def log(self, name: str, data: object, step: int, kind: str = "train") -> None:
+        self.calls.append((name, data, step, kind))
+
+    def log_dict(self, payload: dict, step: int, kind: str = "train") -> None:
+        for k, v in payload.items():
+            self.log(k, v, step, kind)
+
+    def close(self) -> None:
+        pass
+
+
+def test_console_lines_go_through_a_metric_logger(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from denoisrec.trainer.console import finish_run
+    from denoisrec.trainer.metric_logging import ConsoleLogger, MetricLogger
+
+    # ConsoleLogger prints a message as it is (rank 0 only); scalars are not its kind
+    assert isinstance(ConsoleLogger(), MetricLogger)
+    ConsoleLogger().log("message", "hello run", step=3, kind="message")
+    ConsoleLogger().log("loss", 0.5, step=3, kind="train")
+    ConsoleLogger(enabled=False).log("message", "not rank 0", step=3, kind="message")
+    assert capsys.readouterr().out == "hello run\n"
+    # RunLog.print: a message to its console logger at the last step logged, never into metrics.jsonl
+    log = RunLog(str(tmp_path), True)
+    log.console = rec = Recorder()
+    log.log_dict({"loss": 1.0}, step=7, kind="train")
+    log.print("evaluated")
+    log.close()
+    assert rec.calls == [("message", "evaluated", 7, "message")]
+    assert "evaluated" not in (tmp_path / "metrics.jsonl").read_text()
+    # finish_run: the closing lines, in order, to the logger given, or printed by the default one
+    cfg = SimpleNamespace(run=SimpleNamespace(out=str(tmp_path), curves=True), model=SimpleNamespace(name="dlrm"))
+    quiet = SimpleNamespace(summary=lambda world_size: f"third-party warnings: none ({world_size} rank)")
+    rec = Recorder()
+    finish_run(cfg, {"steps": 12, "world_size": 3}, quiet, rec)  # type: ignore[arg-type]
+    lines = ["third-party warnings: none (3 rank)", f"output folder: {tmp_path}"]
+    assert rec.calls == [("message", line, 12, "message") for line in lines]
+    finish_run(cfg, {"steps": 12, "world_size": 3}, quiet)  # type: ignore[arg-type]
+    assert capsys.readouterr().out.splitlines() == lines
