@@ -42,9 +42,7 @@ TOWER_KEY = "denoiser.tower.ebc."  # where the tower's tables lived before the f
 def _model_collection(model: nn.Module) -> Tuple[str, EmbeddingBagCollection]:
     """The path and module of the model's own collection (tables ``t_<feature>``, not the linear ``w_`` ones)."""
     for path, m in model.named_modules():
-        if isinstance(m, EmbeddingBagCollection) and all(
-            c.name.startswith("t_") for c in m.embedding_bag_configs()
-        ):
+        if isinstance(m, EmbeddingBagCollection) and all(c.name.startswith("t_") for c in m.embedding_bag_configs()):
             return path, m
     raise ValueError("fold_context_tables: the model has no EmbeddingBagCollection of t_<feature> tables")
 
