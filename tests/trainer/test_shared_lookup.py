@@ -94,3 +94,22 @@ def test_checkpoint_written_before_the_fold_is_refused_in_one_line() -> None:
     assert "\n" not in str(e.value) and "runs/x/checkpoints/step_7" in str(e.value)
     refuse_unfolded_checkpoint("p", new, new)  # a checkpoint after the fold, or any other denoiser: no error
     refuse_unfolded_checkpoint("p", old[:1], old[:1])
+
+
+def test_checkpointer_load_refuses_a_pre_fold_checkpoint(tmp_path) -> None:
+    import json
+
+    import torch.distributed.checkpoint as dcp
+
+    from denoisrec.trainer.checkpoint import Checkpointer
+
+    spec = ModelSpec("dlrm", features=[("user_id", 20)], dense_in_features=2, embedding_dim=8)
+    module = TrainModule(spec.build(torch.device("cpu")), ObservationModel(CTX, device=torch.device("cpu")))
+    old = {k: v.clone() for k, v in module.state_dict().items() if "obs_" not in k}
+    old["denoiser.tower.ebc.embedding_bags.obs_position.weight"] = torch.zeros(31, 4)
+    path = tmp_path / "step_1"
+    dcp.save({"model": old}, checkpoint_id=str(path), no_dist=True)
+    (path / "meta.json").write_text(json.dumps({"with_optimizer": False, "step": 1, "world_size": 1}))
+    env = DistEnv(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"), backend="gloo")
+    with pytest.raises(CheckpointError, match="step_1: written before the observation model's context tables"):
+        Checkpointer(str(tmp_path / "out"), 1, env).load(str(path), module, None)
