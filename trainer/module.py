@@ -35,10 +35,10 @@ class TrainModule(nn.Module):
         # The context tower's tables live in the model's collection: one sharded lookup (trainer/shared_lookup.py).
         tower = getattr(denoiser, "tower", None) if denoiser.needs.context_tower else None
         self.shared_lookup = None if tower is None else fold_context_tables(model, tower)
+        if self.shared_lookup is not None:  # every call of the model (also outside this forward) feeds the tower
+            model.register_forward_pre_hook(self.shared_lookup.pre_hook)
 
     def forward(self, batch: Any) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, Optional[LossOutput]]]:
-        if self.shared_lookup is not None:
-            self.shared_lookup.attach(self.model)
         # float32 logits for the loss, also under bf16/fp16 autocast
         logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1).float()
         if self.training:

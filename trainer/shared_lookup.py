@@ -21,7 +21,7 @@ on resume with a one-line error (:func:`refuse_unfolded_checkpoint`).
 Example::
 
     lookup = fold_context_tables(model, denoiser.tower)   # before sharding
-    lookup.attach(model)                                   # each forward (finds the sharded module after DMP)
+    model.register_forward_pre_hook(lookup.pre_hook)       # each call finds the (sharded, after DMP) collection
     logits = model(dense, kjt)                             # the tower receives the pooled output
     za, zb = denoiser.tower(kjt)
 """
@@ -68,6 +68,10 @@ class SharedLookup:
             self._hooked[1].remove()
         handle = module.register_forward_hook(lambda _m, _inp, out: self.tower.receive(out))
         self._hooked = (id(module), handle)
+
+    def pre_hook(self, model: nn.Module, _inputs: Any) -> None:
+        """A forward pre-hook for the model: :meth:`attach` before each of its calls."""
+        self.attach(model)
 
     def exported(self, key: str) -> bool:
         """Whether state-dict ``key`` belongs in the exported model (``f`` alone: not a folded table)."""
