@@ -122,7 +122,8 @@ class ContextTower(nn.Module):
         if dim < 4 or dim % 4:
             raise ValueError(f"observation option dim={dim}: must be a positive multiple of 4")
         self.features = list(features)
-        self.ebc = EmbeddingBagCollection(
+        self.pooled: Optional[Any] = None  # folded: the shared lookup's output for this step (see receive)
+        self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
                     name=f"{TABLE_PREFIX}{f}",
@@ -150,12 +151,36 @@ class ContextTower(nn.Module):
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*layers, out)
 
+    def release_tables(self) -> EmbeddingBagCollection:
+        """Hand the tables over to a shared lookup and return them.
+
+        The trainer folds them into the model's collection, so one sharded module and one input distribution
+        serve both; from then on :meth:`forward` reads the pooled context embeddings the owner passes to
+        :meth:`receive` instead of looking them up itself.
+        """
+        if self.ebc is None:
+            raise RuntimeError("ContextTower.release_tables: the tables were already handed over")
+        ebc, self.ebc = self.ebc, None
+        return ebc
+
+    def receive(self, pooled: Any) -> None:
+        """Take this step's shared lookup output (a ``KeyedTensor`` holding at least this tower's features)."""
+        self.pooled = pooled
+
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
-        if kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
+        if self.ebc is None:  # folded: the model's lookup pooled the context features in this step's forward
+            if self.pooled is None:
+                raise RuntimeError(
+                    "ContextTower: its tables live in the model's EmbeddingBagCollection, but no pooled "
+                    "context embeddings were received this step (call the model before the denoiser)"
+                )
+            kt, self.pooled = self.pooled.to_dict(), None
+        elif kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
             z = torch.zeros(0, device=kjt.values().device)  # an unsharded EBC cannot pool an empty batch
             return z, z
-        kt = self.ebc(kjt).to_dict()
+        else:
+            kt = self.ebc(kjt).to_dict()
         if self.mlp is None:
             ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)  # [B, 2]: additive effects
         else:

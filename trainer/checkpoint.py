@@ -46,6 +46,7 @@ from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.errors import CheckpointError
 from denoisrec.trainer.sharding import TrainOptimizer
+from denoisrec.trainer.shared_lookup import refuse_unfolded_checkpoint
 from denoisrec.trainer.unsharded import unsharded_state_dict
 
 LATEST = "latest"
@@ -270,6 +271,11 @@ class Checkpointer:
         if opt is not None:
             state["sparse_optim"] = opt.sparse.state_dict()
             state["dense_optim"] = opt.dense.state_dict()
+        try:
+            saved = list(dcp.FileSystemReader(path).read_metadata().state_dict_metadata)
+        except Exception:  # unreadable: dcp.load below says so
+            saved = []
+        refuse_unfolded_checkpoint(path, saved, state["model"])
         try:
             dcp.load(state, checkpoint_id=path)
         except (

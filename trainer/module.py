@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoisrec.denoisers import Denoiser, LossOutput
+from denoisrec.trainer.shared_lookup import fold_context_tables
 
 
 class TrainModule(nn.Module):
@@ -31,6 +32,11 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model = model
         self.denoiser = denoiser
+        # The context tower's tables live in the model's collection: one sharded lookup (trainer/shared_lookup.py).
+        tower = getattr(denoiser, "tower", None) if denoiser.needs.context_tower else None
+        self.shared_lookup = None if tower is None else fold_context_tables(model, tower)
+        if self.shared_lookup is not None:  # every call of the model (also outside this forward) feeds the tower
+            model.register_forward_pre_hook(self.shared_lookup.pre_hook)
 
     def forward(self, batch: Any) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, Optional[LossOutput]]]:
         # float32 logits for the loss, also under bf16/fp16 autocast
