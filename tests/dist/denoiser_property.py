@@ -33,14 +33,25 @@ def global_batch(n: int, seed: int, no_pos_prefix: int) -> dict:
     items = torch.randint(0, N_ITEMS, (n,), generator=g)
     noisy = (torch.rand(n, generator=g) < 0.3).float()
     dense = torch.randn(n, 2, generator=g)
-    return {"logits": logits, "labels": labels, "ids": ids, "users": users, "items": items, "noisy": noisy,
-            "dense": dense}
+    return {
+        "logits": logits,
+        "labels": labels,
+        "ids": ids,
+        "users": users,
+        "items": items,
+        "noisy": noisy,
+        "dense": dense,
+    }
 
 
 def batch_slice(b: dict, lo: int, hi: int) -> SimpleNamespace:
     n = hi - lo
-    kjt = KeyedJaggedTensor(keys=["user_id", "item_id"], values=torch.cat([b["users"][lo:hi], b["items"][lo:hi]]),
-                            lengths=torch.ones(2 * n, dtype=torch.int32), stride=n)
+    kjt = KeyedJaggedTensor(
+        keys=["user_id", "item_id"],
+        values=torch.cat([b["users"][lo:hi], b["items"][lo:hi]]),
+        lengths=torch.ones(2 * n, dtype=torch.int32),
+        stride=n,
+    )
     return SimpleNamespace(sparse_features=kjt, dense_features=b["dense"][lo:hi], is_noisy=b["noisy"][lo:hi])
 
 
@@ -58,8 +69,12 @@ class MFPrior(nn.Module):
 
 def make(name: str, params: dict):  # type: ignore[no-untyped-def]
     torch.manual_seed(1234)  # identical auxiliary models on every rank
-    context = {"tables": {"user_id": N_USERS, "item_id": N_ITEMS}, "device": torch.device("cpu"),
-               "prior": MFPrior(), "context_tables": {"user_id": N_USERS, "item_id": N_ITEMS}}
+    context = {
+        "tables": {"user_id": N_USERS, "item_id": N_ITEMS},
+        "device": torch.device("cpu"),
+        "prior": MFPrior(),
+        "context_tables": {"user_id": N_USERS, "item_id": N_ITEMS},
+    }
     return build_denoiser(name, context={k: context[k] for k in DENOISERS[name].NEEDS.injected}, **params)
 
 
@@ -75,24 +90,39 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     ids = b["ids"]
     # Not the trainer's Stepper: no model and no optimizer here; the check reads each sample's gradient of the
     # denoiser's loss with respect to fixed logits (z.grad), which a model's training step cannot expose.
-    for step in range(steps):
+    for _step in range(steps):
         z = b["logits"][lo:hi].clone().requires_grad_(True)
         out = d(z, b["labels"][lo:hi], ids[lo:hi], batch_slice(b, lo, hi))
         out.loss.backward()
         # Data-parallel training averages gradients over ranks: z.grad / W is this sample's contribution.
         world = dist.get_world_size() if dist.is_initialized() else 1
         grad = z.grad if z.grad is not None else torch.zeros_like(z)
-        rows = torch.stack([ids[lo:hi].double(), out.dropped.double(), out.relabelled.double(),
-                            out.weight.double(), out.target.double(), grad.double() / world], 1)
-        records.append({"value": float(out.value), "rows": rows,
-                        "stats": {k: float(v) for k, v in out.stats.items()},
-                        "report": {k: float(v) for k, v in d.report().items()}})
+        rows = torch.stack(
+            [
+                ids[lo:hi].double(),
+                out.dropped.double(),
+                out.relabelled.double(),
+                out.weight.double(),
+                out.target.double(),
+                grad.double() / world,
+            ],
+            1,
+        )
+        records.append(
+            {
+                "value": float(out.value),
+                "rows": rows,
+                "stats": {k: float(v) for k, v in out.stats.items()},
+                "report": {k: float(v) for k, v in d.report().items()},
+            }
+        )
     return {"records": records}
 
 
 def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int) -> Optional[list]:
     """One rank's part (``conftest.launch``): apply every case to this rank's slice; rank 0 returns, per case
-    and step, the loss value, stats, report and every rank's rows, gathered (the other ranks return None)."""
+    and step, the loss value, stats, report and every rank's rows, gathered (the other ranks return None).
+    """
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     assert len(sizes) == world, (sizes, world)
@@ -103,8 +133,14 @@ def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int) -> Op
         for rec in res["records"]:
             gathered: List[Any] = [None] * world
             dist.all_gather_object(gathered, rec["rows"].tolist())
-            out.append({"value": rec["value"], "stats": rec["stats"], "report": rec["report"],
-                        "rows": [r for g in gathered for r in g]})
+            out.append(
+                {
+                    "value": rec["value"],
+                    "stats": rec["stats"],
+                    "report": rec["report"],
+                    "rows": [r for g in gathered for r in g],
+                }
+            )
         results.append(out)
     dist.destroy_process_group()
     return results if rank == 0 else None

@@ -39,16 +39,20 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import denoiser_of
 from denoisrec.trainer.dist import DistEnv, init_distributed
 from denoisrec.trainer.factory import shard_module
-from denoisrec.trainer.unsharded import unsharded_state_dict
 from denoisrec.trainer.host_sync import HostSyncGuard
 from denoisrec.trainer.module import unwrap
 from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import build_module, model_spec, seed_everything, train
+from denoisrec.trainer.unsharded import unsharded_state_dict
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.
-RAMPED = {"tce": {"num_gradual": 1}, "dart": {"t_m": 1}, "deca_p": {"pretrain_steps": 0},
-          "deca": {"objective": "paper", "C1": 10}}
+RAMPED = {
+    "tce": {"num_gradual": 1},
+    "dart": {"t_m": 1},
+    "deca_p": {"pretrain_steps": 0},
+    "deca": {"objective": "paper", "C1": 10},
+}
 TABLE_LOOKUPS = ("deca", "deca_p", "observation", "observation_tce")  # loss runs sharded lookups of its own
 BATCH = 96
 
@@ -71,8 +75,9 @@ def sharded(cfg: Config, schema: DataSchema, env: DistEnv, constraints: Any = No
 def batches(data: str, schema: DataSchema, env: DistEnv, n: int) -> List[Any]:
     """``n`` batches of this rank's share; uneven across ranks (rank r reads BATCH + 7·r rows)."""
     pin = env.device.type == "cuda"
-    reader = ParquetBatchReader(os.path.join(data, "train"), schema, BATCH + 7 * env.rank, env.rank,
-                                env.world_size, pin_memory=pin)
+    reader = ParquetBatchReader(
+        os.path.join(data, "train"), schema, BATCH + 7 * env.rank, env.rank, env.world_size, pin_memory=pin
+    )
     out = list(itertools.islice(iter(reader), n))
     assert len(out) == n, f"{data}: fewer than {n} batches per rank"
     return out
@@ -109,11 +114,18 @@ def case_sharding(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Di
         cfg.optim.dense = "adam"
         tables = embedding_tables(build_module(cfg, schema))
         try:
-            model, opt, plan = sharded(cfg, schema, env, {t: ParameterConstraints(sharding_types=[stype])
-                                                          for t in tables})
+            model, opt, plan = sharded(
+                cfg, schema, env, {t: ParameterConstraints(sharding_types=[stype]) for t in tables}
+            )
         except Exception as e:  # the planner found no placement of this type on this topology
-            results.append({"sharding": stype, "optimizer": sparse, "planned": False,
-                            "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+            results.append(
+                {
+                    "sharding": stype,
+                    "optimizer": sparse,
+                    "planned": False,
+                    "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
+                }
+            )
             continue
         info = plan_summary(plan)
         assert {t["sharding_type"] for t in info.values()} == {stype}, (stype, info)
@@ -132,8 +144,16 @@ def case_sharding(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Di
         after = full_state(model, env)
         unchanged = [k for k in before if ".t_" in k and torch.equal(before[k], after[k])]
         assert torch.isfinite(loss).item() and not unchanged, (stype, sparse, float(loss), unchanged)
-        results.append({"sharding": stype, "optimizer": sparse, "planned": True, "max_abs_diff": diff,
-                        "loss": float(loss), "tables": len(info)})
+        results.append(
+            {
+                "sharding": stype,
+                "optimizer": sparse,
+                "planned": True,
+                "max_abs_diff": diff,
+                "loss": float(loss),
+                "tables": len(info),
+            }
+        )
         del model, opt
     return {"offered": offered, "results": results}
 
@@ -155,10 +175,14 @@ def case_pipeline(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Di
     loss_diff = max(abs(x - y) for x, y in zip(plain["values"], piped["values"]))
     param_diff = max_state_diff(plain["state"], piped["state"])
     assert piped["modules"] >= 1, "TrainPipelineSparseDist drove no sharded module"
-    assert loss_diff <= a.tol and param_diff <= a.tol, ("pipeline differs from the plain step", loss_diff,
-                                                         param_diff)
-    return {"losses_plain": plain["values"], "losses_pipelined": piped["values"], "max_loss_diff": loss_diff,
-            "max_param_diff": param_diff, "pipelined_modules": piped["modules"]}
+    assert loss_diff <= a.tol and param_diff <= a.tol, ("pipeline differs from the plain step", loss_diff, param_diff)
+    return {
+        "losses_plain": plain["values"],
+        "losses_pipelined": piped["values"],
+        "max_loss_diff": loss_diff,
+        "max_param_diff": param_diff,
+        "pipelined_modules": piped["modules"],
+    }
 
 
 def case_checkpoint(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Dict[str, Any]:
@@ -180,19 +204,28 @@ def case_checkpoint(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> 
     load = lambda p: torch.load(os.path.join(root, p, "model.pt"), weights_only=True)["state_dict"]  # noqa: E731
     diff = max_state_diff(load("full"), load("part"))
     assert diff <= a.tol, ("resumed run differs from the uninterrupted one", diff)
-    return {"steps": full["steps"], "stopped_at": part["steps"], "max_param_diff": diff,
-            "device": resumed["device"], "loss_full": full["loss"], "loss_resumed": resumed["loss"]}
+    return {
+        "steps": full["steps"],
+        "stopped_at": part["steps"],
+        "max_param_diff": diff,
+        "device": resumed["device"],
+        "loss_full": full["loss"],
+        "loss_resumed": resumed["loss"],
+    }
 
 
 def case_denoisers(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Dict[str, Any]:
-    from denoisrec.denoisers import collectives
-
     # On CPU the radix select may stop early by reading its histogram on the host (free there); the GPU
     # path runs every round on device. Run the GPU path here, so the guard checks the code CUDA runs.
     import inspect
 
-    names = [n for n, p in inspect.signature(collectives.radix_select).parameters.items()
-             if p.default is not inspect.Parameter.empty]  # group, extra, early_exit, sums, hint
+    from denoisrec.denoisers import collectives
+
+    names = [
+        n
+        for n, p in inspect.signature(collectives.radix_select).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    ]  # group, extra, early_exit, sums, hint
     collectives.radix_select.__defaults__ = tuple(False if n == "early_exit" else None for n in names)
     data = [b.to(env.device) for b in batches(a.data, schema, env, 3)]
     # Not the trainer's Stepper: this case guards the denoiser's loss + backward alone (the sharded forward,
@@ -242,8 +275,11 @@ def case_trainer_step(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -
 
 
 CASES: Dict[str, Callable[[argparse.Namespace, DistEnv, DataSchema], Dict[str, Any]]] = {
-    "sharding": case_sharding, "pipeline": case_pipeline, "checkpoint": case_checkpoint,
-    "denoisers": case_denoisers, "trainer_step": case_trainer_step,
+    "sharding": case_sharding,
+    "pipeline": case_pipeline,
+    "checkpoint": case_checkpoint,
+    "denoisers": case_denoisers,
+    "trainer_step": case_trainer_step,
 }
 
 

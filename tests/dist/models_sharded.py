@@ -24,12 +24,12 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.dist import init_distributed
-from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
-from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.factory import shard_module
+from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import model_spec, seed_everything
+from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
 
 CASES = [
     ("dlrm", {}, "table_wise"),
@@ -43,7 +43,8 @@ CASES = [
 
 def launched(data: str) -> List[Dict[str, Any]]:
     """Every case on this rank; rank 0 returns the report (model, sharding, forward difference, tensors,
-    tables, loss), the other rank an empty list."""
+    tables, loss), the other rank an empty list.
+    """
     env = init_distributed("cpu")
     schema = DataSchema.load(data)
     reader = ParquetBatchReader(f"{data}/train", schema, 64 + 13 * env.rank, env.rank, env.world_size)
@@ -89,8 +90,16 @@ def launched(data: str) -> List[Dict[str, Any]]:
             unchanged = [k for k in before if torch.equal(before[k], after[k])]
             assert not unchanged, (name, sharding, "unchanged after a step:", unchanged)
             tables = [k for k in before if ".embedding_bags." in k]
-            report.append({"model": name, "sharding": sharding, "max_abs_diff": diff, "tensors": len(before),
-                           "tables": len(tables), "loss": float(value)})
+            report.append(
+                {
+                    "model": name,
+                    "sharding": sharding,
+                    "max_abs_diff": diff,
+                    "tensors": len(before),
+                    "tables": len(tables),
+                    "loss": float(value),
+                }
+            )
         dist.barrier()
     dist.destroy_process_group()
     return report

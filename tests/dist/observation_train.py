@@ -48,14 +48,17 @@ def launched(data: str, root: str) -> Optional[dict]:
         with open(j("full", "observation.json")) as f:
             diag = json.load(f)
         out = {
-            "world": env.world_size, "steps": [full["steps"], session["steps"], resumed["steps"]],
+            "world": env.world_size,
+            "steps": [full["steps"], session["steps"], resumed["steps"]],
             "resumed_from": resumed["resumed"]["from_step"],
             "diff_resumed": max_diff(blob[0]["state_dict"], blob[1]["state_dict"]),
             "metrics": [full["metrics"], resumed["metrics"]],
             "spec_features": [f for f, _ in blob[0]["spec"]["features"]],
             "schema_features": [f["name"] for f in blob[0]["schema"]["sparse"]],
             "state_keys": sorted(blob[0]["state_dict"]),
-            "plan": full["plan"], "diag_features": sorted(diag["learned"]), "diag_errors": diag["errors"],
+            "plan": full["plan"],
+            "diag_features": sorted(diag["learned"]),
+            "diag_errors": diag["errors"],
             "png": os.path.isfile(j("full", "observation.png")),
         }
     dist.barrier()

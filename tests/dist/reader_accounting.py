@@ -22,8 +22,18 @@ def launched(data: str, batch_size: int, epochs: int) -> Dict[str, Any]:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     schema = DataSchema.load(data)
-    reader = ParquetBatchReader(data + "/train", schema, batch_size, rank, world, shuffle=True,
-                                shuffle_buffer=1800, prefetch=2, seed=7, block_rows=400)
+    reader = ParquetBatchReader(
+        data + "/train",
+        schema,
+        batch_size,
+        rank,
+        world,
+        shuffle=True,
+        shuffle_buffer=1800,
+        prefetch=2,
+        seed=7,
+        block_rows=400,
+    )
     reports, ids, steps = [], [], []
     for epoch in range(epochs):
         reader.set_epoch(epoch)
@@ -39,5 +49,10 @@ def launched(data: str, batch_size: int, epochs: int) -> Dict[str, Any]:
         steps.append(n)
     rows_read = gather_reports(reports)
     dist.destroy_process_group()
-    return {"ids": ids, "steps": steps, "rows_read": rows_read, "printed": format_rows_read(rows_read),
-            "total_rows": reader.total_rows}
+    return {
+        "ids": ids,
+        "steps": steps,
+        "rows_read": rows_read,
+        "printed": format_rows_read(rows_read),
+        "total_rows": reader.total_rows,
+    }

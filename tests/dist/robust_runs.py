@@ -76,7 +76,8 @@ def child(fn: Callable[[], Any], log: str) -> Dict[str, Any]:
 
 def arm_kill(save: int, k: int) -> None:
     """In a child: SIGKILL this process at the ``k``-th file operation (before or after one) counted from the
-    ``save``-th call of ``Checkpointer.save`` on (a save takes about 36)."""
+    ``save``-th call of ``Checkpointer.save`` on (a save takes about 36).
+    """
     import torch
 
     count, inside, saves = [0], [False], [0]
@@ -95,10 +96,18 @@ def arm_kill(save: int, k: int) -> None:
             r = orig(*a, **kw)
             tick()
             return r
+
         setattr(obj, name, w)
 
-    for obj, name in [(F, "fsync_path"), (F, "sha256_file"), (os, "replace"), (shutil, "rmtree"), (torch, "save"),
-                      (C.dcp, "save"), (os, "symlink")]:
+    for obj, name in [
+        (F, "fsync_path"),
+        (F, "sha256_file"),
+        (os, "replace"),
+        (shutil, "rmtree"),
+        (torch, "save"),
+        (C.dcp, "save"),
+        (os, "symlink"),
+    ]:
         wrap(obj, name)
     original = C.Checkpointer.save
 
@@ -109,20 +118,33 @@ def arm_kill(save: int, k: int) -> None:
             return original(self, *a, **kw)
         finally:
             inside[0] = False
+
     C.Checkpointer.save = guarded
 
 
 def brief(s: Dict[str, Any]) -> Dict[str, Any]:
-    keys = ("steps", "resumed", "rows_read", "launch", "checkpoint", "model_file", "loss", "nonfinite_skipped_steps",
-            "interrupted")
+    keys = (
+        "steps",
+        "resumed",
+        "rows_read",
+        "launch",
+        "checkpoint",
+        "model_file",
+        "loss",
+        "nonfinite_skipped_steps",
+        "interrupted",
+    )
     return {k: s.get(k) for k in keys}
 
 
 def intact(out: str) -> Dict[str, Any]:
     root = os.path.join(out, "checkpoints")
     steps = F.list_steps(root)
-    return {"steps": [s for s, _ in steps], "problems": [F.problem(p) for _, p in steps],
-            "hidden": sorted(n for n in os.listdir(root) if n.startswith(".")) if os.path.isdir(root) else []}
+    return {
+        "steps": [s for s, _ in steps],
+        "problems": [F.problem(p) for _, p in steps],
+        "hidden": sorted(n for n in os.listdir(root) if n.startswith(".")) if os.path.isdir(root) else [],
+    }
 
 
 def kill_scenario(data: str, root: str, rng: random.Random) -> Dict[str, Any]:
@@ -131,15 +153,28 @@ def kill_scenario(data: str, root: str, rng: random.Random) -> Dict[str, Any]:
     kills = []
     for i in range(3):
         save, k = rng.randint(1, 5), rng.randint(1, 36)
-        r = child(lambda: (arm_kill(save, k), brief(train(config(data, out))))[1], f"{root}/kill{i}.log")
-        kills.append({"save": save, "k": k, "killed": r["killed"], "after": intact(out),
-                      "lock_left": os.path.exists(os.path.join(out, ".lock")),
-                      "resumed_line": [ln for ln in r["output"].splitlines() if ln.startswith("resumed from")]})
+        r = child(lambda save=save, k=k: (arm_kill(save, k), brief(train(config(data, out))))[1], f"{root}/kill{i}.log")
+        kills.append(
+            {
+                "save": save,
+                "k": k,
+                "killed": r["killed"],
+                "after": intact(out),
+                "lock_left": os.path.exists(os.path.join(out, ".lock")),
+                "resumed_line": [ln for ln in r["output"].splitlines() if ln.startswith("resumed from")],
+            }
+        )
     final = child(lambda: brief(train(config(data, out))), f"{root}/final.log")
     metrics = [json.loads(ln) for ln in open(f"{out}/metrics.jsonl")]
-    return {"ref": ref.get("result"), "kills": kills, "final": final.get("result"), "final_error": final.get("error"),
-            "final_output": final["output"][-3000:],
-            "metric_keys": [[m["step"], m["kind"]] for m in metrics], "after_final": intact(out)}
+    return {
+        "ref": ref.get("result"),
+        "kills": kills,
+        "final": final.get("result"),
+        "final_error": final.get("error"),
+        "final_output": final["output"][-3000:],
+        "metric_keys": [[m["step"], m["kind"]] for m in metrics],
+        "after_final": intact(out),
+    }
 
 
 def damage_scenario(data: str, root: str) -> Dict[str, Any]:
@@ -224,21 +259,30 @@ def nan_scenario(data: str, root: str) -> Dict[str, Any]:
     shutil.copytree(f"{root}/run", out, symlinks=True)
     for f in ("model.pt", "summary.json"):
         os.remove(os.path.join(out, f))
-    huge = child(lambda: brief(train(config(data, out, epochs=3, optim__lr=1e10, optim__sparse_lr=1e10))),
-                 f"{root}/nan1.log")
+    huge = child(
+        lambda: brief(train(config(data, out, epochs=3, optim__lr=1e10, optim__sparse_lr=1e10))), f"{root}/nan1.log"
+    )
     after = intact(out)
     files = sorted(os.listdir(out))
     good = child(lambda: brief(train(config(data, out, epochs=3))), f"{root}/nan2.log")
-    skip = child(lambda: brief(train(config(poisoned(data, root), f"{root}/skip", nonfinite="skip"))),
-                 f"{root}/skip.log")
-    return {"huge_error": huge.get("error"), "after": after, "files": files,
-            "good": good.get("result"), "good_error": good.get("error"), "skip": skip.get("result"),
-            "skip_error": skip.get("error")}
+    skip = child(
+        lambda: brief(train(config(poisoned(data, root), f"{root}/skip", nonfinite="skip"))), f"{root}/skip.log"
+    )
+    return {
+        "huge_error": huge.get("error"),
+        "after": after,
+        "files": files,
+        "good": good.get("result"),
+        "good_error": good.get("error"),
+        "skip": skip.get("result"),
+        "skip_error": skip.get("error"),
+    }
 
 
 def poisoned(data: str, root: str) -> str:
     """A copy of ``data`` where one training row's dense values are 3e38: finite (so nan_policy accepts them),
-    but they overflow the model's dense layers, so the batch that holds the row has a non-finite loss."""
+    but they overflow the model's dense layers, so the batch that holds the row has a non-finite loss.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -266,12 +310,30 @@ def lock_scenario(data: str, root: str) -> Dict[str, Any]:
     import subprocess
 
     out = f"{root}/locked"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-           "denoisrec.trainer", "--data", data, "--out", out, "--epochs", "1000", "--batch-size", "64",
-           "--set", "run.progress=log", "run.log_every=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=1",
+        "-m",
+        "denoisrec.trainer",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "1000",
+        "--batch-size",
+        "64",
+        "--set",
+        "run.progress=log",
+        "run.log_every=1",
+    ]
     with open(f"{root}/torchrun.log", "w") as f:
-        launcher = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=dict(os.environ, OMP_NUM_THREADS="1"))
+        launcher = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1")
+        )
     holder: Dict[str, Any] = {}
     try:
         t0 = time.time()
@@ -289,8 +351,13 @@ def lock_scenario(data: str, root: str) -> Dict[str, Any]:
         for pid in (launcher.pid, holder.get("pid")):
             if pid and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    return {"holder_pid": holder["pid"], "launcher_pid": launcher.pid, "worker_alive": worker_alive,
-            "worker_still_training": worker_still, "second_error": second.get("error")}
+    return {
+        "holder_pid": holder["pid"],
+        "launcher_pid": launcher.pid,
+        "worker_alive": worker_alive,
+        "worker_still_training": worker_still,
+        "second_error": second.get("error"),
+    }
 
 
 def _alive(pid: int) -> bool:
@@ -315,10 +382,13 @@ def main() -> None:
     rng = random.Random(a.seed)
     found: Dict[str, Any] = {}
     t = time.time()
-    for name, fn in [("kill", lambda: kill_scenario(a.data, a.root, rng)),
-                     ("damage", lambda: damage_scenario(a.data, a.root)),
-                     ("nan", lambda: nan_scenario(a.data, a.root)), ("budget", lambda: budget_scenario(a.data, a.root)),
-                     ("lock", lambda: lock_scenario(a.data, a.root))]:
+    for name, fn in [
+        ("kill", lambda: kill_scenario(a.data, a.root, rng)),
+        ("damage", lambda: damage_scenario(a.data, a.root)),
+        ("nan", lambda: nan_scenario(a.data, a.root)),
+        ("budget", lambda: budget_scenario(a.data, a.root)),
+        ("lock", lambda: lock_scenario(a.data, a.root)),
+    ]:
         found[name] = fn()
         found.setdefault("seconds", {})[name] = round(time.time() - t, 1)
         t = time.time()

@@ -43,12 +43,16 @@ METHODS = [
 ]
 # DeCA's models by state-dict prefix of the TrainModule.
 TABLES = "denoiser.mf.ebc.embedding_bags."
-GROUPS = {"f": "model.", "g": TABLES + "deca_g_", "h": TABLES + "deca_h_", "h'": TABLES + "deca_hp_",
-          "f'": "denoiser.prior."}
+GROUPS = {
+    "f": "model.",
+    "g": TABLES + "deca_g_",
+    "h": TABLES + "deca_h_",
+    "h'": TABLES + "deca_hp_",
+    "f'": "denoiser.prior.",
+}
 
 
-def config(data: str, out: str, name: str, params: dict, sharding: Optional[str], steps: int,
-           batch: int) -> Config:
+def config(data: str, out: str, name: str, params: dict, sharding: Optional[str], steps: int, batch: int) -> Config:
     cfg = Config()
     cfg.data.path, cfg.data.batch_size, cfg.data.eval_batch_size = data, batch, 1024
     cfg.run.out, cfg.run.max_steps, cfg.run.log_every, cfg.run.epochs = out, steps, 2, 1
@@ -88,8 +92,9 @@ def build(cfg: Config, env):  # type: ignore[no-untyped-def]
     schema = DataSchema.load(cfg.data.path)
     built = build_train_model(cfg, schema, env, cfg.data.batch_size)  # the trainer's factory
     model, opt = built.model, built.opt.optimizer
-    reader = ParquetBatchReader(os.path.join(cfg.data.path, "train"), schema, cfg.data.batch_size, env.rank,
-                                env.world_size)
+    reader = ParquetBatchReader(
+        os.path.join(cfg.data.path, "train"), schema, cfg.data.batch_size, env.rank, env.world_size
+    )
     return schema, model, opt, reader
 
 
@@ -107,12 +112,14 @@ def update_pattern(cfg: Config, env, steps: int) -> List[List[str]]:  # type: ig
 
 def checkpoint_roundtrip(data: str, work: str, env) -> dict:  # type: ignore[no-untyped-def]
     """Save an unsharded target model, load it as DeCA(p)'s prior under DMP, compare the logits; then zero and
-    restore the prior's local tensors (phase 1's best-epoch restore) and compare again."""
+    restore the prior's local tensors (phase 1's best-epoch restore) and compare again.
+    """
     cfg = config(data, os.path.join(work, "ckpt_run"), "deca_p", {"mf_dim": 8}, "table_wise", 1, 128)
     schema = DataSchema.load(data)
     torch.manual_seed(7)
-    ebc = embedding_bag_collection([(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim,
-                                   device=torch.device("cpu"))
+    ebc = embedding_bag_collection(
+        [(f.name, f.num_embeddings) for f in schema.sparse], cfg.model.embedding_dim, device=torch.device("cpu")
+    )
     reference = build_model(cfg.model.name, ebc, len(schema.dense), **cfg.model.params)
     path = os.path.join(work, "prior.pt")
     if env.rank == 0:
@@ -137,9 +144,13 @@ def checkpoint_roundtrip(data: str, work: str, env) -> dict:  # type: ignore[no-
         for t, s in zip(local_tensors(prior), snap):
             t.copy_(s)
         restored = denoiser_of(model).prior_logits(batch)
-    diff = torch.tensor([float((got - want).abs().max()) if got.numel() else 0.0,
-                         float((restored - want).abs().max()) if got.numel() else 0.0,
-                         -float((zeroed - want).abs().max()) if got.numel() else 0.0])
+    diff = torch.tensor(
+        [
+            float((got - want).abs().max()) if got.numel() else 0.0,
+            float((restored - want).abs().max()) if got.numel() else 0.0,
+            -float((zeroed - want).abs().max()) if got.numel() else 0.0,
+        ]
+    )
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return {"max_abs_diff": float(diff[0]), "restored_diff": float(diff[1]), "zeroed_min_change": -float(diff[2])}
 
@@ -165,18 +176,26 @@ def launched(data: str, work: str, steps: int = 6, skip_checkpoint: bool = False
     report: dict = {"train": {}, "updates": {}}
     for name, params, sharding in METHODS:
         s = train(config(data, os.path.join(work, name), name, params, sharding, steps, 256))
-        report["train"][name] = {"loss": s["loss"], "steps": s["steps"], "auc": s["metrics"]["test_clean"]["auc"],
-                                 "world_size": s["world_size"], "logged": logged_keys(os.path.join(work, name))}
+        report["train"][name] = {
+            "loss": s["loss"],
+            "steps": s["steps"],
+            "auc": s["metrics"]["test_clean"]["auc"],
+            "world_size": s["world_size"],
+            "logged": logged_keys(os.path.join(work, name)),
+        }
     paper = {"objective": "paper", "C1": 10, "mf_dim": 8}
     report["updates"]["deca"] = update_pattern(
-        config(data, os.path.join(work, "u1"), "deca", paper, None, 4, 128), env, 4)
+        config(data, os.path.join(work, "u1"), "deca", paper, None, 4, 128), env, 4
+    )
     report["updates"]["deca_p"] = update_pattern(
-        config(data, os.path.join(work, "u2"), "deca_p", {**paper, "pretrain_steps": 2}, None, 5, 128), env, 5)
+        config(data, os.path.join(work, "u2"), "deca_p", {**paper, "pretrain_steps": 2}, None, 5, 128), env, 5
+    )
     report["updates"]["deca_marginal"] = update_pattern(
-        config(data, os.path.join(work, "u3"), "deca", {"mf_dim": 8}, None, 2, 128), env, 2)
+        config(data, os.path.join(work, "u3"), "deca", {"mf_dim": 8}, None, 2, 128), env, 2
+    )
     report["updates"]["deca_p_marginal"] = update_pattern(
-        config(data, os.path.join(work, "u4"), "deca_p", {"pretrain_steps": 1, "mf_dim": 8}, None, 3, 128),
-        env, 3)
+        config(data, os.path.join(work, "u4"), "deca_p", {"pretrain_steps": 1, "mf_dim": 8}, None, 3, 128), env, 3
+    )
     if not skip_checkpoint:
         report["checkpoint"] = checkpoint_roundtrip(data, work, env)
     dist.destroy_process_group()

@@ -1,4 +1,5 @@
-"""On local gloo ranks (``conftest.launch``): whole training runs (``train()``) in one process group, checked against each other.
+"""On local gloo ranks (``conftest.launch``): whole training runs (``train()``) in one process group, checked
+against each other.
 
 ``resume`` mode (2 ranks), under ``--root``:
 
@@ -56,7 +57,7 @@ def state(path: str) -> dict:
 
 
 def max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys(), (sorted(a.keys() ^ b.keys()))
+    assert a.keys() == b.keys(), sorted(a.keys() ^ b.keys())
     return max(float((a[k] - b[k]).abs().max()) if a[k].numel() else 0.0 for k in a)
 
 
@@ -66,8 +67,16 @@ def resume_mode(data: str, root: str, rank: int) -> dict:
     session = train(with_run(base_config(data, j("part")), checkpoint_every=10, stop_after_steps=21))
     ckpts_after_stop = sorted(os.listdir(j("part", "checkpoints"))) if rank == 0 else []
     resumed = train(with_run(base_config(data, j("part")), checkpoint_every=10, keep_checkpoints=3))
-    pipe = train(with_run(base_config(data, j("pipe")), pipeline="on", eval_every=5, checkpoint_every=7,
-                          eval_during=["valid", "test_clean"], baseline=j("full")))
+    pipe = train(
+        with_run(
+            base_config(data, j("pipe")),
+            pipeline="on",
+            eval_every=5,
+            checkpoint_every=7,
+            eval_during=["valid", "test_clean"],
+            baseline=j("full"),
+        )
+    )
     cfg = base_config(data, j("part"))
     cfg.model.name, cfg.model.params = "dlrm", {}
     try:
@@ -75,14 +84,24 @@ def resume_mode(data: str, root: str, rank: int) -> dict:
         mismatch = None
     except ValueError as e:
         mismatch = str(e)
-    early = train(with_run(base_config(data, j("early")), eval_every=4, early_stop_patience=1,
-                           early_stop_min_delta=1.0, precision="bf16"))
+    early = train(
+        with_run(
+            base_config(data, j("early")),
+            eval_every=4,
+            early_stop_patience=1,
+            early_stop_min_delta=1.0,
+            precision="bf16",
+        )
+    )
     if rank != 0:
         return {}
     jsonl = [json.loads(line) for line in open(j("part", "metrics.jsonl"))]
     return {
-        "full_steps": full["steps"], "session": {k: session[k] for k in ("interrupted", "steps", "checkpoint")},
-        "ckpts_after_stop": ckpts_after_stop, "resumed": resumed["resumed"], "resumed_steps": resumed["steps"],
+        "full_steps": full["steps"],
+        "session": {k: session[k] for k in ("interrupted", "steps", "checkpoint")},
+        "ckpts_after_stop": ckpts_after_stop,
+        "resumed": resumed["resumed"],
+        "resumed_steps": resumed["steps"],
         "rows": [full["rows_trained"]["total"], resumed["rows_trained"]["total"]],
         "diff_resumed": max_diff(state(j("full", "model.pt")), state(j("part", "model.pt"))),
         "diff_pipe": max_diff(state(j("full", "model.pt")), state(j("pipe", "model.pt"))),
@@ -94,10 +113,14 @@ def resume_mode(data: str, root: str, rank: int) -> dict:
         "train_log_steps": [r["step"] for r in jsonl if r["kind"] == "train"],
         "latest": os.readlink(j("part", "checkpoints", "latest")),
         "mismatch": mismatch,
-        "early": {"steps": early["steps"], **early["early_stopping"], "precision": early["precision"],
-                  "loss": early["loss"],
-                  "final_valid_auc": early["metrics"]["valid"]["auc"],
-                  "evals": early["evaluations"]},
+        "early": {
+            "steps": early["steps"],
+            **early["early_stopping"],
+            "precision": early["precision"],
+            "loss": early["loss"],
+            "final_valid_auc": early["metrics"]["valid"]["auc"],
+            "evals": early["evaluations"],
+        },
     }
 
 
@@ -155,22 +178,33 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     sizes = [1000, 0, 537][:world]
     rng = np.random.default_rng(100 + rank)
     n = sizes[rank]
-    local = torch.tensor(np.stack([np.round(rng.normal(size=n), 1), rng.integers(0, 2, n),
-                                   rng.integers(0, 40, n)], 1) if n else np.zeros((0, 3)), dtype=torch.float64)
+    local = torch.tensor(
+        np.stack([np.round(rng.normal(size=n), 1), rng.integers(0, 2, n), rng.integers(0, 40, n)], 1)
+        if n
+        else np.zeros((0, 3)),
+        dtype=torch.float64,
+    )
     rows = all_gather_varlen(local).numpy()
     dist_metrics = all_metrics(rows[:, 1], rows[:, 0], rows[:, 2].astype(np.int64))
     if rank != 0:
         return {}
+    import pyarrow.parquet as pq
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     from denoisrec.trainer.predict import predict_file
-    import pyarrow.parquet as pq
 
     dcp_to_torch_save(ckpt, j("ckpt21.pt"))
-    saved = {k[len("model."):]: v for k, v in torch.load(j("ckpt21.pt"), weights_only=False)["model"].items()
-             if k.startswith("model.")}
-    report = predict_file(j("re3b", "model.pt"), os.path.join(data, "valid"), j("valid_scores.parquet"),
-                          keep_columns="row_id,user_id,label")
+    saved = {
+        k[len("model.") :]: v
+        for k, v in torch.load(j("ckpt21.pt"), weights_only=False)["model"].items()
+        if k.startswith("model.")
+    }
+    report = predict_file(
+        j("re3b", "model.pt"),
+        os.path.join(data, "valid"),
+        j("valid_scores.parquet"),
+        keep_columns="row_id,user_id,label",
+    )
     scores = pq.read_table(j("valid_scores.parquet"))
     labels = scores.column("label").to_numpy().astype(np.int64)
     probs = 1 / (1 + np.exp(-scores.column("logit").to_numpy().astype(np.float64)))
@@ -178,19 +212,30 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     parts = []
     for r, n_r in enumerate(sizes):
         g = np.random.default_rng(100 + r)
-        parts.append(np.stack([np.round(g.normal(size=n_r), 1), g.integers(0, 2, n_r), g.integers(0, 40, n_r)], 1)
-                     if n_r else np.zeros((0, 3)))
+        parts.append(
+            np.stack([np.round(g.normal(size=n_r), 1), g.integers(0, 2, n_r), g.integers(0, 40, n_r)], 1)
+            if n_r
+            else np.zeros((0, 3))
+        )
     allrows = np.concatenate(parts)
     return {
-        "loaded_steps": loaded["steps"], "loaded_resumed": loaded["resumed"],
+        "loaded_steps": loaded["steps"],
+        "loaded_resumed": loaded["resumed"],
         "diff_loaded_vs_checkpoint": max_diff(saved, state(j("re3", "model.pt"))),
         "plan_ranks": sorted({r for t in loaded["plan"].values() for r in t["ranks"]}),
-        "cont_steps": cont["steps"], "cont_loss_last": cont["loss"]["last"], "dp_error": dp_error,
-        "cont_rows": [(r["epoch"], r["launch"], r["total"], len(r["per_rank"]), sum(r.get("rows_skipped", [0])),
-                       r["complete"]) for r in cont["rows_read"]],
-        "errors_per_rank": errors, "nan_files": sorted(os.listdir(j("nan3"))),
-        "dist_valid": cont["metrics"]["valid"], "single_valid": sklearn_metrics(labels, probs, groups),
-        "predict_rows": report["rows"], "predict_observed": report.get("observed"),
+        "cont_steps": cont["steps"],
+        "cont_loss_last": cont["loss"]["last"],
+        "dp_error": dp_error,
+        "cont_rows": [
+            (r["epoch"], r["launch"], r["total"], len(r["per_rank"]), sum(r.get("rows_skipped", [0])), r["complete"])
+            for r in cont["rows_read"]
+        ],
+        "errors_per_rank": errors,
+        "nan_files": sorted(os.listdir(j("nan3"))),
+        "dist_valid": cont["metrics"]["valid"],
+        "single_valid": sklearn_metrics(labels, probs, groups),
+        "predict_rows": report["rows"],
+        "predict_observed": report.get("observed"),
         "random_dist": dist_metrics,
         "random_sklearn": sklearn_metrics(allrows[:, 1], 1 / (1 + np.exp(-allrows[:, 0])), allrows[:, 2]),
         "random_rows": len(rows),
