@@ -1,11 +1,13 @@
 """What the launch tests (torchx ``local_cwd`` and Slurm) read from a running job: a free port, the live
-worker processes of a tagged job, and the last training step rank 0 logged.
+worker processes of a tagged job, and the last training step rank 0 logged; and the bad-input data both feed
+to a 2-rank job.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Dict
@@ -43,3 +45,23 @@ def logged_step(out: Path) -> int:
         return 0
     steps = [json.loads(x)["step"] for x in lines if x.strip().endswith("}") and '"kind": "train"' in x]
     return max(steps, default=0)
+
+
+def data_bad_on_rank_1(tiny_data: Path, tmp_path: Path) -> Path:
+    """A copy of ``tiny_data`` whose last train row group, read only by rank 1 of 2 when the order is not
+    shuffled, holds a label 2 (its row 493): rank 1 fails mid-epoch while rank 0 waits in a collective.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    part = data / "train" / "part-00002.parquet"
+    t = pq.read_table(part)
+    labels = t.column("label").to_numpy().copy()
+    labels[-7] = 2
+    i = t.schema.get_field_index("label")
+    pq.write_table(
+        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
+    )
+    return data

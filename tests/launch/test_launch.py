@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from job_probes import free_port, logged_step, worker_pids
+from job_probes import data_bad_on_rank_1, free_port, logged_step, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = "launch/components.py:train"
@@ -218,21 +217,7 @@ def test_killed_worker_without_restarts_fails_the_job_promptly(tiny_data: Path, 
 
 @pytest.mark.dist
 def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data: Path, tmp_path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # A copy of the data whose last row group (read only by rank 1 when the order is not shuffled) has a
-    # label 2 in its row 493: rank 1 fails mid-epoch while rank 0 waits for it in a collective.
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    part = data / "train" / "part-00002.parquet"
-    t = pq.read_table(part)
-    labels = t.column("label").to_numpy().copy()
-    labels[-7] = 2
-    i = t.schema.get_field_index("label")
-    pq.write_table(
-        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
-    )
+    data = data_bad_on_rank_1(tiny_data, tmp_path)  # rank 1 of 2 meets a label 2 mid-epoch
     out = tmp_path / "run"
     job = Job(
         tmp_path,

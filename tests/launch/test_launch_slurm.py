@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from job_probes import free_port, logged_step, worker_pids
+from job_probes import data_bad_on_rank_1, free_port, logged_step, worker_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = str(ROOT / "launch" / "components.py") + ":train"
@@ -187,20 +186,7 @@ def test_two_ranks_train_through_slurm_with_status_and_log(reference_job: dict) 
 def test_bad_input_on_one_rank_fails_the_slurm_job_with_its_message(
     slurm_cluster, tiny_data: Path, tmp_path: Path
 ) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # Rank 1 of 2 reads the last row group when the order is not shuffled; put a label 2 in it.
-    data = tmp_path / "data"
-    shutil.copytree(tiny_data, data)
-    part = data / "train" / "part-00002.parquet"
-    t = pq.read_table(part)
-    labels = t.column("label").to_numpy().copy()
-    labels[-7] = 2
-    i = t.schema.get_field_index("label")
-    pq.write_table(
-        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
-    )
+    data = data_bad_on_rank_1(tiny_data, tmp_path)  # rank 1 of 2 meets a label 2 mid-epoch
     out = tmp_path / "run"
     # -j 2x1: two heterogeneous-job groups whose agents meet at $SLURM_JOB_NODELIST_HET_GROUP_0:<rdzv_port>.
     job = SlurmJob(
