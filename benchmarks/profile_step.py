@@ -41,9 +41,9 @@ def main() -> int:
     from denoisrec.trainer.config import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.dist import init_distributed
+    from denoisrec.trainer.factory import build_module
     from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, train_optimizer, wrap
     from denoisrec.trainer.steps import Stepper
-    from denoisrec.trainer.train import build_module
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -14,7 +14,8 @@ stopping; a checkpoint every ``run.checkpoint_every`` steps; at the end, validat
 labels when the data has them), with the best model restored when early stopping is on.
 
 The job itself is :class:`~denoisrec.trainer.recipe.TrainRecipe` (``setup → resume → fit → finish``); this
-module is its public entry, and re-exports the set-up helpers other modules used to find here.
+module is its public entry. The model factory is :mod:`~denoisrec.trainer.factory`, the set-up helpers
+(seeding, batch size, data position) :mod:`~denoisrec.trainer.run_setup`.
 
 Example (one process)::
 
@@ -32,34 +33,11 @@ from typing import Any, Dict, Optional
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import finish_run
 from denoisrec.trainer.dist import broadcast_from_main, init_distributed
-from denoisrec.trainer.factory import build_module, model_spec
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.recipe import TrainRecipe
 from denoisrec.trainer.run_lock import acquire_for_run
-from denoisrec.trainer.run_setup import (
-    apply_table_overrides,
-    load_baseline,
-    rank_batch_size,
-    realimp_against,
-    resume_step,
-    seed_everything,
-    train_batches,
-)
-from denoisrec.trainer.run_summary import format_summary
 
-__all__ = [
-    "train",
-    "build_module",
-    "model_spec",
-    "seed_everything",
-    "apply_table_overrides",
-    "rank_batch_size",
-    "load_baseline",
-    "realimp_against",
-    "resume_step",
-    "train_batches",
-    "format_summary",
-]
+__all__ = ["train"]
 
 
 def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:

@@ -38,7 +38,7 @@ class RunLayout:
         return step // self.steps_per_epoch
 
     def position(self, step: int) -> Dict[str, int]:
-        """A checkpoint's data position after ``step`` steps (:func:`~denoisrec.trainer.train.resume_step`
+        """A checkpoint's data position after ``step`` steps (:func:`~denoisrec.trainer.run_setup.resume_step`
         maps it to another layout).
         """
         return {

@@ -38,12 +38,13 @@ from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import denoiser_of
 from denoisrec.trainer.dist import DistEnv, init_distributed
-from denoisrec.trainer.factory import shard_module
+from denoisrec.trainer.factory import build_module, model_spec, shard_module
 from denoisrec.trainer.host_sync import HostSyncGuard
 from denoisrec.trainer.module import unwrap
+from denoisrec.trainer.run_setup import seed_everything
 from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.steps import Stepper
-from denoisrec.trainer.train import build_module, model_spec, seed_everything, train
+from denoisrec.trainer.train import train
 from denoisrec.trainer.unsharded import unsharded_state_dict
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.

@@ -24,11 +24,11 @@ from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.dist import init_distributed
-from denoisrec.trainer.factory import shard_module
+from denoisrec.trainer.factory import model_spec, shard_module
 from denoisrec.trainer.module import TrainModule
+from denoisrec.trainer.run_setup import seed_everything
 from denoisrec.trainer.sharding import plan_summary
 from denoisrec.trainer.steps import Stepper
-from denoisrec.trainer.train import model_spec, seed_everything
 from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
 
 CASES = [

@@ -23,8 +23,9 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import denoiser_of, prepare_denoiser
 from denoisrec.trainer.dist import init_distributed
 from denoisrec.trainer.factory import build_train_model
+from denoisrec.trainer.run_setup import seed_everything
 from denoisrec.trainer.steps import Stepper
-from denoisrec.trainer.train import seed_everything, train
+from denoisrec.trainer.train import train
 
 # Hyperparameters that make each method act within a few steps (and the sharding it runs under).
 METHODS = [

@@ -9,8 +9,8 @@ from denoisrec.trainer.cli import build_parser, config_from_args
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.presets import apply_preset
+from denoisrec.trainer.run_setup import resume_step, train_batches
 from denoisrec.trainer.schedule import LRSchedule
-from denoisrec.trainer.train import resume_step, train_batches
 
 
 def test_linear_warmup_then_linear_decay_to_the_floor() -> None:
