@@ -67,11 +67,11 @@ def test_product_form_is_a_times_f() -> None:
 
 
 def test_examination_form_matches_a_hand_computed_case() -> None:
-    # e = σ(a) = 0.75, q₀ = σ(u₀) = 0.4, q₁ = (1 − q₀)·σ(u₁) = 0.6·0.5 = 0.3:
+    # e = σ(a) = 0.75, q₀ = σ(u₀) = 0.4, q₁ = σ(u₁) = 0.3:
     # h = (1 − e)·q₀ = 0.1, h' = 1 − (1 − e)·q₁ = 0.925.
     z = torch.tensor([-0.4, -0.4], dtype=torch.float64, requires_grad=True)
     za = torch.full((2,), math.log(3.0), dtype=torch.float64, requires_grad=True)
-    u = torch.tensor([math.log(0.4 / 0.6), 0.0], dtype=torch.float64, requires_grad=True)
+    u = torch.tensor([math.log(0.4 / 0.6), math.log(0.3 / 0.7)], dtype=torch.float64, requires_grad=True)
     y = torch.tensor([1.0, 0.0], dtype=torch.float64)
     log_p, log_q, log_h, log_hp = observed_log_likelihood(z, za, torch.zeros(2, dtype=torch.float64), "examination", u)
     f = _sig(-0.4)
@@ -86,18 +86,22 @@ def test_examination_form_matches_a_hand_computed_case() -> None:
     dp_da = 0.75 * 0.25 * (f * 0.3 - (1 - f) * 0.4)
     for grad, dp in ((z.grad, dp_dz), (za.grad, dp_da)):
         assert grad.tolist() == pytest.approx([-dp / p, dp / (1 - p)], rel=1e-10)
-    # dP/dq₀ = (1 − f)(1 − e), dP/dq₁ = −f(1 − e); dq₀/du₀ = q₀(1 − q₀), q₁ = (1 − q₀)σ(u₁) so
-    # dq₁/du₀ = −σ(u₁)·q₀(1 − q₀) and dq₁/du₁ = (1 − q₀)σ(u₁)(1 − σ(u₁)).
-    dq0, dq1_du0, dq1_du1 = 0.4 * 0.6, -0.5 * 0.4 * 0.6, 0.6 * 0.25
-    dp_du0 = 0.25 * ((1 - f) * dq0 - f * dq1_du0)
-    dp_du1 = 0.25 * (-f * dq1_du1)
+    # dP/dq₀ = (1 − f)(1 − e), dP/dq₁ = −f(1 − e); q₀, q₁ are free: dq/du = q(1 − q) each, no cross term.
+    dp_du0 = 0.25 * (1 - f) * 0.4 * 0.6
+    dp_du1 = 0.25 * (-f) * 0.3 * 0.7
     assert u.grad.tolist() == pytest.approx([-dp_du0 / p + dp_du0 / (1 - p), -dp_du1 / p + dp_du1 / (1 - p)], rel=1e-10)
-    # h' > h for any attention and any global rates (q₀ + q₁ < 1).
-    g = torch.Generator().manual_seed(1)
-    za, uu = torch.randn(1000, generator=g) * 6, torch.randn(2, 50, generator=g) * 6
-    for j in range(50):
-        _, _, lh, lhp = observed_log_likelihood(torch.zeros(1000), za, za, "examination", uu[:, j])
-        assert bool((lhp > lh).all())
+
+
+def test_examination_form_represents_uninformative_inattention() -> None:
+    # The generator's q_fp = 0.55, q_fn = 0.5 (q₀ + q₁ > 1: an inattentive label points slightly the wrong way).
+    za = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    u = torch.tensor([math.log(0.55 / 0.45), 0.0], dtype=torch.float64)
+    _, _, log_h, log_hp = observed_log_likelihood(torch.zeros(7, dtype=torch.float64), za, za, "examination", u)
+    e = torch.sigmoid(za)
+    assert torch.allclose(log_h.exp(), (1 - e) * 0.55, atol=1e-12)
+    assert torch.allclose(log_hp.exp(), e + (1 - e) * 0.5, atol=1e-12)
+    # h' − h = e + (1 − e)(1 − q₀ − q₁) = 1.05·e − 0.05: positive wherever attention is not negligible.
+    assert torch.equal(log_hp > log_h, 1.05 * e > 0.05) and bool((log_hp > log_h)[1:].all())
 
 
 def test_likelihood_is_finite_at_extreme_logits() -> None:
@@ -219,7 +223,12 @@ def test_options_are_checked() -> None:
     assert "never trains" in d.bind_run(steps_per_epoch=10, total_steps=10)[0] and d.warmup_steps == 10
     assert build_denoiser("observation", context=ctx, tower_warmup=7).warmup_steps == 7
     with pytest.raises(ValueError, match="form=examination needs"):
-        build_denoiser("observation", context=ctx, form="examination", h_init=0.5, h_prime_init=0.55)
+        build_denoiser("observation", context=ctx, form="examination", h_init=0.92, h_prime_init=0.95)
+    d = build_denoiser("observation", context=ctx, form="examination", h_init=0.5, h_prime_init=0.55)
+    u = torch.sigmoid(d.u.detach())  # q₀ + q₁ may exceed 1 now: e = 1 − 0.5/0.9 at initialisation
+    assert float(u[0]) == pytest.approx(0.9, rel=1e-6) and float(u[1]) == pytest.approx(0.81, rel=1e-6)
+    with pytest.raises(ValueError, match="noise_file='x.json': needs form=examination"):
+        build_denoiser("observation", context=ctx, noise_file="x.json")
 
 
 def test_evaluation_and_export_use_f_alone() -> None:

@@ -184,6 +184,14 @@ def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: 
         assert tot["handled"] == sum(p["handled"] for p in curve)
     assert not rows["bce"]["has_decisions"] and rows["tce_grid"]["has_decisions"]
     assert "tce_grid" in (out / "quality.md").read_text()
+    # --reuse: the same bench again reads every finished run back instead of retraining it.
+    summaries = sorted((out / "quality-runs").glob("*/summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    argv = ["bench", "quality", "--quick", "--denoisers", "tce_grid", "-p", "tce_grid.num_gradual=5"]
+    assert main([*argv, "--curve-points", "1000", "--out", str(out), "--reuse"]) == 0
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    again = {r["method"]: r for r in json.loads((out / "quality.json").read_text())["rows"]}
+    assert {m: r["test_clean_auc"] for m, r in again.items()} == {m: r["test_clean_auc"] for m, r in rows.items()}
 
 
 def test_bench_peers_quick(tmp_path: Path) -> None:
@@ -243,8 +251,18 @@ def test_quality_methods_add_the_withheld_baseline() -> None:
     assert quality_methods("withheld,observation") == ["bce", "withheld", "observation"]
     assert quality_methods("tce") == ["bce", "tce"]
     assert quality_methods("withheld") == ["bce", "withheld"]
+    assert quality_methods("observation,oracle_noise,withheld") == ["bce", "withheld", "oracle_noise", "observation"]
     with pytest.raises(ValueError, match="unknown denoiser"):
         quality_methods("withheld,nope")
+
+
+def test_oracle_noise_needs_the_generators_noise_model(tmp_path: Path) -> None:
+    from denoisrec.trainer.bench.quality import oracle_noise_file
+
+    with pytest.raises(ValueError, match="oracle_noise: .*noise_model.json is missing"):
+        oracle_noise_file(str(tmp_path))
+    (tmp_path / "noise_model.json").write_text("{}")
+    assert oracle_noise_file(str(tmp_path)) == str(tmp_path / "noise_model.json")
 
 
 def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:

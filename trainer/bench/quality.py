@@ -7,10 +7,14 @@ For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic p
 - **Clean**: BCE on ``clean_label`` (``data.train_label=clean_label``), the oracle row of DART's Table 2;
 - **withheld** (when named in ``--denoisers``): BCE with the schema's context features withheld from the model
   (``model.context=withhold``), the baseline the observation model must beat;
+- **oracle_noise** (when named): the observation model (``form=examination``) with the generator's *true* noise
+  model fixed (``observation.noise_file=<data>/noise_model.json``, written by ``gen-data``): only ``f`` trains, so
+  it bounds what any learnt noise model can reach on that data;
 - **every denoiser** with its defaults (the papers'), or with the point of a small sweep over its ``GRID``
   (a class attribute: ``{"param": [values]}``) selected on the **validation** split only;
 
-each over ``--seeds`` seeds, and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
+each over ``--seeds`` seeds (``--reuse``: runs ``--out`` already holds finished with the same config are read
+back, not retrained), and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
 over BCE, **gap closure** ``(AUC_d − AUC_BCE) / (AUC_Clean − AUC_BCE)``, and the noise-identification
 precision and recall over training (ADT Fig. 9, DART RQ4). Every number is read from the run's own records
 (``summary.json``, ``metrics.jsonl``): the bench configures the trainer and recomputes nothing.
@@ -68,6 +72,8 @@ if TYPE_CHECKING:  # torch-free at import: the denoisers are imported where the 
 
 CLEAN = "clean"
 WITHHELD = "withheld"  # BCE without the context features (model.context=withhold)
+ORACLE_NOISE = "oracle_noise"  # the observation model with the generator's true noise model (<data>/noise_model.json)
+PSEUDO = (WITHHELD, ORACLE_NOISE)  # methods named in --denoisers that are not denoisers
 
 # DART thesis, Table 2 (AUC on the clean test set; MovieLens-100K, rating <= 3 noisy, 1:1 negatives, 8:1:1).
 DART_TABLE2_ML100K = {
@@ -101,7 +107,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p,
         "quality",
         "dataset directory with ground truth (default: data/<preset>)",
-        "comma-separated names or 'all'; 'withheld' adds BCE without the context features",
+        "comma-separated names or 'all'; 'withheld' adds BCE without the context features, "
+        "'oracle_noise' the observation model with the data's true noise model (<data>/noise_model.json)",
         "fixed denoiser hyperparameter (overrides the default; not swept)",
         "config override for every run, e.g. optim.lr=1e-3 (repeatable)",
     )
@@ -115,15 +122,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-points", type=int, default=20, help="points of the precision/recall curves")
     p.add_argument("--threads", type=int, default=0, help="torch threads per rank (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="CI smoke test: tiny data, 2 epochs, 2 seeds, 1 thread")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read a run back instead of retraining it when --out already holds it finished with the same config",
+    )
     p.add_argument("--timeout", type=int, default=6 * 3600, help="seconds for the torchrun job (--nproc > 1)")
 
 
 def quality_methods(spec: str) -> List[str]:
-    """The baseline, ``withheld`` when named, then the denoisers of ``spec`` (see ``resolve_methods``)."""
+    """The baseline, ``withheld`` / ``oracle_noise`` when named, then the denoisers of ``spec``."""
     names = [x.strip() for x in spec.split(",") if x.strip()]
-    methods = resolve_methods(",".join(x for x in names if x != WITHHELD) or BASELINE)
-    if WITHHELD in names:
-        methods.insert(1, WITHHELD)
+    methods = resolve_methods(",".join(x for x in names if x not in PSEUDO) or BASELINE)
+    for i, m in enumerate(x for x in PSEUDO if x in names):
+        methods.insert(1 + i, m)
     return methods
 
 
@@ -262,6 +274,39 @@ def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]
 # ----------------------------------------------------------------------------------------------- running
 
 
+def oracle_noise_file(data: str) -> str:
+    """``<data>/noise_model.json`` (the generator's true noise, written by ``gen-data``), or a one-line error."""
+    path = os.path.join(data, "noise_model.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"--denoisers {ORACLE_NOISE}: {path} is missing; it holds the true noise model that "
+            "`denoisrec gen-data` writes (real data has none)"
+        )
+    return path
+
+
+REUSE_KEYS = ("data", "model", "denoiser", "optim")  # with run.seed / epochs / early_stop_patience: a run's identity
+
+
+def finished_with(cfg: Any) -> bool:
+    """Whether ``cfg.run.out`` holds a finished run (``summary.json``) whose ``config.yaml`` trained what ``cfg`` asks.
+
+    ``--reuse``: a bench killed midway, or rerun with more methods, trains only what it lacks.
+    """
+    from denoisrec.trainer.config import Config
+
+    out = cfg.run.out
+    if not (os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "config.yaml"))):
+        return False
+    try:
+        old = Config.load(os.path.join(out, "config.yaml")).to_dict()
+    except Exception:  # an unreadable record: retrain
+        return False
+    new = cfg.to_dict()
+    run_keys = ("seed", "epochs", "early_stop_patience")
+    return all(old[k] == new[k] for k in REUSE_KEYS) and all(old["run"][k] == new["run"][k] for k in run_keys)
+
+
 def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
     """Train one (method, hyperparameters, seed) with the real trainer — its per-epoch evaluation, its early
     stopping (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, best model restored) and its
@@ -289,11 +334,16 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
         cfg.denoiser.name, cfg.denoiser.params, cfg.model.context = BASELINE, {}, "withhold"
+    elif method == ORACLE_NOISE:
+        cfg.denoiser.name = "observation"
+        cfg.denoiser.params = {"form": "examination", "noise_file": oracle_noise_file(spec["data"]), **params}
     else:
         cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
-    quiet = io.StringIO()
-    with contextlib.redirect_stdout(quiet):
-        train(cfg)
+    reused = spec.get("reuse") and finished_with(cfg)
+    if not reused:
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet):
+            train(cfg)
     if dist.is_initialized():
         dist.barrier()  # rank 0 has written the run's records
     rec = read_run(cfg.run.out)
@@ -327,7 +377,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(
             f"  {tag:32s} seed {seed}: valid AUC {result['valid']['auc']:.4f}  clean-test AUC "
-            f"{result['test_clean']['auc']:.4f} (epoch {result['best_epoch']}, {summary['train_seconds']:.1f}s)",
+            f"{result['test_clean']['auc']:.4f} (epoch {result['best_epoch']}, {summary['train_seconds']:.1f}s"
+            f"{', reused' if reused else ''})",
             flush=True,
         )
     return result
@@ -341,7 +392,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
     sweeps: Dict[str, Any] = {}
     seeds = list(range(spec["seeds"]))
     for method in spec["methods"] + [CLEAN]:
-        if method in (BASELINE, CLEAN, WITHHELD):
+        if method in (BASELINE, CLEAN, *PSEUDO):
             chosen: Dict[str, Any] = dict(spec["params"].get(method, {}))
             first = None
         else:
@@ -602,6 +653,7 @@ def run(a: argparse.Namespace) -> int:
             "out": a.out,
             "nproc": a.nproc,
             "threads": a.threads,
+            "reuse": a.reuse,
             "result": os.path.join(tmp, "result.json"),
         }
         print(

@@ -31,7 +31,9 @@ records its empirical value per context value (``observation_truth``) and the lo
 With the defaults roughly a third of observed positives are false (the LCD paper's premise), and noisy
 positives have low clean preference, so a model's loss on them stays high early in training.
 
-Output: ``<out>/{train,valid,test}/part-NNNNN.parquet`` plus ``schema.json`` and ``stats.json``.
+Output: ``<out>/{train,valid,test}/part-NNNNN.parquet`` plus ``schema.json``, ``stats.json`` and
+``noise_model.json`` (step 4 as an examination noise model: ``-p observation.noise_file=<out>/noise_model.json``
+trains the observation model with the true noise, an oracle).
 Generation streams in fixed chunks of rows, so memory is bounded by the user/item tables and one chunk,
 whatever the row count.
 
@@ -60,6 +62,7 @@ import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
 
+NOISE_MODEL_FILE = "noise_model.json"  # the true observation noise, beside stats.json
 GEN_CHUNK = 1 << 16  # rows drawn per random chunk; fixed so output does not depend on file layout
 N_POSITIONS = 30
 SCENES = 6  # playlist, radio, search, daily-mix, charts, similar-songs
@@ -588,6 +591,8 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
     schema.save(os.path.join(out, "schema.json"))
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump(stats, f, indent=2)
+    with open(os.path.join(out, NOISE_MODEL_FILE), "w") as f:  # the truth, for -p observation.noise_file=...
+        json.dump(noise_model(stats["logging"]), f, indent=2)
     return stats
 
 
@@ -658,6 +663,29 @@ def logging_params(p: Preset) -> Dict[str, Any]:
     out = {k: getattr(p, k) for k in keys}
     out["attention_scene"] = list(SCENE_ATTENTION)
     return out
+
+
+def noise_model(params: Dict[str, Any]) -> Dict[str, Any]:
+    """The generator's observation noise (module docstring, step 4) as an examination noise model.
+
+    ``params`` is :func:`logging_params`' record (``stats.json["logging"]``); the result is the
+    ``observation.noise_file`` format of :mod:`denoisrec.denoisers.noise_file`: ``a(c) = a0 − a1·(position − 1) +
+    scene[s] + device[d] + hour_amp·cos(2π·(hour − 15)/24)``, ``q₀ = q_fp``, ``q₁ = q_fn``.
+    """
+    a1, amp = float(params["attention_a1"]), float(params["attention_hour"])
+    attention: Dict[str, List[float]] = {
+        "position": [0.0] + [-a1 * (k - 1) for k in range(1, N_POSITIONS + 1)],
+        "scene": [float(x) for x in params["attention_scene"]],
+        "device": [float(x) for x in params["attention_device"]],
+        "hour": [amp * float(np.cos(2 * np.pi * (h - 15) / 24)) for h in range(24)],
+    }
+    return {
+        "form": "examination",
+        "bias": float(params["attention_a0"]),
+        "q0": float(params["q_fp"]),
+        "q1": float(params["q_fn"]),
+        "attention": attention,
+    }
 
 
 LOGGING_POLICIES = ("ranker", "independent")
