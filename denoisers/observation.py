@@ -100,6 +100,15 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
+def clean_labels(batch: Optional[DenoiserBatch], labels: torch.Tensor) -> Optional[torch.Tensor]:
+    """``[B]`` the clean labels ``ỹ XOR is_noisy`` when the batch carries ground truth, else ``None``."""
+    noisy = getattr(batch, "is_noisy", None) if batch is not None else None
+    if noisy is None:
+        return None
+    y = (labels.reshape(-1) > 0.5).to(torch.float32)
+    return torch.where(noisy.reshape(-1) > 0.5, 1 - y, y)
+
+
 class ContextTower(nn.Module):
     """Two noise logits ``(a, b)`` per sample from the context features.
 
@@ -262,7 +271,7 @@ class ObservationModel(Denoiser):
     positives_only = False
     reports_posterior = True
 
-    ctx_sums: torch.Tensor  # buffer: [values, 3] float64 EMA of [rows, Σh, Σh'] per context value
+    ctx_sums: torch.Tensor  # buffer: [values, 5] float64 EMA of [rows, w₀, Σw₀·h, w₁, Σw₁·h'] per context value
 
     def __init__(
         self,
@@ -343,7 +352,7 @@ class ObservationModel(Denoiser):
         self.register_buffer(
             "ctx_sums",
             torch.zeros(
-                total, 3, dtype=torch.float64, device=None if device is None or device.type == "meta" else device
+                total, 5, dtype=torch.float64, device=None if device is None or device.type == "meta" else device
             ),
             persistent=False,
         )
@@ -433,7 +442,7 @@ class ObservationModel(Denoiser):
                 f * hp / log_p.detach().exp().clamp_min(1e-30),
                 f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30),
             )
-            self._accumulate_context(batch.sparse_features, h, hp)
+            self._accumulate_context(batch.sparse_features, h, hp, clean_labels(batch, labels))
         # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped].
         loss, value, sums = self.global_mean(
             nll, weight, weight.sum(), extra=[f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()]
@@ -455,13 +464,23 @@ class ObservationModel(Denoiser):
 
     # ---- per-context-value diagnostics -------------------------------------------------------------------
 
-    def _accumulate_context(self, kjt: KeyedJaggedTensor, h: torch.Tensor, hp: torch.Tensor) -> None:
+    def _accumulate_context(
+        self, kjt: KeyedJaggedTensor, h: torch.Tensor, hp: torch.Tensor, clean: Optional[torch.Tensor]
+    ) -> None:
+        """Add this step's ``h``, ``h'`` per context value.
+
+        ``h`` over the clean negatives, ``h'`` over the clean positives when the batch has ground truth (so
+        ``P(ỹ=1 | y, value)`` compares like with like with the generator's empirical truth, which averages over
+        the rows of that ``y``), over every row otherwise.
+        """
         if not self.training or h.numel() == 0:
             return
         if self.ctx_sums.device != h.device:
             self.ctx_sums = self.ctx_sums.to(h.device)
         self.ctx_sums.mul_(self.diag_decay)
-        vals = torch.stack([torch.ones_like(h), h, hp], 1).to(torch.float64)  # [B, 3]
+        w1 = torch.ones_like(h) if clean is None else clean.to(h.dtype)
+        w0 = torch.ones_like(h) if clean is None else 1 - w1
+        vals = torch.stack([torch.ones_like(h), w0, w0 * h, w1, w1 * hp], 1).to(torch.float64)  # [B, 5]
         feats = kjt.to_dict()
         for f, off in self.offsets.items():
             jt = feats.get(f)
@@ -473,21 +492,21 @@ class ObservationModel(Denoiser):
     def context_report(self) -> Dict[str, Dict[str, List[Any]]]:
         """Per single-valued context feature: its recent values and their mean learned ``h``, ``h'``.
 
-        The means are EMA-weighted over the training rows with that value. A collective: call it on every rank.
+        The means are EMA-weighted over the training rows with that value (``h`` over the clean negatives, ``h'``
+        over the clean positives when the data has ground truth). A collective: call it on every rank.
         """
         tot = C.global_sum(self.ctx_sums.clone(), self.process_group).cpu()
         out: Dict[str, Dict[str, List[Any]]] = {}
         for f, off in self.offsets.items():
             t = tot[off : off + self.context_tables[f]]
-            seen = torch.nonzero(t[:, 0] > 1e-9).flatten()
+            seen = torch.nonzero((t[:, 1] > 1e-9) & (t[:, 3] > 1e-9)).flatten()
             if seen.numel() == 0:
                 continue
-            w = t[seen, 0]
             out[f] = {
                 "values": seen.tolist(),
-                "h": (t[seen, 1] / w).tolist(),
-                "h_prime": (t[seen, 2] / w).tolist(),
-                "weight": w.tolist(),
+                "h": (t[seen, 2] / t[seen, 1]).tolist(),
+                "h_prime": (t[seen, 4] / t[seen, 3]).tolist(),
+                "weight": t[seen, 0].tolist(),
             }
         return out
 

@@ -104,6 +104,7 @@ _OBSERVATION = {
     "rates_lr_scale": Opt(
         "float", 1.0, "form=examination: learning-rate multiple of the global inattentive rates", 0, lo_open=True
     ),
+    "noise_file": Opt("str", "", "form=examination: a JSON noise model fixed, not learnt (gen-data: noise_model.json)"),
 }
 
 #: denoiser name -> its user-settable options (the constructor's keyword arguments).

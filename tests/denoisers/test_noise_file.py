@@ -106,3 +106,24 @@ def test_generator_writes_its_true_noise_model(tmp_path: Path) -> None:
     )
     assert np.allclose(nm.attention_logit(kjt).numpy(), want, atol=1e-5)
     assert logging_params(p)["q_fn"] == doc["q1"]
+
+
+@pytest.mark.parametrize("truth", [True, False])
+def test_context_report_conditions_on_the_clean_label_when_the_batch_has_it(tmp_path: Path, truth: bool) -> None:
+    # Clean negatives shown at position 1 (a = 1), clean positives at position 11 (a = 0), all in scene 2. The
+    # generator's truth per scene averages h over its clean negatives and h' over its clean positives.
+    d = ObservationModel(
+        TABLES, form="examination", noise_file=_write(tmp_path, DOC), device=torch.device("cpu"), diag_decay=0.0
+    )
+    clean = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    batch = type("B", (), {"sparse_features": _batch([1, 1, 11, 11], [2, 2, 2, 2])})()
+    batch.is_noisy = (labels != clean).float() if truth else None
+    d(torch.zeros(4), labels, torch.arange(4), batch)
+    rep = d.context_report()["scene"]
+    e1, e0 = 1 / (1 + math.exp(-1.0)), 0.5
+    h = [(1 - e1) * 0.55, (1 - e1) * 0.55, (1 - e0) * 0.55, (1 - e0) * 0.55]
+    hp = [1 - (1 - e) * 0.5 for e in (e1, e1, e0, e0)]
+    want_h, want_hp = (h[0], hp[2]) if truth else (sum(h) / 4, sum(hp) / 4)
+    assert rep["values"] == [2] and rep["h"][0] == pytest.approx(want_h, rel=1e-6)
+    assert rep["h_prime"][0] == pytest.approx(want_hp, rel=1e-6) and rep["weight"] == [pytest.approx(4.0)]
