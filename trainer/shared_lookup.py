@@ -18,6 +18,12 @@ renames the model's back to ``<feature>`` (a view, no copy; applied when TorchRe
 the all-to-all still overlaps what the model computes before reading it). Evaluation, ``predict`` and the
 export use ``f`` alone: the export drops the folded tables (:attr:`SharedLookup.tables`).
 
+Sharding: TorchRec distributes a sharded collection once per *sharding type* (one input and one output
+all-to-all each), so a folded table saves its all-to-alls only if it is sharded the way the model's own tables
+are: the planner, free to pick any model-parallel type for the MF tables, put them column-wise beside the
+model's table-wise ones (as many all-to-alls as before). :func:`aligned_constraints` constrains the folded
+tables to the types the model's own model-parallel tables got in the first plan, and the factory plans again.
+
 State-dict keys: the folded tables live under the model's collection
 (``model.<collection>.embedding_bags.deca_h_user_id.weight`` instead of
 ``denoiser.mf.ebc.embedding_bags.deca_h_user_id.weight``), so a checkpoint written before the fold is refused
@@ -146,6 +152,31 @@ def fold_denoiser_tables(model: nn.Module, denoiser: Denoiser) -> Optional[Share
     if bad:
         raise TypeError(f"--denoiser {denoiser.name}: shared_tables {bad} are not SharedTables parts")
     return fold_tables(model, parts)  # type: ignore[arg-type]  # checked above
+
+
+def aligned_constraints(
+    plan: Any, module: nn.Module, constraints: Optional[Dict[str, Any]]
+) -> Optional[Dict[str, Any]]:
+    """Planner constraints that keep the folded tables to the sharding types ``plan`` gave the model's own
+    model-parallel tables of the same collection, or ``None`` when they already share them (or nothing is
+    folded, or the model's tables are all replicated).
+
+    ``plan`` is a ``ShardingPlan`` of the :class:`~denoisrec.trainer.module.TrainModule` ``module``;
+    ``constraints`` are the ones it was planned with (kept for every other table).
+    """
+    from torchrec.distributed.planner import ParameterConstraints
+
+    lookup = getattr(module, "shared_lookup", None)
+    if lookup is None:
+        return None
+    tables = plan.plan.get(f"model.{lookup.path}", {})
+    own = {ps.sharding_type for t, ps in tables.items() if t not in lookup.tables} - {"data_parallel"}
+    folded = {tables[t].sharding_type for t in lookup.tables if t in tables}
+    if not own or folded <= own:
+        return None
+    out = dict(constraints or {})
+    out.update({t: ParameterConstraints(sharding_types=sorted(own)) for t in lookup.tables})
+    return out
 
 
 _TABLE_KEY = re.compile(r"^(.*embedding_bags\.)([^.]+)\.weight$")

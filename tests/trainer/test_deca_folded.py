@@ -25,6 +25,9 @@ def test_deca_p_folded_trains_and_resumes_on_three_ranks(tiny_data: Path, tmp_pa
     mf = {k: v for k, v in r["plan"].items() if ".deca_" in k}
     assert len(mf) == 4 and all(".embedding_bag_collection." in k for k in mf), sorted(r["plan"])
     assert all(v["sharding_type"] != "data_parallel" for v in mf.values())
+    # ... and in the sharding types of the model's own model-parallel tables: no all-to-all group of their own.
+    own = {v["sharding_type"] for k, v in r["plan"].items() if ".t_" in k} - {"data_parallel"}
+    assert own and {v["sharding_type"] for v in mf.values()} <= own, r["plan"]
     assert not any(k.startswith("denoiser.mf") for k in r["plan"])
     # The exported model is f alone.
     assert r["state_keys"] and not any("deca_" in k or "prior" in k for k in r["state_keys"])

@@ -239,3 +239,25 @@ def test_a_model_without_a_t_collection_keeps_the_parts_own_lookup() -> None:
     loss, _ = module(_deca_batch(8))
     loss.backward()
     assert den.mf.ebc is not None and den.mf.ebc.embedding_bags["deca_g_user_id"].weight.grad.abs().sum() > 0
+
+
+def test_folded_tables_are_planned_again_beside_the_models_own_sharding_types() -> None:
+    from denoisrec.trainer.shared_lookup import aligned_constraints
+
+    def plan(**types: str) -> SimpleNamespace:
+        sharding = {t: SimpleNamespace(sharding_type=v) for t, v in types.items()}
+        return SimpleNamespace(plan={"model.sparse_arch.embedding_bag_collection": sharding})
+
+    module = SimpleNamespace(
+        shared_lookup=SimpleNamespace(path="sparse_arch.embedding_bag_collection", tables=["deca_h_user_id"])
+    )
+    keep = {"t_scene": "kept"}
+    # The planner put the MF table column-wise beside table-wise model tables: a second all-to-all group.
+    got = aligned_constraints(
+        plan(t_user_id="table_wise", t_scene="data_parallel", deca_h_user_id="column_wise"), module, keep
+    )
+    assert got is not None and got["t_scene"] == "kept" and got["deca_h_user_id"].sharding_types == ["table_wise"]
+    # Already in the model's group, or the model's tables all replicated, or nothing folded: plan kept.
+    assert aligned_constraints(plan(t_user_id="table_wise", deca_h_user_id="table_wise"), module, keep) is None
+    assert aligned_constraints(plan(t_user_id="data_parallel", deca_h_user_id="column_wise"), module, keep) is None
+    assert aligned_constraints(plan(t_user_id="table_wise"), SimpleNamespace(shared_lookup=None), keep) is None
