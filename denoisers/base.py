@@ -130,6 +130,10 @@ class DenoiserNeeds:
             :meth:`Denoiser.bind_run` with the run's length before the first step.
         model_parallel_tables: the denoiser's own embedding tables the planner must shard model-parallel.
         pretraining: a phase the trainer runs before the main loop, or ``None``.
+        shared_tables: the denoiser's parts (submodule paths, each a
+            :class:`~denoisrec.denoisers.shared_tables.SharedTables`: DeCA's ``"mf"``, the observation
+            model's ``"tower"``) whose embedding tables the trainer folds into the target model's collection,
+            so one sharded lookup serves both (:mod:`denoisrec.trainer.shared_lookup`).
     """
 
     injected: Tuple[str, ...] = ()
@@ -138,6 +142,7 @@ class DenoiserNeeds:
     run_length: bool = False
     model_parallel_tables: Tuple[str, ...] = ()
     pretraining: Optional[Pretraining] = None
+    shared_tables: Tuple[str, ...] = ()
 
 
 # Local sums accumulated every step when the batch carries ``is_noisy`` (reduced by ``report``): the

@@ -3,8 +3,9 @@
 Wang et al., "Learning Robust Recommenders through Cross-Model Agreement"; journal version Eq. 10, Alg. 1.
 
 Models: the target ``f = σ(z)`` (the trained CTR model), and three matrix factorisations on their own
-embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, one sharded ``EmbeddingBagCollection`` with
-tables ``deca_g_*``, ``deca_h_*``, ``deca_hp_*``): the auxiliary model ``g`` and the noise models
+embedding tables (:class:`~denoisrec.denoisers.mf.MFHeads`, tables ``deca_g_*``, ``deca_h_*``,
+``deca_hp_*``, which the trainer folds into the target model's ``EmbeddingBagCollection``: one sharded lookup
+for both, ``NEEDS.shared_tables``): the auxiliary model ``g`` and the noise models
 ``h = P(ỹ=1 | y=0)`` and ``h' = P(ỹ=1 | y=1)``. Per sample (DeCA Eq. 9)::
 
     loss = −E_{y∼f}[log P(ỹ | y)] + α·KL(g ‖ f) + (1 − α)·KL(f ‖ g)          (Bernoulli KL, A.2)
@@ -51,8 +52,9 @@ builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before t
 
 Reported per step: the sub-task, mean ``P(y=1 | ỹ=1) = h'·f / (h'·f + h·(1 − f))`` over positives, and
 mean ``h``, ``h'``; with ground truth, the mean ``P(y=1 | ỹ=1)`` of clean vs noisy positives (``report``).
-Cost per step: one SUM all-reduce, plus one input and one output all-to-all (and the backward one) for the
-auxiliary tables together.
+Cost per step: one SUM all-reduce; the auxiliary tables ride in the target model's all-to-alls (folded by
+the trainer, :mod:`denoisrec.trainer.shared_lookup`), or cost one input and one output all-to-all (and the
+backward one) together when the heads look them up themselves.
 
 Inference uses ``f`` alone (the trainer's evaluation never calls the denoiser).
 
@@ -113,7 +115,7 @@ class DeCA(Denoiser):
     GRID = {"alpha": [0.0, 0.5, 1.0]}  # the paper's C1, C2 grid {1, 10, 100, 1000}: with objective=paper
     OBJECTIVES = ("marginal", "paper")
     COLLAPSE_GRACE_STEPS = 50  # objective="paper": f may start low; a collapse is judged after this
-    NEEDS = DenoiserNeeds(injected=("tables", "device"))
+    NEEDS = DenoiserNeeds(injected=("tables", "device"), shared_tables=("mf",))
     HEADS: ClassVar[Tuple[str, ...]] = ("g", "h", "hp")
     reports_posterior = True
 
@@ -373,7 +375,7 @@ class DeCAPrior(DeCA):
 
     name = "deca_p"
     # static_graph=False: phase 1 trains f' only, phase 2 f (and h, h') only
-    NEEDS = DenoiserNeeds(injected=("tables", "device", "prior"), static_graph=False)
+    NEEDS = DenoiserNeeds(injected=("tables", "device", "prior"), static_graph=False, shared_tables=("mf",))
     HEADS = ("h", "hp")
 
     def __init__(

@@ -8,7 +8,9 @@ DDP's graph is untouched.
 
 All heads share ONE ``EmbeddingBagCollection`` (tables ``<prefix><head>_<feature>``, each reading the same
 user / item feature), so the heads cost one input and one output all-to-all together instead of one pair
-each.
+each. In training the trainer folds that collection into the target model's
+(:class:`~denoisrec.denoisers.shared_tables.SharedTables`, :mod:`denoisrec.trainer.shared_lookup`): then the
+heads cost no all-to-all of their own, and read the model's pooled output of the step.
 
 Shapes: KJT with (at least) the two features, ``stride() == B`` → ``{head: logits [B]}``.
 
@@ -26,12 +28,13 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence
 
 import torch
-from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from denoisrec.denoisers.shared_tables import SharedTables
 
-class MFHeads(nn.Module):
+
+class MFHeads(SharedTables):
     """Matrix factorisations (one per head) on user and item tables of one embedding collection.
 
     Args:
@@ -54,39 +57,32 @@ class MFHeads(nn.Module):
         prefix: str,
         device: Optional[torch.device] = None,
     ) -> None:
-        super().__init__()
         if dim < 2:
             raise ValueError(f"MF dim={dim}: needs at least one latent factor plus the bias column")
-        self.heads = list(heads)
-        self.user_feature, self.item_feature, self.dim = user_feature, item_feature, int(dim)
-        self.table: Dict[str, Dict[str, str]] = {
-            h: {f: f"{prefix}{h}_{f}" for f in (user_feature, item_feature)} for h in self.heads
+        heads = list(heads)
+        table: Dict[str, Dict[str, str]] = {
+            h: {f: f"{prefix}{h}_{f}" for f in (user_feature, item_feature)} for h in heads
         }
         tables = [
             EmbeddingBagConfig(
-                name=self.table[h][f],
-                embedding_dim=self.dim,
+                name=table[h][f],
+                embedding_dim=int(dim),
                 num_embeddings=int(n),
                 feature_names=[f],
                 pooling=PoolingType.SUM,
             )
-            for h in self.heads
+            for h in heads
             for f, n in ((user_feature, num_users), (item_feature, num_items))
         ]
-        self.ebc = EmbeddingBagCollection(tables=tables, device=device)
-        shared = len(self.heads) > 1  # a feature read by several tables is keyed "<feature>@<table>"
-        self._key = {h: {f: (f"{f}@{t}" if shared else f) for f, t in self.table[h].items()} for h in self.heads}
+        super().__init__(EmbeddingBagCollection(tables=tables, device=device), "MF")
+        self.heads, self.table = heads, table
+        self.user_feature, self.item_feature, self.dim = user_feature, item_feature, int(dim)
 
     def forward(self, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
         """``{head: [B] logit}``: each head's user-item embedding product plus its biases."""
-        if features.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
-            # An unsharded EBC cannot pool an empty batch (a sharded one must run: its all-to-alls are
-            # collective). The stride is a host int, so this is no device sync.
-            z = torch.zeros(0, device=features.values().device)
-            return {h: z for h in self.heads}
-        kt = self.ebc(features).to_dict()
+        pooled = self.lookup(features)
         out = {}
         for h in self.heads:
-            u, i = kt[self._key[h][self.user_feature]], kt[self._key[h][self.item_feature]]
+            u, i = pooled[self.table[h][self.user_feature]], pooled[self.table[h][self.item_feature]]
             out[h] = (u[:, :-1] * i[:, :-1]).sum(1) + u[:, -1] + i[:, -1]
         return out

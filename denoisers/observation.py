@@ -90,6 +90,7 @@ from denoisrec.denoisers.adt import share_of_batch
 from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
 from denoisrec.denoisers.batch import DenoiserBatch
 from denoisrec.denoisers.noise_file import NoiseModel
+from denoisrec.denoisers.shared_tables import SharedTables
 from denoisrec.denoisers.span import Span
 
 FORMS = ("mixture", "examination", "product")
@@ -109,7 +110,7 @@ def clean_labels(batch: Optional[DenoiserBatch], labels: torch.Tensor) -> Option
     return torch.where(noisy.reshape(-1) > 0.5, 1 - y, y)
 
 
-class ContextTower(nn.Module):
+class ContextTower(SharedTables):
     """Two noise logits ``(a, b)`` per sample from the context features.
 
     One mean-pooled table per feature (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
@@ -139,12 +140,9 @@ class ContextTower(nn.Module):
         device: Optional[torch.device] = None,
         init_scale: float = 0.01,
     ) -> None:
-        super().__init__()
         if dim < 4 or dim % 4:
             raise ValueError(f"observation option dim={dim}: must be a positive multiple of 4")
-        self.features = list(features)
-        self.pooled: Optional[Any] = None  # folded: the shared lookup's output for this step (see receive)
-        self.ebc: Optional[EmbeddingBagCollection] = EmbeddingBagCollection(
+        ebc = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
                     name=f"{TABLE_PREFIX}{f}",
@@ -159,6 +157,8 @@ class ContextTower(nn.Module):
             ],
             device=device,
         )
+        super().__init__(ebc, "context")  # folded into the model's collection by the trainer (SharedTables)
+        self.features = list(features)
         self.mlp: Optional[nn.Module] = None
         self.register_buffer("bias", torch.tensor(bias_init, dtype=torch.float32))
         if hidden:
@@ -172,36 +172,10 @@ class ContextTower(nn.Module):
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*layers, out)
 
-    def release_tables(self) -> EmbeddingBagCollection:
-        """Hand the tables over to a shared lookup and return them.
-
-        The trainer folds them into the model's collection, so one sharded module and one input distribution
-        serve both; from then on :meth:`forward` reads the pooled context embeddings the owner passes to
-        :meth:`receive` instead of looking them up itself.
-        """
-        if self.ebc is None:
-            raise RuntimeError("ContextTower.release_tables: the tables were already handed over")
-        ebc, self.ebc = self.ebc, None
-        return ebc
-
-    def receive(self, pooled: Any) -> None:
-        """Take this step's shared lookup output (a ``KeyedTensor`` holding at least this tower's features)."""
-        self.pooled = pooled
-
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
-        if self.ebc is None:  # folded: the model's lookup pooled the context features in this step's forward
-            if self.pooled is None:
-                raise RuntimeError(
-                    "ContextTower: its tables live in the model's EmbeddingBagCollection, but no pooled "
-                    "context embeddings were received this step (call the model before the denoiser)"
-                )
-            kt, self.pooled = self.pooled.to_dict(), None
-        elif kjt.stride() == 0 and isinstance(self.ebc, EmbeddingBagCollection):
-            z = torch.zeros(0, device=kjt.values().device)  # an unsharded EBC cannot pool an empty batch
-            return z, z
-        else:
-            kt = self.ebc(kjt).to_dict()
+        pooled = self.lookup(kjt)  # {obs_<feature>: [B, dim]}, its own lookup or the model's (folded)
+        kt = {f: pooled[f"{TABLE_PREFIX}{f}"] for f in self.features}
         if self.mlp is None:
             ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)  # [B, 2]: additive effects
         else:
@@ -267,7 +241,9 @@ class ObservationModel(Denoiser):
 
     name = "observation"
     GRID = {"form": ["mixture", "examination"], "tower_warmup": [0, "25%"], "rates_lr_scale": [1.0, 50.0]}
-    NEEDS = DenoiserNeeds(injected=("context_tables", "device"), context_tower=True, run_length=True)
+    NEEDS = DenoiserNeeds(
+        injected=("context_tables", "device"), context_tower=True, run_length=True, shared_tables=("tower",)
+    )
     positives_only = False
     reports_posterior = True
 

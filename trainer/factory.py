@@ -7,7 +7,9 @@ drivers all get their sharded model here, so they all time and test the model tr
    the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising`) in one
    :class:`~denoisrec.trainer.module.TrainModule`.
 2. :func:`shard_module`: the sparse optimizer fused into backward, the planner's plan (the denoiser's table
-   constraints included), ``DistributedModelParallel`` and the combined optimizer
+   constraints included; tables folded into the model's collection planned again, if need be, to the
+   sharding types of the model's own, :func:`~denoisrec.trainer.shared_lookup.aligned_constraints`),
+   ``DistributedModelParallel`` and the combined optimizer
    (:func:`~denoisrec.trainer.sharding.train_optimizer`).
 
 Example (one process)::
@@ -33,6 +35,7 @@ from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, st
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.sharding import TrainOptimizer, fuse_sparse_optimizer, make_plan, train_optimizer, wrap
+from denoisrec.trainer.shared_lookup import aligned_constraints
 
 
 def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
@@ -83,6 +86,9 @@ def shard_module(
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     constraints = table_constraints or plan_constraints(module, cfg)
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)
+    if not table_constraints and cfg.sharding.sharding_type is None:  # folded tables: no all-to-all of their own
+        aligned = aligned_constraints(plan, module, constraints)
+        plan = plan if aligned is None else make_plan(module, env, None, batch_size, aligned)
     model = wrap(module, plan, env, static_graph=static_graph(module))
     return BuiltModel(module, plan, model, train_optimizer(model, cfg.optim))
 

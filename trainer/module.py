@@ -2,7 +2,8 @@
 
 TorchRec's ``DLRMTrain`` idiom: ``forward(batch)`` returns ``(loss, outputs)`` so that
 ``TrainPipelineSparseDist`` can overlap input distribution with compute. Putting the denoiser inside the
-module also puts its auxiliary embedding tables (DeCA) under the planner's control.
+module also puts its auxiliary embedding tables (DeCA) under the planner's control; they are folded into the
+model's own collection (:mod:`~denoisrec.trainer.shared_lookup`), so one sharded lookup serves both.
 
 Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` scalar and
 ``(value, logits [B], LossOutput | None)``.
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoisrec.denoisers import Denoiser, LossOutput
-from denoisrec.trainer.shared_lookup import fold_context_tables
+from denoisrec.trainer.shared_lookup import fold_denoiser_tables
 
 
 class TrainModule(nn.Module):
@@ -32,10 +33,10 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model = model
         self.denoiser = denoiser
-        # The context tower's tables live in the model's collection: one sharded lookup (trainer/shared_lookup.py).
-        tower = getattr(denoiser, "tower", None) if denoiser.needs.context_tower else None
-        self.shared_lookup = None if tower is None else fold_context_tables(model, tower)
-        if self.shared_lookup is not None:  # every call of the model (also outside this forward) feeds the tower
+        # The denoiser's own tables (DeCA's MFs, the observation model's tower; needs.shared_tables) live in the
+        # model's collection: one sharded lookup (trainer/shared_lookup.py).
+        self.shared_lookup = fold_denoiser_tables(model, denoiser)
+        if self.shared_lookup is not None:  # every call of the model (also outside this forward) feeds them
             model.register_forward_pre_hook(self.shared_lookup.pre_hook)
 
     def forward(self, batch: Any) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, Optional[LossOutput]]]:

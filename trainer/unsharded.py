@@ -4,7 +4,8 @@ back into the shards.
 :func:`unsharded_state_dict` is what ``Checkpointer.export_model`` writes as the model file
 (``<out>/model.pt``, :mod:`denoisrec.models.model_file`): every rank takes part (the embedding tables are
 gathered shard by shard to rank 0). Only the model is exported (the ``model.`` part of ``TrainModule``, less
-the context tower's tables folded into its collection, :mod:`~denoisrec.trainer.shared_lookup`); the
+the denoiser's tables folded into its collection: DeCA's MF heads, the observation model's context tower,
+:mod:`~denoisrec.trainer.shared_lookup`); the
 denoiser is a training-time object. Rank 0 holds one full table at a time, so every single table must fit
 in its memory; for tables beyond that, use the DCP checkpoint directly.
 
@@ -40,7 +41,7 @@ def unsharded_state_dict(model: nn.Module, env: DistEnv, prefix: str = PREFIX) -
     Returns ``None`` on the other ranks. Keys lose ``prefix``.
     """
     state = model.state_dict()
-    # The observation model's context tables folded into the model's collection are not part of f.
+    # The denoiser's tables folded into the model's collection (DeCA's MFs, the context tower) are not part of f.
     lookup = getattr(unwrap(model), "shared_lookup", None)
     keys = sorted(k for k in state if k.startswith(prefix) and (lookup is None or lookup.exported(k)))
     if dist.is_initialized() and env.world_size > 1:  # every rank must walk the same keys in the same order

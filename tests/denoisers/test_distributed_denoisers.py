@@ -1,6 +1,8 @@
 """World-size independence with real gloo processes: the same global batch split over 1, 2 or 3 ranks,
 evenly, unevenly, with an empty rank and with a rank holding no positives, gives the same decisions,
-weights, targets, loss value and (global-mean) gradients as one process.
+weights, targets, loss value and (global-mean) gradients as one process; with the denoiser's own tables
+folded into a model's collection (DeCA's MF heads, the observation model's tower), on 1 and 3 ranks, the same
+as one process with the tables unfolded.
 """
 
 import pytest
@@ -47,8 +49,28 @@ def test_decisions_do_not_depend_on_world_size_or_split(split: str, no_pos: int)
     steps = 5
     sizes = [int(s) for s in split.split(",")]
     results = launch(launched, len(sizes), sizes, CASES, steps, 0, no_pos)[0]
-    assert len(results) == len(CASES)
-    for (name, params), got in zip(CASES, results):
+    check_against_one_process(CASES, results, sizes, steps, no_pos)
+
+
+# The denoisers with tables of their own (needs.shared_tables).
+FOLDED = [c for c in CASES if c[0].startswith(("deca", "observation"))]
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("split,no_pos", [("37", 0), ("12,12,13", 12)], ids=["37", "12,12,13"])
+def test_folded_tables_give_the_unfolded_one_process_results(split: str, no_pos: int) -> None:
+    # (No empty rank here: the stand-in model's collection is unsharded, and an unsharded EBC cannot pool an
+    # empty batch; the sharded fold runs on 3 ranks, one of them uneven, in tests/trainer/test_deca_folded.py.)
+    steps = 5
+    sizes = [int(s) for s in split.split(",")]
+    results = launch(launched, len(sizes), sizes, FOLDED, steps, 0, no_pos, True)[0]
+    check_against_one_process(FOLDED, results, sizes, steps, no_pos)
+
+
+def check_against_one_process(cases: list, results: list, sizes: list, steps: int, no_pos: int) -> None:
+    split = ",".join(map(str, sizes))
+    assert len(results) == len(cases)
+    for (name, params), got in zip(cases, results):
         ref = reference(name, params, sum(sizes), steps, no_pos)
         assert len(got) == len(ref) == steps
         for step, (r, g) in enumerate(zip(ref, got)):

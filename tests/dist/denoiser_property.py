@@ -6,7 +6,9 @@ per-step stats and the ground-truth report.
 
 DeCA's models read user / item ids from the batch's KJT; its MF tables (and DeCA(p)'s prior) are plain
 replicated modules here, built from a fixed seed on every rank, so the decisions must still be those of one
-process on the whole batch.
+process on the whole batch. With ``fold=True`` the denoiser's own tables (``needs.shared_tables``: DeCA's MF
+heads, the observation model's tower) are folded into a small model's collection, which reads the same
+``user_id`` / ``item_id`` (trainer/shared_lookup.py), and reach the denoiser through that model's forward.
 """
 
 from types import SimpleNamespace
@@ -19,6 +21,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import DENOISERS, build_denoiser
 from denoisrec.denoisers.mf import MFHeads
+from denoisrec.models import embedding_bag_collection
+from denoisrec.models.embeddings import ordered_values
+from denoisrec.trainer.shared_lookup import fold_denoiser_tables
 
 N_USERS, N_ITEMS = 13, 11
 
@@ -67,6 +72,19 @@ class MFPrior(nn.Module):
         return self.mf(kjt)["p"].unsqueeze(1) + self.w(dense)
 
 
+class Target(nn.Module):
+    """A stand-in target model with its own ``t_user_id`` / ``t_item_id`` collection (the fold's destination);
+    its logits are not used (the check holds the logits fixed).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ebc = embedding_bag_collection([("user_id", N_USERS), ("item_id", N_ITEMS)], 4, torch.device("cpu"))
+
+    def forward(self, dense: torch.Tensor, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        return ordered_values(self.ebc(kjt), ["user_id", "item_id"]).sum(1, keepdim=True)
+
+
 def make(name: str, params: dict):  # type: ignore[no-untyped-def]
     torch.manual_seed(1234)  # identical auxiliary models on every rank
     context = {
@@ -78,12 +96,20 @@ def make(name: str, params: dict):  # type: ignore[no-untyped-def]
     return build_denoiser(name, context={k: context[k] for k in DENOISERS[name].NEEDS.injected}, **params)
 
 
-def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, no_pos: int) -> dict:
+def run(
+    name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, no_pos: int, fold: bool = False
+) -> dict:
     n = sum(sizes)
     b = global_batch(n, seed, no_pos)
     lo = sum(sizes[:rank])
     hi = lo + sizes[rank]
     d = make(name, params)
+    target = None
+    if fold:
+        target = Target()
+        lookup = fold_denoiser_tables(target, d)
+        assert lookup is not None and lookup.tables, name  # only denoisers with tables of their own
+        target.register_forward_pre_hook(lookup.pre_hook)
     d.bind_run(steps, steps)  # schedules given as a share of the run (the observation model's warm-up)
     d.train()
     records = []
@@ -92,7 +118,10 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     # denoiser's loss with respect to fixed logits (z.grad), which a model's training step cannot expose.
     for _step in range(steps):
         z = b["logits"][lo:hi].clone().requires_grad_(True)
-        out = d(z, b["labels"][lo:hi], ids[lo:hi], batch_slice(b, lo, hi))
+        part = batch_slice(b, lo, hi)
+        if target is not None:  # the model's lookup hands the denoiser its tables' pooled output
+            target(part.dense_features, part.sparse_features)
+        out = d(z, b["labels"][lo:hi], ids[lo:hi], part)
         out.loss.backward()
         # Data-parallel training averages gradients over ranks: z.grad / W is this sample's contribution.
         world = dist.get_world_size() if dist.is_initialized() else 1
@@ -119,7 +148,7 @@ def run(name: str, params: dict, sizes: list, rank: int, steps: int, seed: int, 
     return {"records": records}
 
 
-def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int) -> Optional[list]:
+def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int, fold: bool = False) -> Optional[list]:
     """One rank's part (``conftest.launch``): apply every case to this rank's slice; rank 0 returns, per case
     and step, the loss value, stats, report and every rank's rows, gathered (the other ranks return None).
     """
@@ -128,7 +157,7 @@ def launched(sizes: list, cases: list, steps: int, seed: int, no_pos: int) -> Op
     assert len(sizes) == world, (sizes, world)
     results = []
     for name, params in cases:
-        res = run(name, params, sizes, rank, steps, seed, no_pos)
+        res = run(name, params, sizes, rank, steps, seed, no_pos, fold)
         out = []
         for rec in res["records"]:
             gathered: List[Any] = [None] * world

@@ -42,14 +42,14 @@ METHODS = [
     ("observation", {}, None),
     ("observation_tce", {"eps_max": 0.2}, None),
 ]
-# DeCA's models by state-dict prefix of the TrainModule.
-TABLES = "denoiser.mf.ebc.embedding_bags."
+# DeCA's models by the TrainModule's state-dict keys: the MF tables live in the model's collection (folded,
+# trainer/shared_lookup.py), so f is the model's keys less those.
 GROUPS = {
-    "f": "model.",
-    "g": TABLES + "deca_g_",
-    "h": TABLES + "deca_h_",
-    "h'": TABLES + "deca_hp_",
-    "f'": "denoiser.prior.",
+    "f": lambda k: k.startswith("model.") and ".embedding_bags.deca_" not in k,
+    "g": lambda k: ".embedding_bags.deca_g_" in k,
+    "h": lambda k: ".embedding_bags.deca_h_" in k,
+    "h'": lambda k: ".embedding_bags.deca_hp_" in k,
+    "f'": lambda k: k.startswith("denoiser.prior."),
 }
 
 
@@ -82,7 +82,7 @@ def local_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
 
 def changed_groups(before: Dict[str, torch.Tensor], after: Dict[str, torch.Tensor]) -> List[str]:
     """Model groups with at least one changed tensor, on any rank."""
-    mine = {g for k in before for g, p in GROUPS.items() if k.startswith(p) and not torch.equal(before[k], after[k])}
+    mine = {g for k in before for g, match in GROUPS.items() if match(k) and not torch.equal(before[k], after[k])}
     every: List = [None] * dist.get_world_size()
     dist.all_gather_object(every, sorted(mine))
     return sorted(set().union(*map(set, every)))
