@@ -100,16 +100,19 @@ class DenseFields(nn.Module):
 class FirstOrder(nn.Module):
     """The linear part of FM, DeepFM and Wide&Deep: ``b + Σ_f w_f[id] + Σ_j u_j·x_j``.
 
-    ``w_f`` lives in its own ``EmbeddingBagCollection`` (tables ``w_<feature>``, sharded like every table);
-    a multi-hot bag sums its ids' weights. Each row has 4 entries (FBGEMM's minimum width), all starting at
-    zero, and ``w[id]`` is their mean. ``u`` is a dense ``Linear(n_dense, 1)`` starting at zero (absent without
-    dense features).
+    Each id's weight is a row of 4 entries (FBGEMM's minimum width), all starting at zero, and ``w_f[id]`` is
+    their mean; a multi-hot bag sums its ids' weights. The rows live either in the model's own tables (the
+    ``"fused"`` layout, :mod:`denoisrec.models.first_order`: the model passes the pooled rows to
+    :meth:`combine`) or, with ``fused=False``, in their own ``EmbeddingBagCollection`` here (tables
+    ``w_<feature>``, sharded like every table, looked up by :meth:`forward`). ``u`` is a dense
+    ``Linear(n_dense, 1)`` starting at zero (absent without dense features).
 
     Args:
         ebc: the model's sparse arch (the features and table sizes to mirror).
         num_dense: number of dense features (may be 0).
+        fused: the rows live in the model's tables (no collection of their own).
 
-    Shapes: ``dense [B, n_dense]``, KJT with stride ``B`` → ``[B, 1]``.
+    Shapes: ``dense [B, n_dense]``, KJT with stride ``B`` (or pooled rows ``[B, F, 4]``) → ``[B, 1]``.
 
     Example::
 
@@ -117,22 +120,29 @@ class FirstOrder(nn.Module):
         first = FirstOrder(ebc, num_dense=2)
         kjt = KeyedJaggedTensor.from_lengths_sync(["user_id"], torch.tensor([1, 2]), torch.tensor([1, 1]))
         first(torch.randn(2, 2), kjt).shape  # torch.Size([2, 1])
+        first.combine(torch.randn(2, 2), torch.zeros(2, 1, 4)).shape  # torch.Size([2, 1]): rows from elsewhere
     """
 
-    def __init__(self, ebc: EmbeddingBagCollection, num_dense: int) -> None:
+    def __init__(self, ebc: EmbeddingBagCollection, num_dense: int, fused: bool = False) -> None:
         super().__init__()
-        self.linear_ebc = linear_bag_collection(ebc)
-        self.num_fields = len(self.linear_ebc.embedding_bag_configs())
+        self.linear_ebc: Optional[EmbeddingBagCollection] = None if fused else linear_bag_collection(ebc)
+        self.num_fields = len(ebc.embedding_bag_configs())
         self.bias = nn.Parameter(torch.zeros(1))
         self.dense_linear: Optional[nn.Linear] = None
         if num_dense > 0:
             self.dense_linear = nn.Linear(num_dense, 1, bias=False)
             nn.init.zeros_(self.dense_linear.weight)  # a linear model starts at zero, like the sparse weights
 
-    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
-        """``[B, 1]``: bias plus the sparse features' weights plus the dense linear term."""
-        w = self.linear_ebc(sparse).values()  # [B, 4F], any feature order: the weights are summed
-        out = w.reshape(w.shape[0], self.num_fields, -1).mean(dim=2).sum(dim=1, keepdim=True) + self.bias
+    def combine(self, dense: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]``: ``b + Σ_f mean(rows[:, f]) + u·x`` from the pooled first-order rows ``[B, F, 4]``."""
+        out = rows.mean(dim=2).sum(dim=1, keepdim=True) + self.bias
         if self.dense_linear is not None:
             out = out + self.dense_linear(dense)
         return out
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``[B, 1]``: bias plus the sparse features' weights (own tables) plus the dense linear term."""
+        if self.linear_ebc is None:
+            raise RuntimeError("FirstOrder(fused=True) has no tables of its own: call combine() with the pooled rows")
+        w = self.linear_ebc(sparse).values()  # [B, 4F], any feature order: the weights are summed
+        return self.combine(dense, w.reshape(w.shape[0], self.num_fields, -1))

@@ -88,14 +88,19 @@ def test_first_order_is_bias_plus_mean_row_weights_plus_dense_linear() -> None:
     assert torch.allclose(first(dense, kjt()), hand)
 
 
-def test_fm_is_first_order_plus_pairwise_over_sparse_and_dense_fields() -> None:
-    model = build("fm", 2)
+@pytest.mark.parametrize("layout", ["fused", "table"])
+def test_fm_is_first_order_plus_pairwise_over_sparse_and_dense_fields(layout: str) -> None:
+    model = build("fm", 2, first_order=layout)
     assert isinstance(model, FM)
     dense = torch.randn(3, 2)
-    pooled = model.sparse_arch(kjt()).values().view(3, 3, 8)  # unsharded: table order
-    fields = torch.cat([pooled, dense.unsqueeze(-1) * model.dense_fields.vectors], dim=1)
+    pooled = model.sparse_arch(kjt()).values().view(3, 3, -1)  # unsharded: table order; fused: 8 + 4 columns
+    fields = torch.cat([pooled[..., :8], dense.unsqueeze(-1) * model.dense_fields.vectors], dim=1)
     pairwise = sum((fields[:, i] * fields[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5))
-    expected = model.first_order(dense, kjt()).squeeze(1) + pairwise
+    if layout == "fused":
+        first = model.first_order.combine(dense, pooled[..., 8:])
+    else:
+        first = model.first_order(dense, kjt())
+    expected = first.squeeze(1) + pairwise
     assert torch.allclose(model(dense, kjt()).squeeze(1), expected, atol=1e-6)
 
 
@@ -112,7 +117,7 @@ def test_deepfm_adds_a_dnn_over_the_flattened_fields_to_the_fm() -> None:
 
 
 def test_widedeep_is_linear_plus_dnn_over_dense_and_embeddings() -> None:
-    model = build("widedeep", 4, mlp=[8])
+    model = build("widedeep", 4, mlp=[8], first_order="table")
     assert isinstance(model, WideDeep)
     dense = torch.randn(3, 4)
     x = torch.cat([dense, model.sparse_arch(kjt()).values()], dim=1)
