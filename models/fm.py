@@ -62,8 +62,8 @@ class FM(nn.Module):
         """``(fields [B, F (+ n_dense), D], first-order term [B, 1])``: the sparse fields, then the dense ones."""
         pooled = stacked_fields(self.sparse_arch(sparse_features), self.features)  # [B, F, D (+ 4)]
         if self.fused:
-            fields, rows = split_fields(pooled, self.dim)
-            first = self.first_order.combine(dense_features, rows)
+            fields, weights = split_fields(pooled, self.dim)
+            first = self.first_order.combine(dense_features, weights)
         else:
             fields, first = pooled, self.first_order(dense_features, sparse_features)
         if self.dense_fields is not None:

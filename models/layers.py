@@ -1,6 +1,7 @@
 """Building blocks the models share, beyond what TorchRec offers.
 
-- :func:`mlp`: TorchRec's ``MLP`` with dropout after each hidden activation.
+- :func:`mlp`: TorchRec's ``MLP`` with dropout after each hidden activation (16-bit masks,
+  :class:`~denoisrec.models.dropout.Dropout16`).
 - :class:`FMInteraction`: the factorization machine's pairwise term (Rendle, 2010).
 - :class:`DenseFields`: dense features as FM fields (``x_j · v_j``).
 - :class:`FirstOrder`: bias + first-order weights of sparse ids and dense values (the "wide"/linear part).
@@ -21,6 +22,7 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 from torchrec.modules.mlp import MLP
 
+from denoisrec.models.dropout import Dropout16
 from denoisrec.models.embeddings import linear_bag_collection
 
 
@@ -40,7 +42,7 @@ def check_dropout(dropout: float) -> float:
 
 
 def mlp(in_size: int, layer_sizes: Sequence[int], dropout: float = 0.0, activation_on_last: bool = True) -> MLP:
-    """TorchRec's ``MLP`` (Linear + ReLU per layer) with ``Dropout(dropout)`` after every ReLU.
+    """TorchRec's ``MLP`` (Linear + ReLU per layer) with ``Dropout16(dropout)`` after every ReLU.
 
     Args:
         in_size: input width.
@@ -49,7 +51,7 @@ def mlp(in_size: int, layer_sizes: Sequence[int], dropout: float = 0.0, activati
         activation_on_last: apply ReLU (and dropout) after the last layer too; ``False`` for a logit layer.
     """
     p = check_dropout(dropout)
-    activation = (lambda: nn.Sequential(nn.ReLU(), nn.Dropout(p))) if p > 0 else (lambda: nn.ReLU())
+    activation = (lambda: nn.Sequential(nn.ReLU(), Dropout16(p))) if p > 0 else (lambda: nn.ReLU())
     return MLP(in_size, list(layer_sizes), activation=activation, activation_on_last=activation_on_last)
 
 
@@ -102,7 +104,7 @@ class FirstOrder(nn.Module):
 
     Each id's weight is a row of 4 entries (FBGEMM's minimum width), all starting at zero, and ``w_f[id]`` is
     their mean; a multi-hot bag sums its ids' weights. The rows live either in the model's own tables (the
-    ``"fused"`` layout, :mod:`denoisrec.models.first_order`: the model passes the pooled rows to
+    ``"fused"`` layout, :mod:`denoisrec.models.first_order`: the model passes their pooled sum to
     :meth:`combine`) or, with ``fused=False``, in their own ``EmbeddingBagCollection`` here (tables
     ``w_<feature>``, sharded like every table, looked up by :meth:`forward`). ``u`` is a dense
     ``Linear(n_dense, 1)`` starting at zero (absent without dense features).
@@ -112,7 +114,7 @@ class FirstOrder(nn.Module):
         num_dense: number of dense features (may be 0).
         fused: the rows live in the model's tables (no collection of their own).
 
-    Shapes: ``dense [B, n_dense]``, KJT with stride ``B`` (or pooled rows ``[B, F, 4]``) → ``[B, 1]``.
+    Shapes: ``dense [B, n_dense]``, KJT with stride ``B`` (or the pooled ``Σ_f w_f`` ``[B, 1]``) → ``[B, 1]``.
 
     Example::
 
@@ -120,7 +122,7 @@ class FirstOrder(nn.Module):
         first = FirstOrder(ebc, num_dense=2)
         kjt = KeyedJaggedTensor.from_lengths_sync(["user_id"], torch.tensor([1, 2]), torch.tensor([1, 1]))
         first(torch.randn(2, 2), kjt).shape  # torch.Size([2, 1])
-        first.combine(torch.randn(2, 2), torch.zeros(2, 1, 4)).shape  # torch.Size([2, 1]): rows from elsewhere
+        first.combine(torch.randn(2, 2), torch.zeros(2, 1)).shape  # torch.Size([2, 1]): weights looked up elsewhere
     """
 
     def __init__(self, ebc: EmbeddingBagCollection, num_dense: int, fused: bool = False) -> None:
@@ -133,9 +135,9 @@ class FirstOrder(nn.Module):
             self.dense_linear = nn.Linear(num_dense, 1, bias=False)
             nn.init.zeros_(self.dense_linear.weight)  # a linear model starts at zero, like the sparse weights
 
-    def combine(self, dense: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``[B, 1]``: ``b + Σ_f mean(rows[:, f]) + u·x`` from the pooled first-order rows ``[B, F, 4]``."""
-        out = rows.mean(dim=2).sum(dim=1, keepdim=True) + self.bias
+    def combine(self, dense: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]``: ``b + weights + u·x``; ``weights [B, 1]`` is the pooled ``Σ_f w_f`` (means of rows)."""
+        out = weights + self.bias
         if self.dense_linear is not None:
             out = out + self.dense_linear(dense)
         return out
@@ -143,6 +145,8 @@ class FirstOrder(nn.Module):
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, 1]``: bias plus the sparse features' weights (own tables) plus the dense linear term."""
         if self.linear_ebc is None:
-            raise RuntimeError("FirstOrder(fused=True) has no tables of its own: call combine() with the pooled rows")
+            raise RuntimeError(
+                "FirstOrder(fused=True) has no tables of its own: call combine() with the pooled weights"
+            )
         w = self.linear_ebc(sparse).values()  # [B, 4F], any feature order: the weights are summed
-        return self.combine(dense, w.reshape(w.shape[0], self.num_fields, -1))
+        return self.combine(dense, w.reshape(w.shape[0], self.num_fields, -1).mean(dim=2).sum(dim=1, keepdim=True))

@@ -179,9 +179,9 @@ def _plain_mlp(m: nn.Module) -> nn.Sequential:
         act = p._activation_fn
         parts = list(act) if isinstance(act, nn.Sequential) else [act]
         kinds = {type(a).__name__ if isinstance(a, nn.Module) else getattr(a, "__name__", str(a)) for a in parts}
-        if kinds <= {"Identity", "Dropout"}:
+        if kinds <= {"Identity", "Dropout", "Dropout16"}:
             continue
-        if kinds - {"ReLU", "relu", "Dropout"}:
+        if kinds - {"ReLU", "relu", "Dropout", "Dropout16"}:
             raise TypeError(f"serving export: unsupported MLP activation {sorted(kinds)}")
         layers.append(nn.ReLU())
     return nn.Sequential(*layers)

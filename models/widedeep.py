@@ -70,4 +70,4 @@ class WideDeep(nn.Module):
         by_name = pooled.to_dict()  # each [B, D_f + 4]: the embedding, then the first-order row
         x = torch.cat([dense_features] + [by_name[f][:, :d] for f, d in zip(self.features, self.dims)], dim=1)
         rows = torch.stack([by_name[f][:, d:] for f, d in zip(self.features, self.dims)], dim=1)  # [B, F, 4]
-        return self.wide.combine(dense_features, rows) + self.deep(x)
+        return self.wide.combine(dense_features, rows.mean(dim=2).sum(dim=1, keepdim=True)) + self.deep(x)

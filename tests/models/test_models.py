@@ -7,6 +7,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from denoisrec.models import FM, MODELS, DCNv2, DeepFM, ModelSpec, WideDeep, load_model_file, save_model_file
+from denoisrec.models.dropout import Dropout16
 from denoisrec.models.embeddings import embedding_bag_collection
 from denoisrec.models.layers import FirstOrder, FMInteraction
 
@@ -97,7 +98,7 @@ def test_fm_is_first_order_plus_pairwise_over_sparse_and_dense_fields(layout: st
     fields = torch.cat([pooled[..., :8], dense.unsqueeze(-1) * model.dense_fields.vectors], dim=1)
     pairwise = sum((fields[:, i] * fields[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5))
     if layout == "fused":
-        first = model.first_order.combine(dense, pooled[..., 8:])
+        first = model.first_order.combine(dense, pooled[..., 8:].mean(2).sum(1, keepdim=True))
     else:
         first = model.first_order(dense, kjt())
     expected = first.squeeze(1) + pairwise
@@ -112,7 +113,7 @@ def test_deepfm_adds_a_dnn_over_the_flattened_fields_to_the_fm() -> None:
     assert fields.shape == (3, 5, 8)
     expected = model.fm(dense, kjt()) + model.deep.dense_module(fields.flatten(1))
     assert torch.allclose(model(dense, kjt()), expected, atol=1e-6)
-    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    dropouts = [m for m in model.modules() if isinstance(m, Dropout16)]
     assert len(dropouts) == 2 and all(d.p == 0.2 for d in dropouts)
 
 
