@@ -11,9 +11,9 @@ writes the Chrome trace to ``--out``.
 ``--first-order`` picks DeepFM's first-order layout (``fused``: in the embedding tables, the default;
 ``table``: their own tables, as before; :mod:`denoisrec.models.first_order`). ``--ab ROUNDS`` profiles nothing:
 it builds :data:`VARIANTS` from the same seed (this code; the table layout; main before the change: table
-layout and ``nn.Dropout``) and times ``--steps`` steps of each in rounds (order reversed every other round) on
-the same in-memory batches, and prints per-step wall and process CPU time (median over rounds) and the
-per-round ratios to main's: a side-by-side measure that survives other load on the machine.
+layout, ``nn.Dropout``, autograd's FM gradient) and times ``--steps`` steps of each in rounds (order reversed
+every other round) on the same in-memory batches, and prints per-step wall and process CPU time (median over
+rounds) and the per-round ratios to main's: a side-by-side measure that survives other load on the machine.
 
 Example::
 
@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+import torch
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,10 +46,10 @@ def main() -> int:
     p.add_argument("--ab", type=int, default=0, help="rounds of an interleaved fused/table timing (no profile)")
     a = p.parse_args()
 
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from denoisrec.models.dropout import Dropout16
+    from denoisrec.models.layers import FMInteraction
     from denoisrec.trainer.bench.peers import deepfm_overrides, single_valued_view
     from denoisrec.trainer.config import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
@@ -83,11 +85,13 @@ def main() -> int:
         )
         torch.manual_seed(0)
         module = build_module(cfg, schema)
-        if drop == "bernoulli":  # main before this change: nn.Dropout's bernoulli_ masks
+        if drop == "main":  # main before this branch: nn.Dropout's bernoulli_ masks, autograd's FM gradient
             for m in list(module.modules()):
                 for name, child in m.named_children():
                     if isinstance(child, Dropout16):
                         setattr(m, name, torch.nn.Dropout(child.p))
+                    elif isinstance(child, FMInteraction):
+                        setattr(m, name, AutogradFM())
         fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, 0.0)
         model = wrap(module, make_plan(module, env, None, a.batch_size), env)
         opt = train_optimizer(model, cfg.optim)
@@ -128,9 +132,18 @@ def main() -> int:
     return 0
 
 
-# --ab: this branch (first-order weights in the tables, 16-bit dropout masks), the table layout with the new
-# masks, and main before them (table layout, nn.Dropout's bernoulli_ masks).
-VARIANTS = ("fused+dropout16", "table+dropout16", "table+bernoulli")
+# --ab: this branch (first-order weights in the tables, 16-bit dropout masks, FM gradient written out), the
+# table layout with the rest of this branch, and main before it (table layout, nn.Dropout, autograd's FM gradient).
+VARIANTS = ("fused+dropout16", "table+dropout16", "table+main")
+
+
+class AutogradFM(torch.nn.Module):
+    """main's FM interaction: the same formula, its gradient left to autograd (the ``table+main`` variant)."""
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        square_of_sum = fields.sum(dim=1).pow(2)
+        sum_of_square = fields.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
 
 
 def interleaved(make, reader, a) -> int:  # type: ignore[no-untyped-def]
@@ -139,8 +152,6 @@ def interleaved(make, reader, a) -> int:  # type: ignore[no-untyped-def]
     """
     import itertools
     import statistics
-
-    import torch
 
     batches = list(itertools.islice(iter(reader), a.steps))  # the same batches for all, read once
     runs = {v: make(v).run(itertools.cycle(batches)) for v in VARIANTS}

@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -72,9 +72,28 @@ class FMInteraction(nn.Module):
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         """``[B, 1]``: ``½ Σ_k [(Σ_f v_fk)² − Σ_f v_fk²]`` of ``fields`` ``[B, F, D]``."""
-        square_of_sum = fields.sum(dim=1).pow(2)
-        sum_of_square = fields.pow(2).sum(dim=1)
-        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
+        return _PairwiseSum.apply(fields)
+
+
+class _PairwiseSum(torch.autograd.Function):
+    """:class:`FMInteraction` with its gradient written out: ``∂/∂v_fk = (Σ_i v_ik − v_fk) · g``.
+
+    Autograd's version runs ``pow``'s backward twice (a copy and two products over ``[B, F, D]`` each) and an
+    expand: 23 ms against 10 ms forward + backward for ``[8192, 26, 16]`` on one core.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, fields: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        total = fields.sum(dim=1)  # [B, D]: Σ_f v_fk
+        ctx.save_for_backward(fields, total)
+        square_of_sum = total.pow(2).sum(dim=1, keepdim=True)
+        sum_of_square = fields.pow(2).sum(dim=(1, 2)).unsqueeze(1)
+        return 0.5 * (square_of_sum - sum_of_square)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        fields, total = ctx.saved_tensors
+        return (total.unsqueeze(1) - fields) * grad.unsqueeze(2)  # [B, F, D]
 
 
 class DenseFields(nn.Module):

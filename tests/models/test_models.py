@@ -65,6 +65,9 @@ def test_fm_interaction_is_the_sum_of_pairwise_dot_products() -> None:
         for j in range(i + 1, 4):
             hand[:, 0] += (v[:, i] * v[:, j]).sum(dim=1)
     assert torch.allclose(FMInteraction()(v), hand)
+    # Its written-out gradient against numerical differences (a 1-field bag of fields: no pairs, zero gradient)
+    assert torch.autograd.gradcheck(FMInteraction(), (v.clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(FMInteraction(), (torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True),))
 
 
 def test_first_order_is_bias_plus_mean_row_weights_plus_dense_linear() -> None:
