@@ -14,7 +14,8 @@ The math is the same: a sum-pooled bag of ids pools each column independently, s
 (:class:`TailZeroUniform`, honoured by DMP when it materialises a shard), the embedding columns uniform as
 before. Under an element-wise sparse optimizer (``adagrad``, ``adam``, ``sgd``) training is the same too;
 ``rowwise_adagrad`` keeps one accumulator per row, which the fused layout shares between ``v[id]`` and
-``w[id]`` (benchmarks/README.md, "One lookup for DeepFM's first-order weights", measures what that does).
+``w[id]``: the trainer picks ``"table"`` there unless the option is set (:func:`default_layout`;
+benchmarks/README.md, "One lookup for DeepFM's first-order weights", measures both).
 
 Shapes: pooled fused fields ``[B, F, D + 4]`` → ``(fields [B, F, D], Σ_f w_f [B, 1])`` (:func:`split_fields`).
 
@@ -41,6 +42,19 @@ EXTRA = MIN_WIDTH  # first-order columns per fused row (FBGEMM needs widths divi
 LAYOUTS = ("fused", "table")
 # "<path>.embedding_bags.<prefix>t_<feature>.weight" / "...w_<feature>...": prefix "" or "prior_" (a model copy)
 _TABLE_KEY = re.compile(r"^(?:.*\.)?embedding_bags\.(?P<prefix>(?:[^.]*?_)?)(?P<kind>[tw])_(?P<feature>[^.]+)\.weight$")
+
+
+MODELS_WITH_FIRST_ORDER = ("fm", "deepfm", "widedeep")
+
+
+def default_layout(sparse_optimizer: str) -> str:
+    """The layout a run gets when ``model.params.first_order`` is unset.
+
+    ``"fused"`` under an element-wise sparse optimizer (the same training as ``"table"``); ``"table"`` under
+    ``rowwise_adagrad``, whose one accumulator per row a fused row would share between ``v[id]`` and ``w[id]``
+    (a different optimizer, not only a faster one).
+    """
+    return "table" if sparse_optimizer == "rowwise_adagrad" else "fused"
 
 
 def check_layout(first_order: str) -> bool:

@@ -145,3 +145,12 @@ def test_resuming_a_checkpoint_of_the_other_layout_is_a_clear_error() -> None:
 def test_unknown_layout_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"model option first_order='both': expected one of \['fused', 'table'\]"):
         build("fm", 0, "both")
+
+
+def test_the_trainer_fuses_unless_the_sparse_optimizer_is_rowwise() -> None:
+    from denoisrec.trainer.factory import with_first_order_layout
+
+    assert with_first_order_layout("deepfm", {"mlp": [8]}, "adagrad") == {"mlp": [8], "first_order": "fused"}
+    assert with_first_order_layout("fm", {}, "rowwise_adagrad") == {"first_order": "table"}  # one accumulator a row
+    assert with_first_order_layout("widedeep", {"first_order": "fused"}, "rowwise_adagrad")["first_order"] == "fused"
+    assert with_first_order_layout("dlrm", {}, "adagrad") == {}
