@@ -8,8 +8,8 @@ parameter, BCE. Batches come from the Parquet reader (shuffled, the default 262,
 waits show as ``denoisrec.next_batch``. Prints the stage table and the top operators by self CPU time, and
 writes the Chrome trace to ``--out``.
 
-``--first-order`` picks DeepFM's first-order layout (``fused``: in the embedding tables, the default;
-``table``: their own tables, as before; :mod:`denoisrec.models.first_order`). ``--ab ROUNDS`` profiles nothing:
+``--first-order`` picks DeepFM's first-order layout (``table``: their own tables, the default; ``fused``: in
+the embedding tables; :mod:`denoisrec.models.first_order`). ``--ab ROUNDS`` profiles nothing:
 it builds :data:`VARIANTS` from the same seed (this code; the table layout; main before the change: table
 layout, ``nn.Dropout``, autograd's FM gradient) and times ``--steps`` steps of each in rounds (order reversed
 every other round) on the same in-memory batches, and prints per-step wall and process CPU time (median over
@@ -42,7 +42,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--first-order", choices=("fused", "table"), default="fused", help="DeepFM's first-order layout")
+    p.add_argument("--first-order", choices=("table", "fused"), default="table", help="DeepFM's first-order layout")
     p.add_argument("--ab", type=int, default=0, help="rounds of an interleaved fused/table timing (no profile)")
     a = p.parse_args()
 

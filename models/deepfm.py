@@ -3,8 +3,8 @@
 ``logit = FM(x) + DNN([v_1 ; … ; v_n])`` with the FM of :mod:`denoisrec.models.fm` (bias, first-order and
 pairwise terms) and the DNN TorchRec's ``torchrec.modules.deepfm.DeepFM`` (flatten the fields, then an MLP
 ending in one unit). Dense features are FM fields ``x_j · v_j`` for both parts, so data without dense
-features works. By default the first-order weights share the embeddings' lookup (``first_order="fused"``,
-:mod:`denoisrec.models.first_order`).
+features works. ``first_order="fused"`` puts the first-order weights in the embeddings' lookup
+(:mod:`denoisrec.models.first_order`).
 
 Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 0``), KJT with ``F`` keys → logits ``[B, 1]``.
 
@@ -51,7 +51,7 @@ class DeepFM(nn.Module):
         dense_in_features: int,
         mlp: Sequence[int] = (128, 64),
         dropout: float = 0.0,
-        first_order: str = "fused",
+        first_order: str = "table",
     ) -> None:
         super().__init__()
         dim = common_width(ebc, "deepfm")

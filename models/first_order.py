@@ -3,19 +3,22 @@
 The linear term ``Σ_f w_f[id_f]`` (:class:`~denoisrec.models.layers.FirstOrder`) needs one weight per id. Two
 layouts hold it (the model option ``first_order``):
 
-- ``"fused"`` (default): every table ``t_<feature>`` is :data:`EXTRA` columns wider, ``[N, D + 4]``; columns
+- ``"fused"``: every table ``t_<feature>`` is :data:`EXTRA` columns wider, ``[N, D + 4]``; columns
   ``[0, D)`` hold the embedding ``v[id]`` and ``[D, D + 4)`` the id's first-order row, whose mean is
   ``w_f[id]``. One collection, so one input distribution, one pooled output and one fused backward + sparse
   update per step instead of two.
-- ``"table"``: the first-order rows in their own collection (tables ``w_<feature>`` of width 4), as before.
+- ``"table"`` (default): the first-order rows in their own collection (tables ``w_<feature>`` of width 4).
 
 The math is the same: a sum-pooled bag of ids pools each column independently, so the pooled fused row is
 ``[Σ v[id] ; Σ w-row[id]]``, exactly the two old lookups side by side. The first-order columns start at zero
 (:class:`TailZeroUniform`, honoured by DMP when it materialises a shard), the embedding columns uniform as
 before. Under an element-wise sparse optimizer (``adagrad``, ``adam``, ``sgd``) training is the same too;
 ``rowwise_adagrad`` keeps one accumulator per row, which the fused layout shares between ``v[id]`` and
-``w[id]``: the trainer picks ``"table"`` there unless the option is set (:func:`default_layout`;
-benchmarks/README.md, "One lookup for DeepFM's first-order weights", measures both).
+``w[id]`` (a different optimizer there, not only a faster one).
+
+Not the default: on this CPU machine it measured no faster than two lookups in one process (table/fused
+0.97–1.01 in CPU time per Criteo-like step) and 7% slower in wall time on 2 gloo ranks (benchmarks/README.md,
+"One lookup for DeepFM's first-order weights"): the split of the pooled rows costs what the second lookup did.
 
 Shapes: pooled fused fields ``[B, F, D + 4]`` → ``(fields [B, F, D], Σ_f w_f [B, 1])`` (:func:`split_fields`).
 
@@ -42,19 +45,6 @@ EXTRA = MIN_WIDTH  # first-order columns per fused row (FBGEMM needs widths divi
 LAYOUTS = ("fused", "table")
 # "<path>.embedding_bags.<prefix>t_<feature>.weight" / "...w_<feature>...": prefix "" or "prior_" (a model copy)
 _TABLE_KEY = re.compile(r"^(?:.*\.)?embedding_bags\.(?P<prefix>(?:[^.]*?_)?)(?P<kind>[tw])_(?P<feature>[^.]+)\.weight$")
-
-
-MODELS_WITH_FIRST_ORDER = ("fm", "deepfm", "widedeep")
-
-
-def default_layout(sparse_optimizer: str) -> str:
-    """The layout a run gets when ``model.params.first_order`` is unset.
-
-    ``"fused"`` under an element-wise sparse optimizer (the same training as ``"table"``); ``"table"`` under
-    ``rowwise_adagrad``, whose one accumulator per row a fused row would share between ``v[id]`` and ``w[id]``
-    (a different optimizer, not only a faster one).
-    """
-    return "table" if sparse_optimizer == "rowwise_adagrad" else "fused"
 
 
 def check_layout(first_order: str) -> bool:

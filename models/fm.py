@@ -2,9 +2,9 @@
 
 ``logit = b + Σ_f w_f[id_f] + Σ_j u_j x_j + Σ_{i<j} <v_i, v_j>`` where the fields ``v`` are the pooled
 sparse embeddings (one per feature) and the dense features as fields ``x_j · v_j``. The first-order weights
-``w`` live in the embedding tables' last 4 columns (``first_order="fused"``, one lookup for both: see
-:mod:`denoisrec.models.first_order`) or in their own sharded tables (``"table"``,
-:class:`~denoisrec.models.layers.FirstOrder`).
+``w`` live in their own sharded tables (``first_order="table"``, the default,
+:class:`~denoisrec.models.layers.FirstOrder`) or in the embedding tables' last 4 columns (``"fused"``, one lookup
+for both: see :mod:`denoisrec.models.first_order`).
 
 Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 0``), KJT with ``F`` keys → logits ``[B, 1]``.
 
@@ -36,15 +36,15 @@ class FM(nn.Module):
     Args:
         ebc: the sparse arch; all tables of one width ``D``.
         dense_in_features: number of dense features (may be 0).
-        first_order: ``"fused"`` (the first-order rows in ``ebc``'s tables, widened to ``D + 4``) or
-            ``"table"`` (their own tables).
+        first_order: ``"table"`` (the first-order rows in their own tables) or ``"fused"`` (in ``ebc``'s
+            tables, widened to ``D + 4``).
     """
 
     # Default table initialisation (uniform ±0.01) when built from a ModelSpec: the pairwise term sums
     # F(F−1)/2 dot products, so TorchRec's ±sqrt(1/n) on small tables starts with logits of several units.
     EMBEDDING_INIT = 0.01
 
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, first_order: str = "fused") -> None:
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, first_order: str = "table") -> None:
         super().__init__()
         self.dim = common_width(ebc, "fm")
         self.fused = check_layout(first_order)

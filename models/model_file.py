@@ -30,13 +30,12 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
-from denoisrec.models.first_order import has_table_layout
 from denoisrec.models.spec import ModelSpec
 
 FORMAT = "denoisrec-model"
@@ -131,21 +130,9 @@ def read_weights(path: str) -> Dict[str, torch.Tensor]:
     return dict(blob)
 
 
-def stored_layout(spec: ModelSpec, state_dict: Mapping[str, torch.Tensor]) -> ModelSpec:
-    """``spec`` with the first-order layout its weights were saved in.
-
-    A file written before the ``first_order`` option existed holds separate ``w_<feature>`` tables: it is rebuilt
-    with ``first_order="table"`` (:mod:`denoisrec.models.first_order`), so old model files load unchanged.
-    """
-    if "first_order" in spec.params or not has_table_layout(state_dict):
-        return spec
-    return replace(spec, params={**spec.params, "first_order": "table"})
-
-
 def load_model_file(path: str, device: Optional[torch.device] = None) -> LoadedModel:
     """Rebuild the model of a model file on ``device`` (CPU by default) and load its parameters."""
     f = read_model_file(path)
-    f.spec = stored_layout(f.spec, f.state_dict)
     device = device or torch.device("cpu")
     model = f.spec.build(device)
     missing, unexpected = model.load_state_dict(f.state_dict, strict=False)

@@ -2,8 +2,8 @@
 
 ``logit = wide(x) + DNN([dense ; e_1 ; … ; e_F])``. The wide part is
 :class:`~denoisrec.models.layers.FirstOrder`: a bias, a weight per sparse id and a weight per dense feature.
-The sparse ids' weights live in the embedding tables' last 4 columns (``first_order="fused"``, one lookup for
-both, :mod:`denoisrec.models.first_order`) or in their own sharded tables (``"table"``). The paper's
+The sparse ids' weights live in their own sharded tables (``first_order="table"``, the default) or in the
+embedding tables' last 4 columns (``"fused"``, one lookup for both, :mod:`denoisrec.models.first_order`). The paper's
 hand-made cross-product features enter the same way when the dataset carries them as extra sparse columns.
 Dense features enter the DNN as they are, so data without dense features works.
 
@@ -40,7 +40,8 @@ class WideDeep(nn.Module):
         dense_in_features: number of dense features (may be 0).
         mlp: hidden sizes of the DNN (a final layer of one unit is appended).
         dropout: dropout after each hidden activation of the DNN.
-        first_order: ``"fused"`` (the wide weights in the embedding tables, each widened by 4) or ``"table"``.
+        first_order: ``"table"`` (the wide weights in their own tables) or ``"fused"`` (in the embedding tables,
+            each widened by 4).
     """
 
     def __init__(
@@ -49,7 +50,7 @@ class WideDeep(nn.Module):
         dense_in_features: int,
         mlp: Sequence[int] = (128, 64),
         dropout: float = 0.0,
-        first_order: str = "fused",
+        first_order: str = "table",
     ) -> None:
         super().__init__()
         hidden = check_sizes("mlp", mlp)

@@ -28,7 +28,6 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
 from denoisrec.models import ModelSpec
-from denoisrec.models.first_order import MODELS_WITH_FIRST_ORDER, default_layout
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.schema import DataSchema
@@ -48,18 +47,9 @@ def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
         dense_in_features=len(schema.dense),
         embedding_dim=cfg.model.embedding_dim,
         dims=dims,
-        params=with_first_order_layout(cfg.model.name, dict(cfg.model.params), cfg.optim.sparse),
+        params=dict(cfg.model.params),
         embedding_init=cfg.model.embedding_init,
     )
-
-
-def with_first_order_layout(model: str, params: Dict[str, Any], sparse_optimizer: str) -> Dict[str, Any]:
-    """``params`` with ``first_order`` set for FM, DeepFM and Wide&Deep when the config leaves it unset
-    (:func:`~denoisrec.models.first_order.default_layout`), so the model file records the layout trained.
-    """
-    if model in MODELS_WITH_FIRST_ORDER and params.get("first_order") is None:
-        params["first_order"] = default_layout(sparse_optimizer)
-    return params
 
 
 def build_module(cfg: Config, schema: DataSchema) -> TrainModule:

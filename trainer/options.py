@@ -146,13 +146,7 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     },
 }
 
-_FIRST_ORDER = Opt(
-    "str",
-    None,
-    "first-order weights in the embedding tables (fused) or their own (table); unset: fused, but table under "
-    "optim.sparse=rowwise_adagrad",
-    none_ok=True,
-)
+_FIRST_ORDER = Opt("str", "table", "first-order weights in their own tables (table) or in the embedding tables (fused)")
 
 #: model name -> its options (``model.params``).
 MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {

@@ -39,7 +39,7 @@ def test_fm_fused_logit_by_hand() -> None:
     ebc = embedding_bag_collection([("a", 3), ("b", 2)], 4, device=CPU)
     from denoisrec.models import FM
 
-    model = FM(ebc, 0)  # fused: tables t_a, t_b of width 4 + 4
+    model = FM(ebc, 0, first_order="fused")  # tables t_a, t_b of width 4 + 4
     tables = model.sparse_arch.embedding_bags
     assert [tuple(t.weight.shape) for t in tables.values()] == [(3, 8), (2, 8)]
     with torch.no_grad():
@@ -118,12 +118,13 @@ def test_old_model_files_and_priors_with_first_order_tables_still_load(tmp_path:
     old = ModelSpec("deepfm", FEATURES, 2, embedding_dim=8, params={"mlp": [8]})  # no first_order: before the option
     save_model_file(str(tmp_path / "old.pt"), old, state, schema={})
     loaded = load_model_file(str(tmp_path / "old.pt"))
-    assert loaded.spec.params["first_order"] == "table"
+    assert "first_order" not in loaded.spec.params  # the default layout is the one these files hold
     dense = torch.randn(3, 2)
     table.eval(), loaded.model.eval()
     assert torch.allclose(loaded.model(dense, kjt()), table(dense, kjt()), atol=1e-6)
     # ... and the same weights fused into a default (fused) model: what DeCA(p)'s prior does with such a file.
-    fused = old.build(CPU).eval()
+    fused = ModelSpec("deepfm", FEATURES, 2, embedding_dim=8, params={"mlp": [8], "first_order": "fused"}).build(CPU)
+    fused.eval()
     prior_keys = {k.replace(".t_", ".prior_t_").replace(".w_", ".prior_w_"): v for k, v in state.items()}
     fused_prior = fuse_state(prior_keys)
     assert not has_table_layout(fused_prior)
@@ -145,12 +146,3 @@ def test_resuming_a_checkpoint_of_the_other_layout_is_a_clear_error() -> None:
 def test_unknown_layout_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"model option first_order='both': expected one of \['fused', 'table'\]"):
         build("fm", 0, "both")
-
-
-def test_the_trainer_fuses_unless_the_sparse_optimizer_is_rowwise() -> None:
-    from denoisrec.trainer.factory import with_first_order_layout
-
-    assert with_first_order_layout("deepfm", {"mlp": [8]}, "adagrad") == {"mlp": [8], "first_order": "fused"}
-    assert with_first_order_layout("fm", {}, "rowwise_adagrad") == {"first_order": "table"}  # one accumulator a row
-    assert with_first_order_layout("widedeep", {"first_order": "fused"}, "rowwise_adagrad")["first_order"] == "fused"
-    assert with_first_order_layout("dlrm", {}, "adagrad") == {}

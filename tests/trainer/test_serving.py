@@ -22,9 +22,9 @@ from denoisrec.trainer.serving import FORMATS, export_serving
 MODELS = {
     "dlrm": {"dense_arch": [8], "over_arch": [8, 1]},
     "dcnv2": {"low_rank": 4, "mlp": [8]},
-    "deepfm": {"mlp": [8]},
-    "fm": {"first_order": "table"},  # the first-order weights in their own tables; deepfm, widedeep: fused
-    "widedeep": {"mlp": [8]},
+    "deepfm": {"mlp": [8], "first_order": "fused"},
+    "fm": {},  # the first-order weights in their own tables (the default); deepfm, widedeep: in the embedding tables
+    "widedeep": {"mlp": [8], "first_order": "fused"},
 }
 
 
