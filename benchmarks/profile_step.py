@@ -132,8 +132,8 @@ def main() -> int:
     return 0
 
 
-# --ab: this branch (first-order weights in the tables, 16-bit dropout masks, FM gradient written out), the
-# table layout with the rest of this branch, and main before it (table layout, nn.Dropout, autograd's FM gradient).
+# --ab: the fused first-order layout with the rest of this branch (16-bit dropout masks, FM gradient written out),
+# this branch's default (table layout), and main before it (table layout, nn.Dropout, autograd's FM gradient).
 VARIANTS = ("fused+dropout16", "table+dropout16", "table+main")
 
 
