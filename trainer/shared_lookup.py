@@ -214,7 +214,7 @@ def refuse_unfolded_checkpoint(path: str, checkpoint_keys: Iterable[str], model_
 def refuse_other_first_order_layout(path: str, checkpoint_keys: Iterable[str], model_keys: Iterable[str]) -> None:
     """A one-line error for a checkpoint whose first-order weights are in the other layout than the model's
     (``model.params.first_order``: separate ``w_<feature>`` tables or the model's own tables,
-    :mod:`denoisrec.models.first_order`); e.g. a run started before the fused layout became the default.
+    :mod:`denoisrec.models.first_order`); e.g. a run resumed with another ``model.params.first_order``.
     """
     saved, now = has_table_layout(checkpoint_keys), has_table_layout(model_keys)
     if saved != now:
