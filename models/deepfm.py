@@ -3,7 +3,8 @@
 ``logit = FM(x) + DNN([v_1 ; … ; v_n])`` with the FM of :mod:`denoisrec.models.fm` (bias, first-order and
 pairwise terms) and the DNN TorchRec's ``torchrec.modules.deepfm.DeepFM`` (flatten the fields, then an MLP
 ending in one unit). Dense features are FM fields ``x_j · v_j`` for both parts, so data without dense
-features works.
+features works. ``first_order="fused"`` puts the first-order weights in the embeddings' lookup
+(:mod:`denoisrec.models.first_order`).
 
 Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 0``), KJT with ``F`` keys → logits ``[B, 1]``.
 
@@ -39,17 +40,23 @@ class DeepFM(nn.Module):
         dense_in_features: number of dense features (may be 0).
         mlp: hidden sizes of the DNN (a final layer of one unit is appended).
         dropout: dropout after each hidden activation of the DNN.
+        first_order: where the FM's first-order weights live (see :class:`~denoisrec.models.fm.FM`).
     """
 
     EMBEDDING_INIT = FM.EMBEDDING_INIT  # see FM
 
     def __init__(
-        self, ebc: EmbeddingBagCollection, dense_in_features: int, mlp: Sequence[int] = (128, 64), dropout: float = 0.0
+        self,
+        ebc: EmbeddingBagCollection,
+        dense_in_features: int,
+        mlp: Sequence[int] = (128, 64),
+        dropout: float = 0.0,
+        first_order: str = "table",
     ) -> None:
         super().__init__()
         dim = common_width(ebc, "deepfm")
         hidden = check_sizes("mlp", mlp)
-        self.fm = FM(ebc, dense_in_features)
+        self.fm = FM(ebc, dense_in_features, first_order)
         num_fields = len(ebc.embedding_bag_configs()) + dense_in_features
         self.deep = TorchRecDeepFM(
             dense_module=nn.Sequential(
@@ -59,6 +66,5 @@ class DeepFM(nn.Module):
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, 1]`` logits: FM's first-order and pairwise terms plus the deep network."""
-        fields = self.fm.fields(dense_features, sparse_features)
-        fm = self.fm.first_order(dense_features, sparse_features) + self.fm.interaction(fields)
-        return fm + self.deep([fields])
+        fields, first = self.fm.lookup(dense_features, sparse_features)
+        return first + self.fm.interaction(fields) + self.deep([fields])

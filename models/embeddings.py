@@ -144,6 +144,10 @@ def ordered_values(pooled: KeyedTensor, names: Sequence[str]) -> torch.Tensor:
     A sharded collection returns its features grouped by sharding, not in the order of its tables, so
     models read them by name (as TorchRec's DLRM does).
     """
+    # Already in that order (one process, a table-wise plan on one rank): no copy. Not while the training pipeline
+    # traces the model (torch.fx): ``pooled`` is then a proxy, whose keys cannot decide a branch.
+    if isinstance(pooled, KeyedTensor) and pooled.keys() == list(names):
+        return pooled.values()
     by_name = pooled.to_dict()
     return torch.cat([by_name[n] for n in names], dim=1)
 

@@ -2,7 +2,9 @@
 
 ``logit = b + Σ_f w_f[id_f] + Σ_j u_j x_j + Σ_{i<j} <v_i, v_j>`` where the fields ``v`` are the pooled
 sparse embeddings (one per feature) and the dense features as fields ``x_j · v_j``. The first-order weights
-``w`` live in their own sharded tables (:class:`~denoisrec.models.layers.FirstOrder`).
+``w`` live in their own sharded tables (``first_order="table"``, the default,
+:class:`~denoisrec.models.layers.FirstOrder`) or in the embedding tables' last 4 columns (``"fused"``, one lookup
+for both: see :mod:`denoisrec.models.first_order`).
 
 Shapes: ``dense_features [B, n_dense]`` (``n_dense ≥ 0``), KJT with ``F`` keys → logits ``[B, 1]``.
 
@@ -17,13 +19,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 from torchrec import EmbeddingBagCollection, KeyedJaggedTensor
 
 from denoisrec.models.embeddings import common_width, feature_names, stacked_fields
+from denoisrec.models.first_order import check_layout, fused_collection, split_fields
 from denoisrec.models.layers import DenseFields, FirstOrder, FMInteraction
 
 
@@ -33,29 +36,45 @@ class FM(nn.Module):
     Args:
         ebc: the sparse arch; all tables of one width ``D``.
         dense_in_features: number of dense features (may be 0).
+        first_order: ``"table"`` (the first-order rows in their own tables) or ``"fused"`` (in ``ebc``'s
+            tables, widened to ``D + 4``).
     """
 
     # Default table initialisation (uniform ±0.01) when built from a ModelSpec: the pairwise term sums
     # F(F−1)/2 dot products, so TorchRec's ±sqrt(1/n) on small tables starts with logits of several units.
     EMBEDDING_INIT = 0.01
 
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int) -> None:
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, first_order: str = "table") -> None:
         super().__init__()
-        dim = common_width(ebc, "fm")
-        self.sparse_arch = ebc
+        self.dim = common_width(ebc, "fm")
+        self.fused = check_layout(first_order)
+        self.sparse_arch = fused_collection(ebc) if self.fused else ebc
         self.features = feature_names(ebc)
-        self.first_order = FirstOrder(ebc, dense_in_features)
-        self.dense_fields: Optional[DenseFields] = DenseFields(dense_in_features, dim) if dense_in_features else None
+        self.first_order = FirstOrder(ebc, dense_in_features, fused=self.fused)
+        self.dense_fields: Optional[DenseFields] = (
+            DenseFields(dense_in_features, self.dim) if dense_in_features else None
+        )
         self.interaction = FMInteraction()
+
+    def lookup(
+        self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(fields [B, F (+ n_dense), D], first-order term [B, 1])``: the sparse fields, then the dense ones."""
+        pooled = stacked_fields(self.sparse_arch(sparse_features), self.features)  # [B, F, D (+ 4)]
+        if self.fused:
+            fields, weights = split_fields(pooled, self.dim)
+            first = self.first_order.combine(dense_features, weights)
+        else:
+            fields, first = pooled, self.first_order(dense_features, sparse_features)
+        if self.dense_fields is not None:
+            fields = torch.cat([fields, self.dense_fields(dense_features)], dim=1)
+        return fields, first
 
     def fields(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, F (+ n_dense), D]``: the sparse fields, then the dense ones."""
-        fields = stacked_fields(self.sparse_arch(sparse_features), self.features)
-        if self.dense_fields is not None:
-            fields = torch.cat([fields, self.dense_fields(dense_features)], dim=1)
-        return fields
+        return self.lookup(dense_features, sparse_features)[0]
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``[B, 1]`` logits: first-order term plus the pairwise interaction of the fields."""
-        fields = self.fields(dense_features, sparse_features)
-        return self.first_order(dense_features, sparse_features) + self.interaction(fields)
+        fields, first = self.lookup(dense_features, sparse_features)
+        return first + self.interaction(fields)

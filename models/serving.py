@@ -48,6 +48,7 @@ from torchrec.modules.mlp import MLP
 
 from denoisrec.models.dcnv2 import DCNv2
 from denoisrec.models.deepfm import DeepFM
+from denoisrec.models.first_order import EXTRA
 from denoisrec.models.fm import FM
 from denoisrec.models.layers import FirstOrder
 from denoisrec.models.spec import ModelSpec
@@ -148,7 +149,7 @@ class Bags(nn.Module):
         self.bags = nn.ModuleList(
             [
                 nn.EmbeddingBag.from_pretrained(
-                    w.detach().clone().float(), freeze=True, mode="sum", include_last_offset=True
+                    w.detach().clone().float().contiguous(), freeze=True, mode="sum", include_last_offset=True
                 )
                 for w in weights
             ]
@@ -178,9 +179,9 @@ def _plain_mlp(m: nn.Module) -> nn.Sequential:
         act = p._activation_fn
         parts = list(act) if isinstance(act, nn.Sequential) else [act]
         kinds = {type(a).__name__ if isinstance(a, nn.Module) else getattr(a, "__name__", str(a)) for a in parts}
-        if kinds <= {"Identity", "Dropout"}:
+        if kinds <= {"Identity", "Dropout", "Dropout16"}:
             continue
-        if kinds - {"ReLU", "relu", "Dropout"}:
+        if kinds - {"ReLU", "relu", "Dropout", "Dropout16"}:
             raise TypeError(f"serving export: unsupported MLP activation {sorted(kinds)}")
         layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -204,15 +205,27 @@ def _weights(ebc: EmbeddingBagCollection) -> List[torch.Tensor]:
     return [ebc.embedding_bags[c.name].weight for c in ebc.embedding_bag_configs()]
 
 
+def _split_tables(ebc: EmbeddingBagCollection, first: FirstOrder) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """``(embedding weights, first-order rows)`` per feature, in feature order, for either layout.
+
+    The ``"fused"`` layout's ``[N, D + 4]`` tables are split into ``[N, D]`` and ``[N, 4]``, so the served network
+    is the same for both layouts (:mod:`denoisrec.models.first_order`).
+    """
+    if first.linear_ebc is not None:
+        return _weights(ebc), _weights(first.linear_ebc)
+    fused = _weights(ebc)
+    return [w[:, :-EXTRA] for w in fused], [w[:, -EXTRA:] for w in fused]
+
+
 class Linear1(nn.Module):
     """The first-order part ``b + Σ_f mean(w_f[id]) + u·x`` (:class:`denoisrec.models.layers.FirstOrder`).
 
     Shapes: ``dense [B, n_dense]``, values / offsets lists → ``[B, 1]``.
     """
 
-    def __init__(self, first: FirstOrder) -> None:
+    def __init__(self, first: FirstOrder, rows: List[torch.Tensor]) -> None:
         super().__init__()
-        self.bags = Bags(_weights(first.linear_ebc))
+        self.bags = Bags(rows)
         self.bias = nn.Parameter(first.bias.detach().clone(), requires_grad=False)
         self.has_dense = first.dense_linear is not None
         n = first.dense_linear.in_features if first.dense_linear is not None else 0
@@ -240,8 +253,9 @@ class FMNet(nn.Module):
 
     def __init__(self, fm: FM, deep: Optional[nn.Module] = None) -> None:
         super().__init__()
-        self.bags = Bags(_weights(fm.sparse_arch))
-        self.first = Linear1(fm.first_order)
+        emb, rows = _split_tables(fm.sparse_arch, fm.first_order)
+        self.bags = Bags(emb)
+        self.first = Linear1(fm.first_order, rows)
         self.has_dense_fields = fm.dense_fields is not None
         vec = fm.dense_fields.vectors if fm.dense_fields is not None else torch.zeros(1, 1)
         self.dense_vectors = nn.Parameter(vec.detach().clone(), requires_grad=False)
@@ -361,8 +375,9 @@ class WideDeepNet(nn.Module):
 
     def __init__(self, m: WideDeep) -> None:
         super().__init__()
-        self.bags = Bags(_weights(m.sparse_arch))
-        self.wide = Linear1(m.wide)
+        emb, rows = _split_tables(m.sparse_arch, m.wide)
+        self.bags = Bags(emb)
+        self.wide = Linear1(m.wide, rows)
         self.deep = _copy(m.deep)
 
     def forward(self, dense: torch.Tensor, values: List[torch.Tensor], offsets: List[torch.Tensor]) -> torch.Tensor:

@@ -46,7 +46,7 @@ from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.errors import CheckpointError
 from denoisrec.trainer.sharding import TrainOptimizer
-from denoisrec.trainer.shared_lookup import refuse_unfolded_checkpoint
+from denoisrec.trainer.shared_lookup import refuse_other_first_order_layout, refuse_unfolded_checkpoint
 from denoisrec.trainer.unsharded import unsharded_state_dict
 
 LATEST = "latest"
@@ -276,6 +276,7 @@ class Checkpointer:
         except Exception:  # unreadable: dcp.load below says so
             saved = []
         refuse_unfolded_checkpoint(path, saved, state["model"])
+        refuse_other_first_order_layout(path, saved, state["model"])
         try:
             dcp.load(state, checkpoint_id=path)
         except (

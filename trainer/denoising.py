@@ -39,6 +39,7 @@ from torch import nn
 
 from denoisrec.denoisers import DENOISERS, Denoiser, JobFacts, Pretraining, build_denoiser
 from denoisrec.models import ModelSpec, read_weights
+from denoisrec.models.first_order import fuse_state, has_table_layout
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.module import unwrap
@@ -162,14 +163,16 @@ def load_prior_checkpoint(model: nn.Module, path: str) -> None:
         full = read_weights(path)
     except (OSError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from e
+    prior = denoiser_of(model).prior
+    assert isinstance(prior, nn.Module), f"{where}: the denoiser has no prior model"
+    if has_table_layout(full) and not has_table_layout(prior.state_dict()):
+        full = fuse_state(full)  # written with separate first-order tables: the prior holds them in its own
     prefixed = any(k.startswith("model.") for k in full)
 
     def rename(key: str) -> str:
         key = key.replace(f".{PRIOR_PREFIX}t_", ".t_").replace(f".{PRIOR_PREFIX}w_", ".w_")
         return f"model.{key}" if prefixed else key
 
-    prior = denoiser_of(model).prior
-    assert isinstance(prior, nn.Module), f"{where}: the denoiser has no prior model"
     load_full_state(prior, full, rename, where=where)
 
 

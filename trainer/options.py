@@ -146,6 +146,8 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     },
 }
 
+_FIRST_ORDER = Opt("str", "table", "first-order weights in their own tables (table) or in the embedding tables (fused)")
+
 #: model name -> its options (``model.params``).
 MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "dlrm": {
@@ -159,9 +161,17 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
         "mlp": Opt("ints", [128, 64], "deep MLP widths"),
         "dropout": _prob(0.0, "dropout in the MLP", hi_open=True),
     },
-    "deepfm": {"mlp": Opt("ints", [128, 64], "deep MLP widths"), "dropout": _prob(0.0, "dropout", hi_open=True)},
-    "fm": {},
-    "widedeep": {"mlp": Opt("ints", [128, 64], "deep MLP widths"), "dropout": _prob(0.0, "dropout", hi_open=True)},
+    "deepfm": {
+        "mlp": Opt("ints", [128, 64], "deep MLP widths"),
+        "dropout": _prob(0.0, "dropout", hi_open=True),
+        "first_order": _FIRST_ORDER,
+    },
+    "fm": {"first_order": _FIRST_ORDER},
+    "widedeep": {
+        "mlp": Opt("ints", [128, 64], "deep MLP widths"),
+        "dropout": _prob(0.0, "dropout", hi_open=True),
+        "first_order": _FIRST_ORDER,
+    },
 }
 
 SHARDING_TYPES: Tuple[str, ...] = ("table_wise", "column_wise", "row_wise", "data_parallel")

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from denoisrec.denoisers import build_denoiser
+from denoisrec.models.first_order import fuse_state
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
@@ -35,10 +36,17 @@ CASES = [
     ("dlrm", {}, "table_wise"),
     ("dcnv2", {"cross_layers": 2, "structure": "stacked"}, "table_wise"),
     ("dcnv2", {"cross_layers": 2, "low_rank": 4, "structure": "parallel", "dropout": 0.1}, "column_wise"),
-    ("deepfm", {"mlp": [16, 16], "dropout": 0.2}, "table_wise"),
-    ("fm", {}, "table_wise"),
-    ("widedeep", {"mlp": [32, 16]}, "data_parallel"),
+    ("deepfm", {"mlp": [16, 16], "dropout": 0.2, "first_order": "fused"}, "table_wise"),
+    ("fm", {"first_order": "fused"}, "table_wise"),
+    (
+        "fm",
+        {"first_order": "fused"},
+        "column_wise",
+    ),  # fused tables of 8 + 4 columns split by columns: the zero rows start in a shard
+    ("fm", {"first_order": "table"}, "table_wise"),
+    ("widedeep", {"mlp": [32, 16], "first_order": "fused"}, "data_parallel"),
 ]
+FUSED = {"fm", "deepfm", "widedeep"}  # first_order=fused: their first-order rows in the tables' last 4 columns
 
 
 def launched(data: str) -> List[Dict[str, Any]]:
@@ -68,6 +76,9 @@ def launched(data: str) -> List[Dict[str, Any]]:
         box = [unsharded_state_dict(model, env)]
         dist.broadcast_object_list(box, src=0)
         before = box[0]
+        if name in FUSED and params.get("first_order") == "fused":  # materialised by DMP: zero rows, uniform embeddings
+            tables = [v for k, v in before.items() if ".embedding_bags.t_" in k]
+            assert tables and all(t.shape[1] == 12 and not t[:, 8:].any() and t[:, :8].all() for t in tables), name
         ref = spec.build(torch.device("cpu"))
         ref.load_state_dict(before)
         ref.eval()
@@ -92,7 +103,7 @@ def launched(data: str) -> List[Dict[str, Any]]:
             tables = [k for k in before if ".embedding_bags." in k]
             report.append(
                 {
-                    "model": name,
+                    "model": f"{name}/table" if params.get("first_order") == "table" else name,
                     "sharding": sharding,
                     "max_abs_diff": diff,
                     "tensors": len(before),
@@ -101,5 +112,39 @@ def launched(data: str) -> List[Dict[str, Any]]:
                 }
             )
         dist.barrier()
+    diff = same_step_both_layouts(env, schema, batch)
+    if env.is_main:
+        report.append({"model": "deepfm", "sharding": "fused-vs-table", "max_abs_diff": diff})
     dist.destroy_process_group()
     return report
+
+
+def same_step_both_layouts(env: Any, schema: DataSchema, batch: Any) -> float:
+    """One training step of DeepFM in both first-order layouts from the same weights, element-wise Adagrad
+    (sparse and dense): the largest difference between the fused model's state after it and the table model's
+    (its ``w_`` tables moved into the fused columns).
+    """
+    after = {}
+    start: Dict[str, torch.Tensor] = {}
+    for layout in ("table", "fused"):
+        cfg = Config()
+        cfg.model.name, cfg.model.embedding_dim = "deepfm", 8
+        cfg.model.params = {"mlp": [16, 16], "dropout": 0.2, "first_order": layout}
+        cfg.optim.sparse, cfg.optim.dense = "adagrad", "adagrad"
+        cfg.sharding.sharding_type = "table_wise"  # left to itself, the planner may keep small tables data-parallel
+        seed_everything(0)
+        built = shard_module(TrainModule(model_spec(cfg, schema).build(), build_denoiser("bce")), cfg, env, 64)
+        if layout == "table":
+            full = unsharded_state_dict(built.model, env)  # rank 0's; None elsewhere
+            box = [{k: torch.rand_like(v) - 0.5 if ".w_" in k else v for k, v in full.items()} if full else None]
+            dist.broadcast_object_list(box, src=0)
+            start = box[0]
+        load_unsharded_state_dict(built.model, start if layout == "table" else fuse_state(start))
+        seed_everything(1)  # the same dropout masks in both
+        next(Stepper(built.model, built.opt.optimizer, env.device, pipelined=False).run(iter([batch])))
+        after[layout] = unsharded_state_dict(built.model, env)
+    if not env.is_main:
+        return 0.0
+    want = fuse_state(after["table"])
+    assert set(want) == set(after["fused"]), sorted(set(want) ^ set(after["fused"]))
+    return max(float((want[k] - after["fused"][k]).abs().max()) for k in want)

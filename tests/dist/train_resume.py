@@ -37,7 +37,7 @@ def base_config(data: str, out: str) -> Config:
     cfg.data.global_batch_size = 384  # 192 per rank on 2 ranks, 128 on 3: 16 steps per epoch on both
     cfg.model.name = "deepfm"
     cfg.model.embedding_dim = 8
-    cfg.model.params = {"mlp": [16, 16], "dropout": 0.2}
+    cfg.model.params = {"mlp": [16, 16], "dropout": 0.2, "first_order": "fused"}  # fused tables re-shard on resume
     cfg.denoiser.name = "tce"
     cfg.denoiser.params = {"eps_max": 0.2, "num_gradual": 10}
     cfg.sharding.sharding_type = "table_wise"

@@ -7,6 +7,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 
 from denoisrec.models import FM, MODELS, DCNv2, DeepFM, ModelSpec, WideDeep, load_model_file, save_model_file
+from denoisrec.models.dropout import Dropout16
 from denoisrec.models.embeddings import embedding_bag_collection
 from denoisrec.models.layers import FirstOrder, FMInteraction
 
@@ -64,6 +65,9 @@ def test_fm_interaction_is_the_sum_of_pairwise_dot_products() -> None:
         for j in range(i + 1, 4):
             hand[:, 0] += (v[:, i] * v[:, j]).sum(dim=1)
     assert torch.allclose(FMInteraction()(v), hand)
+    # Its written-out gradient against numerical differences (a 1-field bag of fields: no pairs, zero gradient)
+    assert torch.autograd.gradcheck(FMInteraction(), (v.clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(FMInteraction(), (torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True),))
 
 
 def test_first_order_is_bias_plus_mean_row_weights_plus_dense_linear() -> None:
@@ -88,14 +92,19 @@ def test_first_order_is_bias_plus_mean_row_weights_plus_dense_linear() -> None:
     assert torch.allclose(first(dense, kjt()), hand)
 
 
-def test_fm_is_first_order_plus_pairwise_over_sparse_and_dense_fields() -> None:
-    model = build("fm", 2)
+@pytest.mark.parametrize("layout", ["fused", "table"])
+def test_fm_is_first_order_plus_pairwise_over_sparse_and_dense_fields(layout: str) -> None:
+    model = build("fm", 2, first_order=layout)
     assert isinstance(model, FM)
     dense = torch.randn(3, 2)
-    pooled = model.sparse_arch(kjt()).values().view(3, 3, 8)  # unsharded: table order
-    fields = torch.cat([pooled, dense.unsqueeze(-1) * model.dense_fields.vectors], dim=1)
+    pooled = model.sparse_arch(kjt()).values().view(3, 3, -1)  # unsharded: table order; fused: 8 + 4 columns
+    fields = torch.cat([pooled[..., :8], dense.unsqueeze(-1) * model.dense_fields.vectors], dim=1)
     pairwise = sum((fields[:, i] * fields[:, j]).sum(1) for i in range(5) for j in range(i + 1, 5))
-    expected = model.first_order(dense, kjt()).squeeze(1) + pairwise
+    if layout == "fused":
+        first = model.first_order.combine(dense, pooled[..., 8:].mean(2).sum(1, keepdim=True))
+    else:
+        first = model.first_order(dense, kjt())
+    expected = first.squeeze(1) + pairwise
     assert torch.allclose(model(dense, kjt()).squeeze(1), expected, atol=1e-6)
 
 
@@ -107,12 +116,12 @@ def test_deepfm_adds_a_dnn_over_the_flattened_fields_to_the_fm() -> None:
     assert fields.shape == (3, 5, 8)
     expected = model.fm(dense, kjt()) + model.deep.dense_module(fields.flatten(1))
     assert torch.allclose(model(dense, kjt()), expected, atol=1e-6)
-    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    dropouts = [m for m in model.modules() if isinstance(m, Dropout16)]
     assert len(dropouts) == 2 and all(d.p == 0.2 for d in dropouts)
 
 
 def test_widedeep_is_linear_plus_dnn_over_dense_and_embeddings() -> None:
-    model = build("widedeep", 4, mlp=[8])
+    model = build("widedeep", 4, mlp=[8], first_order="table")
     assert isinstance(model, WideDeep)
     dense = torch.randn(3, 4)
     x = torch.cat([dense, model.sparse_arch(kjt()).values()], dim=1)

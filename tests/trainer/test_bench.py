@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from denoisrec.models.dropout import Dropout16
 from denoisrec.trainer.bench.quality import grid_points, select_best
 from denoisrec.trainer.bench.report import BenchReport, markdown_table, summarize
 from denoisrec.trainer.cli import main
@@ -233,7 +234,7 @@ def test_deepfm_overrides_name_the_registered_deepfm_arguments() -> None:
     model = build_model("deepfm", ebc, 0, **cfg.model.params)  # unknown options would raise here
     widths = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert widths[:2] == [8, 4], widths
-    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.25 for m in model.modules())
+    assert any(isinstance(m, Dropout16) and m.p == 0.25 for m in model.modules())
 
 
 def test_quality_default_params_leave_out_what_the_trainer_injects() -> None:

@@ -22,9 +22,9 @@ from denoisrec.trainer.serving import FORMATS, export_serving
 MODELS = {
     "dlrm": {"dense_arch": [8], "over_arch": [8, 1]},
     "dcnv2": {"low_rank": 4, "mlp": [8]},
-    "deepfm": {"mlp": [8]},
-    "fm": {},
-    "widedeep": {"mlp": [8]},
+    "deepfm": {"mlp": [8], "first_order": "fused"},
+    "fm": {},  # the first-order weights in their own tables (the default); deepfm, widedeep: in the embedding tables
+    "widedeep": {"mlp": [8], "first_order": "fused"},
 }
 
 
@@ -75,6 +75,8 @@ def test_every_model_exports_and_serves_with_torch_alone(tiny_data: Path, tmp_pa
         for k, v in state.items():
             if ".w_" in k:  # the first-order tables start at zero: give them values to check
                 v.uniform_(-0.2, 0.2)
+            elif ".t_" in k and name in ("deepfm", "widedeep"):  # fused: the first-order rows, columns 8-11
+                v[:, 8:].uniform_(-0.2, 0.2)
         model_file = tmp_path / name / "model.pt"
         save_model_file(str(model_file), spec, state, schema)
         report = predict_file(str(model_file), str(data), str(tmp_path / name / "scores.parquet"))
