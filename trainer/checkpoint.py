@@ -31,7 +31,7 @@ import os
 import random
 import shutil
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -41,12 +41,13 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 
 from denoisrec.models import ModelSpec, save_model_file
+from denoisrec.models.first_order import has_table_layout
 from denoisrec.trainer import checkpoint_files as files
 from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.errors import CheckpointError
 from denoisrec.trainer.sharding import TrainOptimizer
-from denoisrec.trainer.shared_lookup import refuse_other_first_order_layout, refuse_unfolded_checkpoint
+from denoisrec.trainer.shared_lookup import refuse_unfolded_checkpoint
 from denoisrec.trainer.unsharded import unsharded_state_dict
 
 LATEST = "latest"
@@ -95,6 +96,21 @@ def _broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def refuse_other_first_order_layout(path: str, checkpoint_keys: Iterable[str], model_keys: Iterable[str]) -> None:
+    """A one-line error for a checkpoint whose first-order weights are in the other layout than the model's
+    (``model.params.first_order``: separate ``w_<feature>`` tables or the model's own tables,
+    :mod:`denoisrec.models.first_order`); e.g. a run resumed with another ``model.params.first_order``.
+    """
+    saved, now = has_table_layout(checkpoint_keys), has_table_layout(model_keys)
+    if saved != now:
+        layout = "table" if saved else "fused"
+        raise CheckpointError(
+            f"{path}: written with model.params.first_order={layout} (first-order weights "
+            f"{'in their own w_<feature> tables' if saved else 'in the embedding tables'}), the model now has the "
+            f"other layout: resume with --set model.params.first_order={layout}"
+        )
 
 
 class Checkpointer:

@@ -49,7 +49,6 @@ from torchrec.modules.embedding_modules import get_embedding_names_by_table
 
 from denoisrec.denoisers import Denoiser
 from denoisrec.denoisers.shared_tables import SharedTables
-from denoisrec.models.first_order import has_table_layout
 from denoisrec.trainer.errors import CheckpointError
 
 
@@ -208,19 +207,4 @@ def refuse_unfolded_checkpoint(path: str, checkpoint_keys: Iterable[str], model_
             f"{path}: written before the denoiser's tables {sorted(moved)} moved into the model's "
             f"EmbeddingBagCollection (keys {', '.join(o + '*' for o in old)}); this version cannot resume it: "
             "start a new run (or resume with the denoisrec version that wrote it)"
-        )
-
-
-def refuse_other_first_order_layout(path: str, checkpoint_keys: Iterable[str], model_keys: Iterable[str]) -> None:
-    """A one-line error for a checkpoint whose first-order weights are in the other layout than the model's
-    (``model.params.first_order``: separate ``w_<feature>`` tables or the model's own tables,
-    :mod:`denoisrec.models.first_order`); e.g. a run resumed with another ``model.params.first_order``.
-    """
-    saved, now = has_table_layout(checkpoint_keys), has_table_layout(model_keys)
-    if saved != now:
-        layout = "table" if saved else "fused"
-        raise CheckpointError(
-            f"{path}: written with model.params.first_order={layout} (first-order weights "
-            f"{'in their own w_<feature> tables' if saved else 'in the embedding tables'}), the model now has the "
-            f"other layout: resume with --set model.params.first_order={layout}"
         )

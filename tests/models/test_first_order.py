@@ -11,8 +11,8 @@ from torchrec import KeyedJaggedTensor
 from denoisrec.models import ModelSpec, load_model_file, save_model_file
 from denoisrec.models.embeddings import embedding_bag_collection
 from denoisrec.models.first_order import fuse_state, fused_collection, has_table_layout
+from denoisrec.trainer.checkpoint import refuse_other_first_order_layout
 from denoisrec.trainer.errors import CheckpointError
-from denoisrec.trainer.shared_lookup import refuse_other_first_order_layout
 
 FEATURES = [("user_id", 30), ("item_id", 20), ("tags", 10)]
 CPU = torch.device("cpu")
