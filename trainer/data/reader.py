@@ -239,6 +239,8 @@ class ParquetBatchReader:
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
         self.prefetch, self.pin_memory, self.block_rows = prefetch, pin_memory, block_rows
         self.workers = workers if prefetch else 1
+        # every checked id is below its table's size: int32 holds them all when every table fits
+        self._narrow_ids = max(f.num_embeddings for f in schema.sparse) <= 2**31 - 1 if schema.sparse else True
         self.layout = Layout(schema, with_ground_truth)
         self.with_ground_truth = self.layout.with_ground_truth
         self.columns = self.layout.columns
@@ -434,7 +436,7 @@ class ParquetBatchReader:
         """
         rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, epoch, 1]))
         batcher: Any = (
-            WindowBatcher(self.batch_size, self.shuffle_buffer, rng)
+            WindowBatcher(self.batch_size, self.shuffle_buffer, rng, narrow=self._narrow_ids)
             if self.shuffle_buffer
             else Batcher(self.batch_size, 0, rng)
         )

@@ -28,8 +28,10 @@ Example::
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,13 +52,41 @@ def _widest(dtypes: Sequence[np.dtype]) -> np.dtype:
     return np.dtype(np.int64) if any(d != np.int32 for d in dtypes) else np.dtype(np.int32)
 
 
+class Buffers:
+    """The arrays of one window, by name, reused by a later window once every batch of this one is built.
+
+    A fresh window-sized array costs a page fault per 4 KiB on its first write (the allocator maps big
+    arrays anew each time); reusing the last windows' arrays avoids that. :meth:`get` returns a view of
+    ``rows`` rows of a kept array when one is large enough and of the same dtype and row shape.
+    """
+
+    def __init__(self, kept: Optional[Dict[str, np.ndarray]] = None) -> None:
+        self.kept = kept or {}
+        self.used: Dict[str, np.ndarray] = {}
+
+    def get(self, name: str, rows: int, tail: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        a = self.kept.get(name)
+        if a is None or a.dtype != dtype or a.shape[1:] != tail or a.shape[0] < rows:
+            a = np.empty((max(rows, int(rows * 1.25)),) + tail, dtype=dtype)  # head-room for the next window
+        self.used[name] = a
+        return a[:rows]
+
+
 class MultiHot:
     """One multi-hot feature of a window: ``lengths`` ``[n]`` int32 and either ``padded`` ``[n, width]``
     (row ``i`` holds its list in its first ``lengths[i]`` cells) or ``offsets`` ``[n + 1]`` int64 and ``values``.
     """
 
-    def __init__(self, parts: Sequence[Tuple[np.ndarray, np.ndarray]], n: int) -> None:
-        lengths = np.empty(n, dtype=np.int32)
+    def __init__(
+        self,
+        parts: Sequence[Tuple[np.ndarray, np.ndarray]],
+        n: int,
+        narrow: bool = False,
+        buffers: Optional[Buffers] = None,
+        name: str = "multi",
+    ) -> None:
+        buffers = buffers or Buffers()
+        lengths = buffers.get(f"{name}.lengths", n, (), np.dtype(np.int32))
         p = 0
         for off, _ in parts:
             k = len(off) - 1
@@ -64,14 +94,14 @@ class MultiHot:
             p += k
         self.lengths = lengths
         values = [v for _, v in parts]
-        dtype = _widest([v.dtype for v in values])
+        dtype = np.dtype(np.int32) if narrow else _widest([v.dtype for v in values])
         total = sum(len(v) for v in values)
         width = int(lengths.max(initial=0))
         self.padded: Optional[np.ndarray] = None
         self.offsets: Optional[np.ndarray] = None
         self.values: Optional[np.ndarray] = None
         if width <= PAD_MAX_WIDTH and n * width <= PAD_MAX_CELLS_PER_VALUE * total + n:
-            padded = np.zeros((n, width), dtype=dtype)
+            padded = buffers.get(f"{name}.padded", n, (width,), dtype)  # cells past a list are never read
             if total:
                 padded[np.arange(width, dtype=np.int32) < lengths[:, None]] = np.concatenate(values)
             self.padded = padded
@@ -92,23 +122,62 @@ class MultiHot:
         return lens, np.take(self.values, _list_index(starts, lens.astype(np.int64), total))
 
 
+def _concat(buffers: Buffers, name: str, arrays: List[np.ndarray]) -> np.ndarray:
+    n = sum(len(a) for a in arrays)
+    out = buffers.get(name, n, arrays[0].shape[1:], _widest_like(arrays))
+    p = 0
+    for a in arrays:
+        out[p : p + len(a)] = a
+        p += len(a)
+    return out
+
+
+def _widest_like(arrays: List[np.ndarray]) -> np.dtype:
+    return np.result_type(*[a.dtype for a in arrays])
+
+
 class Window:
     """The rows of ``blocks`` (concatenated, in order), laid out for row gathers (see the module docstring)."""
 
-    def __init__(self, blocks: Sequence[Block]) -> None:
+    def __init__(self, blocks: Sequence[Block], narrow: bool = False, buffers: Optional[Buffers] = None) -> None:
+        """Args:
+        blocks: the window's decoded blocks, in order (checked: every id inside its table).
+        narrow: store ids as int32 (every table has at most 2**31 - 1 rows, so every checked id fits).
+        buffers: arrays of an earlier window to reuse (:class:`Buffers`).
+        """
+        self.buffers = buffers = buffers or Buffers()
         self.n = n = sum(b.n for b in blocks)
         n_single = blocks[0].ids.shape[0]
-        self.ids = np.empty((n, n_single), dtype=_widest([b.ids.dtype for b in blocks]))  # row-major
+        dtype = np.dtype(np.int32) if narrow else _widest([b.ids.dtype for b in blocks])
+        self.ids = buffers.get("ids", n, (n_single,), dtype)  # row-major
         p = 0
         for b in blocks:
-            self.ids[p : p + b.n] = b.ids.T  # the one transposing copy of the window
+            np.copyto(self.ids[p : p + b.n], b.ids.T, casting="unsafe")  # the one transposing copy
             p += b.n
-        self.dense = blocks[0].dense if len(blocks) == 1 else np.concatenate([b.dense for b in blocks])
+        self.dense = _concat(buffers, "dense", [b.dense for b in blocks])
         self.one_d: Dict[str, Optional[np.ndarray]] = {}
         for key, v in blocks[0].one_d.items():
             cols = [b.one_d[key] for b in blocks]
-            self.one_d[key] = None if v is None else (v if len(blocks) == 1 else np.concatenate(cols))  # type: ignore[arg-type]
-        self.multi = [MultiHot([b.multi[m] for b in blocks], n) for m in range(len(blocks[0].multi))]
+            self.one_d[key] = None if v is None else _concat(buffers, key, cols)  # type: ignore[arg-type]
+        self.multi = [
+            MultiHot([b.multi[m] for b in blocks], n, narrow, buffers, f"multi{m}") for m in range(len(blocks[0].multi))
+        ]
+        self._lock = threading.Lock()
+        self._left = 0
+        self._on_done: Optional[Callable[[Buffers], None]] = None
+
+    def expect(self, batches: int, on_done: Callable[[Buffers], None]) -> None:
+        """``batches`` gathers will be built from this window; ``on_done(buffers)`` after the last one."""
+        self._left, self._on_done = batches, on_done
+        if not batches:
+            on_done(self.buffers)
+
+    def built_one(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last and self._on_done is not None:
+            self._on_done(self.buffers)
 
     def block(self, index: np.ndarray) -> Block:
         """The rows ``index`` as an independent, feature-major :class:`Block` (rows carried to the next window)."""
@@ -148,12 +217,19 @@ class WindowBatcher:
         rng: the generator that permutes each window.
     """
 
-    def __init__(self, batch_size: int, buffer_rows: int, rng: np.random.Generator) -> None:
+    def __init__(self, batch_size: int, buffer_rows: int, rng: np.random.Generator, narrow: bool = False) -> None:
         if buffer_rows <= 0:
             raise ValueError(f"shuffle_buffer={buffer_rows}: a window needs > 0 rows")
-        self.batch_size, self.buffer_rows, self.rng = batch_size, buffer_rows, rng
+        self.batch_size, self.buffer_rows, self.rng, self.narrow = batch_size, buffer_rows, rng, narrow
         self.blocks: List[Block] = []
         self.window_rows = 0
+        self._free: "queue.SimpleQueue[Buffers]" = queue.SimpleQueue()  # windows whose batches are built
+
+    def _buffers(self) -> Buffers:
+        try:
+            return Buffers(self._free.get_nowait().used)
+        except queue.Empty:
+            return Buffers()
 
     def _drain(self, final: bool) -> Iterator[Gather]:
         blocks, self.blocks, self.window_rows = self.blocks, [], 0
@@ -161,18 +237,16 @@ class WindowBatcher:
         if not n:
             return
         perm = self.rng.permutation(n)  # the same draw as Batcher's, so the same batches
-        window = Window(blocks)
+        window = Window(blocks, self.narrow, self._buffers())
         del blocks
         full = n // self.batch_size * self.batch_size
-        for a in range(0, full, self.batch_size):
-            yield Gather(window, perm[a : a + self.batch_size])
-        if full == n:
-            return
-        if final:
-            yield Gather(window, perm[full:])
-        else:  # fewer than a batch left: copied out, they open the next window
+        if full < n and not final:  # fewer than a batch left: copied out, they open the next window
             carried = window.block(perm[full:])
             self.blocks, self.window_rows = [carried], carried.n
+        cuts = list(range(0, full, self.batch_size)) + ([full] if final and full < n else [])
+        window.expect(len(cuts), self._free.put)
+        for a in cuts:
+            yield Gather(window, perm[a : a + self.batch_size])
 
     def feed(self, block: Block) -> Iterator[Gather]:
         """Add a block; yield the batches that are complete."""
@@ -218,7 +292,7 @@ def assemble_gather(recipe: Gather, layout: Layout, pin: bool = False) -> Batch:
     assert pos == total, "reader bug: KJT values not filled"
     kjt = KeyedJaggedTensor(keys=layout.keys, values=values_t, lengths=lengths_t, stride=n)
     dense = alloc_out((n, len(layout.schema.dense)), torch.float32, pin)
-    np.take(w.dense, index, axis=0, out=dense.numpy())
+    np.take(w.dense, index, axis=0, out=dense.numpy(), mode="clip")
     one: Dict[str, Optional[torch.Tensor]] = {}
     for role, (col, dt) in layout.one_d.items():
         src = w.one_d.get(role)
@@ -228,8 +302,9 @@ def assemble_gather(recipe: Gather, layout: Layout, pin: bool = False) -> Batch:
         out = alloc_out((n,), dt, pin)
         o = out.numpy()
         if src.dtype == o.dtype:
-            np.take(src, index, out=o)
+            np.take(src, index, out=o, mode="clip")
         else:
             o[:] = src[index]
         one[role] = out
+    w.built_one()  # nothing of the window is referenced by the batch: its arrays may be reused
     return make_batch(dense, kjt, one)
