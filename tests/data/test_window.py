@@ -90,11 +90,13 @@ def _wide_data(root: Path, rows: int = 3001) -> DataSchema:
     )
 
 
+@pytest.mark.parametrize("pad", [0, 64])
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("world,rank", [(1, 0), (3, 2)])
 def test_window_gather_equals_the_value_permute_bit_for_bit(
-    tiny_data: Path, world: int, rank: int, workers: int
+    tiny_data: Path, world: int, rank: int, workers: int, pad: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(window_mod, "PAD_MAX_WIDTH", pad)  # offsets gather / padded row gather
     schema = DataSchema.load(str(tiny_data))
     for buffer in (1700, 2100):  # carried rows between windows; a window larger than the share
         r = ParquetBatchReader(
@@ -106,7 +108,9 @@ def test_window_gather_equals_the_value_permute_bit_for_bit(
             _assert_same(list(r), _reference(r, epoch))
 
 
-def test_window_gather_on_int64_ids_and_long_lists(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pad", [0, 64])
+def test_window_gather_on_int64_ids_and_long_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pad: int) -> None:
+    monkeypatch.setattr(window_mod, "PAD_MAX_WIDTH", pad)  # 64: the short list padded, the long one not
     schema = _wide_data(tmp_path)
     r = ParquetBatchReader(str(tmp_path / "train"), schema, 256, shuffle=True, seed=1, shuffle_buffer=1000)
     got = list(r)
@@ -123,8 +127,9 @@ def test_padded_multi_hot_equals_the_variable_path(monkeypatch: pytest.MonkeyPat
         np.cumsum(lens, out=off[1:])
         parts.append((off, rng.integers(0, 1000, int(off[-1])).astype(np.int32)))
     n = 58
+    monkeypatch.setattr(window_mod, "PAD_MAX_WIDTH", 64)  # pad lists of up to 64 ids
     padded = MultiHot(parts, n)
-    monkeypatch.setattr(window_mod, "PAD_MAX_WIDTH", 0)  # force offsets + values
+    monkeypatch.setattr(window_mod, "PAD_MAX_WIDTH", 0)  # offsets + values
     variable = MultiHot(parts, n)
     assert padded.padded is not None and variable.padded is None
     vals = np.concatenate([v for _, v in parts])

@@ -57,7 +57,7 @@ from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.shuffle import Batcher
-from denoisrec.trainer.data.window import Gather, WindowBatcher, assemble_gather
+from denoisrec.trainer.data.window import BufferPool, Gather, WindowBatcher, assemble_gather
 from denoisrec.trainer.data.workers import ordered_map
 from denoisrec.trainer.errors import DataError
 
@@ -240,6 +240,7 @@ class ParquetBatchReader:
         self.prefetch, self.pin_memory, self.block_rows = prefetch, pin_memory, block_rows
         self.workers = workers if prefetch else 1
         # every checked id is below its table's size: int32 holds them all when every table fits
+        self._window_pool = BufferPool()  # shuffle-window arrays, reused across windows and epochs
         self._narrow_ids = max(f.num_embeddings for f in schema.sparse) <= 2**31 - 1 if schema.sparse else True
         self.layout = Layout(schema, with_ground_truth)
         self.with_ground_truth = self.layout.with_ground_truth
@@ -436,7 +437,14 @@ class ParquetBatchReader:
         """
         rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, epoch, 1]))
         batcher: Any = (
-            WindowBatcher(self.batch_size, self.shuffle_buffer, rng, narrow=self._narrow_ids)
+            WindowBatcher(
+                self.batch_size,
+                self.shuffle_buffer,
+                rng,
+                self._narrow_ids,
+                self._window_pool,
+                {role: torch.empty(0, dtype=dt).numpy().dtype for role, (_, dt) in self.layout.one_d.items()},
+            )
             if self.shuffle_buffer
             else Batcher(self.batch_size, 0, rng)
         )

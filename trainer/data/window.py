@@ -28,10 +28,10 @@ Example::
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,8 +42,10 @@ from denoisrec.trainer.data.batch import Batch
 from denoisrec.trainer.data.block import Block, Layout
 from denoisrec.trainer.data.shuffle import _list_index
 
-# A multi-hot feature is padded when its longest list in the window is at most this long ...
-PAD_MAX_WIDTH = 64
+# A multi-hot feature is padded when its longest list in the window is at most this long (0: never) ...
+# Off by default: on the 2-core EPYC of benchmarks/README.md the padded gather (row gather + length mask)
+# cost 15-37 ns/row per feature on `product` lists of 3-10 ids, the offsets gather 10-35.
+PAD_MAX_WIDTH = 0
 # ... and the padded matrix holds at most this many cells per value (plus one per row).
 PAD_MAX_CELLS_PER_VALUE = 4
 
@@ -100,7 +102,7 @@ class MultiHot:
         self.padded: Optional[np.ndarray] = None
         self.offsets: Optional[np.ndarray] = None
         self.values: Optional[np.ndarray] = None
-        if width <= PAD_MAX_WIDTH and n * width <= PAD_MAX_CELLS_PER_VALUE * total + n:
+        if 0 < width <= PAD_MAX_WIDTH and n * width <= PAD_MAX_CELLS_PER_VALUE * total + n:
             padded = buffers.get(f"{name}.padded", n, (width,), dtype)  # cells past a list are never read
             if total:
                 padded[np.arange(width, dtype=np.int32) < lengths[:, None]] = np.concatenate(values)
@@ -122,9 +124,9 @@ class MultiHot:
         return lens, np.take(self.values, _list_index(starts, lens.astype(np.int64), total))
 
 
-def _concat(buffers: Buffers, name: str, arrays: List[np.ndarray]) -> np.ndarray:
+def _concat(buffers: Buffers, name: str, arrays: List[np.ndarray], dtype: Optional[np.dtype] = None) -> np.ndarray:
     n = sum(len(a) for a in arrays)
-    out = buffers.get(name, n, arrays[0].shape[1:], _widest_like(arrays))
+    out = buffers.get(name, n, arrays[0].shape[1:], _widest_like(arrays) if dtype is None else dtype)
     p = 0
     for a in arrays:
         out[p : p + len(a)] = a
@@ -139,12 +141,21 @@ def _widest_like(arrays: List[np.ndarray]) -> np.dtype:
 class Window:
     """The rows of ``blocks`` (concatenated, in order), laid out for row gathers (see the module docstring)."""
 
-    def __init__(self, blocks: Sequence[Block], narrow: bool = False, buffers: Optional[Buffers] = None) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[Block],
+        narrow: bool = False,
+        buffers: Optional[Buffers] = None,
+        one_d_dtypes: Optional[Dict[str, np.dtype]] = None,
+    ) -> None:
         """Args:
         blocks: the window's decoded blocks, in order (checked: every id inside its table).
         narrow: store ids as int32 (every table has at most 2**31 - 1 rows, so every checked id fits).
         buffers: arrays of an earlier window to reuse (:class:`Buffers`).
+        one_d_dtypes: store these 1-D columns in the batch's dtype (a batch then gathers straight into its
+            output; 0/1 labels and integer ids convert exactly).
         """
+        cast = one_d_dtypes or {}
         self.buffers = buffers = buffers or Buffers()
         self.n = n = sum(b.n for b in blocks)
         n_single = blocks[0].ids.shape[0]
@@ -158,7 +169,7 @@ class Window:
         self.one_d: Dict[str, Optional[np.ndarray]] = {}
         for key, v in blocks[0].one_d.items():
             cols = [b.one_d[key] for b in blocks]
-            self.one_d[key] = None if v is None else _concat(buffers, key, cols)  # type: ignore[arg-type]
+            self.one_d[key] = None if v is None else _concat(buffers, key, cols, cast.get(key))  # type: ignore[arg-type]
         self.multi = [
             MultiHot([b.multi[m] for b in blocks], n, narrow, buffers, f"multi{m}") for m in range(len(blocks[0].multi))
         ]
@@ -208,6 +219,26 @@ class Gather:
         return len(self.index)
 
 
+class BufferPool:
+    """The arrays of windows whose batches are all built, for the next windows (thread-safe; at most
+    ``keep`` windows' worth are kept, so idle memory stays bounded). A reader keeps one across its epochs.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._free: Deque[Buffers] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> Buffers:
+        with self._lock:
+            return Buffers(self._free.popleft().used) if self._free else Buffers()
+
+    def give(self, buffers: Buffers) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffers)
+
+
 class WindowBatcher:
     """:class:`~.shuffle.Batcher` with a shuffle buffer, yielding :class:`Gather` recipes (module docstring).
 
@@ -217,19 +248,22 @@ class WindowBatcher:
         rng: the generator that permutes each window.
     """
 
-    def __init__(self, batch_size: int, buffer_rows: int, rng: np.random.Generator, narrow: bool = False) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        buffer_rows: int,
+        rng: np.random.Generator,
+        narrow: bool = False,
+        pool: Optional["BufferPool"] = None,
+        one_d_dtypes: Optional[Dict[str, np.dtype]] = None,
+    ) -> None:
         if buffer_rows <= 0:
             raise ValueError(f"shuffle_buffer={buffer_rows}: a window needs > 0 rows")
         self.batch_size, self.buffer_rows, self.rng, self.narrow = batch_size, buffer_rows, rng, narrow
         self.blocks: List[Block] = []
         self.window_rows = 0
-        self._free: "queue.SimpleQueue[Buffers]" = queue.SimpleQueue()  # windows whose batches are built
-
-    def _buffers(self) -> Buffers:
-        try:
-            return Buffers(self._free.get_nowait().used)
-        except queue.Empty:
-            return Buffers()
+        self.pool = pool if pool is not None else BufferPool()
+        self.one_d_dtypes = one_d_dtypes
 
     def _drain(self, final: bool) -> Iterator[Gather]:
         blocks, self.blocks, self.window_rows = self.blocks, [], 0
@@ -237,14 +271,14 @@ class WindowBatcher:
         if not n:
             return
         perm = self.rng.permutation(n)  # the same draw as Batcher's, so the same batches
-        window = Window(blocks, self.narrow, self._buffers())
+        window = Window(blocks, self.narrow, self.pool.take(), self.one_d_dtypes)
         del blocks
         full = n // self.batch_size * self.batch_size
         if full < n and not final:  # fewer than a batch left: copied out, they open the next window
             carried = window.block(perm[full:])
             self.blocks, self.window_rows = [carried], carried.n
         cuts = list(range(0, full, self.batch_size)) + ([full] if final and full < n else [])
-        window.expect(len(cuts), self._free.put)
+        window.expect(len(cuts), self.pool.give)
         for a in cuts:
             yield Gather(window, perm[a : a + self.batch_size])
 
