@@ -34,7 +34,15 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, static_graph
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.sharding import TrainOptimizer, fuse_sparse_optimizer, make_plan, train_optimizer, wrap
+from denoisrec.trainer.sharding import (
+    TrainOptimizer,
+    checkpoint_constraints,
+    embedding_tables,
+    fuse_sparse_optimizer,
+    make_plan,
+    train_optimizer,
+    wrap,
+)
 from denoisrec.trainer.shared_lookup import aligned_constraints
 
 
@@ -77,22 +85,37 @@ class BuiltModel:
 
 
 def shard_module(
-    module: TrainModule, cfg: Config, env: DistEnv, batch_size: int, table_constraints: Optional[Dict[str, Any]] = None
+    module: TrainModule,
+    cfg: Config,
+    env: DistEnv,
+    batch_size: int,
+    table_constraints: Optional[Dict[str, Any]] = None,
+    saved_plan: Optional[Dict[str, Any]] = None,
 ) -> BuiltModel:
     """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says.
 
     ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement).
+    ``saved_plan`` (the plan of the checkpoint a run resumes from) keeps every table's sharding type on the
+    automatic plan (no ``sharding.sharding_type``), whatever the batch size and world size now.
     """
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     constraints = table_constraints or plan_constraints(module, cfg)
+    resumed = None
+    if saved_plan and not table_constraints and cfg.sharding.sharding_type is None:
+        resumed = checkpoint_constraints(saved_plan, embedding_tables(module))
+        constraints = {**(constraints or {}), **(resumed or {})}
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)
-    if not table_constraints and cfg.sharding.sharding_type is None:  # folded tables: no all-to-all of their own
+    if not table_constraints and not resumed and cfg.sharding.sharding_type is None:  # folded tables: no all-to-all
         aligned = aligned_constraints(plan, module, constraints)
         plan = plan if aligned is None else make_plan(module, env, None, batch_size, aligned)
     model = wrap(module, plan, env, static_graph=static_graph(module))
     return BuiltModel(module, plan, model, train_optimizer(model, cfg.optim))
 
 
-def build_train_model(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> BuiltModel:
-    """:func:`build_module` then :func:`shard_module`: the model the training job trains."""
-    return shard_module(build_module(cfg, schema), cfg, env, batch_size)
+def build_train_model(
+    cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int, saved_plan: Optional[Dict[str, Any]] = None
+) -> BuiltModel:
+    """:func:`build_module` then :func:`shard_module`: the model the training job trains (``saved_plan``: the
+    plan of the checkpoint it resumes from).
+    """
+    return shard_module(build_module(cfg, schema), cfg, env, batch_size, saved_plan=saved_plan)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from denoisrec.trainer.checkpoint import Checkpointer, CheckpointError, read_meta, step_dir
 from denoisrec.trainer.checkpoint_cadence import PeriodicCheckpointer
+from denoisrec.trainer.checkpoint_identity import data_fingerprint
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import denoiser_brief, plan_brief
 from denoisrec.trainer.context import feature_views
@@ -86,7 +87,11 @@ class TrainRecipe:
         seed_everything(cfg.run.seed)
         self._setup_data()
         self.spec = model_spec(cfg, self.model_schema)
-        built = build_train_model(cfg, self.schema, env, self.layout.batch_size)
+        # the checkpoint to resume from is found first: its plan keeps every table's sharding type
+        self.ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
+        self.resume_path = self.ck.resolve(cfg.run.resume)
+        saved_plan = read_meta(self.resume_path).get("plan") if self.resume_path is not None else None
+        built = build_train_model(cfg, self.schema, env, self.layout.batch_size, saved_plan)
         self.module, self.model, self.opt = built.module, built.model, built.opt
         self.plan_info = plan_summary(built.plan)
         self._setup_outputs()
@@ -108,14 +113,13 @@ class TrainRecipe:
         spe = len(self.train_reader)
         total = spe * cfg.run.epochs if cfg.run.max_steps is None else min(spe * cfg.run.epochs, cfg.run.max_steps)
         self.layout = RunLayout(spe, batch_size, env.world_size, total)
+        self.data_identity = data_fingerprint(self.train_reader)  # kept in checkpoints, checked on resume
 
     def _setup_outputs(self) -> None:
         cfg, env, o = self.cfg, self.env, self.cfg.optim
         self.baseline = load_baseline(cfg.run.baseline)
         self.schedule = LRSchedule(o.warmup_steps, o.decay, self.layout.total_steps, o.min_lr_ratio)
         self.stopper = EarlyStopping(cfg.run.early_stop_patience, cfg.run.early_stop_min_delta)
-        self.ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
-        self.resume_path = self.ck.resolve(cfg.run.resume)
         out_note = prepare_out(cfg.run, self.resume_path, env.is_main, broadcast_from_main)
         if self.resume_path is not None and env.is_main:  # the dead launch's records after the checkpoint go
             compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(self.resume_path)["step"]))
@@ -133,6 +137,8 @@ class TrainRecipe:
                 f"warning: skipped {len(self.ck.skipped)} newer checkpoint(s) that are incomplete or damaged "
                 f"(renamed damaged-step_*): {'; '.join(self.ck.skipped)}"
             )
+        if self.ck.note:
+            log.print(self.ck.note)
         if out_note:
             log.print(out_note)
         if env.is_main:
@@ -168,7 +174,8 @@ class TrainRecipe:
         )  # DeCA(p)'s phase 1
 
     def _load_checkpoint(self, path: str) -> None:
-        meta, L, env = read_meta_checked(path, self.spec, self.cfg), self.layout, self.env
+        meta = read_meta_checked(path, self.spec, self.cfg, self.data_identity)
+        L, env = self.layout, self.env
         self.ck.load(path, self.model, self.opt)
         start = resume_step(meta, L.steps_per_epoch, L.global_batch)
         if start > L.total_steps:
@@ -297,12 +304,15 @@ class TrainRecipe:
             "spec": self.spec.to_dict(),
             "denoiser": {"name": cfg.denoiser.name, "params": cfg.denoiser.params},
             "plan": self.plan_info,
+            "data": self.data_identity,
+            "sparse_optimizer": cfg.optim.sparse,
             "early_stop": self.stopper.state_dict(),
             "rows_trained": state.rows_before + int(global_sum(float(state.local_samples), self.env.device)),
             "first_loss": state.first_loss,
             "seed": cfg.run.seed,
             "launch": state.launch,
             "rows_read": state.history + with_launch(gather_reports(reports), state.launch),
+            "nonfinite_skipped": state.skipped_before + self.guard.skipped,
         }
 
     # --------------------------------------------------------------------------------------------- finish
@@ -397,7 +407,7 @@ class TrainRecipe:
             early_stopping={**self.stopper.state_dict(), "restored_best_step": state.restored_best_step},
             resumed=state.resumed,
             launch=state.launch,
-            nonfinite_skipped_steps=self.guard.skipped,
+            nonfinite_skipped_steps=state.skipped_before + self.guard.skipped,
             observation=observation,
             checkpoint=state.checkpoint_path,
             model_file=model_file,

@@ -110,6 +110,11 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("nonfinite_skipped_steps"):
+        lines.append(
+            f"  skipped {s['nonfinite_skipped_steps']} step(s) with a non-finite loss (run.nonfinite=skip): "
+            "their batches count as consumed, no update was made"
+        )
     if s.get("rows_read"):
         lines.append(format_rows_read(s["rows_read"]))
     ri = s.get("realimp") or {}

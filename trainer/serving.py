@@ -34,6 +34,7 @@ import torch
 
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.models.serving import serving_model
+from denoisrec.trainer.out_policy import check_out_dir
 
 FORMATS = ("torchscript", "exported-program")
 FILES = {"torchscript": "serving.pt", "exported-program": "serving.pt2"}
@@ -165,7 +166,7 @@ def export_serving(
     model_file = model_file_of(run)
     loaded = load_model_file(model_file)
     out = out or os.path.join(os.path.dirname(os.path.abspath(model_file)), "serving")
-    os.makedirs(out, exist_ok=True)
+    check_out_dir(out, "export --out")
     report: Dict[str, Any] = {"model_file": model_file, "format": fmt, "model": loaded.spec.name}
 
     platt = None

@@ -85,6 +85,26 @@ def make_plan(
     return planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
 
 
+def checkpoint_constraints(saved_plan: Any, tables: List[str]) -> Optional[Dict[str, ParameterConstraints]]:
+    """Planner constraints that give every table the sharding type a checkpoint's plan gave it (``meta.json``'s
+    ``plan``: ``{"<module path>.<table>": {"sharding_type", ...}}``), so that a resume with another batch size
+    or world size plans each table as it was saved; ``None`` when the plan names none of ``tables``.
+
+    Tables re-shard on load between the model-parallel types, but a table that moves between ``data_parallel``
+    and a sharded type cannot load its optimizer state (the dense optimizer trains the one, the fused sparse
+    optimizer the other), and the automatic plan may mix both and change with the batch size.
+    """
+    if not isinstance(saved_plan, dict):
+        return None
+    out: Dict[str, ParameterConstraints] = {}
+    for key, p in saved_plan.items():
+        table = str(key).rsplit(".", 1)[-1]
+        kind = p.get("sharding_type") if isinstance(p, dict) else None
+        if table in tables and kind in SHARDING_TYPES:
+            out[table] = ParameterConstraints(sharding_types=[kind])
+    return out or None
+
+
 def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torch.device) -> None:
     """Fail early where FBGEMM cannot fuse ``name``.
 
