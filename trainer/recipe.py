@@ -90,7 +90,10 @@ class TrainRecipe:
         # the checkpoint to resume from is found first: its plan keeps every table's sharding type
         self.ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
         self.resume_path = self.ck.resolve(cfg.run.resume)
-        saved_plan = read_meta(self.resume_path).get("plan") if self.resume_path is not None else None
+        self.resume_meta: Optional[Dict[str, Any]] = None
+        if self.resume_path is not None:  # the model, data and options it continues: checked before building
+            self.resume_meta = read_meta_checked(self.resume_path, self.spec, cfg, self.data_identity)
+        saved_plan = self.resume_meta.get("plan") if self.resume_meta is not None else None
         built = build_train_model(cfg, self.schema, env, self.layout.batch_size, saved_plan)
         self.module, self.model, self.opt = built.module, built.model, built.opt
         self.plan_info = plan_summary(built.plan)
@@ -174,7 +177,7 @@ class TrainRecipe:
         )  # DeCA(p)'s phase 1
 
     def _load_checkpoint(self, path: str) -> None:
-        meta = read_meta_checked(path, self.spec, self.cfg, self.data_identity)
+        meta = self.resume_meta or read_meta_checked(path, self.spec, self.cfg, self.data_identity)
         L, env = self.layout, self.env
         self.ck.load(path, self.model, self.opt)
         start = resume_step(meta, L.steps_per_epoch, L.global_batch)
