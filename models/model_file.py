@@ -90,7 +90,19 @@ def _read_blob(path: str, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {_why(e)})") from e
+
+
+def _why(e: BaseException) -> str:
+    """``e``'s message without torch's advice to load with ``weights_only=False`` (unsafe, and no fix here:
+    a model file holds tensors and plain containers only).
+    """
+    text = " ".join(str(e).split())
+    if "weights_only" not in text:
+        return text[:300]
+    inner = text.split("WeightsUnpickler error:", 1)
+    detail = inner[1].split(" Check the documentation", 1)[0].strip() if len(inner) > 1 else ""
+    return f"{detail or 'not a weights-only torch.save file'}; random bytes, a truncated file or another format"
 
 
 def is_model_file(blob: Any) -> bool:

@@ -220,7 +220,8 @@ def _fit_on_valid(
     from denoisrec.trainer.calibration import fit_platt
     from denoisrec.trainer.data.block import Where
     from denoisrec.trainer.metrics import logloss
-    from denoisrec.trainer.predict import Scorer, _input_files, _tables, rank_share
+    from denoisrec.trainer.errors import DataError
+    from denoisrec.trainer.predict import Scorer, _input_files, _parquet, _tables, rank_share
 
     if valid is None:
         data = (loaded.extra.get("config") or {}).get("data", {}).get("path")
@@ -232,6 +233,15 @@ def _fit_on_valid(
     scorer = Scorer(loaded, torch.device("cpu"))
     label = scorer.schema.label
     files = _input_files(valid)
+    for path in files:  # every column the calibration reads, before any is scored
+        names = _parquet(path).schema_arrow.names
+        missing = [c for c in scorer.features + [label] if c not in names]
+        if missing:
+            raise DataError(
+                f"export --calibrate platt --valid {valid}: {path} has no column(s) {missing} (model "
+                f"{loaded.spec.name!r} reads its features, the calibration the label {label!r}); give a split "
+                "of the model's dataset with --valid"
+            )
     pieces, _ = rank_share(files, 0, 1)
     logits: List[np.ndarray] = []
     labels: List[np.ndarray] = []

@@ -220,7 +220,17 @@ class DataSchema:
                 f"{dp}: no schema file. A dataset directory needs {SCHEMA_FILE} "
                 "(written by `denoisrec gen-data`), or give the schema in the config (data.schema)."
             )
-        text = dp.read_text()
+        if dp.path.endswith(".parquet"):
+            raise ValueError(
+                f"{dp}: a Parquet file, not a dataset; --data takes the dataset's directory (with {SCHEMA_FILE} "
+                "and train/, valid/, test/), or a schema file"
+            )
+        try:
+            text = dp.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{dp}: not a text file, so not a schema; --data takes the dataset's directory (with {SCHEMA_FILE})"
+            ) from None
         try:
             raw = yaml.safe_load(text) if dp.path.endswith((".yaml", ".yml")) else json.loads(text)
             return cls.from_dict(raw)
