@@ -94,8 +94,9 @@ def _read_blob(path: str, what: str) -> Any:
 
 
 def _why(e: BaseException) -> str:
-    """``e``'s message without torch's advice to load with ``weights_only=False`` (unsafe, and no fix here:
-    a model file holds tensors and plain containers only).
+    """``e``'s message without torch's advice to load with ``weights_only=False``.
+
+    That advice is unsafe, and no fix here: a model file holds tensors and plain containers only.
     """
     text = " ".join(str(e).split())
     if "weights_only" not in text:

@@ -219,8 +219,8 @@ def _fit_on_valid(
     """Score the validation split with the model file and fit a Platt calibrator on its observed labels."""
     from denoisrec.trainer.calibration import fit_platt
     from denoisrec.trainer.data.block import Where
-    from denoisrec.trainer.metrics import logloss
     from denoisrec.trainer.errors import DataError
+    from denoisrec.trainer.metrics import logloss
     from denoisrec.trainer.predict import Scorer, _input_files, _parquet, _tables, rank_share
 
     if valid is None:
