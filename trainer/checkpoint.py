@@ -45,7 +45,7 @@ from denoisrec.models.first_order import has_table_layout
 from denoisrec.trainer import checkpoint_files as files
 from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
-from denoisrec.trainer.errors import CheckpointError
+from denoisrec.trainer.errors import CheckpointError, StorageError
 from denoisrec.trainer.sharding import TrainOptimizer
 from denoisrec.trainer.shared_lookup import refuse_unfolded_checkpoint
 from denoisrec.trainer.unsharded import unsharded_state_dict
@@ -249,7 +249,7 @@ class Checkpointer:
         if error is not None:
             if self.env.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise OSError(error)
+            raise StorageError(error)
 
     def _publish(self, tmp: str, path: str, opt: Optional[TrainOptimizer], meta: Dict[str, Any]) -> None:
         """Rank 0: checksum the files, write ``meta.json`` last, rename ``tmp`` to ``path``."""
@@ -327,7 +327,7 @@ class Checkpointer:
                 )
         error = _broadcast(error)
         if error is not None:
-            raise OSError(error)
+            raise StorageError(error)
         return path
 
     # ----------------------------------------------------------------------------------------- loading

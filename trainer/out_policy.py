@@ -26,7 +26,7 @@ import shutil
 from typing import Any, List, Optional
 
 from denoisrec.trainer.checkpoint_files import list_steps
-from denoisrec.trainer.errors import OutDirError
+from denoisrec.trainer.errors import OutDirError, StorageError
 
 RUN_FILES = ("summary.json", "session.json", "model.pt", "metrics.jsonl", "config.yaml", "plan.json")
 FINISHED = ("summary.json", "model.pt")
@@ -42,7 +42,7 @@ def check_out_dir(out: str, option: str = "--out") -> None:
 
     Raises:
         OutDirError: ``out`` or ``out/checkpoints`` is a regular file (exit status 2).
-        OSError: ``out`` cannot be created or written (read-only, no permission, a full disk; exit status 1).
+        StorageError: ``out`` cannot be created or written (read-only, no permission, a full disk; exit status 1).
     """
     if os.path.lexists(out) and not os.path.isdir(out):
         raise OutDirError(f"{option} {out}: a regular file, not a directory; give a directory, or another {option}")
@@ -59,7 +59,7 @@ def check_out_dir(out: str, option: str = "--out") -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise OSError(f"{option} {out}: not writable ({e.strerror or e}); give a writable {option}") from None
+        raise StorageError(f"{option} {out}: not writable ({e.strerror or e}); give a writable {option}") from None
     finally:
         if os.path.exists(probe):
             os.remove(probe)
