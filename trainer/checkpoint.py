@@ -400,7 +400,7 @@ def _save_error(path: str, e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         why = f"{e.filename + ': ' if e.filename and e.filename != path else ''}{e.strerror}"
     else:
-        why = inner or f"{type(e).__name__}: {e}"
+        why = f"{inner or f'{type(e).__name__}: {e}'}; a full disk?"
     why = " ".join(why.split())[:300]
     return (
         f"{path}: could not save the checkpoint ({why}); nothing partial was kept and the earlier checkpoints are "
