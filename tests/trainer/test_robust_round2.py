@@ -102,7 +102,9 @@ def test_meta_json_without_files_is_damaged_and_older_formats_get_their_note(tmp
         "its files are verified, meta.json itself is not"
     )
     # format 1 (no checksums at all): accepted, said
-    (step / "meta.json").write_text(json.dumps({**{k: v for k, v in fmt3.items() if k != "files"}, "format_version": 1}))
+    (step / "meta.json").write_text(
+        json.dumps({**{k: v for k, v in fmt3.items() if k != "files"}, "format_version": 1})
+    )
     ck = Checkpointer(str(tmp_path / "run"), 5, ENV)
     assert ck.resolve("auto") is not None
     assert ck.note == f"note: {os.path.realpath(step)}: written without checksums (format_version 1): loaded unverified"

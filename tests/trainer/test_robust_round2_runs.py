@@ -58,9 +58,10 @@ def test_skip_trains_through_a_burst_logged_and_checkpointed_at_skipped_steps(ro
 def test_a_resume_refuses_other_data_and_options_and_finds_a_changed_digit(round2: Dict[str, Any]) -> None:
     i = round2["identity"]
     root = round2["root"]
-    assert i["other_data"].startswith(
-        f"CheckpointError: {root}/id/checkpoints/step_00000012: trained on "
-    ) and f"this run reads {root}/other/train (3 file(s), 6,000 rows): another dataset" in i["other_data"]
+    assert (
+        i["other_data"].startswith(f"CheckpointError: {root}/id/checkpoints/step_00000012: trained on ")
+        and f"this run reads {root}/other/train (3 file(s), 6,000 rows): another dataset" in i["other_data"]
+    )
     assert "eps_max=0.2 in the checkpoint, 0.1 now" in i["other_eps"]
     assert i["digit_was_there"]
     d = i["digit"]
