@@ -81,6 +81,9 @@ class DataSchema:
             account for rows read.
         clean_label: ground-truth label (evaluation and diagnostics only), if the data has it.
         is_noisy: ground-truth flag ``label != clean_label``, if the data has it.
+        trusted_label: a 0/1 column holding a trusted (high-quality) label on the rows that have one and null
+            elsewhere (purchases, long dwell, explicit ratings, a rated sample); ``None``: the data has none.
+            Selection and diagnostics read it (``eval.select_on``); it is never a feature.
         oov_policy: ``"error"`` rejects ids outside ``[0, num_embeddings)``; ``"hash"`` maps them into the
             table with ``splitmix64(id) mod num_embeddings`` (negative ids included; ids inside the table
             are kept), counted in the reader's report. A feature's own ``oov_policy`` overrides it.
@@ -96,6 +99,7 @@ class DataSchema:
     sample_id: Optional[str] = "row_id"
     clean_label: Optional[str] = "clean_label"
     is_noisy: Optional[str] = "is_noisy"
+    trusted_label: Optional[str] = None
     oov_policy: str = "error"
     nan_policy: str = "error"
     impute_value: float = 0.0
