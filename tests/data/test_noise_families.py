@@ -216,3 +216,19 @@ def test_unknown_family_is_named(name: str, match: str) -> None:
 def test_composed_steps_follow_the_documented_order() -> None:
     assert NoiseSpec.parse("random_clickers+examination").steps == ("examination", "random_clickers")
     assert NoiseSpec.parse("clickbait_context").steps == ("examination", "clickbait")
+
+
+def test_gen_data_command_takes_the_family_and_the_trusted_sizes(tmp_path: Path, capsys) -> None:
+    from denoisrec.trainer.cli import main
+
+    out = tmp_path / "d"
+    args = ["gen-data", "--preset", "tiny", "--out", str(out), "--quiet", "--noise", "clickbait_context"]
+    assert main([*args, "--trusted-rows", "200", "--trusted-train-rows", "100", "--random-rows", "600"]) == 0
+    printed = capsys.readouterr().out
+    assert "noise: clickbait_context (examination+clickbait)" in printed and "trusted labels: 200 valid rows" in printed
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["trusted"]["valid"]["rows"] == 200 and stats["trusted"]["train"]["rows"] == 100
+    assert stats["valid_random"]["rows"] == 600 and stats["noise"]["family"] == "clickbait_context"
+    assert DataSchema.load(str(out)).extra["preset"]["noise"] == "clickbait_context"
+    assert main([*args, "--trusted-rows", "-1"]) == 2
+    assert "--trusted-rows -1: expected a row count >= 0" in capsys.readouterr().err
