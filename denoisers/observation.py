@@ -52,7 +52,7 @@ early tower otherwise absorbs the preference signal that ``f`` has not yet learn
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
 
-**Noise the context does not explain** (``id_noise``): two matrix factorisations over the user and item ids
+**Noise the context does not explain** (:class:`ObservationIdNoise`, ``observation_ids``): two matrix factorisations over the user and item ids
 (DeCA's MF noise models, :class:`~denoisrec.denoisers.mf.MFHeads`, tables ``obs_id_fp_*``, ``obs_id_fn_*``, folded
 into the model's collection like the tower's) add a click ``p₀₁(u, i) = σ(k(u, i) + logit(id_noise_init))`` and a
 miss ``p₁₀(u, i) = σ(m(u, i) + logit(id_noise_init))`` that happen whatever the preference and the context (an
@@ -640,7 +640,8 @@ class ObservationIdNoise(ObservationModel):
         id_noise_dim: width of the channels' MF tables (``id_noise_dim − 1`` factors plus a bias column).
         id_noise_init: ``p₀₁`` and ``p₁₀`` at initialisation, in ``(0, 0.5)``.
         user_feature, item_feature: the id features the channels read.
-        **kwargs: the options of :class:`ObservationModel` (``form``, ``tower_warmup``, ``trusted_weight``, ...).
+
+    The other options are :class:`ObservationModel`'s (``form``, ``tower_warmup``, ``trusted_weight``, ...).
     """
 
     name = "observation_ids"
