@@ -56,7 +56,8 @@ positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learnin
 factorisations over the user and item ids (DeCA's MF noise models, :class:`~denoisrec.denoisers.mf.MFHeads`,
 tables ``obs_id_fp_*``, ``obs_id_fn_*``, folded into the model's collection like the tower's) add a click
 ``p₀₁(u, i) = σ(k(u, i) + logit(id_noise_init))`` and a miss ``p₁₀(u, i) = σ(m(u, i) + logit(id_noise_init))``
-that happen whatever the preference and the context (an item's clickbait, a user's random clicks). Composed after the context's rates::
+that happen whatever the preference and the context (an item's clickbait, a user's random clicks).
+Composed after the context's rates::
 
     P(ỹ=1 | x, c, u, i) = P(ỹ=1 | x, c)·(1 − p₁₀) + P(ỹ=0 | x, c)·p₀₁                     (id noise)
 
