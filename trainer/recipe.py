@@ -42,7 +42,7 @@ from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluator import Evaluator
 from denoisrec.trainer.factory import build_train_model, model_spec
 from denoisrec.trainer.finite import NonFiniteGuard
-from denoisrec.trainer.observation_report import write_observation_report
+from denoisrec.trainer.observation_report import add_level, write_observation_report
 from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
 from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
@@ -315,6 +315,8 @@ class TrainRecipe:
             self.model, self.cfg.data.path, self.cfg.run.out, self.env.is_main, self.log
         )  # its tower's h, h'
         metrics = self.evaluator.final(self.state, self.ck, self._save_best)
+        if self.env.is_main:
+            add_level(observation, metrics, self.cfg.run.out, self.log)  # f's level against the trusted labels
         model_file = self._export(metrics)
         summary = self._summary(metrics, observation, model_file).to_dict()
         self.log.write_json("summary.json", summary)
