@@ -112,10 +112,11 @@ class RunConfig:
     """The run: budget, evaluation, early stopping, checkpoints, precision, outputs.
 
     - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end;
-      ``"auto"``: every epoch when the data has ground truth, else only at the end), on the splits in
-      ``eval_during`` (``valid``, ``test_clean``, ``test_observed``; ``test_clean`` only with ground truth).
-    - ``early_stop_patience``: stop after this many validations without a better validation AUC
-      (0: off); the best model is then restored for the final evaluation.
+      ``"auto"``: every epoch when the data has ground truth or a trusted signal, else only at the end), on
+      the splits in ``eval_during`` (``valid``, ``test_clean``, ``test_observed``, ``valid_trusted``,
+      ``valid_random``; ``test_clean`` only with ground truth) and the selection split (``eval.select_on``).
+    - ``early_stop_patience``: stop after this many validations without a better selection AUC
+      (``eval.select_on``; 0: off); the best model is then restored for the final evaluation.
     - ``checkpoint_every``: save a sharded checkpoint every N steps and at the end (0: never).
       ``resume``: ``auto`` (from ``<out>/checkpoints/latest`` when present), ``never``, or a checkpoint
       directory. See docs/checkpoints.md.
