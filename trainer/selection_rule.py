@@ -84,11 +84,11 @@ def choose(cands: List[Candidate], level: float = 0.95) -> Choice:
     best = max(ok, key=lambda i: (cands[i].auc, -i))  # the highest AUC; the simpler on an exact tie
     leads, halves, paired, ties = [], [], [], []
     for i, c in enumerate(cands):
-        if i not in ok:
-            leads.append(math.nan), halves.append(math.nan), paired.append(False), ties.append(False)
-            continue
-        lead, half, p = _lead(cands[best], c, level)
-        leads.append(lead), halves.append(half), paired.append(p), ties.append(lead <= half)
+        lead, half, p = _lead(cands[best], c, level) if i in ok else (math.nan, math.nan, False)
+        leads.append(lead)
+        halves.append(half)
+        paired.append(p)
+        ties.append(i in ok and lead <= half)
     chosen = next(i for i in range(len(cands)) if ties[i])
     b, c = cands[best], cands[chosen]
     if chosen == best:

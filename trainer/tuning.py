@@ -114,7 +114,8 @@ def candidate_config(base: Config, name: str, out: str, selection: Selection) ->
     denoiser, params = CANDIDATES.get(name, (name, {}))
     cfg.denoiser.name, cfg.denoiser.params = denoiser, dict(params)
     cfg.run.out = os.path.join(out, "runs", name)
-    cfg.run.eval_every, cfg.eval.keep_selected, cfg.eval.select_on = "epoch", True, selection.mode
+    cfg.run.eval_every, cfg.eval.keep_selected = "epoch", True
+    cfg.eval.select_on = selection.mode  # type: ignore[assignment]  # one of SELECT_ON, resolved
     cfg.run.overwrite = True  # tune owns these folders; a finished identical run is reused instead
     cfg.run.curves = False
     return cfg

@@ -1,5 +1,6 @@
 """The observation model's diagnostics tell the level apart from the shape: the common offset of the learnt
-rates once, the per-value shape error after it, and f's level against the trusted positive rate (hand cases)."""
+rates once, the per-value shape error after it, and f's level against the trusted positive rate (hand cases).
+"""
 
 import math
 
