@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.fn(args))
     except (ValueError, OSError) as e:
-        code = exit_status(e) if args.command in ("train", "report") else 2
+        code = exit_status(e) if args.command in ("train", "tune", "report") else 2
         # a usage mistake is the same on every rank: rank 0 says it; anything else may be one rank's own
         if not isinstance(e, UsageError) or os.environ.get("RANK", "0") == "0":
             print(f"denoisrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
