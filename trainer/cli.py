@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.fn(args))
     except (ValueError, OSError) as e:
-        code = exit_status(e) if args.command in ("train", "report") else 2
+        code = exit_status(e) if args.command in ("train", "tune", "report") else 2
         line = f"denoisrec {args.command}: error: {_one_line(e)}"
         # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
         # once, by rank 0; anything else may be one rank's own

@@ -43,7 +43,7 @@ from denoisrec.trainer.early_stop import EarlyStopping
 from denoisrec.trainer.evaluator import Evaluator
 from denoisrec.trainer.factory import build_train_model, model_spec
 from denoisrec.trainer.finite import NonFiniteGuard
-from denoisrec.trainer.observation_report import write_observation_report
+from denoisrec.trainer.observation_report import add_level, write_observation_report
 from denoisrec.trainer.out_policy import prepare_out
 from denoisrec.trainer.progress import Progress
 from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
@@ -288,7 +288,7 @@ class TrainRecipe:
         if self.stopper.stop:
             s = self.stopper
             progress.write(
-                f"early stop at step {step}: no better validation AUC in {s.patience} evaluations "
+                f"early stop at step {step}: no better {self.evaluator.sel} AUC in {s.patience} evaluations "
                 f"(best {s.best_auc:.4f} at step {s.best_step})"
             )
         return self.stopper.stop
@@ -328,7 +328,10 @@ class TrainRecipe:
             self.model, self.cfg.data.path, self.cfg.run.out, self.env.is_main, self.log
         )  # its tower's h, h'
         metrics = self.evaluator.final(self.state, self.ck, self._save_best)
-        summary = self._summary(metrics, observation, self._export(metrics)).to_dict()
+        if self.env.is_main:
+            add_level(observation, metrics, self.cfg.run.out, self.log)  # f's level against the trusted labels
+        model_file = self._export(metrics)
+        summary = self._summary(metrics, observation, model_file).to_dict()
         self.log.write_json("summary.json", summary)
         self.log.print(format_summary(summary))
         self.log.close()
@@ -415,4 +418,5 @@ class TrainRecipe:
             checkpoint=state.checkpoint_path,
             model_file=model_file,
             realimp=realimp_against(metrics, self.baseline) if self.baseline is not None else None,
+            selection=self.evaluator.summary(state, metrics, model_file is not None),
         )

@@ -11,7 +11,9 @@ For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic p
   model fixed (``observation.noise_file=<data>/noise_model.json``, written by ``gen-data``): only ``f`` trains, so
   it bounds what any learnt noise model can reach on that data;
 - **every denoiser** with its defaults (the papers'), or with the point of a small sweep over its ``GRID``
-  (a class attribute: ``{"param": [values]}``) selected on the **validation** split only;
+  (a class attribute: ``{"param": [values]}``) selected on the run's selection metric only (``--select-on``,
+  the trainer's ``eval.select_on``: the trusted labels of valid, the randomised-exposure split, or observed
+  validation; never the test split);
 
 each over ``--seeds`` seeds (``--reuse``: runs ``--out`` already holds finished with the same config are read
 back, not retrained), and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
@@ -21,14 +23,14 @@ precision and recall over training (ADT Fig. 9, DART RQ4). Every number is read 
 
 **Early stopping** (``--patience``, DART's "two trials"): the trainer's own
 (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, ``run.early_stop_patience``): after every epoch the
-validation split is scored (observed labels; clean labels for the Clean row, as the thesis' oracle uses a
-clean validation set); training stops after ``patience`` epochs without a better validation AUC, the best
-epoch's model is restored and its test metrics are reported. ``--patience 0`` trains every epoch and reports
-the last.
+selection split is scored (``eval.select_on``; with ``observed``: valid's observed labels, clean labels for
+the Clean row, as the thesis' oracle uses a clean validation set); training stops after ``patience`` epochs
+without a better selection AUC, the selected epoch's model is restored and its test metrics are reported.
+``--patience 0`` trains every epoch and reports the selected one (``eval.keep_selected``).
 
 **Sweep** (``--sweep``): ``ofat`` varies one hyperparameter at a time around the defaults (DART's 4 grids give
 13 points instead of 320), ``full`` takes the Cartesian product (at most ``--max-grid`` points), ``none``
-keeps the defaults. Points run on the first seed; the best validation AUC wins (ties: the earlier point,
+keeps the defaults. Points run on the first seed; the best selection AUC wins (ties: the earlier point,
 defaults first); the winner then runs on every seed. Test numbers never influence the choice.
 
 **Noise identification**: the denoiser's own ground-truth report (``Denoiser.report``, logged every step
@@ -117,6 +119,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")
     p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
     p.add_argument("--sweep", choices=("ofat", "full", "none"), default="ofat")
+    p.add_argument(
+        "--select-on",
+        choices=("auto", "observed", "trusted", "random"),
+        default="auto",
+        help="what early stopping, the restored epoch and the sweeps select on (eval.select_on; default auto: "
+        "trusted labels, else valid_random, else observed validation)",
+    )
     p.add_argument("--max-grid", type=int, default=24, help="most sweep points per method")
     p.add_argument("--nproc", type=int, default=1, help="ranks per run (>1: one torchrun job runs everything)")
     p.add_argument("--curve-points", type=int, default=20, help="points of the precision/recall curves")
@@ -201,10 +210,12 @@ def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid:
 
 
 def select_best(points: List[Dict[str, Any]]) -> int:
-    """Index of the point with the highest validation AUC (the first on ties; NaN never wins)."""
+    """Index of the point with the highest selection AUC (``select_auc``: the run's ``eval.select_on`` metric;
+    the first on ties; NaN never wins).
+    """
     best, best_auc = 0, -math.inf
     for i, pt in enumerate(points):
-        v = pt["valid_auc"]
+        v = pt["select_auc"]
         if v is not None and not math.isnan(v) and v > best_auc:
             best, best_auc = i, v
     return best
@@ -228,7 +239,7 @@ def read_run(run: str) -> Dict[str, Any]:
             kind, step = rec.get("kind"), rec.get("step")
             if kind == "train":
                 train[step] = rec
-            elif kind in ("valid", "test_clean", "test_observed"):
+            elif kind in ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random"):
                 evals.setdefault(kind, {}).setdefault(step, rec)
     return {"summary": summary, "evals": evals, "train": [train[k] for k in sorted(train)]}
 
@@ -329,7 +340,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.log_every = 1  # every step's ground-truth sums in metrics.jsonl; the bench bins them
     cfg.run.eval_every, cfg.run.curves = "epoch", False
     cfg.run.eval_during = ["valid", "test_clean", "test_observed"]
-    cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the last reported
+    cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the selected one reported
+    cfg.eval.select_on = spec.get("select_on", "auto")
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
@@ -367,6 +379,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
         "best_epoch": -(-best_step // spe) - 1,
         "epochs_run": len(curve) or summary["epochs_started"],
         "valid": metrics["valid"],
+        "select_auc": summary["selection"]["auc"],
+        "selection": {k: summary["selection"][k] for k in ("select_on", "split", "auc", "ci", "rows")},
         "test_clean": metrics["test_clean"],
         "test_observed": metrics["test_observed"],
         "epoch_curve": curve,
@@ -400,7 +414,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
             tried = []
             for i, pt in enumerate(points):
                 r = run_one(spec, method, pt, seeds[0], f"{method}-sweep{i}" if len(points) > 1 else method)
-                tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "run": r})
+                tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "select_auc": r["select_auc"], "run": r})
             best = select_best(tried)
             chosen, first = tried[best]["params"], tried[best]["run"]
             sweeps[method] = {
@@ -408,6 +422,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
                     {
                         "params": t["params"],
                         "valid_auc": t["valid_auc"],
+                        "select_auc": t["select_auc"],
                         "test_clean_auc": t["run"]["test_clean"]["auc"],
                     }
                     for t in tried
@@ -535,8 +550,9 @@ def build_report(
         cols.insert(3, ("thesis AUC", "reference_auc", "{:.4f}"))
     rep.markdown = (
         f"Data `{data}` ({rep.params['source']}), model `{a.model}`, {a.seeds} seed(s), at most {a.epochs} "
-        f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` on validation (observed labels). "
-        f"Metrics on the clean test set at the best validation epoch; RealImp and gap closure from the seed means; "
+        f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` and epochs selected on "
+        f"{_selected_on(result)}. "
+        f"Metrics on the clean test set at the selected epoch; RealImp and gap closure from the seed means; "
         f"'last epoch': the clean AUC after the last epoch run (memorisation of the noise shows there).\n\n"
         f"{markdown_table(rows, cols)}\n"
     )
@@ -547,19 +563,21 @@ def build_report(
                     "i": i,
                     "params": p["params"],
                     "valid_auc": p["valid_auc"],
+                    "select_auc": p.get("select_auc", p["valid_auc"]),
                     "test": p["test_clean_auc"],
                     "sel": "**selected**" if i == sw["selected"] else "",
                 }
                 for i, p in enumerate(sw["points"])
             ]
             rep.markdown += (
-                f"\nSweep of `{m}` (seed 0; selection on validation AUC):\n\n"
+                f"\nSweep of `{m}` (seed 0; selection on {_selected_on(result)}):\n\n"
                 + markdown_table(
                     srows,
                     [
                         ("#", "i", "{}"),
                         ("hyperparameters", lambda r: ", ".join(f"{k}={v}" for k, v in r["params"].items()), "{}"),
                         ("valid AUC", "valid_auc", "{:.4f}"),
+                        ("selection AUC", "select_auc", "{:.4f}"),
                         ("clean-test AUC", "test", "{:.4f}"),
                         ("", "sel", "{}"),
                     ],
@@ -626,6 +644,14 @@ def plot(fig: Any, rep: Any) -> None:
         ax2.text(0.5, 0.5, "no method with hard decisions", ha="center", transform=ax2.transAxes)
 
 
+def _selected_on(result: Dict[str, Any]) -> str:
+    """The runs' selection split(s), in words (the Clean row may resolve like the others)."""
+    splits = sorted({r["selection"]["split"] for r in result["runs"] if r.get("selection")})
+    names = {"valid": "validation (observed labels)", "valid_trusted": "the trusted labels of valid"}
+    names["valid_random"] = "the randomised-exposure split (valid_random)"
+    return " / ".join(names.get(s, s) for s in splits) or "validation (observed labels)"
+
+
 def run(a: argparse.Namespace) -> int:
     _apply_quick(a)
     methods = quality_methods(a.denoisers)
@@ -648,6 +674,7 @@ def run(a: argparse.Namespace) -> int:
             "patience": a.patience,
             "batch_size": a.batch_size,
             "sweep": a.sweep,
+            "select_on": a.select_on,
             "max_grid": a.max_grid,
             "curve_points": a.curve_points,
             "out": a.out,

@@ -41,6 +41,7 @@ import yaml
 
 SCHEMA_FILE = "schema.json"
 SPLITS = ("train", "valid", "test")
+RANDOM_SPLIT = "valid_random"  # the optional randomised-exposure split, same schema as valid
 ROLES = ("preference", "context")
 OOV_POLICIES = ("error", "hash")
 NAN_POLICIES = ("error", "impute")
@@ -81,6 +82,9 @@ class DataSchema:
             account for rows read.
         clean_label: ground-truth label (evaluation and diagnostics only), if the data has it.
         is_noisy: ground-truth flag ``label != clean_label``, if the data has it.
+        trusted_label: a 0/1 column holding a trusted (high-quality) label on the rows that have one and null
+            elsewhere (purchases, long dwell, explicit ratings, a rated sample); ``None``: the data has none.
+            Selection and diagnostics read it (``eval.select_on``); it is never a feature.
         oov_policy: ``"error"`` rejects ids outside ``[0, num_embeddings)``; ``"hash"`` maps them into the
             table with ``splitmix64(id) mod num_embeddings`` (negative ids included; ids inside the table
             are kept), counted in the reader's report. A feature's own ``oov_policy`` overrides it.
@@ -96,6 +100,7 @@ class DataSchema:
     sample_id: Optional[str] = "row_id"
     clean_label: Optional[str] = "clean_label"
     is_noisy: Optional[str] = "is_noisy"
+    trusted_label: Optional[str] = None
     oov_policy: str = "error"
     nan_policy: str = "error"
     impute_value: float = 0.0
@@ -157,8 +162,9 @@ class DataSchema:
         """True when the schema names both ground-truth columns."""
         return self.clean_label is not None and self.is_noisy is not None
 
-    def columns(self, with_ground_truth: bool = True) -> List[str]:
-        """Every column this schema reads, without duplicates, in a stable order."""
+    def columns(self, with_ground_truth: bool = True, with_trusted: bool = False) -> List[str]:
+        """Every column this schema reads, without duplicates, in a stable order (the trusted label last, when
+        ``with_trusted`` and the schema names one)."""
         cols: List[str] = [f.name for f in self.sparse] + list(self.dense) + [self.label]
         for c in (self.group_id, self.sample_id):
             if c is not None:
@@ -167,6 +173,8 @@ class DataSchema:
             for c in (self.clean_label, self.is_noisy):
                 if c is not None:
                     cols.append(c)
+        if with_trusted and self.trusted_label is not None:
+            cols.append(self.trusted_label)
         return list(dict.fromkeys(cols))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -276,18 +284,18 @@ def _check_feature_types(f: Dict[str, Any]) -> None:
 def check_roles(schema: "DataSchema") -> None:
     """The columns that carry the answer are never features.
 
-    The label, the ground truth (``clean_label``, ``is_noisy``) and the sample id may be neither sparse nor
-    dense, and the group id not dense. (The group id may be a sparse feature: a user-id embedding is ordinary,
+    The label, the ground truth (``clean_label``, ``is_noisy``), the trusted label and the sample id may be
+    neither sparse nor dense, and the group id not dense. (The group id may be a sparse feature: a user-id embedding is ordinary,
     GAUC only groups by it.)
     """
     kinds = {**{f.name: "sparse" for f in schema.sparse}, **{c: "dense" for c in schema.dense}}
-    for role in ("label", "clean_label", "is_noisy", "sample_id", "group_id"):
+    for role in ("label", "clean_label", "is_noisy", "trusted_label", "sample_id", "group_id"):
         col = getattr(schema, role)
         kind = kinds.get(col) if col is not None else None
         if kind is None or (role == "group_id" and kind == "sparse"):
             continue
         raise ValueError(
             f"schema: column {col!r} is the {role} and also listed under '{kind}'; the label, the "
-            "ground truth and the sample id can never be features, the group id only a sparse one: "
+            "ground truth, the trusted label and the sample id can never be features, the group id only a sparse one: "
             f"remove it from '{kind}'"
         )
