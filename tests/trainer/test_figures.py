@@ -257,3 +257,40 @@ def test_redraw_reads_a_bench_json_back_and_writes_the_png(tmp_path: Path) -> No
     other.write_text(json.dumps({"metrics": {}}))
     with pytest.raises(UsageError, match="summary.json: not a bench report"):
         redraw(str(other))
+
+
+def test_bench_redraw_command_writes_the_png_and_names_a_wrong_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from denoisrec.trainer.cli import main
+
+    rep = _peers_report()
+    rep.env = environment()
+    paths = rep.write(str(tmp_path), plot=None)
+    assert main(["bench", "redraw", paths["json"], "--out", str(tmp_path / "fig.png")]) == 0
+    assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"figure: {tmp_path / 'fig.png'}" in capsys.readouterr().out
+    assert main(["bench", "redraw", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json: no such file" in err[0]
+
+
+def test_throughput_figure_one_legend_beside_the_panels_and_a_title() -> None:
+    from denoisrec.trainer.bench import throughput
+
+    rep = BenchReport("throughput", params={"data": "data/tiny", "model": "dlrm"}, env={})
+    for ws in (1, 2):
+        for m, v in (("bce", 100.0), ("tce", 97.0), ("deca", 60.0)):
+            rep.rows.append(
+                {"world_size": ws, "method": m, "batch_size": 256, "samples_per_s": v, "samples_per_s_p25": v - 2,
+                 "samples_per_s_p75": v + 2, "ratio": v / 100, "meets_target": None if m == "bce" else v > 90}
+            )  # fmt: skip
+    fig = plt.figure()
+    throughput.plot(fig, rep)
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    _assert_legend_outside(fig, legends[0], fig.axes)
+    labels = [t.get_text() for t in legends[0].get_texts()]
+    assert "BCE baseline" in labels and "below its target" in labels
+    assert "bench throughput" in _title(fig)
+    plt.close(fig)
