@@ -56,6 +56,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.report import apply_quick
@@ -604,9 +605,10 @@ def plot(fig: Any, rep: Any) -> None:
     n = len(curves)
     ncols = min(4, max(1, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig.set_size_inches(5.5 + 2.5 * ncols, max(4.5, 0.3 * len(rows) + 2.0, 2.2 * nrows + 1.6))
+    width = max(4.5, 2.5 * ncols)  # the small multiples; at least room for their title and legend
+    fig.set_size_inches(5.5 + width, max(4.5, 0.3 * len(rows) + 2.0, 2.2 * nrows + 1.6))
     fig.set_layout_engine("constrained")
-    left, right = fig.subfigures(1, 2, width_ratios=[5.5, 2.5 * ncols], wspace=0.02)
+    left, right = fig.subfigures(1, 2, width_ratios=[5.5, width], wspace=0.02)
 
     # --- clean-test AUC per method: a dot plot whose labels are the table
     ax = left.subplots()
@@ -636,9 +638,12 @@ def plot(fig: Any, rep: Any) -> None:
     plot_style.legend_outside(ax, "below", ncol=2)
 
     # --- noise identification: small multiples, one per method with hard decisions
+    chars = int(width * 11)  # characters per line of the panels' title at 9 pt
     right.suptitle(
-        "noise identification, seed 0: of the positives each method drops or relabels"
-        + (f"\nnot drawn (no hard decisions): {', '.join(soft)}" if soft else ""),
+        "\n".join(
+            textwrap.wrap("noise identification, seed 0: of the positives each method drops or relabels", chars)
+            + (textwrap.wrap(f"not drawn (no hard decisions): {', '.join(soft)}", chars) if soft else [])
+        ),
         fontsize=9,
     )
     if not curves:
@@ -670,7 +675,9 @@ def plot(fig: Any, rep: Any) -> None:
             Line2D([], [], color="tab:orange", linestyle="--", label="recall (handled among noisy)"),
             Line2D([], [], color="0.4", linestyle=":", label="random precision (noise share)"),
         ]
-        right.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+        right.legend(
+            handles=handles, loc="outside lower center", ncol=3 if ncols >= 3 else 1, fontsize=8, frameon=False
+        )
     p = rep.params
     fig.suptitle(
         f"bench quality: {p.get('data')} ({p.get('source', 'synthetic')}), model {p.get('model')}, "
