@@ -5,6 +5,7 @@
     denoisrec bench peers      [--quick] ...
     denoisrec bench ingest     [--quick] [--data DIR] ...
     denoisrec bench serving    --run RUN --data SPLIT --out DIR [--quick] ...
+    denoisrec bench plan       [--quick] [--preset product] [--world-sizes 8,64,512] ...
 
 Every bench is a module listed in :data:`BENCHES` with ``add_arguments(parser)`` and ``run(args) -> int``
 (see the package docstring), the pattern of every ``denoisrec`` command.
@@ -16,7 +17,7 @@ import argparse
 from types import ModuleType
 from typing import Dict, Tuple
 
-from denoisrec.trainer.bench import gpu_check, ingest, peers, quality, serving, throughput
+from denoisrec.trainer.bench import gpu_check, ingest, peers, plan, quality, serving, throughput
 
 BENCHES: Dict[str, Tuple[ModuleType, str]] = {
     "throughput": (
@@ -30,11 +31,12 @@ BENCHES: Dict[str, Tuple[ModuleType, str]] = {
         gpu_check,
         "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one report",
     ),
+    "plan": (plan, "TorchRec's sharding plan for 8-512 H100s, simulated: types, memory, step estimate, a2a bytes"),
     "serving": (serving, "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec model"),
 }
 
 
-HELP = "benchmarks: throughput, quality, peers, ingest"
+HELP = "benchmarks: throughput, quality, peers, ingest, serving, plan"
 DESCRIPTION = __doc__
 
 
