@@ -84,3 +84,15 @@ def test_a2a_bytes_of_each_sharding_type_by_hand() -> None:
 def test_bench_plan_refuses_a_world_of_partial_hosts(capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", "plan", "--world-sizes", "8,12"]) == 2
     assert "--world-sizes 12: not a whole number of 8-GPU hosts" in capsys.readouterr().err
+
+
+def test_the_denoisers_own_tables_stay_model_parallel_as_training_plans_them() -> None:
+    from denoisrec.trainer.denoising import denoiser_of
+
+    cfg = apply_overrides(Config(), ["denoiser.name=deca"])
+    module = planning_module(cfg, schema_for(preset_by_name("tiny")))
+    own = denoiser_of(module).needs.model_parallel_tables
+    sim = simulate_plan(module, cfg, Cluster(), world_size=8, batch_size=64)
+    types = {t.name: t.sharding_type for t in sim.tables}
+    assert own and set(own) <= set(types) and all(types[t] != "data_parallel" for t in own)
+    assert set(types) == set(embedding_tables(module))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from typing import Any, Dict, List
 
@@ -59,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=REFERENCE_RATE,
         help="samples/s per GPU the reader is also sized for (default: MLPerf DLRM-DCNv2 on an H100)",
+    )
+    p.add_argument(
+        "--planner-timeout",
+        type=int,
+        default=None,
+        help="seconds each plan may search (TorchRec's timeout_seconds; default: the full search)",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="PLAN_JSON",
+        help="no planning: one table and figure from the rows of earlier plan.json files (runs split by scale)",
     )
     p.add_argument("--out", default="runs/bench-plan", help="report directory (plan.{json,md,png})")
     p.add_argument("--quick", action="store_true", help="the tiny preset on 2 and 8 GPUs at batch 64 (CI smoke)")
@@ -160,7 +173,7 @@ COLUMNS: List[Column] = [
 ]
 
 
-def _plot(rows: List[Dict[str, Any]], hbm_gib: float) -> Any:
+def _plot(rows: List[Dict[str, Any]], hbm_gib: float, reference_cores: float) -> Any:
     def draw(fig: Any) -> None:
         panels = [
             ("est. step ms (embedding part)", "step_ms"),
@@ -176,6 +189,10 @@ def _plot(rows: List[Dict[str, Any]], hbm_gib: float) -> Any:
             if key == "hbm_max_gib":
                 ax.axhline(hbm_gib, color="grey", linestyle="--", linewidth=1, label="HBM")
                 ax.set_yscale("log")
+            if key == "reader_cores_per_gpu":
+                ax.axhline(reference_cores, color="grey", linestyle="--", linewidth=1, label="at reference rate")
+                ax.set_yscale("log")
+                ax.legend(fontsize=8)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("GPUs")
             ax.set_title(title, fontsize=9)
@@ -183,6 +200,18 @@ def _plot(rows: List[Dict[str, Any]], hbm_gib: float) -> Any:
                 ax.legend(fontsize=8)
 
     return draw
+
+
+def _merged_rows(paths: List[str]) -> List[Dict[str, Any]]:
+    """The rows of earlier ``plan.json`` files, by scale then world size."""
+    rows: List[Dict[str, Any]] = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                rows += json.load(f)["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            raise UsageError(f"--merge {path}: not a bench plan report ({e})") from None
+    return sorted(rows, key=lambda r: (r["scale"], r["world_size"]))
 
 
 def run(a: argparse.Namespace) -> int:
@@ -199,14 +228,14 @@ def run(a: argparse.Namespace) -> int:
     )
     cfg = _config(a)
     base = schema_for(preset_by_name(a.preset))
-    rows: List[Dict[str, Any]] = []
-    for scale in _ints(a.scales, "--scales"):
+    rows: List[Dict[str, Any]] = _merged_rows(a.merge) if a.merge else []
+    for scale in [] if a.merge else _ints(a.scales, "--scales"):
         schema = scaled_schema(base, scale)
         module = planning_module(cfg, schema)
         table_rows = sum(f.num_embeddings for f in schema.sparse)
         for w in _ints(a.world_sizes, "--world-sizes"):
             t0 = time.perf_counter()
-            sim = simulate_plan(module, cfg, cluster, w, a.batch_size)
+            sim = simulate_plan(module, cfg, cluster, w, a.batch_size, timeout_s=a.planner_timeout)
             row = plan_row(sim, scale, table_rows, cluster, a.reader_us_per_row, a.reference_rate)
             row["planner_s"] = time.perf_counter() - t0
             rows.append(row)
@@ -229,6 +258,8 @@ def run(a: argparse.Namespace) -> int:
             "reader_us_per_row": a.reader_us_per_row,
             "reference_rate": a.reference_rate,
             "elem_bytes": 4,
+            "planner_timeout_s": a.planner_timeout,
+            "merged": a.merge,
         },
         rows=rows,
         markdown=markdown_table(rows, COLUMNS),
@@ -243,7 +274,7 @@ def run(a: argparse.Namespace) -> int:
             f"{a.reference_rate:,.0f} samples/s per GPU: {a.reference_rate * a.reader_us_per_row / 1e6:.1f} cores",
         ],
     )
-    paths = report.write(a.out, plot=_plot(rows, a.hbm_gib))
+    paths = report.write(a.out, plot=_plot(rows, a.hbm_gib, a.reference_rate * a.reader_us_per_row / 1e6))
     print(report.markdown)
     print("wrote " + ", ".join(paths.values()))
     return 0

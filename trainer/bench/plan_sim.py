@@ -168,6 +168,7 @@ def simulate_plan(
     cluster: Cluster,
     world_size: int,
     batch_size: int,
+    timeout_s: Optional[int] = None,
 ) -> SimPlan:
     """Plan ``module``'s tables for ``world_size`` GPUs of ``cluster`` the way training plans them.
 
@@ -177,6 +178,7 @@ def simulate_plan(
         cluster: the simulated hardware.
         world_size: GPUs.
         batch_size: per-rank batch.
+        timeout_s: stop each plan's search after this many seconds (``None``: the full search).
 
     Returns:
         The plan and its per-rank figures (:class:`SimPlan`).
@@ -197,6 +199,7 @@ def simulate_plan(
             batch_size,
             sharding_constraints(module, "cuda", sharding_type, constraints),
             storage_reservation=reservation,
+            timeout_seconds=timeout_s,
         )
         plan = planner.plan(module, [EmbeddingBagCollectionSharder()])
         made.append((planner, reservation))
