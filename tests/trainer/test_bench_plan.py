@@ -35,6 +35,11 @@ def test_bench_plan_quick_covers_every_table_within_the_hbm_cap(tmp_path: Path) 
         moved = r["a2a_bytes"]["forward"] + r["a2a_bytes"]["backward"]
         assert moved == r["a2a_bytes"]["intra_host"] + r["a2a_bytes"]["inter_host"]
         assert r["a2a_bytes"]["inter_host"] == 0  # 2 and 8 GPUs: one host
+        assert r["reader_cores_per_gpu"] == pytest.approx(r["samples_per_s"] / r["world_size"] * 5.99e-6)
+    # --merge rebuilds the table from the rows alone, sorted by scale then GPUs, without planning
+    merged = tmp_path / "merged"
+    assert main(["bench", "plan", "--merge", str(out / "plan.json"), "--out", str(merged)]) == 0
+    assert json.loads((merged / "plan.json").read_text())["rows"] == d["rows"]
 
 
 def test_a_table_wise_plan_moves_what_a_hand_count_says() -> None:
