@@ -22,7 +22,7 @@ Example (one process)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
@@ -82,6 +82,27 @@ class BuiltModel:
     plan: ShardingPlan
     model: DistributedModelParallel
     opt: TrainOptimizer
+
+
+PlanWith = Callable[[Optional[str], Optional[Dict[str, Any]]], ShardingPlan]
+
+
+def plan_module(
+    module: TrainModule, cfg: Config, plan_with: PlanWith, table_constraints: Optional[Dict[str, Any]] = None
+) -> ShardingPlan:
+    """The plan of ``module``'s tables as ``cfg`` says, from ``plan_with(sharding_type, constraints)``.
+
+    The denoiser's table constraints (or ``table_constraints``), then, where the planner gave tables folded
+    into the model's collection other sharding types than the model's own, a second plan that aligns them
+    (folded tables have no all-to-all of their own). ``plan_with`` plans over the real world
+    (:func:`~denoisrec.trainer.sharding.make_plan`) or a simulated one (``bench plan``).
+    """
+    constraints = table_constraints or plan_constraints(module, cfg)
+    plan = plan_with(cfg.sharding.sharding_type, constraints)
+    if not table_constraints and cfg.sharding.sharding_type is None:
+        aligned = aligned_constraints(plan, module, constraints)
+        plan = plan if aligned is None else plan_with(None, aligned)
+    return plan
 
 
 def shard_module(
