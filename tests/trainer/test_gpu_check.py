@@ -169,7 +169,10 @@ def test_device_protocol_stashes_parts_per_call_and_checks_the_manifest(tmp_path
     out = tmp_path / "out"
     r = run("check", **env, OUT=str(out))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "gpu-check: environment ready" in r.stdout and "gpu-check: environment ready" in (out / "gpu_check.log").read_text()
+    assert (
+        "gpu-check: environment ready" in r.stdout
+        and "gpu-check: environment ready" in (out / "gpu_check.log").read_text()
+    )
 
 
 def test_offline_route_names_what_the_interpreter_lacks(tmp_path: Path) -> None:
