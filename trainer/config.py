@@ -32,7 +32,9 @@ class DataConfig:
     ``trainer/train_labels.py``). ``schema``: ``None`` reads ``<path>/schema.json``; a path names a schema file
     (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
     ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
-    threads keep ready (0: none). ``preflight_row_groups``: before training, decode about this many row groups of
+    threads keep ready (0: none). ``workers``: threads per rank that assemble batches (and build the shuffle
+    window) in parallel, 1–256; the batches do not depend on it (with ``prefetch: 0`` everything runs in the
+    training thread). ``preflight_row_groups``: before training, decode about this many row groups of
     each of ``valid`` and ``test`` with the checks of ``denoisrec validate`` (0: off; ``trainer/data/preflight.py``).
     """
 
@@ -47,6 +49,7 @@ class DataConfig:
     nan_policy: Optional[Literal["error", "impute"]] = None
     shuffle_buffer: int = 262144
     prefetch: int = 4
+    workers: int = 1
     preflight_row_groups: int = 32
 
 

@@ -58,7 +58,7 @@ from denoisrec.trainer.run_setup import (
     seed_everything,
     train_batches,
 )
-from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary
+from denoisrec.trainer.run_summary import input_wait, RunSummary, SessionSummary, format_summary
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
 from denoisrec.trainer.sharding import check_sparse_optimizer, plan_summary
@@ -378,9 +378,12 @@ class TrainRecipe:
     def _summary(self, metrics: Dict[str, Any], observation: Any, model_file: Optional[str]) -> RunSummary:
         cfg, env, state, L = self.cfg, self.env, self.state, self.layout
         rows_per_rank: List[Any] = [state.local_samples]
+        waits: List[Any] = [round(self.stepper.input_wait_seconds, 3)]
         if env.world_size > 1:
             rows_per_rank = [None] * env.world_size
             dist.all_gather_object(rows_per_rank, state.local_samples)
+            local_wait, waits = waits[0], [None] * env.world_size
+            dist.all_gather_object(waits, local_wait)
         g = self.global_samples
         return RunSummary(
             config=cfg.to_dict(),
@@ -419,4 +422,5 @@ class TrainRecipe:
             model_file=model_file,
             realimp=realimp_against(metrics, self.baseline) if self.baseline is not None else None,
             selection=self.evaluator.summary(state, metrics, model_file is not None),
+            input_wait=input_wait(waits, self.train_seconds),
         )

@@ -96,6 +96,7 @@ class RunSummary:
     environment: Dict[str, Any] = field(default_factory=environment)
     realimp: Optional[Dict[str, Any]] = None
     selection: Optional[Dict[str, Any]] = None
+    input_wait: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -104,6 +105,42 @@ class RunSummary:
         if self.selection is None:
             del out["selection"]
         return out
+
+
+# A run whose step waited for input this share of its training time or more is called input-bound.
+INPUT_BOUND_SHARE = 0.1
+
+
+def input_wait(seconds_per_rank: List[float], train_seconds: float) -> Dict[str, Any]:
+    """The ``input_wait`` entry of ``summary.json``: the time the training step waited for the next batch.
+
+    Args:
+        seconds_per_rank: each rank's wait, in seconds.
+        train_seconds: the session's training time (evaluations and checkpoints excluded).
+
+    Returns:
+        ``{"seconds_per_rank", "max_seconds", "share_of_train", "input_bound"}``: the share is the slowest
+        rank's wait over the training time; ``input_bound`` when it is at least :data:`INPUT_BOUND_SHARE`.
+    """
+    worst = max(seconds_per_rank) if seconds_per_rank else 0.0
+    share = worst / train_seconds if train_seconds > 0 else 0.0
+    return {
+        "seconds_per_rank": [round(float(x), 3) for x in seconds_per_rank],
+        "max_seconds": round(float(worst), 3),
+        "share_of_train": round(share, 4),
+        "input_bound": share >= INPUT_BOUND_SHARE,
+    }
+
+
+def format_input_wait(w: Dict[str, Any]) -> str:
+    """One console line: how long the step waited for input, and whether training was input-bound."""
+    verdict = (
+        "input-bound: raise data.workers / data.prefetch" if w["input_bound"] else "not input-bound"
+    )
+    return (
+        f"  input: the step waited {w['max_seconds']:.1f}s for batches ({w['share_of_train']:.1%} of training "
+        f"time, slowest rank); {verdict}"
+    )
 
 
 def format_summary(s: Dict[str, Any]) -> str:
@@ -118,6 +155,8 @@ def format_summary(s: Dict[str, Any]) -> str:
             f"  skipped {s['nonfinite_skipped_steps']} step(s) with a non-finite loss (run.nonfinite=skip): "
             "their batches count as consumed, no update was made"
         )
+    if s.get("input_wait"):
+        lines.append(format_input_wait(s["input_wait"]))
     if s.get("rows_read"):
         lines.append(format_rows_read(s["rows_read"]))
     ri = s.get("realimp") or {}
