@@ -7,13 +7,13 @@ NPROC ?= 2
 PRESET ?= small
 DATA ?= data/$(PRESET)
 OUT ?= runs/default
-EPOCHS ?= 3
-# The recommended denoising set-up for make train (BCE is one flag away: make train DENOISER=bce).
-DENOISER ?= observation
-# Each denoiser's defaults act on a 3-epoch run (T-CE/DART ramps over one epoch, DeCA's marginal objective);
-# PARAMS_<name> := -p key=value adds options for one of them (docs/denoisers.md). The observation model runs in
-# its examination form with the tower held for the first quarter of the run (benchmarks/README.md).
-PARAMS_observation := -p form=examination tower_warmup=25% rates_lr_scale=50
+# The training set-up: a preset of trainer/presets.py. `recommended` is the observation model in its examination
+# form with the tower held for the first quarter of the run, 3 epochs (benchmarks/README.md); the same run is
+# `denoisrec train --preset recommended --data data/small`.
+TRAIN_PRESET ?= recommended
+# DENOISER=bce (or any other) replaces the preset's denoiser and its options; EPOCHS=N its 3 epochs.
+DENOISER ?=
+EPOCHS ?=
 ARGS ?=
 # The folder of the local Slurm cluster of `make slurm-up` (short, under /tmp: munged wants a reachable socket).
 SLURM_DIR ?= /tmp/denoisrec-slurm-$(shell id -u)
@@ -45,7 +45,7 @@ help:
 	@echo "make lint    # ruff check, ruff format --check, mypy (pyproject.toml); make lint-fix: ruff's fixes; make test NOLINT=1: tests only"
 	@echo "make gpu-check [WHEELS=dir]  # on a CUDA machine: GPU env, GPU tests, throughput, report; else says so"
 	@echo "make slurm-up / slurm-down   # a one-host Slurm cluster in \$$SLURM_DIR (packages: .ci/install-slurm)"
-	@echo "variables: DENOISER=$(DENOISER) (bce: the baseline) GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--model deepfm ...'"
+	@echo "variables: TRAIN_PRESET=$(TRAIN_PRESET) DENOISER=bce (the baseline) EPOCHS=N GPU=1 NPROC=N PRESET=tiny|small|medium|product|criteo (data) DATA=dir OUT=dir ARGS='--model deepfm ...'"
 
 venv: $(STAMP)
 
@@ -63,9 +63,9 @@ $(DATA)/schema.json: | $(STAMP)
 
 data: $(DATA)/schema.json
 
-# ARGS='--denoiser NAME ...' (the older form) replaces DENOISER and its options.
-DENOISER_ARGS = $(if $(filter --denoiser --denoiser=%,$(ARGS)),,--denoiser $(DENOISER) $(PARAMS_$(DENOISER)))
-TRAIN_ARGS = --data $(DATA) --out $(OUT) --epochs $(EPOCHS) $(DENOISER_ARGS) --set run.overwrite=true $(ARGS)
+# ARGS='--denoiser NAME ...' (the older form) replaces the preset's denoiser and its options as DENOISER does.
+TRAIN_ARGS = --preset $(TRAIN_PRESET) --data $(DATA) --out $(OUT) $(if $(DENOISER),--denoiser $(DENOISER)) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) --set run.overwrite=true $(ARGS)
 
 train: $(STAMP) $(DATA)/schema.json
 	@$(VENV)/bin/denoisrec train $(TRAIN_ARGS) --print-config > /dev/null  # a mistake: one line, before torchrun

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         metavar="NAME",
-        help=f"the papers' set-ups: {', '.join(PRESETS)} (applied after --config, before the other flags)",
+        help=f"a named set-up: {', '.join(PRESETS)} (applied after --config, before the other flags; "
+        "which is for which data: below)",
     )
     p.add_argument("--data", metavar="DIR", help="dataset directory (data.path; default: data/small)")
     p.add_argument("--out", metavar="DIR", help="run output directory (run.out; default: runs/default)")
@@ -86,9 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def epilog() -> str:
     """The denoisers, the models and their options, below ``denoisrec train --help``."""
     from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
+    from denoisrec.trainer.presets import describe_presets
 
     return (
-        "denoisers and their -p options (default [accepted range]):\n"
+        "presets (--preset NAME, or preset: NAME in a --config file):\n"
+        + describe_presets()
+        + "\n\ndenoisers and their -p options (default [accepted range]):\n"
         + describe(DENOISER_OPTIONS)
         + "\n\nmodels and their options (--set model.params.NAME=VALUE):\n"
         + describe(MODEL_OPTIONS)
@@ -128,9 +132,15 @@ def config_from_args(a: argparse.Namespace) -> Config:
 
         cfg = load()
         cfg.model.name = flags_and_sets(load()).model.name  # the preset maps onto the final model's options
-        apply_preset(cfg, a.preset)
+        probe = Config()
+        probe.denoiser.name = UNSET  # does a flag name a denoiser (one that may replace the preset's)?
+        named = flags_and_sets(probe).denoiser.name
+        apply_preset(cfg, a.preset, denoiser=None if named == UNSET else named)
         return flags_and_sets(cfg)
     return flags_and_sets(load())
+
+
+UNSET = "<not named by a flag>"
 
 
 def run(a: argparse.Namespace) -> int:
