@@ -77,14 +77,16 @@ NOLINT ?=
 test: $(STAMP) $(if $(NOLINT),,lint)
 	$(PY) -m pytest -q tests
 
-# mypy sees the four folders under their installed names through build/typecheck/denoisrec/ (links).
+# mypy sees the four folders and denoisrec/__init__.py under their installed names through build/typecheck/denoisrec/
+# (links).
 TYPECHECK := build/typecheck/denoisrec
 LINT_PACKAGES := trainer models denoisers launch
 
 lint: $(STAMP)
-	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done \
+		&& ln -sfn ../../../denoisrec/__init__.py $(TYPECHECK)/__init__.py
 	@ok=0; set -x; $(RUFF) check . || ok=1; $(RUFF) format --check --output-format concise . || ok=1; \
-		$(PY) -m mypy $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
+		$(PY) -m mypy -m denoisrec $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
 
 lint-fix: $(STAMP)
 	RUFF=$(RUFF) .ci/lint-fix

@@ -30,11 +30,13 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from denoisrec.trainer.config import Config
 from denoisrec.trainer.errors import UsageError
 from denoisrec.trainer.options import MODEL_OPTIONS
+
+if TYPE_CHECKING:  # config.py resolves a YAML file's ``preset:`` with this module: no import circle
+    from denoisrec.trainer.config import Config
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,9 @@ class WarningsToFile:
     rank's lines.
     """
 
-    def __init__(self, out: Optional[str], rank: int = 0) -> None:
-        self.out, self.rank, self.count = out, rank, 0
-        self.path = rank_file(out, rank) if out is not None else None
+    def __init__(self, out: Optional[str], rank: int = 0, stem: str = "warnings") -> None:
+        self.out, self.rank, self.count, self.stem = out, rank, 0, stem
+        self.path = rank_file(out, rank, stem) if out is not None else None
         self._file: Optional[TextIO] = None
         self._allowed = False
         self._seen: Set[str] = set()
@@ -96,7 +96,7 @@ class WarningsToFile:
     ) -> None:
         if _ours(filename, category):
             text = " ".join(str(message).split())
-            if text not in self._seen:  # one clean line, once
+            if text not in self._seen and self.rank == 0:  # one clean line, once (every rank raises it)
                 self._seen.add(text)
                 print(f"warning: {text}", file=sys.stderr if file is None else file)
         else:
@@ -144,11 +144,12 @@ class WarningsToFile:
         n = 0
         for r in range(world_size):
             try:
-                with open(rank_file(self.out, r)) as f:
+                with open(rank_file(self.out, r, self.stem)) as f:
                     n += sum(1 for _ in f)
             except OSError:
                 pass
-        where = os.path.join(self.out, "warnings.log") + ("" if world_size == 1 else " (+ warnings.rank<r>.log)")
+        more = "" if world_size == 1 else f" (+ {self.stem}.rank<r>.log)"
+        where = os.path.join(self.out, f"{self.stem}.log") + more
         return f"third-party warnings: {n} line(s) in {where}" if n else "third-party warnings: none"
 
 
@@ -164,6 +165,8 @@ def _ours(filename: str, category: Any) -> bool:
     )
 
 
-def rank_file(out: str, rank: int) -> str:
-    """``out/warnings.log`` for rank 0, ``out/warnings.rank<r>.log`` for rank r."""
-    return os.path.join(out, "warnings.log" if rank == 0 else f"warnings.rank{rank}.log")
+def rank_file(out: str, rank: int, stem: str = "warnings") -> str:
+    """``out/warnings.log`` for rank 0, ``out/warnings.rank<r>.log`` for rank r (``stem``: another name than
+    ``warnings``, e.g. ``throughput.warnings`` for a bench sharing its folder with others).
+    """
+    return os.path.join(out, f"{stem}.log" if rank == 0 else f"{stem}.rank{rank}.log")

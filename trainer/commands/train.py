@@ -12,7 +12,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+from typing import Any, Dict, Optional
 
 from denoisrec.trainer.config import Config, apply_overrides, parse_params
 
@@ -101,8 +103,10 @@ def epilog() -> str:
     )
 
 
-def config_from_args(a: argparse.Namespace) -> Config:
-    """``--config`` file, then ``--preset``, then the flags, then ``--set`` (later wins)."""
+def config_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """``--config`` file (or ``base``, a config built in Python), then ``--preset``, then the flags, then
+    ``--set`` (later wins).
+    """
 
     def flags_and_sets(cfg: Config) -> Config:
         direct = {
@@ -126,7 +130,11 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.denoiser.params.update(parse_params(a.denoiser_param))
         return apply_overrides(cfg, a.set)
 
-    load = lambda: Config.load(a.config) if a.config else Config()  # noqa: E731
+    def load() -> Config:
+        if base is not None:
+            return copy.deepcopy(base)
+        return Config.load(a.config) if a.config else Config()
+
     if a.preset:
         from denoisrec.trainer.presets import apply_preset
 
@@ -145,14 +153,22 @@ UNSET = "<not named by a flag>"
 
 def run(a: argparse.Namespace) -> int:
     """Check every option, then train (or print the config with ``--print-config``)."""
+    train_from_args(a)
+    return 0
+
+
+def train_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Optional[Dict[str, Any]]:
+    """The command's work: the config checked before torch is imported, then the run; its summary (``None``
+    with ``--print-config``). :func:`denoisrec.train` calls it too.
+    """
     from denoisrec.trainer.config_check import check_config
 
-    cfg = check_config(config_from_args(a))  # every value checked before torch is imported
+    cfg = check_config(config_from_args(a, base))  # every value checked before torch is imported
     if a.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
-        return 0
+        return None
     path = cfg.data.path
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
@@ -160,7 +176,6 @@ def run(a: argparse.Namespace) -> int:
     from denoisrec.trainer.train import train
 
     try:
-        train(cfg)
+        return train(cfg)
     finally:
         shutdown()
-    return 0
