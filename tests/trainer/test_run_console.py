@@ -211,3 +211,14 @@ def test_console_lines_go_through_a_metric_logger(tmp_path: Path, capsys: pytest
     assert rec.calls == [("message", line, 12, "message") for line in lines]
     finish_run(cfg, {"steps": 12, "world_size": 3}, quiet)  # type: ignore[arg-type]
     assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_log_lines_carry_elapsed_time_and_eta(capsys: pytest.CaptureFixture) -> None:
+    from denoisrec.trainer.progress import Progress, clock
+
+    assert (clock(75.2), clock(3725), clock(-1)) == ("1:15", "1:02:05", "0:00")
+    p = Progress(total=300, initial=100, enabled=True, mode="log")
+    assert p.timing(100, now=p._t0 + 5) == "elapsed 0:05"  # nothing done yet: no ETA
+    assert p.timing(150, now=p._t0 + 60) == "elapsed 1:00 ETA 3:00"  # 50 steps a minute, 150 to go
+    p.update(150, {"loss": 0.5}, epoch=1)
+    assert capsys.readouterr().out.startswith("step    150/300 epoch 1 loss 0.5 | elapsed 0:")
