@@ -100,7 +100,20 @@ def _read_blob(path: str, what: str) -> Any:
             "not loaded)"
         ) from None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {_why(e)})") from e
+
+
+def _why(e: BaseException) -> str:
+    """``e``'s message without torch's advice to load with ``weights_only=False``.
+
+    That advice is unsafe, and no fix here: a model file holds tensors and plain containers only.
+    """
+    text = " ".join(str(e).split())
+    if "weights_only" not in text:
+        return text[:300]
+    inner = text.split("WeightsUnpickler error:", 1)
+    detail = inner[1].split(" Check the documentation", 1)[0].strip() if len(inner) > 1 else ""
+    return f"{detail or 'not a weights-only torch.save file'}; random bytes, a truncated file or another format"
 
 
 def is_model_file(blob: Any) -> bool:

@@ -26,10 +26,43 @@ import shutil
 from typing import Any, List, Optional
 
 from denoisrec.trainer.checkpoint_files import list_steps
-from denoisrec.trainer.errors import OutDirError
+from denoisrec.trainer.errors import OutDirError, StorageError
 
 RUN_FILES = ("summary.json", "session.json", "model.pt", "metrics.jsonl", "config.yaml", "plan.json")
 FINISHED = ("summary.json", "model.pt")
+
+
+def check_out_dir(out: str, option: str = "--out") -> None:
+    """Before anything is written or trained: ``out`` is (or can be made) a writable directory, and its
+    ``checkpoints`` (when present) a directory. One line naming the path and the fix otherwise.
+
+    Args:
+        out: the output directory.
+        option: how the user named it (``--out``, ``export --out``), for the message.
+
+    Raises:
+        OutDirError: ``out`` or ``out/checkpoints`` is a regular file (exit status 2).
+        StorageError: ``out`` cannot be created or written (read-only, no permission, a full disk; exit status 1).
+    """
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise OutDirError(f"{option} {out}: a regular file, not a directory; give a directory, or another {option}")
+    ckpt = os.path.join(out, "checkpoints")
+    if os.path.lexists(ckpt) and not os.path.isdir(ckpt):
+        raise OutDirError(
+            f"{ckpt}: a regular file where the run keeps its checkpoints; move it away, or use another {option}"
+        )
+    probe = os.path.join(out, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise StorageError(f"{option} {out}: not writable ({e.strerror or e}); give a writable {option}") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
 
 
 def _contents(out: str) -> List[str]:

@@ -130,11 +130,14 @@ class RunSummary:
     model_file: Optional[str]
     environment: Dict[str, Any] = field(default_factory=environment)
     realimp: Optional[Dict[str, Any]] = None
+    selection: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.realimp is None:
             del out["realimp"]
+        if self.selection is None:
+            del out["selection"]
         return out
 
 
@@ -145,6 +148,11 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("nonfinite_skipped_steps"):
+        lines.append(
+            f"  skipped {s['nonfinite_skipped_steps']} step(s) with a non-finite loss (run.nonfinite=skip): "
+            "their batches count as consumed, no update was made"
+        )
     if s.get("rows_read"):
         lines.append(format_rows_read(s["rows_read"]))
     ri = s.get("realimp") or {}
@@ -157,4 +165,21 @@ def format_summary(s: Dict[str, Any]) -> str:
         )
     if ri:
         lines.append(f"  RealImp against {ri['baseline']}")
+    if s.get("selection"):
+        lines += selection_lines(s["selection"])
     return "\n".join(lines)
+
+
+def selection_lines(sel: Dict[str, Any]) -> List[str]:
+    """What the run selected on (with the interval) and which model it exported, and why."""
+    lo, hi = sel["ci"]
+    ci = f" [{lo:.4f}, {hi:.4f}] ({sel['ci_level']:.0%} DeLong)" if lo is not None and not math.isnan(lo) else ""
+    lines = [
+        f"selection: select_on={sel['select_on']} ({sel['reason']}): {sel['metric']}: {sel['auc']:.4f}{ci}",
+    ]
+    if sel.get("exported_step") is not None:
+        lines.append(
+            f"exported: the model of step {sel['exported_step']} (epoch {sel['exported_epoch']}/{sel['epochs']}): "
+            f"{sel['why']}"
+        )
+    return lines

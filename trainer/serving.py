@@ -41,6 +41,7 @@ import torch
 
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.models.serving import serving_model
+from denoisrec.trainer.out_policy import check_out_dir
 
 FORMATS = ("torchscript", "exported-program")
 FILES = {"torchscript": "serving.pt", "exported-program": "serving.pt2"}
@@ -189,6 +190,7 @@ def export_serving(
     default_root = os.path.join(os.path.dirname(os.path.abspath(model_file)), "serving")
     out = out or os.path.join(default_root, fmt)
     check_artefact_folder(out)
+    check_out_dir(os.path.dirname(os.path.abspath(out)), "export --out (its parent)")
     report: Dict[str, Any] = {"model_file": model_file, "format": fmt, "model": loaded.spec.name}
 
     platt = None
@@ -319,8 +321,9 @@ def _fit_on_valid(
     """Score the validation split with the model file and fit a Platt calibrator on its observed labels."""
     from denoisrec.trainer.calibration import fit_platt
     from denoisrec.trainer.data.block import Where
+    from denoisrec.trainer.errors import DataError
     from denoisrec.trainer.metrics import logloss
-    from denoisrec.trainer.predict import Scorer, _input_files, _tables, rank_share
+    from denoisrec.trainer.predict import Scorer, _input_files, _parquet, _tables, rank_share
 
     if valid is None:
         data = (loaded.extra.get("config") or {}).get("data", {}).get("path")
@@ -332,6 +335,15 @@ def _fit_on_valid(
     scorer = Scorer(loaded, torch.device("cpu"))
     label = scorer.schema.label
     files = _input_files(valid)
+    for path in files:  # every column the calibration reads, before any is scored
+        names = _parquet(path).schema_arrow.names
+        missing = [c for c in scorer.features + [label] if c not in names]
+        if missing:
+            raise DataError(
+                f"export --calibrate platt --valid {valid}: {path} has no column(s) {missing} (model "
+                f"{loaded.spec.name!r} reads its features, the calibration the label {label!r}); give a split "
+                "of the model's dataset with --valid"
+            )
     pieces, _ = rank_share(files, 0, 1)
     logits: List[np.ndarray] = []
     labels: List[np.ndarray] = []

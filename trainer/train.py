@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import finish_run
 from denoisrec.trainer.dist import broadcast_from_main, init_distributed
+from denoisrec.trainer.out_policy import check_out_dir
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.recipe import TrainRecipe
 from denoisrec.trainer.run_lock import acquire_for_run
@@ -55,6 +56,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.console.finish_run`.
     """
     cfg.validate()
+    check_out_dir(cfg.run.out)  # a file, read-only, ...: one line before anything starts
     with WarningsToFile(cfg.run.out, int(os.environ.get("RANK", "0"))) as quiet:
         env = init_distributed(cfg.run.device)
         lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)

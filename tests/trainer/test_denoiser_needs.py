@@ -163,9 +163,16 @@ def test_an_injection_the_trainer_cannot_supply_is_a_clear_error(monkeypatch: py
 
 def test_the_shipped_denoisers_declare_what_the_trainer_used_to_probe() -> None:
     assert uses_context_tower("observation") and uses_context_tower("observation_tce")
+    assert uses_context_tower("observation_ids")
     assert not uses_context_tower("deca") and not uses_context_tower("nope")
     assert DENOISERS["deca_p"].NEEDS.static_graph is False and DENOISERS["deca"].NEEDS.static_graph is True
-    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {"tce", "dart", "observation", "observation_tce"}
+    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {
+        "tce",
+        "dart",
+        "observation",
+        "observation_tce",
+        "observation_ids",
+    }
     assert {n for n, c in DENOISERS.items() if "prior" in c.NEEDS.injected} == {"deca_p"}
 
 

@@ -386,6 +386,7 @@ def build_report(
 def plot(fig: Any, rep: Any) -> None:
     rows = rep.rows
     wss = sorted({r["world_size"] for r in rows})
+    fig.set_size_inches(7 * len(wss) + 2.5, 5.5)  # a panel per world size, wide enough for its ratio labels
     for k, ws in enumerate(wss):
         ax = fig.add_subplot(1, len(wss), k + 1)
         rs = [r for r in rows if r["world_size"] == ws]
@@ -428,7 +429,22 @@ def plot(fig: Any, rep: Any) -> None:
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
         ax.set_ylim(0, max(r["samples_per_s_p75"] for r in rs) * 1.18)
-        ax.legend(fontsize=7, loc="lower left", framealpha=0.9)
+    from matplotlib.patches import Patch
+
+    from denoisrec.trainer import plot_style
+
+    # one legend beside the last panel (the lines and colours mean the same in every panel), off the bars
+    handles = ax.get_legend_handles_labels()[0] + [
+        Patch(color="tab:green", label="meets its target"),
+        Patch(color="tab:red", label="below its target"),
+    ]
+    plot_style.legend_outside(ax, "right", handles=handles, fontsize=8)
+    p = rep.params
+    fig.suptitle(
+        f"bench throughput: training samples/s per denoiser against BCE ({p.get('model', 'model')}, "
+        f"{p.get('data', 'data')})",
+        fontsize=10,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- worker

@@ -119,4 +119,5 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
         group_ids=one["group_id"],
         clean_labels=one["clean_label"],
         is_noisy=one["is_noisy"],
+        trusted_labels=one["trusted_label"],
     )
