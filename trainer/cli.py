@@ -97,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # which options were typed (bench: explicit flags win over --quick)
     try:
-        return int(args.fn(args))
+        return run_quietly(args)
     except (ValueError, OSError) as e:
         code = exit_status(e) if args.command in ("train", "tune", "report") else 2
         line = f"denoisrec {args.command}: error: {_one_line(e)}"
@@ -107,6 +107,32 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(line, file=sys.stderr)
         _record_for_torchelastic(line)
         return code
+
+
+QUIET = ("bench", "export", "predict")
+"""The commands besides ``train`` (which routes its own) whose third-party warnings go to a file or nowhere."""
+
+
+def run_quietly(args: argparse.Namespace) -> int:
+    """Run the command under the trainer's warning routing (:class:`~denoisrec.trainer.quiet.WarningsToFile`):
+    a bench files TorchRec/FBGEMM warnings in ``<--out>/<bench>.warnings.log`` and says so in one line; ``export`` and
+    ``predict`` (whose ``--out`` is an artefact or a scores file) count and drop them. denoisrec's own warnings
+    stay on the console, one line each, once.
+    """
+    if args.command not in QUIET:
+        return int(args.fn(args))
+    import torch  # noqa: F401 - first: its import installs the log handlers that the routing must replace
+
+    from denoisrec.trainer.quiet import WarningsToFile
+
+    out = getattr(args, "out", None) if args.command == "bench" else None
+    stem = f"{getattr(args, 'bench', 'bench')}.warnings"  # benches share runs/bench: one file each
+    with WarningsToFile(out, int(os.environ.get("RANK", "0")), stem) as quiet:
+        quiet.open()  # a bench owns its report folder
+        code = int(args.fn(args))
+    if out is not None and quiet.count and os.environ.get("RANK", "0") == "0":
+        print(quiet.summary())
+    return code
 
 
 def exit_status(e: BaseException) -> int:
@@ -138,7 +164,7 @@ def _record_for_torchelastic(line: str) -> None:
             json.dump({"message": {"message": line, "extraInfo": info}}, f)
 
 
-__all__ = ["Parser", "build_parser", "config_from_args", "exit_status", "main"]
+__all__ = ["Parser", "build_parser", "config_from_args", "exit_status", "main", "run_quietly"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -188,7 +188,7 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
 
 SHARDING_TYPES: Tuple[str, ...] = ("table_wise", "column_wise", "row_wise", "data_parallel")
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
-PRESETS: Tuple[str, ...] = ("lcd", "dart")
+PRESETS: Tuple[str, ...] = ("recommended", "lcd", "dart")  # trainer/presets.py
 DENSE_OPTIMIZERS: Tuple[str, ...] = ("adam", "adamw", "adagrad", "sgd")
 SPARSE_OPTIMIZERS: Tuple[str, ...] = ("rowwise_adagrad", "adagrad", "adam", "sgd")
 

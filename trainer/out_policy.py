@@ -88,11 +88,25 @@ def decide(run: Any, resume_path: Optional[str]) -> Optional[str]:
         return "restart" if started else None
     if getattr(run, "overwrite", False):
         return "overwrite"
-    why = "resuming from another directory" if resume_path is not None else f"run.resume={run.resume}"
-    what = f"checkpoints ({', '.join(ckpts[-3:])})" if ckpts else f"a finished run ({', '.join(finished)})"
-    raise OutDirError(
-        f"--out {out} holds {what} and this launch would not continue it ({why}); use another "
-        "--out, run.resume=auto to continue it, or --set run.overwrite=true to delete it and start fresh"
+    raise OutDirError(f"--out {out} holds {_refusal(run, resume_path, ckpts, finished)}")
+
+
+def _refusal(run: Any, resume_path: Optional[str], ckpts: List[str], finished: List[str]) -> str:
+    """What ``--out`` holds, why this launch would not continue it, and exactly what would."""
+    fresh = "use another --out, or --set run.overwrite=true to delete it and start fresh"
+    if ckpts:
+        what = f"checkpoints ({', '.join(ckpts[-3:])})"
+        if resume_path is not None:
+            why, go_on = "resuming from another directory", "drop --resume (run.resume=auto) to continue it from them"
+        elif run.resume == "auto":  # only a best-model checkpoint: nothing to continue from
+            return f"{what} but no step to continue from and a run that would start over; {fresh}"
+        else:
+            why, go_on = f"run.resume={run.resume}", "--resume auto (run.resume=auto) to continue it"
+        return f"{what} and this launch would not continue it ({why}); {go_on}; or {fresh}"
+    what = f"a finished run ({', '.join(finished)})"
+    return (
+        f"{what} and no checkpoint to continue it from (a run keeps them with --set run.checkpoint_every=N), "
+        f"so this launch would start over; {fresh}"
     )
 
 

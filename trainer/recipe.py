@@ -69,10 +69,12 @@ from denoisrec.trainer.train_window import TrainLogger
 
 
 class TrainRecipe:
-    """Args: ``cfg`` (validated), ``hooks`` (see :func:`~denoisrec.trainer.train.train`), ``env`` (this rank)."""
+    """Args: ``cfg`` (validated), ``hooks`` (see :func:`~denoisrec.trainer.train.train`), ``env`` (this rank),
+    ``quiet`` (the :class:`~denoisrec.trainer.quiet.WarningsToFile` to open once the out policy allows the run).
+    """
 
-    def __init__(self, cfg: Config, hooks: Optional[Any], env: DistEnv) -> None:
-        self.cfg, self.hooks, self.env = cfg, hooks, env
+    def __init__(self, cfg: Config, hooks: Optional[Any], env: DistEnv, quiet: Optional[Any] = None) -> None:
+        self.cfg, self.hooks, self.env, self.quiet = cfg, hooks, env, quiet
         self.t_start = time.time()
         self.state = TrainState()
         self.epoch_reports: List[Any] = []  # row accounting per epoch (trainer/data/accounting.py)
@@ -123,7 +125,11 @@ class TrainRecipe:
         self.baseline = load_baseline(cfg.run.baseline)
         self.schedule = LRSchedule(o.warmup_steps, o.decay, self.layout.total_steps, o.min_lr_ratio)
         self.stopper = EarlyStopping(cfg.run.early_stop_patience, cfg.run.early_stop_min_delta)
+        if self.resume_meta is not None:  # the budget check before anything in --out is touched
+            self._check_budget(self.resume_path or "", self.resume_meta)
         out_note = prepare_out(cfg.run, self.resume_path, env.is_main, broadcast_from_main)
+        if self.quiet is not None:
+            self.quiet.open()  # from here on, this run owns --out
         if self.resume_path is not None and env.is_main:  # the dead launch's records after the checkpoint go
             compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(self.resume_path)["step"]))
         self.log = RunLog(cfg.run.out, env.is_main, append=self.resume_path is not None)
@@ -176,17 +182,21 @@ class TrainRecipe:
             self.model, self.cfg, self.train_reader, self.opt.optimizer, self.env.device, log, self.readers["valid"]
         )  # DeCA(p)'s phase 1
 
-    def _load_checkpoint(self, path: str) -> None:
-        meta = self.resume_meta or read_meta_checked(path, self.spec, self.cfg, self.data_identity)
-        L, env = self.layout, self.env
-        self.ck.load(path, self.model, self.opt)
-        start = resume_step(meta, L.steps_per_epoch, L.global_batch)
-        if start > L.total_steps:
+    def _check_budget(self, path: str, meta: Dict[str, Any]) -> None:
+        L = self.layout
+        if resume_step(meta, L.steps_per_epoch, L.global_batch) > L.total_steps:
             raise CheckpointError(
                 f"{path}: trained to step {meta['step']}, past this run's budget of "
                 f"{L.total_steps} steps (run.epochs, --steps); raise it, or start fresh with "
                 "--set run.resume=never run.overwrite=true"
             )
+
+    def _load_checkpoint(self, path: str) -> None:
+        meta = self.resume_meta or read_meta_checked(path, self.spec, self.cfg, self.data_identity)
+        L, env = self.layout, self.env
+        self._check_budget(path, meta)
+        self.ck.load(path, self.model, self.opt)
+        start = resume_step(meta, L.steps_per_epoch, L.global_batch)
         self.state.load_meta(meta, start)
         if os.path.realpath(step_dir(self.ck.root, start)) == path:
             self.state.checkpoint_path = step_dir(self.ck.root, start)  # a finished run is not saved again

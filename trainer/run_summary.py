@@ -26,13 +26,48 @@ from denoisrec.trainer.data.accounting import format_rows_read
 
 
 def environment() -> Dict[str, Any]:
-    """Python and torch versions, the CPU and its cores."""
+    """Python, torch, TorchRec, FBGEMM and denoisrec versions, the source's git commit, the CPU and its cores."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchrec": _version("torchrec"),
+        "fbgemm_gpu": _version("fbgemm-gpu-cpu") or _version("fbgemm-gpu"),
+        "denoisrec": _version("denoisrec"),
+        "git_commit": git_commit(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
     }
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit(path: Optional[str] = None) -> Optional[str]:
+    """The commit of the checkout this source runs from (``+dirty`` with uncommitted changes); ``None`` outside
+    a git checkout (an installed wheel) or without git.
+    """
+    import subprocess
+
+    here = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
 
 
 @dataclass

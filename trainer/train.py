@@ -51,7 +51,8 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
 
     Every value of ``cfg`` is checked first (:meth:`~denoisrec.trainer.config.Config.validate`); rank 0 holds
     ``<out>/.lock`` for the run's life (a second run on the same ``--out`` is refused,
-    ``trainer/run_lock.py``); third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`);
+    ``trainer/run_lock.py``); third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`)
+    once the out policy allowed the run (a refused launch changes nothing in ``--out``);
     rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.console.finish_run`.
     """
     cfg.validate()
@@ -60,7 +61,7 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
         env = init_distributed(cfg.run.device)
         lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)
         try:
-            job = TrainRecipe(cfg, hooks, env)
+            job = TrainRecipe(cfg, hooks, env, quiet)
             job.setup()
             job.resume()
             job.fit()

@@ -223,6 +223,11 @@ class DataSchema:
         dp = DataPath.resolve(path, filesystem)
         if dp.is_dir():
             dp = dp.join(SCHEMA_FILE)
+        elif not dp.is_file():
+            raise FileNotFoundError(
+                f"{dp}: no such dataset folder (nor a schema file); `denoisrec gen-data` or `denoisrec convert` "
+                "makes one"
+            )
         if not dp.is_file():
             raise FileNotFoundError(
                 f"{dp}: no schema file. A dataset directory needs {SCHEMA_FILE} "
