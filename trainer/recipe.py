@@ -58,7 +58,7 @@ from denoisrec.trainer.run_setup import (
     seed_everything,
     train_batches,
 )
-from denoisrec.trainer.run_summary import input_wait, RunSummary, SessionSummary, format_summary
+from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary, input_wait
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
 from denoisrec.trainer.sharding import check_sparse_optimizer, plan_summary

@@ -169,9 +169,7 @@ def input_wait(seconds_per_rank: List[float], train_seconds: float) -> Dict[str,
 
 def format_input_wait(w: Dict[str, Any]) -> str:
     """One console line: how long the step waited for input, and whether training was input-bound."""
-    verdict = (
-        "input-bound: raise data.workers / data.prefetch" if w["input_bound"] else "not input-bound"
-    )
+    verdict = "input-bound: raise data.workers / data.prefetch" if w["input_bound"] else "not input-bound"
     return (
         f"  input: the step waited {w['max_seconds']:.1f}s for batches ({w['share_of_train']:.1%} of training "
         f"time, slowest rank); {verdict}"
