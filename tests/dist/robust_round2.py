@@ -94,7 +94,7 @@ def identity_scenario(data: str, root: str) -> Dict[str, Any]:
     with open(meta_file, "w") as f:
         f.write(text.replace('"step": 12,', '"step": 10,'))  # a changed digit; every key still there
     r = child(lambda: brief(train(config(data, out))), f"{root}/id-digit.log")
-    found["digit"] = {"result": r.get("result"), "error": r.get("error"), "output": r["output"][-3000:]}
+    found["digit"] = {"result": r.get("result"), "error": r.get("error"), "output": r["output"][-20000:]}
     return found
 
 

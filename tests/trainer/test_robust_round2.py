@@ -329,7 +329,7 @@ def test_predict_names_the_bad_file_and_never_advises_weights_only_false(
     args = ["predict", "--data", str(tiny_data / "test"), "--out", str(tmp_path / "s.parquet"), "--model-file"]
     assert main(args + [str(junk)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"denoisrec predict: error: {junk}: not a readable model file (UnpicklingError: ")
+    assert err.startswith(f"denoisrec predict: error: {junk}: not a denoisrec model file (not a torch.save archive")
     assert "weights_only" not in err and "\n" not in err
 
     cut = tmp_path / "cut.parquet"
