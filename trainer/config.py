@@ -1,4 +1,4 @@
-"""One dataclass config tree (data, model, denoiser, optim, sharding, run), from YAML and the command line.
+"""One dataclass config tree (data, model, denoiser, optim, sharding, run, eval), from YAML and the command line.
 
 Every run writes the resolved tree to ``<out>/config.yaml``; loading that file reproduces the run.
 
@@ -115,10 +115,11 @@ class RunConfig:
     """The run: budget, evaluation, early stopping, checkpoints, precision, outputs.
 
     - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end;
-      ``"auto"``: every epoch when the data has ground truth, else only at the end), on the splits in
-      ``eval_during`` (``valid``, ``test_clean``, ``test_observed``; ``test_clean`` only with ground truth).
-    - ``early_stop_patience``: stop after this many validations without a better validation AUC
-      (0: off); the best model is then restored for the final evaluation.
+      ``"auto"``: every epoch when the data has ground truth or a trusted signal, else only at the end), on
+      the splits in ``eval_during`` (``valid``, ``test_clean``, ``test_observed``, ``valid_trusted``,
+      ``valid_random``; ``test_clean`` only with ground truth) and the selection split (``eval.select_on``).
+    - ``early_stop_patience``: stop after this many validations without a better selection AUC
+      (``eval.select_on``; 0: off); the best model is then restored for the final evaluation.
     - ``checkpoint_every``: save a sharded checkpoint every N steps and at the end (0: never).
       ``resume``: ``auto`` (from ``<out>/checkpoints/latest`` when present), ``never``, or a checkpoint
       directory. See docs/checkpoints.md.
@@ -165,6 +166,26 @@ class RunConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What the run selects its model on (early stopping, the restored and exported epoch; docs/models.md,
+    "Selection"), and the interval it reports.
+
+    - ``select_on``: ``trusted`` (AUC against the trusted labels on the valid rows that have one: the schema's
+      ``trusted_label``), ``random`` (observed AUC on the randomised-exposure split ``<data>/valid_random``),
+      ``observed`` (AUC on ``valid``'s observed labels, which a noise process can fool), or ``auto``: trusted
+      when valid holds trusted labels, else random when ``valid_random`` exists, else observed.
+    - ``keep_selected``: with validation during the run (``run.eval_every``), keep the model of the best
+      selection metric (the selected evaluation) and restore and export it at the end, early stopping on or
+      off; ``false``: the last step's model, unless early stopping restores its best.
+    - ``ci_level``: the confidence level of the selection metric's interval (DeLong's, ``trainer/auc_interval.py``).
+    """
+
+    select_on: Literal["auto", "observed", "trusted", "random"] = "auto"
+    keep_selected: bool = True
+    ci_level: float = 0.95
+
+
+@dataclass
 class Config:
     """The whole run's configuration: one section per concern (``--set section.key=value`` on the command line)."""
 
@@ -174,6 +195,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sharding: ShardingConfig = field(default_factory=ShardingConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
@@ -204,13 +226,42 @@ class Config:
         if not isinstance(d, dict):
             raise UsageError(f"--config {path}: a config file must hold a mapping, got {type(d).__name__}")
         try:
-            return cls.from_dict(d)
+            return cls.from_dict(with_preset(d))
         except ValueError as e:
             raise UsageError(f"--config {path}: {e}") from None
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def with_preset(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A config mapping with a top-level ``preset: NAME`` (trainer/presets.py) resolved: the preset's values
+    first, the mapping's own on top. Without ``preset``, ``d`` itself.
+
+    Example::
+
+        with_preset({"preset": "recommended", "run": {"epochs": 1}})["denoiser"]["name"]  # 'observation'
+    """
+    if "preset" not in d:
+        return d
+    from denoisrec.trainer.presets import apply_preset
+
+    d = dict(d)
+    name = d.pop("preset")
+    base = Config()
+    model, denoiser = d.get("model") or {}, d.get("denoiser") or {}
+    if isinstance(model, dict) and "name" in model:
+        base.model.name = model["name"]
+    apply_preset(base, str(name), denoiser=denoiser.get("name") if isinstance(denoiser, dict) else None)
+    return _merge(base.to_dict(), d)
+
+
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
@@ -232,7 +283,9 @@ def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-_SECTIONS = {c.__name__: c for c in (DataConfig, ModelConfig, DenoiserConfig, OptimConfig, ShardingConfig, RunConfig)}
+_SECTIONS = {
+    c.__name__: c for c in (DataConfig, ModelConfig, DenoiserConfig, OptimConfig, ShardingConfig, RunConfig, EvalConfig)
+}
 
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")

@@ -42,7 +42,7 @@ from denoisrec.trainer.options import (
 if TYPE_CHECKING:  # config.py calls check_config from Config.validate
     from denoisrec.trainer.config import Config
 
-EVAL_SPLITS = ("valid", "test_clean", "test_observed")
+EVAL_SPLITS = ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random")
 
 #: ``section.field`` -> an :class:`Opt` (type and interval) or a tuple of accepted strings.
 RULES: Dict[str, Union[Opt, Tuple[str, ...]]] = {
@@ -74,6 +74,7 @@ RULES: Dict[str, Union[Opt, Tuple[str, ...]]] = {
     "run.checkpoint_every": Opt("int", 0, "steps between checkpoints; 0: never", 0),
     "run.keep_checkpoints": Opt("int", 2, "checkpoints kept", 1),
     "run.stop_after_steps": Opt("int", None, "steps in this session", 1, none_ok=True),
+    "eval.ci_level": Opt("float", 0.95, "confidence level of the selection metric's interval", 0, 1, True, True),
 }
 _NULLABLE_CHOICES = {"sharding.sharding_type"}
 _KIND = {int: "int", float: "float", bool: "bool", str: "str"}

@@ -26,13 +26,48 @@ from denoisrec.trainer.data.accounting import format_rows_read
 
 
 def environment() -> Dict[str, Any]:
-    """Python and torch versions, the CPU and its cores."""
+    """Python, torch, TorchRec, FBGEMM and denoisrec versions, the source's git commit, the CPU and its cores."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchrec": _version("torchrec"),
+        "fbgemm_gpu": _version("fbgemm-gpu-cpu") or _version("fbgemm-gpu"),
+        "denoisrec": _version("denoisrec"),
+        "git_commit": git_commit(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
     }
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit(path: Optional[str] = None) -> Optional[str]:
+    """The commit of the checkout this source runs from (``+dirty`` with uncommitted changes); ``None`` outside
+    a git checkout (an installed wheel) or without git.
+    """
+    import subprocess
+
+    here = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
 
 
 @dataclass
@@ -95,12 +130,15 @@ class RunSummary:
     model_file: Optional[str]
     environment: Dict[str, Any] = field(default_factory=environment)
     realimp: Optional[Dict[str, Any]] = None
+    selection: Optional[Dict[str, Any]] = None
     input_wait: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.realimp is None:
             del out["realimp"]
+        if self.selection is None:
+            del out["selection"]
         return out
 
 
@@ -145,6 +183,11 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("nonfinite_skipped_steps"):
+        lines.append(
+            f"  skipped {s['nonfinite_skipped_steps']} step(s) with a non-finite loss (run.nonfinite=skip): "
+            "their batches count as consumed, no update was made"
+        )
     if s.get("input_wait"):
         lines.append(format_input_wait(s["input_wait"]))
     if s.get("rows_read"):
@@ -159,4 +202,21 @@ def format_summary(s: Dict[str, Any]) -> str:
         )
     if ri:
         lines.append(f"  RealImp against {ri['baseline']}")
+    if s.get("selection"):
+        lines += selection_lines(s["selection"])
     return "\n".join(lines)
+
+
+def selection_lines(sel: Dict[str, Any]) -> List[str]:
+    """What the run selected on (with the interval) and which model it exported, and why."""
+    lo, hi = sel["ci"]
+    ci = f" [{lo:.4f}, {hi:.4f}] ({sel['ci_level']:.0%} DeLong)" if lo is not None and not math.isnan(lo) else ""
+    lines = [
+        f"selection: select_on={sel['select_on']} ({sel['reason']}): {sel['metric']}: {sel['auc']:.4f}{ci}",
+    ]
+    if sel.get("exported_step") is not None:
+        lines.append(
+            f"exported: the model of step {sel['exported_step']} (epoch {sel['exported_epoch']}/{sel['epochs']}): "
+            f"{sel['why']}"
+        )
+    return lines

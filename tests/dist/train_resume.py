@@ -43,6 +43,7 @@ def base_config(data: str, out: str) -> Config:
     cfg.sharding.sharding_type = "table_wise"
     cfg.optim.warmup_steps, cfg.optim.decay, cfg.optim.clip_grad_norm = 4, "cosine", 1.0
     cfg.run.out, cfg.run.epochs, cfg.run.log_every, cfg.run.progress = out, 2, 8, "log"
+    cfg.eval.keep_selected = False  # model.pt is the last step's: the runs compare training, not selection
     return cfg
 
 

@@ -52,11 +52,11 @@ def test_grid_points_and_selection_use_validation_only() -> None:
     ]
     with pytest.raises(ValueError, match="max-grid"):
         grid_points(Gridded, {}, "full", 3)
-    pts = [
-        {"valid_auc": 0.7, "test": 0.99},
-        {"valid_auc": 0.8, "test": 0.1},
-        {"valid_auc": 0.8},
-        {"valid_auc": float("nan")},
+    pts = [  # the selection metric (eval.select_on) chooses; observed validation and the test do not
+        {"select_auc": 0.7, "valid_auc": 0.9, "test": 0.99},
+        {"select_auc": 0.8, "valid_auc": 0.6, "test": 0.1},
+        {"select_auc": 0.8},
+        {"select_auc": float("nan")},
     ]
     assert select_best(pts) == 1
 
@@ -153,7 +153,7 @@ def test_bench_quality_quick_with_a_swept_denoiser(tmp_path: Path, monkeypatch: 
         {"eps_max": 0.2, "num_gradual": 5},
         {"eps_max": 0.05, "num_gradual": 5},
     ]
-    assert sw["selected"] == int(np.argmax([p["valid_auc"] for p in sw["points"]]))
+    assert sw["selected"] == int(np.argmax([p["select_auc"] for p in sw["points"]]))
     assert rows["tce_grid"]["params"] == sw["points"][sw["selected"]]["params"]
     # Aggregates are the seeds' mean ± std; RealImp and gap closure follow their formulas.
     for m, row in rows.items():
@@ -294,10 +294,15 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
         )
         == 0
     )
-    r = json.loads((out / "serving.json").read_text())
+    d = json.loads((out / "serving.json").read_text())
+    r = d["raw"]
     assert r["max_abs_diff"]["torchscript"] <= 1e-5 and r["artefacts"]["torchscript"]["bytes"] > 0
     assert set(r["rows_per_s"]) == {"1", "256"} and all(v > 0 for d in r["rows_per_s"].values() for v in d.values())
-    assert "| torchscript |" in (out / "serving.md").read_text()
+    assert d["bench"] == "serving" and d["environment"]["versions"]["torch"] and d["environment"]["cpu_model"]
+    assert {row["batch_size"] for row in d["rows"]} == {1, 256}
+    md = (out / "serving.md").read_text()
+    assert "| torchscript |" in md and "torch " in md  # the table under the environment line
+    assert (out / "serving.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_peers_view_gives_every_table_the_asked_rows(tiny_data: Path, tmp_path: Path) -> None:

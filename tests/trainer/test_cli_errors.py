@@ -141,7 +141,7 @@ def test_print_config_is_the_resolved_tree_and_loads_back(tmp_path: Path) -> Non
     cfg = Config.from_dict(tree)
     assert cfg.denoiser.params == {"eps_max": 0.1} and cfg.run.epochs == 2
     assert cfg.optim.lr == 1.0 and isinstance(tree["optim"]["lr"], float)  # normalised: an int lr is a float
-    assert set(tree) == {"data", "model", "denoiser", "optim", "sharding", "run"}
+    assert set(tree) == {"data", "model", "denoiser", "optim", "sharding", "run", "eval"}
 
 
 def test_help_lists_choices_defaults_and_version() -> None:

@@ -54,6 +54,7 @@ SUMMARY_KEYS = {
     "model_file",
     "environment",
     "realimp",
+    "selection",  # added with eval.select_on: what the run selected on, with its interval, and what it exported
     "input_wait",  # issue 27: the time the step waited for input
 }
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"

@@ -11,7 +11,9 @@ For a dataset with ground truth (``clean_label`` / ``is_noisy``: the synthetic p
   model fixed (``observation.noise_file=<data>/noise_model.json``, written by ``gen-data``): only ``f`` trains, so
   it bounds what any learnt noise model can reach on that data;
 - **every denoiser** with its defaults (the papers'), or with the point of a small sweep over its ``GRID``
-  (a class attribute: ``{"param": [values]}``) selected on the **validation** split only;
+  (a class attribute: ``{"param": [values]}``) selected on the run's selection metric only (``--select-on``,
+  the trainer's ``eval.select_on``: the trusted labels of valid, the randomised-exposure split, or observed
+  validation; never the test split);
 
 each over ``--seeds`` seeds (``--reuse``: runs ``--out`` already holds finished with the same config are read
 back, not retrained), and reports clean-test AUC, GAUC and logloss (mean ± std over seeds), RealImp
@@ -21,14 +23,14 @@ precision and recall over training (ADT Fig. 9, DART RQ4). Every number is read 
 
 **Early stopping** (``--patience``, DART's "two trials"): the trainer's own
 (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, ``run.early_stop_patience``): after every epoch the
-validation split is scored (observed labels; clean labels for the Clean row, as the thesis' oracle uses a
-clean validation set); training stops after ``patience`` epochs without a better validation AUC, the best
-epoch's model is restored and its test metrics are reported. ``--patience 0`` trains every epoch and reports
-the last.
+selection split is scored (``eval.select_on``; with ``observed``: valid's observed labels, clean labels for
+the Clean row, as the thesis' oracle uses a clean validation set); training stops after ``patience`` epochs
+without a better selection AUC, the selected epoch's model is restored and its test metrics are reported.
+``--patience 0`` trains every epoch and reports the selected one (``eval.keep_selected``).
 
 **Sweep** (``--sweep``): ``ofat`` varies one hyperparameter at a time around the defaults (DART's 4 grids give
 13 points instead of 320), ``full`` takes the Cartesian product (at most ``--max-grid`` points), ``none``
-keeps the defaults. Points run on the first seed; the best validation AUC wins (ties: the earlier point,
+keeps the defaults. Points run on the first seed; the best selection AUC wins (ties: the earlier point,
 defaults first); the winner then runs on every seed. Test numbers never influence the choice.
 
 **Noise identification**: the denoiser's own ground-truth report (``Denoiser.report``, logged every step
@@ -56,6 +58,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.report import apply_quick
@@ -117,6 +120,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")
     p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
     p.add_argument("--sweep", choices=("ofat", "full", "none"), default="ofat")
+    p.add_argument(
+        "--select-on",
+        choices=("auto", "observed", "trusted", "random"),
+        default="auto",
+        help="what early stopping, the restored epoch and the sweeps select on (eval.select_on; default auto: "
+        "trusted labels, else valid_random, else observed validation)",
+    )
     p.add_argument("--max-grid", type=int, default=24, help="most sweep points per method")
     p.add_argument("--nproc", type=int, default=1, help="ranks per run (>1: one torchrun job runs everything)")
     p.add_argument("--curve-points", type=int, default=20, help="points of the precision/recall curves")
@@ -201,10 +211,12 @@ def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid:
 
 
 def select_best(points: List[Dict[str, Any]]) -> int:
-    """Index of the point with the highest validation AUC (the first on ties; NaN never wins)."""
+    """Index of the point with the highest selection AUC (``select_auc``: the run's ``eval.select_on`` metric;
+    the first on ties; NaN never wins).
+    """
     best, best_auc = 0, -math.inf
     for i, pt in enumerate(points):
-        v = pt["valid_auc"]
+        v = pt["select_auc"]
         if v is not None and not math.isnan(v) and v > best_auc:
             best, best_auc = i, v
     return best
@@ -228,7 +240,7 @@ def read_run(run: str) -> Dict[str, Any]:
             kind, step = rec.get("kind"), rec.get("step")
             if kind == "train":
                 train[step] = rec
-            elif kind in ("valid", "test_clean", "test_observed"):
+            elif kind in ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random"):
                 evals.setdefault(kind, {}).setdefault(step, rec)
     return {"summary": summary, "evals": evals, "train": [train[k] for k in sorted(train)]}
 
@@ -329,7 +341,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.log_every = 1  # every step's ground-truth sums in metrics.jsonl; the bench bins them
     cfg.run.eval_every, cfg.run.curves = "epoch", False
     cfg.run.eval_during = ["valid", "test_clean", "test_observed"]
-    cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the last reported
+    cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the selected one reported
+    cfg.eval.select_on = spec.get("select_on", "auto")
     if method == CLEAN:
         cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
     elif method == WITHHELD:
@@ -367,6 +380,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
         "best_epoch": -(-best_step // spe) - 1,
         "epochs_run": len(curve) or summary["epochs_started"],
         "valid": metrics["valid"],
+        "select_auc": summary["selection"]["auc"],
+        "selection": {k: summary["selection"][k] for k in ("select_on", "split", "auc", "ci", "rows")},
         "test_clean": metrics["test_clean"],
         "test_observed": metrics["test_observed"],
         "epoch_curve": curve,
@@ -400,7 +415,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
             tried = []
             for i, pt in enumerate(points):
                 r = run_one(spec, method, pt, seeds[0], f"{method}-sweep{i}" if len(points) > 1 else method)
-                tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "run": r})
+                tried.append({"params": pt, "valid_auc": r["valid"]["auc"], "select_auc": r["select_auc"], "run": r})
             best = select_best(tried)
             chosen, first = tried[best]["params"], tried[best]["run"]
             sweeps[method] = {
@@ -408,6 +423,7 @@ def run_all(spec: Dict[str, Any]) -> Dict[str, Any]:
                     {
                         "params": t["params"],
                         "valid_auc": t["valid_auc"],
+                        "select_auc": t["select_auc"],
                         "test_clean_auc": t["run"]["test_clean"]["auc"],
                     }
                     for t in tried
@@ -535,8 +551,9 @@ def build_report(
         cols.insert(3, ("thesis AUC", "reference_auc", "{:.4f}"))
     rep.markdown = (
         f"Data `{data}` ({rep.params['source']}), model `{a.model}`, {a.seeds} seed(s), at most {a.epochs} "
-        f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` on validation (observed labels). "
-        f"Metrics on the clean test set at the best validation epoch; RealImp and gap closure from the seed means; "
+        f"epoch(s), early-stopping patience {a.patience}, sweep `{a.sweep}` and epochs selected on "
+        f"{_selected_on(result)}. "
+        f"Metrics on the clean test set at the selected epoch; RealImp and gap closure from the seed means; "
         f"'last epoch': the clean AUC after the last epoch run (memorisation of the noise shows there).\n\n"
         f"{markdown_table(rows, cols)}\n"
     )
@@ -547,19 +564,21 @@ def build_report(
                     "i": i,
                     "params": p["params"],
                     "valid_auc": p["valid_auc"],
+                    "select_auc": p.get("select_auc", p["valid_auc"]),
                     "test": p["test_clean_auc"],
                     "sel": "**selected**" if i == sw["selected"] else "",
                 }
                 for i, p in enumerate(sw["points"])
             ]
             rep.markdown += (
-                f"\nSweep of `{m}` (seed 0; selection on validation AUC):\n\n"
+                f"\nSweep of `{m}` (seed 0; selection on {_selected_on(result)}):\n\n"
                 + markdown_table(
                     srows,
                     [
                         ("#", "i", "{}"),
                         ("hyperparameters", lambda r: ", ".join(f"{k}={v}" for k, v in r["params"].items()), "{}"),
                         ("valid AUC", "valid_auc", "{:.4f}"),
+                        ("selection AUC", "select_auc", "{:.4f}"),
                         ("clean-test AUC", "test", "{:.4f}"),
                         ("", "sel", "{}"),
                     ],
@@ -578,52 +597,119 @@ def build_report(
     return rep
 
 
+def _num(v: Any, default: float = float("nan")) -> float:
+    """A number from the report (the JSON writes NaN as null)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
 def plot(fig: Any, rep: Any) -> None:
+    """Left: clean-test AUC per method (mean ± std over seeds; the numbers are in the labels). Right: one small
+    panel per method with hard decisions (precision, recall and random precision of what it drops or
+    relabels, seed 0), shared y axis, one legend; methods without decisions are named, not drawn.
+
+    ``rep`` is the :class:`~denoisrec.trainer.bench.report.BenchReport` or one read back from ``quality.json``.
+    """
+    from matplotlib.lines import Line2D
+
+    from denoisrec.trainer import plot_style
+
     rows = rep.rows
-    ax = fig.add_subplot(1, 2, 1)
-    names = [r["method"] for r in rows]
-    ax.errorbar(
-        range(len(rows)),
-        [r["test_clean_auc"] for r in rows],
-        yerr=[r["test_clean_auc_std"] for r in rows],
-        fmt="o",
-        capsize=4,
-        label="denoisrec (mean ± std)",
-    )
-    refs = [r.get("reference_auc") for r in rows]
-    if any(x is not None for x in refs):
-        ax.plot(
-            [i for i, x in enumerate(refs) if x is not None],
-            [x for x in refs if x is not None],
-            "x",
-            color="tab:red",
-            label="thesis Table 2",
-        )
+    curves: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rep.raw.get("runs", []):
+        d = r.get("diagnostics") or {}
+        if d.get("has_decisions") and r.get("seed") == 0 and d.get("curve"):
+            curves.setdefault(r["method"], d["curve"])
+    soft = [r["method"] for r in rows if r["method"] not in curves and r["method"] not in (BASELINE, CLEAN)]
+    n = len(curves)
+    ncols = min(4, max(1, n))
+    nrows = max(1, math.ceil(n / ncols))
+    width = max(4.5, 2.5 * ncols)  # the small multiples; at least room for their title and legend
+    fig.set_size_inches(5.5 + width, max(4.5, 0.3 * len(rows) + 2.0, 2.2 * nrows + 1.6))
+    fig.set_layout_engine("constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[5.5, width], wspace=0.02)
+
+    # --- clean-test AUC per method: a dot plot whose labels are the table
+    ax = left.subplots()
+    ys = list(range(len(rows)))
+    means = [_num(r.get("test_clean_auc")) for r in rows]
+    stds = [_num(r.get("test_clean_auc_std"), 0.0) for r in rows]
+    ax.errorbar(means, ys, xerr=stds, fmt="o", capsize=3, color="tab:blue", label="mean ± std over seeds")
+    refs = [(i, r.get("reference_auc")) for i, r in enumerate(rows) if r.get("reference_auc") is not None]
+    if refs:
+        ax.plot([x for _, x in refs], [i for i, _ in refs], "x", color="tab:red", label="thesis Table 2")
     for name, style in ((BASELINE, "--"), (CLEAN, ":")):
         r = next((r for r in rows if r["method"] == name), None)
-        if r is not None:
-            ax.axhline(r["test_clean_auc"], linestyle=style, color="0.4", linewidth=1, label=f"{name}")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("clean-test AUC")
-    ax.legend(fontsize=7, framealpha=0.9)
-    ax2 = fig.add_subplot(1, 2, 2)
-    drawn = False
-    for r in rep.raw["runs"]:
-        d = r.get("diagnostics") or {}
-        if not d.get("has_decisions") or r["seed"] != 0:
-            continue
-        steps = [p["step"] for p in d["curve"]]
-        line = ax2.plot(steps, [p["precision"] for p in d["curve"]], label=f"{r['method']} precision")[0]
-        ax2.plot(steps, [p["recall"] for p in d["curve"]], "--", color=line.get_color(), label=f"{r['method']} recall")
-        ax2.plot(steps, [p["random_precision"] for p in d["curve"]], ":", color=line.get_color(), linewidth=0.8)
-        drawn = True
-    ax2.set_xlabel("training step")
-    ax2.set_title("noise identification (seed 0; dotted: random precision)")
-    if drawn:
-        ax2.legend(fontsize=7)
+        if r is not None and not math.isnan(_num(r.get("test_clean_auc"))):
+            ax.axvline(_num(r["test_clean_auc"]), linestyle=style, color="0.4", linewidth=1, label=f"{name}")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(
+        [
+            f"{r['method']}  {m:.4f} ± {sd:.4f}" if not math.isnan(m) else f"{r['method']}  —"
+            for r, m, sd in zip(rows, means, stds)
+        ],
+        fontsize=8,
+    )
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the table's order, top to bottom
+    ax.set_xlabel("clean-test AUC (best validation epoch)")
+    ax.set_title("clean-test AUC", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    plot_style.legend_outside(ax, "below", ncol=2)
+
+    # --- noise identification: small multiples, one per method with hard decisions
+    chars = int(width * 11)  # characters per line of the panels' title at 9 pt
+    right.suptitle(
+        "\n".join(
+            textwrap.wrap("noise identification, seed 0: of the positives each method drops or relabels", chars)
+            + (textwrap.wrap(f"not drawn (no hard decisions): {', '.join(soft)}", chars) if soft else [])
+        ),
+        fontsize=9,
+    )
+    if not curves:
+        plot_style.empty(right.subplots(), "no method with hard decisions")
     else:
-        ax2.text(0.5, 0.5, "no method with hard decisions", ha="center", transform=ax2.transAxes)
+        grid = right.subplots(nrows, ncols, sharey=True, squeeze=False)
+        for k, (method, curve) in enumerate(curves.items()):
+            a = grid[k // ncols][k % ncols]
+            steps = [p["step"] for p in curve]
+            a.plot(steps, [_num(p.get("precision")) for p in curve], "-", color="tab:blue")
+            a.plot(steps, [_num(p.get("recall")) for p in curve], "--", color="tab:orange")
+            a.plot(steps, [_num(p.get("random_precision")) for p in curve], ":", color="0.4")
+            if len(steps) <= plot_style.SHORT:
+                for line in a.lines:
+                    line.set_marker("o")
+            a.set_title(method, fontsize=9)
+            a.set_ylim(0, 1)
+            a.grid(alpha=0.3)
+            plot_style.integer_ticks(a, "x")
+            a.tick_params(labelsize=7)
+            if k % ncols == 0:
+                a.set_ylabel("share of positives", fontsize=8)
+            if k + ncols >= n:
+                a.set_xlabel("training step", fontsize=8)
+        for k in range(n, nrows * ncols):
+            grid[k // ncols][k % ncols].set_visible(False)
+        handles = [
+            Line2D([], [], color="tab:blue", linestyle="-", label="precision (noisy among handled)"),
+            Line2D([], [], color="tab:orange", linestyle="--", label="recall (handled among noisy)"),
+            Line2D([], [], color="0.4", linestyle=":", label="random precision (noise share)"),
+        ]
+        right.legend(
+            handles=handles, loc="outside lower center", ncol=3 if ncols >= 3 else 1, fontsize=8, frameon=False
+        )
+    p = rep.params
+    fig.suptitle(
+        f"bench quality: {p.get('data')} ({p.get('source', 'synthetic')}), model {p.get('model')}, "
+        f"{p.get('seeds')} seed(s), at most {p.get('epochs')} epoch(s)",
+        fontsize=10,
+    )
+
+
+def _selected_on(result: Dict[str, Any]) -> str:
+    """The runs' selection split(s), in words (the Clean row may resolve like the others)."""
+    splits = sorted({r["selection"]["split"] for r in result["runs"] if r.get("selection")})
+    names = {"valid": "validation (observed labels)", "valid_trusted": "the trusted labels of valid"}
+    names["valid_random"] = "the randomised-exposure split (valid_random)"
+    return " / ".join(names.get(s, s) for s in splits) or "validation (observed labels)"
 
 
 def run(a: argparse.Namespace) -> int:
@@ -648,6 +734,7 @@ def run(a: argparse.Namespace) -> int:
             "patience": a.patience,
             "batch_size": a.batch_size,
             "sweep": a.sweep,
+            "select_on": a.select_on,
             "max_grid": a.max_grid,
             "curve_points": a.curve_points,
             "out": a.out,

@@ -14,6 +14,7 @@ and exit statuses in :func:`denoisrec.trainer.cli.main`.
 | command | module | what it does |
 |---|---|---|
 | ``train`` | :mod:`.train` | train and evaluate a model |
+| ``tune`` | :mod:`.tune` | train candidate denoisers, choose on the trusted signal, write the config |
 | ``predict`` / ``export`` | :mod:`.predict` / :mod:`.export` | score data / write a serving artefact |
 | ``launch`` | :mod:`.launch` | ``torchx run`` the components of :mod:`denoisrec.launch` |
 | ``gen-data`` / ``convert`` | :mod:`.gen_data` / :mod:`.convert` | write datasets (:mod:`denoisrec.trainer.datasets`) |
@@ -24,7 +25,7 @@ and exit statuses in :func:`denoisrec.trainer.cli.main`.
 Example:
 >>> from denoisrec.trainer.commands import COMMANDS
 >>> list(COMMANDS)[:3]
-['train', 'predict', 'export']
+['train', 'tune', 'predict']
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from typing import Dict
 
 from denoisrec.trainer import run_report
 from denoisrec.trainer.bench import cli as bench
-from denoisrec.trainer.commands import convert, export, gen_data, launch, predict, train, validate
+from denoisrec.trainer.commands import convert, export, gen_data, launch, predict, train, tune, validate
 
 COMMANDS: Dict[str, ModuleType] = {
     "train": train,
+    "tune": tune,
     "predict": predict,
     "export": export,
     "launch": launch,

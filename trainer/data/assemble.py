@@ -40,6 +40,7 @@ BATCH_FIELDS = {
     "group_id": "group_ids",
     "clean_label": "clean_labels",
     "is_noisy": "is_noisy",
+    "trusted_label": "trusted_labels",
 }
 
 

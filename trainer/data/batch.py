@@ -8,6 +8,8 @@ Shapes (B = this rank's batch size, which may differ between ranks and may be 0 
 - ``sample_ids``: int64 ``[B]``, a stable per-row key (tie-breaking, row accounting)
 - ``group_ids``: int64 ``[B]``, the GAUC group (user id)
 - ``clean_labels``, ``is_noisy``: float32 ``[B]`` ground truth, or ``None`` when the data has none
+- ``trusted_labels``: float32 ``[B]``, the trusted label (0/1) and NaN on rows without one, or ``None`` when
+  the schema names no trusted column
 
 It subclasses :class:`torchrec.datasets.utils.Batch`, so TorchRec utilities and ``TrainPipelineSparseDist``
 accept it (``to``, ``record_stream`` and ``pin_memory`` carry the extra fields).
@@ -34,6 +36,7 @@ class Batch(TorchRecBatch):
     group_ids: Optional[torch.Tensor] = None
     clean_labels: Optional[torch.Tensor] = None
     is_noisy: Optional[torch.Tensor] = None
+    trusted_labels: Optional[torch.Tensor] = None
 
     @property
     def size(self) -> int:
@@ -49,11 +52,12 @@ class Batch(TorchRecBatch):
             group_ids=_map(self.group_ids, move),
             clean_labels=_map(self.clean_labels, move),
             is_noisy=_map(self.is_noisy, move),
+            trusted_labels=_map(self.trusted_labels, move),
         )
 
     def record_stream(self, stream: torch.Stream) -> None:
         super().record_stream(stream)
-        for t in (self.sample_ids, self.group_ids, self.clean_labels, self.is_noisy):
+        for t in (self.sample_ids, self.group_ids, self.clean_labels, self.is_noisy, self.trusted_labels):
             if t is not None:
                 t.record_stream(stream)  # type: ignore[arg-type]
 
@@ -67,4 +71,5 @@ class Batch(TorchRecBatch):
             group_ids=_map(self.group_ids, pin),
             clean_labels=_map(self.clean_labels, pin),
             is_noisy=_map(self.is_noisy, pin),
+            trusted_labels=_map(self.trusted_labels, pin),
         )

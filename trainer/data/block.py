@@ -9,7 +9,8 @@ The layout is chosen for cheap batch assembly (:mod:`.assemble`) and shuffling (
 - ``dense``: ``[n, n_dense]`` float32, row-major: a batch of consecutive rows is a zero-copy view, and the
   shuffle buffer gathers whole rows (one cache line for 16 features).
 - ``one_d``: ``label``, ``sample_id``, ``group_id``, ``clean_label``, ``is_noisy``, 1-D, zero-copy views of
-  the Arrow buffers when the column has no nulls and a numpy-compatible type.
+  the Arrow buffers when the column has no nulls and a numpy-compatible type; ``trusted_label`` as float32
+  with NaN where the row has no trusted label (null).
 
 :func:`decode` runs the value checks of :mod:`.checks` on every block (never trusting Parquet statistics) and
 applies the OOV and NaN policies, counting repairs in :class:`Counters`.
@@ -36,6 +37,7 @@ from denoisrec.trainer.data.checks import (
     hash_out_of_table,
     must_be_whole,
     not_binary,
+    not_binary_or_null,
     not_finite,
     out_of_table,
 )
@@ -56,6 +58,7 @@ class Layout:
     def __init__(self, schema: DataSchema, with_ground_truth: bool) -> None:
         self.schema = schema
         self.with_ground_truth = with_ground_truth and schema.ground_truth
+        self.with_trusted = with_ground_truth and schema.trusted_label is not None  # evaluation reads it too
         self.keys = schema.sparse_names
         self.single = [f for f in schema.sparse if not f.multi_hot]
         self.multi = [f for f in schema.sparse if f.multi_hot]
@@ -72,7 +75,7 @@ class Layout:
                 self.segments.append(("single", s, s + 1))
                 s += 1
         self.single_sizes = np.array([f.num_embeddings for f in self.single], dtype=np.int64)
-        self.columns = schema.columns(with_ground_truth=self.with_ground_truth)
+        self.columns = schema.columns(with_ground_truth=self.with_ground_truth, with_trusted=self.with_trusted)
         self.whole = must_be_whole(schema, self.with_ground_truth)
         gt = self.with_ground_truth
         self.one_d: Dict[str, Tuple[Optional[str], torch.dtype]] = {
@@ -81,6 +84,7 @@ class Layout:
             "group_id": (schema.group_id, torch.int64),
             "clean_label": (schema.clean_label if gt else None, torch.float32),
             "is_noisy": (schema.is_noisy if gt else None, torch.float32),
+            "trusted_label": (schema.trusted_label if self.with_trusted else None, torch.float32),
         }
 
 
@@ -252,6 +256,17 @@ def decode(rb: pa.RecordBatch, layout: Layout, where: Where, counters: Counters)
     for role, (name, _) in layout.one_d.items():
         if name is None:
             one_d[role] = None
+            continue
+        if role == "trusted_label":  # null where the row has no trusted label: NaN in float32
+            v = rb.column(name).cast(pa.float32()).to_numpy(zero_copy_only=False)
+            finding = not_binary_or_null(v)
+            if finding is not None:
+                raise DataError(
+                    f"{where}: column {name!r} (the trusted label) has {finding.count:,} value(s) outside "
+                    f"{{0, 1, null}} (first: {finding.value!r} at {where.at(finding.first)}); trusted labels "
+                    "must be 0 or 1, null where the row has none"
+                )
+            one_d[role] = v
             continue
         v = rb.column(name).to_numpy(zero_copy_only=False)
         if role in ("label", "clean_label", "is_noisy"):

@@ -66,6 +66,14 @@ def not_binary(values: np.ndarray) -> Optional[Finding]:
     return _first(bad, values) if bad.any() else None
 
 
+def not_binary_or_null(values: np.ndarray) -> Optional[Finding]:
+    """Trusted-label values other than 0, 1 and NaN (a null, after the cast to float)."""
+    if values.size == 0:
+        return None
+    bad = (values != 0) & (values != 1) & ~np.isnan(values)
+    return _first(bad, values) if bad.any() else None
+
+
 def not_finite(values: np.ndarray) -> Optional[Finding]:
     """NaN or ±inf (nulls arrive here as NaN)."""
     if values.size == 0 or values.dtype.kind in "iub":
@@ -136,6 +144,8 @@ def expected_types(schema: DataSchema, with_ground_truth: bool) -> Dict[str, Tup
     if with_ground_truth and schema.ground_truth:
         out[schema.clean_label] = ("0/1 integer, bool or float (clean label)", _is_label)  # type: ignore[index]
         out[schema.is_noisy] = ("0/1 integer, bool or float (noise flag)", _is_label)  # type: ignore[index]
+    if with_ground_truth and schema.trusted_label is not None:
+        out[schema.trusted_label] = ("0/1 integer, bool or float, null where none (trusted label)", _is_label)
     return out
 
 
@@ -144,7 +154,9 @@ def schema_problems(arrow_schema: pa.Schema, schema: DataSchema, with_ground_tru
     problems = []
     for col, (what, ok) in expected_types(schema, with_ground_truth).items():
         idx = arrow_schema.get_field_index(col)
-        if idx < 0:
+        if idx < 0 and arrow_schema.names.count(col) > 1:
+            problems.append(f"column {col!r} appears {arrow_schema.names.count(col)} times; write each column once")
+        elif idx < 0:
             problems.append(f"missing column {col!r} (expected {what})")
         elif not ok(arrow_schema.field(idx).type):
             problems.append(f"column {col!r} has type {arrow_schema.field(idx).type}, expected {what}")

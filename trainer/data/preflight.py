@@ -1,6 +1,6 @@
 """Check the evaluation splits before training starts, so that bad values there cost seconds, not a run.
 
-Training reads ``valid`` and ``test`` only when it evaluates, often at the end. Before the first step the
+Training reads ``valid`` and ``test`` (and ``valid_random`` when the dataset has it) only when it evaluates, often at the end. Before the first step the
 trainer therefore (rank 0, the result broadcast to every rank):
 
 - checks every file of both splits at the schema level (footer, columns, types: the readers do this when
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.fs import DataPath
-from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.data.schema import RANDOM_SPLIT, DataSchema
 from denoisrec.trainer.data.validate import validate_split
 from denoisrec.trainer.errors import DataError
 
@@ -40,6 +40,9 @@ def check_eval_splits(
     """Raise :class:`DataError` on the first error found in a sampled scan of ``splits`` of ``root``."""
     if max_row_groups <= 0:
         return
+    splits = list(splits)
+    if RANDOM_SPLIT not in splits and DataPath.resolve(root.rstrip("/") + "/" + RANDOM_SPLIT, filesystem).is_dir():
+        splits.append(RANDOM_SPLIT)  # the randomised-exposure split is an evaluation split too
     for split in splits:
         dp = DataPath.resolve(root.rstrip("/") + "/" + split, filesystem)
         files, _ = dp.listing()

@@ -41,6 +41,7 @@ import yaml
 
 SCHEMA_FILE = "schema.json"
 SPLITS = ("train", "valid", "test")
+RANDOM_SPLIT = "valid_random"  # the optional randomised-exposure split, same schema as valid
 ROLES = ("preference", "context")
 OOV_POLICIES = ("error", "hash")
 NAN_POLICIES = ("error", "impute")
@@ -81,6 +82,9 @@ class DataSchema:
             account for rows read.
         clean_label: ground-truth label (evaluation and diagnostics only), if the data has it.
         is_noisy: ground-truth flag ``label != clean_label``, if the data has it.
+        trusted_label: a 0/1 column holding a trusted (high-quality) label on the rows that have one and null
+            elsewhere (purchases, long dwell, explicit ratings, a rated sample); ``None``: the data has none.
+            Selection and diagnostics read it (``eval.select_on``); it is never a feature.
         oov_policy: ``"error"`` rejects ids outside ``[0, num_embeddings)``; ``"hash"`` maps them into the
             table with ``splitmix64(id) mod num_embeddings`` (negative ids included; ids inside the table
             are kept), counted in the reader's report. A feature's own ``oov_policy`` overrides it.
@@ -96,6 +100,7 @@ class DataSchema:
     sample_id: Optional[str] = "row_id"
     clean_label: Optional[str] = "clean_label"
     is_noisy: Optional[str] = "is_noisy"
+    trusted_label: Optional[str] = None
     oov_policy: str = "error"
     nan_policy: str = "error"
     impute_value: float = 0.0
@@ -157,8 +162,9 @@ class DataSchema:
         """True when the schema names both ground-truth columns."""
         return self.clean_label is not None and self.is_noisy is not None
 
-    def columns(self, with_ground_truth: bool = True) -> List[str]:
-        """Every column this schema reads, without duplicates, in a stable order."""
+    def columns(self, with_ground_truth: bool = True, with_trusted: bool = False) -> List[str]:
+        """Every column this schema reads, without duplicates, in a stable order (the trusted label last, when
+        ``with_trusted`` and the schema names one)."""
         cols: List[str] = [f.name for f in self.sparse] + list(self.dense) + [self.label]
         for c in (self.group_id, self.sample_id):
             if c is not None:
@@ -167,6 +173,8 @@ class DataSchema:
             for c in (self.clean_label, self.is_noisy):
                 if c is not None:
                     cols.append(c)
+        if with_trusted and self.trusted_label is not None:
+            cols.append(self.trusted_label)
         return list(dict.fromkeys(cols))
 
     def to_dict(self) -> Dict[str, Any]:
@@ -192,8 +200,13 @@ class DataSchema:
                     f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
                     f"and optionally multi_hot, oov_policy, role"
                 )
+            _check_feature_types(f)
             feats.append(SparseFeature(**f))
         d["sparse"] = feats
+        dense = d.get("dense", [])
+        if not isinstance(dense, list) or not all(isinstance(c, str) for c in dense):
+            bad = dense if not isinstance(dense, list) else next(c for c in dense if not isinstance(c, str))
+            raise ValueError(f"schema key 'dense': {bad!r} is not a column name; expected a list of column names")
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"schema: unknown key(s) {sorted(unknown)}")
@@ -210,12 +223,27 @@ class DataSchema:
         dp = DataPath.resolve(path, filesystem)
         if dp.is_dir():
             dp = dp.join(SCHEMA_FILE)
+        elif not dp.is_file():
+            raise FileNotFoundError(
+                f"{dp}: no such dataset folder (nor a schema file); `denoisrec gen-data` or `denoisrec convert` "
+                "makes one"
+            )
         if not dp.is_file():
             raise FileNotFoundError(
                 f"{dp}: no schema file. A dataset directory needs {SCHEMA_FILE} "
                 "(written by `denoisrec gen-data`), or give the schema in the config (data.schema)."
             )
-        text = dp.read_text()
+        if dp.path.endswith(".parquet"):
+            raise ValueError(
+                f"{dp}: a Parquet file, not a dataset; --data takes the dataset's directory (with {SCHEMA_FILE} "
+                "and train/, valid/, test/), or a schema file"
+            )
+        try:
+            text = dp.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{dp}: not a text file, so not a schema; --data takes the dataset's directory (with {SCHEMA_FILE})"
+            ) from None
         try:
             raw = yaml.safe_load(text) if dp.path.endswith((".yaml", ".yml")) else json.loads(text)
             return cls.from_dict(raw)
@@ -239,21 +267,40 @@ class DataSchema:
         raise ValueError(f"config data.schema={value!r}: expected null, a path or a mapping")
 
 
+def _check_feature_types(f: Dict[str, Any]) -> None:
+    """One sparse feature's values have their types: ``num_embeddings`` a positive integer (not ``8.7``,
+    ``"8"`` or ``true``), ``multi_hot`` a boolean, ``name`` a string.
+    """
+    name = f["name"]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"schema: sparse feature name {name!r}: expected a column name (a string)")
+    n = f["num_embeddings"]
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(
+            f"schema: sparse feature {name!r} has num_embeddings={n!r} ({type(n).__name__}); expected a "
+            "positive integer (the table's row count)"
+        )
+    if "multi_hot" in f and not isinstance(f["multi_hot"], bool):
+        raise ValueError(
+            f"schema: sparse feature {name!r} has multi_hot={f['multi_hot']!r}; expected true or false"
+        )
+
+
 def check_roles(schema: "DataSchema") -> None:
     """The columns that carry the answer are never features.
 
-    The label, the ground truth (``clean_label``, ``is_noisy``) and the sample id may be neither sparse nor
-    dense, and the group id not dense. (The group id may be a sparse feature: a user-id embedding is ordinary,
+    The label, the ground truth (``clean_label``, ``is_noisy``), the trusted label and the sample id may be
+    neither sparse nor dense, and the group id not dense. (The group id may be a sparse feature: a user-id embedding is ordinary,
     GAUC only groups by it.)
     """
     kinds = {**{f.name: "sparse" for f in schema.sparse}, **{c: "dense" for c in schema.dense}}
-    for role in ("label", "clean_label", "is_noisy", "sample_id", "group_id"):
+    for role in ("label", "clean_label", "is_noisy", "trusted_label", "sample_id", "group_id"):
         col = getattr(schema, role)
         kind = kinds.get(col) if col is not None else None
         if kind is None or (role == "group_id" and kind == "sparse"):
             continue
         raise ValueError(
             f"schema: column {col!r} is the {role} and also listed under '{kind}'; the label, the "
-            "ground truth and the sample id can never be features, the group id only a sparse one: "
+            "ground truth, the trusted label and the sample id can never be features, the group id only a sparse one: "
             f"remove it from '{kind}'"
         )

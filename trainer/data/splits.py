@@ -3,7 +3,9 @@
 ``data.schema`` (``None``: ``<data.path>/schema.json``; a file path; or an inline mapping) gives the column
 roles and table sizes; ``data.oov_policy`` / ``data.nan_policy`` override the schema's policies. The train
 split is shuffled (row-group order per epoch plus ``data.shuffle_buffer`` rows), prefetched
-(``data.prefetch`` batches) and pinned when the device is CUDA; valid and test are read in order.
+(``data.prefetch`` batches) and pinned when the device is CUDA; valid and test are read in order. When
+``<data.path>/valid_random`` (the randomised-exposure split: same schema as valid, rows placed at random
+instead of by the logging ranker) exists, it is read in order like valid, under the key ``"valid_random"``.
 
 Example::
 
@@ -18,13 +20,20 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.reader import ParquetBatchReader
-from denoisrec.trainer.data.schema import DataSchema
+from denoisrec.trainer.data.schema import RANDOM_SPLIT, DataSchema
+from denoisrec.trainer.errors import DataError
 
 
 def split_path(root: str, split: str) -> str:
     """``<root>/<split>`` for a local path or a URI."""
     return root.rstrip("/") + "/" + split
+
+
+def has_random_split(root: str) -> bool:
+    """Whether ``<root>/valid_random`` (the randomised-exposure split) exists."""
+    return DataPath.resolve(split_path(root, RANDOM_SPLIT)).is_dir()
 
 
 def schema_from_config(data: Any) -> DataSchema:
@@ -42,7 +51,8 @@ def split_readers(
     device: torch.device,
     batch_size: Optional[int] = None,
 ) -> Dict[str, ParquetBatchReader]:
-    """``{"train", "valid", "test"}`` readers for this rank; ``batch_size`` (rows per rank) overrides
+    """``{"train", "valid", "test"}`` readers for this rank (and ``"valid_random"`` when the dataset has that
+    split); ``batch_size`` (rows per rank) overrides
     ``data.batch_size`` for the train split (the trainer passes the one ``data.global_batch_size`` implies).
     """
     pin = device.type == "cuda"
@@ -63,8 +73,16 @@ def split_readers(
             split=split,
         )
 
-    return {
+    readers = {
         "train": make("train", data.batch_size if batch_size is None else batch_size, True),
         "valid": make("valid", data.eval_batch_size, False),
         "test": make("test", data.eval_batch_size, False),
     }
+    if has_random_split(data.path):
+        try:
+            readers[RANDOM_SPLIT] = make(RANDOM_SPLIT, data.eval_batch_size, False)
+        except DataError as e:
+            raise DataError(
+                f"split {RANDOM_SPLIT!r} (the randomised-exposure split) must have the schema of 'valid': {e}"
+            ) from e
+    return readers

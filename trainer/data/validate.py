@@ -3,7 +3,9 @@
 Runs every check the reader runs (:mod:`.checks`), but instead of stopping at the first problem it reads
 every row group of every split and counts them: unreadable, truncated or empty files, missing or mistyped
 columns, nulls in id and label columns, labels outside {0, 1}, ids outside their table, NaN / ±inf / null
-dense values, and optionally duplicate sample ids. Out-of-table ids and bad dense values are errors under
+dense values, and optionally duplicate sample ids. A trusted-label column (``schema.trusted_label``) may be
+null, but its other values must be 0 or 1 and it must hold a label somewhere (an all-null trusted column is
+an error); a ``valid_random`` split, when present, is checked like the others and must have valid's columns. Out-of-table ids and bad dense values are errors under
 the ``error`` policies and notes (what the reader would hash or impute) otherwise.
 
 ``PATH`` is a dataset directory (``train/``, ``valid/``, ``test/`` and ``schema.json``), or one split or
@@ -30,13 +32,14 @@ from denoisrec.trainer.data.checks import (
     label_columns,
     must_be_whole,
     not_binary,
+    not_binary_or_null,
     not_finite,
     oneline,
     out_of_table,
     schema_problems,
 )
 from denoisrec.trainer.data.fs import DataPath, open_parquet
-from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
+from denoisrec.trainer.data.schema import RANDOM_SPLIT, SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.errors import DataError
 
 VALIDATE_BATCH_ROWS = 1 << 16
@@ -77,6 +80,8 @@ class SplitReport:
     bytes: int = 0
     rows_checked: int = 0
     positives: int = 0
+    trusted_rows: int = 0  # rows with a trusted label (the schema's trusted_label not null)
+    trusted_positives: int = 0
     min_row_group_rows: int = 0
     max_row_group_rows: int = 0
     issues: List[Issue] = field(default_factory=list)
@@ -229,6 +234,24 @@ def _check_batch(
             )
         if c == schema.label:
             positives[0] += int((v == 1).sum())
+    if schema.trusted_label is not None:
+        c = schema.trusted_label
+        v = rb.column(c).cast(pa.float32()).to_numpy(zero_copy_only=False)
+        finding = not_binary_or_null(v)
+        if finding is not None:
+            col.add(
+                "error",
+                c,
+                "trusted",
+                _counted(
+                    f"value(s) outside {{0, 1, null}} (e.g. {finding.value!r}); a trusted label must be 0 or 1, "
+                    "null where the row has none"
+                ),
+                finding.count,
+                g,
+            )
+        positives[1] += int((~np.isnan(v)).sum())
+        positives[2] += int((v == 1).sum())
 
 
 def validate_split(
@@ -254,9 +277,9 @@ def validate_split(
         rep.issues.append(Issue("error", str(dp), None, "empty split: no .parquet files"))
         return rep
     gt = schema.ground_truth
-    columns = schema.columns(with_ground_truth=gt)
+    columns = schema.columns(with_ground_truth=gt, with_trusted=True)
     rg_sizes: List[int] = []
-    positives = [0]
+    positives = [0, 0, 0]  # observed positives, trusted rows, trusted positives
     for path, size in files:
         name = dp.display(path)
         rep.files += 1
@@ -267,7 +290,7 @@ def validate_split(
             rep.issues.append(Issue("error", name, None, str(e)[len(name) + 2 :]))
             continue
         try:
-            problems = schema_problems(pf.schema_arrow, schema, gt)
+            problems = schema_problems(pf.schema_arrow, schema, True)  # ground truth only where the schema has it
             if problems:
                 rep.issues += [Issue("error", name, None, p) for p in problems]
                 continue
@@ -302,7 +325,7 @@ def validate_split(
             rep.issues += col.done()
         finally:
             pf.close()
-    rep.positives = positives[0]
+    rep.positives, rep.trusted_rows, rep.trusted_positives = positives
     if rg_sizes:
         rep.min_row_group_rows, rep.max_row_group_rows = min(rg_sizes), max(rg_sizes)
     if rep.rows == 0 and not any(i.level == "error" for i in rep.issues):
@@ -318,7 +341,7 @@ def _describe_schema(schema: DataSchema) -> str:
         f"{len(schema.sparse)} sparse ({multi} multi-hot), {len(schema.dense)} dense; {roles}; "
         f"label {schema.label!r}, "
         f"group {schema.group_id!r}, sample id {schema.sample_id!r}, ground truth "
-        f"{'yes' if schema.ground_truth else 'no'}; oov_policy={schema.oov_policy}, nan_policy={schema.nan_policy}"
+        f"{'yes' if schema.ground_truth else 'no'}, trusted label {schema.trusted_label!r}; oov_policy={schema.oov_policy}, nan_policy={schema.nan_policy}"
     )
 
 
@@ -343,12 +366,18 @@ def validate_dataset(
     if splits is None and not has_splits:
         report.splits.append(validate_split(dp, dp.path.rstrip("/").rsplit("/", 1)[-1], schema, ids))
     else:
-        for s in splits or SPLITS:
+        wanted = list(splits or SPLITS)
+        if splits is None and dp.join(RANDOM_SPLIT).is_dir():
+            wanted.append(RANDOM_SPLIT)
+        for s in wanted:
             sp = dp.join(s)
             if not sp.exists():
                 report.issues.append(Issue("error", str(sp), None, f"missing split {s!r}"))
                 continue
             report.splits.append(validate_split(sp, s, schema, ids))
+        if RANDOM_SPLIT in wanted:
+            report.issues += _random_split_columns(dp)
+    report.issues += _trusted_issues(schema, report.splits)
     if ids is not None:
         allids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         dup = len(allids) - len(np.unique(allids))
@@ -357,10 +386,80 @@ def validate_dataset(
     return report
 
 
+def _first_file_columns(dp: DataPath) -> Optional[Dict[str, str]]:
+    """Column name -> Arrow type of the split's first Parquet file (``None`` when it has none readable)."""
+    try:
+        files = dp.split_listing().files
+        if not files:
+            return None
+        pf = open_parquet(dp, files[0][0])
+    except DataError:
+        return None
+    try:
+        return {f.name: str(f.type) for f in pf.schema_arrow}
+    finally:
+        pf.close()
+
+
+def _random_split_columns(dp: DataPath) -> List[Issue]:
+    """An error when the ``valid_random`` split's columns (names or types) are not valid's."""
+    valid, rnd = _first_file_columns(dp.join("valid")), _first_file_columns(dp.join(RANDOM_SPLIT))
+    if valid is None or rnd is None or valid == rnd:
+        return []
+    only_v = sorted(set(valid) - set(rnd))
+    only_r = sorted(set(rnd) - set(valid))
+    typed = sorted(c for c in set(valid) & set(rnd) if valid[c] != rnd[c])
+    parts = [f"missing {only_v}" if only_v else "", f"extra {only_r}" if only_r else ""]
+    parts.append(", ".join(f"{c!r} is {rnd[c]} (valid: {valid[c]})" for c in typed))
+    text = "; ".join(p for p in parts if p)
+    return [
+        Issue(
+            "error",
+            str(dp.join(RANDOM_SPLIT)),
+            None,
+            f"split {RANDOM_SPLIT!r} has another schema than 'valid' ({text}); write it with valid's columns",
+        )
+    ]
+
+
+def _trusted_issues(schema: DataSchema, splits: Sequence[SplitReport]) -> List[Issue]:
+    """An all-null trusted column is an error; one with no rows in valid cannot select (a warning)."""
+    c = schema.trusted_label
+    checked = [s for s in splits if s.rows_checked]
+    if c is None or not checked:
+        return []
+    # Splits checked without valid (validate --split train|test) may hold no trusted row by design (gen-data
+    # puts them in valid): only an all-null column over valid and the others checked with it is an error.
+    if sum(s.trusted_rows for s in checked) == 0 and any(s.split == "valid" for s in checked):
+        names = ", ".join(s.split for s in checked)
+        return [
+            Issue(
+                "error",
+                "schema",
+                c,
+                f"the trusted label column is null on every row ({names}); fill it on the rows with a "
+                "trusted label, or set trusted_label to null in the schema",
+            )
+        ]
+    valid = [s for s in checked if s.split == "valid"]
+    if valid and valid[0].trusted_rows == 0:
+        return [
+            Issue(
+                "warning",
+                "valid",
+                c,
+                "no trusted label in the valid split: eval.select_on=trusted has nothing to select on",
+            )
+        ]
+    return []
+
+
 def format_report(r: DatasetReport) -> str:
     lines = [f"validate {r.path}", f"  schema {r.schema_source}: {r.schema_summary}"]
     for s in r.splits:
         pos = f"positives {s.positives / s.rows_checked:.1%}" if s.rows_checked else "no rows checked"
+        if s.trusted_rows:
+            pos += f"; {s.trusted_rows:,} trusted label(s), {s.trusted_positives / s.trusted_rows:.1%} positive"
         rg = (
             f"{s.min_row_group_rows:,}-{s.max_row_group_rows:,} rows/row group"
             if s.min_row_group_rows != s.max_row_group_rows

@@ -1,0 +1,285 @@
+"""``denoisrec tune``'s work: train the candidate methods on one dataset, choose on the trusted signal, write
+the choice as a config ``denoisrec train --config`` takes.
+
+Each candidate is one run of the real trainer (:func:`denoisrec.trainer.train.train`, in this process, as
+``bench quality`` runs its points), with validation every epoch and ``eval.select_on`` resolved once for all
+(:mod:`~denoisrec.trainer.selection`), so every run keeps and is judged by its selected epoch on the same
+rows. The choice is :func:`~denoisrec.trainer.selection_rule.choose`: the simplest candidate within the
+interval of the best.
+
+Candidates (:data:`CANDIDATES`, simplest first; ``--candidates`` picks and orders them, and any other
+registered denoiser name is a candidate with its defaults, placed after the known ones):
+
+| name | method | options |
+|---|---|---|
+| ``bce`` | plain BCE | – |
+| ``tce`` | T-CE (truncated loss) | its defaults |
+| ``observation`` | observation model | ``form=examination tower_warmup=25% rates_lr_scale=50`` (recommended) |
+| ``deca_p`` | DeCA(p) | its defaults |
+
+Example::
+
+    plan = TunePlan.build(base_cfg, ["bce", "observation"], budget=Budget.parse("2"), out="runs/tune")
+    result = run_plan(plan)             # trains, chooses, writes runs/tune/tuned.yaml
+    print(format_table(result))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import yaml
+
+from denoisrec.trainer.config import Config
+from denoisrec.trainer.options import UsageError
+from denoisrec.trainer.selection import Selection
+from denoisrec.trainer.selection_rule import Candidate, Choice, choose
+
+#: name -> (denoiser, its options), simplest first: the order that breaks ties within the interval.
+CANDIDATES: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    "bce": ("bce", {}),
+    "tce": ("tce", {}),
+    "observation": ("observation", {"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50}),
+    "deca_p": ("deca_p", {}),
+}
+DEFAULT_CANDIDATES = list(CANDIDATES)
+TUNED_FILE = "tuned.yaml"
+# A floor on one run's time for a budget given in minutes: train rows × epochs at this many samples/s (faster
+# than this trainer's CPU runs; a budget below it cannot hold one run).
+OPTIMISTIC_SAMPLES_PER_S = 200_000.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``runs`` candidate runs, or ``minutes`` of training wall time (one of the two)."""
+
+    runs: Optional[int] = None
+    minutes: Optional[float] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Budget":
+        """``"4"`` (runs), ``"30m"`` / ``"30min"`` (minutes) or ``"2h"``; a one-line error otherwise."""
+        t = str(text).strip().lower()
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(m|min|minutes?|h|hours?)?", t)
+        if not m:
+            raise UsageError(f"--budget {text!r}: expected a number of runs (4) or of minutes (30m, 1.5h)")
+        value, unit = float(m.group(1)), m.group(2)
+        if unit is None:
+            if not value.is_integer() or value < 1:
+                raise UsageError(f"--budget {text!r}: too small for one run; give at least 1 run (or minutes: 30m)")
+            return cls(runs=int(value))
+        minutes = value * (60.0 if unit.startswith("h") else 1.0)
+        if minutes <= 0:
+            raise UsageError(f"--budget {text!r}: too small for one run; give a positive time such as 30m")
+        return cls(minutes=minutes)
+
+    def describe(self) -> str:
+        return f"{self.runs} run(s)" if self.runs is not None else f"{self.minutes:g} min"
+
+
+def resolve_candidates(spec: Optional[str]) -> List[str]:
+    """``--candidates`` (comma-separated) as names, known ones first in :data:`CANDIDATES` order (simplest
+    first), then other registered denoisers in the order given; one-line errors for unknown or repeated names.
+    """
+    names = DEFAULT_CANDIDATES if not spec else [x.strip() for x in spec.split(",") if x.strip()]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--candidates {spec!r}: a name is repeated")
+    from denoisrec.trainer.options import DENOISER_OPTIONS
+
+    unknown = [n for n in names if n not in CANDIDATES and n not in DENOISER_OPTIONS]
+    if unknown:
+        known = sorted(set(CANDIDATES) | set(DENOISER_OPTIONS))
+        raise UsageError(f"--candidates: unknown candidate(s) {unknown}; expected some of {', '.join(known)}")
+    if len(names) < 2:
+        raise UsageError(f"--candidates {spec!r}: give at least two candidates to choose between")
+    order = list(CANDIDATES)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), names.index(n)))
+
+
+def candidate_config(base: Config, name: str, out: str, selection: Selection) -> Config:
+    """The run of candidate ``name``: ``base`` with its denoiser, validation every epoch, the selected epoch
+    kept, ``eval.select_on`` fixed to the resolved mode, its own folder under ``out``.
+    """
+    cfg = copy.deepcopy(base)
+    denoiser, params = CANDIDATES.get(name, (name, {}))
+    cfg.denoiser.name, cfg.denoiser.params = denoiser, dict(params)
+    cfg.run.out = os.path.join(out, "runs", name)
+    cfg.run.eval_every, cfg.eval.keep_selected = "epoch", True
+    cfg.eval.select_on = selection.mode  # type: ignore[assignment]  # one of SELECT_ON, resolved
+    cfg.run.overwrite = True  # tune owns these folders; a finished identical run is reused instead
+    cfg.run.curves = False
+    return cfg
+
+
+def reusable(cfg: Config) -> bool:
+    """A finished run in ``cfg.run.out`` that trained what ``cfg`` asks (``bench quality --reuse``'s test)."""
+    from denoisrec.trainer.bench.quality import finished_with
+
+    if not finished_with(cfg):
+        return False
+    with open(os.path.join(cfg.run.out, "summary.json")) as f:
+        sel = json.load(f).get("selection") or {}
+    return sel.get("select_on") == cfg.eval.select_on
+
+
+@dataclass
+class RunResult:
+    """A candidate's outcome: the run's summary ``selection`` block, its wall time, and whether it was reused."""
+
+    name: str
+    cfg: Config
+    selection: Dict[str, Any]
+    seconds: float
+    reused: bool
+    test_clean_auc: Optional[float] = None
+
+
+@dataclass
+class TuneResult:
+    """Every candidate run, the choice, the skipped candidates (budget) and the written config's path."""
+
+    selection: Selection
+    runs: List[RunResult]
+    choice: Choice
+    skipped: List[str] = field(default_factory=list)
+    written: Optional[str] = None
+    level: float = 0.95
+
+    @property
+    def chosen(self) -> RunResult:
+        return self.runs[self.choice.chosen]
+
+
+def train_candidate(cfg: Config) -> RunResult:
+    """Train (or reuse) one candidate run, its console kept in ``<run>/console.log``."""
+    from denoisrec.trainer.train import train
+
+    reused = reusable(cfg)
+    t0 = time.time()
+    if not reused:
+        os.makedirs(os.path.dirname(cfg.run.out), exist_ok=True)
+        console = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(console):
+                train(cfg)
+        finally:
+            if os.path.isdir(cfg.run.out):
+                with open(os.path.join(cfg.run.out, "console.log"), "w") as f:
+                    f.write(console.getvalue())
+    with open(os.path.join(cfg.run.out, "summary.json")) as f:
+        summary = json.load(f)
+    seconds = time.time() - t0 if not reused else float(summary.get("wall_seconds", 0.0))
+    clean = summary.get("metrics", {}).get("test_clean", {}).get("auc")
+    name = os.path.basename(cfg.run.out)
+    return RunResult(name, cfg, summary["selection"], seconds, reused, clean)
+
+
+def _candidate(r: RunResult) -> Candidate:
+    sel = r.selection
+    path = os.path.join(r.cfg.run.out, sel.get("scores_file") or "")
+    labels = logits = None
+    if sel.get("scores_file") and os.path.isfile(path):
+        with np.load(path) as z:
+            labels, logits = z["labels"], z["logits"]
+    se = sel.get("auc_se")
+    return Candidate(r.name, float(sel["auc"]), float("nan") if se is None else float(se), labels, logits)
+
+
+def tune(
+    base: Config, names: List[str], budget: Budget, out: str, selection: Selection, level: float = 0.95
+) -> TuneResult:
+    """Train the candidates (simplest first) within ``budget``, choose, return everything (writes nothing
+    but the runs: :func:`write_tuned` writes the choice).
+    """
+    runs: List[RunResult] = []
+    skipped: List[str] = []
+    t_start = time.time()
+    for i, name in enumerate(names):
+        if budget.runs is not None and len(runs) >= budget.runs:
+            skipped = names[i:]
+            break
+        if budget.minutes is not None and runs:
+            spent = (time.time() - t_start) / 60.0
+            per_run = max(r.seconds for r in runs) / 60.0
+            if spent + per_run > budget.minutes:
+                skipped = names[i:]
+                break
+        runs.append(train_candidate(candidate_config(base, name, out, selection)))
+        print(f"  {name:14s} {selection.split} AUC {runs[-1].selection['auc']:.4f}  ({runs[-1].seconds:.1f}s)")
+    choice = choose([_candidate(r) for r in runs], level)
+    return TuneResult(selection, runs, choice, skipped, level=level)
+
+
+def min_run_seconds(train_rows: int, epochs: int) -> float:
+    """A floor on one candidate run's time (see :data:`OPTIMISTIC_SAMPLES_PER_S`)."""
+    return train_rows * epochs / OPTIMISTIC_SAMPLES_PER_S
+
+
+def tuned_config(result: TuneResult, run_out: str) -> Dict[str, Any]:
+    """The chosen run's config as a mapping for ``denoisrec train --config`` (its output folder ``run_out``;
+    ``run.overwrite``/``resume`` back to their defaults, the selection mode as resolved).
+    """
+    cfg = copy.deepcopy(result.chosen.cfg)
+    defaults = Config().run
+    cfg.run.out, cfg.run.overwrite, cfg.run.resume, cfg.run.curves = run_out, False, defaults.resume, True
+    return cfg.to_dict()
+
+
+def write_tuned(result: TuneResult, path: str, run_out: str) -> str:
+    """Write the choice to ``path`` (YAML with a header saying what was chosen and why); returns ``path``."""
+    c = result.chosen
+    header = [
+        f"# denoisrec tune: chose {c.name} on {result.selection.split} "
+        f"(eval.select_on={result.selection.mode}; {result.selection.reason})",
+        f"# {result.choice.reason}",
+        f"# train it: denoisrec train --config {path}",
+    ]
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(header) + "\n")
+        yaml.safe_dump(tuned_config(result, run_out), f, sort_keys=False)
+    os.replace(tmp, path)
+    result.written = path
+    return path
+
+
+def format_table(result: TuneResult) -> str:
+    """The candidates with their selection AUC ± interval, the lead of the best over each, and the choice."""
+    ch, lvl = result.choice, result.level
+    lines = [
+        f"tune: chose on {result.selection.split} (eval.select_on={result.selection.mode}: "
+        f"{result.selection.reason}); {lvl:.0%} DeLong intervals; simplest first",
+        f"  {'candidate':14s} {'AUC':>7s}  {'interval':17s}  {'best leads by':>17s}  {'epoch':>5s}  "
+        f"{'time':>7s}  {'clean test':>10s}",
+    ]
+    for i, r in enumerate(result.runs):
+        s = r.selection
+        lo, hi = s["ci"]
+        iv = f"[{lo:.4f}, {hi:.4f}]" if lo is not None and not math.isnan(lo) else "[n/a]"
+        lead = "best" if i == ch.best else f"{ch.lead[i]:+.4f} ± {ch.half_width[i]:.4f}"
+        mark = " <- chosen" if i == ch.chosen else (" (ties the best)" if ch.ties[i] and i != ch.best else "")
+        ep = f"{s.get('exported_epoch')}/{s.get('epochs')}"
+        clean = f"{r.test_clean_auc:.4f}" if r.test_clean_auc is not None else "-"
+        lines.append(
+            f"  {r.name:14s} {s['auc']:7.4f}  {iv:17s}  {lead:>17s}  {ep:>5s}  "
+            f"{r.seconds:6.1f}s  {clean:>10s}{mark}{'  (reused)' if r.reused else ''}"
+        )
+    lines.append(f"chose {result.chosen.name}: {ch.reason}")
+    if result.skipped:
+        lines.append(f"not run (budget): {', '.join(result.skipped)}")
+    total = sum(r.seconds for r in result.runs)
+    lines.append(f"cost: {len(result.runs)} run(s), {total:.1f}s of training runs in all")
+    lines.append("(clean test: ground truth, shown for reference; it never influences the choice)")
+    return "\n".join(lines)
