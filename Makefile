@@ -7,13 +7,13 @@ NPROC ?= 2
 PRESET ?= small
 DATA ?= data/$(PRESET)
 OUT ?= runs/default
-EPOCHS ?= 3
-# The recommended denoising set-up for make train (BCE is one flag away: make train DENOISER=bce).
-DENOISER ?= observation
-# Each denoiser's defaults act on a 3-epoch run (T-CE/DART ramps over one epoch, DeCA's marginal objective);
-# PARAMS_<name> := -p key=value adds options for one of them (docs/denoisers.md). The observation model runs in
-# its examination form with the tower held for the first quarter of the run (benchmarks/README.md).
-PARAMS_observation := -p form=examination tower_warmup=25% rates_lr_scale=50
+# The training set-up: a preset of trainer/presets.py. `recommended` is the observation model in its examination
+# form with the tower held for the first quarter of the run, 3 epochs (benchmarks/README.md); the same run is
+# `denoisrec train --preset recommended --data data/small`.
+TRAIN_PRESET ?= recommended
+# DENOISER=bce (or any other) replaces the preset's denoiser and its options; EPOCHS=N its 3 epochs.
+DENOISER ?=
+EPOCHS ?=
 ARGS ?=
 # The folder of the local Slurm cluster of `make slurm-up` (short, under /tmp: munged wants a reachable socket).
 SLURM_DIR ?= /tmp/denoisrec-slurm-$(shell id -u)
@@ -45,7 +45,7 @@ help:
 	@echo "make lint    # ruff check, ruff format --check, mypy (pyproject.toml); make lint-fix: ruff's fixes; make test NOLINT=1: tests only"
 	@echo "make gpu-check [WHEELS=dir]  # on a CUDA machine: GPU env, GPU tests, throughput, report; else says so"
 	@echo "make slurm-up / slurm-down   # a one-host Slurm cluster in \$$SLURM_DIR (packages: .ci/install-slurm)"
-	@echo "variables: DENOISER=$(DENOISER) (bce: the baseline) GPU=1 NPROC=N PRESET=tiny|small|medium|product DATA=dir OUT=dir ARGS='--model deepfm ...'"
+	@echo "variables: TRAIN_PRESET=$(TRAIN_PRESET) DENOISER=bce (the baseline) EPOCHS=N GPU=1 NPROC=N PRESET=tiny|small|medium|product|criteo (data) DATA=dir OUT=dir ARGS='--model deepfm ...'"
 
 venv: $(STAMP)
 
@@ -63,9 +63,9 @@ $(DATA)/schema.json: | $(STAMP)
 
 data: $(DATA)/schema.json
 
-# ARGS='--denoiser NAME ...' (the older form) replaces DENOISER and its options.
-DENOISER_ARGS = $(if $(filter --denoiser --denoiser=%,$(ARGS)),,--denoiser $(DENOISER) $(PARAMS_$(DENOISER)))
-TRAIN_ARGS = --data $(DATA) --out $(OUT) --epochs $(EPOCHS) $(DENOISER_ARGS) --set run.overwrite=true $(ARGS)
+# ARGS='--denoiser NAME ...' (the older form) replaces the preset's denoiser and its options as DENOISER does.
+TRAIN_ARGS = --preset $(TRAIN_PRESET) --data $(DATA) --out $(OUT) $(if $(DENOISER),--denoiser $(DENOISER)) \
+	$(if $(EPOCHS),--epochs $(EPOCHS)) --set run.overwrite=true $(ARGS)
 
 train: $(STAMP) $(DATA)/schema.json
 	@$(VENV)/bin/denoisrec train $(TRAIN_ARGS) --print-config > /dev/null  # a mistake: one line, before torchrun
@@ -77,14 +77,16 @@ NOLINT ?=
 test: $(STAMP) $(if $(NOLINT),,lint)
 	$(PY) -m pytest -q tests
 
-# mypy sees the four folders under their installed names through build/typecheck/denoisrec/ (links).
+# mypy sees the four folders and denoisrec/__init__.py under their installed names through build/typecheck/denoisrec/
+# (links).
 TYPECHECK := build/typecheck/denoisrec
 LINT_PACKAGES := trainer models denoisers launch
 
 lint: $(STAMP)
-	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	@mkdir -p $(TYPECHECK) && for p in $(LINT_PACKAGES); do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done \
+		&& ln -sfn ../../../denoisrec/__init__.py $(TYPECHECK)/__init__.py
 	@ok=0; set -x; $(RUFF) check . || ok=1; $(RUFF) format --check --output-format concise . || ok=1; \
-		$(PY) -m mypy $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
+		$(PY) -m mypy -m denoisrec $(addprefix -p denoisrec.,$(LINT_PACKAGES)) || ok=1; exit $$ok
 
 lint-fix: $(STAMP)
 	RUFF=$(RUFF) .ci/lint-fix

@@ -10,6 +10,7 @@
 | ``deca``, ``deca_p`` | :class:`DeCA`, :class:`DeCAPrior` | DeCA (WWW 2022) |
 | ``observation`` | :class:`ObservationModel` | DeCA's noise model over the observation context |
 | ``observation_tce`` | :class:`ObservationTCE` | the same, plus T-CE |
+| ``observation_ids`` | :class:`ObservationIdNoise` | the same, plus DeCA's MF noise models over user × item |
 
 Hyperparameters are the constructor's keyword arguments (``-p name=value``); each class's ``GRID`` holds
 the papers' grid. Arguments listed in a class's ``NEEDS.injected`` (feature table sizes, device, DeCA(p)'s
@@ -36,7 +37,7 @@ from denoisrec.denoisers.bootstrap import HardBootstrap, SoftBootstrap
 from denoisrec.denoisers.dart import DART
 from denoisrec.denoisers.deca import DeCA, DeCAPrior
 from denoisrec.denoisers.lcd import LCD, LCDRe
-from denoisrec.denoisers.observation import ObservationModel, ObservationTCE
+from denoisrec.denoisers.observation import ObservationIdNoise, ObservationModel, ObservationTCE
 
 DENOISERS: Dict[str, Type[Denoiser]] = {
     cls.name: cls
@@ -53,6 +54,7 @@ DENOISERS: Dict[str, Type[Denoiser]] = {
         DeCAPrior,
         ObservationModel,
         ObservationTCE,
+        ObservationIdNoise,
     )
 }
 
@@ -99,6 +101,7 @@ __all__ = [
     "LCD",
     "LCDRe",
     "LossOutput",
+    "ObservationIdNoise",
     "ObservationModel",
     "ObservationTCE",
     "Pretraining",

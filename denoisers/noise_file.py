@@ -75,6 +75,13 @@ class NoiseModel:
         missing = [k for k in ("bias", "q0", "q1", "attention") if k not in doc]
         if missing:
             raise ValueError(f"{source}: missing key(s) {missing}")
+        for k in ("bias", "q0", "q1"):
+            v = doc[k]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(
+                    f"{source}: {k}={v!r} ({type(v).__name__}); expected a finite number"
+                    + (" (a JSON number, not a string)" if isinstance(v, str) else "")
+                )
         att = doc["attention"]
         if not isinstance(att, dict):
             raise ValueError(f"{source}: 'attention' must map context features to lists of logits")
@@ -89,7 +96,7 @@ class NoiseModel:
                 raise ValueError(
                     f"{source}: attention[{feat!r}] has {n} logits; the schema's table has {context_tables[feat]} rows"
                 )
-            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in logits):
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in logits):
                 raise ValueError(f"{source}: attention[{feat!r}] holds a non-finite or non-numeric logit")
         return cls(doc["bias"], doc["q0"], doc["q1"], att, source)
 

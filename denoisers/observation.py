@@ -52,6 +52,27 @@ early tower otherwise absorbs the preference signal that ``f`` has not yet learn
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
 
+**Noise the context does not explain** (:class:`ObservationIdNoise`, ``observation_ids``): two matrix
+factorisations over the user and item ids (DeCA's MF noise models, :class:`~denoisrec.denoisers.mf.MFHeads`,
+tables ``obs_id_fp_*``, ``obs_id_fn_*``, folded into the model's collection like the tower's) add a click
+``p₀₁(u, i) = σ(k(u, i) + logit(id_noise_init))`` and a miss ``p₁₀(u, i) = σ(m(u, i) + logit(id_noise_init))``
+that happen whatever the preference and the context (an item's clickbait, a user's random clicks).
+Composed after the context's rates::
+
+    P(ỹ=1 | x, c, u, i) = P(ỹ=1 | x, c)·(1 − p₁₀) + P(ỹ=0 | x, c)·p₀₁                     (id noise)
+
+in log space ``log P(ỹ=1) = logaddexp(log P₁ + log σ(−m'), log P₀ + log σ(k'))`` and alike for ``ỹ=0``, with
+``k' = k + logit(id_noise_init)``; the per-row rates become ``h ← h·(1 − p₁₀) + (1 − h)·p₀₁`` (and alike for
+``h'``).
+
+**Trusted labels in the objective** (``trusted_weight``): rows whose batch carries a trusted label ``t``
+(``batch.trusted_labels``, NaN elsewhere; a rated sample, purchases) add that label's cross-entropy on ``f``::
+
+    L = (1/B) Σ_i [ −log P(ỹ_i | x_i, c_i) + w·1[t_i known]·(−t_i log f_i − (1 − t_i) log(1 − f_i)) ]   (trusted)
+
+A few clean labels pin the *level* of ``f`` (which the observed labels alone leave free: a squashed ``f`` with
+low ``h`` explains them about as well), and with it the level of ``h`` and ``h'``.
+
 **Composition with T-CE** (ADT Eq. 2-3 on the mixture): ``eps_max > 0`` drops, at step ``T``, the
 ``⌊ε(T)·B⌋`` observed positives with the largest mixture NLL (``ε(T) = min(T·eps_max/num_gradual,
 eps_max)``), exactly like :class:`~denoisrec.denoisers.adt.TruncatedBCE` on BCE.
@@ -76,6 +97,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -89,12 +111,14 @@ from denoisrec.denoisers import collectives as C
 from denoisrec.denoisers.adt import share_of_batch
 from denoisrec.denoisers.base import Denoiser, DenoiserNeeds, LossOutput, bce_per_sample
 from denoisrec.denoisers.batch import DenoiserBatch
+from denoisrec.denoisers.mf import MFHeads
 from denoisrec.denoisers.noise_file import NoiseModel
 from denoisrec.denoisers.shared_tables import SharedTables
 from denoisrec.denoisers.span import Span
 
 FORMS = ("mixture", "examination", "product")
 TABLE_PREFIX = "obs_"
+ID_NOISE_PREFIX = "obs_id_"  # the id-noise MF tables: obs_id_fp_<feature>, obs_id_fn_<feature>
 
 
 def _logit(p: float) -> float:
@@ -219,6 +243,31 @@ def observed_log_likelihood(
     return log_p, log_q, log_h, log_hp
 
 
+def with_id_noise(
+    log_p: torch.Tensor, log_q: torch.Tensor, k: torch.Tensor, m: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(log P(ỹ=1), log P(ỹ=0))`` after the id channels (module docstring, id noise), in log space.
+
+    ``log_p``, ``log_q`` are the context model's; ``k``, ``m`` the logits of ``p₀₁`` and ``p₁₀`` (``[B]`` each).
+    """
+    lk, l1k, lm, l1m = F.logsigmoid(k), F.logsigmoid(-k), F.logsigmoid(m), F.logsigmoid(-m)
+    return torch.logaddexp(log_p + l1m, log_q + lk), torch.logaddexp(log_p + lm, log_q + l1k)
+
+
+def trusted_term(logits: torch.Tensor, trusted: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(−t log f − (1 − t) log(1 − f) on the trusted rows and 0 elsewhere, the trusted-row mask)``, ``[B]`` each.
+
+    ``trusted`` is ``batch.trusted_labels`` (NaN where a row has none) or ``None`` (no row has one).
+    """
+    if trusted is None:
+        zero = torch.zeros_like(logits)
+        return zero, zero.bool()
+    t = trusted.reshape(-1).to(logits.dtype)
+    known = ~torch.isnan(t)
+    bce = F.binary_cross_entropy_with_logits(logits, torch.where(known, t, torch.zeros_like(t)), reduction="none")
+    return torch.where(known, bce, torch.zeros_like(bce)), known
+
+
 class ObservationModel(Denoiser):
     """Observed-label likelihood of a clean preference model ``f`` seen through a context noise model.
 
@@ -236,6 +285,7 @@ class ObservationModel(Denoiser):
             ``a(c)``, ``q₀``, ``q₁``; only ``f`` trains ("": learnt).
         eps_max, num_gradual: T-CE on the mixture NLL (0: off).
         diag_decay: per-step decay of the per-context-value averages of ``h``, ``h'``.
+        trusted_weight: weight ``w`` of the trusted rows' cross-entropy on ``f`` (module docstring, trusted; 0: off).
         device: where the tower's tables are allocated (injected; ``meta`` under DMP).
     """
 
@@ -265,6 +315,7 @@ class ObservationModel(Denoiser):
         tower_warmup: Any = 0,
         rates_lr_scale: float = 1.0,
         noise_file: str = "",
+        trusted_weight: float = 0.0,
     ) -> None:
         super().__init__(process_group)
         if not context_tables:
@@ -295,6 +346,11 @@ class ObservationModel(Denoiser):
             raise ValueError(f"observation option diag_decay={diag_decay}: must lie in [0, 1)")
         if noise_file and form != "examination":
             raise ValueError(f"observation option noise_file={noise_file!r}: needs form=examination (got {form!r})")
+        if not trusted_weight >= 0:
+            raise ValueError(f"observation option trusted_weight={trusted_weight}: must be >= 0")
+        self.trusted_weight = float(trusted_weight)
+        self.id_heads: Optional[MFHeads] = None  # the user × item channels (ObservationIdNoise)
+        self.id_noise_init = 0.02
         self.noise_file = str(noise_file)
         self.noise = NoiseModel.read(self.noise_file, context_tables) if noise_file else None
         self.form, self.dim, self.hidden = form, int(dim), [int(h) for h in hidden]
@@ -339,11 +395,22 @@ class ObservationModel(Denoiser):
         Row-wise Adagrad at ``optim.sparse_lr``: the planner would replicate such small tables, and the dense Adam at
         ``optim.lr`` then moves a noise rate by ~``lr`` per step, too slowly to follow ``f``.
         """
-        return [f"{TABLE_PREFIX}{f}" for f in self.tower.features]
+        ids = [] if self.id_heads is None else [t for h in self.id_heads.heads for t in self.id_heads.table[h].values()]
+        return [f"{TABLE_PREFIX}{f}" for f in self.tower.features] + ids
+
+    @property
+    def needs(self) -> DenoiserNeeds:
+        """The class's declaration, plus the id-noise channels' tables to fold when there are some."""
+        n = super().needs
+        return replace(n, shared_tables=n.shared_tables + ("id_heads",)) if self.id_heads is not None else n
 
     def hparams(self) -> Dict[str, Any]:
-        """The observation model's options as given."""
+        """The observation model's options as given (``trusted_weight`` only when on)."""
+        extra: Dict[str, Any] = {}
+        if self.trusted_weight > 0:
+            extra["trusted_weight"] = self.trusted_weight
         return {
+            **extra,
             "form": self.form,
             "dim": self.dim,
             "hidden": self.hidden,
@@ -398,6 +465,15 @@ class ObservationModel(Denoiser):
             zb = self.tower.bias[1] + 0.0 * zb
             u = None if u is None else u.detach() + 0.0 * u
         log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form, u)
+        id_km: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        if self.id_heads is not None:  # the user × item channels, composed after the context's rates
+            km = self.id_heads(batch.sparse_features)
+            k0 = _logit(self.id_noise_init)
+            k, m = km["fp"] + k0, km["fn"] + k0
+            if self.tower_frozen():  # held at the initial rates with the tower
+                k, m = k0 + 0.0 * k, k0 + 0.0 * m
+            log_p, log_q = with_id_noise(log_p, log_q, k, m)
+            id_km = (k, m)
         nll = -(labels * log_p + (1 - labels) * log_q)  # [B]
         pos = labels > 0.5
         if self.eps_max > 0:  # T-CE on the mixture NLL: drop the largest-loss observed positives
@@ -412,6 +488,9 @@ class ObservationModel(Denoiser):
         with torch.no_grad():
             f = torch.sigmoid(logits.detach())
             h, hp = log_h.detach().exp(), log_hp.detach().exp()
+            if id_km is not None:  # the rows' total rates: h ← h·(1 − p₁₀) + (1 − h)·p₀₁, alike for h'
+                p01, p10 = torch.sigmoid(id_km[0].detach()), torch.sigmoid(id_km[1].detach())
+                h, hp = h * (1 - p10) + (1 - h) * p01, hp * (1 - p10) + (1 - hp) * p01
             # P(y=1 | ỹ, x, c): f·h'/P(ỹ=1) for positives, f·(1 − h')/P(ỹ=0) for negatives.
             post = torch.where(
                 pos,
@@ -419,16 +498,32 @@ class ObservationModel(Denoiser):
                 f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30),
             )
             self._accumulate_context(batch.sparse_features, h, hp, clean_labels(batch, labels))
-        # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped].
-        loss, value, sums = self.global_mean(
-            nll, weight, weight.sum(), extra=[f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()]
-        )
+        # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped(, trusted rows, Σ f on them)].
+        extra = [f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()]
+        trusted = getattr(batch, "trusted_labels", None) if self.trusted_weight > 0 else None
+        if self.trusted_weight > 0 and trusted is None:
+            raise ValueError(
+                f"{self.name} option trusted_weight={self.trusted_weight}: the batch has no trusted labels; the data "
+                "needs a trusted label column (schema.json trusted_label; gen-data --trusted-train-rows N), or drop it"
+            )
+        if trusted is None:
+            loss, value, sums = self.global_mean(nll, weight, weight.sum(), extra=extra)
+        else:  # the trusted rows' cross-entropy on f, never dropped (module docstring, trusted)
+            t_bce, known = trusted_term(logits, trusted)
+            kf = known.to(f.dtype)
+            per_sample = weight * nll + self.trusted_weight * t_bce
+            loss, value, sums = self.global_mean(
+                per_sample, torch.ones_like(weight), weight.sum(), extra=[*extra, kf.sum(), (kf * f).sum()]
+            )
         n = sums[5].clamp_min(1)
         stats = {
             "f_mean": (sums[2] / n).float(),
             "h_mean": (sums[3] / n).float(),
             "h_prime_mean": (sums[4] / n).float(),
         }
+        if trusted is not None:
+            stats["trusted_rows"] = sums[7].float()
+            stats["f_mean_trusted"] = (sums[8] / sums[7].clamp_min(1)).float()
         if self.warmup_steps:
             stats["tower_frozen"] = torch.tensor(float(self.tower_frozen()))
         if self.eps_max > 0:
@@ -513,6 +608,7 @@ class ObservationTCE(ObservationModel):
         tower_warmup: Any = 0,
         rates_lr_scale: float = 1.0,
         noise_file: str = "",
+        trusted_weight: float = 0.0,
     ) -> None:
         super().__init__(
             context_tables,
@@ -529,4 +625,101 @@ class ObservationTCE(ObservationModel):
             tower_warmup,
             rates_lr_scale,
             noise_file,
+            trusted_weight,
         )
+
+
+class ObservationIdNoise(ObservationModel):
+    """The observation model with the user × item noise channels (module docstring, id noise).
+
+    DeCA's MF noise models joined to the context tower: ``p₀₁(u, i)`` (a click whatever the preference: an
+    item's clickbait, a random clicker) and ``p₁₀(u, i)`` (a miss) compose after the context's rates.
+
+    Args:
+        context_tables: as :class:`ObservationModel` (injected).
+        tables: ``{sparse feature: num_embeddings}`` (injected: the channels' table sizes).
+        id_noise_dim: width of the channels' MF tables (``id_noise_dim − 1`` factors plus a bias column).
+        id_noise_init: ``p₀₁`` and ``p₁₀`` at initialisation, in ``(0, 0.5)``.
+        user_feature, item_feature: the id features the channels read.
+
+    The other options are :class:`ObservationModel`'s (``form``, ``tower_warmup``, ``trusted_weight``, ...).
+    """
+
+    name = "observation_ids"
+    GRID = {"id_noise_dim": [2, 8]}
+    NEEDS = DenoiserNeeds(
+        injected=("context_tables", "tables", "device"),
+        context_tower=True,
+        run_length=True,
+        shared_tables=("tower",),
+    )
+
+    def __init__(
+        self,
+        context_tables: Mapping[str, int],
+        tables: Mapping[str, int],
+        form: str = "mixture",
+        dim: int = 4,
+        hidden: Sequence[int] = (),
+        h_init: float = 0.1,
+        h_prime_init: float = 0.9,
+        eps_max: float = 0.0,
+        num_gradual: int = 0,
+        diag_decay: float = 0.99,
+        device: Optional[torch.device] = None,
+        process_group: Optional[ProcessGroup] = None,
+        tower_warmup: Any = 0,
+        rates_lr_scale: float = 1.0,
+        noise_file: str = "",
+        trusted_weight: float = 0.0,
+        id_noise_dim: int = 8,
+        id_noise_init: float = 0.02,
+        user_feature: str = "user_id",
+        item_feature: str = "item_id",
+    ) -> None:
+        super().__init__(
+            context_tables,
+            form,
+            dim,
+            hidden,
+            h_init,
+            h_prime_init,
+            eps_max,
+            num_gradual,
+            diag_decay,
+            device,
+            process_group,
+            tower_warmup,
+            rates_lr_scale,
+            noise_file,
+            trusted_weight,
+        )
+        if not 0.0 < id_noise_init < 0.5:
+            raise ValueError(f"{self.name} option id_noise_init={id_noise_init}: must lie in (0, 0.5)")
+        for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
+            if feat not in tables:
+                raise ValueError(
+                    f"{self.name} option {opt}={feat!r}: not a sparse feature of the data (have {sorted(tables)})"
+                )
+        self.id_noise_dim, self.id_noise_init = int(id_noise_dim), float(id_noise_init)
+        self.user_feature, self.item_feature = user_feature, item_feature
+        self.id_heads = MFHeads(
+            ("fp", "fn"),
+            user_feature,
+            item_feature,
+            int(tables[user_feature]),
+            int(tables[item_feature]),
+            self.id_noise_dim,
+            ID_NOISE_PREFIX,
+            device,
+        )
+
+    def hparams(self) -> Dict[str, Any]:
+        """The observation model's options and the channels'."""
+        return {
+            **super().hparams(),
+            "id_noise_dim": self.id_noise_dim,
+            "id_noise_init": self.id_noise_init,
+            "user_feature": self.user_feature,
+            "item_feature": self.item_feature,
+        }

@@ -100,87 +100,93 @@ def _rdzv_endpoint(max_nnodes: int, rdzv_port: int, rdzv_endpoint: Optional[str]
     return _noquote(f"$${{{macros.rank0_env}:=localhost}}:{rdzv_port}")
 
 
-def _torchrun_app(
-    role_name: str,
-    module_argv: List[str],
-    *,
-    j: str,
-    name: str,
-    image: str,
-    python: str,
-    cpu: int,
-    gpu: int,
-    memMB: int,
-    h: Optional[str],
-    env: Optional[Dict[str, str]],
-    max_restarts: int,
-    max_retries: int,
-    rdzv_backend: str,
-    rdzv_endpoint: Optional[str],
-    rdzv_port: int,
-    rdzv_conf: Optional[str],
-    mounts: Optional[List[str]],
-    debug: bool,
-    tee: int,
-) -> specs.AppDef:
-    min_nnodes, max_nnodes, nproc_per_node = parse_j(j)
-    if max_restarts < 0 or max_retries < 0:
-        raise ValueError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
-    nnodes = f"{min_nnodes}:{max_nnodes}" if min_nnodes != max_nnodes else str(max_nnodes)
-    cmd: List[str] = [
-        python,
-        "-m",
-        "torch.distributed.run",
-        "--rdzv_backend",
-        rdzv_backend,
-        "--rdzv_endpoint",
-        _rdzv_endpoint(max_nnodes, rdzv_port, rdzv_endpoint),
-        "--rdzv_id",
-        macros.app_id,
-        "--nnodes",
-        nnodes,
-        "--nproc_per_node",
-        str(nproc_per_node),
-        "--max_restarts",
-        str(max_restarts),
-        "--tee",
-        str(tee),
-        "--role",
-        "",
-    ]
-    if rdzv_conf:
-        cmd += ["--rdzv_conf", rdzv_conf]
-    if rdzv_backend == "static":
-        cmd += ["--node_rank", macros.replica_id]
-    cmd += ["-m", *module_argv]
+class _Torchrun:
+    """The torchrun role that ``train`` and ``bench`` share. A class, not a module-level function: torchx's
+    component finder lists every module-level function that returns an ``AppDef`` (``torchx builtins``).
+    """
 
-    role_env = {"PYTHONUNBUFFERED": "1", "LOGLEVEL": "WARNING"}
-    # torchelastic >= 2.5 shares its rendezvous TCPStore with the workers by default, without a per-restart
-    # key prefix, so a restarted group can read the dead group's addresses and fail to connect (gloo
-    # "connectFullMesh ... Connection refused", NCCL the same: pytorch/pytorch#135712, #167288). Opting out
-    # gives every restart a fresh store hosted by rank 0.
-    role_env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-    if debug:
-        role_env.update(DEBUG_ENV)
-    role_env.update(env or {})
-    return specs.AppDef(
-        name=name,
-        roles=[
-            specs.Role(
-                name=role_name,
-                image=image,
-                entrypoint="bash",
-                args=["-c", _shell_join(cmd)],
-                env=role_env,
-                num_replicas=max_nnodes,
-                min_replicas=min_nnodes,
-                resource=specs.resource(cpu=cpu, gpu=gpu, memMB=memMB, h=h),
-                max_retries=max_retries,
-                port_map={"c10d": rdzv_port},
-                mounts=specs.parse_mounts(mounts) if mounts else [],
-            )
-        ],
-    )
+    @staticmethod
+    def app(
+        role_name: str,
+        module_argv: List[str],
+        *,
+        j: str,
+        name: str,
+        image: str,
+        python: str,
+        cpu: int,
+        gpu: int,
+        memMB: int,
+        h: Optional[str],
+        env: Optional[Dict[str, str]],
+        max_restarts: int,
+        max_retries: int,
+        rdzv_backend: str,
+        rdzv_endpoint: Optional[str],
+        rdzv_port: int,
+        rdzv_conf: Optional[str],
+        mounts: Optional[List[str]],
+        debug: bool,
+        tee: int,
+    ) -> specs.AppDef:
+        min_nnodes, max_nnodes, nproc_per_node = parse_j(j)
+        if max_restarts < 0 or max_retries < 0:
+            raise ValueError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
+        nnodes = f"{min_nnodes}:{max_nnodes}" if min_nnodes != max_nnodes else str(max_nnodes)
+        cmd: List[str] = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--rdzv_backend",
+            rdzv_backend,
+            "--rdzv_endpoint",
+            _rdzv_endpoint(max_nnodes, rdzv_port, rdzv_endpoint),
+            "--rdzv_id",
+            macros.app_id,
+            "--nnodes",
+            nnodes,
+            "--nproc_per_node",
+            str(nproc_per_node),
+            "--max_restarts",
+            str(max_restarts),
+            "--tee",
+            str(tee),
+            "--role",
+            "",
+        ]
+        if rdzv_conf:
+            cmd += ["--rdzv_conf", rdzv_conf]
+        if rdzv_backend == "static":
+            cmd += ["--node_rank", macros.replica_id]
+        cmd += ["-m", *module_argv]
+
+        role_env = {"PYTHONUNBUFFERED": "1", "LOGLEVEL": "WARNING"}
+        # torchelastic >= 2.5 shares its rendezvous TCPStore with the workers by default, without a per-restart
+        # key prefix, so a restarted group can read the dead group's addresses and fail to connect (gloo
+        # "connectFullMesh ... Connection refused", NCCL the same: pytorch/pytorch#135712, #167288). Opting out
+        # gives every restart a fresh store hosted by rank 0.
+        role_env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        if debug:
+            role_env.update(DEBUG_ENV)
+        role_env.update(env or {})
+        return specs.AppDef(
+            name=name,
+            roles=[
+                specs.Role(
+                    name=role_name,
+                    image=image,
+                    entrypoint="bash",
+                    args=["-c", _shell_join(cmd)],
+                    env=role_env,
+                    num_replicas=max_nnodes,
+                    min_replicas=min_nnodes,
+                    resource=specs.resource(cpu=cpu, gpu=gpu, memMB=memMB, h=h),
+                    max_retries=max_retries,
+                    port_map={"c10d": rdzv_port},
+                    mounts=specs.parse_mounts(mounts) if mounts else [],
+                )
+            ],
+        )
 
 
 def train(
@@ -210,6 +216,9 @@ def train(
         torchx run -s local_cwd launch/components.py:train -j 1x2 -- --data data/tiny --out runs/x --epochs 1
 
     Give repeated trainer options as one list (``--set a=1 b=2``): torchx rejects an option named twice.
+    The recommended set-up is ``-- --preset recommended --data DIR`` (``denoisrec train --help``: presets).
+    Registered as ``denoisrec.train`` (``torchx builtins``): ``torchx run denoisrec.train ...`` from any folder.
+    On Slurm, ``--log`` follows stderr; the training console is stdout: ``torchx log --streams stdout APP``.
 
     Args:
         trainer_args: the trainer's own options, passed through unchanged (``python -m denoisrec.trainer --help``)
@@ -238,7 +247,7 @@ def train(
         tee: which worker streams torchrun copies to the job log with a [rank] prefix:
             0 none, 1 stdout, 2 stderr, 3 both
     """
-    return _torchrun_app(
+    return _Torchrun.app(
         "trainer",
         [TRAINER_MODULE, *trainer_args],
         j=j,
@@ -305,7 +314,7 @@ def bench(
         debug: enable NCCL/torch.distributed debug logs
         tee: worker streams copied to the job log: 0 none, 1 stdout, 2 stderr, 3 both
     """
-    return _torchrun_app(
+    return _Torchrun.app(
         "bench",
         [CLI_MODULE, "bench", *bench_args],
         j=j,

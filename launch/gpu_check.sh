@@ -8,10 +8,14 @@
 #   make gpu-check GPU_CHECK_OUT=runs/gpu-check ARGS='--rounds 9'
 #
 # Offline route (no package index; e.g. Python 3.12 with torch 2.11+cu130 preinstalled): $WHEELS holds the
-# fbgemm-gpu wheel (whole, or as the parts fbgemm.tar.NN, reassembled here), torchrec, tensordict and torchx
-# wheels matching that torch (../shared/gpu/prepare-wheels.sh makes such a folder: fbgemm-gpu 1.6.0 cu130,
-# torchrec 1.6.1). Every wheel goes in with `pip install --no-index --no-deps --target $GPU_SITE`, denoisrec is
-# linked into $GPU_SITE, and $PYTHON runs with PYTHONPATH=$GPU_SITE. Other modules the check imports must
+# packages that match that torch, in either form:
+#   - ../shared/gpu/prepare-wheels.sh's output (.gpuparts/): fbgemm-site.tar.xz.NN, the unpacked fbgemm-gpu 1.6.0
+#     cu130 wheel as a tar through xz, split into parts of at most 55 MB (unpacked here with Python's own
+#     lzma/tarfile, no pip), and wheels/ (or *.whl beside the parts) with torchrec 1.6.1, tensordict, torchx;
+#   - wheels: the fbgemm-gpu wheel whole or as the parts fbgemm.tar.NN (reassembled here), and the others.
+# Every wheel goes in with `pip install --no-index --no-deps --target $GPU_SITE`, denoisrec is linked into
+# $GPU_SITE, and $PYTHON runs with PYTHONPATH=$GPU_SITE. On the lent GPU machine the parts arrive one per
+# device call (launch/gpu_device.sh). Other modules the check imports must
 # already be there (numpy, pyarrow, scipy, pyyaml, fsspec, torchmetrics, tqdm, pyre-extensions, pytest, ...):
 # a missing one is named, with its pip name, before anything runs. A later `make gpu-check` without WHEELS
 # reuses $GPU_SITE.
@@ -52,19 +56,33 @@ pipname() { case $1 in yaml) echo pyyaml;; pyre_extensions) echo pyre-extensions
 offline_setup() {
   local wheels tmp stamp
   wheels=$(cd "$WHEELS" && pwd) || { echo "gpu-check: WHEELS=$WHEELS: no such folder" >&2; exit 2; }
-  stamp=$(cd "$wheels" && ls -1 | sort | md5sum | cut -d' ' -f1)
+  stamp=$(cd "$wheels" && ls -1R | sort | md5sum | cut -d' ' -f1)
   if [[ -f $GPU_SITE/.installed && $(cat "$GPU_SITE/.installed") == "$stamp" ]]; then
     echo "gpu-check: reusing $GPU_SITE (installed from $wheels)"; return
   fi
   tmp=$(mktemp -d)
   cp "$wheels"/*.whl "$tmp"/ 2>/dev/null || true
+  cp "$wheels"/wheels/*.whl "$tmp"/ 2>/dev/null || true
   if compgen -G "$wheels/fbgemm.tar.*" >/dev/null; then  # the split fbgemm-gpu wheel: cat parts | tar xf -
     cat "$wheels"/fbgemm.tar.* | tar xf - -C "$tmp"
   fi
-  compgen -G "$tmp/*.whl" >/dev/null || { echo "gpu-check: WHEELS=$wheels holds no *.whl and no fbgemm.tar.* parts" >&2; exit 2; }
+  local xzparts=0
+  compgen -G "$wheels/fbgemm-site.tar.xz.*" >/dev/null && xzparts=1
+  compgen -G "$tmp/*.whl" >/dev/null || [[ $xzparts == 1 ]] \
+    || { echo "gpu-check: WHEELS=$wheels holds no *.whl, no fbgemm.tar.* and no fbgemm-site.tar.xz.* parts" >&2; exit 2; }
   rm -rf "$GPU_SITE"; mkdir -p "$GPU_SITE/denoisrec"
-  echo "gpu-check: installing $(cd "$tmp" && ls *.whl | tr '\n' ' ')into $GPU_SITE (offline)"
-  "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --target "$GPU_SITE" "$tmp"/*.whl
+  if [[ $xzparts == 1 ]]; then  # an unpacked site (prepare-wheels.sh): its parts in order, one xz stream
+    echo "gpu-check: unpacking $(cd "$wheels" && ls fbgemm-site.tar.xz.* | tr '\n' ' ')into $GPU_SITE (offline)"
+    cat "$wheels"/fbgemm-site.tar.xz.* | "$PYTHON" -c "
+import sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz') as t:
+    t.extractall(sys.argv[1], filter='data')" "$GPU_SITE" \
+      || { echo "gpu-check: $wheels/fbgemm-site.tar.xz.*: not one whole xz tar (a part missing or cut short?)" >&2; exit 1; }
+  fi
+  if compgen -G "$tmp/*.whl" >/dev/null; then
+    echo "gpu-check: installing $(cd "$tmp" && ls *.whl | tr '\n' ' ')into $GPU_SITE (offline)"
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --target "$GPU_SITE" "$tmp"/*.whl
+  fi
   for d in trainer models denoisers launch; do ln -s "$root/$d" "$GPU_SITE/denoisrec/$d"; done
   rm -rf "$tmp"
   echo "$stamp" > "$GPU_SITE/.installed"

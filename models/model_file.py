@@ -30,6 +30,8 @@ Example::
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
@@ -87,10 +89,31 @@ def save_model_file(
 def _read_blob(path: str, what: str) -> Any:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such {what} (written as <run out>/model.pt by training)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; JSON, text or random bytes are not one
+        raise ValueError(f"{path}: not a denoisrec model file (not a torch.save archive; training writes RUN/model.pt)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # never torch's advice to retry with weights_only=False: that would run the file's code
+        raise ValueError(
+            f"{path}: not a denoisrec model file (it holds objects other than tensors and plain values, so it is "
+            "not loaded)"
+        ) from None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {_why(e)})") from e
+
+
+def _why(e: BaseException) -> str:
+    """``e``'s message without torch's advice to load with ``weights_only=False``.
+
+    That advice is unsafe, and no fix here: a model file holds tensors and plain containers only.
+    """
+    text = " ".join(str(e).split())
+    if "weights_only" not in text:
+        return text[:300]
+    inner = text.split("WeightsUnpickler error:", 1)
+    detail = inner[1].split(" Check the documentation", 1)[0].strip() if len(inner) > 1 else ""
+    return f"{detail or 'not a weights-only torch.save file'}; random bytes, a truncated file or another format"
 
 
 def is_model_file(blob: Any) -> bool:

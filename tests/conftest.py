@@ -21,11 +21,15 @@ sys.path.insert(0, str(DIST_DIR))  # the drivers' entry points, importable by th
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``tiny`` preset (6,000 train rows in 3 files of 500-row groups), generated once per session."""
-    from denoisrec.trainer.datasets.synthetic import PRESETS, generate
+    """The ``tiny`` preset (6,000 train rows in 3 files of 500-row groups), generated once per session.
+
+    Without the trusted signals (``trusted_label``, ``valid_random``) gen-data writes by default: the tests of
+    those build them on purpose (tests/data/test_noise_families.py, tests/data/test_trusted.py).
+    """
+    from denoisrec.trainer.datasets.synthetic import PRESETS, generate, with_trusted
 
     out = tmp_path_factory.mktemp("tiny")
-    generate(str(out), PRESETS["tiny"], seed=0)
+    generate(str(out), with_trusted(PRESETS["tiny"], 0, 0, 0), seed=0)
     return out
 
 

@@ -25,8 +25,18 @@ def test_every_package_directory_is_installed() -> None:
         for top in TOP
         for p in (ROOT / top).rglob("__init__.py")
     }
-    assert on_disk == listed, f"pyproject packages differ from the folders: {on_disk ^ listed}"
-    assert cfg["package-dir"] == {f"denoisrec.{t}": t for t in TOP}
+    assert on_disk | {"denoisrec"} == listed, f"pyproject packages differ from the folders: {on_disk ^ listed}"
+    # the top-level package is denoisrec/__init__.py alone: the Python entry point (denoisrec.train), no modules
+    assert cfg["package-dir"] == {"denoisrec": "denoisrec", **{f"denoisrec.{t}": t for t in TOP}}
+    assert [p.name for p in (ROOT / "denoisrec").iterdir() if p.name != "__pycache__"] == ["__init__.py"]
+
+
+def test_the_top_level_package_imports_only_the_trainer_and_no_torch() -> None:
+    imported = {m for m in _imports(ROOT / "denoisrec" / "__init__.py", "denoisrec") if m.startswith("denoisrec")}
+    assert imported and all(m.startswith("denoisrec.trainer") for m in imported), imported
+    code = "import sys, denoisrec; assert callable(denoisrec.train); print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
 def test_import_names_and_no_bare_top_level_package(tmp_path: Path) -> None:

@@ -45,14 +45,14 @@ from denoisrec.models.first_order import has_table_layout
 from denoisrec.trainer import checkpoint_files as files
 from denoisrec.trainer.checkpoint_files import META
 from denoisrec.trainer.dist import DistEnv
-from denoisrec.trainer.errors import CheckpointError
+from denoisrec.trainer.errors import CheckpointError, StorageError
 from denoisrec.trainer.sharding import TrainOptimizer
 from denoisrec.trainer.shared_lookup import refuse_unfolded_checkpoint
 from denoisrec.trainer.unsharded import unsharded_state_dict
 
 LATEST = "latest"
 BEST = "best"
-FORMAT_VERSION = 2  # 2: meta.json lists every file's size and SHA-256
+FORMAT_VERSION = 3  # 2: meta.json lists every file's size and SHA-256; 3: and carries its own (meta_sha256)
 
 
 def checkpoint_root(out: str) -> str:
@@ -121,7 +121,8 @@ class Checkpointer:
         keep: how many step checkpoints to keep (the highest step numbers; ``best`` is separate).
         env: this rank's place in the world.
 
-    After :meth:`resolve`, ``skipped`` lists the newer checkpoints that were passed over (``"path: why"``).
+    After :meth:`resolve`, ``skipped`` lists the newer checkpoints that were passed over (``"path: why"``) and
+    ``note`` is the one line for a checkpoint of an older format, verified less (``None`` otherwise).
     """
 
     def __init__(self, out: str, keep: int, env: DistEnv) -> None:
@@ -132,6 +133,7 @@ class Checkpointer:
         self.env = env
         self.skipped: List[str] = []
         self._skipped_dirs: List[str] = []
+        self.note: Optional[str] = None
 
     # ----------------------------------------------------------------------------------------- finding
     def latest(self) -> Optional[str]:
@@ -171,7 +173,7 @@ class Checkpointer:
                     )
                 if path is not None:
                     for bad in self._skipped_dirs:
-                        os.replace(bad, os.path.join(self.root, "damaged-" + os.path.basename(bad)))
+                        error = error or self._set_aside(bad)
             elif not os.path.isdir(resume):
                 error = f"run.resume={resume!r}: no such checkpoint directory (expected auto, never or a path)"
             else:
@@ -180,56 +182,99 @@ class Checkpointer:
                     error = f"run.resume={resume!r}: not a complete, intact checkpoint: {why}"
                 else:
                     path = os.path.realpath(resume)
-        path, error, self.skipped = _broadcast((path, error, self.skipped))
+        note = files.note(path) if self.env.is_main and path is not None and not error else None
+        path, error, self.skipped, self.note = _broadcast((path, error, self.skipped, note))
         if error:
             raise CheckpointError(error)
         return path
+
+    def _set_aside(self, bad: str) -> Optional[str]:
+        """Rename a damaged checkpoint ``damaged-step_<N>`` (``damaged-step_<N>.2``, ... when that name is
+        taken by an earlier damage of the same step); the error line when the rename fails.
+        """
+        target = os.path.join(self.root, "damaged-" + os.path.basename(bad))
+        n = 1
+        while os.path.lexists(target if n == 1 else f"{target}.{n}"):
+            n += 1
+        target = target if n == 1 else f"{target}.{n}"
+        try:
+            os.replace(bad, target)
+        except OSError as e:
+            return (
+                f"{bad}: damaged, and it could not be renamed {os.path.basename(target)} so that resume skips it "
+                f"({e.strerror or e}); move it away and launch again"
+            )
+        return None
 
     # ------------------------------------------------------------------------------------------ saving
     def _write(self, path: str, model: nn.Module, opt: Optional[TrainOptimizer], meta: Dict[str, Any]) -> None:
         """Write into a temporary directory, fsync, checksum, then rename it to ``path`` (atomic publication:
         ``path`` is either the previous complete checkpoint or the new one, never a partial one).
+
+        A failed write on any rank (a full disk, a read-only folder) removes the temporary directory and
+        raises the same one-line ``OSError`` on every rank: the earlier checkpoints stay as they were.
         """
         tmp: Optional[str] = None
+        error: Optional[str] = None
         if self.env.is_main:
-            os.makedirs(self.root, exist_ok=True)
-            for name in os.listdir(self.root):  # leftovers of saves that were killed
-                if name.startswith((".tmp-", ".old-")):
-                    shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            try:
+                os.makedirs(self.root, exist_ok=True)
+                for name in os.listdir(self.root):  # leftovers of saves that were killed
+                    if name.startswith((".tmp-", ".old-")):
+                        shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            except OSError as e:
+                error = _save_error(self.root, e)
             tmp = os.path.join(self.root, f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
-        tmp = _broadcast(tmp)
-        state: Dict[str, Any] = {"model": model.state_dict()}
-        if opt is not None:
-            state["sparse_optim"] = opt.sparse.state_dict()
-            state["dense_optim"] = opt.dense.state_dict()
-        dcp.save(state, checkpoint_id=tmp)
-        os.makedirs(os.path.join(tmp, "rng"), exist_ok=True)
-        rng_file = os.path.join(tmp, "rng", f"rank{self.env.rank}.pt")
-        torch.save(rng_state(), rng_file)
-        files.fsync_path(rng_file)
-        _barrier()
-        if self.env.is_main:
-            files.fsync_tree(tmp)
-            meta = {
+        tmp, error = _broadcast((tmp, error))
+        if error is None:
+            try:
+                state: Dict[str, Any] = {"model": model.state_dict()}
+                if opt is not None:
+                    state["sparse_optim"] = opt.sparse.state_dict()
+                    state["dense_optim"] = opt.dense.state_dict()
+                dcp.save(state, checkpoint_id=tmp)
+                os.makedirs(os.path.join(tmp, "rng"), exist_ok=True)
+                rng_file = os.path.join(tmp, "rng", f"rank{self.env.rank}.pt")
+                torch.save(rng_state(), rng_file)
+                files.fsync_path(rng_file)
+            except (Exception, CheckpointException) as e:  # noqa: BLE001 - DCP's CheckpointException is a BaseException
+                error = _save_error(path, e)
+            error = _first_of_ranks(error)
+        if error is None and self.env.is_main:
+            try:
+                self._publish(tmp, path, opt, meta)
+            except OSError as e:
+                error = _save_error(path, e)
+        error = _broadcast(error)
+        if error is not None:
+            if self.env.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise StorageError(error)
+
+    def _publish(self, tmp: str, path: str, opt: Optional[TrainOptimizer], meta: Dict[str, Any]) -> None:
+        """Rank 0: checksum the files, write ``meta.json`` last, rename ``tmp`` to ``path``."""
+        files.fsync_tree(tmp)
+        meta = files.seal_meta(
+            {
                 "format_version": FORMAT_VERSION,
                 "with_optimizer": opt is not None,
                 **meta,
                 "files": files.checksums(tmp),
             }
-            with open(os.path.join(tmp, META), "w") as f:
-                json.dump(meta, f, indent=2, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            files.fsync_path(tmp)
-            old = None
-            if os.path.exists(path):  # the same step saved again: keep the old one until the new one is in place
-                old = os.path.join(self.root, f".old-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
-                os.replace(path, old)
-            os.replace(tmp, path)
-            files.fsync_path(self.root)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        _barrier()
+        )
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        files.fsync_path(tmp)
+        old = None
+        if os.path.exists(path):  # the same step saved again: keep the old one until the new one is in place
+            old = os.path.join(self.root, f".old-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        files.fsync_path(self.root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def save(self, step: int, model: nn.Module, opt: TrainOptimizer, meta: Dict[str, Any]) -> str:
         """Write ``step_<step>``, then point ``latest`` at it, then delete all but the ``keep`` highest steps."""
@@ -267,8 +312,22 @@ class Checkpointer:
         Collective; returns ``path`` on every rank.
         """
         state = unsharded_state_dict(model, self.env)
+        error: Optional[str] = None
         if self.env.is_main:
-            save_model_file(path, spec, state, schema, extra)  # type: ignore[arg-type]  # rank 0: not None
+            try:
+                save_model_file(path, spec, state, schema, extra)  # type: ignore[arg-type]  # rank 0: not None
+            except (OSError, RuntimeError) as e:  # a full disk: torch.save's "basic_ios::clear", inline_container
+                for leftover in (f"{path}.tmp",):
+                    if os.path.exists(leftover):
+                        os.remove(leftover)
+                why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:200]
+                error = (
+                    f"{path}: could not write the model file ({why}; a full disk?); nothing partial was kept and the "
+                    "checkpoints are intact: free space and launch again (it resumes and exports)"
+                )
+        error = _broadcast(error)
+        if error is not None:
+            raise StorageError(error)
         return path
 
     # ----------------------------------------------------------------------------------------- loading
@@ -302,16 +361,18 @@ class Checkpointer:
             first = _first_error(e)
             if "key" not in first.lower():  # not a layout mismatch: unreadable files
                 raise CheckpointError(
-                    f"{path}: could not read the checkpoint's files ({first}); damaged? "
-                    "Resume from an older checkpoint with --resume PATH"
+                    f"{path}: could not read the checkpoint's files ({first}): damaged, or written with other "
+                    f"optimizer settings (optim.sparse={meta.get('sparse_optimizer', 'unknown')}); resume from an "
+                    "older checkpoint with --resume PATH"
                 ) from e
             raise CheckpointError(
                 f"{path}: could not load the checkpoint written by {meta.get('world_size')} rank(s) with plan "
                 f"{_plan_types(meta)} onto {self.env.world_size} rank(s) with the current plan "
                 f"({first}). Tables re-shard on load between table_wise, column_wise "
                 "and row_wise plans, but data_parallel tables are trained by the dense optimizer and the others by "
-                "the fused sparse one, so their optimizer states differ: resume with the checkpoint's sharding "
-                "type (--sharding)."
+                "the fused sparse one, so their optimizer states differ: resume without --sharding (the automatic "
+                "plan keeps each table's type from the checkpoint's plan), or with --sharding "
+                f"{_plan_types(meta)[0] if len(_plan_types(meta)) == 1 else 'unset'}."
             ) from e
         model.load_state_dict(state["model"])
         if opt is not None:
@@ -329,6 +390,31 @@ class Checkpointer:
                     f"{rng_file}: not a readable RNG state, damaged ({type(e).__name__}: {str(e)[:200]})"
                 ) from e
         return meta
+
+
+def _save_error(path: str, e: BaseException) -> str:
+    """One line for a save that failed: which checkpoint, why (a full disk: "No space left on device"), and
+    that the earlier checkpoints are intact.
+    """
+    inner = _first_error(e) if isinstance(e, CheckpointException) else None
+    if isinstance(e, OSError) and e.strerror:
+        why = f"{e.filename + ': ' if e.filename and e.filename != path else ''}{e.strerror}"
+    else:
+        why = f"{inner or f'{type(e).__name__}: {e}'}; a full disk?"
+    why = " ".join(why.split())[:300]
+    return (
+        f"{path}: could not save the checkpoint ({why}); nothing partial was kept and the earlier checkpoints are "
+        "intact: free space (or fix the folder) and launch again to resume"
+    )
+
+
+def _first_of_ranks(error: Optional[str]) -> Optional[str]:
+    """The first rank's error (rank order), on every rank; ``None`` when no rank has one (a collective)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return error
+    every: List[Optional[str]] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, error)
+    return next((e for e in every if e is not None), None)
 
 
 def _first_error(e: BaseException) -> str:

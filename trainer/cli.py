@@ -22,13 +22,23 @@ the parser from it and turns errors into one-line messages and exit statuses.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from typing import List, NoReturn, Optional
 
 from denoisrec.trainer.commands import COMMANDS
 from denoisrec.trainer.commands.train import config_from_args
-from denoisrec.trainer.errors import DataError, UsageError
+from denoisrec.trainer.errors import (
+    CheckpointError,
+    DataError,
+    NonFiniteError,
+    OutDirError,
+    RunLockError,
+    StorageError,
+    UsageError,
+)
 
 DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
 
@@ -36,6 +46,10 @@ DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedba
   denoisrec train --data DIR --denoiser NAME  train; train --help lists models, denoisers and their options
   denoisrec report RUN [RUN ...]              runs side by side: a table and one figure
   denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
+
+
+# errors that every rank raises alike (broadcast from rank 0 or agreed by a collective): rank 0 says them
+AGREED = (UsageError, RunLockError, OutDirError, CheckpointError, NonFiniteError, StorageError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,14 +97,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # which options were typed (bench: explicit flags win over --quick)
     try:
-        return int(args.fn(args))
+        return run_quietly(args)
     except (ValueError, OSError) as e:
         code = exit_status(e) if args.command in ("train", "tune", "report") else 2
-        # a usage mistake is the same on every rank: rank 0 says it; anything else may be one rank's own
-        if not isinstance(e, UsageError) or os.environ.get("RANK", "0") == "0":
-            print(f"denoisrec {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        _record_for_torchelastic(e)
+        line = f"denoisrec {args.command}: error: {_one_line(e)}"
+        # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
+        # once, by rank 0; anything else may be one rank's own
+        if not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0":
+            print(line, file=sys.stderr)
+        _record_for_torchelastic(line)
         return code
+
+
+QUIET = ("bench", "export", "predict")
+"""The commands besides ``train`` (which routes its own) whose third-party warnings go to a file or nowhere."""
+
+
+def run_quietly(args: argparse.Namespace) -> int:
+    """Run the command under the trainer's warning routing (:class:`~denoisrec.trainer.quiet.WarningsToFile`):
+    a bench files TorchRec/FBGEMM warnings in ``<--out>/<bench>.warnings.log`` and says so in one line; ``export`` and
+    ``predict`` (whose ``--out`` is an artefact or a scores file) count and drop them. denoisrec's own warnings
+    stay on the console, one line each, once.
+    """
+    if args.command not in QUIET:
+        return int(args.fn(args))
+    import torch  # noqa: F401 - first: its import installs the log handlers that the routing must replace
+
+    from denoisrec.trainer.quiet import WarningsToFile
+
+    out = getattr(args, "out", None) if args.command == "bench" else None
+    stem = f"{getattr(args, 'bench', 'bench')}.warnings"  # benches share runs/bench: one file each
+    with WarningsToFile(out, int(os.environ.get("RANK", "0")), stem) as quiet:
+        quiet.open()  # a bench owns its report folder
+        code = int(args.fn(args))
+    if out is not None and quiet.count and os.environ.get("RANK", "0") == "0":
+        print(quiet.summary())
+    return code
 
 
 def exit_status(e: BaseException) -> int:
@@ -110,17 +152,19 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _record_for_torchelastic(e: BaseException) -> None:
-    """Under torchrun/torchx, write ``e`` to this worker's error file: the agent's failure summary
-    ("Root Cause") then shows the message instead of only an exit code.
+def _record_for_torchelastic(line: str) -> None:
+    """Under torchrun/torchx, write the one-line message to this worker's error file (torchelastic's format,
+    the line as the traceback too): the agent's failure summary then shows that line for the rank, instead of
+    the worker's traceback or only an exit code.
     """
-    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with open(path, "w") as f:
+            info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+            json.dump({"message": {"message": line, "extraInfo": info}}, f)
 
-        ErrorHandler().record_exception(e)
 
-
-__all__ = ["Parser", "build_parser", "config_from_args", "exit_status", "main"]
+__all__ = ["Parser", "build_parser", "config_from_args", "exit_status", "main", "run_quietly"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,9 @@ class DataConfig:
     ``trainer/train_labels.py``). ``schema``: ``None`` reads ``<path>/schema.json``; a path names a schema file
     (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
     ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
-    threads keep ready (0: none). ``preflight_row_groups``: before training, decode about this many row groups of
+    threads keep ready (0: none). ``workers``: threads per rank that assemble batches (and build the shuffle
+    window) in parallel, 1–256; the batches do not depend on it (with ``prefetch: 0`` everything runs in the
+    training thread). ``preflight_row_groups``: before training, decode about this many row groups of
     each of ``valid`` and ``test`` with the checks of ``denoisrec validate`` (0: off; ``trainer/data/preflight.py``).
     """
 
@@ -47,6 +49,7 @@ class DataConfig:
     nan_policy: Optional[Literal["error", "impute"]] = None
     shuffle_buffer: int = 262144
     prefetch: int = 4
+    workers: int = 1
     preflight_row_groups: int = 32
 
 
@@ -223,13 +226,42 @@ class Config:
         if not isinstance(d, dict):
             raise UsageError(f"--config {path}: a config file must hold a mapping, got {type(d).__name__}")
         try:
-            return cls.from_dict(d)
+            return cls.from_dict(with_preset(d))
         except ValueError as e:
             raise UsageError(f"--config {path}: {e}") from None
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def with_preset(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A config mapping with a top-level ``preset: NAME`` (trainer/presets.py) resolved: the preset's values
+    first, the mapping's own on top. Without ``preset``, ``d`` itself.
+
+    Example::
+
+        with_preset({"preset": "recommended", "run": {"epochs": 1}})["denoiser"]["name"]  # 'observation'
+    """
+    if "preset" not in d:
+        return d
+    from denoisrec.trainer.presets import apply_preset
+
+    d = dict(d)
+    name = d.pop("preset")
+    base = Config()
+    model, denoiser = d.get("model") or {}, d.get("denoiser") or {}
+    if isinstance(model, dict) and "name" in model:
+        base.model.name = model["name"]
+    apply_preset(base, str(name), denoiser=denoiser.get("name") if isinstance(denoiser, dict) else None)
+    return _merge(base.to_dict(), d)
+
+
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:

@@ -51,6 +51,7 @@ RULES: Dict[str, Union[Opt, Tuple[str, ...]]] = {
     "data.eval_batch_size": Opt("int", 8192, "rows per evaluation batch", 1),
     "data.shuffle_buffer": Opt("int", 262144, "rows", 0),
     "data.prefetch": Opt("int", 4, "batches kept ready", 0),
+    "data.workers": Opt("int", 1, "threads per rank assembling batches", 1, 256),
     "model.name": tuple(MODEL_OPTIONS),
     "model.embedding_dim": Opt("int", 16, "embedding width", 1),
     "model.embedding_init": Opt("float", None, "uniform init bound", 0, lo_open=True, none_ok=True),

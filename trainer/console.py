@@ -39,6 +39,29 @@ def resolve_eval_every(every: Any, with_ground_truth: bool) -> Any:
     return every
 
 
+# Past these, the model's scores do not read as click probabilities (NE > 1: worse than the base rate).
+ECE_LIMIT, NE_LIMIT = 0.05, 1.0
+
+
+def calibration_note(summary: Mapping[str, Any], out: str) -> Optional[str]:
+    """One line when the exported model's scores are uncalibrated for observed clicks (validation ECE or NE past
+    :data:`ECE_LIMIT` / :data:`NE_LIMIT`) and what to run; ``None`` when they are calibrated or not measured.
+
+    Example::
+
+        calibration_note({"metrics": {"valid": {"ece": 0.155, "ne": 1.12}}}, "runs/x")
+        # 'scores: uncalibrated for observed clicks (valid ECE 0.155, NE 1.12); ... --calibrate platt'
+    """
+    valid = (summary.get("metrics") or {}).get("valid") or {}
+    ece, ne = valid.get("ece"), valid.get("ne")
+    if ece is None or ne is None or (ece <= ECE_LIMIT and ne <= NE_LIMIT):
+        return None
+    return (
+        f"scores: uncalibrated for observed clicks (valid ECE {ece:.3f}, NE {ne:.2f}); for served probabilities "
+        f"run: denoisrec export {out} --calibrate platt"
+    )
+
+
 def finish_run(cfg: Config, summary: Dict[str, Any], quiet: Any, console: Optional[MetricLogger] = None) -> None:
     """Rank 0: write ``curves.png`` (``run.curves``) and log the closing lines to ``console`` (the run's
     :class:`~denoisrec.trainer.metric_logging.MetricLogger` for text, kind ``message``; by default a
@@ -56,6 +79,8 @@ def finish_run(cfg: Config, summary: Dict[str, Any], quiet: Any, console: Option
         )
         lines.append(f"curves: {path}  (TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')})")
     lines.append(quiet.summary(int(summary.get("world_size") or os.environ.get("WORLD_SIZE", "1"))))
+    note = calibration_note(summary, out) if getattr(cfg.run, "export", False) else None
+    lines += [note] if note else []
     lines.append(f"output folder: {out}")
     sink = console if console is not None else ConsoleLogger()
     for line in lines:

@@ -28,7 +28,11 @@ from denoisrec.trainer.data.schema import DataSchema
 
 CONTEXT_MODES = ("auto", "features", "withhold")
 # Denoiser options that name a feature its own models read as a user/item id (DeCA's MFs).
-_ID_OPTIONS = {"deca": ("user_feature", "item_feature"), "deca_p": ("user_feature", "item_feature")}
+_ID_OPTIONS = {
+    "deca": ("user_feature", "item_feature"),
+    "deca_p": ("user_feature", "item_feature"),
+    "observation_ids": ("user_feature", "item_feature"),
+}
 _ID_DEFAULTS = {"user_feature": "user_id", "item_feature": "item_id"}
 
 

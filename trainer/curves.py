@@ -134,9 +134,31 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from denoisrec.trainer import plot_style
+
+    fig = curves_figure(series)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    plot_style.save(fig, path, title or "what denoising does, per epoch", dpi=80)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(series: Sequence[Series]) -> Any:
+    """The three panels of ``series`` as a matplotlib figure (no title: :func:`write_curves` adds it).
+
+    x in epochs from 0 with whole-epoch ticks; a series of one to three points gets larger markers and its
+    values written beside them; legends sit under the panels; a method that handles no positives (BCE) draws
+    no noise identification, and the panel says so.
+    """
+    import matplotlib.pyplot as plt
+
+    from denoisrec.trainer import plot_style
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     many = len(series) > 1
+    drawn: List[Points] = [[], [], []]
+    no_decisions: List[str] = []
     for i, s in enumerate(series):
         # one run: a colour per quantity; several: a colour per run, the line style tells the quantity
         c1, c2 = (colors[i % len(colors)],) * 2 if many else (colors[2], colors[3])
@@ -145,38 +167,51 @@ def write_curves(series: Sequence[Series], path: str, title: str = "") -> str:
         _line(axes[0], s.valid_auc, c2, "--", "s", f"{tag}valid ({s.valid_target} labels)")
         _line(axes[1], s.loss_noisy, colors[i % len(colors)] if many else colors[3], "-", ".", f"{tag}noisy positives")
         _line(axes[1], s.loss_clean, colors[i % len(colors)] if many else colors[2], ":", ".", f"{tag}clean positives")
-        _line(axes[2], s.precision, c1, "-", ".", f"{tag}precision")
-        _line(axes[2], s.recall, colors[i % len(colors)] if many else colors[0], "--", ".", f"{tag}recall")
-        _line(axes[2], s.random_precision, "grey" if not many else c1, ":", None, f"{tag}random (noise share)")
-    for ax, t, y in (
-        (axes[0], "AUC per epoch", "AUC"),
-        (axes[1], "loss of observed positives", "mean BCE"),
-        (axes[2], "noise identification", "share"),
+        for ax_i, pts in ((0, s.clean_auc), (0, s.valid_auc), (1, s.loss_noisy), (1, s.loss_clean)):
+            drawn[ax_i] += pts
+        if s.precision:
+            _line(axes[2], s.precision, c1, "-", ".", f"{tag}precision")
+            _line(axes[2], s.recall, colors[i % len(colors)] if many else colors[0], "--", ".", f"{tag}recall")
+            _line(axes[2], s.random_precision, "grey" if not many else c1, ":", None, f"{tag}random (noise share)")
+            drawn[2] += s.precision + s.recall + s.random_precision
+        elif s.loss_noisy or s.random_precision:  # ground truth, but the method drops / reweights nothing
+            no_decisions.append(_short(s.name))
+    for j, (ax, t, y) in enumerate(
+        (
+            (axes[0], "AUC per epoch", "AUC"),
+            (axes[1], "loss of observed positives", "mean BCE"),
+            (axes[2], "noise identification (what the method handles)", "share of positives"),
+        )
     ):
-        ax.set_title(t)
+        ax.set_title(t, fontsize=10)
+        if not ax.lines:
+            why = "nothing to draw\n(no ground truth in this data)"
+            if j == 2 and no_decisions:
+                why = f"{', '.join(no_decisions)}: handles no positives\n(nothing to identify)"
+            plot_style.empty(ax, why)
+            continue
         ax.set_xlabel("epoch")
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7, loc="best")
-        else:
+        plot_style.integer_ticks(ax, "x")
+        plot_style.pad_short(ax, drawn[j], x_from=0.0, min_y_span=0.02 if j == 0 else 0.05)
+        plot_style.legend_outside(ax, "below", ncol=2 if many else 1)
+        if j == 2 and no_decisions:
             ax.text(
-                0.5,
-                0.5,
-                "nothing to draw\n(no ground truth, or the method handles nothing)",
-                ha="center",
-                va="center",
+                0.99,
+                0.01,
+                f"not drawn: {', '.join(no_decisions)} (handles no positives)",
+                ha="right",
+                va="bottom",
                 transform=ax.transAxes,
-                fontsize=8,
-                color="grey",
+                fontsize=7,
+                color="0.35",
             )
-    if title:
-        fig.suptitle(title, fontsize=10)
+    for ax, spec in zip(axes, ("{:.4f}", "{:.3f}", "{:.3f}")):
+        # one run: every short series gets its numbers; several: only lone points (labels would collide)
+        plot_style.label_short(ax, spec, most=1 if many else plot_style.SHORT)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _short(name: str, width: int = 24) -> str:
@@ -188,4 +223,6 @@ def _short(name: str, width: int = 24) -> str:
 def _line(ax: Any, points: Points, color: str, style: str, marker: Optional[str], label: str) -> None:
     if points:
         xs, ys = zip(*points)
-        ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, markersize=4)
+        short = len(points) <= 3  # a lone point has no line to see: larger markers
+        marker = ("o" if marker in (None, ".") else marker) if short else marker
+        ax.plot(xs, ys, linestyle=style, marker=marker, color=color, label=label, markersize=6 if short else 4)

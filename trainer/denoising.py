@@ -93,13 +93,13 @@ def build_denoiser_for(
 
 def bind_run_length(model: nn.Module, steps_per_epoch: int, total_steps: int, log: Any) -> None:
     """``Denoiser.bind_run`` before the first step when ``needs.run_length`` is declared; its warnings go to
-    the log and to ``warnings``.
+    ``warnings`` (under :class:`~denoisrec.trainer.quiet.WarningsToFile`: one ``warning: ...`` line on rank 0's
+    console, once per process; ``log`` is kept for the callers' signature).
     """
     d = denoiser_of(model)
     if not d.needs.run_length:
         return
     for msg in d.bind_run(steps_per_epoch, total_steps):
-        log.print(f"WARNING: {msg}")
         warnings.warn(msg, stacklevel=2)
 
 

@@ -14,6 +14,7 @@ The ``denoisrec`` command line maps them to exit statuses: :class:`UsageError` e
 | :class:`RunLockError` | another run holds ``<out>/.lock`` |
 | :class:`NonFiniteError` | training produced a non-finite loss or gradient |
 | :class:`HostSyncError` | a host synchronisation inside a guarded region |
+| :class:`StorageError` | the run's outputs cannot be written (a full disk, a read-only ``--out``) |
 
 Example:
 >>> from denoisrec.trainer.errors import DataError, oneline
@@ -56,6 +57,12 @@ class HostSyncError(RuntimeError):
     """A host synchronisation inside a guarded region (``mode="error"``)."""
 
 
+class StorageError(OSError):
+    """The run's outputs cannot be written: a full disk, a read-only ``--out`` (exit status 1). The message
+    names the path and says what is intact; every rank raises the same one.
+    """
+
+
 def oneline(e: BaseException) -> str:
     """An exception's message on one line (pyarrow's span several)."""
     return " ".join(str(e).split())
@@ -68,6 +75,7 @@ __all__ = [
     "NonFiniteError",
     "OutDirError",
     "RunLockError",
+    "StorageError",
     "UsageError",
     "oneline",
 ]

@@ -22,7 +22,7 @@ Example (one process)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
@@ -34,7 +34,15 @@ from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, static_graph
 from denoisrec.trainer.dist import DistEnv
 from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.sharding import TrainOptimizer, fuse_sparse_optimizer, make_plan, train_optimizer, wrap
+from denoisrec.trainer.sharding import (
+    TrainOptimizer,
+    checkpoint_constraints,
+    embedding_tables,
+    fuse_sparse_optimizer,
+    make_plan,
+    train_optimizer,
+    wrap,
+)
 from denoisrec.trainer.shared_lookup import aligned_constraints
 
 
@@ -76,23 +84,59 @@ class BuiltModel:
     opt: TrainOptimizer
 
 
+PlanWith = Callable[[Optional[str], Optional[Dict[str, Any]]], ShardingPlan]
+
+
+def plan_module(
+    module: TrainModule, cfg: Config, plan_with: PlanWith, table_constraints: Optional[Dict[str, Any]] = None
+) -> ShardingPlan:
+    """The plan of ``module``'s tables as ``cfg`` says, from ``plan_with(sharding_type, constraints)``.
+
+    The denoiser's table constraints (or ``table_constraints``), then, where the planner gave tables folded
+    into the model's collection other sharding types than the model's own, a second plan that aligns them
+    (folded tables have no all-to-all of their own). ``plan_with`` plans over the real world
+    (:func:`~denoisrec.trainer.sharding.make_plan`) or a simulated one (``bench plan``).
+    """
+    constraints = table_constraints or plan_constraints(module, cfg)
+    plan = plan_with(cfg.sharding.sharding_type, constraints)
+    if not table_constraints and cfg.sharding.sharding_type is None:
+        aligned = aligned_constraints(plan, module, constraints)
+        plan = plan if aligned is None else plan_with(None, aligned)
+    return plan
+
+
 def shard_module(
-    module: TrainModule, cfg: Config, env: DistEnv, batch_size: int, table_constraints: Optional[Dict[str, Any]] = None
+    module: TrainModule,
+    cfg: Config,
+    env: DistEnv,
+    batch_size: int,
+    table_constraints: Optional[Dict[str, Any]] = None,
+    saved_plan: Optional[Dict[str, Any]] = None,
 ) -> BuiltModel:
     """Fuse the sparse optimizer, plan, wrap in DMP and build the optimizers, as ``cfg`` says.
 
     ``table_constraints`` replace the denoiser's own planner constraints (tests that force a placement).
+    ``saved_plan`` (the plan of the checkpoint a run resumes from) keeps every table's sharding type on the
+    automatic plan (no ``sharding.sharding_type``), whatever the batch size and world size now.
     """
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
     constraints = table_constraints or plan_constraints(module, cfg)
+    resumed = None
+    if saved_plan and not table_constraints and cfg.sharding.sharding_type is None:
+        resumed = checkpoint_constraints(saved_plan, embedding_tables(module))
+        constraints = {**(constraints or {}), **(resumed or {})}
     plan = make_plan(module, env, cfg.sharding.sharding_type, batch_size, constraints)
-    if not table_constraints and cfg.sharding.sharding_type is None:  # folded tables: no all-to-all of their own
+    if not table_constraints and not resumed and cfg.sharding.sharding_type is None:  # folded tables: no all-to-all
         aligned = aligned_constraints(plan, module, constraints)
         plan = plan if aligned is None else make_plan(module, env, None, batch_size, aligned)
     model = wrap(module, plan, env, static_graph=static_graph(module))
     return BuiltModel(module, plan, model, train_optimizer(model, cfg.optim))
 
 
-def build_train_model(cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int) -> BuiltModel:
-    """:func:`build_module` then :func:`shard_module`: the model the training job trains."""
-    return shard_module(build_module(cfg, schema), cfg, env, batch_size)
+def build_train_model(
+    cfg: Config, schema: DataSchema, env: DistEnv, batch_size: int, saved_plan: Optional[Dict[str, Any]] = None
+) -> BuiltModel:
+    """:func:`build_module` then :func:`shard_module`: the model the training job trains (``saved_plan``: the
+    plan of the checkpoint it resumes from).
+    """
+    return shard_module(build_module(cfg, schema), cfg, env, batch_size, saved_plan=saved_plan)

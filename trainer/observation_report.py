@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -160,7 +160,7 @@ def last_train_stat(out_dir: str, key: str) -> Optional[float]:
 
 
 def plot(report: Dict[str, Any], path: str) -> Optional[str]:
-    """One panel per feature: learned (solid) and true (dashed) h and h'. ``None`` without matplotlib."""
+    """Draw :func:`observation_figure` into ``path`` (PNG); ``None`` without matplotlib."""
     try:
         import matplotlib
 
@@ -168,6 +168,26 @@ def plot(report: Dict[str, Any], path: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    from denoisrec.trainer import plot_style
+
+    fig, title = observation_figure(report)
+    plot_style.save(fig, path, title, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def observation_figure(report: Dict[str, Any]) -> Tuple[Any, str]:
+    """One panel per feature: learned (solid) and true (dashed) h and h' against the feature's value.
+
+    Integer x ticks where the values are ids (hour, position, ...); one legend for all panels, beside them.
+
+    Returns:
+        The figure and its title.
+    """
+    import matplotlib.pyplot as plt
+
+    from denoisrec.trainer import plot_style
+
     feats = list(report["learned"])
     fig, axes = plt.subplots(1, len(feats), figsize=(3.6 * len(feats), 3.2), squeeze=False)
     for ax, feat in zip(axes[0], feats):
@@ -178,16 +198,23 @@ def plot(report: Dict[str, Any], path: str) -> Optional[str]:
             if f"true_{rate}" in rec:
                 pts = [(v, t) for v, t in zip(x, rec[f"true_{rate}"]) if t is not None]
                 if pts:
-                    ax.plot(*zip(*pts), "--", color=colour, alpha=0.7, label=f"true {rate}")
-        ax.set_title(feat)
+                    ax.plot(*zip(*pts), "--", color=colour, alpha=0.7, label=f"true {rate} (generator)")
+        ax.set_title(feat, fontsize=10)
         ax.set_ylim(0, 1)
-        ax.set_xlabel("value")
+        ax.set_xlabel(f"{feat} value")
+        ax.grid(alpha=0.3)
+        if plot_style.all_integers(x):
+            plot_style.integer_ticks(ax, "x")
+        if len(x) == 1:
+            ax.set_xlim(x[0] - 1, x[0] + 1)
     axes[0][0].set_ylabel("P(observed positive)")
-    axes[0][-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    plot_style.legend_outside(axes[0][-1], "right", fontsize=8)
+    truth = any(f"true_{r}" in rec for rec in report["learned"].values() for r in ("h", "h_prime"))
+    title = "observation model: learned noise rates per context value" + (
+        " (solid) vs the generator's truth (dashed)" if truth else " (no truth in this data's stats.json)"
+    )
+    return fig, title
 
 
 def write_observation_report(

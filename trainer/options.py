@@ -105,6 +105,9 @@ _OBSERVATION = {
         "float", 1.0, "form=examination: learning-rate multiple of the global inattentive rates", 0, lo_open=True
     ),
     "noise_file": Opt("str", "", "form=examination: a JSON noise model fixed, not learnt (gen-data: noise_model.json)"),
+    "trusted_weight": Opt(
+        "float", 0.0, "weight of the trusted rows' cross-entropy on f (data's trusted_label; 0: off)", 0
+    ),
 }
 
 #: denoiser name -> its user-settable options (the constructor's keyword arguments).
@@ -140,6 +143,15 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
         "prior_checkpoint": Opt("str", None, "a model file to load as the prior instead", none_ok=True),
     },
     "observation": dict(_OBSERVATION),
+    "observation_ids": {
+        **_OBSERVATION,
+        "id_noise_dim": Opt("int", 8, "width of the user x item noise MF tables (dim - 1 factors plus a bias)", 2),
+        "id_noise_init": Opt(
+            "float", 0.02, "initial click / miss rate of the user x item channels", 0, 0.5, True, True
+        ),
+        "user_feature": Opt("str", "user_id", "sparse feature that identifies the user (MF tables)"),
+        "item_feature": Opt("str", "item_id", "sparse feature that identifies the item (MF tables)"),
+    },
     "observation_tce": {
         **_OBSERVATION,
         "eps_max": _prob(0.1, "largest share of positives dropped by the T-CE part", hi_open=True),
@@ -176,7 +188,7 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
 
 SHARDING_TYPES: Tuple[str, ...] = ("table_wise", "column_wise", "row_wise", "data_parallel")
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
-PRESETS: Tuple[str, ...] = ("lcd", "dart")
+PRESETS: Tuple[str, ...] = ("recommended", "lcd", "dart")  # trainer/presets.py
 DENSE_OPTIMIZERS: Tuple[str, ...] = ("adam", "adamw", "adagrad", "sgd")
 SPARSE_OPTIMIZERS: Tuple[str, ...] = ("rowwise_adagrad", "adagrad", "adam", "sgd")
 

@@ -26,10 +26,43 @@ import shutil
 from typing import Any, List, Optional
 
 from denoisrec.trainer.checkpoint_files import list_steps
-from denoisrec.trainer.errors import OutDirError
+from denoisrec.trainer.errors import OutDirError, StorageError
 
 RUN_FILES = ("summary.json", "session.json", "model.pt", "metrics.jsonl", "config.yaml", "plan.json")
 FINISHED = ("summary.json", "model.pt")
+
+
+def check_out_dir(out: str, option: str = "--out") -> None:
+    """Before anything is written or trained: ``out`` is (or can be made) a writable directory, and its
+    ``checkpoints`` (when present) a directory. One line naming the path and the fix otherwise.
+
+    Args:
+        out: the output directory.
+        option: how the user named it (``--out``, ``export --out``), for the message.
+
+    Raises:
+        OutDirError: ``out`` or ``out/checkpoints`` is a regular file (exit status 2).
+        StorageError: ``out`` cannot be created or written (read-only, no permission, a full disk; exit status 1).
+    """
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise OutDirError(f"{option} {out}: a regular file, not a directory; give a directory, or another {option}")
+    ckpt = os.path.join(out, "checkpoints")
+    if os.path.lexists(ckpt) and not os.path.isdir(ckpt):
+        raise OutDirError(
+            f"{ckpt}: a regular file where the run keeps its checkpoints; move it away, or use another {option}"
+        )
+    probe = os.path.join(out, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise StorageError(f"{option} {out}: not writable ({e.strerror or e}); give a writable {option}") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
 
 
 def _contents(out: str) -> List[str]:
@@ -55,11 +88,25 @@ def decide(run: Any, resume_path: Optional[str]) -> Optional[str]:
         return "restart" if started else None
     if getattr(run, "overwrite", False):
         return "overwrite"
-    why = "resuming from another directory" if resume_path is not None else f"run.resume={run.resume}"
-    what = f"checkpoints ({', '.join(ckpts[-3:])})" if ckpts else f"a finished run ({', '.join(finished)})"
-    raise OutDirError(
-        f"--out {out} holds {what} and this launch would not continue it ({why}); use another "
-        "--out, run.resume=auto to continue it, or --set run.overwrite=true to delete it and start fresh"
+    raise OutDirError(f"--out {out} holds {_refusal(run, resume_path, ckpts, finished)}")
+
+
+def _refusal(run: Any, resume_path: Optional[str], ckpts: List[str], finished: List[str]) -> str:
+    """What ``--out`` holds, why this launch would not continue it, and exactly what would."""
+    fresh = "use another --out, or --set run.overwrite=true to delete it and start fresh"
+    if ckpts:
+        what = f"checkpoints ({', '.join(ckpts[-3:])})"
+        if resume_path is not None:
+            why, go_on = "resuming from another directory", "drop --resume (run.resume=auto) to continue it from them"
+        elif run.resume == "auto":  # only a best-model checkpoint: nothing to continue from
+            return f"{what} but no step to continue from and a run that would start over; {fresh}"
+        else:
+            why, go_on = f"run.resume={run.resume}", "--resume auto (run.resume=auto) to continue it"
+        return f"{what} and this launch would not continue it ({why}); {go_on}; or {fresh}"
+    what = f"a finished run ({', '.join(finished)})"
+    return (
+        f"{what} and no checkpoint to continue it from (a run keeps them with --set run.checkpoint_every=N), "
+        f"so this launch would start over; {fresh}"
     )
 
 

@@ -41,7 +41,7 @@ from scipy.special import expit
 from denoisrec.models import LoadedModel, load_model_file
 from denoisrec.trainer.data.assemble import assemble
 from denoisrec.trainer.data.block import Counters, Layout, Where, decode
-from denoisrec.trainer.data.fs import DataPath
+from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.schema import SCHEMA_FILE, SPLITS, DataSchema
 from denoisrec.trainer.errors import DataError
 from denoisrec.trainer.metric_state import MetricState, Rows
@@ -92,7 +92,7 @@ def rank_share(files: Sequence[str], rank: int, world_size: int) -> Tuple[List[P
     """The pieces of rows ``[r·N/W, (r+1)·N/W)`` of the files' rows in order, and ``N``."""
     groups: List[Tuple[str, int, int]] = []  # (path, row group, rows)
     for path in files:
-        md = pq.ParquetFile(path).metadata
+        md = _parquet(path).metadata
         groups += [(path, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
     total = sum(n for _, _, n in groups)
     lo, hi = rank * total // world_size, (rank + 1) * total // world_size
@@ -107,7 +107,7 @@ def rank_share(files: Sequence[str], rank: int, world_size: int) -> Tuple[List[P
 
 def _tables(piece: Piece, columns: List[str], batch_size: int) -> Iterator[Tuple[int, pa.Table]]:
     """``(row of the row group, table)`` of ``piece``, at most ``batch_size`` rows each."""
-    pf = pq.ParquetFile(piece.path)
+    pf = _parquet(piece.path)
     at = 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[piece.row_group]):
         a, b = max(piece.start, at), min(piece.stop, at + rb.num_rows)
@@ -152,6 +152,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(x.astype(np.float64)).astype(np.float32)
 
 
+def _parquet(path: str) -> pq.ParquetFile:
+    """Open one input file; :class:`DataError` naming it when it is truncated or not Parquet."""
+    return open_parquet(DataPath.resolve(path), path)
+
+
 def _out_file(out: str, rank: int, world_size: int) -> str:
     if world_size == 1 and out.endswith(".parquet"):
         return out
@@ -164,7 +169,10 @@ def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) ->
     """
     common: Optional[set] = None
     for path in files:
-        names = pq.ParquetFile(path).schema_arrow.names
+        names = _parquet(path).schema_arrow.names
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise DataError(f"{path}: column(s) {dup} appear more than once; write each column once")
         missing = [c for c in scorer.features if c not in names]
         if missing:
             raise DataError(f"{path}: missing feature column(s) {missing} that model {scorer.loaded.spec.name!r} reads")
@@ -240,7 +248,7 @@ def predict_file(
                 if state is not None:
                     state.update(logit, *_labels_of(table, label_cols))
         if writer is None:  # an empty share (more ranks than rows): an empty file of the same columns
-            pf_schema = pq.ParquetFile(files[0]).schema_arrow
+            pf_schema = _parquet(files[0]).schema_arrow
             fields = [pf_schema.field(c) for c in keep] + [
                 pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS if c != "score_calibrated" or platt is not None
             ]

@@ -1,14 +1,23 @@
-"""Presets: the papers' training set-ups as named bundles of config values (``denoisrec train --preset``).
+"""Presets: named training set-ups as bundles of config values (``denoisrec train --preset``, ``preset:`` in a
+YAML config, ``-- --preset NAME`` under torchx and Slurm).
 
-| preset | from | embedding | MLP | dropout | global batch | optimizer | early stop |
-|---|---|---|---|---|---|---|---|
-| ``lcd`` | LCD (CIKM 2022) §4.1 | 8 | 256×128×64 | – | 8192 | (defaults) | – |
-| ``dart`` | DART thesis §5.1 | 16 | 16×16 | 0.2 | 2048 | Adam lr 1e-3, weight decay 1e-6 | 2 validations |
+- ``recommended``: ``--denoiser observation -p form=examination tower_warmup=25% rates_lr_scale=50``, 3
+  epochs; for impression logs with context columns (``role: context``; the synthetic ``tiny``, ``small``,
+  ``medium``, ``product``).
+- ``lcd``: LCD (CIKM 2022) §4.1: embedding 8, MLP 256×128×64, global batch 8192.
+- ``dart``: DART thesis §5.1: embedding 16, MLP 16×16, dropout 0.2, global batch 2048, Adam lr 1e-3 and
+  weight decay 1e-6, early stopping after 2 validations.
+
+``recommended`` is what ``make train`` runs (benchmarks/README.md has its numbers); on data without context
+columns (``criteo``-shaped data, MovieLens, DeCA's sets) the observation model refuses: train ``--denoiser bce``
+or ``--denoiser deca_p`` there. ``--denoiser NAME`` with another denoiser replaces the preset's denoiser and
+its options (``--preset recommended --denoiser bce``: BCE, 3 epochs).
 
 The ``dart`` optimizer values apply to the dense and the sparse optimizer alike. A preset is applied after
-``--config`` and before the other flags and ``--set``, so anything can still be overridden. The MLP maps onto
-each model's own option: ``over_arch`` (plus the final 1) for DLRM, ``mlp`` for DCN-V2, DeepFM and Wide&Deep;
-FM has no MLP. Dropout applies to the models that have the option.
+``--config`` and before the other flags and ``--set``, so anything can still be overridden (in a YAML file,
+``preset: NAME`` is applied first and the file's own values on top). The MLP maps onto each model's own option:
+``over_arch`` (plus the final 1) for DLRM, ``mlp`` for DCN-V2, DeepFM and Wide&Deep; FM has no MLP. Dropout
+applies to the models that have the option.
 
 Example::
 
@@ -21,17 +30,24 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from denoisrec.models import model_options
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.errors import UsageError
+from denoisrec.trainer.options import MODEL_OPTIONS
+
+if TYPE_CHECKING:  # config.py resolves a YAML file's ``preset:`` with this module: no import circle
+    from denoisrec.trainer.config import Config
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One paper's set-up: the config values it sets (``None``: left as configured)."""
+    """One set-up: the config values it sets (``None``: left as configured); ``data`` says which data it is for."""
 
-    embedding_dim: int
+    data: str
+    embedding_dim: Optional[int] = None
+    denoiser: Optional[str] = None
+    denoiser_params: Dict[str, Any] = field(default_factory=dict)
+    epochs: Optional[int] = None
     mlp: Optional[List[int]] = None
     dropout: Optional[float] = None
     global_batch_size: Optional[int] = None
@@ -40,8 +56,17 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {
-    "lcd": Preset(embedding_dim=8, mlp=[256, 128, 64], global_batch_size=8192),
+    "recommended": Preset(
+        data="impression logs with context columns (role: context), e.g. gen-data tiny/small/medium/product",
+        denoiser="observation",
+        denoiser_params={"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50},
+        epochs=3,
+    ),
+    "lcd": Preset(
+        data="LCD (CIKM 2022) section 4.1's set-up", embedding_dim=8, mlp=[256, 128, 64], global_batch_size=8192
+    ),
     "dart": Preset(
+        data="DART thesis section 5.1's set-up",
         embedding_dim=16,
         mlp=[16, 16],
         dropout=0.2,
@@ -59,14 +84,34 @@ PRESETS: Dict[str, Preset] = {
 }
 
 
-def apply_preset(cfg: Config, name: str) -> List[str]:
-    """Apply preset ``name`` to ``cfg`` in place for ``cfg.model.name``; return the values it set."""
+def apply_preset(cfg: Config, name: str, denoiser: Optional[str] = None) -> List[str]:
+    """Apply preset ``name`` to ``cfg`` in place for ``cfg.model.name``; return the values it set.
+
+    Args:
+        cfg: the config so far (its ``model.name`` is the final model's: the MLP maps onto its options).
+        name: a key of :data:`PRESETS`.
+        denoiser: the denoiser the flags name, if any: another one than the preset's replaces the preset's
+            denoiser and its options.
+
+    Returns:
+        The ``key=value`` settings applied, in order.
+    """
     if name not in PRESETS:
-        raise ValueError(f"--preset {name!r}: unknown preset, expected one of {sorted(PRESETS)}")
+        raise UsageError(f"--preset {name!r}: unknown preset, expected one of {', '.join(PRESETS)}")
     p = PRESETS[name]
-    accepted = set(model_options(cfg.model.name))
-    applied = [f"model.embedding_dim={p.embedding_dim}"]
-    cfg.model.embedding_dim = p.embedding_dim
+    accepted = set(MODEL_OPTIONS.get(cfg.model.name, {}))  # an unknown model is the config check's to name
+    applied: List[str] = []
+    if p.denoiser is not None and denoiser in (None, p.denoiser):
+        cfg.denoiser.name = p.denoiser
+        cfg.denoiser.params.update(p.denoiser_params)
+        applied.append(f"denoiser.name={p.denoiser}")
+        applied += [f"denoiser.params.{k}={v}" for k, v in p.denoiser_params.items()]
+    if p.epochs is not None:
+        cfg.run.epochs = p.epochs
+        applied.append(f"run.epochs={p.epochs}")
+    if p.embedding_dim is not None:
+        cfg.model.embedding_dim = p.embedding_dim
+        applied.append(f"model.embedding_dim={p.embedding_dim}")
     if p.mlp is not None:
         if "over_arch" in accepted:
             cfg.model.params["over_arch"] = list(p.mlp) + [1]
@@ -85,3 +130,28 @@ def apply_preset(cfg: Config, name: str) -> List[str]:
             setattr(getattr(cfg, section), k, v)
             applied.append(f"{section}.{k}={v}")
     return applied
+
+
+def describe_presets() -> str:
+    """``--help`` lines: each preset, what it sets, and which data it is for."""
+    lines = []
+    for name, p in PRESETS.items():
+        sets = []
+        if p.denoiser:
+            sets.append(f"--denoiser {p.denoiser} -p " + " ".join(f"{k}={v}" for k, v in p.denoiser_params.items()))
+        if p.epochs:
+            sets.append(f"--epochs {p.epochs}")
+        if p.embedding_dim:
+            sets.append(f"embedding {p.embedding_dim}")
+        if p.mlp:
+            sets.append(f"MLP {'x'.join(map(str, p.mlp))}")
+        if p.dropout:
+            sets.append(f"dropout {p.dropout}")
+        if p.global_batch_size:
+            sets.append(f"global batch {p.global_batch_size}")
+        if p.optim:
+            sets.append(", ".join(f"optim.{k}={v}" for k, v in p.optim.items()))
+        if p.run:
+            sets.append(", ".join(f"run.{k}={v}" for k, v in p.run.items()))
+        lines.append(f"  {name}: {'; '.join(sets)}\n      for: {p.data}")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Dict, Mapping, Optional
 
 MODES = ("auto", "bar", "log", "none")
@@ -45,6 +46,13 @@ def log_fields(values: Dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def clock(seconds: float) -> str:
+    """``75.2`` → ``1:15``; ``3725`` → ``1:02:05``."""
+    s = int(round(max(seconds, 0.0)))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
 class Progress:
     """Training progress on stderr: a live bar on a terminal, periodic log lines otherwise, or nothing."""
 
@@ -56,6 +64,7 @@ class Progress:
         self.enabled, self.mode, self.total = enabled, mode, total
         self._bar: Optional[Any] = None
         self._last = initial
+        self._initial, self._t0 = initial, time.monotonic()  # for a log line's elapsed time and ETA
         if enabled and mode == "bar":
             from tqdm import tqdm
 
@@ -71,8 +80,15 @@ class Progress:
             self._bar.update(step - self._last)
         elif self.mode == "log":
             head = f"step {step:>6}/{self.total}" + (f" epoch {epoch}" if epoch is not None else "")
-            print(head + " " + log_fields(values), flush=True)
+            print(head + " " + log_fields(values) + " | " + self.timing(step), flush=True)
         self._last = step
+
+    def timing(self, step: int, now: Optional[float] = None) -> str:
+        """``elapsed 1:05 ETA 2:10``: this session's time so far, and the rest at its mean pace since the start."""
+        elapsed = (time.monotonic() if now is None else now) - self._t0
+        done = step - self._initial
+        eta = f" ETA {clock(elapsed / done * (self.total - step))}" if done > 0 else ""
+        return f"elapsed {clock(elapsed)}{eta}"
 
     def log(self, name: str, data: Any, step: int, kind: str = "train") -> None:
         self.log_dict({name: data}, step, kind)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from denoisrec.trainer.checkpoint import Checkpointer, CheckpointError, read_meta, step_dir
 from denoisrec.trainer.checkpoint_cadence import PeriodicCheckpointer
+from denoisrec.trainer.checkpoint_identity import data_fingerprint
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import denoiser_brief, plan_brief
 from denoisrec.trainer.context import feature_views
@@ -57,7 +58,7 @@ from denoisrec.trainer.run_setup import (
     seed_everything,
     train_batches,
 )
-from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary
+from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary, input_wait
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
 from denoisrec.trainer.selection import resolve_selection
@@ -69,10 +70,12 @@ from denoisrec.trainer.train_window import TrainLogger
 
 
 class TrainRecipe:
-    """Args: ``cfg`` (validated), ``hooks`` (see :func:`~denoisrec.trainer.train.train`), ``env`` (this rank)."""
+    """Args: ``cfg`` (validated), ``hooks`` (see :func:`~denoisrec.trainer.train.train`), ``env`` (this rank),
+    ``quiet`` (the :class:`~denoisrec.trainer.quiet.WarningsToFile` to open once the out policy allows the run).
+    """
 
-    def __init__(self, cfg: Config, hooks: Optional[Any], env: DistEnv) -> None:
-        self.cfg, self.hooks, self.env = cfg, hooks, env
+    def __init__(self, cfg: Config, hooks: Optional[Any], env: DistEnv, quiet: Optional[Any] = None) -> None:
+        self.cfg, self.hooks, self.env, self.quiet = cfg, hooks, env, quiet
         self.t_start = time.time()
         self.state = TrainState()
         self.epoch_reports: List[Any] = []  # row accounting per epoch (trainer/data/accounting.py)
@@ -87,7 +90,14 @@ class TrainRecipe:
         seed_everything(cfg.run.seed)
         self._setup_data()
         self.spec = model_spec(cfg, self.model_schema)
-        built = build_train_model(cfg, self.schema, env, self.layout.batch_size)
+        # the checkpoint to resume from is found first: its plan keeps every table's sharding type
+        self.ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
+        self.resume_path = self.ck.resolve(cfg.run.resume)
+        self.resume_meta: Optional[Dict[str, Any]] = None
+        if self.resume_path is not None:  # the model, data and options it continues: checked before building
+            self.resume_meta = read_meta_checked(self.resume_path, self.spec, cfg, self.data_identity)
+        saved_plan = self.resume_meta.get("plan") if self.resume_meta is not None else None
+        built = build_train_model(cfg, self.schema, env, self.layout.batch_size, saved_plan)
         self.module, self.model, self.opt = built.module, built.model, built.opt
         self.plan_info = plan_summary(built.plan)
         self._setup_outputs()
@@ -110,15 +120,18 @@ class TrainRecipe:
         spe = len(self.train_reader)
         total = spe * cfg.run.epochs if cfg.run.max_steps is None else min(spe * cfg.run.epochs, cfg.run.max_steps)
         self.layout = RunLayout(spe, batch_size, env.world_size, total)
+        self.data_identity = data_fingerprint(self.train_reader)  # kept in checkpoints, checked on resume
 
     def _setup_outputs(self) -> None:
         cfg, env, o = self.cfg, self.env, self.cfg.optim
         self.baseline = load_baseline(cfg.run.baseline)
         self.schedule = LRSchedule(o.warmup_steps, o.decay, self.layout.total_steps, o.min_lr_ratio)
         self.stopper = EarlyStopping(cfg.run.early_stop_patience, cfg.run.early_stop_min_delta)
-        self.ck = Checkpointer(cfg.run.out, cfg.run.keep_checkpoints, env)
-        self.resume_path = self.ck.resolve(cfg.run.resume)
+        if self.resume_meta is not None:  # the budget check before anything in --out is touched
+            self._check_budget(self.resume_path or "", self.resume_meta)
         out_note = prepare_out(cfg.run, self.resume_path, env.is_main, broadcast_from_main)
+        if self.quiet is not None:
+            self.quiet.open()  # from here on, this run owns --out
         if self.resume_path is not None and env.is_main:  # the dead launch's records after the checkpoint go
             compact_metrics(os.path.join(cfg.run.out, "metrics.jsonl"), int(read_meta(self.resume_path)["step"]))
         self.log = RunLog(cfg.run.out, env.is_main, append=self.resume_path is not None)
@@ -135,6 +148,8 @@ class TrainRecipe:
                 f"warning: skipped {len(self.ck.skipped)} newer checkpoint(s) that are incomplete or damaged "
                 f"(renamed damaged-step_*): {'; '.join(self.ck.skipped)}"
             )
+        if self.ck.note:
+            log.print(self.ck.note)
         if out_note:
             log.print(out_note)
         if env.is_main:
@@ -169,16 +184,21 @@ class TrainRecipe:
             self.model, self.cfg, self.train_reader, self.opt.optimizer, self.env.device, log, self.readers["valid"]
         )  # DeCA(p)'s phase 1
 
-    def _load_checkpoint(self, path: str) -> None:
-        meta, L, env = read_meta_checked(path, self.spec, self.cfg), self.layout, self.env
-        self.ck.load(path, self.model, self.opt)
-        start = resume_step(meta, L.steps_per_epoch, L.global_batch)
-        if start > L.total_steps:
+    def _check_budget(self, path: str, meta: Dict[str, Any]) -> None:
+        L = self.layout
+        if resume_step(meta, L.steps_per_epoch, L.global_batch) > L.total_steps:
             raise CheckpointError(
                 f"{path}: trained to step {meta['step']}, past this run's budget of "
                 f"{L.total_steps} steps (run.epochs, --steps); raise it, or start fresh with "
                 "--set run.resume=never run.overwrite=true"
             )
+
+    def _load_checkpoint(self, path: str) -> None:
+        meta = self.resume_meta or read_meta_checked(path, self.spec, self.cfg, self.data_identity)
+        L, env = self.layout, self.env
+        self._check_budget(path, meta)
+        self.ck.load(path, self.model, self.opt)
+        start = resume_step(meta, L.steps_per_epoch, L.global_batch)
         self.state.load_meta(meta, start)
         if os.path.realpath(step_dir(self.ck.root, start)) == path:
             self.state.checkpoint_path = step_dir(self.ck.root, start)  # a finished run is not saved again
@@ -299,12 +319,15 @@ class TrainRecipe:
             "spec": self.spec.to_dict(),
             "denoiser": {"name": cfg.denoiser.name, "params": cfg.denoiser.params},
             "plan": self.plan_info,
+            "data": self.data_identity,
+            "sparse_optimizer": cfg.optim.sparse,
             "early_stop": self.stopper.state_dict(),
             "rows_trained": state.rows_before + int(global_sum(float(state.local_samples), self.env.device)),
             "first_loss": state.first_loss,
             "seed": cfg.run.seed,
             "launch": state.launch,
             "rows_read": state.history + with_launch(gather_reports(reports), state.launch),
+            "nonfinite_skipped": state.skipped_before + self.guard.skipped,
         }
 
     # --------------------------------------------------------------------------------------------- finish
@@ -367,9 +390,12 @@ class TrainRecipe:
     def _summary(self, metrics: Dict[str, Any], observation: Any, model_file: Optional[str]) -> RunSummary:
         cfg, env, state, L = self.cfg, self.env, self.state, self.layout
         rows_per_rank: List[Any] = [state.local_samples]
+        waits: List[Any] = [round(self.stepper.input_wait_seconds, 3)]
         if env.world_size > 1:
             rows_per_rank = [None] * env.world_size
             dist.all_gather_object(rows_per_rank, state.local_samples)
+            local_wait, waits = waits[0], [None] * env.world_size
+            dist.all_gather_object(waits, local_wait)
         g = self.global_samples
         return RunSummary(
             config=cfg.to_dict(),
@@ -402,10 +428,11 @@ class TrainRecipe:
             early_stopping={**self.stopper.state_dict(), "restored_best_step": state.restored_best_step},
             resumed=state.resumed,
             launch=state.launch,
-            nonfinite_skipped_steps=self.guard.skipped,
+            nonfinite_skipped_steps=state.skipped_before + self.guard.skipped,
             observation=observation,
             checkpoint=state.checkpoint_path,
             model_file=model_file,
             realimp=realimp_against(metrics, self.baseline) if self.baseline is not None else None,
             selection=self.evaluator.summary(state, metrics, model_file is not None),
+            input_wait=input_wait(waits, self.train_seconds),
         )

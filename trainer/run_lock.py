@@ -81,13 +81,28 @@ class RunLock:
         self.took_over: Optional[Dict[str, Any]] = None
 
     def _read(self) -> Optional[Dict[str, Any]]:
+        """The holder the lock names; ``None`` while it is empty or partly written; :class:`RunLockError` for a
+        lock that is no lock this module writes (a directory, JSON of another shape, a pid that is no number).
+        """
+        if os.path.isdir(self.path):
+            raise RunLockError(
+                f"{self.path}: a directory, not a run lock file; remove it (rmdir) if no run uses this --out"
+            )
         try:
             with open(self.path) as f:
-                return json.loads(f.read())
+                holder = json.loads(f.read())
         except FileNotFoundError:
             raise
         except (OSError, ValueError):
             return None
+        pid = holder.get("pid") if isinstance(holder, dict) else None
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            what = f'"pid": {pid!r}' if isinstance(holder, dict) else f"a JSON {type(holder).__name__}"
+            raise RunLockError(
+                f'{self.path}: not a denoisrec run lock ({what}; expected {{"pid": <integer>, "host": ...}}); '
+                "delete the file if no run uses this --out"
+            )
+        return holder
 
     def acquire(self) -> None:
         os.makedirs(self.out, exist_ok=True)

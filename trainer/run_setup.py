@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from denoisrec.models import ModelSpec
 from denoisrec.trainer.checkpoint import CheckpointError, read_meta
+from denoisrec.trainer.checkpoint_identity import check_same_run
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.data.epochs import epoch_batches
 from denoisrec.trainer.data.reader import ParquetBatchReader
@@ -109,7 +110,10 @@ def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -
     return int(meta["epoch"]) * steps_per_epoch + min(rows // global_batch, steps_per_epoch)
 
 
-def read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any]:
+def read_meta_checked(path: str, spec: ModelSpec, cfg: Config, data: Dict[str, Any]) -> Dict[str, Any]:
+    """The checkpoint's ``meta.json``, checked against this run: the model, the train data (``data``: its
+    :func:`~denoisrec.trainer.checkpoint_identity.data_fingerprint`) and the denoiser with its options.
+    """
     meta = read_meta(path)
     saved, now = meta.get("spec") or {}, json.loads(json.dumps(spec.to_dict()))
     if saved != now:
@@ -122,11 +126,7 @@ def read_meta_checked(path: str, spec: ModelSpec, cfg: Config) -> Dict[str, Any]
             f"{path}: the checkpoint's model differs from this run's ({diff}); resume with the "
             "same model and data, or use --set run.resume=never / another --out"
         )
-    if meta.get("denoiser", {}).get("name") != cfg.denoiser.name:
-        raise CheckpointError(
-            f"{path}: written with denoiser {meta.get('denoiser', {}).get('name')!r}, this run "
-            f"uses {cfg.denoiser.name!r}; use --set run.resume=never or another --out"
-        )
+    check_same_run(path, meta, data, cfg.denoiser.name, cfg.denoiser.params, cfg.optim.sparse)
     return meta
 
 

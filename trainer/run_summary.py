@@ -26,13 +26,48 @@ from denoisrec.trainer.data.accounting import format_rows_read
 
 
 def environment() -> Dict[str, Any]:
-    """Python and torch versions, the CPU and its cores."""
+    """Python, torch, TorchRec, FBGEMM and denoisrec versions, the source's git commit, the CPU and its cores."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchrec": _version("torchrec"),
+        "fbgemm_gpu": _version("fbgemm-gpu-cpu") or _version("fbgemm-gpu"),
+        "denoisrec": _version("denoisrec"),
+        "git_commit": git_commit(),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
     }
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit(path: Optional[str] = None) -> Optional[str]:
+    """The commit of the checkout this source runs from (``+dirty`` with uncommitted changes); ``None`` outside
+    a git checkout (an installed wheel) or without git.
+    """
+    import subprocess
+
+    here = path or os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
 
 
 @dataclass
@@ -96,6 +131,7 @@ class RunSummary:
     environment: Dict[str, Any] = field(default_factory=environment)
     realimp: Optional[Dict[str, Any]] = None
     selection: Optional[Dict[str, Any]] = None
+    input_wait: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -106,6 +142,40 @@ class RunSummary:
         return out
 
 
+# A run whose step waited for input this share of its training time or more is called input-bound.
+INPUT_BOUND_SHARE = 0.1
+
+
+def input_wait(seconds_per_rank: List[float], train_seconds: float) -> Dict[str, Any]:
+    """The ``input_wait`` entry of ``summary.json``: the time the training step waited for the next batch.
+
+    Args:
+        seconds_per_rank: each rank's wait, in seconds.
+        train_seconds: the session's training time (evaluations and checkpoints excluded).
+
+    Returns:
+        ``{"seconds_per_rank", "max_seconds", "share_of_train", "input_bound"}``: the share is the slowest
+        rank's wait over the training time; ``input_bound`` when it is at least :data:`INPUT_BOUND_SHARE`.
+    """
+    worst = max(seconds_per_rank) if seconds_per_rank else 0.0
+    share = worst / train_seconds if train_seconds > 0 else 0.0
+    return {
+        "seconds_per_rank": [round(float(x), 3) for x in seconds_per_rank],
+        "max_seconds": round(float(worst), 3),
+        "share_of_train": round(share, 4),
+        "input_bound": share >= INPUT_BOUND_SHARE,
+    }
+
+
+def format_input_wait(w: Dict[str, Any]) -> str:
+    """One console line: how long the step waited for input, and whether training was input-bound."""
+    verdict = "input-bound: raise data.workers / data.prefetch" if w["input_bound"] else "not input-bound"
+    return (
+        f"  input: the step waited {w['max_seconds']:.1f}s for batches ({w['share_of_train']:.1%} of training "
+        f"time, slowest rank); {verdict}"
+    )
+
+
 def format_summary(s: Dict[str, Any]) -> str:
     """The closing console lines of a run: steps, rows, throughput, loss, rows read, metrics per split."""
     lines = [
@@ -113,6 +183,13 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"({s['throughput_samples_per_s']:,.0f} samples/s on {s['world_size']} rank(s)); "
         f"loss {s['loss']['first']:.4f} -> {s['loss']['last']:.4f}",
     ]
+    if s.get("nonfinite_skipped_steps"):
+        lines.append(
+            f"  skipped {s['nonfinite_skipped_steps']} step(s) with a non-finite loss (run.nonfinite=skip): "
+            "their batches count as consumed, no update was made"
+        )
+    if s.get("input_wait"):
+        lines.append(format_input_wait(s["input_wait"]))
     if s.get("rows_read"):
         lines.append(format_rows_read(s["rows_read"]))
     ri = s.get("realimp") or {}

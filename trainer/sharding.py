@@ -54,6 +54,50 @@ def embedding_tables(module: nn.Module) -> List[str]:
     return names
 
 
+def sharding_constraints(
+    module: nn.Module,
+    device_type: str,
+    sharding_type: Optional[str],
+    table_constraints: Optional[Dict[str, ParameterConstraints]] = None,
+) -> Optional[Dict[str, ParameterConstraints]]:
+    """The planner's constraints: ``sharding_type`` forced on every table, else ``table_constraints``.
+
+    Args:
+        module: the module whose tables are planned.
+        device_type: ``cpu`` or ``cuda`` (row-wise sharding is offered on GPU only).
+        sharding_type: one of :data:`SHARDING_TYPES`, or ``None`` to let the planner choose.
+        table_constraints: constraints of single tables (e.g. DeCA's MF tables to model-parallel types).
+
+    Returns:
+        ``{table: ParameterConstraints}``, or ``None`` for none.
+    """
+    constraints: Optional[Dict[str, ParameterConstraints]] = dict(table_constraints) if table_constraints else None
+    if sharding_type is not None:
+        if sharding_type not in SHARDING_TYPES:
+            raise ValueError(f"sharding.sharding_type={sharding_type!r}: expected one of {SHARDING_TYPES}")
+        if sharding_type == "row_wise" and device_type != "cuda":
+            raise ValueError(
+                "sharding.sharding_type=row_wise: TorchRec's planner offers row-wise sharding on "
+                "GPU only; on CPU use table_wise, column_wise or data_parallel"
+            )
+        constraints = {t: ParameterConstraints(sharding_types=[sharding_type]) for t in embedding_tables(module)}
+    return constraints
+
+
+def make_planner(
+    topology: Topology,
+    batch_size: int,
+    constraints: Optional[Dict[str, ParameterConstraints]],
+    **options: Any,
+) -> EmbeddingShardingPlanner:
+    """The planner every plan of the project comes from (``options``: more ``EmbeddingShardingPlanner``
+    arguments, e.g. a ``storage_reservation`` to read back, for ``bench plan``).
+    """
+    return EmbeddingShardingPlanner(
+        topology=topology, batch_size=batch_size, constraints=constraints, debug=False, **options
+    )
+
+
 def make_plan(
     module: nn.Module,
     env: DistEnv,
@@ -66,23 +110,34 @@ def make_plan(
     ``table_constraints`` constrain single tables (e.g. DeCA's MF tables to model-parallel types) when no
     ``sharding_type`` forces one type on every table.
     """
-    constraints: Optional[Dict[str, ParameterConstraints]] = dict(table_constraints) if table_constraints else None
-    if sharding_type is not None:
-        if sharding_type not in SHARDING_TYPES:
-            raise ValueError(f"sharding.sharding_type={sharding_type!r}: expected one of {SHARDING_TYPES}")
-        if sharding_type == "row_wise" and env.device.type != "cuda":
-            raise ValueError(
-                "sharding.sharding_type=row_wise: TorchRec's planner offers row-wise sharding on "
-                "GPU only; on CPU use table_wise, column_wise or data_parallel"
-            )
-        constraints = {t: ParameterConstraints(sharding_types=[sharding_type]) for t in embedding_tables(module)}
+    constraints = sharding_constraints(module, env.device.type, sharding_type, table_constraints)
     topology = Topology(
         world_size=env.world_size,
         local_world_size=env.local_world_size,
         compute_device=env.device.type,
     )
-    planner = EmbeddingShardingPlanner(topology=topology, batch_size=batch_size, constraints=constraints, debug=False)
+    planner = make_planner(topology, batch_size, constraints)
     return planner.collective_plan(module, [EmbeddingBagCollectionSharder()], dist.GroupMember.WORLD)
+
+
+def checkpoint_constraints(saved_plan: Any, tables: List[str]) -> Optional[Dict[str, ParameterConstraints]]:
+    """Planner constraints that give every table the sharding type a checkpoint's plan gave it (``meta.json``'s
+    ``plan``: ``{"<module path>.<table>": {"sharding_type", ...}}``), so that a resume with another batch size
+    or world size plans each table as it was saved; ``None`` when the plan names none of ``tables``.
+
+    Tables re-shard on load between the model-parallel types, but a table that moves between ``data_parallel``
+    and a sharded type cannot load its optimizer state (the dense optimizer trains the one, the fused sparse
+    optimizer the other), and the automatic plan may mix both and change with the batch size.
+    """
+    if not isinstance(saved_plan, dict):
+        return None
+    out: Dict[str, ParameterConstraints] = {}
+    for key, p in saved_plan.items():
+        table = str(key).rsplit(".", 1)[-1]
+        kind = p.get("sharding_type") if isinstance(p, dict) else None
+        if table in tables and kind in SHARDING_TYPES:
+            out[table] = ParameterConstraints(sharding_types=[kind])
+    return out or None
 
 
 def check_sparse_optimizer(name: str, sharding_type: Optional[str], device: torch.device) -> None:

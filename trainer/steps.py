@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
 
 import torch
@@ -87,6 +88,7 @@ class Stepper:
         self.autocast = autocast
         self.pipeline: Optional[Any] = None
         self.last_batch: Optional[Any] = None  # the plain loop's current batch (hooks read it; None when pipelined)
+        self.input_wait_seconds = 0.0  # time the step spent waiting for the next batch (the reader)
         if pipelined:
             from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -102,7 +104,9 @@ class Stepper:
             it = iter(batches)
             while True:
                 with record_function("denoisrec.next_batch"):  # waiting on the reader
+                    t0 = time.perf_counter()
                     batch = next(it, None)
+                    self.input_wait_seconds += time.perf_counter() - t0
                 if batch is None:
                     return
                 with record_function("denoisrec.to_device"):
@@ -122,12 +126,23 @@ class Stepper:
                 with record_function("denoisrec.optimizer_step"):
                     self.optimizer.step()
                 yield output
+        timed = self._timed(iter(batches))
         while True:
             try:
-                output = self.pipeline.progress(batches)
+                output = self.pipeline.progress(timed)
             except StopIteration:
                 return
             yield output
+
+    def _timed(self, it: Iterator[Any]) -> Iterator[Any]:
+        """``it``, adding the time each ``next`` takes to :attr:`input_wait_seconds`."""
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            self.input_wait_seconds += time.perf_counter() - t0
+            if batch is None:
+                return
+            yield batch
 
     @property
     def pipelined_modules(self) -> int:

@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.console import finish_run
 from denoisrec.trainer.dist import broadcast_from_main, init_distributed
+from denoisrec.trainer.out_policy import check_out_dir
 from denoisrec.trainer.quiet import WarningsToFile
 from denoisrec.trainer.recipe import TrainRecipe
 from denoisrec.trainer.run_lock import acquire_for_run
@@ -50,15 +51,17 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
 
     Every value of ``cfg`` is checked first (:meth:`~denoisrec.trainer.config.Config.validate`); rank 0 holds
     ``<out>/.lock`` for the run's life (a second run on the same ``--out`` is refused,
-    ``trainer/run_lock.py``); third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`);
+    ``trainer/run_lock.py``); third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`)
+    once the out policy allowed the run (a refused launch changes nothing in ``--out``);
     rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.console.finish_run`.
     """
     cfg.validate()
+    check_out_dir(cfg.run.out)  # a file, read-only, ...: one line before anything starts
     with WarningsToFile(cfg.run.out, int(os.environ.get("RANK", "0"))) as quiet:
         env = init_distributed(cfg.run.device)
         lock = acquire_for_run(cfg.run.out, env.is_main, broadcast_from_main)
         try:
-            job = TrainRecipe(cfg, hooks, env)
+            job = TrainRecipe(cfg, hooks, env, quiet)
             job.setup()
             job.resume()
             job.fit()

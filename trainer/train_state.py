@@ -72,6 +72,7 @@ class TrainState:
         resumed: where this launch resumed from (``None``: a fresh start).
         interrupted: the session ended at ``run.stop_after_steps``.
         restored_best_step: the step of the best model restored for the final evaluation.
+        skipped_before: steps earlier launches skipped with ``run.nonfinite=skip``.
     """
 
     step: int = 0
@@ -89,6 +90,7 @@ class TrainState:
     resumed: Optional[Dict[str, Any]] = None
     interrupted: bool = False
     restored_best_step: Optional[int] = None
+    skipped_before: int = 0
 
     def meta(self) -> Dict[str, Any]:
         """The state a checkpoint keeps besides the position (rows trained are added globally by the job)."""
@@ -101,3 +103,4 @@ class TrainState:
         self.history = list(meta.get("rows_read", []))
         self.rows_before = int(meta.get("rows_trained", 0))
         self.first_loss = float(meta.get("first_loss", math.nan))
+        self.skipped_before = int(meta.get("nonfinite_skipped", 0))

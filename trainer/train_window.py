@@ -35,6 +35,7 @@ class Window:
     steps: int = 0
     samples: int = 0
     t0: float = 0.0
+    skipped: int = 0  # steps skipped by run.nonfinite=skip (not in the loss)
 
     def add(self, value: torch.Tensor, samples: int) -> None:
         v = value.detach().double()
@@ -43,7 +44,7 @@ class Window:
         self.samples += samples
 
     def reset(self) -> None:
-        self.loss_sum, self.steps, self.samples, self.t0 = None, 0, 0, time.time()
+        self.loss_sum, self.steps, self.samples, self.t0, self.skipped = None, 0, 0, time.time(), 0
 
 
 class TrainLogger:
@@ -70,7 +71,9 @@ class TrainLogger:
 
     def after_step(self, state: TrainState, value: torch.Tensor, rows: int, skipped: bool, out: Any) -> None:
         """Add the step to the window; log the window when due (``state.last_loss``), else move the bar."""
-        if not skipped:
+        if skipped:
+            self.window.skipped += 1
+        else:
             self.window.add(value, rows)
         self.last_out = out
         if state.step % self.log_every == 0 or state.step == self.layout.total_steps:
@@ -84,21 +87,24 @@ class TrainLogger:
 
     def close(self, state: TrainState) -> None:
         """Log the steps since the last log line (early stop, end of session), close the console."""
-        if self.window.steps:
+        if self.window.steps or self.window.skipped:
             state.last_loss = self.flush(state.step)
         self.progress.close()
 
     def flush(self, at: int) -> float:
-        """Log the window ending after step ``at``; returns its mean loss (one host sync)."""
+        """Log the window ending after step ``at``; returns its mean loss (one host sync), NaN when
+        ``run.nonfinite=skip`` skipped every step of the window (the line then says how many it skipped).
+        """
         w = self.window
-        loss = float(w.loss_sum.item() / w.steps)  # type: ignore[union-attr]
+        loss = float(w.loss_sum.item() / w.steps) if w.loss_sum is not None and w.steps else math.nan
+        skips: Dict[str, int] = {"skipped_steps": w.skipped} if w.skipped else {}
         rate = w.samples * self.layout.world_size / max(time.time() - w.t0, 1e-9)
         lr = self.opt.lr_groups[1][1] * self.schedule.multiplier(at - 1)
         gn = self.opt.grad_norm()
         grad: Dict[str, float] = {"grad_norm": float(gn.item())} if gn is not None else {}
         stats = {k: v for k, v in denoiser_stats(self.model, self.last_out).items() if math.isfinite(v)}
         epoch = (at - 1) // self.layout.steps_per_epoch
-        self.log.log_dict({"loss": loss, "samples_per_s": rate, "epoch": epoch, "lr": lr, **grad, **stats}, at)
-        self.progress.log_dict({"loss": loss, "samples/s": rate, "lr": lr, **grad, **stats}, at, epoch=epoch)
+        self.log.log_dict({"loss": loss, "samples_per_s": rate, "epoch": epoch, "lr": lr, **grad, **stats, **skips}, at)
+        self.progress.log_dict({"loss": loss, "samples/s": rate, "lr": lr, **grad, **stats, **skips}, at, epoch=epoch)
         w.reset()
         return loss

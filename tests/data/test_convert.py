@@ -221,3 +221,35 @@ def test_deca_rejects_ncf_style_test_file_and_cli_reports(tmp_path: Path, capsys
     (src / "shop.test.negative").write_text("(0,1)\t3\t4\t5\n")
     assert main(["convert", "deca", str(src), "--out", str(tmp_path / "o")]) == 2
     assert "NCF-style" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["movielens", "deca"])
+def test_ratings_become_trusted_labels_on_a_sample_of_valid_and_train_rows(tmp_path: Path, source: str) -> None:
+    if source == "movielens":
+        src = make_movielens(tmp_path / "ml", fabricated_ratings())
+        stats = convert_movielens(str(src), str(tmp_path / "o"), trusted_rows=3, trusted_train_rows=5)
+        rated = {(u - 1, i - 1): r for u, i, r, _ in fabricated_ratings()}
+        thr = 3
+    else:
+        src, rating = make_deca(tmp_path / "deca")
+        stats = convert_deca(str(src), str(tmp_path / "o"), trusted_rows=3, trusted_train_rows=5)
+        rated, thr = dict(rating), 4
+    out = tmp_path / "o"
+    assert DataSchema.load(str(out)).trusted_label == "trusted_label"
+    for split, k in (("train", 5), ("valid", 3), ("test", 0)):
+        t = ds.dataset(str(out / split)).to_table()
+        tr = t.column("trusted_label").to_pylist()
+        has = [i for i, v in enumerate(tr) if v is not None]
+        assert len(has) == k, split
+        for j in has:  # the rating read as a label; a sampled negative reads 0
+            r = rated.get((t["user_id"][j].as_py(), t["item_id"][j].as_py()))
+            assert tr[j] == (0 if r is None else int(r > thr)) == t["clean_label"][j].as_py()
+        if k:
+            assert stats["trusted"][split]["rows"] == k
+
+
+def test_no_trusted_rows_means_no_trusted_column(tmp_path: Path) -> None:
+    src = make_movielens(tmp_path / "ml", fabricated_ratings())
+    stats = convert_movielens(str(src), str(tmp_path / "o"), trusted_rows=0)
+    assert DataSchema.load(str(tmp_path / "o")).trusted_label is None and "trusted" not in stats
+    assert "trusted_label" not in ds.dataset(str(tmp_path / "o" / "valid")).to_table().column_names

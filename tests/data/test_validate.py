@@ -79,3 +79,22 @@ def test_duplicate_sample_ids_are_found(tiny_data: Path, tmp_path: Path, capsys)
     shutil.copy(sorted((ds / "train").glob("*.parquet"))[0], ds / "valid" / "copy.parquet")
     assert main(["validate", str(ds), "--unique-ids"]) == 1
     assert "column 'row_id': 2,500 duplicate sample id(s)" in capsys.readouterr().out
+
+
+def test_splits_without_valid_are_not_an_all_null_trusted_column(tmp_path: Path, capsys) -> None:  # type: ignore
+    """gen-data puts trusted labels in valid only: `validate --split train` is no all-null error, valid alone is OK."""
+    from denoisrec.trainer.datasets.synthetic import generate, preset_by_name, scaled
+
+    data = tmp_path / "d"
+    generate(str(data), scaled(preset_by_name("tiny"), 4000))
+    assert main(["validate", str(data), "--split", "train"]) == 0, capsys.readouterr().out
+    assert main(["validate", str(data), "--split", "valid"]) == 0
+    empty = pq.read_table(next((data / "valid").glob("*.parquet")))
+    col = empty.schema.get_field_index("trusted_label")
+    nulls = pa.nulls(empty.num_rows, empty.schema.field(col).type)
+    for f in (data / "valid").glob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.set_column(col, "trusted_label", pa.nulls(t.num_rows, nulls.type)), f)
+    capsys.readouterr()
+    assert main(["validate", str(data), "--split", "valid"]) != 0
+    assert "null on every row (valid)" in capsys.readouterr().out

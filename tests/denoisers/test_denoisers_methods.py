@@ -524,6 +524,7 @@ def test_registry_names_grids_and_injected_arguments() -> None:
             "deca_p",
             "observation",
             "observation_tce",
+            "observation_ids",
         ]
     )
     for name, cls in DENOISERS.items():

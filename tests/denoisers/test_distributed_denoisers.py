@@ -26,6 +26,7 @@ CASES = [
     ["observation", {"hidden": [4]}],  # here the KJT's user / item ids stand in for the context
     ["observation_tce", {"eps_max": 0.4, "num_gradual": 3, "form": "product"}],
     ["observation", {"form": "examination", "tower_warmup": "40%"}],  # frozen for 2 of the 5 steps
+    ["observation_ids", {"form": "examination", "id_noise_dim": 4, "tower_warmup": "20%"}],  # + user × item MFs
 ]
 # (sizes per rank, leading samples forced negative): even, uneven, an empty rank, a rank with no positives.
 SPLITS = [("37", 0), ("19,18", 0), ("30,7", 30), ("20,0,17", 0), ("12,12,13", 12)]

@@ -18,7 +18,7 @@ from observation_train import launched
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import build_denoiser
-from denoisrec.denoisers.observation import ObservationModel, observed_log_likelihood
+from denoisrec.denoisers.observation import ObservationIdNoise, ObservationModel, observed_log_likelihood
 from denoisrec.trainer.config import Config
 from denoisrec.trainer.context import feature_views
 from denoisrec.trainer.data.checks import schema_problems
@@ -365,3 +365,128 @@ def test_trains_and_resumes_on_three_ranks_with_diagnostics(tiny_data: Path, tmp
     tower = {k: v for k, v in r["plan"].items() if ".obs_" in k}
     assert len(tower) == 5  # the tower's tables: model-parallel, trained by the fused sparse optimizer
     assert all(v["sharding_type"] != "data_parallel" for v in tower.values())
+
+
+# ---- trusted labels in the objective, and the user × item noise channels ---------------------------------
+
+
+def _fixed_noise_model(tmp_path: Path, **kw) -> ObservationModel:
+    doc = {"bias": 1.0, "q0": 0.55, "q1": 0.5, "attention": {"position": [0.0] + [-0.1 * k for k in range(30)]}}
+    (tmp_path / "noise.json").write_text(json.dumps(doc))
+    return kw.pop("cls", ObservationModel)(
+        {"position": 31, "scene": 6},
+        form="examination",
+        noise_file=str(tmp_path / "noise.json"),
+        device=torch.device("cpu"),
+        **kw,
+    )
+
+
+def _exam_rates(pos: int) -> "tuple[float, float]":
+    e = _sig(1.0 - 0.1 * (pos - 1))  # a = 1 + A[pos], A[pos] = −0.1·(pos − 1)
+    return (1 - e) * 0.55, 1 - (1 - e) * 0.5
+
+
+def _pos_batch(pos: list, trusted: list, users: list = (), items: list = ()) -> SimpleNamespace:
+    keys, vals = ["position", "scene"], list(pos) + [0] * len(pos)
+    if users:
+        keys, vals = keys + ["user_id", "item_id"], vals + list(users) + list(items)
+    kjt = KeyedJaggedTensor.from_lengths_sync(keys, torch.tensor(vals), torch.ones(len(vals), dtype=torch.int32))
+    t = torch.tensor(trusted, dtype=torch.float32)
+    return SimpleNamespace(sparse_features=kjt, is_noisy=None, trusted_labels=t)
+
+
+def test_trusted_rows_add_their_cross_entropy_on_f_to_the_hand_computed_loss(tmp_path: Path) -> None:
+    # Three rows at positions 1, 11, 21; the first and last carry trusted labels 1 and 0, the middle none.
+    d = _fixed_noise_model(tmp_path, trusted_weight=4.0)
+    nan = float("nan")
+    b = _pos_batch([1, 11, 21], [1.0, nan, 0.0])
+    z = torch.tensor([0.3, -0.2, 0.8], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0])
+    out = d(z, y, torch.arange(3), b)
+    want = 0.0
+    for zi, yi, pos in ((0.3, 1, 1), (-0.2, 0, 11), (0.8, 1, 21)):
+        h, hp = _exam_rates(pos)
+        f = _sig(zi)
+        p1 = f * hp + (1 - f) * h
+        want -= math.log(p1 if yi else 1 - p1)
+    want += 4.0 * (-math.log(_sig(0.3)) - math.log(1 - _sig(0.8)))  # −log f (t = 1), −log(1 − f) (t = 0)
+    assert float(out.value) == pytest.approx(want / 3, rel=1e-5)
+    assert float(out.stats["trusted_rows"]) == 2.0
+    assert float(out.stats["f_mean_trusted"]) == pytest.approx((_sig(0.3) + _sig(0.8)) / 2, rel=1e-5)
+    out.loss.backward()
+    # The middle row's gradient is the mixture's alone; the trusted rows' adds w·(f − t)/B.
+    z2 = z.detach().clone().requires_grad_(True)
+    base = _fixed_noise_model(tmp_path)(z2, y, torch.arange(3), b)
+    base.loss.backward()
+    extra = (z.grad - z2.grad).tolist()
+    assert extra == pytest.approx([4.0 * (_sig(0.3) - 1) / 3, 0.0, 4.0 * _sig(0.8) / 3], abs=1e-6)
+    assert set(base.stats) == {"f_mean", "h_mean", "h_prime_mean"}  # off by default: the loss as before
+
+
+def test_id_noise_channels_compose_after_the_context_rates_as_hand_computed(tmp_path: Path) -> None:
+    tables = {"position": 31, "scene": 6, "user_id": 4, "item_id": 3}
+    d = _fixed_noise_model(tmp_path, cls=ObservationIdNoise, tables=tables, id_noise_dim=2, id_noise_init=0.1)
+    with torch.no_grad():  # zero factors; item 2's click logit +2 (bias column of the fp item table), user 1's miss +1
+        for p in d.id_heads.parameters():
+            p.zero_()
+        d.id_heads.ebc.embedding_bags["obs_id_fp_item_id"].weight[2, -1] = 2.0
+        d.id_heads.ebc.embedding_bags["obs_id_fn_user_id"].weight[1, -1] = 1.0
+    b = _pos_batch([1, 11, 21], [float("nan")] * 3, users=[0, 1, 0], items=[0, 0, 2])
+    z = torch.tensor([0.3, -0.2, 0.8], requires_grad=True)
+    y = torch.tensor([1.0, 0.0, 1.0])
+    out = d(z, y, torch.arange(3), b)
+    k0 = math.log(0.1 / 0.9)
+    want = 0.0
+    for zi, yi, pos, kk, mm in ((0.3, 1, 1, k0, k0), (-0.2, 0, 11, k0, k0 + 1.0), (0.8, 1, 21, k0 + 2.0, k0)):
+        h, hp = _exam_rates(pos)
+        f = _sig(zi)
+        p1 = f * hp + (1 - f) * h  # the context's P(ỹ=1), then P₁·(1 − p₁₀) + P₀·p₀₁
+        p1 = p1 * (1 - _sig(mm)) + (1 - p1) * _sig(kk)
+        want -= math.log(p1 if yi else 1 - p1)
+    assert float(out.value) == pytest.approx(want / 3, rel=1e-5)
+    out.loss.backward()
+    fp_item = d.id_heads.ebc.embedding_bags["obs_id_fp_item_id"].weight.grad
+    assert fp_item is not None and float(fp_item[2, -1]) != 0.0 and float(fp_item[1].abs().sum()) == 0.0
+    assert d.needs.shared_tables == ("tower", "id_heads")
+    assert d.model_parallel_tables()[-4:] == [
+        "obs_id_fp_user_id",
+        "obs_id_fp_item_id",
+        "obs_id_fn_user_id",
+        "obs_id_fn_item_id",
+    ]
+    assert ObservationModel({"position": 31}).needs.shared_tables == ("tower",)
+
+
+def test_new_options_are_checked() -> None:
+    ctx = {"context_tables": {"position": 31}, "device": torch.device("cpu")}
+    with pytest.raises(ValueError, match="trusted_weight=-1"):
+        build_denoiser("observation", context=ctx, trusted_weight=-1)
+    ids = {**ctx, "tables": {"position": 31, "user_id": 5, "item_id": 5}}
+    with pytest.raises(ValueError, match="item_feature='song'.*not a sparse feature"):
+        build_denoiser("observation_ids", context=ids, item_feature="song")
+    with pytest.raises(ValueError, match="id_noise_init=0.5"):
+        build_denoiser("observation_ids", context=ids, id_noise_init=0.5)
+
+
+def test_trusted_train_rows_reach_the_objective_through_the_trainer(tmp_path: Path, capsys) -> None:
+    """gen-data's trusted train rows arrive as ``Batch.trusted_labels``: every one counted once per epoch."""
+    from denoisrec.trainer.cli import main
+    from denoisrec.trainer.datasets.synthetic import with_trusted
+
+    data = tmp_path / "data"
+    generate(str(data), with_trusted(PRESETS["tiny"], None, 1500, 0), seed=0)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "1000"]
+    args += ["--denoiser", "observation", "-p", "trusted_weight=5", "form=examination"]
+    assert main([*args, "--set", "run.log_every=1", "run.export=false"]) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    assert len(train) == 6 and sum(r["trusted_rows"] for r in train) == 1500
+    assert all(0 < r["f_mean_trusted"] < 1 for r in train)
+    # Data without trusted labels: one line naming the option and the fix.
+    bare = tmp_path / "bare"
+    generate(str(bare), with_trusted(PRESETS["tiny"], 0, 0, 0), seed=0)
+    args[2], args[4] = str(bare), str(tmp_path / "run2")
+    assert main([*args, "--set", "run.export=false"]) != 0
+    assert "trusted_weight=5.0: the batch has no trusted labels" in capsys.readouterr().err

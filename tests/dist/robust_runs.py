@@ -238,6 +238,8 @@ def damage_scenario(data: str, root: str) -> Dict[str, Any]:
     meta_file = os.path.join(newest(out), "meta.json")
     meta = json.load(open(meta_file))
     meta.pop("files")
+    meta.pop(F.META_SHA)  # format 1 had neither (a format 3 meta.json without them is damaged)
+    meta["format_version"] = 1
     json.dump(meta, open(meta_file, "w"))
     r = child(lambda: brief(train(config(data, out, resume=newest(out)))), f"{root}/rng.log")
     found["garbage_rng_unverified"] = r.get("error")

@@ -41,6 +41,7 @@ METHODS = [
     ("deca_p", {"pretrain_steps": 3, "mf_dim": 8}, None),
     ("observation", {}, None),
     ("observation_tce", {"eps_max": 0.2}, None),
+    ("observation_ids", {"form": "examination", "id_noise_dim": 4}, None),
 ]
 # DeCA's models by the TrainModule's state-dict keys: the MF tables live in the model's collection (folded,
 # trainer/shared_lookup.py), so f is the model's keys less those.

@@ -231,7 +231,10 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
         "the row group (row 993 of the file)); labels must be 0 or 1"
     )
     assert f"denoisrec train: error: {data}/train/{msg}" in text  # the worker's own line, teed by torchrun
-    assert f"DataError: {data}/train/{msg}" in text  # torchelastic's root cause (the worker's error file)
+    # torchelastic's root cause carries the same line (the worker's error file), not a traceback
+    assert text.count(f"denoisrec train: error: {data}/train/{msg}") >= 2, text[
+        -6000:
+    ]  # torchelastic's root cause (the worker's error file)
     assert "Connection closed by peer" in text  # the other node's worker was released, not left waiting
     assert "timed out" not in text.lower() and not (out / "summary.json").exists()
 

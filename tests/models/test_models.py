@@ -197,7 +197,7 @@ def test_model_file_round_trip_gives_the_same_scores(tmp_path: Path) -> None:
     dense = torch.randn(3, 2)
     assert torch.equal(loaded.model.eval()(dense, kjt()), model(dense, kjt()))
     (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="bad.pt: not a readable model file"):
+    with pytest.raises(ValueError, match="bad.pt: not a denoisrec model file"):
         load_model_file(str(tmp_path / "bad.pt"))
 
 

@@ -294,10 +294,15 @@ def test_bench_serving_quick(tiny_data: Path, tmp_path: Path) -> None:
         )
         == 0
     )
-    r = json.loads((out / "serving.json").read_text())
+    d = json.loads((out / "serving.json").read_text())
+    r = d["raw"]
     assert r["max_abs_diff"]["torchscript"] <= 1e-5 and r["artefacts"]["torchscript"]["bytes"] > 0
     assert set(r["rows_per_s"]) == {"1", "256"} and all(v > 0 for d in r["rows_per_s"].values() for v in d.values())
-    assert "| torchscript |" in (out / "serving.md").read_text()
+    assert d["bench"] == "serving" and d["environment"]["versions"]["torch"] and d["environment"]["cpu_model"]
+    assert {row["batch_size"] for row in d["rows"]} == {1, 256}
+    md = (out / "serving.md").read_text()
+    assert "| torchscript |" in md and "torch " in md  # the table under the environment line
+    assert (out / "serving.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_peers_view_gives_every_table_the_asked_rows(tiny_data: Path, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_export_calibrates_on_valid_and_predict_and_artefact_use_it(tiny_data: P
     )
     printed = capsys.readouterr().out
     assert "Platt calibrator" in printed
-    c = load_calibrator(str(run / "serving" / "calibrator.json"))
+    c = load_calibrator(str(run / "serving" / "torchscript" / "calibrator.json"))
     assert c.a == pytest.approx(a_true, rel=0.25)
     out = tmp_path / "cal.parquet"
     assert (
@@ -109,7 +109,7 @@ def test_export_calibrates_on_valid_and_predict_and_artefact_use_it(tiny_data: P
                 "--out",
                 str(out),
                 "--calibrator",
-                str(run / "serving" / "calibrator.json"),
+                str(run / "serving" / "torchscript" / "calibrator.json"),
             ]
         )
         == 0
@@ -123,5 +123,5 @@ def test_export_calibrates_on_valid_and_predict_and_artefact_use_it(tiny_data: P
     assert logloss(labels, cal) < logloss(labels, raw) - 0.05
     assert "labels observed_calibrated" in printed
     # the artefact carries the same calibrator
-    served = torch.jit.load(str(run / "serving" / "serving.pt"))
+    served = torch.jit.load(str(run / "serving" / "torchscript" / "serving.pt"))
     assert served.calibrated and served.platt_a == pytest.approx(c.a) and served.platt_b == pytest.approx(c.b)

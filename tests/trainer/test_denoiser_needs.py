@@ -128,7 +128,7 @@ def test_run_length_is_bound_only_when_declared(toys: None) -> None:
     log = Log()
     with pytest.warns(UserWarning, match="toy ramp of 40 steps"):
         denoising.bind_run_length(Holder(ramped), 10, 40, log)
-    assert (ramped.steps_per_epoch, ramped.total_steps) == (10, 40) and log.lines == ["WARNING: toy ramp of 40 steps"]
+    assert (ramped.steps_per_epoch, ramped.total_steps) == (10, 40) and log.lines == []  # once: as a warning
     denoising.bind_run_length(Holder(plain), 10, 40, log)
     assert plain.total_steps is None  # BCE declares no run-length binding
 
@@ -163,9 +163,16 @@ def test_an_injection_the_trainer_cannot_supply_is_a_clear_error(monkeypatch: py
 
 def test_the_shipped_denoisers_declare_what_the_trainer_used_to_probe() -> None:
     assert uses_context_tower("observation") and uses_context_tower("observation_tce")
+    assert uses_context_tower("observation_ids")
     assert not uses_context_tower("deca") and not uses_context_tower("nope")
     assert DENOISERS["deca_p"].NEEDS.static_graph is False and DENOISERS["deca"].NEEDS.static_graph is True
-    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {"tce", "dart", "observation", "observation_tce"}
+    assert {n for n, c in DENOISERS.items() if c.NEEDS.run_length} == {
+        "tce",
+        "dart",
+        "observation",
+        "observation_tce",
+        "observation_ids",
+    }
     assert {n for n, c in DENOISERS.items() if "prior" in c.NEEDS.injected} == {"deca_p"}
 
 

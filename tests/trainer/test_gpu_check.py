@@ -1,12 +1,18 @@
 """``make gpu-check`` on a CPU machine: the no-CUDA line, the offline route's set-up rehearsed with stand-in
-wheels (split into parts like ../shared/gpu/prepare-wheels.sh does), and the report path end to end with
+wheels (split into parts like ../shared/gpu/prepare-wheels.sh does: a zipped wheel in tar parts, or an unpacked
+site as xz parts), the device protocol of launch/gpu_device.sh, and the report path end to end with
 ``--device cpu --quick`` (denoisrec.trainer.bench.gpu_check).
 """
 
+import io
 import json
+import lzma
 import os
+import random
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -70,6 +76,103 @@ def test_offline_route_reassembles_parts_installs_and_reuses(tmp_path: Path) -> 
     assert "gpu-check: environment ready" in r.stdout
     again = sh(env)
     assert again.returncode == 0 and "reusing" in again.stdout and "installing" not in again.stdout
+
+
+def make_site_parts(folder: Path, part_size: int = 512) -> None:
+    """prepare-wheels.sh's layout: an unpacked site (here one module) as tar | xz, split, and wheels/ beside it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        files = {
+            "gpucheck_probe_site/__init__.py": b"PROBE = 2\n",
+            "gpucheck_probe_site/kernels.bin": random.Random(0).randbytes(2000),  # incompressible: several parts
+        }
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    blob = lzma.compress(buf.getvalue(), preset=0)
+    for i in range(0, len(blob), part_size):
+        (folder / f"fbgemm-site.tar.xz.{i // part_size:02d}").write_bytes(blob[i : i + part_size])
+    (folder / "wheels").mkdir()
+    make_wheel(folder / "wheels", "gpucheck_probe_small")
+
+
+def test_offline_route_unpacks_xz_site_parts(tmp_path: Path) -> None:
+    parts = tmp_path / "gpuparts"
+    parts.mkdir()
+    make_site_parts(parts)
+    assert len(list(parts.glob("fbgemm-site.tar.xz.*"))) > 1
+    site = tmp_path / "site"
+    env = {
+        "WHEELS": str(parts),
+        "GPU_SITE": str(site),
+        "PYTHON": sys.executable,
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_SETUP_ONLY": "1",
+    }
+    r = sh(env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "unpacking fbgemm-site.tar.xz.00" in r.stdout and "installing gpucheck_probe_small" in r.stdout
+    assert (site / "gpucheck_probe_site" / "__init__.py").read_text().startswith("PROBE = 2")
+    assert (site / "gpucheck_probe_small" / "__init__.py").exists()
+    assert "gpu-check: environment ready" in r.stdout
+    # A part missing: one line naming the parts, exit 1, not a Python traceback.
+    sorted(parts.glob("fbgemm-site.tar.xz.*"))[-1].unlink()
+    shutil.rmtree(site)
+    cut = sh(env)
+    assert cut.returncode == 1 and "not one whole xz tar" in cut.stderr, cut.stdout + cut.stderr
+
+
+def test_device_protocol_stashes_parts_per_call_and_checks_the_manifest(tmp_path: Path) -> None:
+    """Three calls as on the lent machine: each carries one part; the last verifies all before installing."""
+    source = tmp_path / "source"
+    source.mkdir()
+    make_site_parts(source)
+    names = sorted(p.name for p in source.glob("fbgemm-site.tar.xz.*"))
+    checkout = tmp_path / "checkout"
+    (checkout / "launch").mkdir(parents=True)
+    for f in ("gpu_device.sh", "gpu_check.sh"):
+        shutil.copy(ROOT / "launch" / f, checkout / "launch" / f)
+    for d in ("trainer", "models", "denoisers", "launch"):
+        if d != "launch":
+            (checkout / d).symlink_to(ROOT / d)
+    script = checkout / "launch" / "gpu_device.sh"
+    (checkout / ".gpuparts").mkdir()
+    for n in names:
+        shutil.copy(source / n, checkout / ".gpuparts" / n)
+    shutil.copytree(source / "wheels", checkout / ".gpuparts" / "wheels")
+    run = lambda *a, **env: subprocess.run(  # noqa: E731
+        ["bash", str(script), *a], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+    assert run("manifest").returncode == 0
+    manifest = (checkout / ".gpuparts" / "MANIFEST").read_text()
+    assert all(n in manifest for n in names) and "wheels/gpucheck_probe_small" in manifest
+    stash = tmp_path / "gpuparts-there"
+    env = {"PARTS": str(stash), "PYTHON": sys.executable, "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_SETUP_ONLY": "1"}
+    # Call 1 carries the first part only (the machine keeps $PARTS between calls, not the carried files).
+    full = checkout / ".gpuparts"
+    keep = tmp_path / "all-parts"
+    shutil.copytree(full, keep)
+    shutil.rmtree(full)
+    full.mkdir()
+    shutil.copy(keep / names[0], full / names[0])
+    shutil.copy(keep / "MANIFEST", full / "MANIFEST")
+    r1 = run("stash", **env)
+    assert r1.returncode == 0 and names[0] in r1.stdout
+    # A check before the other parts arrived names what is missing and installs nothing.
+    early = run("check", **env, OUT=str(tmp_path / "out0"))
+    assert early.returncode == 2 and "lacks or has damaged parts" in early.stderr
+    assert not (tmp_path / "out0").exists()
+    # The last call carries the remaining parts and the wheels, then installs from all of them.
+    shutil.rmtree(full)
+    shutil.copytree(keep, full, ignore=shutil.ignore_patterns(names[0]))
+    out = tmp_path / "out"
+    r = run("check", **env, OUT=str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        "gpu-check: environment ready" in r.stdout
+        and "gpu-check: environment ready" in (out / "gpu_check.log").read_text()
+    )
 
 
 def test_offline_route_names_what_the_interpreter_lacks(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ SUMMARY_KEYS = {
     "environment",
     "realimp",
     "selection",  # added with eval.select_on: what the run selected on, with its interval, and what it exported
+    "input_wait",  # issue 27: the time the step waited for input
 }
 TRAIN_PY = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
 
@@ -90,6 +91,8 @@ def test_a_run_writes_todays_summary_keys(tiny_data: Path, tmp_path: Path) -> No
     assert set(s) == SUMMARY_KEYS
     assert [f for f in RunSummary.__dataclass_fields__] == [k for k in s]  # same order as written
     assert s["steps"] == 6 and s["rows_trained"]["total"] == 6000 and s["realimp"]["baseline"] == str(baseline)
+    wait = s["input_wait"]
+    assert len(wait["seconds_per_rank"]) == 1 and 0 < wait["max_seconds"] < s["train_seconds"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} >= {"train", "valid", "test_clean", "test_observed"}
 

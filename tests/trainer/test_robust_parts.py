@@ -233,7 +233,7 @@ def test_saves_are_published_whole_and_pruned_by_step_number(tmp_path: Path) -> 
     assert sorted(os.listdir(root)) == ["latest", "step_00000011", "step_00000100"]
     assert problem(str(root / "step_00000011")) is None
     meta = json.loads((root / "step_00000011" / "meta.json").read_text())
-    assert meta["format_version"] == 2 and set(meta["files"]) == {".metadata", "__0_0.distcp", "rng/rank0.pt"}
+    assert meta["format_version"] == 3 and set(meta["files"]) == {".metadata", "__0_0.distcp", "rng/rank0.pt"}
     ck.save(11, model, None, {"step": 11})  # the same step again: replaced whole
     assert sorted(os.listdir(root)) == ["latest", "step_00000011", "step_00000100"]
 

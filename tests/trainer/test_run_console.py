@@ -82,18 +82,22 @@ def test_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path, capsys
 
 
 def test_warnings_to_file_keeps_ours_on_the_console(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    shown: list = []
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda message, *rest: shown.append(str(message))  # the terminal
         with WarningsToFile(str(tmp_path), rank=0) as w:
+            w.open()
             warnings.warn_explicit("planner says hi", UserWarning, "/x/site-packages/torchrec/planner.py", 3)
             warnings.warn_explicit("deprecated thing", FutureWarning, OURS, 5)
-            warnings.warn_explicit("check your optimizer", UserWarning, OURS, 7)
+            for line in (7, 8, 9):  # ours, raised three times: one clean line, once
+                warnings.warn_explicit("check your\n  optimizer", UserWarning, OURS, line)
+            with WarningsToFile(None) as inner:  # nested (a bench running train()): still once
+                warnings.warn_explicit("check your optimizer", UserWarning, OURS, 10)
             logging.getLogger().warning("Sharding spec not found")
             logging.getLogger("torchrec.distributed.utils").warning("caching params will be ignored")
             logging.getLogger("torch.fx").warning("is_fx_tracing")
-    assert shown == ["check your optimizer"] and "Sharding" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err == "warning: check your optimizer\n"  # not Python's file:line form
+    assert inner.count == 0
     text = (tmp_path / "warnings.log").read_text()
     for words in ("planner says hi", "deprecated thing", "root: Sharding spec", "caching params", "is_fx_tracing"):
         assert words in text
@@ -133,7 +137,7 @@ def test_log_line_is_short_and_leaves_out_what_a_method_did_not_do() -> None:
     assert "noise prec/rec 0.6/0.7 (random 0.35)" in log_fields(tce)
 
 
-def test_warnings_wait_for_the_run_folder_and_never_create_it(tmp_path: Path) -> None:
+def test_warnings_wait_for_the_run_to_own_its_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -141,8 +145,24 @@ def test_warnings_wait_for_the_run_folder_and_never_create_it(tmp_path: Path) ->
             warnings.warn_explicit("early", UserWarning, "/x/site-packages/torch/a.py", 1)
             assert not out.exists()  # the run decides whether a folder may be made or reused
             out.mkdir()
+            (out / "warnings.rank1.log").write_text("the previous run's\n")
             warnings.warn_explicit("late", UserWarning, "/x/site-packages/torch/a.py", 2)
+            assert (out / "warnings.rank1.log").read_text() == "the previous run's\n"  # not allowed yet
+            w.open()  # the out policy allowed the run
     assert w.count == 2 and (out / "warnings.rank1.log").read_text().count("UserWarning") == 2
+    # a launch that is refused (never opened) leaves the file as it was and drops its lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with WarningsToFile(str(out), rank=1) as refused:
+            warnings.warn_explicit("refused", UserWarning, "/x/site-packages/torch/a.py", 3)
+    assert refused.count == 1 and "refused" not in (out / "warnings.rank1.log").read_text()
+    # without an output folder (a command that has none): counted, never written
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with WarningsToFile(None) as none:
+            warnings.warn_explicit("x", UserWarning, "/x/site-packages/torch/a.py", 4)
+            none.open()
+    assert none.count == 1 and none.summary() == "third-party warnings: 1 line(s), not shown"
 
 
 class Recorder:
@@ -191,3 +211,14 @@ def test_console_lines_go_through_a_metric_logger(tmp_path: Path, capsys: pytest
     assert rec.calls == [("message", line, 12, "message") for line in lines]
     finish_run(cfg, {"steps": 12, "world_size": 3}, quiet)  # type: ignore[arg-type]
     assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_log_lines_carry_elapsed_time_and_eta(capsys: pytest.CaptureFixture) -> None:
+    from denoisrec.trainer.progress import Progress, clock
+
+    assert (clock(75.2), clock(3725), clock(-1)) == ("1:15", "1:02:05", "0:00")
+    p = Progress(total=300, initial=100, enabled=True, mode="log")
+    assert p.timing(100, now=p._t0 + 5) == "elapsed 0:05"  # nothing done yet: no ETA
+    assert p.timing(150, now=p._t0 + 60) == "elapsed 1:00 ETA 3:00"  # 50 steps a minute, 150 to go
+    p.update(150, {"loss": 0.5}, epoch=1)
+    assert capsys.readouterr().out.startswith("step    150/300 epoch 1 loss 0.5 | elapsed 0:")

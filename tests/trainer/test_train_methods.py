@@ -35,6 +35,7 @@ LOGGED = {
     "deca_p": "post_pos_mean",
     "observation": "f_mean",
     "observation_tce": "drop_share",
+    "observation_ids": "f_mean",
 }
 TRUTH = {"truth_precision", "truth_recall", "truth_random_precision", "truth_loss_noisy_pos", "truth_loss_clean_pos"}
 

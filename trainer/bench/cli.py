@@ -5,6 +5,8 @@
     denoisrec bench peers      [--quick] ...
     denoisrec bench ingest     [--quick] [--data DIR] ...
     denoisrec bench serving    --run RUN --data SPLIT --out DIR [--quick] ...
+    denoisrec bench redraw     DIR/<bench>.json [--out FIG.png]
+    denoisrec bench plan       [--quick] [--preset product] [--world-sizes 8,64,512] ...
 
 Every bench is a module listed in :data:`BENCHES` with ``add_arguments(parser)`` and ``run(args) -> int``
 (see the package docstring), the pattern of every ``denoisrec`` command.
@@ -16,7 +18,7 @@ import argparse
 from types import ModuleType
 from typing import Dict, Tuple
 
-from denoisrec.trainer.bench import gpu_check, ingest, peers, quality, serving, throughput
+from denoisrec.trainer.bench import gpu_check, ingest, peers, plan, quality, redraw, serving, throughput
 
 BENCHES: Dict[str, Tuple[ModuleType, str]] = {
     "throughput": (
@@ -30,11 +32,13 @@ BENCHES: Dict[str, Tuple[ModuleType, str]] = {
         gpu_check,
         "make gpu-check: the GPU tests, then GPU throughput against plain TorchRec, as one report",
     ),
+    "plan": (plan, "TorchRec's sharding plan for 8-512 H100s, simulated: types, memory, step estimate, a2a bytes"),
     "serving": (serving, "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec model"),
+    "redraw": (redraw, "draw a bench's PNG again from the <bench>.json it wrote (quality, peers, serving, throughput)"),
 }
 
 
-HELP = "benchmarks: throughput, quality, peers, ingest"
+HELP = "benchmarks: throughput, quality, peers, ingest, serving, plan"
 DESCRIPTION = __doc__
 
 

@@ -57,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8192, help="rows per batch (reader and training)")
     p.add_argument("--shuffle-buffer", type=int, default=262144, help="rows in the shuffle buffer")
     p.add_argument("--prefetch", type=int, default=4)
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="data.workers values to time the shuffle-buffer path with (rows/s per rank for each); the first "
+        "is the ingest_shuffled entry",
+    )
     p.add_argument("--rows", type=int, help="rows per rate measurement (default: the whole split)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per rate; the best is reported")
     p.add_argument("--train-steps", type=int, default=20, help="timed training steps")
@@ -349,8 +357,10 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
     columns = schema.columns()
     bpr = _parquet_bytes_per_row(files, columns)
 
-    def mk(buffer: int) -> ParquetBatchReader:
-        return ParquetBatchReader(split, schema, batch_size, shuffle=True, shuffle_buffer=buffer, prefetch=a.prefetch)
+    def mk(buffer: int, workers: int = 1) -> ParquetBatchReader:
+        return ParquetBatchReader(
+            split, schema, batch_size, shuffle=True, shuffle_buffer=buffer, prefetch=a.prefetch, workers=workers
+        )
 
     rss = []  # first, while this process is small (a fresh process does not depend on it, but in-process does)
     for d in a.rss_data if a.rss_data is not None else [data]:
@@ -362,8 +372,13 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
             r["method"] = "fresh process"
         rss.append(r)
     runs: Dict[str, List[Dict[str, float]]] = {f"raw_{k}": [] for k in RAW_SCANS}
-    runs.update({"ingest_ordered": [], "ingest_shuffled": []})
-    readers = {"ingest_ordered": mk(0), "ingest_shuffled": mk(a.shuffle_buffer)}
+    workers = list(a.workers)
+    if any(w < 1 for w in workers):
+        raise ValueError(f"bench ingest: --workers {workers}: each must be >= 1")
+    readers = {"ingest_ordered": mk(0), "ingest_shuffled": mk(a.shuffle_buffer, workers[0])}
+    for w in workers[1:]:
+        readers[f"ingest_shuffled_w{w}"] = mk(a.shuffle_buffer, w)
+    runs.update({k: [] for k in readers})
     for k in RAW_SCANS:  # warm-up: page cache, allocator pools
         raw_scan(k, split, files, columns, a.rows)
     for reader in readers.values():
@@ -399,6 +414,10 @@ def measure(a: argparse.Namespace) -> Dict[str, Any]:
         "raw_scans": {k: best[f"raw_{k}"] for k in RAW_SCANS},
         "ingest_ordered": best["ingest_ordered"],
         "ingest_shuffled": best["ingest_shuffled"],
+        "workers": workers,
+        "ingest_shuffled_by_workers": {
+            str(w): best["ingest_shuffled" if i == 0 else f"ingest_shuffled_w{w}"] for i, w in enumerate(workers)
+        },
         "all_runs": runs,
         "training": train,
         "ratios": {
@@ -432,7 +451,10 @@ def format_result(r: Dict[str, Any]) -> str:
         (f"raw: {k}" + (" (reference)" if k == r["raw_scan"]["scan"] else ""), r["raw_scans"][k])
         for k in r["raw_scans"]
     ]
-    rows += [("ingest, row-group shuffle", r["ingest_ordered"]), ("ingest, + shuffle buffer", r["ingest_shuffled"])]
+    rows += [("ingest, row-group shuffle", r["ingest_ordered"])]
+    by_workers = r.get("ingest_shuffled_by_workers") or {"1": r["ingest_shuffled"]}
+    for w, x in by_workers.items():
+        rows.append((f"ingest, + shuffle buffer, {w} wkr", x))
     for label, x in rows:
         ratio = x["rows_per_s"] / r["raw_scan"]["rows_per_s"]
         cpu = x.get("cpu_us_per_row_median")
@@ -440,8 +462,11 @@ def format_result(r: Dict[str, Any]) -> str:
         lines.append(f"  {label:32s} {x['rows_per_s']:>12,.0f} {x['parquet_mb_per_s']:>13,.1f} {ratio:>6.2f}x{tail}")
     t = r["training"]
     lines.append(
-        f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   ingest/training: "
-        f"{rt['ingest_ordered_vs_training']:.1f}x ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled"
+        f"  {'training (DLRM + BCE, 1 process)':32s} {t['rows_per_s']:>12,.0f}   samples/s of the step on this data"
+    )
+    lines.append(
+        f"  ingest rows/s per rank over the training step's samples/s: {rt['ingest_ordered_vs_training']:.1f}x "
+        f"ordered, {rt['ingest_shuffled_vs_training']:.1f}x shuffled (below 1x, training is input-bound)"
     )
     for s in r["peak_rss"]:
         lines.append(

@@ -413,7 +413,7 @@ def run(a: argparse.Namespace) -> int:
             continue
         r["vs_fastest_peer"] = r["samples_per_s"] / fastest["samples_per_s"]
         r["auc_delta_vs_fastest_peer"] = r["auc"] - fastest["auc"]
-        if r["system"] == "denoisrec":
+        if r["system"] == "denoisrec" and not a.quick:  # --quick is a smoke test: no grade
             r["meets_target"] = bool(
                 r["vs_fastest_peer"] >= SPEEDUP_TARGET and abs(r["auc_delta_vs_fastest_peer"]) <= AUC_TOLERANCE
             )
@@ -474,18 +474,65 @@ def run(a: argparse.Namespace) -> int:
 
 
 def plot(fig: Any, rep: Any) -> None:
-    rows = [r for r in rep.rows if r.get("status") == "ok"]
+    """Training samples/s per system (AUC written on each bar); a peer that did not run (not installed,
+    failed) keeps its place on the axis, marked as missing with the reason, so nothing is hidden.
+
+    ``rep`` is the :class:`~denoisrec.trainer.bench.report.BenchReport` or one read back from ``peers.json``.
+    """
+    from matplotlib.patches import Patch
+
+    from denoisrec.trainer import plot_style
+
+    rows = rep.rows
     ax = fig.add_subplot(1, 1, 1)
+    p = rep.params
+    title = f"bench peers: DeepFM, same data and shape ({p.get('data')}, {p.get('epochs')} epoch(s))"
     if not rows:
-        ax.text(0.5, 0.5, "no system ran", ha="center", transform=ax.transAxes)
+        plot_style.empty(ax, "no system ran")
+        fig.suptitle(title, fontsize=10)
         return
-    labels = [f"{r['system']}\n{r['processes']} proc" for r in rows]
-    ax.bar(
-        labels,
-        [r["samples_per_s"] for r in rows],
-        color=["tab:blue" if r["system"] == "denoisrec" else "0.6" for r in rows],
-    )
-    for i, r in enumerate(rows):
-        ax.annotate(f"AUC {r['auc']:.4f}", (i, r["samples_per_s"]), ha="center", va="bottom", fontsize=8)
+    ok = [r.get("status") == "ok" for r in rows]
+    labels = [f"{r['system']}\n{r['processes']} proc" + ("" if good else "\n(missing)") for r, good in zip(rows, ok)]
+    heights = [float(r["samples_per_s"]) if good else 0.0 for r, good in zip(rows, ok)]
+    colours = ["tab:blue" if r["system"] == "denoisrec" else "0.6" for r in rows]
+    xs = list(range(len(rows)))
+    ax.bar(xs, heights, color=colours)
+    top = max(heights) if any(heights) else 1.0
+    for x, r, good in zip(xs, rows, ok):
+        if good:
+            ax.annotate(f"AUC {r['auc']:.4f}", (x, r["samples_per_s"]), ha="center", va="bottom", fontsize=8)
+            continue
+        # a missing system: its whole slot hatched (no height to misread as a measurement), the reason inside
+        ax.axvspan(x - 0.4, x + 0.4, facecolor="none", edgecolor="0.7", hatch="//", linewidth=0)
+        reason = str(r.get("status") or "did not run").split(" (")[0]
+        ax.text(
+            x,
+            0.5,
+            f"{reason}\n({r.get('package', r['system'])})",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=ax.get_xaxis_transform(),
+            bbox={"facecolor": "white", "edgecolor": "0.6", "boxstyle": "round"},
+        )
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, fontsize=8)
+    for tick, good in zip(ax.get_xticklabels(), ok):
+        if not good:
+            tick.set_color("0.45")
+    ax.set_ylim(0, top * 1.15)
     ax.set_ylabel("training samples/s")
-    ax.set_title("DeepFM, same data and shape")
+    ax.grid(alpha=0.3, axis="y")
+    plot_style.legend_outside(
+        ax,
+        "right",
+        handles=[Patch(color="tab:blue", label="denoisrec")]
+        + (
+            [Patch(color="0.6", label="peer")]
+            if any(g and r["system"] != "denoisrec" for r, g in zip(rows, ok))
+            else []
+        )
+        + ([Patch(facecolor="none", edgecolor="0.6", hatch="//", label="missing: did not run")] if not all(ok) else []),
+        fontsize=8,
+    )
+    fig.suptitle(title, fontsize=10)

@@ -58,6 +58,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.report import apply_quick
@@ -596,52 +597,111 @@ def build_report(
     return rep
 
 
+def _num(v: Any, default: float = float("nan")) -> float:
+    """A number from the report (the JSON writes NaN as null)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
 def plot(fig: Any, rep: Any) -> None:
+    """Left: clean-test AUC per method (mean ± std over seeds; the numbers are in the labels). Right: one small
+    panel per method with hard decisions (precision, recall and random precision of what it drops or
+    relabels, seed 0), shared y axis, one legend; methods without decisions are named, not drawn.
+
+    ``rep`` is the :class:`~denoisrec.trainer.bench.report.BenchReport` or one read back from ``quality.json``.
+    """
+    from matplotlib.lines import Line2D
+
+    from denoisrec.trainer import plot_style
+
     rows = rep.rows
-    ax = fig.add_subplot(1, 2, 1)
-    names = [r["method"] for r in rows]
-    ax.errorbar(
-        range(len(rows)),
-        [r["test_clean_auc"] for r in rows],
-        yerr=[r["test_clean_auc_std"] for r in rows],
-        fmt="o",
-        capsize=4,
-        label="denoisrec (mean ± std)",
-    )
-    refs = [r.get("reference_auc") for r in rows]
-    if any(x is not None for x in refs):
-        ax.plot(
-            [i for i, x in enumerate(refs) if x is not None],
-            [x for x in refs if x is not None],
-            "x",
-            color="tab:red",
-            label="thesis Table 2",
-        )
+    curves: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rep.raw.get("runs", []):
+        d = r.get("diagnostics") or {}
+        if d.get("has_decisions") and r.get("seed") == 0 and d.get("curve"):
+            curves.setdefault(r["method"], d["curve"])
+    soft = [r["method"] for r in rows if r["method"] not in curves and r["method"] not in (BASELINE, CLEAN)]
+    n = len(curves)
+    ncols = min(4, max(1, n))
+    nrows = max(1, math.ceil(n / ncols))
+    width = max(4.5, 2.5 * ncols)  # the small multiples; at least room for their title and legend
+    fig.set_size_inches(5.5 + width, max(4.5, 0.3 * len(rows) + 2.0, 2.2 * nrows + 1.6))
+    fig.set_layout_engine("constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[5.5, width], wspace=0.02)
+
+    # --- clean-test AUC per method: a dot plot whose labels are the table
+    ax = left.subplots()
+    ys = list(range(len(rows)))
+    means = [_num(r.get("test_clean_auc")) for r in rows]
+    stds = [_num(r.get("test_clean_auc_std"), 0.0) for r in rows]
+    ax.errorbar(means, ys, xerr=stds, fmt="o", capsize=3, color="tab:blue", label="mean ± std over seeds")
+    refs = [(i, r.get("reference_auc")) for i, r in enumerate(rows) if r.get("reference_auc") is not None]
+    if refs:
+        ax.plot([x for _, x in refs], [i for i, _ in refs], "x", color="tab:red", label="thesis Table 2")
     for name, style in ((BASELINE, "--"), (CLEAN, ":")):
         r = next((r for r in rows if r["method"] == name), None)
-        if r is not None:
-            ax.axhline(r["test_clean_auc"], linestyle=style, color="0.4", linewidth=1, label=f"{name}")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("clean-test AUC")
-    ax.legend(fontsize=7, framealpha=0.9)
-    ax2 = fig.add_subplot(1, 2, 2)
-    drawn = False
-    for r in rep.raw["runs"]:
-        d = r.get("diagnostics") or {}
-        if not d.get("has_decisions") or r["seed"] != 0:
-            continue
-        steps = [p["step"] for p in d["curve"]]
-        line = ax2.plot(steps, [p["precision"] for p in d["curve"]], label=f"{r['method']} precision")[0]
-        ax2.plot(steps, [p["recall"] for p in d["curve"]], "--", color=line.get_color(), label=f"{r['method']} recall")
-        ax2.plot(steps, [p["random_precision"] for p in d["curve"]], ":", color=line.get_color(), linewidth=0.8)
-        drawn = True
-    ax2.set_xlabel("training step")
-    ax2.set_title("noise identification (seed 0; dotted: random precision)")
-    if drawn:
-        ax2.legend(fontsize=7)
+        if r is not None and not math.isnan(_num(r.get("test_clean_auc"))):
+            ax.axvline(_num(r["test_clean_auc"]), linestyle=style, color="0.4", linewidth=1, label=f"{name}")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(
+        [
+            f"{r['method']}  {m:.4f} ± {sd:.4f}" if not math.isnan(m) else f"{r['method']}  —"
+            for r, m, sd in zip(rows, means, stds)
+        ],
+        fontsize=8,
+    )
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the table's order, top to bottom
+    ax.set_xlabel("clean-test AUC (best validation epoch)")
+    ax.set_title("clean-test AUC", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    plot_style.legend_outside(ax, "below", ncol=2)
+
+    # --- noise identification: small multiples, one per method with hard decisions
+    chars = int(width * 11)  # characters per line of the panels' title at 9 pt
+    right.suptitle(
+        "\n".join(
+            textwrap.wrap("noise identification, seed 0: of the positives each method drops or relabels", chars)
+            + (textwrap.wrap(f"not drawn (no hard decisions): {', '.join(soft)}", chars) if soft else [])
+        ),
+        fontsize=9,
+    )
+    if not curves:
+        plot_style.empty(right.subplots(), "no method with hard decisions")
     else:
-        ax2.text(0.5, 0.5, "no method with hard decisions", ha="center", transform=ax2.transAxes)
+        grid = right.subplots(nrows, ncols, sharey=True, squeeze=False)
+        for k, (method, curve) in enumerate(curves.items()):
+            a = grid[k // ncols][k % ncols]
+            steps = [p["step"] for p in curve]
+            a.plot(steps, [_num(p.get("precision")) for p in curve], "-", color="tab:blue")
+            a.plot(steps, [_num(p.get("recall")) for p in curve], "--", color="tab:orange")
+            a.plot(steps, [_num(p.get("random_precision")) for p in curve], ":", color="0.4")
+            if len(steps) <= plot_style.SHORT:
+                for line in a.lines:
+                    line.set_marker("o")
+            a.set_title(method, fontsize=9)
+            a.set_ylim(0, 1)
+            a.grid(alpha=0.3)
+            plot_style.integer_ticks(a, "x")
+            a.tick_params(labelsize=7)
+            if k % ncols == 0:
+                a.set_ylabel("share of positives", fontsize=8)
+            if k + ncols >= n:
+                a.set_xlabel("training step", fontsize=8)
+        for k in range(n, nrows * ncols):
+            grid[k // ncols][k % ncols].set_visible(False)
+        handles = [
+            Line2D([], [], color="tab:blue", linestyle="-", label="precision (noisy among handled)"),
+            Line2D([], [], color="tab:orange", linestyle="--", label="recall (handled among noisy)"),
+            Line2D([], [], color="0.4", linestyle=":", label="random precision (noise share)"),
+        ]
+        right.legend(
+            handles=handles, loc="outside lower center", ncol=3 if ncols >= 3 else 1, fontsize=8, frameon=False
+        )
+    p = rep.params
+    fig.suptitle(
+        f"bench quality: {p.get('data')} ({p.get('source', 'synthetic')}), model {p.get('model')}, "
+        f"{p.get('seeds')} seed(s), at most {p.get('epochs')} epoch(s)",
+        fontsize=10,
+    )
 
 
 def _selected_on(result: Dict[str, Any]) -> str:

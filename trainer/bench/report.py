@@ -278,8 +278,9 @@ def save_plot(path: str, draw: Callable[[Any], None]) -> bool:
     fig = plt.figure(figsize=(10, 5.5))
     try:
         draw(fig)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        if fig.get_layout_engine() is None:  # a figure that set its own (constrained) layout keeps it
+            fig.tight_layout()
+        fig.savefig(path, dpi=110, bbox_inches="tight")  # legends outside the axes stay in the file
     finally:
         plt.close(fig)
     return True

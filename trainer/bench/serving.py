@@ -8,7 +8,7 @@ machine. It checks that the artefacts' logits equal the model's (max |diff| in t
 
     denoisrec bench serving --run runs/dlrm --data data/small/test --out runs/dlrm/bench_serving
 
-Writes ``serving.json`` and ``serving.md`` into ``--out``.
+Writes ``serving.json`` (the numbers and the environment), ``serving.md`` and ``serving.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -159,10 +159,29 @@ def run(a: argparse.Namespace) -> int:
                     times[k].append(time.perf_counter() - t)
         report["rows_per_s"][str(bs)] = {k: n / float(np.median(v)) for k, v in times.items()}
 
-    with open(os.path.join(a.out, "serving.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    from denoisrec.trainer.bench.report import BenchReport
+
+    rep = BenchReport(
+        "serving",
+        params={
+            "run": a.run,
+            "data": a.data,
+            "model": loaded.spec.name,
+            "rows": rows,
+            "batch_sizes": sizes,
+            "rounds": rounds,
+            "threads": a.threads,
+            "quick": a.quick,
+        },
+    )
+    rep.raw = report
+    rep.rows = [
+        {"batch_size": int(bs), "runner": k, "rows_per_s": v, "vs_model": v / d["torchrec model (predict)"]}
+        for bs, d in report["rows_per_s"].items()
+        for k, v in d.items()
+    ]
     lines = [
-        f"# serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s)",
+        f"Serving bench: {loaded.spec.name} ({a.run}), {rows:,} rows, {a.threads} thread(s), {rounds} round(s).",
         "",
         "| artefact | size | load | export | max abs diff vs model |",
         "|---|---|---|---|---|",
@@ -177,8 +196,68 @@ def run(a: argparse.Namespace) -> int:
     for bs, d in report["rows_per_s"].items():
         base = d["torchrec model (predict)"]
         lines.append(f"| {bs} | " + " | ".join(f"{v:,.0f}/s ({v / base:.2f}×)" for v in d.values()) + " |")
-    text = "\n".join(lines)
-    with open(os.path.join(a.out, "serving.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    rep.markdown = "\n".join(lines)
+    if a.quick:
+        rep.notes.append("--quick: TorchScript only, 2,048 rows, 1 round; a smoke test, not a measurement")
+    paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
+    print(rep.markdown)
+    print("wrote " + ", ".join(paths.values()))
     return 0
+
+
+def plot(fig: Any, rep: Any) -> None:
+    """Left: predictions/s per batch size for the TorchRec model and each artefact (log scale, the ratio to the
+    model written on each bar). Right: each artefact's load and export time.
+
+    ``rep`` is the :class:`~denoisrec.trainer.bench.report.BenchReport` or one read back from ``serving.json``.
+    """
+    from denoisrec.trainer import plot_style
+
+    raw, p = rep.raw, rep.params
+    fig.set_size_inches(12, 4.8)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
+    by_bs = raw.get("rows_per_s") or {}
+    runners = list(next(iter(by_bs.values()), {}))
+    width = 0.8 / max(1, len(runners))
+    for j, name in enumerate(runners):
+        xs = [i + (j - (len(runners) - 1) / 2) * width for i in range(len(by_bs))]
+        vals = [d.get(name) or 0.0 for d in by_bs.values()]
+        bars = ax.bar(xs, vals, width, label=name)
+        for b, d in zip(bars, by_bs.values()):
+            base = d.get("torchrec model (predict)")
+            if base and d.get(name) and name != "torchrec model (predict)":  # the ratio of the artefacts
+                ax.annotate(
+                    f"{d[name] / base:.2f}×",
+                    (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    ax.set_xticks(range(len(by_bs)))
+    ax.set_xticklabels([f"{int(bs):,}" for bs in by_bs])
+    ax.set_xlabel("batch size (rows per call)")
+    ax.set_ylabel("predictions/s (log scale)")
+    ax.set_yscale("log")
+    ax.set_title("throughput, ratio to the TorchRec model", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    plot_style.legend_outside(ax, "below", ncol=max(1, len(runners)), fontsize=8)
+
+    arts = raw.get("artefacts") or {}
+    if arts:
+        ys = list(range(len(arts)))
+        ax2.barh([y - 0.15 for y in ys], [a["load_seconds"] for a in arts.values()], 0.3, label="load")
+        ax2.barh([y + 0.15 for y in ys], [a["export_seconds"] for a in arts.values()], 0.3, label="export")
+        ax2.set_yticks(ys)
+        ax2.set_yticklabels([f"{f}\n{a['bytes'] / 2**20:.2f} MiB" for f, a in arts.items()], fontsize=8)
+        ax2.set_ylim(len(arts) - 0.5, -0.5)
+        ax2.set_xlabel("seconds")
+        ax2.set_title("artefacts: load and export time", fontsize=10)
+        ax2.grid(alpha=0.3, axis="x")
+        plot_style.legend_outside(ax2, "below", ncol=2, fontsize=8)
+    else:
+        plot_style.empty(ax2, "no artefact exported")
+    fig.suptitle(
+        f"bench serving: {p.get('model')} ({p.get('run')}), {p.get('rows', 0):,} rows, "
+        f"{p.get('threads')} thread(s), median of {p.get('rounds')} round(s)",
+        fontsize=10,
+    )

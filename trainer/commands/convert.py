@@ -37,6 +37,15 @@ def add_arguments(conv: argparse.ArgumentParser) -> None:
             default="relabel",
             help="noisy test positives: relabel (clean_label 0, DART) or remove",
         )
+        p.add_argument(
+            "--trusted-rows",
+            type=int,
+            default=5000,
+            help="valid rows that carry trusted_label, the rating read as a label (default 5000; 0: none)",
+        )
+        p.add_argument(
+            "--trusted-train-rows", type=int, default=0, help="train rows that carry trusted_label (default 0)"
+        )
         if kind == "movielens":
             p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
             p.add_argument("--split-by", choices=("random", "time"), default="random")
@@ -45,16 +54,30 @@ def add_arguments(conv: argparse.ArgumentParser) -> None:
 def run(a: Any) -> int:
     from denoisrec.trainer.datasets.convert import convert_deca, convert_movielens, describe
 
+    for opt, v in (("--trusted-rows", a.trusted_rows), ("--trusted-train-rows", a.trusted_train_rows)):
+        if v < 0:
+            raise ValueError(f"{opt} {v}: expected a row count >= 0")
     if a.source == "movielens":
         try:
             fractions = [float(x) for x in a.split.split(",")]
         except ValueError:
             raise ValueError(f"--split {a.split!r}: expected three comma-separated fractions") from None
         stats = convert_movielens(
-            a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, fractions, a.split_by, a.clean_test
+            a.path,
+            a.out,
+            a.noisy_max_rating,
+            a.neg_ratio,
+            a.seed,
+            fractions,
+            a.split_by,
+            a.clean_test,
+            a.trusted_rows,
+            a.trusted_train_rows,
         )
     else:
-        stats = convert_deca(a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, a.clean_test)
+        stats = convert_deca(
+            a.path, a.out, a.noisy_max_rating, a.neg_ratio, a.seed, a.clean_test, a.trusted_rows, a.trusted_train_rows
+        )
     print(f"wrote {a.out}")
     print(describe(stats))
     return 0

@@ -18,7 +18,11 @@ def add_arguments(ex: argparse.ArgumentParser) -> None:
     """The run, the format, where to write, and the optional Platt calibrator."""
     ex.add_argument("run", help="run directory (its model.pt) or a model file")
     ex.add_argument("--format", default="torchscript", help="torchscript or exported-program")
-    ex.add_argument("--out", help="output directory (default: RUN/serving)")
+    ex.add_argument(
+        "--out",
+        help="the artefact's folder, replaced whole by a re-export (default: RUN/serving/FORMAT: "
+        "serving.pt or serving.pt2, serving.json, calibrator.json)",
+    )
     ex.add_argument("--calibrate", help="platt: fit a Platt calibrator on the validation split and include it")
     ex.add_argument("--valid", help="validation split for --calibrate (default: the run's data.path/valid)")
 
@@ -40,4 +44,8 @@ def run(a: argparse.Namespace) -> int:
             f"valid logloss {c['valid_logloss_before']:.4f} -> {c['valid_logloss_after']:.4f}"
         )
     print(f"  inputs and outputs: {r['spec']}")
+    if r.get("calibrator"):
+        print(f"  calibrator (for denoisrec predict --calibrator): {r['calibrator']}")
+    for path in r.get("removed_legacy") or []:
+        print(f"  removed {path} (an export made before per-format folders)")
     return 0

@@ -12,7 +12,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+from typing import Any, Dict, Optional
 
 from denoisrec.trainer.config import Config, apply_overrides, parse_params
 
@@ -27,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         metavar="NAME",
-        help=f"the papers' set-ups: {', '.join(PRESETS)} (applied after --config, before the other flags)",
+        help=f"a named set-up: {', '.join(PRESETS)} (applied after --config, before the other flags; "
+        "which is for which data: below)",
     )
     p.add_argument("--data", metavar="DIR", help="dataset directory (data.path; default: data/small)")
     p.add_argument("--out", metavar="DIR", help="run output directory (run.out; default: runs/default)")
@@ -86,9 +89,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def epilog() -> str:
     """The denoisers, the models and their options, below ``denoisrec train --help``."""
     from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
+    from denoisrec.trainer.presets import describe_presets
 
     return (
-        "denoisers and their -p options (default [accepted range]):\n"
+        "presets (--preset NAME, or preset: NAME in a --config file):\n"
+        + describe_presets()
+        + "\n\ndenoisers and their -p options (default [accepted range]):\n"
         + describe(DENOISER_OPTIONS)
         + "\n\nmodels and their options (--set model.params.NAME=VALUE):\n"
         + describe(MODEL_OPTIONS)
@@ -97,8 +103,10 @@ def epilog() -> str:
     )
 
 
-def config_from_args(a: argparse.Namespace) -> Config:
-    """``--config`` file, then ``--preset``, then the flags, then ``--set`` (later wins)."""
+def config_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """``--config`` file (or ``base``, a config built in Python), then ``--preset``, then the flags, then
+    ``--set`` (later wins).
+    """
 
     def flags_and_sets(cfg: Config) -> Config:
         direct = {
@@ -122,27 +130,45 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.denoiser.params.update(parse_params(a.denoiser_param))
         return apply_overrides(cfg, a.set)
 
-    load = lambda: Config.load(a.config) if a.config else Config()  # noqa: E731
+    def load() -> Config:
+        if base is not None:
+            return copy.deepcopy(base)
+        return Config.load(a.config) if a.config else Config()
+
     if a.preset:
         from denoisrec.trainer.presets import apply_preset
 
         cfg = load()
         cfg.model.name = flags_and_sets(load()).model.name  # the preset maps onto the final model's options
-        apply_preset(cfg, a.preset)
+        probe = Config()
+        probe.denoiser.name = UNSET  # does a flag name a denoiser (one that may replace the preset's)?
+        named = flags_and_sets(probe).denoiser.name
+        apply_preset(cfg, a.preset, denoiser=None if named == UNSET else named)
         return flags_and_sets(cfg)
     return flags_and_sets(load())
 
 
+UNSET = "<not named by a flag>"
+
+
 def run(a: argparse.Namespace) -> int:
     """Check every option, then train (or print the config with ``--print-config``)."""
+    train_from_args(a)
+    return 0
+
+
+def train_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Optional[Dict[str, Any]]:
+    """The command's work: the config checked before torch is imported, then the run; its summary (``None``
+    with ``--print-config``). :func:`denoisrec.train` calls it too.
+    """
     from denoisrec.trainer.config_check import check_config
 
-    cfg = check_config(config_from_args(a))  # every value checked before torch is imported
+    cfg = check_config(config_from_args(a, base))  # every value checked before torch is imported
     if a.print_config:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip())
-        return 0
+        return None
     path = cfg.data.path
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
@@ -150,7 +176,6 @@ def run(a: argparse.Namespace) -> int:
     from denoisrec.trainer.train import train
 
     try:
-        train(cfg)
+        return train(cfg)
     finally:
         shutdown()
-    return 0

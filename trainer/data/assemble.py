@@ -33,10 +33,38 @@ Part = Tuple[Block, slice]
 _NP = {torch.float32: np.dtype(np.float32), torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32)}
 
 
-def _alloc(shape: Sequence[int], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+# The batch's per-row columns: the layout's role (:attr:`Layout.one_d`) -> the :class:`Batch` field.
+BATCH_FIELDS = {
+    "label": "labels",
+    "sample_id": "sample_ids",
+    "group_id": "group_ids",
+    "clean_label": "clean_labels",
+    "is_noisy": "is_noisy",
+    "trusted_label": "trusted_labels",
+}
+
+
+def pinned_empty(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor in page-locked host memory (needs CUDA)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+
+def alloc_out(shape: Sequence[int], dtype: torch.dtype, pin: bool) -> torch.Tensor:
+    """A fresh output buffer of a batch: in pinned memory with ``pin``, so it is written in place once and
+    the host-to-device copy (``batch.to(device, non_blocking=True)``) can be asynchronous.
+    """
     if pin:
-        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+        return pinned_empty(tuple(shape), dtype)
     return torch.from_numpy(np.empty(tuple(shape), dtype=_NP[dtype]))  # cheaper than torch.empty
+
+
+def make_batch(dense: torch.Tensor, kjt: KeyedJaggedTensor, one_d: Dict[str, Optional[torch.Tensor]]) -> Batch:
+    """The :class:`Batch` of assembled columns; ``one_d`` maps roles to columns (:data:`BATCH_FIELDS`)."""
+    return Batch(
+        dense_features=dense,
+        sparse_features=kjt,
+        **{BATCH_FIELDS[role]: t for role, t in one_d.items()},  # type: ignore[arg-type]
+    )
 
 
 def _one_d(parts: Sequence[Part], role: str, dtype: torch.dtype, n: int, pin: bool) -> Optional[torch.Tensor]:
@@ -44,7 +72,7 @@ def _one_d(parts: Sequence[Part], role: str, dtype: torch.dtype, n: int, pin: bo
         v = parts[0][0].one_d[role][parts[0][1]]  # type: ignore[index]
         if v.dtype == _NP[dtype]:
             return torch.from_numpy(v)  # zero-copy view of the Arrow buffer
-    out = _alloc((n,), dtype, pin)
+    out = alloc_out((n,), dtype, pin)
     o, p = out.numpy(), 0
     for block, rows in parts:
         k = rows.stop - rows.start
@@ -57,7 +85,7 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
     """A :class:`Batch` of the rows ``parts`` name, in order (see the module docstring)."""
     n = sum(r.stop - r.start for _, r in parts)
     nkeys = len(layout.keys)
-    lengths_t = _alloc((nkeys * n,), torch.int32, pin)
+    lengths_t = alloc_out((nkeys * n,), torch.int32, pin)
     lengths = lengths_t.numpy()
     multi_total, key = 0, 0
     for kind, a, b in layout.segments:  # lengths: 1 for single-valued keys, offset differences for lists
@@ -75,7 +103,7 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
             p += k
         key += 1
     total = n * len(layout.single) + multi_total
-    values_t = _alloc((total,), torch.int64, pin)
+    values_t = alloc_out((total,), torch.int64, pin)
     values, pos = values_t.numpy(), 0
     for kind, a, b in layout.segments:
         if kind == "single":
@@ -97,7 +125,7 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
     if len(parts) == 1 and not pin:
         dense = torch.from_numpy(parts[0][0].dense[parts[0][1]])  # a view
     else:
-        dense = _alloc((n, len(layout.schema.dense)), torch.float32, pin)
+        dense = alloc_out((n, len(layout.schema.dense)), torch.float32, pin)
         dn, p = dense.numpy(), 0
         for block, rows in parts:
             k = rows.stop - rows.start
@@ -108,16 +136,7 @@ def assemble(parts: Sequence[Part], layout: Layout, pin: bool = False) -> Batch:
         if col is None:
             one[role] = None
         elif not parts:  # an empty batch (the equal-steps padding): the same fields, zero rows
-            one[role] = _alloc((0,), dt, pin)
+            one[role] = alloc_out((0,), dt, pin)
         else:
             one[role] = _one_d(parts, role, dt, n, pin)
-    return Batch(
-        dense_features=dense,
-        sparse_features=kjt,
-        labels=one["label"],  # type: ignore[arg-type]
-        sample_ids=one["sample_id"],
-        group_ids=one["group_id"],
-        clean_labels=one["clean_label"],
-        is_noisy=one["is_noisy"],
-        trusted_labels=one["trusted_label"],
-    )
+    return make_batch(dense, kjt, one)

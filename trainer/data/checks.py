@@ -154,7 +154,9 @@ def schema_problems(arrow_schema: pa.Schema, schema: DataSchema, with_ground_tru
     problems = []
     for col, (what, ok) in expected_types(schema, with_ground_truth).items():
         idx = arrow_schema.get_field_index(col)
-        if idx < 0:
+        if idx < 0 and arrow_schema.names.count(col) > 1:
+            problems.append(f"column {col!r} appears {arrow_schema.names.count(col)} times; write each column once")
+        elif idx < 0:
             problems.append(f"missing column {col!r} (expected {what})")
         elif not ok(arrow_schema.field(idx).type):
             problems.append(f"column {col!r} has type {arrow_schema.field(idx).type}, expected {what}")

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +57,11 @@ from denoisrec.trainer.data.fs import DataPath, open_parquet
 from denoisrec.trainer.data.prefetch import Background
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.shuffle import Batcher
+from denoisrec.trainer.data.window import Gather, WindowBatcher, assemble_gather
+from denoisrec.trainer.data.workers import ordered_map
 from denoisrec.trainer.errors import DataError
+
+Recipe = Union[List[Part], Gather]
 
 # Rows per Arrow record batch read from a row group: large enough that pyarrow decodes at full speed.
 ARROW_BATCH_ROWS = 1 << 17
@@ -188,6 +192,8 @@ class ParquetBatchReader:
         with_ground_truth: read ``clean_label`` / ``is_noisy`` when the schema names them.
         shuffle_buffer: rows in the shuffle buffer (0: none). Only used with ``shuffle``.
         prefetch: batches kept ready by background threads (0: decode in the consumer's thread).
+        workers: threads that assemble batches (and build the shuffle window) in parallel, per rank; the
+            batches do not depend on it. Used with ``prefetch > 0``.
         pin_memory: write batches into pinned memory (for CUDA; needs CUDA).
         block_rows: rows per decoded block (bounds memory even for huge row groups; blocks stay small
             enough that the allocator recycles their memory).
@@ -207,6 +213,7 @@ class ParquetBatchReader:
         with_ground_truth: bool = True,
         shuffle_buffer: int = 0,
         prefetch: int = 2,
+        workers: int = 1,
         pin_memory: bool = False,
         block_rows: int = 1 << 16,
         filesystem: Any = None,
@@ -220,6 +227,8 @@ class ParquetBatchReader:
             raise ValueError(
                 f"shuffle_buffer={shuffle_buffer}, prefetch={prefetch} must be >= 0 and block_rows={block_rows} > 0"
             )
+        if workers < 1:
+            raise ValueError(f"workers={workers}: must be >= 1")
         if pin_memory and not torch.cuda.is_available():
             raise ValueError("pin_memory=True needs CUDA (pinned host memory is for host-to-GPU copies)")
         self.dp = DataPath.resolve(path, filesystem)
@@ -229,6 +238,9 @@ class ParquetBatchReader:
         self.rank, self.world_size, self.shuffle, self.seed = rank, world_size, shuffle, seed
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
         self.prefetch, self.pin_memory, self.block_rows = prefetch, pin_memory, block_rows
+        self.workers = workers if prefetch else 1
+        # every checked id is below its table's size: int32 holds them all when every table fits
+        self._narrow_ids = max(f.num_embeddings for f in schema.sparse) <= 2**31 - 1 if schema.sparse else True
         self.layout = Layout(schema, with_ground_truth)
         self.with_ground_truth = self.layout.with_ground_truth
         self.columns = self.layout.columns
@@ -237,6 +249,7 @@ class ParquetBatchReader:
         if not listing.files:
             raise DataError(f"{self.dp}: empty split, no .parquet files found")
         self.files = [f for f, _ in listing.files]
+        self.file_bytes = dict(listing.files)  # the split's fingerprint in checkpoints (trainer/checkpoint_identity.py)
         self.ignored = [self.dp.display(p) for p in listing.ignored]  # hidden _/. paths, skipped
         self.row_groups: List[RowGroupRef] = []
         self.empty_files: List[str] = []
@@ -417,33 +430,46 @@ class ParquetBatchReader:
                 pf.close()
             pos = 0
 
-    def _recipes(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[List[Part]]:
-        """The batches of this rank's epoch as lists of ``(block, rows)`` parts, padded with empty lists to
-        ``plan.steps`` (decode and the shuffle buffer: the decode thread's work).
+    def _recipes(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[Recipe]:
+        """The batches of this rank's epoch as recipes (lists of ``(block, rows)`` parts, or a :class:`Gather`
+        of shuffle-window rows), padded with empty lists to ``plan.steps`` (decode and the shuffle buffer:
+        the decode thread's work).
         """
         rng = np.random.Generator(np.random.PCG64([self.seed, plan.rank, plan.world_size, epoch, 1]))
-        batcher = Batcher(self.batch_size, self.shuffle_buffer, rng)
+        batcher: Any = (
+            WindowBatcher(self.batch_size, self.shuffle_buffer, rng, narrow=self._narrow_ids)
+            if self.shuffle_buffer
+            else Batcher(self.batch_size, 0, rng)
+        )
         emitted = 0
         for block in self._blocks(plan, counters):
-            for parts in batcher.feed(block):
+            for recipe in batcher.feed(block):
                 emitted += 1
-                yield parts
-        for parts in batcher.finish():
+                yield recipe
+        for recipe in batcher.finish():
             emitted += 1
-            yield parts
+            yield recipe
         if emitted > plan.steps:
             raise AssertionError(f"reader bug: {emitted} batches for {plan.steps} steps")
         for _ in range(plan.steps - emitted):  # equal steps: empty batches after this rank's share
             yield []
 
+    def _assemble(self, recipe: Recipe) -> Batch:
+        if isinstance(recipe, Gather):
+            return assemble_gather(recipe, self.layout, self.pin_memory)
+        return assemble(recipe, self.layout, self.pin_memory)
+
     def _batches(self, plan: EpochPlan, epoch: int, counters: Counters) -> Iterator[Batch]:
-        """Assemble the recipes into batches (the batch thread's work)."""
-        recipes: Iterator[List[Part]] = self._recipes(plan, epoch, counters)
+        """Assemble the recipes into batches (the batch thread's work, on ``workers`` threads in order)."""
+        recipes: Iterator[Recipe] = self._recipes(plan, epoch, counters)
         if self.prefetch:
-            recipes = Background(recipes, depth=2, name="decode")
+            recipes = Background(recipes, depth=2 * self.workers, name="decode")
         try:
-            for parts in recipes:
-                yield assemble(parts, self.layout, self.pin_memory)
+            if self.workers > 1:
+                yield from ordered_map(self._assemble, recipes, self.workers, name="assemble")
+            else:
+                for recipe in recipes:
+                    yield self._assemble(recipe)
         finally:
             close = getattr(recipes, "close", None)
             if close is not None:

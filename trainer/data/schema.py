@@ -200,8 +200,13 @@ class DataSchema:
                     f"schema: sparse feature {f!r}: expected a mapping with name, num_embeddings "
                     f"and optionally multi_hot, oov_policy, role"
                 )
+            _check_feature_types(f)
             feats.append(SparseFeature(**f))
         d["sparse"] = feats
+        dense = d.get("dense", [])
+        if not isinstance(dense, list) or not all(isinstance(c, str) for c in dense):
+            bad = dense if not isinstance(dense, list) else next(c for c in dense if not isinstance(c, str))
+            raise ValueError(f"schema key 'dense': {bad!r} is not a column name; expected a list of column names")
         unknown = set(d) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"schema: unknown key(s) {sorted(unknown)}")
@@ -218,12 +223,27 @@ class DataSchema:
         dp = DataPath.resolve(path, filesystem)
         if dp.is_dir():
             dp = dp.join(SCHEMA_FILE)
+        elif not dp.is_file():
+            raise FileNotFoundError(
+                f"{dp}: no such dataset folder (nor a schema file); `denoisrec gen-data` or `denoisrec convert` "
+                "makes one"
+            )
         if not dp.is_file():
             raise FileNotFoundError(
                 f"{dp}: no schema file. A dataset directory needs {SCHEMA_FILE} "
                 "(written by `denoisrec gen-data`), or give the schema in the config (data.schema)."
             )
-        text = dp.read_text()
+        if dp.path.endswith(".parquet"):
+            raise ValueError(
+                f"{dp}: a Parquet file, not a dataset; --data takes the dataset's directory (with {SCHEMA_FILE} "
+                "and train/, valid/, test/), or a schema file"
+            )
+        try:
+            text = dp.read_text()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{dp}: not a text file, so not a schema; --data takes the dataset's directory (with {SCHEMA_FILE})"
+            ) from None
         try:
             raw = yaml.safe_load(text) if dp.path.endswith((".yaml", ".yml")) else json.loads(text)
             return cls.from_dict(raw)
@@ -245,6 +265,25 @@ class DataSchema:
         if isinstance(value, str):
             return cls.load(value, filesystem)
         raise ValueError(f"config data.schema={value!r}: expected null, a path or a mapping")
+
+
+def _check_feature_types(f: Dict[str, Any]) -> None:
+    """One sparse feature's values have their types: ``num_embeddings`` a positive integer (not ``8.7``,
+    ``"8"`` or ``true``), ``multi_hot`` a boolean, ``name`` a string.
+    """
+    name = f["name"]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"schema: sparse feature name {name!r}: expected a column name (a string)")
+    n = f["num_embeddings"]
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(
+            f"schema: sparse feature {name!r} has num_embeddings={n!r} ({type(n).__name__}); expected a "
+            "positive integer (the table's row count)"
+        )
+    if "multi_hot" in f and not isinstance(f["multi_hot"], bool):
+        raise ValueError(
+            f"schema: sparse feature {name!r} has multi_hot={f['multi_hot']!r}; expected true or false"
+        )
 
 
 def check_roles(schema: "DataSchema") -> None:

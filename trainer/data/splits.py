@@ -68,6 +68,7 @@ def split_readers(
             seed=seed,
             shuffle_buffer=data.shuffle_buffer if train else 0,
             prefetch=data.prefetch,
+            workers=data.workers,
             pin_memory=pin,
             split=split,
         )

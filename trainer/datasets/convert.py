@@ -32,6 +32,14 @@ Features (no dense features in either source; the schema's ``dense`` list is emp
   ``item_genres`` (multi-hot over the 19 genre flags), ``item_year`` (release year, 0 = unknown).
 - DeCA: ``user_id``, ``item_id``.
 
+**Trusted labels** (``trusted_rows``, default 5000, and ``trusted_train_rows``, default 0): a uniform sample
+of that many valid (and train) rows carries ``trusted_label``, the explicit rating read as a label: 1 when the
+rating is above ``noisy_max_rating``, 0 when at most (and 0 for a sampled negative, the protocol's reading of an
+unrated item, as the clean test reads it); null on every other row (test rows: always). It is the row's
+``clean_label``: the sample stands for the few rated impressions a real log has (a rated sample, a survey).
+``schema.json`` names the column (``trusted_label``) when some row has one; ``stats.json["trusted"]`` gives the
+counts and positive rates.
+
 Extra columns kept for analysis (the reader ignores them): ``rating`` (0 for sampled negatives) and, for
 MovieLens, ``timestamp``. Rows are shuffled within each split (the reader shuffles row groups only).
 
@@ -61,6 +69,7 @@ AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, .
 N_GENRES = 19
 CLEAN_TEST = ("relabel", "remove")
 ROW_GROUP = 8192
+TRUSTED_COLUMN = "trusted_label"
 
 
 @dataclass
@@ -243,13 +252,27 @@ def write_dataset(
     schema: DataSchema,
     seed: int,
     extra_stats: Dict[str, Any],
+    trusted_rows: Optional[Dict[str, int]] = None,
 ) -> Dict[str, Any]:
     """Write the three splits (rows shuffled per split), ``schema.json`` and ``stats.json``.
 
-    ``features`` maps a feature column to a function of the row indices (``np.ndarray → array``).
+    ``features`` maps a feature column to a function of the row indices (``np.ndarray → array``);
+    ``trusted_rows`` ``{split: k}``: the first ``k`` rows of the shuffled split (a uniform sample) carry
+    ``trusted_label`` (their clean label; module docstring).
     """
     os.makedirs(out, exist_ok=True)
     stats: Dict[str, Any] = {"seed": seed, **extra_stats}
+    trusted_rows = {k: v for k, v in (trusted_rows or {}).items() if v > 0}
+    for split in trusted_rows:
+        if split not in ("train", "valid"):
+            raise ValueError(f"trusted rows in split {split!r}: only train and valid rows carry trusted labels")
+    if trusted_rows:
+        schema.trusted_label = TRUSTED_COLUMN
+        stats["trusted"] = {
+            "column": TRUSTED_COLUMN,
+            "definition": "the explicit rating read as a label (clean_label) on a uniform sample of the split's "
+            "rows, null on the others",
+        }
     offset = 0
     rng = _rng(seed, 2)
     for s, split in enumerate(SPLITS):
@@ -263,6 +286,12 @@ def write_dataset(
         for c in ("rating", "timestamp", "label", "clean_label", "is_noisy"):
             if c in cols:
                 table[c] = cols[c][idx]
+        if trusted_rows:
+            k = min(trusted_rows.get(split, 0), idx.size)
+            clean = cols["clean_label"][idx]
+            table[TRUSTED_COLUMN] = pa.array(clean, type=pa.int8(), mask=np.arange(idx.size) >= k)
+            if k:
+                stats["trusted"][split] = {"rows": k, "positive_rate": float(clean[:k].mean())}
         d = os.path.join(out, split)
         os.makedirs(d, exist_ok=True)
         for old in glob.glob(os.path.join(d, "*.parquet")):
@@ -389,8 +418,13 @@ def convert_movielens(
     split: Sequence[float] = (0.8, 0.1, 0.1),
     split_by: str = "random",
     clean_test: str = "relabel",
+    trusted_rows: int = 5000,
+    trusted_train_rows: int = 0,
 ) -> Dict[str, Any]:
-    """Convert a MovieLens-100K folder to a denoisrec dataset under ``out``; return its statistics."""
+    """Convert a MovieLens-100K folder to a denoisrec dataset under ``out``; return its statistics.
+
+    ``trusted_rows`` valid rows and ``trusted_train_rows`` train rows carry ``trusted_label`` (module docstring).
+    """
     ratings, feats, sizes = read_movielens(path)
     if split_by == "random":
         ratings.split = random_split(ratings.user.size, split, _rng(seed, 0))
@@ -437,6 +471,7 @@ def convert_movielens(
             "noisy_positive_share_all": float((ratings.rating <= noisy_max_rating).mean()),
             **info,
         },
+        {"valid": trusted_rows, "train": trusted_train_rows},
     )
     return stats
 
@@ -470,9 +505,18 @@ def _read_deca(f: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def convert_deca(
-    path: str, out: str, noisy_max_rating: int = 4, neg_ratio: int = 1, seed: int = 0, clean_test: str = "relabel"
+    path: str,
+    out: str,
+    noisy_max_rating: int = 4,
+    neg_ratio: int = 1,
+    seed: int = 0,
+    clean_test: str = "relabel",
+    trusted_rows: int = 5000,
+    trusted_train_rows: int = 0,
 ) -> Dict[str, Any]:
     """Convert DeCA's ``*.train.rating / *.valid.rating / *.test.negative [/ *.test.noisy]`` files.
+
+    ``trusted_rows`` valid rows and ``trusted_train_rows`` train rows carry ``trusted_label`` (module docstring).
 
     The test positives are ``*.test.noisy`` (the full test with ratings) when present, else
     ``*.test.negative`` (DeCA's clean test: then every test positive is clean). The clean test set that
@@ -543,6 +587,7 @@ def convert_deca(
             "clean_test_vs_test_negative": agreement,
             **info,
         },
+        {"valid": trusted_rows, "train": trusted_train_rows},
     )
 
 
@@ -559,6 +604,9 @@ def describe(stats: Dict[str, Any]) -> str:
             f"of which noisy {s['noisy_positives']:,} ({s['noisy_positive_rate']:.1%}); "
             f"clean positives {s['clean_positive_rate']:.1%} of rows"
         )
+    for split, t in stats.get("trusted", {}).items():
+        if isinstance(t, dict):
+            lines.append(f"trusted labels: {t['rows']:,} {split} rows (positives {t['positive_rate']:.1%})")
     if stats.get("noisy_test_positives_removed"):
         lines.append(f"clean test: removed {stats['noisy_test_positives_removed']:,} noisy test positives")
     if "clean_test_vs_test_negative" in stats:

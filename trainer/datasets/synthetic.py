@@ -61,8 +61,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from denoisrec.trainer.data.schema import SPLITS, DataSchema, SparseFeature
+from denoisrec.trainer.datasets.noise_families import (
+    NOISE_TRUTH_FILE,
+    GroupRates,
+    NoiseSpec,
+    NoiseWorld,
+    apply_step,
+    shifted,
+)
 
 NOISE_MODEL_FILE = "noise_model.json"  # the true observation noise, beside stats.json
+RANDOM_SPLIT = "valid_random"  # lists shown in a random order: the randomised-exposure bucket
+TRUSTED_COLUMN = "trusted_label"  # the clean label on a sample of rows, null elsewhere
 GEN_CHUNK = 1 << 16  # rows drawn per random chunk; fixed so output does not depend on file layout
 N_POSITIONS = 30
 SCENES = 6  # playlist, radio, search, daily-mix, charts, similar-songs
@@ -82,7 +92,13 @@ class Preset:
     true preference with Gaussian noise of std ``ranker_noise``, plus ``ranker_popularity`` times the
     item's standardised log-popularity) or ``"independent"`` (position drawn independently of everything).
     ``attention_device`` (one logit offset per device) and ``attention_hour`` (amplitude of a daily cycle)
-    make the attention, hence the noise, depend on more context than position and scene.
+    make the attention, hence the noise, depend on more context than position and scene; ``attention_scene``
+    holds one logit offset per scene. ``noise`` names the noise family
+    (:mod:`denoisrec.trainer.datasets.noise_families`; ``"examination"`` is the process above).
+    ``trusted_rows`` valid rows and ``trusted_train_rows`` train rows (uniform samples, capped at the split's
+    size) carry ``trusted_label`` (their clean label; null on the other rows, and on every test and
+    ``valid_random`` row); ``random_rows`` rows form ``valid_random``, lists shown in a random order instead of
+    the ranker's (0: no such split).
     ``compact`` writes categorical ids as ``int32`` and turns on the writer settings that keep a wide,
     large dataset small on disk (bigger dictionary pages, delta-encoded ``row_id``); ``compression`` is
     the Parquet codec. The defaults keep the small presets' bytes exactly as they always were.
@@ -110,6 +126,11 @@ class Preset:
     ranker_popularity: float = 0.5
     attention_device: List[float] = field(default_factory=lambda: [0.0, -0.5, 0.4, -1.0])
     attention_hour: float = 0.6
+    attention_scene: List[float] = field(default_factory=lambda: list(SCENE_ATTENTION))
+    noise: str = "examination"
+    trusted_rows: int = 5000
+    trusted_train_rows: int = 0
+    random_rows: int = 20_000
     extra_user_features: List[int] = field(default_factory=list)
     extra_item_features: List[int] = field(default_factory=list)
     extra_context_features: List[int] = field(default_factory=list)
@@ -133,6 +154,8 @@ PRESETS: Dict[str, Preset] = {
         train_rows=6000,
         valid_rows=1500,
         test_rows=1500,
+        trusted_rows=500,
+        random_rows=1500,
         rows_per_file=2500,
         row_group_size=500,
     ),
@@ -244,7 +267,9 @@ class World:
         for a in range(0, p.n_users, 1 << 18):  # row-wise argsort in blocks: same values, bounded temporaries
             aff = self.user_vec[a : a + (1 << 18)] @ self.genre_centre.T
             self.user_top_genres[a : a + (1 << 18)] = np.argsort(-aff, axis=1)[:, :5]
-        self.scene_attention = np.array(SCENE_ATTENTION, dtype=np.float32)
+        if len(p.attention_scene) != SCENES:
+            raise ValueError(f"preset option attention_scene: expected {SCENES} logits, got {len(p.attention_scene)}")
+        self.scene_attention = np.array(p.attention_scene, dtype=np.float32)
         self.threshold = self._calibrate(seed)
 
     def score(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
@@ -304,7 +329,8 @@ def schema_for(p: Preset, world: Optional[World] = None) -> DataSchema:
     ]
     dense = ["user_log_activity", "item_log_popularity", "duration", "genre_affinity"]
     dense += [f"dense_{j}" for j in range(p.extra_dense)]
-    return DataSchema(sparse=sparse, dense=dense, extra={"preset": dataclasses.asdict(p)})
+    trusted = TRUSTED_COLUMN if p.trusted_rows > 0 or p.trusted_train_rows > 0 else None
+    return DataSchema(sparse=sparse, dense=dense, trusted_label=trusted, extra={"preset": dataclasses.asdict(p)})
 
 
 _HASH_PRIMES = (1_000_003, 998_244_353, 1_000_000_007, 19_260_817, 2_147_483_647, 104_729)
@@ -342,9 +368,10 @@ def attention_logits(
     return logit
 
 
-def _ranked_lists(world: World, r: np.random.Generator, n: int) -> tuple:
+def _ranked_lists(world: World, r: np.random.Generator, n: int, shuffle: bool = False) -> tuple:
     """``n`` impressions from lists written by the previous ranker: per list one user and one context, 30
-    candidates by popularity, shown in decreasing ``skill·(score + noise) + popularity·log_pop`` order.
+    candidates by popularity, shown in decreasing ``skill·(score + noise) + popularity·log_pop`` order
+    (``shuffle``: in a random order instead, the randomised-exposure bucket).
     """
     p, L = world.p, N_POSITIONS
     m = -(-n // L)
@@ -356,18 +383,44 @@ def _ranked_lists(world: World, r: np.random.Generator, n: int) -> tuple:
     u_rep = np.repeat(users, L)
     pref = world.score(u_rep, items.reshape(-1)).reshape(m, L) + p.ranker_noise * r.normal(0, 1, (m, L))
     ranker = p.ranker_skill * pref + p.ranker_popularity * world.item_logpop[items]
-    items = np.take_along_axis(items, np.argsort(-ranker, axis=1, kind="stable"), axis=1)
+    order = np.argsort(r.random((m, L)), axis=1) if shuffle else np.argsort(-ranker, axis=1, kind="stable")
+    items = np.take_along_axis(items, order, axis=1)
     position = np.tile(np.arange(1, L + 1), m)
     per_list = [np.repeat(v, L)[:n] for v in (hour, weekday, device, scene)]
     return (u_rep[:n], items.reshape(-1)[:n], position[:n], *per_list)
 
 
-def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, row_offset: int) -> pa.Table:
-    """Impressions ``row_offset .. row_offset + n`` of a split (one random chunk)."""
+def draw_chunk(
+    world: World,
+    seed: int,
+    split_idx: int,
+    chunk_idx: int,
+    n: int,
+    row_offset: int,
+    noise: Optional[NoiseWorld] = None,
+    trusted: Optional[np.ndarray] = None,
+    shuffle: bool = False,
+) -> pa.Table:
+    """Impressions ``row_offset .. row_offset + n`` of a split (one random chunk).
+
+    Args:
+        world: the users and items.
+        seed: the dataset's seed.
+        split_idx: the split's index (train 0, valid 1, test 2, valid_random 3): its random stream.
+        chunk_idx: the chunk's index within the split: its random stream.
+        n: rows to draw.
+        row_offset: the first row's ``row_id``.
+        noise: the noise family's sets (``None``: the examination process alone, the default).
+        trusted: ``[n]`` bool, the rows that carry ``trusted_label`` (``None``: no such column).
+        shuffle: lists in a random order instead of the ranker's (``valid_random``).
+
+    Returns:
+        The chunk's ``n`` rows.
+    """
     p = world.p
     r = _rng(seed, 10 + split_idx, chunk_idx)
     if p.logging == "ranker":
-        u, i, position, hour, weekday, device, scene = _ranked_lists(world, r, n)
+        u, i, position, hour, weekday, device, scene = _ranked_lists(world, r, n, shuffle)
     else:
         u = world.draw_users(r, n)
         i = world.draw_items(r, n)
@@ -382,8 +435,15 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     attentive = r.random(n) < 1.0 / (1.0 + np.exp(-attention_logit))
     flip = np.where(clean == 1, r.random(n) < p.q_fn, r.random(n) < p.q_fp)
     label = np.where(attentive | ~flip, clean, 1 - clean).astype(np.int8)
-    id_type = pa.int32() if p.compact else pa.int64()
     genre = world.item_genre[i]
+    if noise is not None and noise.spec.steps != ("examination",):
+        # The family's other steps draw from a stream of their own: features and clean labels stay the same.
+        if "examination" not in noise.spec.steps:
+            label = clean.copy()
+        rn = _rng(seed, 40 + split_idx, chunk_idx)
+        for _, p01, p10 in noise.steps(u, i, scene, genre):
+            label = apply_step(label, p01, p10, rn.random(n))
+    id_type = pa.int32() if p.compact else pa.int64()
     affinity = np.einsum("nd,nd->n", world.user_vec[u], world.genre_centre[genre]) + r.normal(0, 0.7, n)
     cols: Dict[str, Any] = {
         "row_id": np.arange(row_offset, row_offset + n, dtype=np.int64),
@@ -436,6 +496,8 @@ def draw_chunk(world: World, seed: int, split_idx: int, chunk_idx: int, n: int, 
     cols["label"] = label
     cols["clean_label"] = clean
     cols["is_noisy"] = (label != clean).astype(np.int8)
+    if trusted is not None:  # the clean label on the trusted rows, null elsewhere
+        cols[TRUSTED_COLUMN] = pa.array(clean, type=pa.int8(), mask=~trusted)
     return pa.table(cols)
 
 
@@ -541,28 +603,47 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
     t0 = time.time()
     if preset.logging not in LOGGING_POLICIES:
         raise ValueError(f"preset option logging={preset.logging!r}: expected one of {LOGGING_POLICIES}")
+    spec = NoiseSpec.parse(preset.noise)
     world = World(preset, seed)
+    nw = NoiseWorld(spec, preset.n_users, preset.n_items, preset.n_genres, SCENES, seed)
     schema = schema_for(preset, world)
     os.makedirs(out, exist_ok=True)
     stats: Dict[str, Any] = {"seed": seed, "logging": logging_params(preset)}
+    splits = list(SPLITS) + ([RANDOM_SPLIT] if preset.random_rows > 0 else [])
+    trusted_stats: Dict[str, Any] = {}
     row_offset = 0
-    grand_total = sum(preset.rows(s) for s in SPLITS)
+    grand_total = sum(_split_rows(preset, s) for s in splits)
     t_rows = time.time()
-    for split_idx, split in enumerate(SPLITS):
-        total = preset.rows(split)
+    for split_idx, split in enumerate(splits):
+        total = _split_rows(preset, split)
+        trusted_at = _trusted_positions(preset, seed, split_idx, split) if schema.trusted_label else None
         sw = _SplitWriter(os.path.join(out, split), preset.rows_per_file, preset.row_group_size, preset)
         w = _BackgroundWriter(sw)
         counts = np.zeros(4, dtype=np.int64)  # rows, observed positives, noisy positives, noisy rows
         clean_pos = 0
+        trusted_counts = np.zeros(3, dtype=np.int64)  # trusted rows, their clean and observed positives
         truth = _TruthCounter()
+        rates = GroupRates(nw)
         for chunk_idx, start in enumerate(range(0, total, GEN_CHUNK)):
             n = min(GEN_CHUNK, total - start)
-            t = draw_chunk(world, seed, split_idx, chunk_idx, n, row_offset + start)
+            trusted = None
+            if trusted_at is not None:
+                trusted = np.zeros(n, dtype=bool)
+                trusted[trusted_at[(trusted_at >= start) & (trusted_at < start + n)] - start] = True
+            t = draw_chunk(
+                world, seed, split_idx, chunk_idx, n, row_offset + start, nw, trusted, shuffle=split == RANDOM_SPLIT
+            )
             label = t.column("label").to_numpy()
             noisy = t.column("is_noisy").to_numpy()
+            clean = t.column("clean_label").to_numpy()
             counts += [n, label.sum(), (label * noisy).sum(), noisy.sum()]
-            clean_pos += int(t.column("clean_label").to_numpy().sum())
+            clean_pos += int(clean.sum())
+            if trusted is not None:
+                trusted_counts += [trusted.sum(), clean[trusted].sum(), label[trusted].sum()]
             truth.add(t)
+            if split == "train":
+                u, i, sc, g = (t.column(c).to_numpy() for c in ("user_id", "item_id", "scene", "item_genre"))
+                rates.add(u, i, sc, g, clean, label)
             w.write(t)
             if progress and (chunk_idx % 16 == 15 or start + n == total):
                 done = row_offset + start + n
@@ -586,14 +667,70 @@ def generate(out: str, preset: Preset, seed: int = 0, progress: bool = False) ->
         }
         if split == "train":
             stats["observation_truth"] = truth.table()
+            stats["noise"] = _noise_record(spec, rates)
+        if trusted_counts[0]:
+            k = int(trusted_counts[0])
+            trusted_stats[split] = {
+                "rows": k,
+                "positive_rate": float(trusted_counts[1] / k),
+                "observed_positive_rate": float(trusted_counts[2] / k),
+            }
+    if schema.trusted_label:
+        stats["trusted"] = {
+            "column": schema.trusted_label,
+            "definition": "the clean label on a uniform sample of the split's rows (null on the others); "
+            f"{RANDOM_SPLIT} and test rows carry none",
+            **trusted_stats,
+        }
+    if RANDOM_SPLIT in stats:
+        stats[RANDOM_SPLIT]["definition"] = (
+            "lists of the same users, contexts and candidates as valid's process, shown in a random order instead "
+            "of the ranker's; observed labels from the same noise family"
+        )
     stats["seconds"] = round(time.time() - t0, 2)
     schema.extra["seed"] = seed
     schema.save(os.path.join(out, "schema.json"))
     with open(os.path.join(out, "stats.json"), "w") as f:
         json.dump(stats, f, indent=2)
-    with open(os.path.join(out, NOISE_MODEL_FILE), "w") as f:  # the truth, for -p observation.noise_file=...
-        json.dump(noise_model(stats["logging"]), f, indent=2)
+    exam = noise_model(stats["logging"]) if "examination" in spec.steps else None
+    with open(os.path.join(out, NOISE_TRUTH_FILE), "w") as f:
+        json.dump({**nw.to_dict(), "examination": exam}, f)
+    noise_path = os.path.join(out, NOISE_MODEL_FILE)
+    if spec.is_examination_only:
+        with open(noise_path, "w") as f:  # the truth, for -p observation.noise_file=...
+            json.dump(exam, f, indent=2)
+    elif os.path.exists(noise_path):  # an earlier family's truth would be the wrong noise here
+        os.remove(noise_path)
     return stats
+
+
+def _split_rows(p: Preset, split: str) -> int:
+    return p.random_rows if split == RANDOM_SPLIT else p.rows(split)
+
+
+def _trusted_positions(p: Preset, seed: int, split_idx: int, split: str) -> Optional[np.ndarray]:
+    """The sorted row positions of ``split`` that carry a trusted label (a uniform sample), or an empty array."""
+    k = {"valid": p.trusted_rows, "train": p.trusted_train_rows}.get(split, 0)
+    total = _split_rows(p, split)
+    k = min(k, total)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(_rng(seed, 6, split_idx).choice(total, k, replace=False))
+
+
+def _noise_record(spec: NoiseSpec, rates: GroupRates) -> Dict[str, Any]:
+    """``stats.json["noise"]``: the family, its parameters, where its truth is, its empirical rates on train."""
+    return {
+        "family": spec.name,
+        "steps": list(spec.steps),
+        "params": spec.params(),
+        "truth_file": NOISE_TRUTH_FILE,
+        "noise_model_file": NOISE_MODEL_FILE if spec.is_examination_only else None,
+        "rates": rates.table(),
+        "definition": "empirical P(label=1 | clean_label=0) (h) and P(label=1 | clean_label=1) (h_prime) over the "
+        "train split per group of the family's truth (noise_truth.json: the sets and parameters; its "
+        "'examination' entry is the context part in noise_model.json's format)",
+    }
 
 
 TRUTH_FEATURES = ("position", "scene", "device", "hour", "weekday")
@@ -661,7 +798,7 @@ def logging_params(p: Preset) -> Dict[str, Any]:
         "q_fn",
     )
     out = {k: getattr(p, k) for k in keys}
-    out["attention_scene"] = list(SCENE_ATTENTION)
+    out["attention_scene"] = [float(x) for x in p.attention_scene]  # the World's own (World.scene_attention)
     return out
 
 
@@ -689,6 +826,35 @@ def noise_model(params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 LOGGING_POLICIES = ("ranker", "independent")
+
+
+def with_noise(preset: Preset, noise: Optional[str]) -> Preset:
+    """``preset`` with the noise family ``noise`` (``None`` keeps the preset's); ``shifted`` also takes the
+    shifted examination parameters (:data:`~denoisrec.trainer.datasets.noise_families.SHIFTED_PARAMS`).
+    """
+    if noise is None:
+        return preset
+    NoiseSpec.parse(noise)  # a one-line error for an unknown family
+    p = dataclasses.replace(preset, noise=noise)
+    return shifted(p) if noise == "shifted" else p
+
+
+def with_trusted(
+    preset: Preset, trusted_rows: Optional[int], trusted_train_rows: Optional[int], random_rows: Optional[int]
+) -> Preset:
+    """``preset`` with other trusted-label and random-bucket sizes (``None`` keeps the preset's)."""
+    changes: Dict[str, Any] = {}
+    for key, v in (
+        ("trusted_rows", trusted_rows),
+        ("trusted_train_rows", trusted_train_rows),
+        ("random_rows", random_rows),
+    ):
+        if v is None:
+            continue
+        if v < 0:
+            raise ValueError(f"--{key.replace('_', '-')} {v}: expected a row count >= 0")
+        changes[key] = v
+    return dataclasses.replace(preset, **changes)
 
 
 def preset_by_name(name: str) -> Preset:
@@ -721,11 +887,18 @@ def scaled(preset: Preset, rows: Optional[int]) -> Preset:
 
 def describe(stats: Dict[str, Any]) -> str:
     lines = []
-    for split in SPLITS:
+    for split in [*SPLITS, RANDOM_SPLIT]:
+        if split not in stats:
+            continue
         s = stats[split]
         lines.append(
             f"{split:5s}: {s['rows']:>10,} rows in {s['files']} file(s); observed positives "
             f"{s['positive_rate']:.1%}, of which false {s['noisy_positive_rate']:.1%}; "
             f"noisy rows {s['noisy_rate']:.1%}"
         )
+    if "noise" in stats:
+        lines.append(f"noise: {stats['noise']['family']} ({'+'.join(stats['noise']['steps'])})")
+    for split, t in stats.get("trusted", {}).items():
+        if isinstance(t, dict):
+            lines.append(f"trusted labels: {t['rows']:,} {split} rows (clean positives {t['positive_rate']:.1%})")
     return "\n".join(lines)
