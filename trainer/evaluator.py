@@ -52,6 +52,8 @@ class Evaluator:
     model: the DMP model; readers: the run's split readers; env, autocast: where and how to run it.
     cfg: the run's config (``run.eval_every``, ``run.eval_during``, ``data.train_label``, ``eval``).
     layout: the launch's layout; log: the run log (scalars per split); stopper: early stopping.
+    selection: ``eval.select_on`` resolved on ``readers`` (:func:`~denoisrec.trainer.selection.resolve_selection`;
+    resolved here when not given).
     """
 
     def __init__(
@@ -64,11 +66,12 @@ class Evaluator:
         layout: RunLayout,
         log: Any,
         stopper: EarlyStopping,
+        selection: Optional[Selection] = None,
     ) -> None:
         self.model, self.readers, self.env, self.autocast = model, readers, env, autocast
         self.cfg, self.layout, self.log, self.stopper = cfg, layout, log, stopper
         self.with_ground_truth = bool(readers["test"].with_ground_truth)
-        self.selection: Selection = resolve_selection(cfg.eval.select_on, readers)
+        self.selection: Selection = selection or resolve_selection(cfg.eval.select_on, readers)
         self.sel = self.selection.split
         # "auto" validates every epoch when there is something worth a curve: ground truth or a trusted signal
         signal = self.with_ground_truth or self.selection.mode != "observed"

@@ -61,6 +61,7 @@ from denoisrec.trainer.run_setup import (
 from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary, input_wait
 from denoisrec.trainer.runlog import RunLog
 from denoisrec.trainer.schedule import LRSchedule, set_lr
+from denoisrec.trainer.selection import resolve_selection
 from denoisrec.trainer.sharding import check_sparse_optimizer, plan_summary
 from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
 from denoisrec.trainer.train_labels import check_train_label, select_train_labels
@@ -114,6 +115,7 @@ class TrainRecipe:
         check_eval_splits_on_main(
             cfg.data.path, self.schema, cfg.data.preflight_row_groups, env.is_main, broadcast_from_main
         )
+        self.selection = resolve_selection(cfg.eval.select_on, self.readers)  # before anything is written
         self.train_reader = self.readers["train"]
         spe = len(self.train_reader)
         total = spe * cfg.run.epochs if cfg.run.max_steps is None else min(spe * cfg.run.epochs, cfg.run.max_steps)
@@ -135,7 +137,7 @@ class TrainRecipe:
         self.log = RunLog(cfg.run.out, env.is_main, append=self.resume_path is not None)
         self._announce(out_note)
         self.evaluator = Evaluator(
-            self.model, self.readers, env, self.autocast, cfg, self.layout, self.log, self.stopper
+            self.model, self.readers, env, self.autocast, cfg, self.layout, self.log, self.stopper, self.selection
         )
         self.checkpoints = PeriodicCheckpointer(self.ck, cfg.run.checkpoint_every, self.layout.total_steps)
 

@@ -159,3 +159,15 @@ def test_a_run_exports_its_selected_epoch_and_says_why(trusted_data: Path, tmp_p
     assert z["labels"].shape == (sel["rows"],) and set(np.unique(z["labels"])) <= {0.0, 1.0}
     last = run("last", False)["selection"]
     assert last["exported_step"] == s["steps"] and "eval.keep_selected=false" in last["why"]
+
+
+def test_train_with_a_selection_the_data_lacks_is_one_line_exit_2(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from denoisrec.trainer.cli import main
+
+    argv = ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"), "--set", "eval.select_on=trusted"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("denoisrec train: error: eval.select_on=trusted: the schema names no trusted_label column")
+    assert "\n" not in err and not (tmp_path / "r" / "summary.json").exists()
