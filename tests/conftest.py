@@ -5,12 +5,13 @@ torchrun (tests where launching itself is what is tested). ``tests/dist`` is imp
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -145,3 +146,27 @@ def slurm_cluster():
     else:
         shutil.rmtree(cluster.root, ignore_errors=True)
     assert not killed, f"Slurm daemons needed SIGKILL to stop: {killed}"
+
+
+def run_dist_driver(script: str, data: Path, root: Path) -> Dict[str, Any]:
+    """Run ``tests/dist/<script>.py --data DATA --root ROOT`` in a fresh process and read what it found.
+
+    The robust-run drivers write their findings to ``<root>/<name>.json`` (:data:`RESULT_FILES`); the result gets
+    ``root`` added, for the tests that look at the run folders.
+    """
+    proc = subprocess.run(
+        [sys.executable, str(DIST_DIR / f"{script}.py"), "--data", str(data), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(ROOT),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    found = json.loads((root / f"{RESULT_FILES[script]}.json").read_text())
+    found["root"] = root
+    return found
+
+
+RESULT_FILES = {"robust_runs": "robust", "robust_round2": "round2"}
+"""Driver → the name of the JSON file it writes into ``--root``."""

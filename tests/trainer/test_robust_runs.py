@@ -4,34 +4,18 @@ One process (tests/dist/robust_runs.py) runs every scenario, each training in a 
 torchrun job whose launcher is SIGKILLed; this side asserts on what it wrote.
 """
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 import torch
-from conftest import DIST_DIR, ROOT
+from conftest import run_dist_driver
 
 
 @pytest.fixture(scope="module")
 def robust(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
-    root = tmp_path_factory.mktemp("robust")
-    proc = subprocess.run(
-        [sys.executable, str(DIST_DIR / "robust_runs.py"), "--data", str(tiny_data), "--root", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=str(ROOT),
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    found = json.loads((root / "robust.json").read_text())
-    found["root"] = root
-    return found
+    return run_dist_driver("robust_runs", tiny_data, tmp_path_factory.mktemp("robust"))
 
 
 def _state(path: Path) -> Dict[str, torch.Tensor]:
