@@ -4,13 +4,13 @@ Training (:mod:`~denoisrec.trainer.recipe`), ``bench throughput``, ``bench inges
 drivers all get their sharded model here, so they all time and test the model training runs.
 
 1. :func:`build_module`: the configured model (``model.*`` over the schema's sparse and dense features) and
-   the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising`) in one
+   the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising.build`) in one
    :class:`~denoisrec.trainer.module.TrainModule`.
 2. :func:`shard_module`: the sparse optimizer fused into backward, the planner's plan (the denoiser's table
    constraints included; tables folded into the model's collection planned again, if need be, to the
-   sharding types of the model's own, :func:`~denoisrec.trainer.shared_lookup.aligned_constraints`),
+   sharding types of the model's own, :func:`~denoisrec.trainer.distributed.shared_lookup.aligned_constraints`),
    ``DistributedModelParallel`` and the combined optimizer
-   (:func:`~denoisrec.trainer.sharding.train_optimizer`).
+   (:func:`~denoisrec.trainer.distributed.sharding.train_optimizer`).
 
 Example (one process)::
 
@@ -28,14 +28,20 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
 from denoisrec.models import ModelSpec
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, static_graph
-from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.denoising.build import build_denoiser_for, plan_constraints, static_graph
+from denoisrec.trainer.denoising.feature_views import feature_views
+from denoisrec.trainer.distributed.env import DistEnv
+from denoisrec.trainer.distributed.sharding import (
+    TrainOptimizer,
+    fuse_sparse_optimizer,
+    make_plan,
+    train_optimizer,
+    wrap,
+)
+from denoisrec.trainer.distributed.shared_lookup import aligned_constraints
 from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.sharding import TrainOptimizer, fuse_sparse_optimizer, make_plan, train_optimizer, wrap
-from denoisrec.trainer.shared_lookup import aligned_constraints
 
 
 def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:

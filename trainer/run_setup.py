@@ -21,12 +21,12 @@ import torch
 import torch.distributed as dist
 
 from denoisrec.models import ModelSpec
-from denoisrec.trainer.checkpoint import CheckpointError, read_meta
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.checkpoint.checkpointer import CheckpointError, read_meta
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.epochs import epoch_batches
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.metrics import real_imp
+from denoisrec.trainer.evaluation.metrics import real_imp
 
 
 def seed_everything(seed: int) -> None:

@@ -178,7 +178,7 @@ def load_arrays(data: str, split: str, schema: Any) -> Dict[str, Any]:
 
 
 def _auc(y: Any, p: Any) -> Optional[float]:
-    from denoisrec.trainer.metrics import auc
+    from denoisrec.trainer.evaluation.metrics import auc
 
     return None if y is None else auc(y, p)
 

@@ -1,7 +1,7 @@
-"""``denoisrec train``: options → :class:`~denoisrec.trainer.config.Config` → :func:`denoisrec.trainer.train.train`.
+"""``denoisrec train``: flags → :class:`~denoisrec.trainer.config.tree.Config` → :func:`~denoisrec.trainer.train.train`.
 
 ``python -m denoisrec.trainer [train options]`` (the form torchrun and torchx start) is this command.
-Building the parser imports no torch: the options are checked against :mod:`denoisrec.trainer.options`
+Building the parser imports no torch: the options are checked against :mod:`denoisrec.trainer.config.options`
 first, and the trainer is imported only to run.
 
 Example::
@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from denoisrec.trainer.config import Config, apply_overrides, parse_params
+from denoisrec.trainer.config.tree import Config, apply_overrides, parse_params
 
 HELP = "train and evaluate a model (one process, or under torchrun/torchx)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The train options; ``--set`` reaches any config key."""
-    from denoisrec.trainer.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
+    from denoisrec.trainer.config.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
 
     p.add_argument("--config", metavar="FILE", help="YAML config file: any part of the tree --print-config shows")
     p.add_argument(
@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def epilog() -> str:
     """The denoisers, the models and their options, below ``denoisrec train --help``."""
-    from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
+    from denoisrec.trainer.config.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
 
     return (
         "denoisers and their -p options (default [accepted range]):\n"
@@ -124,7 +124,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
 
     load = lambda: Config.load(a.config) if a.config else Config()  # noqa: E731
     if a.preset:
-        from denoisrec.trainer.presets import apply_preset
+        from denoisrec.trainer.config.presets import apply_preset
 
         cfg = load()
         cfg.model.name = flags_and_sets(load()).model.name  # the preset maps onto the final model's options
@@ -135,7 +135,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
 
 def run(a: argparse.Namespace) -> int:
     """Check every option, then train (or print the config with ``--print-config``)."""
-    from denoisrec.trainer.config_check import check_config
+    from denoisrec.trainer.config.check import check_config
 
     cfg = check_config(config_from_args(a))  # every value checked before torch is imported
     if a.print_config:
@@ -146,7 +146,7 @@ def run(a: argparse.Namespace) -> int:
     path = cfg.data.path
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
-    from denoisrec.trainer.dist import shutdown
+    from denoisrec.trainer.distributed.env import shutdown
     from denoisrec.trainer.train import train
 
     try:
