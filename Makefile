@@ -7,7 +7,7 @@ NPROC ?= 2
 PRESET ?= small
 DATA ?= data/$(PRESET)
 OUT ?= runs/default
-# The training set-up: a preset of trainer/presets.py. `recommended` is the observation model in its examination
+# The training set-up: a preset of trainer/config/presets.py. `recommended` is the observation model in its examination
 # form with the tower held for the first quarter of the run, 3 epochs (benchmarks/README.md); the same run is
 # `denoisrec train --preset recommended --data data/small`.
 TRAIN_PRESET ?= recommended

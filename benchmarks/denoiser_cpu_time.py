@@ -23,15 +23,15 @@ import time
 import torch
 import torch.distributed as dist
 
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.denoising.prior import cache_prior_scores
+from denoisrec.trainer.distributed.env import init_distributed
 from denoisrec.trainer.factory import build_module, shard_module
-from denoisrec.trainer.prior import cache_prior_scores
+from denoisrec.trainer.loop.steps import Stepper
+from denoisrec.trainer.module import denoiser_of
 from denoisrec.trainer.run_setup import seed_everything
-from denoisrec.trainer.steps import Stepper
 
 torch.set_num_threads(1)
 env = init_distributed("cpu")

@@ -10,8 +10,8 @@ stored) through a pass-through model. The row count defaults to the ``product`` 
 Each implementation runs in its own torchrun launch of ``--nproc`` gloo ranks (the two interleaved
 ``--repeat`` times): ``before`` is the evaluation of commit bad11c2 (``[n, 3]`` float64 rows of each rank,
 all-gathered to every rank, metrics on every rank, with that commit's ``gauc``), ``after`` is
-:func:`denoisrec.trainer.evaluate.evaluate` (:class:`~denoisrec.trainer.metric_state.MetricState`: gather to
-rank 0, scalars broadcast). Memory is the
+:func:`denoisrec.trainer.evaluation.scoring.evaluate`
+(:class:`~denoisrec.trainer.evaluation.metric_state.MetricState`: gather to rank 0, scalars broadcast). Memory is the
 Linux peak resident set (``VmHWM`` of ``/proc/self/status``), reset just before the pass through
 ``/proc/self/clear_refs`` (``5``), minus the resident set at that moment: the pass's own high-water mark
 on each rank. Both must give the same metrics (checked).
@@ -125,10 +125,10 @@ def gauc_before(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> f
 
 @torch.no_grad()
 def evaluate_before(model: nn.Module, reader: Reader, device: torch.device, target: str) -> Dict[str, Any]:
-    """The evaluation of commit bad11c2 (trainer/evaluate.py and its gauc), kept here as the baseline."""
-    from denoisrec.trainer import metrics
-    from denoisrec.trainer.evaluate import all_gather_varlen
-    from denoisrec.trainer.metrics import all_metrics
+    """The evaluation of commit bad11c2 (trainer/evaluation/scoring.py and its gauc), kept here as the baseline."""
+    from denoisrec.trainer.evaluation import metrics
+    from denoisrec.trainer.evaluation.metrics import all_metrics
+    from denoisrec.trainer.evaluation.scoring import all_gather_varlen
 
     metrics.gauc = gauc_before  # this process runs the baseline only
 
@@ -146,7 +146,7 @@ def evaluate_before(model: nn.Module, reader: Reader, device: torch.device, targ
 
 
 def rank_main(impl: str, rows: int, batch_size: int, target: str) -> None:
-    from denoisrec.trainer.evaluate import evaluate
+    from denoisrec.trainer.evaluation.scoring import evaluate
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

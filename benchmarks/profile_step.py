@@ -1,5 +1,5 @@
 """Profile denoisrec's training step on the Criteo-like DeepFM shape with ``torch.profiler``: where a step's
-time goes, by the stage labels of :class:`denoisrec.trainer.steps.Stepper` and by operator.
+time goes, by the stage labels of :class:`denoisrec.trainer.loop.steps.Stepper` and by operator.
 
 One process (gloo, world size 1), the trainer's own pieces (``build_module``, fused sparse optimizer, DMP,
 ``train_optimizer``, ``Stepper``) as ``bench peers`` runs them: the single-valued view of ``--data`` with
@@ -51,12 +51,12 @@ def main() -> int:
     from denoisrec.models.dropout import Dropout16
     from denoisrec.models.layers import FMInteraction
     from denoisrec.trainer.bench.peers import deepfm_overrides, single_valued_view
-    from denoisrec.trainer.config import Config, apply_overrides
+    from denoisrec.trainer.config.tree import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
-    from denoisrec.trainer.dist import init_distributed
+    from denoisrec.trainer.distributed.env import init_distributed
+    from denoisrec.trainer.distributed.sharding import fuse_sparse_optimizer, make_plan, train_optimizer, wrap
     from denoisrec.trainer.factory import build_module
-    from denoisrec.trainer.sharding import fuse_sparse_optimizer, make_plan, train_optimizer, wrap
-    from denoisrec.trainer.steps import Stepper
+    from denoisrec.trainer.loop.steps import Stepper
 
     if a.threads:
         torch.set_num_threads(a.threads)

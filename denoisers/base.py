@@ -112,7 +112,7 @@ class JobFacts:
 class DenoiserNeeds:
     """What a denoiser needs from the trainer, declared instead of probed.
 
-    The trainer's side reads it in :mod:`denoisrec.trainer.denoising`.
+    The trainer's side reads it in :mod:`denoisrec.trainer.denoising.build`.
 
     A class declares the parts known before it is built in its ``NEEDS`` class attribute; the instance's
     :attr:`Denoiser.needs` adds the parts that depend on its options (tables, pre-training).
@@ -133,7 +133,7 @@ class DenoiserNeeds:
         shared_tables: the denoiser's parts (submodule paths, each a
             :class:`~denoisrec.denoisers.shared_tables.SharedTables`: DeCA's ``"mf"``, the observation
             model's ``"tower"``) whose embedding tables the trainer folds into the target model's collection,
-            so one sharded lookup serves both (:mod:`denoisrec.trainer.shared_lookup`).
+            so one sharded lookup serves both (:mod:`denoisrec.trainer.distributed.shared_lookup`).
     """
 
     injected: Tuple[str, ...] = ()

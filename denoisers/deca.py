@@ -53,7 +53,7 @@ builds ``f'`` (same builder, another seed) and injects it, runs phase 1 before t
 Reported per step: the sub-task, mean ``P(y=1 | ỹ=1) = h'·f / (h'·f + h·(1 − f))`` over positives, and
 mean ``h``, ``h'``; with ground truth, the mean ``P(y=1 | ỹ=1)`` of clean vs noisy positives (``report``).
 Cost per step: one SUM all-reduce; the auxiliary tables ride in the target model's all-to-alls (folded by
-the trainer, :mod:`denoisrec.trainer.shared_lookup`), or cost one input and one output all-to-all (and the
+the trainer, :mod:`denoisrec.trainer.distributed.shared_lookup`), or cost one input and one output all-to-all (and the
 backward one) together when the heads look them up themselves.
 
 Inference uses ``f`` alone (the trainer's evaluation never calls the denoiser).

@@ -9,7 +9,7 @@ DDP's graph is untouched.
 All heads share ONE ``EmbeddingBagCollection`` (tables ``<prefix><head>_<feature>``, each reading the same
 user / item feature), so the heads cost one input and one output all-to-all together instead of one pair
 each. In training the trainer folds that collection into the target model's
-(:class:`~denoisrec.denoisers.shared_tables.SharedTables`, :mod:`denoisrec.trainer.shared_lookup`): then the
+(:class:`~denoisrec.denoisers.shared_tables.SharedTables`, :mod:`denoisrec.trainer.distributed.shared_lookup`): then the
 heads cost no all-to-all of their own, and read the model's pooled output of the step.
 
 Shapes: KJT with (at least) the two features, ``stride() == B`` → ``{head: logits [B]}``.

@@ -4,7 +4,7 @@ DeCA's MF heads (:class:`~denoisrec.denoisers.mf.MFHeads`) and the observation m
 (:class:`~denoisrec.denoisers.observation.ContextTower`) score samples from embedding tables of their own.
 Looked up in their own ``EmbeddingBagCollection`` they cost a second sharded module per step (a second input
 and output all-to-all forward and backward). The trainer may instead fold the tables into the target model's
-collection before sharding (:mod:`denoisrec.trainer.shared_lookup`; the denoiser declares the part in
+collection before sharding (:mod:`denoisrec.trainer.distributed.shared_lookup`; the denoiser declares the part in
 ``DenoiserNeeds.shared_tables``): :meth:`SharedTables.release_tables` hands them over, and from then on the
 collection's pooled output of each step arrives by :meth:`SharedTables.receive`. :meth:`SharedTables.lookup`
 reads this part's tables the same way on both paths, so the part's arithmetic is unchanged.

@@ -23,7 +23,7 @@ import json
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Union
 
 if TYPE_CHECKING:
-    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.config.tree import Config
 
 __all__ = ["train"]
 
@@ -73,7 +73,7 @@ def train(
     """
     from denoisrec.trainer.cli import build_parser
     from denoisrec.trainer.commands.train import train_from_args
-    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.config.tree import Config
 
     argv = ["train"]
     flags = {

@@ -18,7 +18,7 @@ TorchRec's ``MLP``, the cross, dot and FM interactions written out). It scripts 
 
 Every sparse feature of the schema must be present (extra keys are ignored). **Output**:
 ``{"logit": [B], "score": [B]}`` (``score = σ(logit)``), plus ``"score_calibrated"`` ``[B]`` when a
-calibrator was attached (Platt: ``σ(a·logit + b)``, see :mod:`denoisrec.trainer.calibration`).
+calibrator was attached (Platt: ``σ(a·logit + b)``, see :mod:`denoisrec.trainer.serving.calibration`).
 
 **Preprocessing** (the reader's, :mod:`denoisrec.trainer.data.block`): ids outside ``[0, num_embeddings)``
 are hashed with ``splitmix64(id) mod num_embeddings`` where the feature's OOV policy is ``hash`` and stop

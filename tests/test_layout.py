@@ -195,6 +195,67 @@ def test_no_import_cycles() -> None:
     assert not found, "import circles (function-local imports included): " + "; ".join(" ↔ ".join(c) for c in found)
 
 
+def trainer_part(module: str) -> str:
+    """The part of ``trainer/`` a module belongs to: its sub-package (``denoisrec.trainer.loop.steps`` →
+    ``denoisrec.trainer.loop``), or the module itself at the top (``denoisrec.trainer.cli``).
+    """
+    return ".".join(module.split(".")[:3])
+
+
+def part_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    """``graph`` inside ``denoisrec.trainer`` with each module replaced by its :func:`trainer_part`."""
+    parts: Dict[str, Set[str]] = {}
+    for m, deps in graph.items():
+        if m.startswith("denoisrec.trainer"):
+            mine = trainer_part(m)
+            parts.setdefault(mine, set()).update(
+                trainer_part(d) for d in deps if d.startswith("denoisrec.trainer") and trainer_part(d) != mine
+            )
+    return parts
+
+
+def test_part_graph_collapses_packages() -> None:
+    g = {
+        "denoisrec.trainer.a.x": {"denoisrec.trainer.a.y", "denoisrec.trainer.b.z"},
+        "denoisrec.trainer.a.y": {"denoisrec.trainer.a.x"},  # a circle inside one package is not between two
+        "denoisrec.trainer.b.z": {"denoisrec.trainer.top", "denoisrec.models.spec"},
+        "denoisrec.trainer.top": {"denoisrec.trainer.a.y"},
+    }
+    parts = part_graph(g)
+    assert parts == {
+        "denoisrec.trainer.a": {"denoisrec.trainer.b"},
+        "denoisrec.trainer.b": {"denoisrec.trainer.top"},
+        "denoisrec.trainer.top": {"denoisrec.trainer.a"},
+    }
+    assert cycles(parts) == [["denoisrec.trainer.a", "denoisrec.trainer.b", "denoisrec.trainer.top"]]
+
+
+def test_trainer_packages_import_one_way() -> None:
+    """No two parts of ``trainer/`` (its sub-packages and top-level modules) import each other, even through
+    others: every arrow points down (function-local imports counted).
+    """
+    parts = part_graph(import_graph())
+    # the graph is not empty
+    assert "denoisrec.trainer.distributed" in parts["denoisrec.trainer.checkpoint"]
+    found = cycles(parts)
+    assert not found, "trainer/ parts import each other: " + "; ".join(" ↔ ".join(c) for c in found)
+
+
+NEW_PACKAGES = ("config", "distributed", "loop", "evaluation", "checkpoint", "outputs", "denoising", "serving")
+
+
+def test_trainer_is_grouped_in_small_packages() -> None:
+    top = sorted(p.name for p in (ROOT / "trainer").glob("*.py"))
+    assert len(top) <= 11, f"trainer/ has {len(top)} top-level modules (at most 11): {top}"
+    for name in NEW_PACKAGES:
+        pkg = ROOT / "trainer" / name
+        modules = sorted(p.name for p in pkg.glob("*.py") if p.name != "__init__.py")
+        assert 0 < len(modules) <= 8, f"trainer/{name}/ holds {len(modules)} modules (at most 8): {modules}"
+        init = ast.parse((pkg / "__init__.py").read_text())
+        doc = ast.get_docstring(init)
+        assert doc and "\n" not in doc, f"trainer/{name}/__init__.py: its docstring is not one line"
+
+
 def test_leaf_errors_and_ingest_apart_from_the_dataset_tools() -> None:
     graph = import_graph()
     assert graph["denoisrec.trainer.errors"] == set(), "trainer/errors.py must import nothing from denoisrec"

@@ -114,7 +114,8 @@ QUIET = ("bench", "export", "predict")
 
 
 def run_quietly(args: argparse.Namespace) -> int:
-    """Run the command under the trainer's warning routing (:class:`~denoisrec.trainer.quiet.WarningsToFile`):
+    """Run the command under the trainer's warning routing
+    (:class:`~denoisrec.trainer.outputs.warnings_file.WarningsToFile`):
     a bench files TorchRec/FBGEMM warnings in ``<--out>/<bench>.warnings.log`` and says so in one line; ``export`` and
     ``predict`` (whose ``--out`` is an artefact or a scores file) count and drop them. denoisrec's own warnings
     stay on the console, one line each, once.
@@ -123,7 +124,7 @@ def run_quietly(args: argparse.Namespace) -> int:
         return int(args.fn(args))
     import torch  # noqa: F401 - first: its import installs the log handlers that the routing must replace
 
-    from denoisrec.trainer.quiet import WarningsToFile
+    from denoisrec.trainer.outputs.warnings_file import WarningsToFile
 
     out = getattr(args, "out", None) if args.command == "bench" else None
     stem = f"{getattr(args, 'bench', 'bench')}.warnings"  # benches share runs/bench: one file each

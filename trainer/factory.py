@@ -4,13 +4,13 @@ Training (:mod:`~denoisrec.trainer.recipe`), ``bench throughput``, ``bench inges
 drivers all get their sharded model here, so they all time and test the model training runs.
 
 1. :func:`build_module`: the configured model (``model.*`` over the schema's sparse and dense features) and
-   the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising`) in one
+   the configured denoiser (with what it needs injected, :mod:`~denoisrec.trainer.denoising.build`) in one
    :class:`~denoisrec.trainer.module.TrainModule`.
 2. :func:`shard_module`: the sparse optimizer fused into backward, the planner's plan (the denoiser's table
    constraints included; tables folded into the model's collection planned again, if need be, to the
-   sharding types of the model's own, :func:`~denoisrec.trainer.shared_lookup.aligned_constraints`),
+   sharding types of the model's own, :func:`~denoisrec.trainer.distributed.shared_lookup.aligned_constraints`),
    ``DistributedModelParallel`` and the combined optimizer
-   (:func:`~denoisrec.trainer.sharding.train_optimizer`).
+   (:func:`~denoisrec.trainer.distributed.sharding.train_optimizer`).
 
 Example (one process)::
 
@@ -28,13 +28,12 @@ from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.types import ShardingPlan
 
 from denoisrec.models import ModelSpec
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import build_denoiser_for, plan_constraints, static_graph
-from denoisrec.trainer.dist import DistEnv
-from denoisrec.trainer.module import TrainModule
-from denoisrec.trainer.sharding import (
+from denoisrec.trainer.denoising.build import build_denoiser_for, plan_constraints, static_graph
+from denoisrec.trainer.denoising.feature_views import feature_views
+from denoisrec.trainer.distributed.env import DistEnv
+from denoisrec.trainer.distributed.sharding import (
     TrainOptimizer,
     checkpoint_constraints,
     embedding_tables,
@@ -43,7 +42,8 @@ from denoisrec.trainer.sharding import (
     train_optimizer,
     wrap,
 )
-from denoisrec.trainer.shared_lookup import aligned_constraints
+from denoisrec.trainer.distributed.shared_lookup import aligned_constraints
+from denoisrec.trainer.module import TrainModule
 
 
 def model_spec(cfg: Config, schema: DataSchema) -> ModelSpec:
@@ -95,7 +95,7 @@ def plan_module(
     The denoiser's table constraints (or ``table_constraints``), then, where the planner gave tables folded
     into the model's collection other sharding types than the model's own, a second plan that aligns them
     (folded tables have no all-to-all of their own). ``plan_with`` plans over the real world
-    (:func:`~denoisrec.trainer.sharding.make_plan`) or a simulated one (``bench plan``).
+    (:func:`~denoisrec.trainer.distributed.sharding.make_plan`) or a simulated one (``bench plan``).
     """
     constraints = table_constraints or plan_constraints(module, cfg)
     plan = plan_with(cfg.sharding.sharding_type, constraints)

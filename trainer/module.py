@@ -3,7 +3,7 @@
 TorchRec's ``DLRMTrain`` idiom: ``forward(batch)`` returns ``(loss, outputs)`` so that
 ``TrainPipelineSparseDist`` can overlap input distribution with compute. Putting the denoiser inside the
 module also puts its auxiliary embedding tables (DeCA) under the planner's control; they are folded into the
-model's own collection (:mod:`~denoisrec.trainer.shared_lookup`), so one sharded lookup serves both.
+model's own collection (:mod:`~denoisrec.trainer.distributed.shared_lookup`), so one sharded lookup serves both.
 
 Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` scalar and
 ``(value, logits [B], LossOutput | None)``.
@@ -11,7 +11,7 @@ Shapes: ``batch`` as :class:`denoisrec.trainer.data.batch.Batch` → ``loss`` sc
 Example::
 
     module = TrainModule(model, build_denoiser("tce", num_gradual=1000))
-    loss, (value, logits, out) = module(batch)  # the step (trainer/steps.py) runs backward on ``loss``
+    loss, (value, logits, out) = module(batch)  # the step (trainer/loop/steps.py) runs backward on ``loss``
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from denoisrec.denoisers import Denoiser, LossOutput
-from denoisrec.trainer.shared_lookup import fold_denoiser_tables
+from denoisrec.trainer.distributed.sharding import unwrap
+from denoisrec.trainer.distributed.shared_lookup import fold_denoiser_tables
 
 
 class TrainModule(nn.Module):
@@ -34,7 +35,7 @@ class TrainModule(nn.Module):
         self.model = model
         self.denoiser = denoiser
         # The denoiser's own tables (DeCA's MFs, the observation model's tower; needs.shared_tables) live in the
-        # model's collection: one sharded lookup (trainer/shared_lookup.py).
+        # model's collection: one sharded lookup (trainer/distributed/shared_lookup.py).
         self.shared_lookup = fold_denoiser_tables(model, denoiser)
         if self.shared_lookup is not None:  # every call of the model (also outside this forward) feeds them
             model.register_forward_pre_hook(self.shared_lookup.pre_hook)
@@ -50,8 +51,8 @@ class TrainModule(nn.Module):
         return loss.detach(), (loss.detach(), logits.detach(), None)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The :class:`TrainModule` inside ``DistributedModelParallel`` (DMP's ``module`` property strips DMP and
-    DDP), or ``model`` itself when it is not wrapped.
-    """
-    return getattr(model, "module", model)
+def denoiser_of(model: nn.Module) -> Denoiser:
+    """The denoiser of a :class:`TrainModule`, wrapped in DMP or not."""
+    denoiser = unwrap(model).denoiser
+    assert isinstance(denoiser, Denoiser), f"{type(unwrap(model)).__name__}.denoiser is not a Denoiser"
+    return denoiser

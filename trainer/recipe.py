@@ -3,15 +3,15 @@
 
 - :meth:`TrainRecipe.setup`: data (schema, readers, the launch's :class:`~denoisrec.trainer.train_state.RunLayout`),
   the sharded model and its optimizers (:mod:`~denoisrec.trainer.factory`), outputs and the components that
-  keep their own cadence: :class:`~denoisrec.trainer.evaluator.Evaluator` (validation, early stopping),
-  :class:`~denoisrec.trainer.checkpoint_cadence.PeriodicCheckpointer`, and, in :meth:`fit`, the
-  :class:`~denoisrec.trainer.train_window.TrainLogger`.
+  keep their own cadence: :class:`~denoisrec.trainer.evaluation.evaluator.Evaluator` (validation, early stopping),
+  :class:`~denoisrec.trainer.checkpoint.cadence.PeriodicCheckpointer`, and, in :meth:`fit`, the
+  :class:`~denoisrec.trainer.loop.log_window.TrainLogger`.
 - :meth:`TrainRecipe.resume`: a :class:`~denoisrec.trainer.train_state.TrainState`, from the checkpoint
   ``run.resume`` names (same or another world size), then the denoiser's preparation (DeCA(p)'s phase 1).
-- :meth:`TrainRecipe.fit`: the steps (:class:`~denoisrec.trainer.steps.Stepper`, the one training step) until
+- :meth:`TrainRecipe.fit`: the steps (:class:`~denoisrec.trainer.loop.steps.Stepper`, the one training step) until
   the budget, early stopping, a hook, or the end of the session (``run.stop_after_steps``).
 - :meth:`TrainRecipe.finish`: the final checkpoint; then either the session's summary, or the final
-  evaluation, the export (``model.pt``) and the run's :class:`~denoisrec.trainer.run_summary.RunSummary`.
+  evaluation, the export (``model.pt``) and the run's :class:`~denoisrec.trainer.outputs.run_summary.RunSummary`.
 
 Example (what :func:`~denoisrec.trainer.train.train` does inside the run lock)::
 
@@ -28,25 +28,33 @@ from typing import Any, Dict, List, Optional
 
 import torch.distributed as dist
 
-from denoisrec.trainer.checkpoint import Checkpointer, CheckpointError, read_meta, step_dir
-from denoisrec.trainer.checkpoint_cadence import PeriodicCheckpointer
-from denoisrec.trainer.checkpoint_identity import data_fingerprint
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.console import denoiser_brief, plan_brief
-from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.checkpoint.cadence import PeriodicCheckpointer
+from denoisrec.trainer.checkpoint.checkpointer import Checkpointer, CheckpointError, read_meta, step_dir
+from denoisrec.trainer.checkpoint.identity import data_fingerprint
+from denoisrec.trainer.checkpoint.out_policy import prepare_out
+from denoisrec.trainer.checkpoint.run_history import compact_metrics, position_reports, with_launch
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.accounting import gather_reports
 from denoisrec.trainer.data.preflight import check_eval_splits_on_main
 from denoisrec.trainer.data.splits import schema_from_config, split_readers
-from denoisrec.trainer.denoising import bind_run_length, prepare_denoiser
-from denoisrec.trainer.dist import DistEnv, broadcast_from_main, describe_ranks
-from denoisrec.trainer.early_stop import EarlyStopping
-from denoisrec.trainer.evaluator import Evaluator
+from denoisrec.trainer.data.train_labels import check_train_label, select_train_labels
+from denoisrec.trainer.denoising.build import bind_run_length, prepare_denoiser
+from denoisrec.trainer.denoising.feature_views import feature_views
+from denoisrec.trainer.denoising.observation_report import add_level, write_observation_report
+from denoisrec.trainer.distributed.env import DistEnv, broadcast_from_main, describe_ranks
+from denoisrec.trainer.distributed.sharding import check_sparse_optimizer, plan_summary
+from denoisrec.trainer.evaluation.early_stop import EarlyStopping
+from denoisrec.trainer.evaluation.evaluator import Evaluator
+from denoisrec.trainer.evaluation.selection import resolve_selection
 from denoisrec.trainer.factory import build_train_model, model_spec
-from denoisrec.trainer.finite import NonFiniteGuard
-from denoisrec.trainer.observation_report import add_level, write_observation_report
-from denoisrec.trainer.out_policy import prepare_out
-from denoisrec.trainer.progress import Progress
-from denoisrec.trainer.run_history import compact_metrics, position_reports, with_launch
+from denoisrec.trainer.loop.log_window import TrainLogger
+from denoisrec.trainer.loop.nonfinite import NonFiniteGuard
+from denoisrec.trainer.loop.schedule import LRSchedule, set_lr
+from denoisrec.trainer.loop.steps import Stepper, autocast_context, use_pipeline
+from denoisrec.trainer.outputs.console import denoiser_brief, plan_brief
+from denoisrec.trainer.outputs.progress import Progress
+from denoisrec.trainer.outputs.run_summary import RunSummary, SessionSummary, format_summary, input_wait
+from denoisrec.trainer.outputs.runlog import RunLog
 from denoisrec.trainer.run_setup import (
     apply_table_overrides,
     global_sum,
@@ -58,20 +66,13 @@ from denoisrec.trainer.run_setup import (
     seed_everything,
     train_batches,
 )
-from denoisrec.trainer.run_summary import RunSummary, SessionSummary, format_summary, input_wait
-from denoisrec.trainer.runlog import RunLog
-from denoisrec.trainer.schedule import LRSchedule, set_lr
-from denoisrec.trainer.selection import resolve_selection
-from denoisrec.trainer.sharding import check_sparse_optimizer, plan_summary
-from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
-from denoisrec.trainer.train_labels import check_train_label, select_train_labels
 from denoisrec.trainer.train_state import RunLayout, TrainState
-from denoisrec.trainer.train_window import TrainLogger
 
 
 class TrainRecipe:
     """Args: ``cfg`` (validated), ``hooks`` (see :func:`~denoisrec.trainer.train.train`), ``env`` (this rank),
-    ``quiet`` (the :class:`~denoisrec.trainer.quiet.WarningsToFile` to open once the out policy allows the run).
+    ``quiet`` (the :class:`~denoisrec.trainer.outputs.warnings_file.WarningsToFile` to open once the out policy
+    allows the run).
     """
 
     def __init__(self, cfg: Config, hooks: Optional[Any], env: DistEnv, quiet: Optional[Any] = None) -> None:
@@ -259,7 +260,7 @@ class TrainRecipe:
         state.step += 1
         step = state.step
         state.local_samples += rows
-        self.guard.after_step(step, value, self.opt.grad_norm(), stepper.last_skipped)  # trainer/finite.py
+        self.guard.after_step(step, value, self.opt.grad_norm(), stepper.last_skipped)  # trainer/loop/nonfinite.py
         if step == 1:
             state.first_loss = float(value.item())  # once per run: the loss before any update
         set_lr(self.opt.lr_groups, self.schedule.multiplier(step))  # for the next step: FBGEMM reads it at zero_grad

@@ -21,13 +21,13 @@ import torch
 import torch.distributed as dist
 
 from denoisrec.models import ModelSpec
-from denoisrec.trainer.checkpoint import CheckpointError, read_meta
-from denoisrec.trainer.checkpoint_identity import check_same_run
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.checkpoint.checkpointer import CheckpointError, read_meta
+from denoisrec.trainer.checkpoint.identity import check_same_run
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.epochs import epoch_batches
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.metrics import real_imp
+from denoisrec.trainer.evaluation.metrics import real_imp
 
 
 def seed_everything(seed: int) -> None:
@@ -112,7 +112,7 @@ def resume_step(meta: Dict[str, Any], steps_per_epoch: int, global_batch: int) -
 
 def read_meta_checked(path: str, spec: ModelSpec, cfg: Config, data: Dict[str, Any]) -> Dict[str, Any]:
     """The checkpoint's ``meta.json``, checked against this run: the model, the train data (``data``: its
-    :func:`~denoisrec.trainer.checkpoint_identity.data_fingerprint`) and the denoiser with its options.
+    :func:`~denoisrec.trainer.checkpoint.identity.data_fingerprint`) and the denoiser with its options.
     """
     meta = read_meta(path)
     saved, now = meta.get("spec") or {}, json.loads(json.dumps(spec.to_dict()))

@@ -1,7 +1,7 @@
 """The training job: data → sharded model + denoiser → steps → evaluation → checkpoints → summary → export.
 
 :func:`train` runs on every rank (one process, or many under torchrun / torchx). Rank 0 writes the outputs
-(see :mod:`denoisrec.trainer.runlog`):
+(see :mod:`denoisrec.trainer.outputs.runlog`):
 
 ``<out>/config.yaml`` (resolved config), ``plan.json`` (sharding plan), ``metrics.jsonl`` and ``tb/``
 (training and evaluation scalars), ``checkpoints/`` (DCP, when ``run.checkpoint_every > 0`` or early
@@ -9,7 +9,7 @@ stopping keeps the best model), ``summary.json`` (config, plan, metrics, through
 and ``model.pt`` (the unsharded model for ``denoisrec predict``).
 
 The loop: ``run.epochs`` over the train split, capped by ``run.max_steps``; the learning rate follows
-:mod:`~denoisrec.trainer.schedule`; validation every ``run.eval_every`` steps (or epochs) feeds early
+:mod:`~denoisrec.trainer.loop.schedule`; validation every ``run.eval_every`` steps (or epochs) feeds early
 stopping; a checkpoint every ``run.checkpoint_every`` steps; at the end, validation and test (against clean
 labels when the data has them), with the best model restored when early stopping is on.
 
@@ -30,13 +30,13 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.console import finish_run
-from denoisrec.trainer.dist import broadcast_from_main, init_distributed
-from denoisrec.trainer.out_policy import check_out_dir
-from denoisrec.trainer.quiet import WarningsToFile
+from denoisrec.trainer.checkpoint.out_policy import check_out_dir
+from denoisrec.trainer.checkpoint.run_lock import acquire_for_run
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.distributed.env import broadcast_from_main, init_distributed
+from denoisrec.trainer.outputs.console import finish_run
+from denoisrec.trainer.outputs.warnings_file import WarningsToFile
 from denoisrec.trainer.recipe import TrainRecipe
-from denoisrec.trainer.run_lock import acquire_for_run
 
 __all__ = ["train"]
 
@@ -49,11 +49,12 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
     latter stops training.
 
-    Every value of ``cfg`` is checked first (:meth:`~denoisrec.trainer.config.Config.validate`); rank 0 holds
+    Every value of ``cfg`` is checked first (:meth:`~denoisrec.trainer.config.tree.Config.validate`); rank 0 holds
     ``<out>/.lock`` for the run's life (a second run on the same ``--out`` is refused,
-    ``trainer/run_lock.py``); third-party warnings go to ``<out>/warnings.log`` (:mod:`~denoisrec.trainer.quiet`)
+    ``trainer/checkpoint/run_lock.py``); third-party warnings go to ``<out>/warnings.log``
+    (:mod:`~denoisrec.trainer.outputs.warnings_file`)
     once the out policy allowed the run (a refused launch changes nothing in ``--out``);
-    rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.console.finish_run`.
+    rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.outputs.console.finish_run`.
     """
     cfg.validate()
     check_out_dir(cfg.run.out)  # a file, read-only, ...: one line before anything starts

@@ -60,7 +60,7 @@ class TrainState:
     Attributes:
         step: steps done (over all launches).
         start_step: the step this launch started at.
-        launch: this launch's number (0 for the first; :mod:`~denoisrec.trainer.run_history`).
+        launch: this launch's number (0 for the first; :mod:`~denoisrec.trainer.checkpoint.run_history`).
         history: the row accounting of earlier launches.
         rows_before: rows trained by earlier launches.
         local_samples: rows this rank trained in this launch.

@@ -3,8 +3,8 @@ the choice as a config ``denoisrec train --config`` takes.
 
 Each candidate is one run of the real trainer (:func:`denoisrec.trainer.train.train`, in this process, as
 ``bench quality`` runs its points), with validation every epoch and ``eval.select_on`` resolved once for all
-(:mod:`~denoisrec.trainer.selection`), so every run keeps and is judged by its selected epoch on the same
-rows. The choice is :func:`~denoisrec.trainer.selection_rule.choose`: the simplest candidate within the
+(:mod:`~denoisrec.trainer.evaluation.selection`), so every run keeps and is judged by its selected epoch on the same
+rows. The choice is :func:`~denoisrec.trainer.evaluation.selection_rule.choose`: the simplest candidate within the
 interval of the best.
 
 Candidates (:data:`CANDIDATES`, simplest first; ``--candidates`` picks and orders them, and any other
@@ -40,10 +40,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.options import UsageError
-from denoisrec.trainer.selection import Selection
-from denoisrec.trainer.selection_rule import Candidate, Choice, choose
+from denoisrec.trainer.config.options import UsageError
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.evaluation.selection import Selection
+from denoisrec.trainer.evaluation.selection_rule import Candidate, Choice, choose
 
 #: name -> (denoiser, its options), simplest first: the order that breaks ties within the interval.
 CANDIDATES: Dict[str, Tuple[str, Dict[str, Any]]] = {
@@ -94,7 +94,7 @@ def resolve_candidates(spec: Optional[str]) -> List[str]:
     names = DEFAULT_CANDIDATES if not spec else [x.strip() for x in spec.split(",") if x.strip()]
     if len(set(names)) != len(names):
         raise UsageError(f"--candidates {spec!r}: a name is repeated")
-    from denoisrec.trainer.options import DENOISER_OPTIONS
+    from denoisrec.trainer.config.options import DENOISER_OPTIONS
 
     unknown = [n for n in names if n not in CANDIDATES and n not in DENOISER_OPTIONS]
     if unknown:

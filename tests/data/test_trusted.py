@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from trusted_data import COLUMN, add_trusted, trusted_rows
 
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
 from denoisrec.trainer.data.splits import split_readers

@@ -7,7 +7,7 @@ import torch
 
 from denoisrec.denoisers import build_denoiser
 from denoisrec.denoisers.span import Span
-from denoisrec.trainer.denoising import bind_run_length
+from denoisrec.trainer.denoising.build import bind_run_length
 from denoisrec.trainer.module import TrainModule
 
 

@@ -61,7 +61,8 @@ FOLDED = [c for c in CASES if c[0].startswith(("deca", "observation"))]
 @pytest.mark.parametrize("split,no_pos", [("37", 0), ("12,12,13", 12)], ids=["37", "12,12,13"])
 def test_folded_tables_give_the_unfolded_one_process_results(split: str, no_pos: int) -> None:
     # (No empty rank here: the stand-in model's collection is unsharded, and an unsharded EBC cannot pool an
-    # empty batch; the sharded fold runs on 3 ranks, one of them uneven, in tests/trainer/test_deca_folded.py.)
+    # empty batch; the sharded fold runs on 3 ranks, one of them uneven, in
+    # tests/trainer/distributed/test_deca_folded.py.)
     steps = 5
     sizes = [int(s) for s in split.split(",")]
     results = launch(launched, len(sizes), sizes, FOLDED, steps, 0, no_pos, True)[0]

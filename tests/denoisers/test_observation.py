@@ -19,11 +19,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.denoisers import build_denoiser
 from denoisrec.denoisers.observation import ObservationIdNoise, ObservationModel, observed_log_likelihood
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.context import feature_views
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.checks import schema_problems
 from denoisrec.trainer.data.schema import DataSchema, SparseFeature
 from denoisrec.trainer.datasets.synthetic import PRESETS, generate, scaled, schema_for
+from denoisrec.trainer.denoising.feature_views import feature_views
 from denoisrec.trainer.module import TrainModule
 
 

@@ -8,7 +8,7 @@ DeCA's models read user / item ids from the batch's KJT; its MF tables (and DeCA
 replicated modules here, built from a fixed seed on every rank, so the decisions must still be those of one
 process on the whole batch. With ``fold=True`` the denoiser's own tables (``needs.shared_tables``: DeCA's MF
 heads, the observation model's tower) are folded into a small model's collection, which reads the same
-``user_id`` / ``item_id`` (trainer/shared_lookup.py), and reach the denoiser through that model's forward.
+``user_id`` / ``item_id`` (trainer/distributed/shared_lookup.py), and reach the denoiser through that model's forward.
 """
 
 from types import SimpleNamespace
@@ -23,7 +23,7 @@ from denoisrec.denoisers import DENOISERS, build_denoiser
 from denoisrec.denoisers.mf import MFHeads
 from denoisrec.models import embedding_bag_collection
 from denoisrec.models.embeddings import ordered_values
-from denoisrec.trainer.shared_lookup import fold_denoiser_tables
+from denoisrec.trainer.distributed.shared_lookup import fold_denoiser_tables
 
 N_USERS, N_ITEMS = 13, 11
 

@@ -1,6 +1,6 @@
 """On local gloo ranks (``conftest.launch``): DeCA(p) with its MF heads folded into the model's collection
-(trainer/shared_lookup.py), trained by ``train()`` on N sharded ranks, uninterrupted and stopped mid-run then
-resumed from its DCP checkpoint; rank 0 returns what it found (the other ranks None).
+(trainer/distributed/shared_lookup.py), trained by ``train()`` on N sharded ranks, uninterrupted and stopped
+mid-run then resumed from its DCP checkpoint; rank 0 returns what it found (the other ranks None).
 
     launch(launched, 3, "DATA", "ROOT", "deca_p", {"pretrain_steps": 4, "mf_dim": 8})
 """
@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 from observation_train import max_diff
 
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.distributed.env import init_distributed
 from denoisrec.trainer.train import train
 
 

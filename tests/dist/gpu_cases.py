@@ -31,21 +31,20 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+from host_sync import HostSyncGuard
 
 from denoisrec.denoisers import DENOISERS
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of
-from denoisrec.trainer.dist import DistEnv, init_distributed
+from denoisrec.trainer.distributed.env import DistEnv, init_distributed
+from denoisrec.trainer.distributed.sharding import plan_summary, unwrap
+from denoisrec.trainer.distributed.unsharded import unsharded_state_dict
 from denoisrec.trainer.factory import build_module, model_spec, shard_module
-from denoisrec.trainer.host_sync import HostSyncGuard
-from denoisrec.trainer.module import unwrap
+from denoisrec.trainer.loop.steps import Stepper
+from denoisrec.trainer.module import denoiser_of
 from denoisrec.trainer.run_setup import seed_everything
-from denoisrec.trainer.sharding import plan_summary
-from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import train
-from denoisrec.trainer.unsharded import unsharded_state_dict
 
 # Schedules ramped from the first step, so T-CE's and DART's radix select runs in every guarded step.
 RAMPED = {
@@ -104,7 +103,7 @@ def case_sharding(a: argparse.Namespace, env: DistEnv, schema: DataSchema) -> Di
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner import ParameterConstraints
 
-    from denoisrec.trainer.sharding import embedding_tables
+    from denoisrec.trainer.distributed.sharding import embedding_tables
 
     batch = batches(a.data, schema, env, 1)[0].to(env.device)
     offered = EmbeddingBagCollectionSharder().sharding_types(env.device.type)

@@ -1,5 +1,5 @@
-"""Driver for tests/trainer/test_metric_state.py: ``evaluate`` and ``MetricState`` on 3 gloo ranks (and a 2-rank
-subgroup) with uneven shares, against the all-gather-to-every-rank evaluation they replace and against one
+"""Driver for tests/trainer/evaluation/test_metric_state.py: ``evaluate`` and ``MetricState`` on 3 gloo ranks (and a
+2-rank subgroup) with uneven shares, against the all-gather-to-every-rank evaluation they replace and against one
 process scoring all rows. The test also calls the checks in-process as one rank.
 
 Every rank builds the same global rows (seeded), takes its own uneven share (weights 1, 0, 3: rank 1 scores
@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from denoisrec.trainer.evaluate import all_gather_varlen, evaluate
-from denoisrec.trainer.metric_state import MetricState, Rows
-from denoisrec.trainer.metrics import all_metrics
+from denoisrec.trainer.evaluation.metric_state import MetricState, Rows
+from denoisrec.trainer.evaluation.metrics import all_metrics
+from denoisrec.trainer.evaluation.scoring import all_gather_varlen, evaluate
 
 N = 5003
 

@@ -21,16 +21,16 @@ import torch.distributed as dist
 
 from denoisrec.denoisers import build_denoiser
 from denoisrec.models.first_order import fuse_state
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.distributed.env import init_distributed
+from denoisrec.trainer.distributed.sharding import plan_summary
+from denoisrec.trainer.distributed.unsharded import load_unsharded_state_dict, unsharded_state_dict
 from denoisrec.trainer.factory import model_spec, shard_module
+from denoisrec.trainer.loop.steps import Stepper
 from denoisrec.trainer.module import TrainModule
 from denoisrec.trainer.run_setup import seed_everything
-from denoisrec.trainer.sharding import plan_summary
-from denoisrec.trainer.steps import Stepper
-from denoisrec.trainer.unsharded import load_unsharded_state_dict, unsharded_state_dict
 
 CASES = [
     ("dlrm", {}, "table_wise"),

@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.distributed.env import init_distributed
 from denoisrec.trainer.train import train
 
 

@@ -1,4 +1,4 @@
-"""Driver for tests/trainer/test_prior_valid_auc.py: DeCA(p)'s prior validation AUC (``prior_valid_auc``) on
+"""Driver for tests/trainer/denoising/test_prior_valid_auc.py: DeCA(p)'s prior validation AUC (``prior_valid_auc``) on
 gloo ranks with uneven shares (rank 1 of 3 scores nothing), against the all-gather-to-every-rank AUC it
 replaces, on every rank.
 
@@ -17,9 +17,9 @@ import torch.distributed as dist
 from metric_state_ranks import FakeBatch, global_rows, share
 from torch import nn
 
-from denoisrec.trainer.evaluate import all_gather_varlen
-from denoisrec.trainer.metrics import auc
-from denoisrec.trainer.prior import prior_valid_auc
+from denoisrec.trainer.denoising.prior import prior_valid_auc
+from denoisrec.trainer.evaluation.metrics import auc
+from denoisrec.trainer.evaluation.scoring import all_gather_varlen
 
 
 def rows(seed: int) -> Dict[str, np.ndarray]:

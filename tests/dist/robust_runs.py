@@ -31,9 +31,9 @@ import time
 import traceback
 from typing import Any, Callable, Dict
 
-from denoisrec.trainer import checkpoint as C
-from denoisrec.trainer import checkpoint_files as F
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.checkpoint import checkpointer as C
+from denoisrec.trainer.checkpoint import files as F
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.train import train
 
 

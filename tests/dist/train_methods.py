@@ -17,14 +17,15 @@ import torch
 import torch.distributed as dist
 
 from denoisrec.models import build_model, embedding_bag_collection
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising import denoiser_of, prepare_denoiser
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.denoising.build import prepare_denoiser
+from denoisrec.trainer.distributed.env import init_distributed
 from denoisrec.trainer.factory import build_train_model
+from denoisrec.trainer.loop.steps import Stepper
+from denoisrec.trainer.module import denoiser_of
 from denoisrec.trainer.run_setup import seed_everything
-from denoisrec.trainer.steps import Stepper
 from denoisrec.trainer.train import train
 
 # Hyperparameters that make each method act within a few steps (and the sharding it runs under).
@@ -44,7 +45,7 @@ METHODS = [
     ("observation_ids", {"form": "examination", "id_noise_dim": 4}, None),
 ]
 # DeCA's models by the TrainModule's state-dict keys: the MF tables live in the model's collection (folded,
-# trainer/shared_lookup.py), so f is the model's keys less those.
+# trainer/distributed/shared_lookup.py), so f is the model's keys less those.
 GROUPS = {
     "f": lambda k: k.startswith("model.") and ".embedding_bags.deca_" not in k,
     "g": lambda k: ".embedding_bags.deca_g_" in k,
@@ -135,7 +136,7 @@ def checkpoint_roundtrip(data: str, work: str, env) -> dict:  # type: ignore[no-
         got = denoiser_of(model).prior_logits(batch)
         want = reference(batch.dense_features, batch.sparse_features).reshape(-1)
     # Phase 1's best-epoch restore copies into local_tensors(f'): they must be the live (sharded) weights.
-    from denoisrec.trainer.prior import local_tensors
+    from denoisrec.trainer.denoising.prior import local_tensors
 
     prior = denoiser_of(model).prior
     snap = [t.detach().clone() for t in local_tensors(prior)]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.dist import init_distributed
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.distributed.env import init_distributed
 from denoisrec.trainer.train import train
 
 
@@ -138,8 +138,8 @@ def sklearn_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray) -
 
 
 def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
-    from denoisrec.trainer.evaluate import all_gather_varlen
-    from denoisrec.trainer.metrics import all_metrics
+    from denoisrec.trainer.evaluation.metrics import all_metrics
+    from denoisrec.trainer.evaluation.scoring import all_gather_varlen
 
     j = lambda *p: os.path.join(root, *p)  # noqa: E731
     ckpt = j("part", "checkpoints", "step_00000021")
@@ -162,7 +162,7 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
         nan_error = f"{type(e).__name__}: {e}"
     if rank == 0:
         os.makedirs(j("locked3"), exist_ok=True)
-        from denoisrec.trainer.run_lock import _start_time, socket
+        from denoisrec.trainer.checkpoint.run_lock import _start_time, socket
 
         with open(j("locked3", ".lock"), "w") as f:  # held by a live process of this host: the launcher
             json.dump({"pid": os.getppid(), "host": socket.gethostname(), "start": _start_time(os.getppid())}, f)
@@ -192,7 +192,7 @@ def reshard_mode(data: str, root: str, rank: int, world: int) -> dict:
     import pyarrow.parquet as pq
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    from denoisrec.trainer.predict import predict_file
+    from denoisrec.trainer.serving.predict import predict_file
 
     dcp_to_torch_save(ckpt, j("ckpt21.pt"))
     saved = {

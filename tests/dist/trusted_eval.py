@@ -14,7 +14,7 @@ from torch import nn
 
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.evaluate import evaluate_targets
+from denoisrec.trainer.evaluation.scoring import evaluate_targets
 
 
 def fixed_logits(sample_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

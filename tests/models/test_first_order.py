@@ -11,7 +11,7 @@ from torchrec import KeyedJaggedTensor
 from denoisrec.models import ModelSpec, load_model_file, save_model_file
 from denoisrec.models.embeddings import embedding_bag_collection
 from denoisrec.models.first_order import fuse_state, fused_collection, has_table_layout
-from denoisrec.trainer.checkpoint import refuse_other_first_order_layout
+from denoisrec.trainer.checkpoint.checkpointer import refuse_other_first_order_layout
 from denoisrec.trainer.errors import CheckpointError
 
 FEATURES = [("user_id", 30), ("item_id", 20), ("tags", 10)]

@@ -11,8 +11,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from denoisrec.models import ModelSpec, load_model_file, read_model_file, read_weights, save_model_file
 from denoisrec.models.model_file import FORMAT
-from denoisrec.trainer.checkpoint import Checkpointer
-from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.checkpoint.checkpointer import Checkpointer
+from denoisrec.trainer.distributed.env import DistEnv
 
 FEATURES = [("user_id", 7), ("item_id", 11)]
 SCHEMA = {"sparse": [{"name": n, "num_embeddings": k} for n, k in FEATURES], "dense": ["d0"]}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 
 BAD_YAML = "run:\n  epochs: [1\n"
 UNKNOWN_KEY = "run:\n  epochs: 1\n  bogus: 2\n"

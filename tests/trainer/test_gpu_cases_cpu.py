@@ -1,6 +1,6 @@
 """The GPU tests' code on CPU: ``tests/dist/gpu_cases.py`` on 2 gloo ranks (uneven batches, in-process
 ``conftest.launch``), and the
-host-sync guard (``denoisrec.trainer.host_sync``) catching what it must.
+host-sync guard (``host_sync``) catching what it must.
 """
 
 from pathlib import Path
@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import launch
 from gpu_cases import launched
+from host_sync import HostSyncError, HostSyncGuard
 
 from denoisrec.denoisers import DENOISERS, build_denoiser, collectives
-from denoisrec.trainer.host_sync import HostSyncError, HostSyncGuard
 
 
 @pytest.mark.dist

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from denoisrec.trainer.checkpoint_cadence import PeriodicCheckpointer
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.metric_logging import JsonlLogger, MetricLogger
-from denoisrec.trainer.options import UsageError
-from denoisrec.trainer.progress import Progress
-from denoisrec.trainer.run_summary import RunSummary
-from denoisrec.trainer.runlog import RunLog
+from denoisrec.trainer.checkpoint.cadence import PeriodicCheckpointer
+from denoisrec.trainer.config.options import UsageError
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.outputs.loggers import JsonlLogger, MetricLogger
+from denoisrec.trainer.outputs.progress import Progress
+from denoisrec.trainer.outputs.run_summary import RunSummary
+from denoisrec.trainer.outputs.runlog import RunLog
 from denoisrec.trainer.train_state import RunLayout, TrainState
 
 # summary.json's keys before the recipe (trainer/train.py at bad11c2); ``realimp`` only with run.baseline

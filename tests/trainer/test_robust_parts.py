@@ -17,20 +17,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from denoisrec.trainer.checkpoint import Checkpointer
-from denoisrec.trainer.checkpoint_files import checksums, list_steps, problem
+from denoisrec.trainer.checkpoint.checkpointer import Checkpointer
+from denoisrec.trainer.checkpoint.files import checksums, list_steps, problem
+from denoisrec.trainer.checkpoint.out_policy import OutDirError, decide
+from denoisrec.trainer.checkpoint.run_history import compact_metrics
+from denoisrec.trainer.checkpoint.run_lock import RunLock, RunLockError
 from denoisrec.trainer.cli import main
 from denoisrec.trainer.data.fs import DataPath
 from denoisrec.trainer.data.preflight import check_eval_splits
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
 from denoisrec.trainer.data.validate import validate_dataset
-from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.distributed.env import DistEnv
 from denoisrec.trainer.errors import DataError
-from denoisrec.trainer.finite import NonFiniteError, NonFiniteGuard
-from denoisrec.trainer.out_policy import OutDirError, decide
-from denoisrec.trainer.run_history import compact_metrics
-from denoisrec.trainer.run_lock import RunLock, RunLockError
+from denoisrec.trainer.loop.nonfinite import NonFiniteError, NonFiniteGuard
 
 ENV = DistEnv(0, 1, 0, 1, torch.device("cpu"), "gloo")
 
@@ -133,7 +133,7 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
     # A live process of this host (another pid) holds it: refused. Once it is dead: taken over.
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from denoisrec.trainer.run_lock import _start_time, socket
+        from denoisrec.trainer.checkpoint.run_lock import _start_time, socket
 
         (tmp_path / ".lock").write_text(
             json.dumps({"pid": holder.pid, "host": socket.gethostname(), "start": _start_time(holder.pid), "time": "t"})

@@ -21,17 +21,17 @@ import torch
 
 from denoisrec.denoisers.noise_file import NoiseModel
 from denoisrec.models import ModelSpec, save_model_file
-from denoisrec.trainer.checkpoint import Checkpointer
-from denoisrec.trainer.checkpoint_files import META_SHA, note, problem, seal_meta
-from denoisrec.trainer.checkpoint_identity import check_same_run, data_fingerprint
+from denoisrec.trainer.checkpoint.checkpointer import Checkpointer
+from denoisrec.trainer.checkpoint.files import META_SHA, note, problem, seal_meta
+from denoisrec.trainer.checkpoint.identity import check_same_run, data_fingerprint
+from denoisrec.trainer.checkpoint.out_policy import check_out_dir
+from denoisrec.trainer.checkpoint.run_lock import RunLock, RunLockError
 from denoisrec.trainer.cli import main
 from denoisrec.trainer.data.reader import ParquetBatchReader
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.dist import DistEnv
+from denoisrec.trainer.distributed.env import DistEnv
+from denoisrec.trainer.distributed.sharding import checkpoint_constraints
 from denoisrec.trainer.errors import CheckpointError
-from denoisrec.trainer.out_policy import check_out_dir
-from denoisrec.trainer.run_lock import RunLock, RunLockError
-from denoisrec.trainer.sharding import checkpoint_constraints
 
 ENV = DistEnv(0, 1, 0, 1, torch.device("cpu"), "gloo")
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,8 +172,8 @@ def test_a_resume_plans_each_table_as_the_checkpoint_did() -> None:
 _FULL_DISK = textwrap.dedent(
     """
     import os, resource, signal, sys, torch
-    from denoisrec.trainer.checkpoint import Checkpointer
-    from denoisrec.trainer.dist import DistEnv
+    from denoisrec.trainer.checkpoint.checkpointer import Checkpointer
+    from denoisrec.trainer.distributed.env import DistEnv
     from denoisrec.models import ModelSpec
     out, what = sys.argv[1], sys.argv[2]
     ck = Checkpointer(out, 5, DistEnv(0, 1, 0, 1, torch.device("cpu"), "gloo"))

@@ -6,11 +6,11 @@ from typing import List
 import pytest
 
 from denoisrec.trainer.cli import build_parser, config_from_args
-from denoisrec.trainer.config import Config
-from denoisrec.trainer.early_stop import EarlyStopping
-from denoisrec.trainer.presets import apply_preset
+from denoisrec.trainer.config.presets import apply_preset
+from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.evaluation.early_stop import EarlyStopping
+from denoisrec.trainer.loop.schedule import LRSchedule
 from denoisrec.trainer.run_setup import resume_step, train_batches
-from denoisrec.trainer.schedule import LRSchedule
 
 
 def test_linear_warmup_then_linear_decay_to_the_floor() -> None:
@@ -139,7 +139,7 @@ def test_resume_step_maps_rows_when_the_layout_changes() -> None:
 def test_sparse_optimizer_limits_of_fbgemm_cpu_are_clear_errors() -> None:
     import torch
 
-    from denoisrec.trainer.sharding import check_sparse_optimizer
+    from denoisrec.trainer.distributed.sharding import check_sparse_optimizer
 
     with pytest.raises(ValueError, match="on CPU use another optim.sparse, or --sharding data_parallel"):
         check_sparse_optimizer("adam", "table_wise", torch.device("cpu"))

@@ -47,7 +47,7 @@ def test_tune_chooses_on_trusted_labels_and_writes_a_config_train_takes(
     # the rule, applied to the two runs' own summaries: the simpler unless the other clearly leads
     import json
 
-    from denoisrec.trainer.selection_rule import Candidate, choose
+    from denoisrec.trainer.evaluation.selection_rule import Candidate, choose
 
     sel = {n: json.loads((out / "runs" / n / "summary.json").read_text())["selection"] for n in ("bce", "tce")}
     unpaired = choose([Candidate(n, sel[n]["auc"], sel[n]["auc_se"]) for n in ("bce", "tce")])

@@ -72,14 +72,14 @@ def measure(a: argparse.Namespace, device: str) -> Dict[str, Any]:
         reference_steps,
         to_reference_batch,
     )
-    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.config.tree import Config
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.dist import init_distributed, shutdown
+    from denoisrec.trainer.distributed.env import init_distributed, shutdown
+    from denoisrec.trainer.distributed.sharding import unwrap
     from denoisrec.trainer.factory import build_module, shard_module
-    from denoisrec.trainer.module import unwrap
+    from denoisrec.trainer.loop.steps import Stepper, autocast_context, use_pipeline
     from denoisrec.trainer.run_setup import seed_everything
-    from denoisrec.trainer.steps import Stepper, autocast_context, use_pipeline
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -170,19 +170,19 @@ def ingest(reader: Any, max_rows: Optional[int]) -> Dict[str, float]:
 
 
 def training_rate(data: str, split: str, batch_size: int, steps: int) -> Dict[str, Any]:
-    """Rows/s of the training step (:class:`~denoisrec.trainer.steps.Stepper`, plain loop) of the default
+    """Rows/s of the training step (:class:`~denoisrec.trainer.loop.steps.Stepper`, plain loop) of the default
     model (DLRM) + BCE from :mod:`~denoisrec.trainer.factory`, on batches already in memory, in this one
     process.
     """
     import torch
     import torch.distributed as dist
 
-    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.config.tree import Config
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.dist import init_distributed
+    from denoisrec.trainer.distributed.env import init_distributed
     from denoisrec.trainer.factory import build_train_model
-    from denoisrec.trainer.steps import CycledBatches, Stepper
+    from denoisrec.trainer.loop.steps import CycledBatches, Stepper
 
     cfg = Config()
     cfg.data.path = data

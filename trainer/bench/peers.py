@@ -178,7 +178,7 @@ def load_arrays(data: str, split: str, schema: Any) -> Dict[str, Any]:
 
 
 def _auc(y: Any, p: Any) -> Optional[float]:
-    from denoisrec.trainer.metrics import auc
+    from denoisrec.trainer.evaluation.metrics import auc
 
     return None if y is None else auc(y, p)
 
@@ -481,7 +481,7 @@ def plot(fig: Any, rep: Any) -> None:
     """
     from matplotlib.patches import Patch
 
-    from denoisrec.trainer import plot_style
+    from denoisrec.trainer.outputs import plot_style
 
     rows = rep.rows
     ax = fig.add_subplot(1, 1, 1)

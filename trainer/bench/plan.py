@@ -106,7 +106,7 @@ def _check(a: argparse.Namespace) -> None:
 
 
 def _config(a: argparse.Namespace) -> Any:
-    from denoisrec.trainer.config import Config, apply_overrides
+    from denoisrec.trainer.config.tree import Config, apply_overrides
 
     cfg = Config()
     cfg.model.name = a.model

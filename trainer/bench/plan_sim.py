@@ -1,7 +1,7 @@
 """A plan for a cluster this machine is not: TorchRec's planner over a simulated GPU topology, and its costs.
 
 The project's own planning (:func:`~denoisrec.trainer.factory.plan_module`: the denoiser's constraints, the
-folded tables' alignment; :func:`~denoisrec.trainer.sharding.make_planner`; the sparse optimizer fused
+folded tables' alignment; :func:`~denoisrec.trainer.distributed.sharding.make_planner`; the sparse optimizer fused
 first, so the storage estimate holds its state) runs over a :class:`Cluster`'s ``Topology`` with
 ``compute_device="cuda"``. Nothing is allocated (the tables stay on ``meta``), so it runs on a CPU.
 From the chosen plan: per-rank HBM/DDR and the planner's perf estimate (:func:`rank_costs`), and the bytes
@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from torch import nn
 
-from denoisrec.trainer.config import Config
+from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.schema import DataSchema
 
 GB = 10**9
@@ -85,8 +85,8 @@ def planning_module(cfg: Config, schema: DataSchema) -> nn.Module:
     """The training module ``cfg`` builds over ``schema`` (tables on ``meta``), its sparse optimizer fused as
     training fuses it, so the planner's storage estimate counts the optimizer's state.
     """
+    from denoisrec.trainer.distributed.sharding import fuse_sparse_optimizer
     from denoisrec.trainer.factory import build_module
-    from denoisrec.trainer.sharding import fuse_sparse_optimizer
 
     module = build_module(cfg, schema)
     fuse_sparse_optimizer(module, cfg.optim.sparse, cfg.optim.sparse_lr, cfg.optim.sparse_weight_decay)
@@ -186,8 +186,8 @@ def simulate_plan(
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 
+    from denoisrec.trainer.distributed.sharding import make_planner, sharding_constraints
     from denoisrec.trainer.factory import plan_module
-    from denoisrec.trainer.sharding import make_planner, sharding_constraints
 
     topology = cluster.topology(world_size)
     made: List[Any] = []

@@ -22,7 +22,7 @@ precision and recall over training (ADT Fig. 9, DART RQ4). Every number is read 
 (``summary.json``, ``metrics.jsonl``): the bench configures the trainer and recomputes nothing.
 
 **Early stopping** (``--patience``, DART's "two trials"): the trainer's own
-(:class:`~denoisrec.trainer.early_stop.EarlyStopping`, ``run.early_stop_patience``): after every epoch the
+(:class:`~denoisrec.trainer.evaluation.early_stop.EarlyStopping`, ``run.early_stop_patience``): after every epoch the
 selection split is scored (``eval.select_on``; with ``observed``: valid's observed labels, clean labels for
 the Clean row, as the thesis' oracle uses a clean validation set); training stops after ``patience`` epochs
 without a better selection AUC, the selected epoch's model is restored and its test metrics are reported.
@@ -305,7 +305,7 @@ def finished_with(cfg: Any) -> bool:
 
     ``--reuse``: a bench killed midway, or rerun with more methods, trains only what it lacks.
     """
-    from denoisrec.trainer.config import Config
+    from denoisrec.trainer.config.tree import Config
 
     out = cfg.run.out
     if not (os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "config.yaml"))):
@@ -321,7 +321,7 @@ def finished_with(cfg: Any) -> bool:
 
 def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
     """Train one (method, hyperparameters, seed) with the real trainer — its per-epoch evaluation, its early
-    stopping (:class:`~denoisrec.trainer.early_stop.EarlyStopping`, best model restored) and its
+    stopping (:class:`~denoisrec.trainer.evaluation.early_stop.EarlyStopping`, best model restored) and its
     ground-truth report every step — and read the result back from the run's own records.
     """
     import contextlib
@@ -329,7 +329,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
 
     import torch.distributed as dist
 
-    from denoisrec.trainer.config import Config, apply_overrides
+    from denoisrec.trainer.config.tree import Config, apply_overrides
     from denoisrec.trainer.train import train
 
     cfg = apply_overrides(Config(), spec["set"])
@@ -443,7 +443,7 @@ def worker(spec_path: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from denoisrec.trainer.dist import init_distributed, shutdown
+    from denoisrec.trainer.distributed.env import init_distributed, shutdown
 
     with open(spec_path) as f:
         spec = json.load(f)
@@ -465,7 +465,7 @@ def aggregate(runs: List[Dict[str, Any]], methods: List[str]) -> List[Dict[str, 
     """One row per method: metric means ± stds over seeds, RealImp, gap closure, identification."""
     import numpy as np
 
-    from denoisrec.trainer.metrics import real_imp
+    from denoisrec.trainer.evaluation.metrics import real_imp
 
     rows: Dict[str, Dict[str, Any]] = {}
     for m in [BASELINE, CLEAN] + [x for x in methods if x != BASELINE]:
@@ -611,7 +611,7 @@ def plot(fig: Any, rep: Any) -> None:
     """
     from matplotlib.lines import Line2D
 
-    from denoisrec.trainer import plot_style
+    from denoisrec.trainer.outputs import plot_style
 
     rows = rep.rows
     curves: Dict[str, List[Dict[str, Any]]] = {}
@@ -750,7 +750,7 @@ def run(a: argparse.Namespace) -> int:
         if a.nproc == 1 and "WORLD_SIZE" not in os.environ:
             import torch
 
-            from denoisrec.trainer.dist import shutdown
+            from denoisrec.trainer.distributed.env import shutdown
 
             prev = torch.get_num_threads()
             if a.threads:

@@ -75,7 +75,7 @@ def redraw(path: str, out: Optional[str] = None) -> Optional[str]:
     png = out or os.path.splitext(path)[0] + ".png"
     observation = _observation_report(path)
     if observation is not None:
-        from denoisrec.trainer.observation_report import plot
+        from denoisrec.trainer.denoising.observation_report import plot
 
         return plot(observation, png)
     rep = read_report(path)

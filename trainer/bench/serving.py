@@ -1,6 +1,6 @@
 """``denoisrec bench serving``: a run's serving artefacts against its TorchRec model, in one process.
 
-For each format (``torchscript``, ``exported-program``) it exports the run (:mod:`denoisrec.trainer.serving`),
+For each format (``torchscript``, ``exported-program``) it exports the run (:mod:`denoisrec.trainer.serving.export`),
 reports the artefact's size and load time, then scores the first ``--rows`` rows of ``--data`` at each
 ``--batch-sizes`` in interleaved rounds: the artefacts and the TorchRec model (``load_model_file``, the
 model ``denoisrec predict`` runs) on the same prebuilt inputs, so the ratios are robust to other load on the
@@ -84,8 +84,8 @@ def run(a: argparse.Namespace) -> int:
     import torch  # here, not at import: `denoisrec --help` and option errors come before torch
 
     from denoisrec.models import load_model_file
-    from denoisrec.trainer.predict import _input_files
-    from denoisrec.trainer.serving import export_serving, load_artefact
+    from denoisrec.trainer.serving.export import export_serving, load_artefact
+    from denoisrec.trainer.serving.predict import _input_files
 
     torch.set_num_threads(a.threads)
     rows, sizes, rounds = (
@@ -211,7 +211,7 @@ def plot(fig: Any, rep: Any) -> None:
 
     ``rep`` is the :class:`~denoisrec.trainer.bench.report.BenchReport` or one read back from ``serving.json``.
     """
-    from denoisrec.trainer import plot_style
+    from denoisrec.trainer.outputs import plot_style
 
     raw, p = rep.raw, rep.params
     fig.set_size_inches(12, 4.8)

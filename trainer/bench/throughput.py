@@ -4,7 +4,7 @@
 sharded model per method with the trainer's own code (``build_module`` → fused sparse optimizer → planner →
 ``DistributedModelParallel`` → dense optimizer): the same model, data, batch size and process for every
 method; only the denoiser differs. The model comes from :mod:`denoisrec.trainer.factory` and the timed step is
-the trainer's own :class:`~denoisrec.trainer.steps.Stepper` (zero_grad, forward with the denoiser under
+the trainer's own :class:`~denoisrec.trainer.loop.steps.Stepper` (zero_grad, forward with the denoiser under
 ``run.precision``'s autocast, backward with the fused sparse update, the combined optimizer's step; the plain
 loop, or ``TrainPipelineSparseDist`` where ``run.pipeline`` turns it on); the report names which. Batches are
 read once into memory and cycled, so ingest is not part of the comparison (``bench ingest`` measures it).
@@ -165,7 +165,7 @@ def resolve_methods(spec: str) -> List[str]:
 
 def parse_method_params(items: List[str]) -> Dict[str, Dict[str, Any]]:
     """``["tce.eps_max=0.1"]`` → ``{"tce": {"eps_max": 0.1}}``."""
-    from denoisrec.trainer.config import parse_value
+    from denoisrec.trainer.config.tree import parse_value
 
     out: Dict[str, Dict[str, Any]] = {}
     for item in items:
@@ -431,7 +431,7 @@ def plot(fig: Any, rep: Any) -> None:
         ax.set_ylim(0, max(r["samples_per_s_p75"] for r in rs) * 1.18)
     from matplotlib.patches import Patch
 
-    from denoisrec.trainer import plot_style
+    from denoisrec.trainer.outputs import plot_style
 
     # one legend beside the last panel (the lines and colours mean the same in every panel), off the bars
     handles = ax.get_legend_handles_labels()[0] + [
@@ -456,15 +456,15 @@ def worker(spec_path: str) -> None:
     import torch.distributed as dist
 
     from denoisrec.denoisers.collectives import COUNTER
-    from denoisrec.trainer.config import Config, apply_overrides
+    from denoisrec.trainer.config.tree import Config, apply_overrides
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import DataSchema
-    from denoisrec.trainer.denoising import denoiser_of
-    from denoisrec.trainer.dist import init_distributed, shutdown
+    from denoisrec.trainer.denoising.prior import cache_prior_scores
+    from denoisrec.trainer.distributed.env import init_distributed, shutdown
     from denoisrec.trainer.factory import build_module, shard_module
-    from denoisrec.trainer.prior import cache_prior_scores
+    from denoisrec.trainer.loop.steps import CycledBatches, Stepper, autocast_context, use_pipeline
+    from denoisrec.trainer.module import denoiser_of
     from denoisrec.trainer.run_setup import seed_everything
-    from denoisrec.trainer.steps import CycledBatches, Stepper, autocast_context, use_pipeline
 
     with open(spec_path) as f:
         spec = json.load(f)
@@ -520,7 +520,7 @@ def worker(spec_path: str) -> None:
     models = {m: build(m, batch_size) for m in methods}
     stepper0 = models[BASELINE][2]
     timed_step = {
-        "step": "trainer/steps.py Stepper ("
+        "step": "trainer/loop/steps.py Stepper ("
         + ("TrainPipelineSparseDist" if stepper0.pipeline is not None else "plain loop")
         + ")",
         "optimizer": "CombinedOptimizer (fused sparse in backward + dense)",

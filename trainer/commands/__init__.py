@@ -20,7 +20,7 @@ and exit statuses in :func:`denoisrec.trainer.cli.main`.
 | ``gen-data`` / ``convert`` | :mod:`.gen_data` / :mod:`.convert` | write datasets (:mod:`denoisrec.trainer.datasets`) |
 | ``validate`` | :mod:`.validate` | check a dataset against its schema |
 | ``bench`` | :mod:`denoisrec.trainer.bench.cli` | the benchmark suite (one sub-command per bench) |
-| ``report`` | :mod:`denoisrec.trainer.run_report` | runs side by side |
+| ``report`` | :mod:`denoisrec.trainer.commands.report` | runs side by side |
 
 Example:
 >>> from denoisrec.trainer.commands import COMMANDS
@@ -33,9 +33,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict
 
-from denoisrec.trainer import run_report
 from denoisrec.trainer.bench import cli as bench
-from denoisrec.trainer.commands import convert, export, gen_data, launch, predict, train, tune, validate
+from denoisrec.trainer.commands import convert, export, gen_data, launch, predict, report, train, tune, validate
 
 COMMANDS: Dict[str, ModuleType] = {
     "train": train,
@@ -47,7 +46,7 @@ COMMANDS: Dict[str, ModuleType] = {
     "validate": validate,
     "convert": convert,
     "bench": bench,
-    "report": run_report,
+    "report": report,
 }
 """Command name → its module, in the order ``denoisrec --help`` lists them."""
 

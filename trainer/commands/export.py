@@ -1,6 +1,6 @@
 """``denoisrec export RUN``: a torch-only serving artefact of a trained run (docs/serving.md).
 
-The CLI layer over :func:`denoisrec.trainer.serving.export_serving`: it exports and prints the report.
+The CLI layer over :func:`denoisrec.trainer.serving.export.export_serving`: it exports and prints the report.
 
 Example::
 
@@ -29,7 +29,7 @@ def add_arguments(ex: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     """Export, then print the artefact's size, load time and probe difference."""
-    from denoisrec.trainer.serving import export_serving
+    from denoisrec.trainer.serving.export import export_serving
 
     r = export_serving(a.run, a.format, out=a.out, calibrate=a.calibrate, valid=a.valid)
     print(

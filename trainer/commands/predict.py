@@ -1,7 +1,7 @@
 """``denoisrec predict``: score a Parquet file or directory with an exported model file.
 
-The CLI layer over :func:`denoisrec.trainer.predict.predict_file` (the one implementation of batch scoring):
-under torchrun (``WORLD_SIZE > 1``, e.g. ``torchrun ... -m denoisrec.trainer.predict_cli ARGS``) it joins the
+The CLI layer over :func:`denoisrec.trainer.serving.predict.predict_file` (the one implementation of batch scoring):
+under torchrun (``WORLD_SIZE > 1``, e.g. ``torchrun ... -m denoisrec.trainer.serving.predict_cli ARGS``) it joins the
 process group so that every rank scores its share of the rows; rank 0 prints the report.
 
 Example::
@@ -42,12 +42,12 @@ def add_arguments(pr: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     """Score, then print rows, columns and the metrics of labelled input (rank 0)."""
-    from denoisrec.trainer.predict import predict_file
+    from denoisrec.trainer.serving.predict import predict_file
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank, world = 0, 1
     if distributed:
-        from denoisrec.trainer.dist import init_distributed
+        from denoisrec.trainer.distributed.env import init_distributed
 
         env = init_distributed(a.device or "auto")
         rank, world = env.rank, env.world_size
@@ -67,7 +67,7 @@ def run(a: argparse.Namespace) -> int:
         )
     finally:
         if distributed:
-            from denoisrec.trainer.dist import shutdown
+            from denoisrec.trainer.distributed.env import shutdown
 
             shutdown()
     if rank != 0:

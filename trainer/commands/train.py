@@ -1,7 +1,7 @@
-"""``denoisrec train``: options → :class:`~denoisrec.trainer.config.Config` → :func:`denoisrec.trainer.train.train`.
+"""``denoisrec train``: flags → :class:`~denoisrec.trainer.config.tree.Config` → :func:`~denoisrec.trainer.train.train`.
 
 ``python -m denoisrec.trainer [train options]`` (the form torchrun and torchx start) is this command.
-Building the parser imports no torch: the options are checked against :mod:`denoisrec.trainer.options`
+Building the parser imports no torch: the options are checked against :mod:`denoisrec.trainer.config.options`
 first, and the trainer is imported only to run.
 
 Example::
@@ -16,14 +16,14 @@ import copy
 import os
 from typing import Any, Dict, Optional
 
-from denoisrec.trainer.config import Config, apply_overrides, parse_params
+from denoisrec.trainer.config.tree import Config, apply_overrides, parse_params
 
 HELP = "train and evaluate a model (one process, or under torchrun/torchx)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The train options; ``--set`` reaches any config key."""
-    from denoisrec.trainer.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
+    from denoisrec.trainer.config.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
 
     p.add_argument("--config", metavar="FILE", help="YAML config file: any part of the tree --print-config shows")
     p.add_argument(
@@ -88,8 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def epilog() -> str:
     """The denoisers, the models and their options, below ``denoisrec train --help``."""
-    from denoisrec.trainer.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
-    from denoisrec.trainer.presets import describe_presets
+    from denoisrec.trainer.config.options import DENOISER_OPTIONS, MODEL_OPTIONS, describe
+    from denoisrec.trainer.config.presets import describe_presets
 
     return (
         "presets (--preset NAME, or preset: NAME in a --config file):\n"
@@ -136,7 +136,7 @@ def config_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Co
         return Config.load(a.config) if a.config else Config()
 
     if a.preset:
-        from denoisrec.trainer.presets import apply_preset
+        from denoisrec.trainer.config.presets import apply_preset
 
         cfg = load()
         cfg.model.name = flags_and_sets(load()).model.name  # the preset maps onto the final model's options
@@ -161,7 +161,7 @@ def train_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Opt
     """The command's work: the config checked before torch is imported, then the run; its summary (``None``
     with ``--print-config``). :func:`denoisrec.train` calls it too.
     """
-    from denoisrec.trainer.config_check import check_config
+    from denoisrec.trainer.config.check import check_config
 
     cfg = check_config(config_from_args(a, base))  # every value checked before torch is imported
     if a.print_config:
@@ -172,7 +172,7 @@ def train_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Opt
     path = cfg.data.path
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
-    from denoisrec.trainer.dist import shutdown
+    from denoisrec.trainer.distributed.env import shutdown
     from denoisrec.trainer.train import train
 
     try:

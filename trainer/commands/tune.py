@@ -1,7 +1,7 @@
 """``denoisrec tune``: train the candidate methods on a dataset, choose on its trusted signal, write the choice.
 
 The work is :mod:`denoisrec.trainer.tuning` (candidates, budget, runs, table, the written config); the rule
-is :mod:`denoisrec.trainer.selection_rule`. This module parses, checks the data's trusted signal before any
+is :mod:`denoisrec.trainer.evaluation.selection_rule`. This module parses, checks the data's trusted signal before any
 run, and prints.
 
 Example::
@@ -32,8 +32,8 @@ label noise, so the choice would be blind; --select-on observed runs anyway, wit
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Data, budget, candidates, selection, the base set-up of every run, and where to write."""
-    from denoisrec.trainer.options import MODEL_OPTIONS, PRESETS
-    from denoisrec.trainer.selection import SELECT_ON
+    from denoisrec.trainer.config.options import MODEL_OPTIONS, PRESETS
+    from denoisrec.trainer.evaluation.selection import SELECT_ON
 
     p.add_argument("--data", metavar="DIR", required=True, help="dataset directory (data.path)")
     p.add_argument("--out", metavar="DIR", default="runs/tune", help="where the runs go (default: runs/tune)")
@@ -98,8 +98,8 @@ def _base_config(a: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def run(a: argparse.Namespace) -> int:
     """Check everything cheap first (options, data, trusted signal, budget), then train, choose, write."""
-    from denoisrec.trainer.config_check import check_config
-    from denoisrec.trainer.options import UsageError
+    from denoisrec.trainer.config.check import check_config
+    from denoisrec.trainer.config.options import UsageError
     from denoisrec.trainer.tuning import TUNED_FILE, Budget, min_run_seconds, resolve_candidates
 
     budget = Budget.parse(a.budget)
@@ -118,7 +118,7 @@ def run(a: argparse.Namespace) -> int:
                 f"epoch(s) need at least {floor:.1f} min); raise it or give a number of runs"
             )
     write = a.write or os.path.join(a.out, TUNED_FILE)
-    from denoisrec.trainer.dist import shutdown
+    from denoisrec.trainer.distributed.env import shutdown
     from denoisrec.trainer.tuning import format_table, tune, write_tuned
 
     print(
@@ -138,11 +138,11 @@ def run(a: argparse.Namespace) -> int:
 
 def _selection(base, asked: str):  # type: ignore[no-untyped-def]
     """The resolved selection mode and the train rows; refuses data with no trusted signal unless asked."""
+    from denoisrec.trainer.config.options import UsageError
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import RANDOM_SPLIT
     from denoisrec.trainer.data.splits import has_random_split, schema_from_config, split_path
-    from denoisrec.trainer.options import UsageError
-    from denoisrec.trainer.selection import resolve_selection
+    from denoisrec.trainer.evaluation.selection import resolve_selection
 
     schema = schema_from_config(base.data)
     readers = {

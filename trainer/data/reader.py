@@ -250,7 +250,7 @@ class ParquetBatchReader:
         if not listing.files:
             raise DataError(f"{self.dp}: empty split, no .parquet files found")
         self.files = [f for f, _ in listing.files]
-        self.file_bytes = dict(listing.files)  # the split's fingerprint in checkpoints (trainer/checkpoint_identity.py)
+        self.file_bytes = dict(listing.files)  # the split's fingerprint in checkpoints (trainer/checkpoint/identity.py)
         self.ignored = [self.dp.display(p) for p in listing.ignored]  # hidden _/. paths, skipped
         self.row_groups: List[RowGroupRef] = []
         self.empty_files: List[str] = []

@@ -1,0 +1,346 @@
+"""One dataclass config tree (data, model, denoiser, optim, sharding, run, eval), from YAML and the command line.
+
+Every run writes the resolved tree to ``<out>/config.yaml``; loading that file reproduces the run.
+
+Example::
+
+    cfg = Config.from_dict({"denoiser": {"name": "tce", "params": {"eps_max": 0.1}}})
+    apply_overrides(cfg, ["run.max_steps=100", "model.embedding_dim=8"])
+    cfg.run.max_steps  # 100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Sequence
+
+import yaml
+
+from denoisrec.trainer.config.check import check_config
+from denoisrec.trainer.config.options import UsageError
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is batched (see docs/ingest.md).
+
+    ``batch_size`` is per rank (the global batch is ``batch_size × world size``); ``global_batch_size``,
+    when set, overrides it with ``global_batch_size / world size`` (it must divide evenly). ``train_label`` is the
+    column training sees: ``label`` (observed) or ``clean_label`` (the ground-truth oracle, see
+    ``trainer/data/train_labels.py``). ``schema``: ``None`` reads ``<path>/schema.json``; a path names a schema file
+    (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
+    ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
+    threads keep ready (0: none). ``workers``: threads per rank that assemble batches (and build the shuffle
+    window) in parallel, 1–256; the batches do not depend on it (with ``prefetch: 0`` everything runs in the
+    training thread). ``preflight_row_groups``: before training, decode about this many row groups of
+    each of ``valid`` and ``test`` with the checks of ``denoisrec validate`` (0: off; ``trainer/data/preflight.py``).
+    """
+
+    path: str = "data/small"
+    batch_size: int = 2048
+    global_batch_size: Optional[int] = None
+    eval_batch_size: int = 8192
+    shuffle: bool = True
+    train_label: Literal["label", "clean_label"] = "label"
+    schema: Any = None
+    oov_policy: Optional[Literal["error", "hash"]] = None
+    nan_policy: Optional[Literal["error", "impute"]] = None
+    shuffle_buffer: int = 262144
+    prefetch: int = 4
+    workers: int = 1
+    preflight_row_groups: int = 32
+
+
+@dataclass
+class ModelConfig:
+    """``name`` from :data:`denoisrec.models.MODELS`; ``params`` are that model's options; ``tables`` overrides
+    single tables: ``{feature: {num_embeddings: N, embedding_dim: D}}`` (a smaller ``num_embeddings`` applies
+    the schema's out-of-table policy to the ids above it); ``embedding_init`` ``a`` starts every table uniform
+    in ``[−a, a]`` (``null``: the model's default, see :class:`denoisrec.models.ModelSpec`). ``context`` says how
+    the schema's ``role: context`` features are used: ``features`` (ordinary inputs), ``withhold`` (never read)
+    or ``auto`` (``features``, but kept out of the target model under ``--denoiser observation``; see
+    ``trainer/denoising/feature_views.py``).
+    """
+
+    name: str = "dlrm"
+    embedding_dim: int = 16
+    params: Dict[str, Any] = field(default_factory=dict)
+    tables: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    embedding_init: Optional[float] = None
+    context: Literal["auto", "features", "withhold"] = "auto"
+
+
+@dataclass
+class DenoiserConfig:
+    """``name`` from :data:`denoisrec.denoisers.DENOISERS`; ``params`` are its hyperparameters."""
+
+    name: str = "bce"
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Dense optimizer (applied after backward) and sparse optimizer (fused into backward).
+
+    The learning rates of both follow one schedule: linear warm-up over ``warmup_steps``, then ``decay``
+    (``none``, ``linear`` or ``cosine``) down to ``min_lr_ratio × lr`` at the last step. ``clip_grad_norm``
+    clips the dense gradients' global L2 norm (the fused sparse update happens inside backward, unclipped).
+    """
+
+    dense: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    sparse: str = "rowwise_adagrad"
+    sparse_lr: float = 0.05
+    sparse_weight_decay: float = 0.0
+    warmup_steps: int = 0
+    decay: Literal["none", "linear", "cosine"] = "none"
+    min_lr_ratio: float = 0.0
+    clip_grad_norm: Optional[float] = None
+
+
+@dataclass
+class ShardingConfig:
+    """``sharding_type`` forces one TorchRec sharding type for every table (``table_wise``,
+    ``column_wise``, ``row_wise`` (GPU only), ``data_parallel``); ``None`` lets the planner choose.
+    """
+
+    sharding_type: Optional[str] = None
+
+
+@dataclass
+class RunConfig:
+    """The run: budget, evaluation, early stopping, checkpoints, precision, outputs.
+
+    - ``eval_every``: validate every N steps (0: only at the end; ``"epoch"``: at every epoch's end;
+      ``"auto"``: every epoch when the data has ground truth or a trusted signal, else only at the end), on
+      the splits in ``eval_during`` (``valid``, ``test_clean``, ``test_observed``, ``valid_trusted``,
+      ``valid_random``; ``test_clean`` only with ground truth) and the selection split (``eval.select_on``).
+    - ``early_stop_patience``: stop after this many validations without a better selection AUC
+      (``eval.select_on``; 0: off); the best model is then restored for the final evaluation.
+    - ``checkpoint_every``: save a sharded checkpoint every N steps and at the end (0: never).
+      ``resume``: ``auto`` (from ``<out>/checkpoints/latest`` when present), ``never``, or a checkpoint
+      directory. See docs/checkpoints.md.
+      ``stop_after_steps``: end this session after N steps with a checkpoint and no final evaluation (for
+      time-sliced schedulers: the next launch with ``resume=auto`` continues the same run).
+      ``overwrite``: a launch that would not continue the run already in ``out`` (its checkpoints or its
+      finished outputs) deletes it instead of refusing (see ``trainer/checkpoint/out_policy.py``).
+    - ``nonfinite``: ``stop`` (a non-finite loss or gradient stops the run within ``nonfinite_check_every``
+      steps, exporting nothing), ``skip`` (skip such batches; at most ``nonfinite_max_skips`` in a row) or
+      ``off`` (see ``trainer/loop/nonfinite.py``).
+    - ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast of the forward pass.
+    - ``pipeline``: ``auto`` (TorchRec's ``TrainPipelineSparseDist`` on GPU), ``on`` or ``off``.
+    - ``progress``: ``auto`` (a tqdm bar on a terminal, log lines otherwise), ``bar``, ``log`` or ``none``.
+    - ``baseline``: a run directory (or its ``summary.json``) to report RealImp against.
+    - ``export``: write ``<out>/model.pt`` (unsharded, for ``denoisrec predict``) at the end.
+    - ``curves``: draw ``<out>/curves.png`` (clean vs observed AUC, noisy vs clean positive loss, noise
+      identification; :mod:`denoisrec.trainer.outputs.curves`) at the end.
+    """
+
+    out: str = "runs/default"
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    log_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    eval_every: Any = "auto"
+    eval_during: List[str] = field(default_factory=lambda: ["valid", "test_clean"])
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    stop_after_steps: Optional[int] = None
+    overwrite: bool = False
+    nonfinite: Literal["stop", "skip", "off"] = "stop"
+    nonfinite_check_every: int = 10
+    nonfinite_max_skips: int = 10
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    pipeline: Literal["auto", "on", "off"] = "auto"
+    progress: Literal["auto", "bar", "log", "none"] = "auto"
+    baseline: Optional[str] = None
+    export: bool = True
+    curves: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """What the run selects its model on (early stopping, the restored and exported epoch; docs/models.md,
+    "Selection"), and the interval it reports.
+
+    - ``select_on``: ``trusted`` (AUC against the trusted labels on the valid rows that have one: the schema's
+      ``trusted_label``), ``random`` (observed AUC on the randomised-exposure split ``<data>/valid_random``),
+      ``observed`` (AUC on ``valid``'s observed labels, which a noise process can fool), or ``auto``: trusted
+      when valid holds trusted labels, else random when ``valid_random`` exists, else observed.
+    - ``keep_selected``: with validation during the run (``run.eval_every``), keep the model of the best
+      selection metric (the selected evaluation) and restore and export it at the end, early stopping on or
+      off; ``false``: the last step's model, unless early stopping restores its best.
+    - ``ci_level``: the confidence level of the selection metric's interval (DeLong's,
+    ``trainer/evaluation/auc_interval.py``).
+    """
+
+    select_on: Literal["auto", "observed", "trusted", "random"] = "auto"
+    keep_selected: bool = True
+    ci_level: float = 0.95
+
+
+@dataclass
+class Config:
+    """The whole run's configuration: one section per concern (``--set section.key=value`` on the command line)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Config":
+        return _build(cls, d, "")
+
+    def validate(self) -> "Config":
+        """Check every option before anything heavy starts (:func:`~denoisrec.trainer.config.check.check_config`:
+        each field against its annotation, ``Literal`` choices included, and its bounds); one
+        :class:`~denoisrec.trainer.config.options.UsageError` names the first bad key. Returns ``self``, numbers
+        normalised.
+        """
+        return check_config(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise UsageError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise UsageError(f"--config {path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(d, dict):
+            raise UsageError(f"--config {path}: a config file must hold a mapping, got {type(d).__name__}")
+        try:
+            return cls.from_dict(with_preset(d))
+        except ValueError as e:
+            raise UsageError(f"--config {path}: {e}") from None
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def with_preset(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A config mapping with a top-level ``preset: NAME`` (trainer/config/presets.py) resolved: the preset's values
+    first, the mapping's own on top. Without ``preset``, ``d`` itself.
+
+    Example::
+
+        with_preset({"preset": "recommended", "run": {"epochs": 1}})["denoiser"]["name"]  # 'observation'
+    """
+    if "preset" not in d:
+        return d
+    from denoisrec.trainer.config.presets import apply_preset
+
+    d = dict(d)
+    name = d.pop("preset")
+    base = Config()
+    model, denoiser = d.get("model") or {}, d.get("denoiser") or {}
+    if isinstance(model, dict) and "name" in model:
+        base.model.name = model["name"]
+    apply_preset(base, str(name), denoiser=denoiser.get("name") if isinstance(denoiser, dict) else None)
+    return _merge(base.to_dict(), d)
+
+
+def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise UsageError(f"config {where or 'root'}: expected a mapping, got {d!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs = {}
+    for k, v in d.items():
+        f = fields[k]
+        if dataclasses.is_dataclass(f.type) or (isinstance(f.type, str) and f.type in _SECTIONS):
+            # is_dataclass() narrows to "class or instance"; a field's type is always the class
+            section = f.type if isinstance(f.type, str) else f.type.__name__  # type: ignore[union-attr]
+            kwargs[k] = _build(_SECTIONS[section], v, k)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+_SECTIONS = {
+    c.__name__: c for c in (DataConfig, ModelConfig, DenoiserConfig, OptimConfig, ShardingConfig, RunConfig, EvalConfig)
+}
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def parse_value(raw: str, where: str = "") -> Any:
+    """A command-line value as YAML (``[64, 1]``, ``null``, ``true``), except that every number is a number:
+    YAML 1.1 reads ``1e-6`` (no dot) as a string, which would reach an optimizer as ``'1e-6'``.
+    """
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UsageError(f"{where or raw}: the value is not valid YAML (quote it, or write a list as [a, b])") from None
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``dotted.key=value`` overrides in place (values parsed as YAML: ``1e-3``, ``[64, 1]``, ``null``).
+
+    Keys under ``model.params`` / ``denoiser.params`` are free-form (checked by the model/denoiser);
+    everything else must name an existing field.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        value = parse_value(raw, f"--set {item}")
+        parts = key.strip().split(".")
+        obj: Any = cfg
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(obj, dict):
+                obj = obj.setdefault(p, {})
+            elif hasattr(obj, p):
+                obj = getattr(obj, p)
+            else:
+                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}")
+        last = parts[-1]
+        if isinstance(obj, dict):
+            obj[last] = value
+        elif dataclasses.is_dataclass(obj) and last in {f.name for f in dataclasses.fields(obj)}:
+            setattr(obj, last, value)
+        else:
+            raise UsageError(f"--set {key}: unknown config key {key!r}")
+    return cfg
+
+
+def parse_params(items: List[str]) -> Dict[str, Any]:
+    """``["eps_max=0.1", "num_gradual=1000"]`` → ``{"eps_max": 0.1, "num_gradual": 1000}``."""
+    out: Dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"-p {item!r}: expected name=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_value(v, f"-p {item}")
+    return out
