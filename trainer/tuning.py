@@ -15,7 +15,12 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | ``bce`` | plain BCE | – |
 | ``tce`` | T-CE (truncated loss) | its defaults |
 | ``observation`` | observation model | ``form=examination tower_warmup=25% rates_lr_scale=50`` (recommended) |
+| ``observation_ids`` | observation model + user × item noise MFs | the same options |
+| ``observation_trusted`` | observation model + trusted rows in training | the same, ``trusted_weight=10`` |
 | ``deca_p`` | DeCA(p) | its defaults |
+
+``observation_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) is offered only when the training split carries trusted
+labels (``gen-data --trusted-train-rows``); otherwise it is skipped with one line saying why.
 
 Example::
 
@@ -46,13 +51,18 @@ from denoisrec.trainer.evaluation.selection import Selection
 from denoisrec.trainer.evaluation.selection_rule import Candidate, Choice, choose
 
 #: name -> (denoiser, its options), simplest first: the order that breaks ties within the interval.
+_OBSERVATION = {"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50}
 CANDIDATES: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "bce": ("bce", {}),
     "tce": ("tce", {}),
-    "observation": ("observation", {"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50}),
+    "observation": ("observation", dict(_OBSERVATION)),
+    "observation_ids": ("observation_ids", dict(_OBSERVATION)),
+    "observation_trusted": ("observation", {**_OBSERVATION, "trusted_weight": 10}),
     "deca_p": ("deca_p", {}),
 }
 DEFAULT_CANDIDATES = list(CANDIDATES)
+#: candidates that train on the training split's trusted labels: offered only when it has some.
+NEEDS_TRAIN_TRUSTED = ("observation_trusted",)
 TUNED_FILE = "tuned.yaml"
 # A floor on one run's time for a budget given in minutes: train rows × epochs at this many samples/s (faster
 # than this trainer's CPU runs; a budget below it cannot hold one run).
@@ -104,6 +114,24 @@ def resolve_candidates(spec: Optional[str]) -> List[str]:
         raise UsageError(f"--candidates {spec!r}: give at least two candidates to choose between")
     order = list(CANDIDATES)
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), names.index(n)))
+
+
+def offered(names: List[str], train_trusted_rows: int) -> Tuple[List[str], List[str]]:
+    """``(names to run, one line per candidate left out and why)``: those of :data:`NEEDS_TRAIN_TRUSTED` are
+    left out when the training split has no trusted label (``train_trusted_rows`` is 0).
+
+    Example: ``offered(["bce", "observation_trusted"], 0)`` is ``(["bce"], ["observation_trusted: ..."])``.
+    """
+    if train_trusted_rows > 0:
+        return list(names), []
+    keep = [n for n in names if n not in NEEDS_TRAIN_TRUSTED]
+    why = [
+        f"{n}: skipped, the training split has no trusted labels to train on (gen-data --trusted-train-rows, "
+        "or a trusted_label column in train)"
+        for n in names
+        if n in NEEDS_TRAIN_TRUSTED
+    ]
+    return keep, why
 
 
 def candidate_config(base: Config, name: str, out: str, selection: Selection) -> Config:

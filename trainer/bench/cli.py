@@ -5,6 +5,7 @@
     denoisrec bench peers      [--quick] ...
     denoisrec bench ingest     [--quick] [--data DIR] ...
     denoisrec bench serving    --run RUN --data SPLIT --out DIR [--quick] ...
+    denoisrec bench tuned      --data 'DIR-s{seed}',... --seeds 3 [--out DIR] ...
     denoisrec bench redraw     DIR/<bench>.json [--out FIG.png]
     denoisrec bench plan       [--quick] [--preset product] [--world-sizes 8,64,512] ...
 
@@ -18,7 +19,7 @@ import argparse
 from types import ModuleType
 from typing import Dict, Tuple
 
-from denoisrec.trainer.bench import gpu_check, ingest, peers, plan, quality, redraw, serving, throughput
+from denoisrec.trainer.bench import gpu_check, ingest, peers, plan, quality, redraw, serving, throughput, tuned
 
 BENCHES: Dict[str, Tuple[ModuleType, str]] = {
     "throughput": (
@@ -34,6 +35,10 @@ BENCHES: Dict[str, Tuple[ModuleType, str]] = {
     ),
     "plan": (plan, "TorchRec's sharding plan for 8-512 H100s, simulated: types, memory, step estimate, a2a bytes"),
     "serving": (serving, "a run's torch-only serving artefacts: size, load time, rows/s against its TorchRec model"),
+    "tuned": (
+        tuned,
+        "denoisrec tune's choice against BCE and the clean oracle per noise family, and its selection accuracy",
+    ),
     "redraw": (redraw, "draw a bench's PNG again from the <bench>.json it wrote (quality, peers, serving, throughput)"),
 }
 

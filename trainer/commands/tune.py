@@ -20,7 +20,8 @@ HELP = "train the candidate denoisers, choose on the trusted signal, write the c
 
 DESCRIPTION = """\
 Trains each candidate (simplest first: bce, tce, observation with form=examination tower_warmup=25%
-rates_lr_scale=50, deca_p; --candidates picks others, any denoiser name included) with validation every
+rates_lr_scale=50, observation_ids and observation_trusted (trusted_weight=10, only when train has
+trusted labels) with the same options, deca_p; --candidates picks others, any denoiser name included) with validation every
 epoch, scores each run's selected epoch on the data's trusted signal (eval.select_on: the trusted labels
 of valid, else the randomised-exposure split valid_random), and chooses the simplest candidate whose AUC
 is within the confidence interval (paired DeLong) of the best. Writes the choice as a YAML config that
@@ -40,13 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget",
         metavar="N|MINUTES",
-        default="4",
-        help="candidate runs (4: the default) or training time (30m, 1.5h); the simplest candidates run first",
+        default="6",
+        help="candidate runs (6: the default) or training time (30m, 1.5h); the simplest candidates run first",
     )
     p.add_argument(
         "--candidates",
         metavar="LIST",
-        help="comma-separated candidates (default: bce,tce,observation,deca_p); any denoiser name is one, "
+        help="comma-separated candidates (default: bce,tce,observation,observation_ids,observation_trusted,deca_p); any denoiser name is one, "
         "with its defaults; simpler ones first",
     )
     p.add_argument(
@@ -109,7 +110,14 @@ def run(a: argparse.Namespace) -> int:
     base = check_config(_base_config(a))
     if "://" not in a.data and not os.path.isdir(a.data):
         raise FileNotFoundError(2, "no such dataset directory (--data; denoisrec gen-data makes one)", a.data)
-    selection, train_rows = _selection(base, a.select_on)
+    selection, train_rows, train_trusted = _selection(base, a.select_on)
+    from denoisrec.trainer.tuning import offered
+
+    names, left_out = offered(names, train_trusted)
+    for line in left_out:
+        print(f"tune: {line}")
+    if len(names) < 2:
+        raise UsageError(f"--candidates: {len(names)} candidate(s) left to run; give at least two this data can train")
     if budget.minutes is not None:
         floor = min_run_seconds(train_rows, base.run.epochs) / 60.0
         if budget.minutes < floor:
@@ -137,12 +145,13 @@ def run(a: argparse.Namespace) -> int:
 
 
 def _selection(base, asked: str):  # type: ignore[no-untyped-def]
-    """The resolved selection mode and the train rows; refuses data with no trusted signal unless asked."""
+    """The resolved selection mode, the train rows and the train rows with a trusted label; refuses data with no
+    trusted signal unless asked."""
     from denoisrec.trainer.config.options import UsageError
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import RANDOM_SPLIT
     from denoisrec.trainer.data.splits import has_random_split, schema_from_config, split_path
-    from denoisrec.trainer.evaluation.selection import resolve_selection
+    from denoisrec.trainer.evaluation.selection import count_trusted, resolve_selection
 
     schema = schema_from_config(base.data)
     readers = {
@@ -170,4 +179,4 @@ def _selection(base, asked: str):  # type: ignore[no-untyped-def]
             "noise scores higher there, so the choice may favour the wrong method",
             file=sys.stderr,
         )
-    return selection, readers["train"].total_rows
+    return selection, readers["train"].total_rows, count_trusted(readers["train"])
