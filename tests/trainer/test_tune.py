@@ -11,7 +11,7 @@ import yaml
 from trusted_data import add_trusted
 
 from denoisrec.trainer.cli import main
-from denoisrec.trainer.tuning import Budget, resolve_candidates
+from denoisrec.trainer.tuning import Budget, offered, resolve_candidates
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_budget_and_candidates_parse() -> None:
     assert Budget.parse("3") == Budget(runs=3) and Budget.parse("30m") == Budget(minutes=30.0)
     assert Budget.parse("1.5h") == Budget(minutes=90.0)
     assert resolve_candidates("deca_p,bce,observation") == ["bce", "observation", "deca_p"]  # simplest first
-    assert resolve_candidates(None) == ["bce", "tce", "observation", "deca_p"]
+    assert resolve_candidates(None) == ["bce", "tce", "observation", "observation_ids", "observation_trusted", "deca_p"]
     assert resolve_candidates("rce,bce") == ["bce", "rce"]  # any denoiser, after the known ones
 
 
@@ -104,3 +104,20 @@ def test_data_without_a_trusted_signal_is_refused_unless_observed_is_asked(
     cap = capsys.readouterr()
     assert "warning: choosing on observed labels" in cap.err
     assert "not run (budget): tce" in cap.out and (tmp_path / "o" / "tuned.yaml").is_file()
+
+
+def test_observation_trusted_is_offered_only_when_train_has_trusted_labels() -> None:
+    names = resolve_candidates(None)
+    kept, why = offered(names, 0)
+    assert "observation_trusted" not in kept and kept == [n for n in names if n != "observation_trusted"]
+    assert len(why) == 1 and why[0].startswith("observation_trusted: skipped") and "--trusted-train-rows" in why[0]
+    assert offered(names, 5) == (names, [])
+
+
+def test_tune_skips_observation_trusted_on_data_without_trusted_train_rows(
+    trusted_tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(_tune(trusted_tiny, tmp_path / "o", "--candidates", "bce,observation_trusted"))
+    out = capsys.readouterr()
+    assert code == 2 and "observation_trusted: skipped" in out.out
+    assert "1 candidate(s) left to run" in out.err and not (tmp_path / "o").exists()

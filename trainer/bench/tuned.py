@@ -183,7 +183,7 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
     for p in points:
         rows.setdefault("bce", []).append(p["test_clean_auc"]["bce"])
         rows.setdefault("clean", []).append(p["clean_oracle"])
-        for n in names:
+        for n in names[1:] if names[0] == "bce" else names:
             rows.setdefault(n, []).append(p["test_clean_auc"][n])
         rows.setdefault("tuned (trusted)", []).append(p["test_clean_auc"][p["tuned_trusted"]])
         rows.setdefault("tuned (random)", []).append(p["test_clean_auc"][p["tuned_random"]])
@@ -251,6 +251,8 @@ def run(a: argparse.Namespace) -> int:
 
     templates = [d.strip() for d in a.data.split(",") if d.strip()]
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
+    if a.candidates and "bce" not in [c.strip() for c in a.candidates.split(",")]:
+        raise UsageError(f"--candidates {a.candidates!r}: include bce (the baseline every row is measured against)")
     if a.seeds < 1 or a.draws < 1 or not sizes:
         raise UsageError("--seeds, --draws and --sizes must be positive")
     for t in templates:

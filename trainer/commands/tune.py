@@ -20,12 +20,12 @@ HELP = "train the candidate denoisers, choose on the trusted signal, write the c
 
 DESCRIPTION = """\
 Trains each candidate (simplest first: bce, tce, observation with form=examination tower_warmup=25%
-rates_lr_scale=50, observation_ids and observation_trusted (trusted_weight=10, only when train has
-trusted labels) with the same options, deca_p; --candidates picks others, any denoiser name included) with validation every
-epoch, scores each run's selected epoch on the data's trusted signal (eval.select_on: the trusted labels
-of valid, else the randomised-exposure split valid_random), and chooses the simplest candidate whose AUC
-is within the confidence interval (paired DeLong) of the best. Writes the choice as a YAML config that
-`denoisrec train --config FILE`, torchx and Slurm take as is, and prints a table of the candidates.
+rates_lr_scale=50, observation_ids and observation_trusted (trusted_weight=10, only when train has trusted
+labels) with the same options, deca_p; --candidates picks others, any denoiser name included) with validation
+every epoch, scores each run's selected epoch on the data's trusted signal (eval.select_on: the trusted labels
+of valid, else the randomised-exposure split valid_random), and chooses the simplest candidate whose AUC is
+within the confidence interval (paired DeLong) of the best. Writes the choice as a YAML config that `denoisrec
+train --config FILE`, torchx and Slurm take as is, and prints a table of the candidates.
 
 Data without a trusted signal is refused: observed-label validation rewards a model that copies the
 label noise, so the choice would be blind; --select-on observed runs anyway, with a warning."""
@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--candidates",
         metavar="LIST",
-        help="comma-separated candidates (default: bce,tce,observation,observation_ids,observation_trusted,deca_p); any denoiser name is one, "
+        help="comma-separated candidates (default: bce,tce,observation,observation_ids,observation_trusted,"
+        "deca_p); any denoiser name is one, "
         "with its defaults; simpler ones first",
     )
     p.add_argument(
@@ -146,7 +147,8 @@ def run(a: argparse.Namespace) -> int:
 
 def _selection(base, asked: str):  # type: ignore[no-untyped-def]
     """The resolved selection mode, the train rows and the train rows with a trusted label; refuses data with no
-    trusted signal unless asked."""
+    trusted signal unless asked.
+    """
     from denoisrec.trainer.config.options import UsageError
     from denoisrec.trainer.data.reader import ParquetBatchReader
     from denoisrec.trainer.data.schema import RANDOM_SPLIT
