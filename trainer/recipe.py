@@ -182,8 +182,15 @@ class TrainRecipe:
             )
         bind_run_length(self.model, L.steps_per_epoch, L.total_steps, log)  # schedules in epochs → steps
         prepare_denoiser(
-            self.model, self.cfg, self.train_reader, self.opt.optimizer, self.env.device, log, self.readers["valid"]
-        )  # DeCA(p)'s phase 1
+            self.model,
+            self.cfg,
+            self.train_reader,
+            self.opt.optimizer,
+            self.env.device,
+            log,
+            self.readers,
+            self.selection.mode,
+        )  # DeCA(p)'s phase 1, early-stopped on the run's selection signal
 
     def _check_budget(self, path: str, meta: Dict[str, Any]) -> None:
         L = self.layout

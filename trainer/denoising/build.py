@@ -37,7 +37,7 @@ from denoisrec.models import ModelSpec, read_weights
 from denoisrec.models.first_order import fuse_state, has_table_layout
 from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.schema import DataSchema
-from denoisrec.trainer.denoising.prior import cache_prior_scores, pretrain_prior
+from denoisrec.trainer.denoising.prior import cache_prior_scores, pretrain_prior, selection_source
 from denoisrec.trainer.distributed.unsharded import load_full_state
 from denoisrec.trainer.module import denoiser_of
 
@@ -162,17 +162,18 @@ def prepare_denoiser(
     device: torch.device,
     log: Any,
     valid: Optional[Any] = None,
+    select_on: str = "observed",
 ) -> None:
     """Run the denoiser's declared ``needs.pretraining`` before the main loop (DeCA(p)'s prior): load its
     checkpoint, or pre-train it with BCE on this DMP model — ``steps`` steps, or (unset) to early stopping on
-    ``valid``'s observed AUC within ``max_epochs`` (:mod:`~denoisrec.trainer.denoising.prior`); then, with
-    ``cache_scores``, score the training split once.
+    the resolved ``select_on`` signal of ``valid`` (the readers by split) within ``max_epochs``
+    (:mod:`~denoisrec.trainer.denoising.prior`); then, with ``cache_scores``, score the training split once.
     """
     d = denoiser_of(model)
     phase = d.needs.pretraining
     if phase is None:
         return
-    _prepare_prior(model, d, phase, cfg, reader, dense_opt, device, log, valid)
+    _prepare_prior(model, d, phase, cfg, reader, dense_opt, device, log, valid, select_on)
     if phase.cache_scores:
         t0 = time.time()
         n = cache_prior_scores(d, reader, device)
@@ -192,6 +193,7 @@ def _prepare_prior(
     device: torch.device,
     log: Any,
     valid: Optional[Any],
+    select_on: str = "observed",
 ) -> None:
     if phase.checkpoint is not None:
         load_prior_checkpoint(model, phase.checkpoint)
@@ -202,9 +204,12 @@ def _prepare_prior(
         d.pretrain_steps = done
         return
     fixed = phase.steps
+    source, target, words = (valid, "observed", "valid AUC (observed)")
+    if isinstance(valid, dict):  # the readers by split: the run's selection signal
+        source, target, words = selection_source(valid, select_on)
     if fixed is None:
         how = (
-            f"to early stopping on the observed validation AUC (at most {phase.max_epochs:g} epoch(s), "
+            f"to early stopping on the {words} (eval.select_on={select_on}; at most {phase.max_epochs:g} epoch(s), "
             f"patience {phase.patience})"
         )
     else:
@@ -214,7 +219,7 @@ def _prepare_prior(
         model,
         d,
         reader,
-        valid if fixed is None else None,
+        source if fixed is None else None,
         dense_opt,
         device,
         log,
@@ -222,4 +227,6 @@ def _prepare_prior(
         phase.patience,
         cfg.run.log_every,
         fixed,
+        target,
+        words,
     )

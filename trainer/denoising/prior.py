@@ -1,11 +1,13 @@
-"""DeCA(p)'s phase 1: pre-train the prior ``f'`` with BCE to early stopping on the observed validation split.
+"""DeCA(p)'s phase 1: pre-train the prior ``f'`` with BCE to early stopping on the run's selection signal.
 
 The paper (DeCA §3.3, Alg. 2 lines 2-9) trains ``f'`` "until convergence"; one epoch, the old default, left it
-under-trained on most data. Here phase 1 runs epoch by epoch (its own shuffle of the training split) and
-after each epoch scores ``f'`` alone on the validation split against the **observed** labels (never the clean
-ones). It stops after ``patience`` epochs without a better validation AUC, or at ``max_epochs``, and restores
-the best epoch's weights (each rank copies its own shards: no collective). ``pretrain_steps=N`` instead runs
-exactly ``N`` steps without validation (the old behaviour, for tests and benchmarks).
+under-trained on most data. Here phase 1 runs epoch by epoch (its own shuffle of the training split) and after
+each epoch scores ``f'`` alone on the rows the main phase selects on (the resolved ``eval.select_on``,
+:func:`selection_source`: the trusted labels of valid, the observed labels of ``valid_random``, or the observed
+labels of valid; never the clean ones). It stops after ``patience`` epochs without a better validation AUC, or
+at ``max_epochs``, and restores the best epoch's weights (each rank copies its own shards: no collective).
+``pretrain_steps=N`` instead runs exactly ``N`` steps without validation (the old behaviour, for tests and
+benchmarks).
 
 Each rank keeps the steps it took in the denoiser's ``pretrained_steps`` buffer (checkpointed), so a resumed
 run knows where phase 2's DP/DN count starts without running phase 1 again.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -49,14 +51,41 @@ def local_tensors(module: nn.Module) -> List[torch.Tensor]:
     return out
 
 
-def _prior_auc(rows: Rows) -> float:
-    """AUC of the gathered rows' sigmoid scores against their observed labels (the reduction on rank 0)."""
-    return float(auc(rows.labels["observed"], 1.0 / (1.0 + np.exp(-rows.logits.astype(np.float64)))))
+#: the Batch field each selection target reads
+_FIELD = {"observed": "labels", "trusted": "trusted_labels"}
+
+
+def selection_source(readers: Dict[str, Any], mode: str) -> Tuple[Any, str, str]:
+    """``(reader, target, words)`` phase 1 early-stops on for the resolved selection ``mode``
+    (:class:`~denoisrec.trainer.evaluation.selection.Selection`'s): ``trusted`` -> valid's trusted labels,
+    ``random`` -> ``valid_random``'s observed labels, ``observed`` -> valid's observed labels.
+
+    Example: ``selection_source(readers, "trusted")`` is ``(readers["valid"], "trusted", "valid AUC (trusted)")``.
+    """
+    if mode == "trusted":
+        return readers["valid"], "trusted", "valid AUC (trusted)"
+    if mode == "random":
+        return readers["valid_random"], "observed", "valid_random AUC"
+    return readers["valid"], "observed", "valid AUC (observed)"
+
+
+def _prior_auc(target: str) -> Any:
+    """The reduction on rank 0: AUC of the gathered rows' sigmoid scores against ``target``'s labels, on the
+    rows that have one (trusted labels are NaN elsewhere).
+    """
+
+    def reduce(rows: Rows) -> float:
+        y = rows.labels[target]
+        has = ~np.isnan(y)
+        return float(auc(y[has], 1.0 / (1.0 + np.exp(-rows.logits[has].astype(np.float64)))))
+
+    return reduce
 
 
 @torch.no_grad()
-def prior_valid_auc(d: Any, reader: Any, device: torch.device) -> float:
-    """AUC of ``f'`` alone on ``reader`` against the observed labels, over all ranks (same on every rank).
+def prior_valid_auc(d: Any, reader: Any, device: torch.device, target: str = "observed") -> float:
+    """AUC of ``f'`` alone on ``reader`` against ``target``'s labels (``observed`` or ``trusted``), over all ranks
+    (same on every rank).
 
     Each rank scores its share into a :class:`~denoisrec.trainer.evaluation.metric_state.MetricState`, which gathers the
     rows to rank 0 only; rank 0 computes the AUC and broadcasts the scalar (as
@@ -64,14 +93,14 @@ def prior_valid_auc(d: Any, reader: Any, device: torch.device) -> float:
     """
     was = d.prior.training
     d.prior.eval()
-    state = MetricState(("observed",), device=device)
+    state = MetricState((target,), device=device)
     try:
         for batch in reader:
             batch = batch.to(device, non_blocking=True)
-            state.update(d.prior_logits(batch), {"observed": batch.labels})
+            state.update(d.prior_logits(batch), {target: getattr(batch, _FIELD[target])})
     finally:
         d.prior.train(was)
-    return float(state.compute(_prior_auc))
+    return float(state.compute(_prior_auc(target)))
 
 
 @torch.no_grad()
@@ -123,9 +152,12 @@ def pretrain_prior(
     patience: int,
     log_every: int = 50,
     fixed_steps: Optional[int] = None,
+    target: str = "observed",
+    words: str = "valid AUC (observed)",
 ) -> int:
     """Run phase 1 on the DMP ``model`` (whose denoiser ``d`` is in phase 1 while ``d.pretrain_steps`` exceeds
-    its step); returns the steps taken. ``fixed_steps``: exactly that many, no validation.
+    its step); returns the steps taken. ``fixed_steps``: exactly that many, no validation. ``valid``/``target``:
+    the rows and labels it early-stops on (:func:`selection_source`), ``words`` naming them in the log.
     """
     spe = len(reader)
     bound = fixed_steps if fixed_steps is not None else max(1, math.ceil(max_epochs * spe))
@@ -143,23 +175,21 @@ def pretrain_prior(
         epoch += 1
         if fixed_steps is not None or valid is None:
             continue
-        v = prior_valid_auc(d, valid, device)
+        v = prior_valid_auc(d, valid, device, target)
         if v > best:
             best, bad = v, 0
             snapshot = [t.detach().clone() for t in local_tensors(d.prior)]
-            log.print(f"prior  epoch {epoch}: valid AUC (observed) {v:.4f}, the best so far")
+            log.print(f"prior  epoch {epoch}: {words} {v:.4f}, the best so far")
         else:
             bad += 1
-            log.print(
-                f"prior  epoch {epoch}: valid AUC (observed) {v:.4f}, no better than {best:.4f} ({bad}/{patience})"
-            )
+            log.print(f"prior  epoch {epoch}: {words} {v:.4f}, no better than {best:.4f} ({bad}/{patience})")
             if bad >= patience:
                 break
     if snapshot is not None and bad > 0:
         with torch.no_grad():
             for dst, src in zip(local_tensors(d.prior), snapshot):
                 dst.copy_(src)
-        log.print(f"prior  restored the best epoch (valid AUC {best:.4f})")
+        log.print(f"prior  restored the best epoch ({words} {best:.4f})")
     d.pretrain_steps = d.host_step  # phase 2 (and its DP/DN count) starts at the next step
     d.pretrained_steps.fill_(d.pretrain_steps)
     return done

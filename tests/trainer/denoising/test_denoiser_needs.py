@@ -99,6 +99,8 @@ def test_a_declared_pretraining_phase_is_run_with_its_steps(toys: None, monkeypa
         patience: int,
         log_every: int,
         fixed: Optional[int],
+        target: str = "observed",
+        words: str = "",
     ) -> Optional[int]:
         calls.append({"d": d, "valid": valid, "max_epochs": max_epochs, "patience": patience, "fixed": fixed})
         return fixed

@@ -1,4 +1,4 @@
-"""DeCA(p)'s phase 1 (``trainer/denoising/prior.py``): early stopping on the observed validation AUC, bounded by
+"""DeCA(p)'s phase 1 (``trainer/denoising/prior.py``): early stopping on the run's selection signal, bounded by
 ``pretrain_max_epochs``, the best epoch restored, the length kept for a resumed run (one process; the
 sharded restore is checked under DMP in ``tests/dist/train_methods.py``).
 """
@@ -77,7 +77,7 @@ def test_phase_one_stops_at_the_first_worse_epoch_and_restores_the_best(monkeypa
     aucs = iter([0.60, 0.70, 0.65, 0.99])  # epoch 3 is worse: stop there, keep epoch 2's weights
     weights = []
 
-    def scripted(den, valid, device):  # type: ignore[no-untyped-def]
+    def scripted(den, valid, device, target="observed"):  # type: ignore[no-untyped-def]
         weights.append(den.prior.w.weight.detach().clone())
         return next(aucs)
 
@@ -88,12 +88,14 @@ def test_phase_one_stops_at_the_first_worse_epoch_and_restores_the_best(monkeypa
     assert torch.equal(d.prior.w.weight, weights[1])  # the best epoch's f'
     assert d.pretrain_steps == 12 and d.pretrained_steps.item() == 12 and d.host_step == 12  # 3 epochs × 4
     assert not d.in_pretraining() and d.subtask() == 0  # phase 2 starts with DP
-    assert any("restored the best epoch (valid AUC 0.7000)" in s for s in log.lines)
+    assert any("restored the best epoch (valid AUC (observed) 0.7000)" in s for s in log.lines)
 
 
 def test_phase_one_is_bounded_by_max_epochs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     d, model, opt, cfg, reader = setup(pretrain_max_epochs=1.5, pretrain_patience=1)
-    monkeypatch.setattr(prior_mod, "prior_valid_auc", lambda den, valid, device: 0.5 + den.host_step / 100)
+    monkeypatch.setattr(
+        prior_mod, "prior_valid_auc", lambda den, valid, device, target="observed": 0.5 + den.host_step / 100
+    )
     prepare_denoiser(model, cfg, reader, opt, torch.device("cpu"), Log(), valid=reader)
     assert d.pretrain_steps == 6  # ⌈1.5 × 4⌉ steps, always improving
 
@@ -119,7 +121,7 @@ def test_bad_phase_one_options_are_one_line_errors() -> None:
 
 
 def test_cached_prior_scores_are_the_frozen_forward_and_unknown_ids_fail(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(prior_mod, "prior_valid_auc", lambda den, valid, device: 0.5)
+    monkeypatch.setattr(prior_mod, "prior_valid_auc", lambda den, valid, device, target="observed": 0.5)
     outs = {}
     for cache in (False, True):
         d, model, opt, cfg, reader = setup(pretrain_steps=3, prior_cache=cache, alpha=0.5)
@@ -133,3 +135,42 @@ def test_cached_prior_scores_are_the_frozen_forward_and_unknown_ids_fail(monkeyp
     stranger.sample_ids = torch.tensor([0, 1, 2, 99])
     with pytest.raises(RuntimeError, match="without a cached f' score"):
         model(stranger)
+
+
+@pytest.mark.parametrize(
+    "select_on, split, target, words",
+    [
+        ("trusted", "valid", "trusted", "valid AUC (trusted)"),
+        ("random", "valid_random", "observed", "valid_random AUC"),
+    ],
+)
+def test_phase_one_early_stops_on_the_resolved_selection_signal(monkeypatch, select_on, split, target, words) -> None:  # type: ignore[no-untyped-def]
+    d, model, opt, cfg, reader = setup(pretrain_max_epochs=3, pretrain_patience=1)
+    readers = {"valid": Reader([batch(10)]), "valid_random": Reader([batch(11)])}
+    seen = []
+
+    def scripted(den, valid, device, target="observed"):  # type: ignore[no-untyped-def]
+        seen.append((valid, target))
+        return 0.5 + den.host_step / 100
+
+    monkeypatch.setattr(prior_mod, "prior_valid_auc", scripted)
+    log = Log()
+    prepare_denoiser(model, cfg, reader, opt, torch.device("cpu"), log, valid=readers, select_on=select_on)
+    assert seen and all(v is readers[split] and t == target for v, t in seen)
+    assert any(f"prior  epoch 1: {words} 0.5400" in s for s in log.lines)
+    assert any(f"eval.select_on={select_on}" in s for s in log.lines)
+
+
+def test_prior_valid_auc_on_trusted_labels_scores_only_the_labelled_rows() -> None:
+    d, _, _, _, _ = setup()
+    b = batch(3)
+    # trusted labels on rows 0, 1, 3 (NaN on row 2): the AUC of those three rows against them, by hand
+    b.trusted_labels = torch.tensor([1.0, 0.0, float("nan"), 1.0])
+    with torch.no_grad():
+        z = d.prior_logits(b).reshape(-1)
+    pos, neg = [z[0], z[3]], [z[1]]
+    by_hand = sum(float(p > n) + 0.5 * float(p == n) for p in pos for n in neg) / 2
+    got = prior_mod.prior_valid_auc(d, Reader([b]), torch.device("cpu"), "trusted")
+    assert got == pytest.approx(by_hand)
+    b.trusted_labels = torch.tensor([0.0, 1.0, float("nan"), 0.0])  # flipped labels: the complement
+    assert prior_mod.prior_valid_auc(d, Reader([b]), torch.device("cpu"), "trusted") == pytest.approx(1 - by_hand)
