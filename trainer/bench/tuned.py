@@ -144,7 +144,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     ccfg = candidate_config(base, "bce", out, selection)
     ccfg.data.train_label, ccfg.run.out = "clean_label", os.path.join(out, "runs", "clean")
     clean_run = train_candidate(copy.deepcopy(ccfg))
-    clean = [float(r.test_clean_auc) for r in runs]
+    clean = [float(r.test_clean_auc if r.test_clean_auc is not None else math.nan) for r in runs]
     trusted = choose([_candidate(r) for r in runs], base.eval.ci_level)
     rnd = [random_scores(r.cfg.run.out, data) for r in runs]
     random_choice = choose([_cand(r.name, s["labels"], s["logits"]) for r, s in zip(runs, rnd)], base.eval.ci_level)
