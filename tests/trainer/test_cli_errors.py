@@ -236,3 +236,26 @@ def test_launch_refuses_bad_trainer_options_before_submitting(tmp_path: Path) ->
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("denoisrec launch: error: ") and words in proc.stderr, proc.stderr
         assert proc.stdout == ""
+
+
+def test_the_command_checks_the_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``denoisrec train`` calls ``check_config`` once and hands ``train()`` that checked config; ``train()``
+    itself checks nothing (``Config.validate`` is gone).
+    """
+    import denoisrec.trainer.config.check as check
+    import denoisrec.trainer.train as train_module
+
+    calls: List[Config] = []
+    real = check.check_config
+
+    def counting(cfg: Config, world_size: object = None) -> Config:
+        calls.append(cfg)
+        return real(cfg, world_size)  # type: ignore[arg-type]
+
+    got: List[Config] = []
+    monkeypatch.setattr(check, "check_config", counting)
+    monkeypatch.setattr(train_module, "train", lambda cfg, hooks=None: got.append(cfg) or {})
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--set", "optim.lr=1"]) == 0
+    assert len(calls) == 1 and got == calls and got[0].optim.lr == 1.0 and isinstance(got[0].optim.lr, float)
+    assert not hasattr(Config, "validate")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from typing import TYPE_CHECKING, Any, Dict, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from denoisrec.trainer.config.options import (
     CONTEXT_TOWER_DENOISERS,
@@ -41,9 +41,7 @@ from denoisrec.trainer.config.options import (
     check_model_params,
     check_value,
 )
-
-if TYPE_CHECKING:  # tree.py calls check_config from Config.validate
-    from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.config.tree import Config
 
 EVAL_SPLITS = ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random")
 
