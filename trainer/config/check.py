@@ -165,6 +165,8 @@ def _check_type(key: str, v: Any, hint: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _check_type(key, v, inner[0]) if len(inner) == 1 else v
     if origin is Literal:  # an enum: the annotation lists the choices
+        if isinstance(v, bool) and ("on" if v else "off") in args:
+            v = "on" if v else "off"  # YAML 1.1 reads on/off as booleans: the documented words come back
         check_choice(key, v, [str(a) for a in args])
         return v
     if hint in _KIND:

@@ -98,3 +98,14 @@ def test_catalog_choices_and_needs_agree_with_the_constructors() -> None:
     assert set(MODEL_OPTIONS["dcnv2"]["structure"].choices) == set(STRUCTURES)
     assert set(MODEL_OPTIONS["fm"]["first_order"].choices) == set(LAYOUTS)
     assert set(CONTEXT_TOWER_DENOISERS) == {n for n, c in DENOISERS.items() if c.NEEDS.context_tower}
+
+
+def test_yaml_on_off_reach_string_choice_fields_as_the_documented_words() -> None:
+    """``--set run.pipeline=off`` arrives from YAML as ``False``: the check gives the field its word back."""
+    from denoisrec.trainer.config.tree import apply_overrides
+
+    cfg = check_config(apply_overrides(Config(), ["run.pipeline=off", "run.nonfinite=off"]))
+    assert (cfg.run.pipeline, cfg.run.nonfinite) == ("off", "off")
+    assert check_config(apply_overrides(Config(), ["run.pipeline=on"])).run.pipeline == "on"
+    with pytest.raises(UsageError, match="run.nonfinite=True"):  # no "on" among nonfinite's choices
+        check_config(apply_overrides(Config(), ["run.nonfinite=on"]))
