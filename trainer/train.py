@@ -49,14 +49,14 @@ def train(cfg: Config, hooks: Optional[Any] = None) -> Dict[str, Any]:
     pipeline) and ``on_epoch_end(epoch, model, readers, env)`` after every epoch; a true return from the
     latter stops training.
 
-    Every value of ``cfg`` is checked first (:meth:`~denoisrec.trainer.config.tree.Config.validate`); rank 0 holds
+    ``cfg`` is a checked config (:func:`~denoisrec.trainer.config.check.check_config`: ``denoisrec train`` and
+    :func:`denoisrec.train` check it once, before torch is imported); rank 0 holds
     ``<out>/.lock`` for the run's life (a second run on the same ``--out`` is refused,
     ``trainer/checkpoint/run_lock.py``); third-party warnings go to ``<out>/warnings.log``
     (:mod:`~denoisrec.trainer.outputs.warnings_file`)
     once the out policy allowed the run (a refused launch changes nothing in ``--out``);
     rank 0 ends with ``curves.png`` and the console lines of :func:`~denoisrec.trainer.outputs.console.finish_run`.
     """
-    cfg.validate()
     check_out_dir(cfg.run.out)  # a file, read-only, ...: one line before anything starts
     with WarningsToFile(cfg.run.out, int(os.environ.get("RANK", "0"))) as quiet:
         env = init_distributed(cfg.run.device)

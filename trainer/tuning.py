@@ -190,8 +190,10 @@ class TuneResult:
 
 def train_candidate(cfg: Config) -> RunResult:
     """Train (or reuse) one candidate run, its console kept in ``<run>/console.log``."""
+    from denoisrec.trainer.config.check import check_config
     from denoisrec.trainer.train import train
 
+    check_config(cfg)  # train() takes a checked config
     reused = reusable(cfg)
     t0 = time.time()
     if not reused:

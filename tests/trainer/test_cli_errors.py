@@ -160,3 +160,102 @@ def test_help_lists_choices_defaults_and_version() -> None:
         [sys.executable, "-m", "denoisrec.trainer.cli", "--version"], capture_output=True, text=True, timeout=60
     )
     assert v.returncode == 0 and v.stdout.startswith("denoisrec ")
+
+
+SCHEMA = {"sparse": [{"name": "user_id", "num_embeddings": 10}, {"name": "item_id", "num_embeddings": 10}]}
+
+# (train arguments, words of the one line); {data} is a dataset folder whose schema has no dense and no context
+TORCH_FREE = [
+    (["--denoiser", "tce", "-p", "beta=0.2"], ["-p beta=0.2", "tce has no option 'beta'", "eps_max"]),
+    (["--denoiser", "observation", "-p", "form=examinaton"], ["form=examinaton", "mixture, examination"]),
+    (["--denoiser", "deca", "-p", "objective=papr"], ["objective=papr", "marginal, paper"]),
+    (["--denoiser", "deca", "-p", "C1=abc"], ["C1=abc", "a number"]),
+    (["--data", "{data}", "--model", "dlrm"], ["--model dlrm", "dense feature"]),
+    (["--data", "{data}", "--model", "fm", "--denoiser", "observation"], ["--denoiser observation", "context"]),
+]
+
+
+@pytest.mark.parametrize("args,words", TORCH_FREE, ids=[" ".join(c[0]) for c in TORCH_FREE])
+def test_torch_free_refusals_are_one_line_exit_2_without_torch(
+    args: List[str], words: List[str], tmp_path: Path
+) -> None:
+    """A fresh interpreter refuses each mistake in one line, exit 2, with torch never imported."""
+    import json
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "schema.json").write_text(json.dumps(SCHEMA))
+    argv = ["train", "--out", str(tmp_path / "o"), *[a.format(data=tmp_path / "d") for a in args]]
+    script = (
+        "import sys\nfrom denoisrec.trainer.cli import main\ncode = main(%r)\n"
+        "print(code, 'torch' in sys.modules)" % (argv,)
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr[-2000:])
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_global_batch_size_divisibility_is_refused_before_torch(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "WORLD_SIZE": "3"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "denoisrec.trainer.cli",
+            "train",
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "data.global_batch_size=1000",
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "data.global_batch_size=1000" in proc.stderr and "world size 3" in proc.stderr
+
+
+def test_launch_refuses_bad_trainer_options_before_submitting(tmp_path: Path) -> None:
+    """``denoisrec launch ... -- --denoiser tce -p beta=1``: one line, exit 2, torchx never started."""
+    for argv, words in [
+        (["-j", "1x2", "--", "--denoiser", "tce", "-p", "beta=1"], "tce has no option 'beta'"),
+        (["-j", "1x3", "--", "--set", "data.global_batch_size=1000"], "world size 3"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "denoisrec.trainer.cli", "launch", "--dryrun", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert proc.stderr.startswith("denoisrec launch: error: ") and words in proc.stderr, proc.stderr
+        assert proc.stdout == ""
+
+
+def test_the_command_checks_the_config_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``denoisrec train`` calls ``check_config`` once and hands ``train()`` that checked config; ``train()``
+    itself checks nothing (``Config.validate`` is gone).
+    """
+    import denoisrec.trainer.config.check as check
+    import denoisrec.trainer.train as train_module
+
+    calls: List[Config] = []
+    real = check.check_config
+
+    def counting(cfg: Config, world_size: object = None) -> Config:
+        calls.append(cfg)
+        return real(cfg, world_size)  # type: ignore[arg-type]
+
+    got: List[Config] = []
+    monkeypatch.setattr(check, "check_config", counting)
+    monkeypatch.setattr(train_module, "train", lambda cfg, hooks=None: got.append(cfg) or {})
+    (tmp_path / "d").mkdir()
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--set", "optim.lr=1"]) == 0
+    assert len(calls) == 1 and got == calls and got[0].optim.lr == 1.0 and isinstance(got[0].optim.lr, float)
+    assert not hasattr(Config, "validate")

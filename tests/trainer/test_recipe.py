@@ -1,5 +1,5 @@
 """The training job as a recipe: summary.json keeps its keys, the components keep their cadence, the logging
-interface, ``Config.validate`` with ``Literal`` choices, and train.py stays small.
+interface, ``check_config`` with ``Literal`` choices, and train.py stays small.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from denoisrec.trainer.checkpoint.cadence import PeriodicCheckpointer
+from denoisrec.trainer.config.check import check_config
 from denoisrec.trainer.config.options import UsageError
 from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.outputs.loggers import JsonlLogger, MetricLogger
@@ -151,8 +152,8 @@ def test_validate_checks_literal_choices(key: str, value: str) -> None:
     section, name = key.split(".")
     setattr(getattr(cfg, section), name, value)
     with pytest.raises(UsageError, match=f"{key}='{value}': expected one of"):
-        cfg.validate()
-    assert Config().validate().run.precision == "fp32"
+        check_config(cfg)
+    assert check_config(Config()).run.precision == "fp32"
 
 
 def test_train_py_is_small_functions_without_closures() -> None:

@@ -337,6 +337,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
 
     import torch.distributed as dist
 
+    from denoisrec.trainer.config.check import check_config
     from denoisrec.trainer.config.tree import Config, apply_overrides
     from denoisrec.trainer.train import train
 
@@ -364,7 +365,7 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     if not reused:
         quiet = io.StringIO()
         with contextlib.redirect_stdout(quiet):
-            train(cfg)
+            train(check_config(cfg))  # train() takes a checked config
     if dist.is_initialized():
         dist.barrier()  # rank 0 has written the run's records
     rec = read_run(cfg.run.out)

@@ -25,8 +25,9 @@ Example::
 import argparse
 import importlib.util
 import os
+import re
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, NoReturn, Optional
 
 
 def _components_file() -> str:
@@ -126,6 +127,35 @@ def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
     return cmd
 
 
+def check_trainer_args(argv: List[str]) -> None:
+    """Check the train component's trainer options as ``denoisrec train`` does (torch-free), before any rank
+    starts; the world size comes from ``-j NxM`` when it is fixed. Raises the check's one-line
+    :class:`~denoisrec.trainer.errors.UsageError`.
+
+    Args:
+        argv: the command line after ``launch``.
+    """
+    head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    ours, component_opts = _parser().parse_known_args(head)
+    if ours.component != "train":
+        return
+    from denoisrec.trainer.commands.train import add_arguments as train_arguments
+    from denoisrec.trainer.commands.train import config_from_args
+    from denoisrec.trainer.config.check import check_config
+    from denoisrec.trainer.errors import UsageError
+
+    class _Refuse(argparse.ArgumentParser):
+        def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+            raise UsageError(f"trainer options after --: {message}")
+
+    p = _Refuse(prog="denoisrec launch -- ", add_help=False, allow_abbrev=False)
+    train_arguments(p)
+    j = option_value(component_opts, "-j") or option_value(component_opts, "--j") or "1x2"
+    m = re.fullmatch(r"(?:(\d+)x)?(\d+)", j.strip())
+    world = int(m.group(1) or 1) * int(m.group(2)) if m else None
+    check_config(config_from_args(p.parse_args(tail)), world_size=world)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """None here: ``denoisrec launch`` hands its arguments to :func:`main` unparsed (see :data:`RAW`)."""
 
@@ -142,6 +172,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         _parser().print_help()
         print(f"\ncomponent options: torchx run <component> --help, e.g. torchx run {COMPONENTS_FILE}:train --help")
         return 0
+    from denoisrec.trainer.errors import UsageError
+
+    try:
+        check_trainer_args(argv)
+    except UsageError as e:
+        print(f"denoisrec launch: error: {e}", file=sys.stderr)
+        return 2
     cmd = [sys.executable, "-m", "torchx.cli.main", *torchx_argv(argv, python=sys.executable)]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)

@@ -21,11 +21,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
-from typing import TYPE_CHECKING, Any, Dict, Literal, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from denoisrec.trainer.config.options import (
+    CONTEXT_TOWER_DENOISERS,
     DENOISER_OPTIONS,
+    DENSE_MODELS,
     DENSE_OPTIMIZERS,
     DEVICES,
     MODEL_OPTIONS,
@@ -38,9 +41,7 @@ from denoisrec.trainer.config.options import (
     check_model_params,
     check_value,
 )
-
-if TYPE_CHECKING:  # tree.py calls check_config from Config.validate
-    from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.config.tree import Config
 
 EVAL_SPLITS = ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random")
 
@@ -80,8 +81,18 @@ _NULLABLE_CHOICES = {"sharding.sharding_type"}
 _KIND = {int: "int", float: "float", bool: "bool", str: "str"}
 
 
-def check_config(cfg: Config) -> Config:
-    """Check every value of ``cfg`` (see the module docstring); return ``cfg`` with numbers normalised."""
+def check_config(cfg: Config, world_size: Optional[int] = None) -> Config:
+    """Check every value of ``cfg`` (see the module docstring); return ``cfg`` with numbers normalised.
+
+    Args:
+        cfg: the config to check (changed in place: numbers normalised).
+        world_size: the number of ranks when known (``denoisrec launch`` reads it from ``-j``); default: the
+            ``WORLD_SIZE`` variable torchrun sets, else unknown (``data.global_batch_size`` is then checked
+            when the ranks start).
+
+    Returns:
+        ``cfg``.
+    """
     for section in dataclasses.fields(cfg):
         obj = getattr(cfg, section.name)
         hints = typing.get_type_hints(type(obj))
@@ -91,8 +102,47 @@ def check_config(cfg: Config) -> Config:
     _check_eval(cfg)
     check_model_params(cfg.model.name, cfg.model.params)
     _check_denoiser(cfg)
+    _check_world_size(cfg, world_size)
+    _check_schema(cfg)
     _check_device(cfg.run.device)
     return cfg
+
+
+def _check_world_size(cfg: Config, world_size: Optional[int]) -> None:
+    if world_size is None and os.environ.get("WORLD_SIZE", "").isdigit():
+        world_size = int(os.environ["WORLD_SIZE"])
+    gbs = cfg.data.global_batch_size
+    if gbs is not None and world_size and gbs % world_size:
+        raise UsageError(
+            f"data.global_batch_size={gbs}: not divisible by the world size {world_size}; "
+            f"use a multiple of {world_size} (e.g. {max(world_size, gbs - gbs % world_size)})"
+        )
+
+
+def _check_schema(cfg: Config) -> None:
+    """The model/schema facts that need no torch: dense features for a model that needs them, context
+    features for a denoiser with a context tower. A schema that cannot be read here is left to the data
+    checks that follow (they name the file).
+    """
+    path = cfg.data.path
+    if cfg.data.schema is None and not (isinstance(path, str) and "://" not in path and os.path.isdir(path)):
+        return
+    from denoisrec.trainer.data.schema import DataSchema
+
+    try:
+        schema = DataSchema.from_config(cfg.data.schema, path)
+    except Exception:  # noqa: BLE001 - reported with its file by the data checks
+        return
+    if cfg.model.name in DENSE_MODELS and not schema.dense:
+        raise UsageError(
+            f"--model {cfg.model.name}: it needs at least one dense feature and {path} has none; "
+            "use dcnv2, deepfm, fm or widedeep"
+        )
+    if cfg.denoiser.name in CONTEXT_TOWER_DENOISERS and not schema.context_names:
+        raise UsageError(
+            f"--denoiser {cfg.denoiser.name}: the schema of {path} has no context features (role: context); "
+            "mark the context columns role: context in schema.json, or use --denoiser bce"
+        )
 
 
 def _check_field(key: str, v: Any, hint: Any) -> Any:
@@ -115,6 +165,8 @@ def _check_type(key: str, v: Any, hint: Any) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _check_type(key, v, inner[0]) if len(inner) == 1 else v
     if origin is Literal:  # an enum: the annotation lists the choices
+        if isinstance(v, bool) and ("on" if v else "off") in args:
+            v = "on" if v else "off"  # YAML 1.1 reads on/off as booleans: the documented words come back
         check_choice(key, v, [str(a) for a in args])
         return v
     if hint in _KIND:

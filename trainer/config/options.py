@@ -38,6 +38,7 @@ class Opt:
     lo_open: bool = False
     hi_open: bool = False
     none_ok: bool = False
+    choices: Tuple[str, ...] = ()
 
     def interval(self) -> str:
         if self.lo is None and self.hi is None:
@@ -67,7 +68,12 @@ def _span(default: Any, help: str) -> Opt:
 
 
 _DECA = {
-    "objective": Opt("str", "marginal", "marginal (-log[f h' + (1-f) h]) or paper (Eq. 14-15 with C1, C2)"),
+    "objective": Opt(
+        "str",
+        "marginal",
+        "marginal (-log[f h' + (1-f) h]) or paper (Eq. 14-15 with C1, C2)",
+        choices=("marginal", "paper"),
+    ),
     "C1": Opt(
         "float",
         None,
@@ -90,7 +96,12 @@ _LCD = {
 }
 
 _OBSERVATION = {
-    "form": Opt("str", "mixture", "how the context enters the noise model (denoisers/observation.py)"),
+    "form": Opt(
+        "str",
+        "mixture",
+        "how the context enters the noise model (denoisers/observation.py)",
+        choices=("mixture", "examination", "product"),
+    ),
     "dim": Opt("int", 4, "context embedding width, a multiple of 4", 4),
     "hidden": Opt("ints", (), "hidden widths of the observation MLP; [] for none"),
     "h_init": _prob(0.1, "initial P(observed 1 | true 0)"),
@@ -158,7 +169,12 @@ DENOISER_OPTIONS: Dict[str, Dict[str, Opt]] = {
     },
 }
 
-_FIRST_ORDER = Opt("str", "table", "first-order weights in their own tables (table) or in the embedding tables (fused)")
+_FIRST_ORDER = Opt(
+    "str",
+    "table",
+    "first-order weights in their own tables (table) or in the embedding tables (fused)",
+    choices=("table", "fused"),
+)
 
 #: model name -> its options (``model.params``).
 MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
@@ -169,7 +185,7 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
     "dcnv2": {
         "cross_layers": Opt("int", 3, "cross layers", 1),
         "low_rank": Opt("int", None, "rank of the low-rank cross net; null: full rank", 1, none_ok=True),
-        "structure": Opt("str", "stacked", "stacked or parallel"),
+        "structure": Opt("str", "stacked", "stacked or parallel", choices=("stacked", "parallel")),
         "mlp": Opt("ints", [128, 64], "deep MLP widths"),
         "dropout": _prob(0.0, "dropout in the MLP", hi_open=True),
     },
@@ -185,6 +201,11 @@ MODEL_OPTIONS: Dict[str, Dict[str, Opt]] = {
         "first_order": _FIRST_ORDER,
     },
 }
+
+#: denoisers that read the schema's context features in their own tower (``NEEDS.context_tower``).
+CONTEXT_TOWER_DENOISERS: Tuple[str, ...] = ("observation", "observation_ids", "observation_tce")
+#: models that need at least one dense feature (models/__init__.py's table).
+DENSE_MODELS: Tuple[str, ...] = ("dlrm",)
 
 SHARDING_TYPES: Tuple[str, ...] = ("table_wise", "column_wise", "row_wise", "data_parallel")
 DEVICES: Tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -220,7 +241,7 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
         v = float(v)
     elif o.kind == "bool" and not isinstance(v, bool):
         raise UsageError(f"{where}: expected true or false")
-    elif o.kind == "str" and not isinstance(v, str):
+    elif o.kind == "str" and (not isinstance(v, str) or (o.choices and v not in o.choices)):
         raise UsageError(f"{where}: expected {_accepts(o)}")
     elif o.kind == "span":
         if not (_is_int(v) or (isinstance(v, float) and v.is_integer()) or (isinstance(v, str) and _SPAN.match(v))):
@@ -257,6 +278,8 @@ def _accepts(o: Opt) -> str:
         "ints": "a list of positive integers",
         "span": "steps (1000), epochs ('1ep') or a share of the run ('30%')",
     }[o.kind]
+    if o.choices:
+        kind = f"one of {', '.join(o.choices)}"
     iv = o.interval()
     return f"{kind}{' in ' + iv if iv else ''}{' or null' if o.none_ok else ''} ({o.help})"
 
@@ -271,10 +294,18 @@ def check_choice(where: str, v: Any, choices: Tuple[str, ...] | list, none_ok: b
 def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p") -> Dict[str, Any]:
     """Check ``params`` of denoiser ``name``; return them converted (ints where floats belong become floats).
 
-    A name or option not in :data:`DENOISER_OPTIONS` passes unchecked here: the registry decides after the
-    imports (a branch may add options before this catalog lists them).
+    An option the catalog does not list for ``name`` is refused (tests/trainer/config/test_options.py ties the
+    catalog to the constructors); a denoiser not in :data:`DENOISER_OPTIONS` passes unchecked here: the
+    registry decides after the imports.
     """
-    accepted = DENOISER_OPTIONS.get(name, {})
+    if name not in DENOISER_OPTIONS:
+        return dict(params)
+    accepted = DENOISER_OPTIONS[name]
+    for k, v in params.items():
+        if k not in accepted:
+            raise UsageError(
+                f"{flag} {k}={v}: {name} has no option {k!r}; its options: {', '.join(accepted) or 'none'}"
+            )
     return {
         k: check_value(f"{flag} {k}={v}: {name}'s {k}", v, accepted[k]) if k in accepted else v
         for k, v in params.items()

@@ -18,7 +18,6 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 
 import yaml
 
-from denoisrec.trainer.config.check import check_config
 from denoisrec.trainer.config.options import UsageError
 
 
@@ -201,14 +200,6 @@ class Config:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
         return _build(cls, d, "")
-
-    def validate(self) -> "Config":
-        """Check every option before anything heavy starts (:func:`~denoisrec.trainer.config.check.check_config`:
-        each field against its annotation, ``Literal`` choices included, and its bounds); one
-        :class:`~denoisrec.trainer.config.options.UsageError` names the first bad key. Returns ``self``, numbers
-        normalised.
-        """
-        return check_config(self)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -44,7 +44,7 @@ def test_checks_convert_and_bound() -> None:
     assert check_denoiser_params("tce", {"num_gradual": "0.5ep"}) == {"num_gradual": "0.5ep"}  # a span
     assert check_denoiser_params("dart", {"t_m": "30%"}) == {"t_m": "30%"}
     assert check_denoiser_params("tce", {"eps_max": 0.0}) == {"eps_max": 0.0}
-    assert check_denoiser_params("tce", {"future_option": 3}) == {"future_option": 3}  # the registry decides
+    assert check_denoiser_params("future_denoiser", {"x": 3}) == {"x": 3}  # not in the catalog: the registry decides
     for name, params, words in [
         ("tce", {"eps_max": 1.0}, "[0, 1)"),
         ("rce", {"beta": -0.1}, "[0, inf)"),
@@ -54,6 +54,9 @@ def test_checks_convert_and_bound() -> None:
         ("tce", {"num_gradual": -3}, "out of range"),
         ("tce", {"num_gradual": "2 weeks"}, "'30%'"),
         ("bootstrap_soft", {"attach_target": 1}, "true or false"),
+        ("tce", {"beta": 0.2}, "tce has no option 'beta'"),
+        ("observation", {"form": "examinaton"}, "one of mixture, examination, product"),
+        ("deca", {"objective": "papr"}, "one of marginal, paper"),
     ]:
         with pytest.raises(UsageError, match=r".*") as e:
             check_denoiser_params(name, params)
@@ -78,3 +81,31 @@ def test_check_config_types_every_field_and_normalises() -> None:
         with pytest.raises(UsageError) as e:
             check_config(cfg)
         assert f"{section}.{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_catalog_choices_and_needs_agree_with_the_constructors() -> None:
+    """Every choice the catalog lists is one its constructor accepts (FORMS, OBJECTIVES, STRUCTURES, LAYOUTS),
+    and the context-tower denoisers are those whose class declares ``NEEDS.context_tower``.
+    """
+    from denoisrec.denoisers.deca import DeCA
+    from denoisrec.denoisers.observation import FORMS
+    from denoisrec.models.dcnv2 import STRUCTURES
+    from denoisrec.models.first_order import LAYOUTS
+    from denoisrec.trainer.config.options import CONTEXT_TOWER_DENOISERS
+
+    assert set(DENOISER_OPTIONS["observation"]["form"].choices) == set(FORMS)
+    assert set(DENOISER_OPTIONS["deca"]["objective"].choices) == set(DeCA.OBJECTIVES)
+    assert set(MODEL_OPTIONS["dcnv2"]["structure"].choices) == set(STRUCTURES)
+    assert set(MODEL_OPTIONS["fm"]["first_order"].choices) == set(LAYOUTS)
+    assert set(CONTEXT_TOWER_DENOISERS) == {n for n, c in DENOISERS.items() if c.NEEDS.context_tower}
+
+
+def test_yaml_on_off_reach_string_choice_fields_as_the_documented_words() -> None:
+    """``--set run.pipeline=off`` arrives from YAML as ``False``: the check gives the field its word back."""
+    from denoisrec.trainer.config.tree import apply_overrides
+
+    cfg = check_config(apply_overrides(Config(), ["run.pipeline=off", "run.nonfinite=off"]))
+    assert (cfg.run.pipeline, cfg.run.nonfinite) == ("off", "off")
+    assert check_config(apply_overrides(Config(), ["run.pipeline=on"])).run.pipeline == "on"
+    with pytest.raises(UsageError, match="run.nonfinite=True"):  # no "on" among nonfinite's choices
+        check_config(apply_overrides(Config(), ["run.nonfinite=on"]))

@@ -12,6 +12,7 @@ import pytest
 
 from denoisrec.trainer.cli import build_parser
 from denoisrec.trainer.commands.train import config_from_args
+from denoisrec.trainer.config.check import check_config
 from denoisrec.trainer.config.tree import Config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def resolved(argv: List[str]) -> dict:
     args = build_parser().parse_args(["train", *argv])
-    return config_from_args(args).validate().to_dict()
+    return check_config(config_from_args(args)).to_dict()
 
 
 def make_train_args(*variables: str) -> List[str]:

@@ -14,6 +14,7 @@ import torch
 from trusted_data import add_trusted
 
 from denoisrec.models.model_file import read_model_file
+from denoisrec.trainer.config.check import check_config
 from denoisrec.trainer.config.options import UsageError
 from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.data.schema import DataSchema
@@ -124,10 +125,10 @@ def test_select_on_resolves_auto_and_refuses_what_the_data_lacks(trusted_data: P
     cfg = Config()
     cfg.eval.select_on = "clean"
     with pytest.raises(UsageError, match="eval.select_on='clean'"):
-        cfg.validate()
+        check_config(cfg)
     cfg.eval.select_on, cfg.eval.ci_level = "auto", 1.0
     with pytest.raises(UsageError, match="eval.ci_level=1.0"):
-        cfg.validate()
+        check_config(cfg)
 
 
 def test_a_run_exports_its_selected_epoch_and_says_why(trusted_data: Path, tmp_path: Path) -> None:
