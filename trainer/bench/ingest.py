@@ -547,6 +547,6 @@ if __name__ == "__main__":
         _, _, d, s, bs, buf, pf = sys.argv
         print(json.dumps(stream_epoch(d, s, int(bs), int(buf), int(pf))))
         sys.exit(0)
-    ap = argparse.ArgumentParser(prog="python -m denoisrec.trainer.bench.ingest")
+    ap = argparse.ArgumentParser(prog="python -m denoisrec.trainer.bench.ingest", allow_abbrev=False)
     add_arguments(ap)
     sys.exit(run(ap.parse_args()))
