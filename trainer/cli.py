@@ -54,16 +54,17 @@ AGREED = (UsageError, RunLockError, OutDirError, CheckpointError, NonFiniteError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions kept as written; an option's default appended to its help (``(default: 8192)``) unless the
-    help already says it, the option is a flag, or it has no default to show.
+    """Descriptions kept as written; an option's default appended to its help (``(default: 8192)``, ``(default:
+    none)`` when unset) unless the help already says it or the option is a flag or required.
     """
 
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
         text = action.help or ""
-        shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.nargs != 0
-        if shown and "default" not in text and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
+        if not action.option_strings or action.nargs == 0 or action.required or "default" in text:
+            return text
+        if action.default in (None, [], argparse.SUPPRESS):
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
 
 
 class Parser(argparse.ArgumentParser):
