@@ -68,7 +68,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the project's conventions, for every command and sub-command:
+    """argparse with the project's conventions, for every command and sub-command.
 
     - a one-line error (``denoisrec train: error: ... (see denoisrec train --help)``), exit status 2;
     - no abbreviations (``--epoch 1`` is refused, not taken as ``--epochs``);

@@ -1,8 +1,8 @@
-""" "Did you mean ...?": the nearest accepted names for a mistyped option, choice or key.
+"""Did you mean ...?: the nearest accepted names for a mistyped option, choice or key.
 
 Example:
->>> did_you_mean("--modle", ["--model", "--mode", "--out"])
-'; did you mean --model or --mode?'
+>>> did_you_mean("--modle", ["--model", "--out", "--seed"])
+'; did you mean --model?'
 >>> did_you_mean("obsrvation", ["bce", "observation"], quote=True)
 "; did you mean 'observation'?"
 >>> with_suggestion("--denoiser 'obsrvation': unknown denoiser; expected one of bce, tce, observation")
