@@ -49,6 +49,10 @@ DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedba
   denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
 
 
+LAUNCHER_SAYS = "DENOISREC_LAUNCHER_SAYS_ERRORS"
+"""Set to ``1`` by ``denoisrec torchrun``: the ranks leave their one-line errors in torchelastic's error files
+only, and the launcher prints each distinct line once (a rank killed before it printed loses nothing)."""
+
 # errors that every rank raises alike (broadcast from rank 0 or agreed by a collective): rank 0 says them
 AGREED = (UsageError, RunLockError, OutDirError, CheckpointError, NonFiniteError, StorageError)
 
@@ -158,7 +162,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         line = with_suggestion(f"denoisrec {args.command}: error: {_one_line(e)}")
         # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
         # once, by rank 0; anything else may be one rank's own
-        if not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0":
+        said_by_launcher = os.environ.get(LAUNCHER_SAYS) == "1" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
+        if not said_by_launcher and (not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0"):
             print(line, file=sys.stderr)
         _record_for_torchelastic(line)
         return code
