@@ -473,6 +473,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m denoisrec.launch.slurm_local",
         description="Start or stop a one-host Slurm cluster whose files live in --dir.",
+        allow_abbrev=False,
     )
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument(

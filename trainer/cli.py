@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 
 from denoisrec.trainer.commands import COMMANDS
 from denoisrec.trainer.commands.train import config_from_args
@@ -39,6 +39,7 @@ from denoisrec.trainer.errors import (
     StorageError,
     UsageError,
 )
+from denoisrec.trainer.suggest import did_you_mean, with_suggestion
 
 DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
 
@@ -48,15 +49,73 @@ DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedba
   denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
 
 
+LAUNCHER_SAYS = "DENOISREC_LAUNCHER_SAYS_ERRORS"
+"""Set to ``1`` by ``denoisrec torchrun``: the ranks leave their one-line errors in torchelastic's error files
+only, and the launcher prints each distinct line once (a rank killed before it printed loses nothing)."""
+
 # errors that every rank raises alike (broadcast from rank 0 or agreed by a collective): rank 0 says them
 AGREED = (UsageError, RunLockError, OutDirError, CheckpointError, NonFiniteError, StorageError)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; an option's default appended to its help (``(default: 8192)``, ``(default:
+    none)`` when unset) unless the help already says it or the option is a flag or required.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        text = action.help or ""
+        if not action.option_strings or action.nargs == 0 or action.required or "default" in text:
+            return text
+        if action.default in (None, [], argparse.SUPPRESS):
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (``denoisrec train: error: ... (see --help)``), exit status 2."""
+    """argparse with the project's conventions, for every command and sub-command.
+
+    - a one-line error (``denoisrec train: error: ... (see denoisrec train --help)``), exit status 2;
+    - no abbreviations (``--epoch 1`` is refused, not taken as ``--epochs``);
+    - "did you mean" for an unknown flag (``--modle`` → ``--model``) or choice, said by the sub-command
+      whose options it missed;
+    - defaults shown in the help (:class:`HelpFormatter`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        if kwargs.get("formatter_class") in (None, argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
+            kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> Tuple[argparse.Namespace, List[str]]:
+        """argparse's, but a word this parser does not know is an error here, where its options are known
+        (a sub-command would otherwise hand it up to ``denoisrec``, whose message cannot suggest the option).
+        """
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras))
+        return ns, extras
+
+    def _unrecognized(self, extras: List[str]) -> str:
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        flags = [a.split("=", 1)[0] for a in extras if a.startswith("-") and len(a) > 1]
+        known = [s for s in self._option_string_actions if s.startswith("--") or len(s) == 2]
+        for flag in flags:
+            hint = did_you_mean(flag, known)
+            if hint:
+                return f"{message}{hint}"
+        return message
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            hint = did_you_mean(str(value), [str(c) for c in action.choices], quote=True)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {choices}){hint}")
 
 
 def version() -> str:
@@ -100,10 +159,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_quietly(args)
     except (ValueError, OSError) as e:
         code = exit_status(e) if args.command in ("train", "tune", "report") else 2
-        line = f"denoisrec {args.command}: error: {_one_line(e)}"
+        line = with_suggestion(f"denoisrec {args.command}: error: {_one_line(e)}")
         # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
         # once, by rank 0; anything else may be one rank's own
-        if not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0":
+        said_by_launcher = os.environ.get(LAUNCHER_SAYS) == "1" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
+        if not said_by_launcher and (not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0"):
             print(line, file=sys.stderr)
         _record_for_torchelastic(line)
         return code
@@ -165,7 +225,7 @@ def _record_for_torchelastic(line: str) -> None:
             json.dump({"message": {"message": line, "extraInfo": info}}, f)
 
 
-__all__ = ["Parser", "build_parser", "config_from_args", "exit_status", "main", "run_quietly"]
+__all__ = ["HelpFormatter", "Parser", "build_parser", "config_from_args", "exit_status", "main", "run_quietly"]
 
 if __name__ == "__main__":
     sys.exit(main())

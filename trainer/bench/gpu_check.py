@@ -305,7 +305,7 @@ def run(a: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="gpu-check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="gpu-check", description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(p)
     a = p.parse_args(argv)

@@ -53,10 +53,10 @@ MB = 1e6
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset directory (default: a generated tiny dataset with --quick)")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help="the split read (a folder of --data)")
     p.add_argument("--batch-size", type=int, default=8192, help="rows per batch (reader and training)")
     p.add_argument("--shuffle-buffer", type=int, default=262144, help="rows in the shuffle buffer")
-    p.add_argument("--prefetch", type=int, default=4)
+    p.add_argument("--prefetch", type=int, default=4, help="batches the reader prepares ahead in the background")
     p.add_argument(
         "--workers",
         type=int,
@@ -547,6 +547,6 @@ if __name__ == "__main__":
         _, _, d, s, bs, buf, pf = sys.argv
         print(json.dumps(stream_epoch(d, s, int(bs), int(buf), int(pf))))
         sys.exit(0)
-    ap = argparse.ArgumentParser(prog="python -m denoisrec.trainer.bench.ingest")
+    ap = argparse.ArgumentParser(prog="python -m denoisrec.trainer.bench.ingest", allow_abbrev=False)
     add_arguments(ap)
     sys.exit(run(ap.parse_args()))

@@ -66,9 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="give every embedding table this many rows (at least the data's vocabulary), e.g. 100000 "
         "for the Criteo-like shape on --preset criteo",
     )
-    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--embedding-dim", type=int, default=16, help="embedding dimension of every system")
     p.add_argument("--mlp", default="128,64", help="hidden layer sizes of the DNN part")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout of the DNN part")
     p.add_argument("--batch-size", type=int, default=2048, help="global batch size")
     p.add_argument(
         "--optimizer",
@@ -78,10 +78,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(FBGEMM's fused CPU embedding kernels have no Adam)",
     )
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for adam, 0.01 for adagrad)")
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=1, help="passes over the train split")
     p.add_argument("--nproc", type=int, default=2, help="ranks of the distributed denoisrec run (0: skip)")
     p.add_argument("--threads", type=int, default=0, help="torch threads of the one-process runs (0: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of every system")
     p.add_argument(
         "--denoisrec-set",
         action="append",
@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="extra config override for the denoisrec runs (e.g. model.params.hidden=[128,64])",
     )
     p.add_argument("--quick", action="store_true", help="CI smoke test: tiny preset, batch 256")
-    p.add_argument("--timeout", type=int, default=3600)
+    p.add_argument("--timeout", type=int, default=3600, help="seconds for each system's run")
 
 
 def _resolve_optimizer(a: argparse.Namespace) -> None:

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dim", type=int, default=16, help="model.embedding_dim (the project's default)")
     p.add_argument("--denoiser", default="bce", help="denoiser.name (its tables and constraints are planned too)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides")
-    p.add_argument("--gpus-per-host", type=int, default=8)
+    p.add_argument("--gpus-per-host", type=int, default=8, help="GPUs per host (NVLink within, the network between)")
     p.add_argument("--hbm-gib", type=float, default=80.0, help="HBM per GPU, GiB (H100: 80)")
     p.add_argument("--intra-host-gbs", type=float, default=450.0, help="NVLink GB/s per GPU and direction")
     p.add_argument("--inter-host-gbs", type=float, default=50.0, help="network GB/s per GPU and direction")

@@ -119,7 +119,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=5, help="maximum epochs per run")
     p.add_argument("--patience", type=int, default=2, help="early stopping patience in epochs (0: off)")
     p.add_argument("--batch-size", type=int, help="rows per rank per step (data.batch_size)")
-    p.add_argument("--sweep", choices=("ofat", "full", "none"), default="ofat")
+    p.add_argument(
+        "--sweep",
+        choices=("ofat", "full", "none"),
+        default="ofat",
+        help="hyperparameter sweep per method: one factor at a time, the full grid, or the defaults only",
+    )
     p.add_argument(
         "--select-on",
         choices=("auto", "observed", "trusted", "random"),

@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="a Parquet file or split directory to score (e.g. data/small/test)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--rows", type=int, default=65536, help="rows to score per batch size and round")
-    p.add_argument("--batch-sizes", default="1,64,1024,8192", help="comma-separated")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-sizes", default="1,64,1024,8192", help="batch sizes to score at, comma-separated")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each rate is the median over them")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument(
         "--quick",

@@ -17,6 +17,7 @@ and exit statuses in :func:`denoisrec.trainer.cli.main`.
 | ``tune`` | :mod:`.tune` | train candidate denoisers, choose on the trusted signal, write the config |
 | ``predict`` / ``export`` | :mod:`.predict` / :mod:`.export` | score data / write a serving artefact |
 | ``launch`` | :mod:`.launch` | ``torchx run`` the components of :mod:`denoisrec.launch` |
+| ``torchrun`` | :mod:`.torchrun` | torchrun the trainer, failures in one line |
 | ``gen-data`` / ``convert`` | :mod:`.gen_data` / :mod:`.convert` | write datasets (:mod:`denoisrec.trainer.datasets`) |
 | ``validate`` | :mod:`.validate` | check a dataset against its schema |
 | ``bench`` | :mod:`denoisrec.trainer.bench.cli` | the benchmark suite (one sub-command per bench) |
@@ -34,7 +35,18 @@ from types import ModuleType
 from typing import Dict
 
 from denoisrec.trainer.bench import cli as bench
-from denoisrec.trainer.commands import convert, export, gen_data, launch, predict, report, train, tune, validate
+from denoisrec.trainer.commands import (
+    convert,
+    export,
+    gen_data,
+    launch,
+    predict,
+    report,
+    torchrun,
+    train,
+    tune,
+    validate,
+)
 
 COMMANDS: Dict[str, ModuleType] = {
     "train": train,
@@ -42,6 +54,7 @@ COMMANDS: Dict[str, ModuleType] = {
     "predict": predict,
     "export": export,
     "launch": launch,
+    "torchrun": torchrun,
     "gen-data": gen_data,
     "validate": validate,
     "convert": convert,

@@ -30,7 +30,7 @@ def add_arguments(conv: argparse.ArgumentParser) -> None:
             help=f"positives rated at most this are noisy (default {default_thr})",
         )
         p.add_argument("--neg-ratio", type=int, default=1, help="sampled negatives per positive (default 1)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="random seed of the split (and of any noise)")
         p.add_argument(
             "--clean-test",
             choices=CLEAN_TEST,
@@ -48,7 +48,12 @@ def add_arguments(conv: argparse.ArgumentParser) -> None:
         )
         if kind == "movielens":
             p.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
-            p.add_argument("--split-by", choices=("random", "time"), default="random")
+            p.add_argument(
+                "--split-by",
+                choices=("random", "time"),
+                default="random",
+                help="random rows (8:1:1), or by time (the earliest ratings train, the latest test)",
+            )
 
 
 def run(a: Any) -> int:

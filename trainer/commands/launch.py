@@ -88,17 +88,33 @@ def option_value(args: List[str], name: str) -> Optional[str]:
     return found
 
 
+USAGE = """Run a denoisrec component (train, bench, gen_data) with torchx, on this machine or a cluster scheduler.
+
+  denoisrec launch -j 1x2 -- --data data/small --out runs/x          2 ranks here (local_cwd)
+  denoisrec launch -s slurm -cfg partition=gpu -j 2x8 --gpu 8 -- --data /shared/data --out /shared/runs/x
+  denoisrec launch --dryrun -j 1x2 -- --data data/small              print what would run
+
+Options before -- are this command's and the component's (-j NODESxRANKS, --gpu, --max_restarts, ...);
+after -- come the trainer's (denoisrec train --help). On a local scheduler the workers use this Python,
+and the job's logs go to <--out>/logs unless -cfg log_dir=... says otherwise. A repeated --set or -p is
+merged into one list (torchx refuses an option named twice). docs/launch.md has Slurm and Kubernetes."""
+
+
 def _parser() -> argparse.ArgumentParser:
+    from denoisrec.trainer.cli import HelpFormatter  # here: the cli imports this module
+
     p = argparse.ArgumentParser(
         prog="denoisrec launch",
-        description=__doc__,
+        description=USAGE,
         allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("-s", "--scheduler", default="local_cwd", help="torchx scheduler (local_cwd, slurm, kubernetes)")
-    p.add_argument("-cfg", "--scheduler_args", help="scheduler options, e.g. partition=gpu,time=04:00:00")
+    p.add_argument("-s", "--scheduler", default="local_cwd", help="torchx scheduler: local_cwd, slurm, kubernetes")
+    p.add_argument(
+        "-cfg", "--scheduler_args", help="scheduler options, e.g. partition=gpu,time=04:00:00 (default: none)"
+    )
     p.add_argument("--dryrun", action="store_true", help="print the AppDef and the scheduler request; run nothing")
-    p.add_argument("--component", default="train", choices=COMPONENTS, help="which component (default: train)")
+    p.add_argument("--component", default="train", choices=COMPONENTS, help="which component")
     return p
 
 
@@ -170,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
         _parser().print_help()
-        print(f"\ncomponent options: torchx run <component> --help, e.g. torchx run {COMPONENTS_FILE}:train --help")
+        print(f"\ncomponent options (-j, --gpu, ...): torchx run {COMPONENTS_FILE}:train --help")
         return 0
     from denoisrec.trainer.errors import UsageError
 

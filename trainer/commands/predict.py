@@ -23,7 +23,7 @@ def add_arguments(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--model-file", required=True, help="<run out>/model.pt written by training")
     pr.add_argument("--data", required=True, help="a .parquet file or a directory of them (e.g. data/small/test)")
     pr.add_argument("--out", required=True, help="output Parquet file of scores")
-    pr.add_argument("--batch-size", type=int, default=8192)
+    pr.add_argument("--batch-size", type=int, default=8192, help="rows scored per call")
     pr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     pr.add_argument(
         "--keep-columns",
