@@ -311,14 +311,16 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
     threads = (a.threads or usable_cores()) if nproc == 1 else max(1, usable_cores() // nproc)
     summary_path = os.path.join(out, "summary.json")
     what = "bench peers"
-    s = run_ranks("denoisrec.trainer", args, nproc, result=summary_path, what=what, threads=threads, timeout=a.timeout)
+    summary = run_ranks(
+        "denoisrec.trainer", args, nproc, result=summary_path, what=what, threads=threads, timeout=a.timeout
+    )
     return {
-        "samples_per_s": s["throughput_samples_per_s"],
-        "seconds": s["train_seconds"],
-        "auc": s["metrics"]["test_observed"]["auc"],
-        "clean_auc": s["metrics"].get("test_clean", {}).get("auc"),
+        "samples_per_s": summary["throughput_samples_per_s"],
+        "seconds": summary["train_seconds"],
+        "auc": summary["metrics"]["test_observed"]["auc"],
+        "clean_auc": summary["metrics"].get("test_clean", {}).get("auc"),
         "threads": threads,
-        "rows": s["rows_trained"]["total"],
+        "rows": summary["rows_trained"]["total"],
     }
 
 

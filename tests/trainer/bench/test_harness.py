@@ -1,5 +1,6 @@
 """The bench harness (trainer/bench/harness.py) on real torchrun ranks: a 2-rank job's result is read back; a
-failing rank raises one RanksFailed carrying its stderr tail."""
+failing rank raises one RanksFailed carrying its stderr tail.
+"""
 
 from __future__ import annotations
 
