@@ -346,6 +346,7 @@ class TrainRecipe:
         model_file = self._export(metrics)
         summary = self._summary(metrics, observation, model_file).to_dict()
         self.log.write_json("summary.json", summary)
+        self.log.hparams(summary["config"], summary["metrics"])
         self.log.print(format_summary(summary))
         self.log.close()
         return summary

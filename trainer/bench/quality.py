@@ -188,24 +188,32 @@ def grid_points(cls: Type[Denoiser], fixed: Dict[str, Any], mode: str, max_grid:
     points = [dict(base)]
     if mode == "none" or not grid:
         return points
+    seen = {_same_point(base)}
+
+    def add(pt: Dict[str, Any]) -> None:
+        if _same_point(pt) not in seen:  # ``hidden=()`` (a default) and ``hidden=[]`` (a GRID value) are one point
+            seen.add(_same_point(pt))
+            points.append(pt)
+
     if mode == "ofat":
         for k, values in grid.items():
             for v in values:
-                pt = {**base, k: v}
-                if pt not in points:
-                    points.append(pt)
+                add({**base, k: v})
     else:
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
-            pt = {**base, **dict(zip(keys, combo))}
-            if pt not in points:
-                points.append(pt)
+            add({**base, **dict(zip(keys, combo))})
     if len(points) > max_grid:
         raise ValueError(
             f"sweep of {cls.name!r} ({mode}) has {len(points)} points, more than --max-grid "
             f"{max_grid}; use --sweep ofat, fix some with -p, or raise --max-grid"
         )
     return points
+
+
+def _same_point(pt: Dict[str, Any]) -> str:
+    """A point's identity: sequences compare as lists whatever their type (``()`` is ``[]``)."""
+    return json.dumps({k: list(v) if isinstance(v, (list, tuple)) else v for k, v in pt.items()}, sort_keys=True)
 
 
 def select_best(points: List[Dict[str, Any]]) -> int:

@@ -6,12 +6,13 @@ clean-test AUC by epoch. The figure is :func:`~denoisrec.trainer.outputs.curves.
 "BCE vs my denoiser" is one command::
 
     make train DENOISER=bce OUT=runs/bce && make train OUT=runs/deca_p
-    denoisrec report runs/bce runs/deca_p --out runs/report.png
+    denoisrec report runs/bce runs/deca_p      # runs/reports/bce-vs-deca_p/{report.png,table.json}
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from typing import Any, Dict, List
@@ -24,14 +25,37 @@ AUC and the clean-test AUC by epoch; one figure with every run's curves (AUC per
 clean positives, noise identification). For example, BCE against the recommended set-up:
 
   make train DENOISER=bce OUT=runs/bce && make train OUT=runs/deca_p
-  denoisrec report runs/bce runs/deca_p --out runs/report.png"""
+  denoisrec report runs/bce runs/deca_p     (writes runs/reports/bce-vs-deca_p/report.png and table.json)"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``RUN [RUN ...] [--out FIG.png] [--json TABLE.json]``."""
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their --out)")
-    p.add_argument("--out", default=None, help="figure file (default: report.png beside the first run)")
-    p.add_argument("--json", default=None, help="also write the table as JSON")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="figure file (default: reports/<run>-vs-<run>/report.png beside the first run, with table.json: one "
+        "folder per comparison, so comparing other runs never overwrites this one)",
+    )
+    p.add_argument("--json", default=None, help="table as JSON (default: table.json beside the default figure)")
+
+
+def default_folder(runs: List[str]) -> str:
+    """``<parent of the first run>/reports/<a>-vs-<b>[-vs-...]``: one folder per comparison (names of the runs'
+    folders, in the order given; a long list is cut and keeps a short hash of the whole so it stays unique).
+
+    Args:
+        runs: the run directories compared.
+
+    Returns:
+        The comparison's folder (not created).
+    """
+    names = [os.path.basename(os.path.normpath(r)) or "run" for r in runs]
+    name = "-vs-".join(names)
+    if len(name) > 80:
+        digest = hashlib.sha256("\0".join(os.path.abspath(r) for r in runs).encode()).hexdigest()[:8]
+        name = f"{name[:70]}-{digest}"
+    return os.path.join(os.path.dirname(os.path.normpath(os.path.abspath(runs[0]))), "reports", name)
 
 
 def rows(runs: List[str]) -> List[Dict[str, Any]]:
@@ -77,13 +101,17 @@ def run(a: argparse.Namespace) -> int:
     table = rows(a.runs)
     print(format_table(table))
     series: List[Series] = [t["series"] for t in table]
-    out = a.out or os.path.join(os.path.dirname(os.path.normpath(a.runs[0])) or ".", "report.png")
+    out, table_json = a.out, a.json
+    if out is None:
+        folder = default_folder(a.runs)
+        os.makedirs(folder, exist_ok=True)
+        out, table_json = os.path.join(folder, "report.png"), table_json or os.path.join(folder, "table.json")
     write_curves(series, out, title=" vs ".join(s.name for s in series))
     print(f"figure: {out}")
-    if a.json:
-        with open(a.json, "w") as f:
+    if table_json:
+        with open(table_json, "w") as f:
             json.dump([{k: v for k, v in t.items() if k != "series"} for t in table], f, indent=2)
-        print(f"table: {a.json}")
+        print(f"table: {table_json}")
     return 0
 
 

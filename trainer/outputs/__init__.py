@@ -1,4 +1,4 @@
-"""What a run writes and shows: the run log, the metric loggers, progress, console, curves, summary, warnings file."""
+"""What a run writes and shows: run log, metric loggers, progress, console, curves, summary, warnings, figure style."""
 
 from __future__ import annotations
 

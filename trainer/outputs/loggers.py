@@ -124,10 +124,48 @@ class TensorBoardLogger:
             if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
                 self._w.add_scalar(f"{kind}/{k}", v, step)
 
+    def log_hparams(self, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+        """The run's config and final metrics for TensorBoard's HParams view (one row per run, so runs compare).
+
+        Args:
+            config: the resolved config tree (nested dicts); every leaf becomes a dotted hparam, lists as text.
+            metrics: the final metrics by split (``{"test_clean": {"auc": ...}, ...}``); each number becomes
+                ``hparams/<split>_<metric>``.
+        """
+        if self._w is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        h = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat(config).items()}
+        m = {
+            f"hparams/{split}_{k}": float(v)
+            for split, values in metrics.items()
+            if isinstance(values, Mapping)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        # written into this run's own stream (not add_hparams' time-stamped sub-folder), so a run is one row
+        for event in hparams(h, m):
+            self._w.file_writer.add_summary(event)
+        for k, v in m.items():
+            self._w.add_scalar(k, v)
+        self._w.flush()
+
     def close(self) -> None:
         if self._w is not None:
             self._w.close()
             self._w = None
+
+
+def flat(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``; ``None`` leaves are left out (TensorBoard takes no null)."""
+    out: Dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flat(v, f"{prefix}{k}."))
+        elif v is not None:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def file_loggers(out: str, append: bool) -> List[MetricLogger]:

@@ -49,6 +49,12 @@ class RunLog:
         for logger in self.loggers:
             logger.log_dict(payload, step, kind)
 
+    def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+        """The run's config and final metrics to the sinks that compare runs (TensorBoard's HParams view)."""
+        for logger in self.loggers:
+            if hasattr(logger, "log_hparams"):
+                logger.log_hparams(config, metrics)
+
     def close(self) -> None:
         for logger in self.loggers:
             logger.close()

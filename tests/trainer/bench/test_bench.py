@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from denoisrec.models.dropout import Dropout16
-from denoisrec.trainer.bench.quality import grid_points, select_best
+from denoisrec.trainer.bench.quality import default_params, grid_points, select_best
 from denoisrec.trainer.bench.report import BenchReport, markdown_table, summarize
 from denoisrec.trainer.cli import main
 
@@ -59,6 +59,16 @@ def test_grid_points_and_selection_use_validation_only() -> None:
         {"select_auc": float("nan")},
     ]
     assert select_best(pts) == 1
+
+
+def test_grid_points_take_an_empty_list_and_an_empty_tuple_as_one_point() -> None:
+    from denoisrec.denoisers.observation import ObservationTCE
+
+    assert ObservationTCE.GRID["hidden"][0] == [] and default_params(ObservationTCE)["hidden"] == ()
+    ofat = grid_points(ObservationTCE, {}, "ofat", 24)
+    assert [p["hidden"] for p in ofat].count(()) == len(ofat) - 1  # hidden=[] is the default, not a new point
+    assert [list(p["hidden"]) for p in ofat].count([32]) == 1
+    assert len(ofat) == 1 + 2 + 1  # eps_max 0.05 and 0.2 beside the default 0.1; hidden [32]
 
 
 @pytest.mark.dist

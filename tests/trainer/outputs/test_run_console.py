@@ -73,6 +73,15 @@ def test_default_run_evaluates_every_epoch_and_draws_curves(
     assert table[0]["clean_auc"] == pytest.approx(s["metrics"]["test_clean"]["auc"])
     assert table[0]["clean_by_epoch"] == [round(v, 4) for _, v in series.clean_auc]
     assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    # without --out: one folder per comparison beside the first run; another comparison does not overwrite it
+    assert main(["report", str(out), str(other)]) == 0
+    first = tmp_path / "reports" / f"{out.name}-vs-other"
+    assert json.loads((first / "table.json").read_text()) == table
+    assert (first / "report.png").stat().st_size > 10_000
+    before = (first / "report.png").read_bytes()
+    assert main(["report", str(other), str(out)]) == 0
+    assert (tmp_path / "reports" / f"other-vs-{out.name}" / "report.png").is_file()
+    assert (first / "report.png").read_bytes() == before
 
 
 def test_report_on_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -222,3 +231,25 @@ def test_log_lines_carry_elapsed_time_and_eta(capsys: pytest.CaptureFixture) -> 
     assert p.timing(150, now=p._t0 + 60) == "elapsed 1:00 ETA 3:00"  # 50 steps a minute, 150 to go
     p.update(150, {"loss": 0.5}, epoch=1)
     assert capsys.readouterr().out.startswith("step    150/300 epoch 1 loss 0.5 | elapsed 0:")
+
+
+def test_tensorboard_hparams_carry_the_config_and_final_metrics(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    log = RunLog(str(tmp_path), True)
+    log.log_dict({"loss": 1.0}, 1)
+    config = {"model": {"name": "dlrm", "dims": [8, 4]}, "data": {"batch_size": 256, "path": None}}
+    log.hparams(config, {"test_clean": {"auc": 0.91, "rows": 100}, "valid": {"auc": float("nan")}, "step": 3})
+    log.close()
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1  # one stream per run: one HParams row
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.Scalars("hparams/test_clean_auc")[0].value == pytest.approx(0.91)
+    assert "hparams/valid_auc" not in acc.Tags()["scalars"]  # NaN is no metric
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    h = start.session_start_info.hparams
+    assert h["model.name"].string_value == "dlrm" and h["data.batch_size"].number_value == 256
+    assert h["model.dims"].string_value == "[8, 4]" and "data.path" not in h
