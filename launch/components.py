@@ -32,11 +32,11 @@ Example (Python)::
                              # (the scheduler fills in the macros ${rank0_env}, ${app_id})
 """
 
-import re
 import shlex
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import torchx.specs as specs
+from torchx.components.dist import parse_nnodes
 from torchx.specs import macros
 
 TRAINER_MODULE = "denoisrec.trainer"
@@ -69,7 +69,8 @@ def _shell_join(args: Iterable[str]) -> str:
 
 
 def parse_j(j: str) -> Tuple[int, int, int]:
-    """``-j [MIN:]NxM`` → ``(min_nnodes, max_nnodes, nproc_per_node)``; ``-j M`` means ``1xM``.
+    """``-j [MIN:]NxM`` → ``(min_nnodes, max_nnodes, nproc_per_node)``: torchx's ``parse_nnodes`` (``-j M``
+    means ``1xM``), and the counts at least 1 with MIN ≤ MAX, which it leaves unchecked.
 
     Example::
 
@@ -77,13 +78,10 @@ def parse_j(j: str) -> Tuple[int, int, int]:
         parse_j("2:4x8")  # (2, 4, 8): elastic, starts with 2 to 4 nodes
         parse_j("3")      # (1, 1, 3)
     """
-    m = re.fullmatch(r"(?:(?:(\d+):)?(\d+)x)?(\d+)", j.strip())
-    if m is None:
-        raise ValueError(f"-j {j!r}: expected NxM (nodes x processes per node), MIN:MAXxM, or M; e.g. -j 2x4")
-    lo, hi, nproc = m.group(1), m.group(2), m.group(3)
-    max_nnodes = int(hi) if hi is not None else 1
-    min_nnodes = int(lo) if lo is not None else max_nnodes
-    nproc_per_node = int(nproc)
+    try:
+        min_nnodes, max_nnodes, nproc_per_node, _ = parse_nnodes(j.strip())
+    except ValueError:
+        raise ValueError(f"-j {j!r}: expected NxM (nodes x processes per node), MIN:MAXxM, or M; e.g. -j 2x4") from None
     if nproc_per_node < 1 or max_nnodes < 1 or not 1 <= min_nnodes <= max_nnodes:
         raise ValueError(f"-j {j!r}: need 1 <= MIN <= MAX nodes and at least 1 process per node")
     return min_nnodes, max_nnodes, nproc_per_node

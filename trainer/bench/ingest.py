@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -289,44 +288,12 @@ def rss_in_fresh_process(data: str, split: str, batch_size: int, shuffle_buffer:
 
 
 def environment() -> Dict[str, Any]:
-    import numpy
+    """The bench report's environment (:func:`denoisrec.trainer.bench.report.environment`) and Arrow's CPU count."""
     import pyarrow
-    import torch
 
-    env: Dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyarrow": pyarrow.__version__,
-        "numpy": numpy.__version__,
-        "machine": platform.machine(),
-        "system": platform.platform(),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "arrow_cpu_count": pyarrow.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    try:
-        env["git_commit"] = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)
-            ).stdout.strip()
-            or None
-        )
-    except OSError:
-        env["git_commit"] = None
-    return env
+    from denoisrec.trainer.bench.report import environment as report_environment
 
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return dict(report_environment(), arrow_cpu_count=pyarrow.cpu_count())
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -443,7 +410,7 @@ def format_result(r: Dict[str, Any]) -> str:
         f"bench ingest: {r['data']} / {r['split']} ({r['split_rows']:,} rows, {r['columns']} columns, "
         f"{r['parquet_bytes_per_row']:.1f} Parquet bytes/row); batch {r['batch_size']:,}, shuffle buffer "
         f"{r['shuffle_buffer']:,} rows, prefetch {r['prefetch']}; best of {r['repeats']}",
-        f"  machine: {e['cpu']}, {e['cores']} cores, load average {e['load_average']}",
+        f"  machine: {e['cpu_model']}, {e['cpu_cores']} cores, load average {e['load_average']}",
         f"  {'path':32s} {'rows/s':>12s} {'Parquet MB/s':>13s} {'vs raw':>7s} {'CPU µs/row':>11s} "
         f"{'raw/this CPU':>12s}",
     ]

@@ -40,13 +40,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from denoisrec.trainer.bench.harness import RanksFailed, run_ranks
 from denoisrec.trainer.bench.throughput import ensure_data, usable_cores
 
 PEERS = ("deepctr_torch", "torchfm")
@@ -311,33 +309,18 @@ def run_denoisrec(view: str, a: argparse.Namespace, nproc: int, hidden: List[int
     for s in sets:
         args += ["--set", s]
     threads = (a.threads or usable_cores()) if nproc == 1 else max(1, usable_cores() // nproc)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "denoisrec.trainer",
-    ] + args
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
     summary_path = os.path.join(out, "summary.json")
-    if proc.returncode != 0 or not os.path.exists(summary_path):
-        text = (proc.stderr + proc.stdout).splitlines()
-        ours = [x for x in text if "denoisrec train: error:" in x]
-        errors = [x for x in text if re.search(r"\w+(Error|Exception): ", x) and "elastic" not in x]
-        line = (ours or errors or [f"exit {proc.returncode}: {proc.stderr[-500:]}"])[-1]
-        raise RuntimeError(line.split("denoisrec train: error: ")[-1].replace("[rank0]: ", "").strip())
-    with open(summary_path) as f:
-        s = json.load(f)
+    what = "bench peers"
+    summary = run_ranks(
+        "denoisrec.trainer", args, nproc, result=summary_path, what=what, threads=threads, timeout=a.timeout
+    )
     return {
-        "samples_per_s": s["throughput_samples_per_s"],
-        "seconds": s["train_seconds"],
-        "auc": s["metrics"]["test_observed"]["auc"],
-        "clean_auc": s["metrics"].get("test_clean", {}).get("auc"),
+        "samples_per_s": summary["throughput_samples_per_s"],
+        "seconds": summary["train_seconds"],
+        "auc": summary["metrics"]["test_observed"]["auc"],
+        "clean_auc": summary["metrics"].get("test_clean", {}).get("auc"),
         "threads": threads,
-        "rows": s["rows_trained"]["total"],
+        "rows": summary["rows_trained"]["total"],
     }
 
 
@@ -402,7 +385,9 @@ def run(a: argparse.Namespace) -> int:
                 r = run_denoisrec(view_dir, a, nproc, hidden, os.path.join(tmp, "run"))
             row.update(r)
             row["status"] = "ok"
-        except (ValueError, RuntimeError) as e:
+        except RanksFailed as e:
+            row["status"] = f"failed: {e.reason}"
+        except ValueError as e:
             row["status"] = f"failed: {e}"
         rows.append(row)
 

@@ -55,12 +55,10 @@ import itertools
 import json
 import math
 import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
+from denoisrec.trainer.bench.harness import read_spec, run_spec, worker_main, write_result
 from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (
     BASELINE,
@@ -459,17 +457,37 @@ def worker(spec_path: str) -> None:
 
     from denoisrec.trainer.distributed.env import init_distributed, shutdown
 
-    with open(spec_path) as f:
-        spec = json.load(f)
+    spec = read_spec(spec_path)
     env = init_distributed("auto")
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     result = run_all(spec)
     if env.is_main:
-        with open(spec["result"], "w") as f:
-            json.dump(result, f, default=str)
+        write_result(spec, result)
     dist.barrier()
     shutdown()
+
+
+def run_here(spec_path: str) -> None:
+    """The one-rank job in this process (:func:`run_all` starts and ends its own process group).
+
+    Args:
+        spec_path: the spec :func:`run` wrote.
+    """
+    import torch
+
+    from denoisrec.trainer.distributed.env import shutdown
+
+    spec = read_spec(spec_path)
+    prev = torch.get_num_threads()
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    try:
+        result = run_all(spec)
+    finally:
+        shutdown()
+        torch.set_num_threads(prev)
+    write_result(spec, result)
 
 
 # -------------------------------------------------------------------------------------------- reporting
@@ -736,67 +754,39 @@ def run(a: argparse.Namespace) -> int:
     if not DataSchema.load(data).ground_truth:
         raise ValueError(f"--data {data}: bench quality needs ground truth (clean_label / is_noisy columns)")
     os.makedirs(a.out, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {
-            "data": data,
-            "model": a.model,
-            "methods": methods,
-            "params": params,
-            "set": a.set,
-            "seeds": a.seeds,
-            "epochs": a.epochs,
-            "patience": a.patience,
-            "batch_size": a.batch_size,
-            "sweep": a.sweep,
-            "select_on": a.select_on,
-            "max_grid": a.max_grid,
-            "curve_points": a.curve_points,
-            "out": a.out,
-            "nproc": a.nproc,
-            "threads": a.threads,
-            "reuse": a.reuse,
-            "result": os.path.join(tmp, "result.json"),
-        }
-        print(
-            f"bench quality: {data}, model {a.model}, methods {', '.join(methods)} + clean, {a.seeds} seed(s)",
-            flush=True,
-        )
-        if a.nproc == 1 and "WORLD_SIZE" not in os.environ:
-            import torch
-
-            from denoisrec.trainer.distributed.env import shutdown
-
-            prev = torch.get_num_threads()
-            if a.threads:
-                torch.set_num_threads(a.threads)
-            try:
-                result = run_all(spec)
-            finally:
-                shutdown()
-                torch.set_num_threads(prev)
-        else:
-            spec_path = os.path.join(tmp, "spec.json")
-            with open(spec_path, "w") as f:
-                json.dump(spec, f)
-            cmd = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                f"--nproc_per_node={a.nproc}",
-                "-m",
-                "denoisrec.trainer.bench.quality",
-                "--worker",
-                spec_path,
-            ]
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            if a.threads:
-                env["OMP_NUM_THREADS"] = str(a.threads)
-            proc = subprocess.run(cmd, text=True, timeout=a.timeout, stderr=subprocess.PIPE, env=env)
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench quality: {' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
-            with open(spec["result"]) as f:
-                result = json.load(f)
+    spec = {
+        "data": data,
+        "model": a.model,
+        "methods": methods,
+        "params": params,
+        "set": a.set,
+        "seeds": a.seeds,
+        "epochs": a.epochs,
+        "patience": a.patience,
+        "batch_size": a.batch_size,
+        "sweep": a.sweep,
+        "select_on": a.select_on,
+        "max_grid": a.max_grid,
+        "curve_points": a.curve_points,
+        "out": a.out,
+        "nproc": a.nproc,
+        "threads": a.threads,
+        "reuse": a.reuse,
+    }
+    print(
+        f"bench quality: {data}, model {a.model}, methods {', '.join(methods)} + clean, {a.seeds} seed(s)",
+        flush=True,
+    )
+    result = run_spec(
+        "denoisrec.trainer.bench.quality",
+        spec,
+        a.nproc,
+        what="bench quality",
+        in_process=run_here,
+        threads=a.threads,
+        timeout=a.timeout,
+        echo=True,
+    )
     rep = build_report(a, data, methods, params, result, spec)
     paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
     print(rep.markdown)
@@ -805,10 +795,4 @@ def run(a: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker(sys.argv[2])
-    else:
-        sys.exit(
-            "usage: python -m denoisrec.trainer.bench.quality --worker SPEC.json "
-            "(use `denoisrec bench quality` instead)"
-        )
+    worker_main(worker, "denoisrec.trainer.bench.quality")

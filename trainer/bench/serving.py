@@ -85,7 +85,7 @@ def run(a: argparse.Namespace) -> int:
 
     from denoisrec.models import load_model_file
     from denoisrec.trainer.serving.export import export_serving, load_artefact
-    from denoisrec.trainer.serving.predict import _input_files
+    from denoisrec.trainer.serving.predict import input_files
 
     torch.set_num_threads(a.threads)
     rows, sizes, rounds = (
@@ -95,7 +95,7 @@ def run(a: argparse.Namespace) -> int:
     loaded = load_model_file(os.path.join(a.run, "model.pt"))
     model = loaded.model.eval()
     names = [n for n, _ in loaded.spec.features]
-    table = pq.read_table(_input_files(a.data)[0]).slice(0, rows)
+    table = pq.read_table(input_files(a.data)[0]).slice(0, rows)
     rows = table.num_rows
 
     artefacts: Dict[str, Any] = {}

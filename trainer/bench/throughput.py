@@ -36,13 +36,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional
+
+from denoisrec.trainer.bench.harness import read_spec, run_spec, worker_main, write_result
 
 # DeCA(p) is timed in its phase 2 (the prior frozen; its scores cached by sample id, or with
 # -p deca_p.prior_cache=false its forward every step): the phase that lasts. The prior's weights do not
@@ -217,53 +215,25 @@ def launch_worker(
 ) -> Dict[str, Any]:
     """Run the worker on ``ws`` ranks: in this process for one rank, under torchrun otherwise."""
     threads = a.threads or max(1, usable_cores() // ws)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = os.path.join(tmp, "result.json")
-        spec = {
-            "data": data,
-            "model": a.model,
-            "methods": methods,
-            "params": params,
-            "set": a.set,
-            "batch_size": a.batch_size if mode == "time" else min(a.batch_size, 256),
-            "min_step_ms": a.min_step_ms if mode == "time" else 0.0,
-            "rounds": a.rounds if mode == "time" else 1,
-            "steps": a.steps if mode == "time" else 2,
-            "warmup": a.warmup if mode == "time" else 1,
-            "batches": a.batches if mode == "time" else 2,
-            "device": a.device,
-            "profile": a.profile and mode == "time",
-            "mode": mode,
-            "result": result,
-            "threads": threads,
-        }
-        spec_path = os.path.join(tmp, "spec.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        if ws == 1 and "WORLD_SIZE" not in os.environ:
-            worker(spec_path)
-            with open(result) as f:
-                return json.load(f)
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={ws}",
-            "-m",
-            "denoisrec.trainer.bench.throughput",
-            "--worker",
-            spec_path,
-        ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
-        if proc.returncode != 0 or not os.path.exists(result):
-            raise RuntimeError(
-                f"bench throughput: {' '.join(cmd)} failed ({proc.returncode}):\n"
-                f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-            )
-        with open(result) as f:
-            return json.load(f)
+    spec = {
+        "data": data,
+        "model": a.model,
+        "methods": methods,
+        "params": params,
+        "set": a.set,
+        "batch_size": a.batch_size if mode == "time" else min(a.batch_size, 256),
+        "min_step_ms": a.min_step_ms if mode == "time" else 0.0,
+        "rounds": a.rounds if mode == "time" else 1,
+        "steps": a.steps if mode == "time" else 2,
+        "warmup": a.warmup if mode == "time" else 1,
+        "batches": a.batches if mode == "time" else 2,
+        "device": a.device,
+        "profile": a.profile and mode == "time",
+        "mode": mode,
+        "threads": threads,
+    }
+    module = "denoisrec.trainer.bench.throughput"
+    return run_spec(module, spec, ws, what="bench throughput", in_process=worker, threads=threads, timeout=a.timeout)
 
 
 def build_report(
@@ -466,8 +436,7 @@ def worker(spec_path: str) -> None:
     from denoisrec.trainer.module import denoiser_of
     from denoisrec.trainer.run_setup import seed_everything
 
-    with open(spec_path) as f:
-        spec = json.load(f)
+    spec = read_spec(spec_path)
     torch.set_num_threads(spec["threads"])
     env = init_distributed(spec["device"])
     schema = DataSchema.load(spec["data"])
@@ -607,17 +576,10 @@ def worker(spec_path: str) -> None:
             "batches_in_memory": len(feed),
             "timed_step": timed_step,
         }
-        with open(spec["result"], "w") as f:
-            json.dump(result, f, indent=2)
+        write_result(spec, result)
     dist.barrier()
     shutdown()
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker(sys.argv[2])
-    else:
-        sys.exit(
-            "usage: python -m denoisrec.trainer.bench.throughput --worker SPEC.json "
-            "(use `denoisrec bench throughput` instead)"
-        )
+    worker_main(worker, "denoisrec.trainer.bench.throughput")

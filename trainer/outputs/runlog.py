@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping
 
 from denoisrec.trainer.outputs.loggers import MESSAGE, ConsoleLogger, MetricLogger, file_loggers, jsonable
 
@@ -49,10 +49,6 @@ class RunLog:
         for logger in self.loggers:
             logger.log_dict(payload, step, kind)
 
-    def scalars(self, step: int, kind: str, values: Dict[str, Any]) -> None:
-        """``log_dict`` in the old argument order."""
-        self.log_dict(values, step, kind)
-
     def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
         """The run's config and final metrics to the sinks that compare runs (TensorBoard's HParams view)."""
         for logger in self.loggers:
@@ -63,8 +59,3 @@ class RunLog:
         for logger in self.loggers:
             logger.close()
         self.loggers = []
-
-
-def fmt_stats(values: Dict[str, float], keys: Optional[list] = None) -> str:
-    keys = keys or sorted(values)
-    return " ".join(f"{k}={values[k]:.4g}" for k in keys if k in values)

@@ -323,7 +323,7 @@ def _fit_on_valid(
     from denoisrec.trainer.errors import DataError
     from denoisrec.trainer.evaluation.metrics import logloss
     from denoisrec.trainer.serving.calibration import fit_platt
-    from denoisrec.trainer.serving.predict import Scorer, _input_files, _parquet, _tables, rank_share
+    from denoisrec.trainer.serving.predict import Scorer, input_files, parquet_file, rank_share, table_batches
 
     if valid is None:
         data = (loaded.extra.get("config") or {}).get("data", {}).get("path")
@@ -334,9 +334,9 @@ def _fit_on_valid(
         valid = os.path.join(data, "valid")
     scorer = Scorer(loaded, torch.device("cpu"))
     label = scorer.schema.label
-    files = _input_files(valid)
+    files = input_files(valid)
     for path in files:  # every column the calibration reads, before any is scored
-        names = _parquet(path).schema_arrow.names
+        names = parquet_file(path).schema_arrow.names
         missing = [c for c in scorer.features + [label] if c not in names]
         if missing:
             raise DataError(
@@ -348,7 +348,7 @@ def _fit_on_valid(
     logits: List[np.ndarray] = []
     labels: List[np.ndarray] = []
     for piece in pieces:
-        for first, table in _tables(piece, scorer.features + [label], batch_size):
+        for first, table in table_batches(piece, scorer.features + [label], batch_size):
             logits.append(scorer(table, Where(piece.path, piece.row_group, first)))
             labels.append(table.column(label).to_numpy(zero_copy_only=False))
     z, y = np.concatenate(logits), np.concatenate(labels).astype(np.float64)

@@ -50,7 +50,8 @@ from denoisrec.trainer.evaluation.metrics import all_metrics
 OUTPUT_COLUMNS = ("logit", "score", "score_calibrated")
 
 
-def _input_files(path: str) -> List[str]:
+def input_files(path: str) -> List[str]:
+    """The Parquet files `path` names (a file, a folder of them, or a glob); a dataset folder is refused."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, SCHEMA_FILE)):
         splits = [s for s in SPLITS if os.path.isdir(os.path.join(path, s))]
         raise DataError(
@@ -92,7 +93,7 @@ def rank_share(files: Sequence[str], rank: int, world_size: int) -> Tuple[List[P
     """The pieces of rows ``[r·N/W, (r+1)·N/W)`` of the files' rows in order, and ``N``."""
     groups: List[Tuple[str, int, int]] = []  # (path, row group, rows)
     for path in files:
-        md = _parquet(path).metadata
+        md = parquet_file(path).metadata
         groups += [(path, g, md.row_group(g).num_rows) for g in range(md.num_row_groups)]
     total = sum(n for _, _, n in groups)
     lo, hi = rank * total // world_size, (rank + 1) * total // world_size
@@ -105,9 +106,9 @@ def rank_share(files: Sequence[str], rank: int, world_size: int) -> Tuple[List[P
     return pieces, total
 
 
-def _tables(piece: Piece, columns: List[str], batch_size: int) -> Iterator[Tuple[int, pa.Table]]:
+def table_batches(piece: Piece, columns: List[str], batch_size: int) -> Iterator[Tuple[int, pa.Table]]:
     """``(row of the row group, table)`` of ``piece``, at most ``batch_size`` rows each."""
-    pf = _parquet(piece.path)
+    pf = parquet_file(piece.path)
     at = 0
     for rb in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=[piece.row_group]):
         a, b = max(piece.start, at), min(piece.stop, at + rb.num_rows)
@@ -152,7 +153,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(x.astype(np.float64)).astype(np.float32)
 
 
-def _parquet(path: str) -> pq.ParquetFile:
+def parquet_file(path: str) -> pq.ParquetFile:
     """Open one input file; :class:`DataError` naming it when it is truncated or not Parquet."""
     return open_parquet(DataPath.resolve(path), path)
 
@@ -169,7 +170,7 @@ def _check_columns(files: Sequence[str], scorer: Scorer, keep: Sequence[str]) ->
     """
     common: Optional[set] = None
     for path in files:
-        names = _parquet(path).schema_arrow.names
+        names = parquet_file(path).schema_arrow.names
         dup = sorted({c for c in names if names.count(c) > 1})
         if dup:
             raise DataError(f"{path}: column(s) {dup} appear more than once; write each column once")
@@ -210,7 +211,7 @@ def predict_file(
     schema = scorer.schema
     keep = parse_keep_columns(keep_columns, schema)
     platt = load_calibrator(calibrator) if calibrator else None
-    files = _input_files(data)
+    files = input_files(data)
     common = _check_columns(files, scorer, keep)
     pieces, total = rank_share(files, rank, world)
     if total == 0:
@@ -233,7 +234,7 @@ def predict_file(
     read = list(dict.fromkeys(scorer.features + keep + list(label_cols.values())))
     try:
         for piece in pieces:
-            for first, table in _tables(piece, read, batch_size):
+            for first, table in table_batches(piece, read, batch_size):
                 logit = scorer(table, Where(piece.path, piece.row_group, first))
                 cols = {c: table.column(c) for c in keep}
                 cols["logit"] = pa.array(logit)
@@ -248,7 +249,7 @@ def predict_file(
                 if state is not None:
                     state.update(logit, *_labels_of(table, label_cols))
         if writer is None:  # an empty share (more ranks than rows): an empty file of the same columns
-            pf_schema = _parquet(files[0]).schema_arrow
+            pf_schema = parquet_file(files[0]).schema_arrow
             fields = [pf_schema.field(c) for c in keep] + [
                 pa.field(c, pa.float32()) for c in OUTPUT_COLUMNS if c != "score_calibrated" or platt is not None
             ]

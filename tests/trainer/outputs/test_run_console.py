@@ -117,10 +117,10 @@ def test_warnings_to_file_keeps_ours_on_the_console(tmp_path: Path, capsys: pyte
 
 def test_runlog_resumed_run_appends(tmp_path: Path) -> None:
     log = RunLog(str(tmp_path), True)
-    log.scalars(1, "train", {"loss": 1.0})
+    log.log_dict({"loss": 1.0}, 1, "train")
     log.close()
     log = RunLog(str(tmp_path), True, append=True)
-    log.scalars(2, "train", {"loss": 0.5})
+    log.log_dict({"loss": 0.5}, 2, "train")
     log.close()
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2  # one stream, continued
