@@ -28,7 +28,9 @@ import sys
 import time
 from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 
-from denoisrec.trainer.commands import COMMANDS
+from denoisrec.trainer.bench import cli as bench_cli
+from denoisrec.trainer.commands import COMMANDS as _COMMANDS
+from denoisrec.trainer.commands.suggest import LAUNCHER_SAYS, HelpFormatter, did_you_mean, with_suggestion
 from denoisrec.trainer.commands.train import config_from_args
 from denoisrec.trainer.errors import (
     CheckpointError,
@@ -39,7 +41,9 @@ from denoisrec.trainer.errors import (
     StorageError,
     UsageError,
 )
-from denoisrec.trainer.suggest import did_you_mean, with_suggestion
+
+# every sub-command, ``bench`` before ``report`` (the benches use the commands: they are registered here)
+COMMANDS = {**{k: v for k, v in _COMMANDS.items() if k != "report"}, "bench": bench_cli, "report": _COMMANDS["report"]}
 
 DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedback.
 
@@ -49,26 +53,8 @@ DESCRIPTION = """CTR training on TorchRec that learns from noisy implicit feedba
   denoisrec COMMAND --help                    a command's options (docs/ has the details)"""
 
 
-LAUNCHER_SAYS = "DENOISREC_LAUNCHER_SAYS_ERRORS"
-"""Set to ``1`` by ``denoisrec torchrun``: the ranks leave their one-line errors in torchelastic's error files
-only, and the launcher prints each distinct line once (a rank killed before it printed loses nothing)."""
-
 # errors that every rank raises alike (broadcast from rank 0 or agreed by a collective): rank 0 says them
 AGREED = (UsageError, RunLockError, OutDirError, CheckpointError, NonFiniteError, StorageError)
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions kept as written; an option's default appended to its help (``(default: 8192)``, ``(default:
-    none)`` when unset) unless the help already says it or the option is a flag or required.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
-        text = action.help or ""
-        if not action.option_strings or action.nargs == 0 or action.required or "default" in text:
-            return text
-        if action.default in (None, [], argparse.SUPPRESS):
-            return text + " (default: none)"
-        return text + " (default: %(default)s)"
 
 
 class Parser(argparse.ArgumentParser):

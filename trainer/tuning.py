@@ -149,10 +149,28 @@ def candidate_config(base: Config, name: str, out: str, selection: Selection) ->
     return cfg
 
 
+REUSE_KEYS = ("data", "model", "denoiser", "optim")  # with run.seed / epochs / early_stop_patience: a run's identity
+
+
+def finished_with(cfg: Any) -> bool:
+    """Whether ``cfg.run.out`` holds a finished run (``summary.json``) whose ``config.yaml`` trained what ``cfg`` asks.
+
+    ``bench quality --reuse`` and tune: a run killed midway, or rerun with more methods, trains only what it lacks.
+    """
+    out = cfg.run.out
+    if not (os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "config.yaml"))):
+        return False
+    try:
+        old = Config.load(os.path.join(out, "config.yaml")).to_dict()
+    except Exception:  # an unreadable record: retrain
+        return False
+    new = cfg.to_dict()
+    run_keys = ("seed", "epochs", "early_stop_patience")
+    return all(old[k] == new[k] for k in REUSE_KEYS) and all(old["run"][k] == new["run"][k] for k in run_keys)
+
+
 def reusable(cfg: Config) -> bool:
     """A finished run in ``cfg.run.out`` that trained what ``cfg`` asks (``bench quality --reuse``'s test)."""
-    from denoisrec.trainer.bench.quality import finished_with
-
     if not finished_with(cfg):
         return False
     with open(os.path.join(cfg.run.out, "summary.json")) as f:

@@ -25,7 +25,7 @@ def test_quick_bench_writes_numbers_and_environment(tmp_path: Path, capsys) -> N
         r["ingest_ordered"]["rows_per_s"] / r["training"]["rows_per_s"]
     )
     assert r["peak_rss"][0]["rows"] == 6000 and r["peak_rss"][0]["peak_rss_bytes"] > 0
-    assert r["environment"]["cores"] and r["environment"]["pyarrow"]
+    assert r["environment"]["cpu_cores"] and r["environment"]["versions"]["pyarrow"]
     assert "raw: dataset" in printed and "training (DLRM + BCE" in printed
     assert set(r["raw_scans"]) == {"dataset", "parquet_file", "row_groups"}
     assert r["raw_scan"]["rows_per_s"] == max(x["rows_per_s"] for x in r["raw_scans"].values())

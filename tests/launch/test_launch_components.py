@@ -188,9 +188,9 @@ def test_denoisrec_launch_command_line(tmp_path: Path) -> None:
             "--data",
             "/d",
             "--set",
-            "a=1",
+            "run.seed=1",
             "--set",
-            "b=2",
+            "run.epochs=2",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -200,4 +200,4 @@ def test_denoisrec_launch_command_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = re.sub(r"['\"]\s*\n\s*['\"]", "", proc.stdout)  # pformat splits long strings over lines
     assert f"{sys.executable} -m torch.distributed.run" in out
-    assert "-m denoisrec.trainer --data /d --set a=1 b=2" in out
+    assert "-m denoisrec.trainer --data /d --set run.seed=1 run.epochs=2" in out

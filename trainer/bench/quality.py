@@ -308,28 +308,6 @@ def oracle_noise_file(data: str) -> str:
     return path
 
 
-REUSE_KEYS = ("data", "model", "denoiser", "optim")  # with run.seed / epochs / early_stop_patience: a run's identity
-
-
-def finished_with(cfg: Any) -> bool:
-    """Whether ``cfg.run.out`` holds a finished run (``summary.json``) whose ``config.yaml`` trained what ``cfg`` asks.
-
-    ``--reuse``: a bench killed midway, or rerun with more methods, trains only what it lacks.
-    """
-    from denoisrec.trainer.config.tree import Config
-
-    out = cfg.run.out
-    if not (os.path.isfile(os.path.join(out, "summary.json")) and os.path.isfile(os.path.join(out, "config.yaml"))):
-        return False
-    try:
-        old = Config.load(os.path.join(out, "config.yaml")).to_dict()
-    except Exception:  # an unreadable record: retrain
-        return False
-    new = cfg.to_dict()
-    run_keys = ("seed", "epochs", "early_stop_patience")
-    return all(old[k] == new[k] for k in REUSE_KEYS) and all(old["run"][k] == new["run"][k] for k in run_keys)
-
-
 def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int, tag: str) -> Dict[str, Any]:
     """Train one (method, hyperparameters, seed) with the real trainer — its per-epoch evaluation, its early
     stopping (:class:`~denoisrec.trainer.evaluation.early_stop.EarlyStopping`, best model restored) and its
@@ -364,6 +342,8 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
         cfg.denoiser.params = {"form": "examination", "noise_file": oracle_noise_file(spec["data"]), **params}
     else:
         cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
+    from denoisrec.trainer.tuning import finished_with
+
     reused = spec.get("reuse") and finished_with(cfg)
     if not reused:
         quiet = io.StringIO()

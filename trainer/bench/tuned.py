@@ -83,11 +83,11 @@ def random_scores(run_out: str, data: str) -> Dict[str, np.ndarray]:
     from denoisrec.models import load_model_file
     from denoisrec.trainer.data.block import Where
     from denoisrec.trainer.data.schema import RANDOM_SPLIT
-    from denoisrec.trainer.serving.predict import Scorer, _input_files
+    from denoisrec.trainer.serving.predict import Scorer, input_files
 
     scorer = Scorer(load_model_file(os.path.join(run_out, "model.pt"), torch.device("cpu")), torch.device("cpu"))
     labels, logits = [], []
-    for f in _input_files(os.path.join(data, RANDOM_SPLIT)):
+    for f in input_files(os.path.join(data, RANDOM_SPLIT)):
         pf = pq.ParquetFile(f)
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g)

@@ -34,7 +34,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Dict
 
-from denoisrec.trainer.bench import cli as bench
 from denoisrec.trainer.commands import (
     convert,
     export,
@@ -58,9 +57,9 @@ COMMANDS: Dict[str, ModuleType] = {
     "gen-data": gen_data,
     "validate": validate,
     "convert": convert,
-    "bench": bench,
     "report": report,
 }
-"""Command name → its module, in the order ``denoisrec --help`` lists them."""
+"""Command name → its module, in the order ``denoisrec --help`` lists them (``bench`` is added by the cli: the
+benches use the commands, so this package does not import them)."""
 
 __all__ = ["COMMANDS"]

@@ -101,7 +101,7 @@ merged into one list (torchx refuses an option named twice). docs/launch.md has 
 
 
 def _parser() -> argparse.ArgumentParser:
-    from denoisrec.trainer.cli import HelpFormatter  # here: the cli imports this module
+    from denoisrec.trainer.commands.suggest import HelpFormatter
 
     p = argparse.ArgumentParser(
         prog="denoisrec launch",

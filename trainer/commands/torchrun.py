@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
-    from denoisrec.trainer.cli import LAUNCHER_SAYS  # here: the cli imports this module
+    from denoisrec.trainer.commands.suggest import LAUNCHER_SAYS
 
     parser = get_args_parser()
     parser.prog = "denoisrec torchrun"

@@ -11,9 +11,10 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 CUTOFF = 0.6
 """difflib's similarity ratio a name must reach to be suggested (its default)."""
@@ -73,3 +74,22 @@ def with_suggestion(line: str) -> str:
 
 
 __all__ = ["close_matches", "did_you_mean", "with_suggestion"]
+
+
+LAUNCHER_SAYS = "DENOISREC_LAUNCHER_SAYS_ERRORS"
+"""Set to ``1`` by ``denoisrec torchrun``: the ranks leave their one-line errors in torchelastic's error files
+only, and the launcher prints each distinct line once (a rank killed before it printed loses nothing)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions kept as written; an option's default appended to its help (``(default: 8192)``, ``(default:
+    none)`` when unset) unless the help already says it or the option is a flag or required.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        text = action.help or ""
+        if not action.option_strings or action.nargs == 0 or action.required or "default" in text:
+            return text
+        if action.default in (None, [], argparse.SUPPRESS):
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
