@@ -232,7 +232,8 @@ def train_candidate(cfg: Config) -> RunResult:
     return RunResult(name, cfg, summary["selection"], seconds, reused, clean)
 
 
-def _candidate(r: RunResult) -> Candidate:
+def as_candidate(r: RunResult) -> Candidate:
+    """A finished run as a :class:`Candidate` of the selection rule: its selection AUC, DeLong SE and saved rows."""
     sel = r.selection
     path = os.path.join(r.cfg.run.out, sel.get("scores_file") or "")
     labels = logits = None
@@ -264,7 +265,7 @@ def tune(
                 break
         runs.append(train_candidate(candidate_config(base, name, out, selection)))
         print(f"  {name:14s} {selection.split} AUC {runs[-1].selection['auc']:.4f}  ({runs[-1].seconds:.1f}s)")
-    choice = choose([_candidate(r) for r in runs], level)
+    choice = choose([as_candidate(r) for r in runs], level)
     return TuneResult(selection, runs, choice, skipped, level=level)
 
 

@@ -58,7 +58,7 @@ def family_of(template: str) -> str:
 
 
 def _base(data: str, seed: int, a: argparse.Namespace) -> Any:
-    from denoisrec.trainer.commands.tune import _base_config
+    from denoisrec.trainer.commands.tune import base_config
     from denoisrec.trainer.config.check import check_config
 
     ns = argparse.Namespace(
@@ -72,7 +72,7 @@ def _base(data: str, seed: int, a: argparse.Namespace) -> Any:
         device="cpu",
         set=[EVAL_DURING, *a.set],
     )
-    return check_config(_base_config(ns))
+    return check_config(base_config(ns))
 
 
 def random_scores(run_out: str, data: str) -> Dict[str, np.ndarray]:
@@ -131,12 +131,12 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     """Every candidate and the Clean run on one dataset and seed; the two choices; the selection accuracy."""
     import copy
 
-    from denoisrec.trainer.commands.tune import _selection
+    from denoisrec.trainer.commands.tune import selection_of
     from denoisrec.trainer.evaluation.selection_rule import choose
-    from denoisrec.trainer.tuning import _candidate, candidate_config, offered, resolve_candidates, train_candidate
+    from denoisrec.trainer.tuning import as_candidate, candidate_config, offered, resolve_candidates, train_candidate
 
     base = _base(data, seed, a)
-    selection, _, train_trusted = _selection(base, "trusted")
+    selection, _, train_trusted = selection_of(base, "trusted")
     names, left_out = offered(resolve_candidates(a.candidates), train_trusted)
     for line in left_out:
         print(f"  {line}")
@@ -145,9 +145,10 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     ccfg.data.train_label, ccfg.run.out = "clean_label", os.path.join(out, "runs", "clean")
     clean_run = train_candidate(copy.deepcopy(ccfg))
     clean = [float(r.test_clean_auc if r.test_clean_auc is not None else math.nan) for r in runs]
-    trusted = choose([_candidate(r) for r in runs], base.eval.ci_level)
+    trusted = choose([as_candidate(r) for r in runs], base.eval.ci_level)
     rnd = [random_scores(r.cfg.run.out, data) for r in runs]
-    random_choice = choose([_cand(r.name, s["labels"], s["logits"]) for r, s in zip(runs, rnd)], base.eval.ci_level)
+    random_cands = [_cand(r.name, s["labels"], s["logits"]) for r, s in zip(runs, rnd)]
+    random_choice = choose(random_cands, base.eval.ci_level)
     sel_scores = []
     for r in runs:
         with np.load(os.path.join(r.cfg.run.out, r.selection["scores_file"])) as z:
@@ -162,7 +163,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
         "test_clean_auc": dict(zip(names, clean)),
         "clean_oracle": clean_run.test_clean_auc,
         "selection_auc": {r.name: r.selection["auc"] for r in runs},
-        "random_auc": {r.name: c.auc for r, c in zip(runs, [_cand(r.name, **s) for r, s in zip(runs, rnd)])},
+        "random_auc": {c.name: c.auc for c in random_cands},
         "tuned_trusted": names[trusted.chosen],
         "tuned_random": names[random_choice.chosen],
         "clean_best": names[int(np.argmax(clean))],

@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _base_config(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+def base_config(a: argparse.Namespace):  # type: ignore[no-untyped-def]
     from denoisrec.trainer.commands.train import config_from_args
 
     ns = argparse.Namespace(
@@ -108,10 +108,10 @@ def run(a: argparse.Namespace) -> int:
     names = resolve_candidates(a.candidates)
     if a.epochs is not None and a.epochs < 1:
         raise UsageError(f"--epochs {a.epochs}: expected at least 1")
-    base = check_config(_base_config(a))
+    base = check_config(base_config(a))
     if "://" not in a.data and not os.path.isdir(a.data):
         raise FileNotFoundError(2, "no such dataset directory (--data; denoisrec gen-data makes one)", a.data)
-    selection, train_rows, train_trusted = _selection(base, a.select_on)
+    selection, train_rows, train_trusted = selection_of(base, a.select_on)
     from denoisrec.trainer.tuning import offered
 
     names, left_out = offered(names, train_trusted)
@@ -145,7 +145,7 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _selection(base, asked: str):  # type: ignore[no-untyped-def]
+def selection_of(base, asked: str):  # type: ignore[no-untyped-def]
     """The resolved selection mode, the train rows and the train rows with a trusted label; refuses data with no
     trusted signal unless asked.
     """
