@@ -25,6 +25,7 @@ import os
 import typing
 from typing import Any, Literal, Mapping, Optional, Union
 
+from denoisrec.trainer.config.close_names import did_you_mean
 from denoisrec.trainer.config.options import (
     CONTEXT_TOWER_DENOISERS,
     DENOISER_OPTIONS,
@@ -166,7 +167,10 @@ def _check_denoiser(cfg: Config) -> None:
         from denoisrec.denoisers import DENOISERS
 
         if name not in DENOISERS:
-            raise UsageError(f"--denoiser {name!r}: unknown denoiser; expected one of {', '.join(DENOISERS)}")
+            raise UsageError(
+                f"--denoiser {name!r}: unknown denoiser; expected one of {', '.join(DENOISERS)}"
+                + did_you_mean(name, DENOISERS, quote=True)
+            )
     cfg.denoiser.params = check_denoiser_params(name, cfg.denoiser.params)
 
 

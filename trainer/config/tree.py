@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
+from denoisrec.trainer.config.close_names import did_you_mean
 from denoisrec.trainer.config.options import (
     DENSE_OPTIMIZERS,
     DEVICES,
@@ -340,7 +341,8 @@ def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+        hint = did_you_mean(sorted(unknown)[0], fields, quote=True)
+        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}{hint}")
     kwargs = {}
     for k, v in d.items():
         f = fields[k]
@@ -393,14 +395,17 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             elif hasattr(obj, p):
                 obj = getattr(obj, p)
             else:
-                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}")
+                known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+                hint = did_you_mean(p, known, quote=True)
+                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}{hint}")
         last = parts[-1]
         if isinstance(obj, dict):
             obj[last] = value
         elif dataclasses.is_dataclass(obj) and last in {f.name for f in dataclasses.fields(obj)}:
             setattr(obj, last, value)
         else:
-            raise UsageError(f"--set {key}: unknown config key {key!r}")
+            known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+            raise UsageError(f"--set {key}: unknown config key {key!r}{did_you_mean(last, known, quote=True)}")
     return cfg
 
 
