@@ -1,4 +1,6 @@
-"""The ``denoisrec`` command line.
+"""The ``denoisrec`` command line: one parser over the sub-commands, one-line errors and exit statuses.
+
+Example::
 
     denoisrec train [--config FILE] [--preset lcd|dart] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...]
                     [--baseline RUN_DIR] [--resume auto|never|DIR] [--set a.b=v ...]

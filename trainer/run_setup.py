@@ -1,5 +1,7 @@
-"""The training job's set-up helpers: seeding, table overrides, batch sizes, the baseline run, the data
-position of a resumed run, and the checks of a checkpoint against this run.
+"""The training job's set-up helpers: seeding, tables, batch size, baseline, resume position and checks.
+
+Seeding, ``model.tables`` overrides, the per-rank batch size, the baseline run, the data position of a resumed
+run, and the checks of a checkpoint against this run.
 
 Example::
 

@@ -43,6 +43,7 @@ class Opt:
     multiple_of: int = 1
 
     def interval(self) -> str:
+        """The accepted interval as written in messages and ``--help`` (``[0, 1)``), ``""`` when unbounded."""
         if self.lo is None and self.hi is None:
             return ""
         lo = "-inf" if self.lo is None else _num(self.lo)
@@ -330,6 +331,15 @@ def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p"
 
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check ``model.params`` of model ``name`` against :data:`MODEL_OPTIONS` (a model not listed passes).
+
+    Args:
+        name: the model (``model.name``).
+        params: its options.
+
+    Raises:
+        UsageError: an unknown option (with the nearest name) or a value out of its range.
+    """
     if name not in MODEL_OPTIONS:
         return
     accepted = MODEL_OPTIONS[name]

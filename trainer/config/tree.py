@@ -278,13 +278,23 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
+        """A config from a nested mapping (as ``config.yaml`` holds it); an unknown key is a :class:`UsageError`."""
         return _build(cls, d, "")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The whole tree as a nested mapping (what ``--print-config`` and ``config.yaml`` show)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def load(cls, path: str) -> "Config":
+        """A config from a YAML file (a ``preset: NAME`` key resolved); a bad file is a one-line :class:`UsageError`.
+
+        Args:
+            path: the ``--config`` file.
+
+        Returns:
+            The config (not yet checked: :func:`~denoisrec.trainer.config.check.check_config`).
+        """
         try:
             with open(path) as f:
                 d = yaml.safe_load(f) or {}
@@ -302,6 +312,7 @@ class Config:
             raise UsageError(f"--config {path}: {e}") from None
 
     def save(self, path: str) -> None:
+        """Write the tree to ``path`` as YAML (``Config.load`` reads it back)."""
         with open(path, "w") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
