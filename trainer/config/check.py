@@ -15,7 +15,7 @@ Example::
 
     cfg = Config()
     cfg.run.epochs = "abc"
-    check_config(cfg)  # UsageError: run.epochs='abc': expected an integer >= 1 (passes over the train split)
+    check_config(cfg)  # UsageError: run.epochs='abc': expected an integer in [1, inf) (passes over the train split)
 """
 
 from __future__ import annotations

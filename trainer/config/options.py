@@ -11,7 +11,7 @@ registered but missing here is still accepted (checked by its constructor only, 
 Example::
 
     check_denoiser_params("tce", {"eps_max": 1.5})
-    # UsageError: -p eps_max=1.5: tce's eps_max must lie in [0, 1) (the largest share of positives dropped)
+    # UsageError: -p eps_max=1.5: tce's eps_max: out of range, expected a number in [0, 1) (the largest share ...)
 """
 
 from __future__ import annotations
