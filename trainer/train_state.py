@@ -1,6 +1,7 @@
 """``TrainState``: where a training job is (step, rows, losses, evaluations, launches), and the run's layout.
 
-Every component reads this one state, and a checkpoint's metadata is written from it (:meth:`TrainState.load_meta` reads it back on resume).
+Every component reads this one state, and a checkpoint's metadata is written from it
+(:meth:`TrainState.load_meta` reads it back on resume).
 ``RunLayout`` holds what does not change during a launch: steps per epoch, batch sizes, world size, budget.
 
 Example::
