@@ -127,6 +127,34 @@ def selection_accuracy(
     return out
 
 
+REFERENCES = ("clean_no_context", "withheld", "oracle_noise")
+"""Rows that are not candidates (they need what a user does not have, or withhold what the model could use):
+Clean without the context features, BCE with the context withheld, and the observation model with the
+generator's true noise (``<data>/noise_model.json``; only where the family has the examination step)."""
+
+
+def reference_configs(base: Any, out: str, selection: Any) -> List[Any]:
+    """``[(name, config)]`` of the :data:`REFERENCES` rows that apply to ``base``'s data."""
+    from denoisrec.trainer.tuning import OBSERVATION_OPTIONS, candidate_config
+
+    rows = []
+    for name in REFERENCES:
+        cfg = candidate_config(base, "bce", out, selection)
+        cfg.run.out = os.path.join(out, "runs", name)
+        if name == "clean_no_context":
+            cfg.data.train_label, cfg.model.context = "clean_label", "withhold"
+        elif name == "withheld":
+            cfg.model.context = "withhold"
+        else:
+            noise = os.path.join(base.data.path, "noise_model.json")
+            if not os.path.isfile(noise):
+                continue
+            cfg.denoiser.name = "observation"
+            cfg.denoiser.params = {**OBSERVATION_OPTIONS, "noise_file": noise}
+        rows.append((name, cfg))
+    return rows
+
+
 def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: List[int]) -> Dict[str, Any]:
     """Every candidate and the Clean run on one dataset and seed; the two choices; the selection accuracy."""
     import copy
@@ -144,6 +172,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     ccfg = candidate_config(base, "bce", out, selection)
     ccfg.data.train_label, ccfg.run.out = "clean_label", os.path.join(out, "runs", "clean")
     clean_run = train_candidate(copy.deepcopy(ccfg))
+    references = {name: train_candidate(cfg).test_clean_auc for name, cfg in reference_configs(base, out, selection)}
     clean = [float(r.test_clean_auc if r.test_clean_auc is not None else math.nan) for r in runs]
     trusted = choose([as_candidate(r) for r in runs], base.eval.ci_level)
     rnd = [random_scores(r.cfg.run.out, data) for r in runs]
@@ -162,6 +191,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
         "skipped": left_out,
         "test_clean_auc": dict(zip(names, clean)),
         "clean_oracle": clean_run.test_clean_auc,
+        "references": references,
         "selection_auc": {r.name: r.selection["auc"] for r in runs},
         "random_auc": {c.name: c.auc for c in random_cands},
         "tuned_trusted": names[trusted.chosen],
@@ -188,7 +218,13 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
             rows.setdefault(n, []).append(p["test_clean_auc"][n])
         rows.setdefault("tuned (trusted)", []).append(p["test_clean_auc"][p["tuned_trusted"]])
         rows.setdefault("tuned (random)", []).append(p["test_clean_auc"][p["tuned_random"]])
+        for n, v in (p.get("references") or {}).items():
+            rows.setdefault(f"ref: {n}", []).append(v)
     stats = {k: _ms(v) for k, v in rows.items()}
+    for t in ("tuned (trusted)", "tuned (random)"):  # paired over seeds: each seed is its own world
+        key = "tuned_trusted" if "trusted" in t else "tuned_random"
+        d = [p["test_clean_auc"][p[key]] - p["test_clean_auc"]["bce"] for p in points]
+        stats[t]["minus_bce_paired"] = _ms(d)
     b, c = stats["bce"], stats["clean"]
     for s in stats.values():
         s["gap_closure"] = (s["mean"] - b["mean"]) / (c["mean"] - b["mean"]) if c["mean"] != b["mean"] else math.nan
@@ -212,11 +248,18 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def markdown(families: Dict[str, Dict[str, Any]]) -> str:
     """The report's tables: clean-test AUC per family, then the selection accuracy."""
-    lines = ["| family | row | clean-test AUC (mean ± std) | gap closure |", "|---|---|---|---|"]
+    lines = [
+        "| family | row | clean-test AUC (mean ± std) | gap closure | − BCE, paired per seed |",
+        "|---|---|---|---|---|",
+    ]
     for fam, s in families.items():
         for row, v in s["rows"].items():
             mark = " (best row)" if row == s["best_row"] else ""
-            lines.append(f"| {fam} | {row}{mark} | {v['mean']:.4f} ± {v['std']:.4f} | {v['gap_closure']:+.2f} |")
+            pd = v.get("minus_bce_paired")
+            paired = f"{pd['mean']:+.4f} ± {pd['std']:.4f}" if pd else ""
+            lines.append(
+                f"| {fam} | {row}{mark} | {v['mean']:.4f} ± {v['std']:.4f} | {v['gap_closure']:+.2f} | {paired} |"
+            )
     lines += ["", "| family | choices (trusted / random / clean-best, per seed) | checks |", "|---|---|---|"]
     for fam, s in families.items():
         ch = s["choices"]
