@@ -66,7 +66,16 @@ def test_budget_and_candidates_parse() -> None:
     assert Budget.parse("3") == Budget(runs=3) and Budget.parse("30m") == Budget(minutes=30.0)
     assert Budget.parse("1.5h") == Budget(minutes=90.0)
     assert resolve_candidates("deca_p,bce,observation") == ["bce", "observation", "deca_p"]  # simplest first
-    assert resolve_candidates(None) == ["bce", "tce", "observation", "observation_context", "observation_ids", "observation_ids_context", "observation_trusted", "deca_p"]
+    assert resolve_candidates(None) == [
+        "bce",
+        "tce",
+        "observation",
+        "observation_context",
+        "observation_ids",
+        "observation_ids_context",
+        "observation_trusted",
+        "deca_p",
+    ]
     assert resolve_candidates("rce,bce") == ["bce", "rce"]  # any denoiser, after the known ones
 
 

@@ -221,6 +221,10 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
         for n, v in (p.get("references") or {}).items():
             rows.setdefault(f"ref: {n}", []).append(v)
     stats = {k: _ms(v) for k, v in rows.items()}
+    for k, v in rows.items():  # per seed against that seed's own BCE and Clean (each seed is its own world)
+        stats[k]["gap_per_seed"] = [
+            (x - b) / (c - b) if c != b else math.nan for x, b, c in zip(v, rows["bce"], rows["clean"])
+        ]
     for t in ("tuned (trusted)", "tuned (random)"):  # paired over seeds: each seed is its own world
         key = "tuned_trusted" if "trusted" in t else "tuned_random"
         d = [p["test_clean_auc"][p[key]] - p["test_clean_auc"]["bce"] for p in points]
@@ -322,6 +326,65 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
+def figure(families: Dict[str, Dict[str, Any]], path: str) -> str:
+    """``tuned.png``: one panel per family, each row's gap closure per seed (dots) and of the means (bar);
+    0 is BCE, 1 is Clean; the tuned choices drawn in their own colour.
+
+    Args:
+        families: :func:`summarise`'s output per family.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from denoisrec.trainer.outputs import plot_style
+
+    n = len(families)
+    cols = min(n, 4)
+    nrows = -(-n // cols)
+    rows: List[str] = []
+    for fam_stats in families.values():
+        rows += [r for r in fam_stats["rows"] if r not in ("bce", "clean") and r not in rows]
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.2 * cols + 1.5, 0.3 * len(rows) * nrows + 1), squeeze=False, sharey=True
+    )
+    for ax, (fam, s) in zip(axes.flat, families.items()):
+        for y, r in enumerate(rows):
+            v = s["rows"].get(r)
+            if v is None:
+                continue
+            colour = "tab:red" if r.startswith("tuned") else ("0.55" if r.startswith("ref:") else "tab:blue")
+            ax.barh(y, v["gap_closure"], color=colour, alpha=0.35, height=0.7)
+            seeds = v.get("gap_per_seed", [])
+            ax.plot(seeds, [y] * len(seeds), "o", color=colour, ms=3)
+            ax.annotate(
+                f"{v['gap_closure']:+.2f}",
+                (v["gap_closure"], y),
+                xytext=(3 if v["gap_closure"] >= 0 else -3, 0),
+                textcoords="offset points",
+                va="center",
+                ha="left" if v["gap_closure"] >= 0 else "right",
+                fontsize=7,
+            )
+        ax.axvline(0, color="k", lw=0.8)
+        ax.axvline(1, color="k", lw=0.8, ls="--")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("gap closure (0: BCE, 1: Clean)", fontsize=8)
+        ax.margins(x=0.15)
+    axes.flat[0].invert_yaxis()
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return plot_style.save(
+        fig, path, title="denoisrec bench tuned: clean-test AUC as gap closure (bar: of the means; dots: per seed)"
+    )
+
+
 def _write(out: str, families: Dict[str, Any], points: Dict[str, Any], seconds: float) -> Optional[str]:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "tuned.json"), "w") as f:
@@ -329,4 +392,5 @@ def _write(out: str, families: Dict[str, Any], points: Dict[str, Any], seconds: 
     path = os.path.join(out, "tuned.md")
     with open(path, "w") as f:
         f.write(markdown(families))
+    figure(families, os.path.join(out, "tuned.png"))
     return path
