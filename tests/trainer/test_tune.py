@@ -134,7 +134,8 @@ def test_tune_skips_observation_trusted_on_data_without_trusted_train_rows(
 
 def test_context_candidates_let_f_read_the_context_and_train_it(trusted_tiny: Path, tmp_path: Path) -> None:
     """``observation_context``: the observation model with ``model.context=features``, so the exported target
-    model reads the context columns (the plain ``observation`` candidate's does not)."""
+    model reads the context columns (the plain ``observation`` candidate's does not).
+    """
     import json
 
     import torch
