@@ -19,6 +19,7 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | ``observation_ids`` | observation model + user × item noise MFs | the same options |
 | ``observation_ids_context`` | the same, ``f`` also reads the context | the same, ``model.context=features`` |
 | ``observation_trusted`` | observation model + trusted rows in training | the same, ``trusted_weight=10`` |
+| ``observation_ids_context_trusted`` | all three: id noise MFs, ``f`` reads the context, trusted rows | the same |
 | ``deca_p`` | DeCA(p) | its defaults |
 
 The ``_context`` candidates let ``f`` read the context features too, beside the tower that explains the
@@ -27,8 +28,8 @@ the plain observation model withholds from ``f``; the cost is identifiability (`
 observation process), which the trusted signal judges. They are scored, exported and served like BCE, on the
 logged context.
 
-``observation_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) is offered only when the training split carries trusted
-labels (``gen-data --trusted-train-rows``); otherwise it is skipped with one line saying why.
+``observation_trusted`` and ``observation_ids_context_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) are offered only when the training split carries trusted
+labels (``gen-data --trusted-train-rows``); otherwise each is skipped with one line saying why.
 
 Example::
 
@@ -71,11 +72,16 @@ CANDIDATES: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "observation_ids": ("observation_ids", dict(OBSERVATION_OPTIONS), {}),
     "observation_ids_context": ("observation_ids", dict(OBSERVATION_OPTIONS), dict(_F_READS_CONTEXT)),
     "observation_trusted": ("observation", {**OBSERVATION_OPTIONS, "trusted_weight": 10}, {}),
+    "observation_ids_context_trusted": (
+        "observation_ids",
+        {**OBSERVATION_OPTIONS, "trusted_weight": 10},
+        dict(_F_READS_CONTEXT),
+    ),
     "deca_p": ("deca_p", {}, {}),
 }
 DEFAULT_CANDIDATES = list(CANDIDATES)
 #: candidates that train on the training split's trusted labels: offered only when it has some.
-NEEDS_TRAIN_TRUSTED = ("observation_trusted",)
+NEEDS_TRAIN_TRUSTED = ("observation_trusted", "observation_ids_context_trusted")
 TUNED_FILE = "tuned.yaml"
 # A floor on one run's time for a budget given in minutes: train rows × epochs at this many samples/s (faster
 # than this trainer's CPU runs; a budget below it cannot hold one run).

@@ -74,6 +74,7 @@ def test_budget_and_candidates_parse() -> None:
         "observation_ids",
         "observation_ids_context",
         "observation_trusted",
+        "observation_ids_context_trusted",
         "deca_p",
     ]
     assert resolve_candidates("rce,bce") == ["bce", "rce"]  # any denoiser, after the known ones
@@ -118,8 +119,10 @@ def test_data_without_a_trusted_signal_is_refused_unless_observed_is_asked(
 def test_observation_trusted_is_offered_only_when_train_has_trusted_labels() -> None:
     names = resolve_candidates(None)
     kept, why = offered(names, 0)
-    assert "observation_trusted" not in kept and kept == [n for n in names if n != "observation_trusted"]
-    assert len(why) == 1 and why[0].startswith("observation_trusted: skipped") and "--trusted-train-rows" in why[0]
+    trusted = ["observation_trusted", "observation_ids_context_trusted"]
+    assert kept == [n for n in names if n not in trusted] and len(kept) == len(names) - 2
+    assert [w.split(":")[0] for w in why] == trusted
+    assert all(": skipped" in w and "--trusted-train-rows" in w for w in why)
     assert offered(names, 5) == (names, [])
 
 
