@@ -192,10 +192,13 @@ class _Torchrun:
         mounts: Optional[List[str]],
         debug: bool,
         tee: int,
+        precheck: bool,
     ) -> specs.AppDef:
         min_nnodes, max_nnodes, nproc_per_node = parse_j(j)
         if max_restarts < 0 or max_retries < 0:
             raise PreSubmitError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
+        if precheck:
+            presubmit_check(worker_args, j, python)
         nnodes = f"{min_nnodes}:{max_nnodes}" if min_nnodes != max_nnodes else str(max_nnodes)
         cmd: List[str] = [
             python,
@@ -315,9 +318,6 @@ def train(
         precheck: check the trainer options here first (torch-free, about a second) and refuse a mistake in
             one line before submitting; False where this host lacks the job's interpreter
     """
-    parse_j(j)  # the cheap refusals first
-    if precheck:
-        presubmit_check(trainer_args, j, python)
     return _Torchrun.app(
         "trainer",
         list(trainer_args),
@@ -339,6 +339,7 @@ def train(
         mounts=mounts,
         debug=debug,
         tee=tee,
+        precheck=precheck,
     )
 
 
@@ -406,6 +407,7 @@ def bench(
         mounts=mounts,
         debug=debug,
         tee=tee,
+        precheck=False,
     )
 
 

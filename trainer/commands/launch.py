@@ -167,6 +167,7 @@ def check_trainer_args(argv: List[str]) -> None:
     ours, component_opts = _parser().parse_known_args(head)
     if ours.component != "train":
         return
+    from denoisrec.trainer.commands.suggest import did_you_mean
     from denoisrec.trainer.commands.train import add_arguments as train_arguments
     from denoisrec.trainer.commands.train import config_from_args
     from denoisrec.trainer.config.check import check_config
@@ -174,6 +175,10 @@ def check_trainer_args(argv: List[str]) -> None:
 
     class _Refuse(argparse.ArgumentParser):
         def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+            if message.startswith("unrecognized arguments: "):
+                flags = [w.split("=", 1)[0] for w in message.split(": ", 1)[1].split() if w.startswith("--")]
+                known = [s for s in self._option_string_actions if s.startswith("--")]
+                message += next((h for h in (did_you_mean(f, known) for f in flags) if h), "")
             raise UsageError(f"trainer options after --: {message}")
 
     p = _Refuse(prog="denoisrec launch -- ", add_help=False, allow_abbrev=False)
