@@ -51,6 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, get_error_handler
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
@@ -82,6 +83,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             get_error_handler().dump_error_file(first.error_file, first.exitcode)
         codes = [f.exitcode for _, f in failed if 0 < f.exitcode < 256]
         return codes[0] if codes else 1
+    except RendezvousError as e:  # the agent has stopped its workers; typically another node's agent ended first
+        why = " ".join((f"{e}: {e.__cause__}" if e.__cause__ else str(e)).split())
+        print(
+            f"denoisrec torchrun: the job failed: rendezvous error ({type(e).__name__}: {why}); "
+            "when another node failed first, its lines say why",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
