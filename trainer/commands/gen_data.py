@@ -85,8 +85,18 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
     )
 
 
-DATASET_ENTRIES = ("train", "valid", "test", "schema.json", "stats.json", "noise_model.json")
-"""What a generated dataset holds in its folder (what ``--overwrite`` deletes before writing)."""
+DATASET_ENTRIES = (
+    "train",
+    "valid",
+    "test",
+    "valid_random",
+    "schema.json",
+    "stats.json",
+    "noise_model.json",
+    "noise_truth.json",
+)
+"""What a generated dataset holds in its folder (what ``--overwrite`` deletes before writing, so that no split
+or truth file of the old dataset, e.g. its ``valid_random``, stays beside a new one that has none)."""
 
 
 def refuse_or_clear(out: str, overwrite: bool) -> None:
