@@ -28,8 +28,9 @@ the plain observation model withholds from ``f``; the cost is identifiability (`
 observation process), which the trusted signal judges. They are scored, exported and served like BCE, on the
 logged context.
 
-``observation_trusted`` and ``observation_ids_context_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) are offered only when the training split carries trusted
-labels (``gen-data --trusted-train-rows``); otherwise each is skipped with one line saying why.
+``observation_trusted`` and ``observation_ids_context_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) are offered only
+when the training split carries trusted labels (``gen-data --trusted-train-rows``);
+otherwise each is skipped with one line saying why.
 
 Example::
 

@@ -202,7 +202,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     }
 
 
-def _ms(xs: List[float]) -> Dict[str, float]:
+def _ms(xs: List[float]) -> Dict[str, Any]:
     v = np.asarray(xs, np.float64)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
 
@@ -220,7 +220,7 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
         rows.setdefault("tuned (random)", []).append(p["test_clean_auc"][p["tuned_random"]])
         for n, v in (p.get("references") or {}).items():
             rows.setdefault(f"ref: {n}", []).append(v)
-    stats = {k: _ms(v) for k, v in rows.items()}
+    stats: Dict[str, Dict[str, Any]] = {k: _ms(v) for k, v in rows.items()}
     for k, v in rows.items():  # per seed against that seed's own BCE and Clean (each seed is its own world)
         stats[k]["gap_per_seed"] = [
             (x - b) / (c - b) if c != b else math.nan for x, b, c in zip(v, rows["bce"], rows["clean"])

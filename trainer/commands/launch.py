@@ -167,10 +167,10 @@ def check_trainer_args(argv: List[str]) -> None:
     ours, component_opts = _parser().parse_known_args(head)
     if ours.component != "train":
         return
-    from denoisrec.trainer.commands.suggest import did_you_mean
     from denoisrec.trainer.commands.train import add_arguments as train_arguments
     from denoisrec.trainer.commands.train import config_from_args
     from denoisrec.trainer.config.check import check_config
+    from denoisrec.trainer.config.close_names import did_you_mean
     from denoisrec.trainer.errors import UsageError
 
     class _Refuse(argparse.ArgumentParser):
