@@ -75,8 +75,8 @@ class TruncatedBCE(Denoiser):
         self, eps_max: float = 0.2, num_gradual: Union[int, str] = "1ep", process_group: Optional[ProcessGroup] = None
     ) -> None:
         super().__init__(process_group)
-        if not 0.0 <= eps_max <= 1.0:
-            raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1]")
+        if not 0.0 <= eps_max < 1.0:  # 1 would drop every positive
+            raise ValueError(f"tce option eps_max={eps_max}: must lie in [0, 1)")
         self.eps_max = float(eps_max)
         self.ramp = Span.parse("tce option num_gradual", num_gradual)
         self._hint: Optional[torch.Tensor] = None  # the select's last top digit (a guess, never a decision)

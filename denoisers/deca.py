@@ -143,6 +143,8 @@ class DeCA(Denoiser):
                 )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"{self.name} option alpha={alpha}: must lie in [0, 1]")
+        if mf_dim < 2:
+            raise ValueError(f"{self.name} option mf_dim={mf_dim}: must be >= 2 (one latent factor plus the bias)")
         if objective == "marginal" and (C1 is not None or C2 is not None):
             raise ValueError(
                 f"{self.name} options C1={C1}, C2={C2}: used only by objective=paper (the default "

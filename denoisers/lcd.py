@@ -61,6 +61,9 @@ class LCD(Denoiser):
         super().__init__(process_group)
         if start_step < 0:
             raise ValueError(f"{self.name} option start_step={start_step}: must be >= 0")
+        for opt, shape in (("alpha_b", alpha_b), ("beta_b", beta_b)):
+            if not shape > 0:
+                raise ValueError(f"{self.name} option {opt}={shape}: must be > 0 (a Beta CDF shape)")
         self.cdf = BetaCDF(alpha_b, beta_b)
         self.start_step = int(start_step)
 

@@ -166,6 +166,8 @@ class ContextTower(SharedTables):
     ) -> None:
         if dim < 4 or dim % 4:
             raise ValueError(f"observation option dim={dim}: must be a positive multiple of 4")
+        if not all(int(h) >= 1 for h in hidden):
+            raise ValueError(f"observation option hidden={list(hidden)}: widths must be positive integers")
         ebc = EmbeddingBagCollection(
             tables=[
                 EmbeddingBagConfig(
@@ -330,10 +332,10 @@ class ObservationModel(Denoiser):
             raise ValueError(
                 f"observation options h_init={h_init}, h_prime_init={h_prime_init}: need 0 < h_init < h_prime_init < 1"
             )
-        if not 0.0 <= eps_max <= 1.0 or num_gradual < 0:
+        if not 0.0 <= eps_max < 1.0 or num_gradual < 0:
             raise ValueError(
                 f"observation options eps_max={eps_max}, num_gradual={num_gradual}: need "
-                "0 <= eps_max <= 1 and num_gradual >= 0"
+                "0 <= eps_max < 1 and num_gradual >= 0"
             )
         if not rates_lr_scale > 0:
             raise ValueError(f"observation option rates_lr_scale={rates_lr_scale}: must be > 0")
@@ -696,6 +698,8 @@ class ObservationIdNoise(ObservationModel):
         )
         if not 0.0 < id_noise_init < 0.5:
             raise ValueError(f"{self.name} option id_noise_init={id_noise_init}: must lie in (0, 0.5)")
+        if id_noise_dim < 2:
+            raise ValueError(f"{self.name} option id_noise_dim={id_noise_dim}: must be >= 2 (a factor plus the bias)")
         for opt, feat in (("user_feature", user_feature), ("item_feature", item_feature)):
             if feat not in tables:
                 raise ValueError(

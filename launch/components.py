@@ -2,13 +2,16 @@
 
 Each is a typed function that returns a :class:`torchx.specs.AppDef`, in the style of
 ``torchx/components/dist.py``. ``train`` and ``bench`` start ``nnodes × nproc_per_node`` workers with
-``torchrun`` (``python -m torch.distributed.run``). The elastic agent on each node rendezvouses with the
-others, sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` for its workers, and restarts the whole
-group ``max_restarts`` times when a worker fails. The trainer builds its process group from those
-variables (NCCL on CUDA, gloo on CPU).
+torchrun, through ``denoisrec torchrun`` (``python -m denoisrec.trainer.cli torchrun``: torchrun's own
+launcher and options, with one line per failure instead of its ``ChildFailedError`` traceback). The elastic
+agent on each node rendezvouses with the others, sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``
+for its workers, and restarts the whole group ``max_restarts`` times when a worker fails. The trainer builds
+its process group from those variables (NCCL on CUDA, gloo on CPU). Before it returns the AppDef, ``train``
+runs the trainer's torch-free option check (``denoisrec launch --check-only``) in a subprocess, so a mistake
+is one line before anything is submitted (``precheck=False`` skips it).
 
-This module *names* the entry points (``python -m denoisrec.trainer``, ``python -m denoisrec.trainer.cli``)
-and never imports them. ``torchx`` loads this file in a process that needs only torchx.
+This module *names* the entry points (``python -m denoisrec.trainer.cli``) and never imports them.
+``torchx`` loads this file in a process that needs only torchx.
 
 The same component runs on a laptop and on a cluster; only the scheduler (``-s``) changes::
 
@@ -26,24 +29,41 @@ Example (Python)::
     app = train("--data", "data/tiny", j="2x1", max_restarts=3)
     role = app.roles[0]
     role.num_replicas        # 2: one torchrun agent per node
-    role.args[1]             # 'python -m torch.distributed.run --rdzv_backend c10d --rdzv_endpoint
+    role.args[1]             # 'python -m denoisrec.trainer.cli torchrun --rdzv_backend c10d --rdzv_endpoint
                              #  $${${rank0_env}:=localhost}:29500 --rdzv_id '${app_id}' --nnodes 2
-                             #  --nproc_per_node 1 --max_restarts 3 ... -m denoisrec.trainer --data data/tiny'
+                             #  --nproc_per_node 1 --max_restarts 3 ... -- --data data/tiny'
                              # (the scheduler fills in the macros ${rank0_env}, ${app_id})
 """
 
+import importlib.util
+import os
 import shlex
-from typing import Dict, Iterable, List, Optional, Tuple
+import shutil
+import subprocess
+import sys
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torchx.specs as specs
 from torchx.components.dist import parse_nnodes
 from torchx.specs import macros
-
-TRAINER_MODULE = "denoisrec.trainer"
-"""``python -m denoisrec.trainer [train options]``: the training entry point started on every rank."""
+from torchx.specs.finder import ComponentValidationException
 
 CLI_MODULE = "denoisrec.trainer.cli"
-"""``python -m denoisrec.trainer.cli <command> ...``: the ``denoisrec`` command line (``gen-data``, ``bench``)."""
+"""``python -m denoisrec.trainer.cli <command> ...``: the ``denoisrec`` command line (``torchrun``, ``launch``,
+``gen-data``, ``bench``)."""
+
+LAUNCHER = "torchrun"
+"""``denoisrec torchrun [torchrun options] -- ARGS``: the launcher on every node. It starts ``python -m
+denoisrec.trainer ARGS`` (``denoisrec bench`` for ``-- bench ...``) on each rank."""
+
+PRECHECK = "launch"
+"""``denoisrec launch --check-only -j J -- TRAINER_ARGS``: the torch-free option check run before submitting."""
+
+PRECHECKED_ENV = "DENOISREC_PRECHECKED"
+"""Set by ``denoisrec launch`` to the trainer options it has already checked: the component does not repeat it."""
+
+PRECHECK_TIMEOUT_S = 120
+"""The most the pre-submit check may take (it needs about a second)."""
 
 DEFAULT_IMAGE = "denoisrec:latest"
 """Container image for container schedulers (Kubernetes); built from ``launch/Dockerfile``. Ignored by
@@ -58,6 +78,13 @@ DEBUG_ENV: Dict[str, str] = {
 }
 """Set by ``--debug``: NCCL's transport choice and init log, collective checks, C++ stack traces, and the
 elastic agent's INFO log."""
+
+
+class PreSubmitError(ComponentValidationException, ValueError):
+    """A component argument or trainer option refused before anything is submitted. torchx's ``run`` prints
+    its message as one error line (it is a ``ComponentValidationException``); Python callers catch a
+    ``ValueError``.
+    """
 
 
 class _noquote(str):
@@ -81,9 +108,11 @@ def parse_j(j: str) -> Tuple[int, int, int]:
     try:
         min_nnodes, max_nnodes, nproc_per_node, _ = parse_nnodes(j.strip())
     except ValueError:
-        raise ValueError(f"-j {j!r}: expected NxM (nodes x processes per node), MIN:MAXxM, or M; e.g. -j 2x4") from None
+        raise PreSubmitError(
+            f"-j {j!r}: expected NxM (nodes x processes per node), MIN:MAXxM, or M; e.g. -j 2x4"
+        ) from None
     if nproc_per_node < 1 or max_nnodes < 1 or not 1 <= min_nnodes <= max_nnodes:
-        raise ValueError(f"-j {j!r}: need 1 <= MIN <= MAX nodes and at least 1 process per node")
+        raise PreSubmitError(f"-j {j!r}: need 1 <= MIN <= MAX nodes and at least 1 process per node")
     return min_nnodes, max_nnodes, nproc_per_node
 
 
@@ -98,6 +127,43 @@ def _rdzv_endpoint(max_nnodes: int, rdzv_port: int, rdzv_endpoint: Optional[str]
     return _noquote(f"$${{{macros.rank0_env}:=localhost}}:{rdzv_port}")
 
 
+def presubmit_check(trainer_args: Sequence[str], j: str, python: str) -> None:
+    """Check the trainer options as every rank would, torch-free, in a subprocess (this module never imports
+    the trainer): ``PYTHON -m denoisrec.trainer.cli launch --check-only -j J -- TRAINER_ARGS``. The world size
+    comes from ``j``; the data's schema is read only where ``--data`` is visible from here.
+
+    Example::
+
+        presubmit_check(["--data", "data/tiny", "--denoiser", "tce", "-p", "beta=1"], "1x2", "python")
+        # PreSubmitError: denoisrec train: error: -p beta=1: tce has no option 'beta'; its options: ...
+
+    Args:
+        trainer_args: the trainer's options, as the component passes them on.
+        j: the component's ``-j``.
+        python: the job's interpreter, used when this one (``sys.executable``, torchx's) lacks denoisrec.
+
+    Raises:
+        PreSubmitError: the check's one line, or why the check could not run (and that ``--precheck False``
+            skips it).
+    """
+    if os.environ.get(PRECHECKED_ENV) == shlex.join(trainer_args):  # denoisrec launch checked these already
+        return
+    exe = sys.executable if importlib.util.find_spec("denoisrec") is not None else (shutil.which(python) or python)
+    cmd = [exe, "-m", CLI_MODULE, PRECHECK, "--check-only", "-j", j, "--", *trainer_args]
+    check = f"the pre-submit check ({exe} -m {CLI_MODULE} {PRECHECK} --check-only)"
+    skip = "pass --precheck False to submit without it (e.g. when this host lacks the job's interpreter)"
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PRECHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PreSubmitError(f"{check} failed: {e}; {skip}") from None
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode == 2 and lines:
+        raise PreSubmitError(lines[-1])
+    if proc.returncode != 0:
+        said = lines[-1] if lines else "no output"
+        raise PreSubmitError(f"{check} exited {proc.returncode}: {said}; {skip}")
+
+
 class _Torchrun:
     """The torchrun role that ``train`` and ``bench`` share. A class, not a module-level function: torchx's
     component finder lists every module-level function that returns an ``AppDef`` (``torchx builtins``).
@@ -106,7 +172,7 @@ class _Torchrun:
     @staticmethod
     def app(
         role_name: str,
-        module_argv: List[str],
+        worker_args: List[str],
         *,
         j: str,
         name: str,
@@ -126,15 +192,19 @@ class _Torchrun:
         mounts: Optional[List[str]],
         debug: bool,
         tee: int,
+        precheck: bool,
     ) -> specs.AppDef:
         min_nnodes, max_nnodes, nproc_per_node = parse_j(j)
         if max_restarts < 0 or max_retries < 0:
-            raise ValueError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
+            raise PreSubmitError(f"max_restarts={max_restarts}, max_retries={max_retries}: must be >= 0")
+        if precheck:
+            presubmit_check(worker_args, j, python)
         nnodes = f"{min_nnodes}:{max_nnodes}" if min_nnodes != max_nnodes else str(max_nnodes)
         cmd: List[str] = [
             python,
             "-m",
-            "torch.distributed.run",
+            CLI_MODULE,
+            LAUNCHER,
             "--rdzv_backend",
             rdzv_backend,
             "--rdzv_endpoint",
@@ -156,7 +226,7 @@ class _Torchrun:
             cmd += ["--rdzv_conf", rdzv_conf]
         if rdzv_backend == "static":
             cmd += ["--node_rank", macros.replica_id]
-        cmd += ["-m", *module_argv]
+        cmd += ["--", *worker_args]
 
         role_env = {"PYTHONUNBUFFERED": "1", "LOGLEVEL": "WARNING"}
         # torchelastic >= 2.5 shares its rendezvous TCPStore with the workers by default, without a per-restart
@@ -207,8 +277,9 @@ def train(
     mounts: Optional[List[str]] = None,
     debug: bool = False,
     tee: int = 3,
+    precheck: bool = True,
 ) -> specs.AppDef:
-    """Train denoisrec on ``nnodes × nproc_per_node`` ranks: ``torchrun -m denoisrec.trainer TRAINER_ARGS``.
+    """Train denoisrec on ``nnodes × nproc_per_node`` ranks: ``denoisrec torchrun ... -- TRAINER_ARGS`` on each node.
 
     Usage:
         torchx run -s local_cwd launch/components.py:train -j 1x2 -- --data data/tiny --out runs/x --epochs 1
@@ -244,10 +315,12 @@ def train(
         debug: enable NCCL/torch.distributed debug logs (see DEBUG_ENV)
         tee: which worker streams torchrun copies to the job log with a [rank] prefix:
             0 none, 1 stdout, 2 stderr, 3 both
+        precheck: check the trainer options here first (torch-free, about a second) and refuse a mistake in
+            one line before submitting; False where this host lacks the job's interpreter
     """
     return _Torchrun.app(
         "trainer",
-        [TRAINER_MODULE, *trainer_args],
+        list(trainer_args),
         j=j,
         name=name,
         image=image,
@@ -266,6 +339,7 @@ def train(
         mounts=mounts,
         debug=debug,
         tee=tee,
+        precheck=precheck,
     )
 
 
@@ -287,7 +361,7 @@ def bench(
     debug: bool = False,
     tee: int = 3,
 ) -> specs.AppDef:
-    """Run ``denoisrec bench BENCH_ARGS`` on ``nnodes × nproc_per_node`` ranks under torchrun.
+    """Run ``denoisrec bench BENCH_ARGS`` on ``nnodes × nproc_per_node`` ranks: ``denoisrec torchrun ... -- bench``.
 
     Usage:
         torchx run -s local_cwd launch/components.py:bench -j 1x2 -- throughput --quick
@@ -314,7 +388,7 @@ def bench(
     """
     return _Torchrun.app(
         "bench",
-        [CLI_MODULE, "bench", *bench_args],
+        ["bench", *bench_args],
         j=j,
         name=name,
         image=image,
@@ -333,6 +407,7 @@ def bench(
         mounts=mounts,
         debug=debug,
         tee=tee,
+        precheck=False,
     )
 
 

@@ -1,4 +1,9 @@
-"""``python -m denoisrec.trainer [train options]``: the entry point torchrun and torchx start on every rank."""
+"""``python -m denoisrec.trainer [train options]``: the entry point torchrun and torchx start on every rank.
+
+Example::
+
+    torchrun --nproc_per_node 2 -m denoisrec.trainer --data data/tiny --denoiser tce --steps 20
+"""
 
 import sys
 

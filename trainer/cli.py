@@ -1,4 +1,6 @@
-"""The ``denoisrec`` command line.
+"""The ``denoisrec`` command line: one parser over the sub-commands, one-line errors and exit statuses.
+
+Example::
 
     denoisrec train [--config FILE] [--preset lcd|dart] [--data DIR] [--model NAME] [--denoiser NAME] [-p k=v ...]
                     [--baseline RUN_DIR] [--resume auto|never|DIR] [--set a.b=v ...]
@@ -30,8 +32,9 @@ from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 
 from denoisrec.trainer.bench import cli as bench_cli
 from denoisrec.trainer.commands import COMMANDS as _COMMANDS
-from denoisrec.trainer.commands.suggest import LAUNCHER_SAYS, HelpFormatter, did_you_mean, with_suggestion
+from denoisrec.trainer.commands.suggest import LAUNCHER_SAYS, HelpFormatter
 from denoisrec.trainer.commands.train import config_from_args
+from denoisrec.trainer.config.close_names import did_you_mean
 from denoisrec.trainer.errors import (
     CheckpointError,
     DataError,
@@ -145,7 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_quietly(args)
     except (ValueError, OSError) as e:
         code = exit_status(e) if args.command in ("train", "tune", "report") else 2
-        line = with_suggestion(f"denoisrec {args.command}: error: {_one_line(e)}")
+        line = f"denoisrec {args.command}: error: {_one_line(e)}"  # a mistyped name's message says its suggestion
         # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
         # once, by rank 0; anything else may be one rank's own
         said_by_launcher = os.environ.get(LAUNCHER_SAYS) == "1" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))

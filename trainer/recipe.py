@@ -1,5 +1,6 @@
-"""``TrainRecipe``: the training job as one object, ``setup → resume → fit → finish`` (the shape of torchtitan's
-``Trainer`` and torchtune's recipes).
+"""``TrainRecipe``: the training job as one object, ``setup → resume → fit → finish``.
+
+The shape of torchtitan's ``Trainer`` and torchtune's recipes.
 
 - :meth:`TrainRecipe.setup`: data (schema, readers, the launch's :class:`~denoisrec.trainer.train_state.RunLayout`),
   the sharded model and its optimizers (:mod:`~denoisrec.trainer.factory`), outputs and the components that

@@ -1,5 +1,7 @@
-"""The training job's set-up helpers: seeding, table overrides, batch sizes, the baseline run, the data
-position of a resumed run, and the checks of a checkpoint against this run.
+"""The training job's set-up helpers: seeding, tables, batch size, baseline, resume position and checks.
+
+Seeding, ``model.tables`` overrides, the per-rank batch size, the baseline run, the data position of a resumed
+run, and the checks of a checkpoint against this run.
 
 Example::
 
@@ -55,11 +57,20 @@ def apply_table_overrides(schema: DataSchema, tables: Dict[str, Dict[str, int]])
 
 
 def rank_batch_size(cfg: Config, world_size: int) -> int:
+    """Rows per rank per step: ``data.global_batch_size / world_size`` when set, else ``data.batch_size``.
+
+    Args:
+        cfg: a checked config (:func:`~denoisrec.trainer.config.check.check_config` refused a global batch
+            that the world size, read from ``WORLD_SIZE`` or ``-j``, does not divide, before any rank started).
+        world_size: the number of ranks.
+
+    Returns:
+        The per-rank batch size.
+    """
     g = cfg.data.global_batch_size
     if g is None:
         return cfg.data.batch_size
-    if g <= 0 or g % world_size:
-        raise ValueError(f"data.global_batch_size={g}: must be a positive multiple of the world size {world_size}")
+    assert g > 0 and g % world_size == 0, f"data.global_batch_size={g} with {world_size} ranks: check_config it"
     return g // world_size
 
 

@@ -1,7 +1,7 @@
 """``TrainState``: where a training job is (step, rows, losses, evaluations, launches), and the run's layout.
 
-Everything the loop used to keep in loose locals lives here, so each component reads the same state and a
-checkpoint's metadata is written from it (:meth:`TrainState.load_meta` reads it back on resume).
+Every component reads this one state, and a checkpoint's metadata is written from it
+(:meth:`TrainState.load_meta` reads it back on resume).
 ``RunLayout`` holds what does not change during a launch: steps per epoch, batch sizes, world size, budget.
 
 Example::

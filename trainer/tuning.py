@@ -15,12 +15,22 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | ``bce`` | plain BCE | – |
 | ``tce`` | T-CE (truncated loss) | its defaults |
 | ``observation`` | observation model | ``form=examination tower_warmup=25% rates_lr_scale=50`` (recommended) |
+| ``observation_context`` | observation model, ``f`` also reads the context | the same, ``model.context=features`` |
 | ``observation_ids`` | observation model + user × item noise MFs | the same options |
+| ``observation_ids_context`` | the same, ``f`` also reads the context | the same, ``model.context=features`` |
 | ``observation_trusted`` | observation model + trusted rows in training | the same, ``trusted_weight=10`` |
+| ``observation_ids_context_trusted`` | all three: id noise MFs, ``f`` reads the context, trusted rows | the same |
 | ``deca_p`` | DeCA(p) | its defaults |
 
-``observation_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) is offered only when the training split carries trusted
-labels (``gen-data --trusted-train-rows``); otherwise it is skipped with one line saying why.
+The ``_context`` candidates let ``f`` read the context features too, beside the tower that explains the
+noise by them: under a ranker the position carries preference (the old ranker put liked items on top), which
+the plain observation model withholds from ``f``; the cost is identifiability (``f`` may absorb part of the
+observation process), which the trusted signal judges. They are scored, exported and served like BCE, on the
+logged context.
+
+``observation_trusted`` and ``observation_ids_context_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) are offered only
+when the training split carries trusted labels (``gen-data --trusted-train-rows``);
+otherwise each is skipped with one line saying why.
 
 Example::
 
@@ -50,19 +60,29 @@ from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.evaluation.selection import Selection
 from denoisrec.trainer.evaluation.selection_rule import Candidate, Choice, choose
 
-#: name -> (denoiser, its options), simplest first: the order that breaks ties within the interval.
-_OBSERVATION = {"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50}
-CANDIDATES: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "bce": ("bce", {}),
-    "tce": ("tce", {}),
-    "observation": ("observation", dict(_OBSERVATION)),
-    "observation_ids": ("observation_ids", dict(_OBSERVATION)),
-    "observation_trusted": ("observation", {**_OBSERVATION, "trusted_weight": 10}),
-    "deca_p": ("deca_p", {}),
+#: The observation model's options in every observation candidate (the ``recommended`` preset's).
+OBSERVATION_OPTIONS = {"form": "examination", "tower_warmup": "25%", "rates_lr_scale": 50}
+_F_READS_CONTEXT = {"model.context": "features"}
+#: name -> (denoiser, its options, config settings ``section.field -> value``), simplest first: the order that
+#: breaks ties within the interval.
+CANDIDATES: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
+    "bce": ("bce", {}, {}),
+    "tce": ("tce", {}, {}),
+    "observation": ("observation", dict(OBSERVATION_OPTIONS), {}),
+    "observation_context": ("observation", dict(OBSERVATION_OPTIONS), dict(_F_READS_CONTEXT)),
+    "observation_ids": ("observation_ids", dict(OBSERVATION_OPTIONS), {}),
+    "observation_ids_context": ("observation_ids", dict(OBSERVATION_OPTIONS), dict(_F_READS_CONTEXT)),
+    "observation_trusted": ("observation", {**OBSERVATION_OPTIONS, "trusted_weight": 10}, {}),
+    "observation_ids_context_trusted": (
+        "observation_ids",
+        {**OBSERVATION_OPTIONS, "trusted_weight": 10},
+        dict(_F_READS_CONTEXT),
+    ),
+    "deca_p": ("deca_p", {}, {}),
 }
 DEFAULT_CANDIDATES = list(CANDIDATES)
 #: candidates that train on the training split's trusted labels: offered only when it has some.
-NEEDS_TRAIN_TRUSTED = ("observation_trusted",)
+NEEDS_TRAIN_TRUSTED = ("observation_trusted", "observation_ids_context_trusted")
 TUNED_FILE = "tuned.yaml"
 # A floor on one run's time for a budget given in minutes: train rows × epochs at this many samples/s (faster
 # than this trainer's CPU runs; a budget below it cannot hold one run).
@@ -139,8 +159,11 @@ def candidate_config(base: Config, name: str, out: str, selection: Selection) ->
     kept, ``eval.select_on`` fixed to the resolved mode, its own folder under ``out``.
     """
     cfg = copy.deepcopy(base)
-    denoiser, params = CANDIDATES.get(name, (name, {}))
+    denoiser, params, settings = CANDIDATES.get(name, (name, {}, {}))
     cfg.denoiser.name, cfg.denoiser.params = denoiser, dict(params)
+    for key, value in settings.items():
+        section, fieldname = key.split(".")
+        setattr(getattr(cfg, section), fieldname, value)
     cfg.run.out = os.path.join(out, "runs", name)
     cfg.run.eval_every, cfg.eval.keep_selected = "epoch", True
     cfg.eval.select_on = selection.mode  # type: ignore[assignment]  # one of SELECT_ON, resolved

@@ -302,7 +302,7 @@ def test_feature_views_for_the_three_ways_and_their_errors() -> None:
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         feature_views(_cfg("observation", "features"), s)
-    assert any("also sees the context" in str(x.message) for x in w)
+    assert any("also reads the context" in str(x.message) for x in w)
     with pytest.raises(ValueError, match="model.context='hide'"):
         feature_views(_cfg("bce", "hide"), s)
     with pytest.raises(ValueError, match="observation: the schema has no context features .* degrades to BCE"):

@@ -4,7 +4,8 @@
 - ``-j 3x1``: three elastic agents (simulated nodes) meet by c10d rendezvous; node ranks 0, 1, 2; an odd
   world size with an uneven row split;
 - failure propagation: a SIGKILLed worker with ``max_restarts=0`` fails the job promptly; a rank that
-  raises on bad input brings both simulated nodes down with its message, not a collective timeout;
+  raises on bad input brings both simulated nodes down with its message, not a collective timeout; a
+  mistake the ranks refuse is one line and one launcher summary (``denoisrec torchrun``), no traceback;
 - elastic restart: with ``max_restarts=1`` a worker killed mid-run is restarted, the trainer resumes from
   its latest checkpoint and ends with the uninterrupted run's steps and metrics.
 
@@ -208,8 +209,11 @@ def test_killed_worker_without_restarts_fails_the_job_promptly(tiny_data: Path, 
     rc, text = job.wait(timeout=120)
     took = time.time() - t_kill
     assert rc != 0 and "Job finished: FAILED" in text, text[-6000:]
-    # torchelastic's failure report names the killed worker and the signal.
-    assert f"Signal 9 (SIGKILL) received by PID {killed}" in text, text[-6000:]
+    # the launcher's one summary line names the killed worker and the signal, with no traceback
+    summary = [x for x in text.splitlines() if "denoisrec torchrun: the job failed:" in x]
+    assert len(summary) == 1 and f"rank 1 (SIGKILL, pid {killed})" in summary[0], text[-6000:]
+    # (rank 0 may print its own traceback of the lost connection, if it sees it before the agent's SIGTERM)
+    assert "ChildFailedError" not in text and "Root Cause" not in text, text[-6000:]
     assert not (out / "summary.json").exists()
     assert job.workers() == {}  # nothing left behind
     assert took < 60, f"the job took {took:.0f}s to fail after the kill"  # no hang until a collective timeout
@@ -230,13 +234,45 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
         "part-00002.parquet: row group 1: column 'label' has 1 value(s) outside {0, 1} (first: 2 at row 493 of "
         "the row group (row 993 of the file)); labels must be 0 or 1"
     )
-    assert f"denoisrec train: error: {data}/train/{msg}" in text  # the worker's own line, teed by torchrun
-    # torchelastic's root cause carries the same line (the worker's error file), not a traceback
-    assert text.count(f"denoisrec train: error: {data}/train/{msg}") >= 2, text[
-        -6000:
-    ]  # torchelastic's root cause (the worker's error file)
+    # the failed rank's line, said once by its node's launcher (denoisrec torchrun), not by the rank as well
+    said = [x for x in text.splitlines() if x.endswith(f"denoisrec train: error: {data}/train/{msg}")]
+    assert len(said) == 1 and re.fullmatch(r"trainer/[01] denoisrec train: error: .*", said[0]), text[-6000:]
+    # one summary line per node's launcher instead of torchelastic's ChildFailedError report: the failed rank's
+    # node names it; the other names its rank's lost connection, or (when the failed node's agent, which may
+    # host the rendezvous store, ended first) the lost rendezvous
+    summaries = [x for x in text.splitlines() if "denoisrec torchrun: the job failed:" in x]
+    assert len(summaries) == 2 and "ChildFailedError" not in text, text[-6000:]
+    assert any("rank 1 (exit 1, pid" in x for x in summaries), summaries
+    assert any("rank 0 (" in x or "rendezvous error" in x for x in summaries), summaries
+    # the launcher passes the rank's error file on: torchx's status carries the line (YAML-wrapped)
+    status = text[text.index("AppStatus:") :]
+    assert "errorCode: 1" in status and "labels must be 0 or 1'" in status, status
     assert "Connection closed by peer" in text  # the other node's worker was released, not left waiting
     assert "timed out" not in text.lower() and not (out / "summary.json").exists()
+
+
+@pytest.mark.dist
+def test_a_mistake_at_rank_time_is_one_line_and_one_summary(tiny_data: Path, tmp_path: Path) -> None:
+    """A usage mistake that only the ranks see (``--precheck False`` lets it through): the job log has the
+    trainer's line once and the launcher's summary once, no traceback; torchx's status carries the line.
+    """
+    out = tmp_path / "run"
+    job = Job(
+        tmp_path,
+        "1x2",
+        ["--data", str(tiny_data), "--out", str(out), "--denoiser", "tce", "-p", "beta=1"],
+        ("--precheck", "False"),
+    )
+    rc, text = job.wait(timeout=150)
+    assert rc != 0 and "Job finished: FAILED" in text, text[-6000:]
+    line = "denoisrec train: error: -p beta=1: tce has no option 'beta'; its options: eps_max, num_gradual"
+    said = [x for x in text.splitlines() if x.startswith("trainer/") and "denoisrec train: error:" in x]
+    assert said == [f"trainer/0 {line}"], text[-6000:]
+    summary = [x for x in text.splitlines() if "denoisrec torchrun: the job failed:" in x]
+    assert len(summary) == 1 and re.search(r"rank [01] \(exit 2, pid \d+\)", summary[0]), text[-6000:]
+    assert "Traceback" not in text and "ChildFailedError" not in text and "Root Cause" not in text, text[-6000:]
+    assert "errorCode: 2" in text[text.index("AppStatus:") :], text[-3000:]
+    assert not out.exists()
 
 
 def test_gen_data_component_writes_a_dataset(tmp_path: Path) -> None:

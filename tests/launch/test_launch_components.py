@@ -1,16 +1,20 @@
 """The torchx components as AppDefs (no jobs started): the torchrun command line they build, what the
-Slurm and local schedulers make of it, the repository's .torchxconfig, and ``denoisrec launch``.
+Slurm and local schedulers make of it, the pre-submit option check, the repository's .torchxconfig, and
+``denoisrec launch``.
 """
 
 import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from denoisrec.launch.components import bench, gen_data, parse_j, train
+from denoisrec.launch import components
+from denoisrec.launch.components import PreSubmitError, bench, gen_data, parse_j, train
+from denoisrec.trainer.commands import launch
 from denoisrec.trainer.commands.launch import COMPONENTS_FILE, merge_list_options, torchx_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +36,7 @@ def test_parse_j() -> None:
     assert parse_j("3") == (1, 1, 3)
     assert parse_j("2:4x8") == (2, 4, 8)
     for bad in ("", "x2", "2x", "0x2", "2x0", "3:2x1", "2*2", "1x2x3"):
-        with pytest.raises(ValueError, match="-j"):
+        with pytest.raises(PreSubmitError, match="-j"):  # a ValueError that torchx prints in one line
             parse_j(bad)
 
 
@@ -47,16 +51,19 @@ def test_single_node_train_command() -> None:
         python="/venv/bin/python",
         max_restarts=2,
         env={"FOO": "bar"},
+        precheck=False,  # a and b are no trainer keys: the command line is what is tested here
     )
     role = app.roles[0]
     assert role.num_replicas == role.min_replicas == 1 and role.max_retries == 0
     cmd = _cmd(app)
-    assert cmd[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
+    # denoisrec torchrun: torchrun's own options, one line per failed rank instead of its traceback
+    assert cmd[:4] == ["/venv/bin/python", "-m", "denoisrec.trainer.cli", "torchrun"]
     assert _opt(cmd, "--rdzv_endpoint") == "localhost:0"  # one agent: a free port
     assert _opt(cmd, "--nnodes") == "1" and _opt(cmd, "--nproc_per_node") == "3"
     assert _opt(cmd, "--max_restarts") == "2" and _opt(cmd, "--rdzv_id") == "${app_id}"
-    # the trainer is named, with its arguments passed through untouched, after torchrun's own options
-    assert cmd[cmd.index("-m", 3) :] == ["-m", "denoisrec.trainer", "--data", "data/tiny", "--set", "a=1", "b=2"]
+    # the trainer's arguments, passed through untouched, after torchrun's own options
+    assert cmd[cmd.index("--") :] == ["--", "--data", "data/tiny", "--set", "a=1", "b=2"]
+    assert _opt(cmd, "--tee") == "3" and _opt(cmd, "--role") == "" and _opt(cmd, "--rdzv_backend") == "c10d"
     assert role.env["FOO"] == "bar" and role.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
 
 
@@ -72,6 +79,7 @@ def test_multi_node_train_command_and_options() -> None:
         debug=True,
         max_retries=3,
         env={"NCCL_DEBUG": "WARN"},
+        precheck=False,
     )
     role = app.roles[0]
     assert (role.min_replicas, role.num_replicas) == (2, 4) and role.max_retries == 3
@@ -81,7 +89,7 @@ def test_multi_node_train_command_and_options() -> None:
     assert role.env["TORCH_DISTRIBUTED_DEBUG"] == "DETAIL" and role.env["NCCL_DEBUG"] == "WARN"  # user wins
     assert "--rdzv_endpoint $${${rank0_env}:=localhost}:29611 " in role.args[1]  # expanded by the shell
     assert "--nnodes 2:4 --nproc_per_node 8 " in role.args[1]
-    static = train(j="2x1", rdzv_backend="static", rdzv_endpoint="head:1234")
+    static = train(j="2x1", rdzv_backend="static", rdzv_endpoint="head:1234", precheck=False)
     cmd = _cmd(static)
     assert _opt(cmd, "--node_rank") == "${replica_id}" and _opt(cmd, "--rdzv_endpoint") == "head:1234"
     with pytest.raises(ValueError, match="max_restarts"):
@@ -90,7 +98,8 @@ def test_multi_node_train_command_and_options() -> None:
 
 def test_bench_and_gen_data_commands() -> None:
     cmd = _cmd(bench("throughput", "--quick", j="1x2"))
-    assert cmd[cmd.index("-m", 3) :] == ["-m", "denoisrec.trainer.cli", "bench", "throughput", "--quick"]
+    assert cmd[2:4] == ["denoisrec.trainer.cli", "torchrun"]
+    assert cmd[cmd.index("--") :] == ["--", "bench", "throughput", "--quick"]
     assert _opt(cmd, "--max_restarts") == "0"
     app = gen_data("--preset", "tiny", "--out", "/mnt/shared/data/tiny", python="py")
     assert app.roles[0].num_replicas == 1
@@ -199,5 +208,93 @@ def test_denoisrec_launch_command_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = re.sub(r"['\"]\s*\n\s*['\"]", "", proc.stdout)  # pformat splits long strings over lines
-    assert f"{sys.executable} -m torch.distributed.run" in out
-    assert "-m denoisrec.trainer --data /d --set run.seed=1 run.epochs=2" in out
+    assert f"{sys.executable} -m denoisrec.trainer.cli torchrun" in out
+    assert " -- --data /d --set run.seed=1 run.epochs=2" in out
+
+
+def test_the_torchrun_options_the_components_pass_are_torchruns() -> None:
+    """Every option the component gives ``denoisrec torchrun`` is one torchrun's own parser takes, and the ranks
+    run the trainer (``bench``: ``denoisrec bench``) with the arguments after ``--``.
+    """
+    from torch.distributed.run import get_args_parser
+
+    from denoisrec.trainer.commands.torchrun import worker_argv
+
+    for app in (
+        train("--data", "d", j="2:4x8", rdzv_conf="join_timeout=900", max_restarts=3, precheck=False),
+        train(j="2x1", rdzv_backend="static", rdzv_endpoint="head:1234", precheck=False),
+        bench("throughput", "--quick", j="1x2"),
+    ):
+        cmd = [a.replace("${replica_id}", "0") for a in _cmd(app)]  # the scheduler fills in the node rank
+        cut = cmd.index("--")
+        args = get_args_parser().parse_args([*cmd[4:cut], "-m", *worker_argv(cmd[cut + 1 :])])
+        assert args.nproc_per_node in ("8", "1", "2") and args.rdzv_id == "${app_id}" and args.role == ""
+        assert args.module and args.training_script in ("denoisrec.trainer", "denoisrec.trainer.cli")
+    assert (args.training_script, args.training_script_args) == (
+        "denoisrec.trainer.cli",
+        ["bench", "throughput", "--quick"],
+    )
+
+
+def test_train_checks_the_trainer_options_before_submitting(tmp_path: Path, monkeypatch) -> None:
+    """The component refuses what every rank would refuse, in the check's own one line, before the AppDef
+    exists; ``precheck=False`` skips the check; good options pass.
+    """
+    monkeypatch.delenv(components.PRECHECKED_ENV, raising=False)
+    with pytest.raises(PreSubmitError) as e:
+        train("--data", "data/tiny", "--denoiser", "tce", "-p", "beta=1", j="1x2")
+    assert (
+        str(e.value) == "denoisrec train: error: -p beta=1: tce has no option 'beta'; its options: eps_max, num_gradual"
+    )
+    with pytest.raises(PreSubmitError, match=r"global_batch_size=7: not divisible by the world size 3"):
+        train("--set", "data.global_batch_size=7", j="1x3")  # the world size comes from -j
+    with pytest.raises(PreSubmitError, match=r"--modle.*did you mean --model"):
+        train("--modle", "dlrm", j="1x2")
+    assert train("--denoiser", "tce", "-p", "beta=1", j="1x2", precheck=False).roles[0].num_replicas == 1
+    t0 = time.perf_counter()
+    app = train("--data", str(tmp_path / "not-here"), "--denoiser", "tce", "-p", "eps_max=0.2", j="2:4x2")
+    assert app.roles[0].num_replicas == 4 and time.perf_counter() - t0 < 30  # data not visible here: no refusal
+    # denoisrec launch says which options it checked: the component does not check those again
+    monkeypatch.setenv(components.PRECHECKED_ENV, "--denoiser tce -p beta=1")
+    assert train("--denoiser", "tce", "-p", "beta=1").roles[0].name == "trainer"
+    with pytest.raises(PreSubmitError):
+        train("--denoiser", "tce", "-p", "beta=2")
+    assert launch.PRECHECKED_ENV == components.PRECHECKED_ENV
+
+
+def test_a_component_mistake_is_one_torchx_line_before_submitting(tmp_path: Path) -> None:
+    """Through ``torchx run``: a bad trainer option or ``-j`` is torchx's one error line, no traceback, no job."""
+    for args in (["-j", "1x2", "--", "--denoiser", "tce", "-p", "beta=1"], ["-j", "0x2", "--", "--epochs", "1"]):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torchx.cli.main",
+                "run",
+                "-s",
+                "local_cwd",
+                "--dryrun",
+                f"{COMPONENTS_FILE}:train",
+                *args,
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert ("tce has no option 'beta'" if "tce" in args else "-j '0x2': need 1 <= MIN") in proc.stderr
+        assert "=== APPLICATION ===" not in proc.stdout
+
+
+def test_denoisrec_launch_check_only(tmp_path: Path) -> None:
+    def check(*argv: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "denoisrec.trainer.cli", "launch", "--check-only", *argv]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    ok = check("-j", "1x2", "--", "--denoiser", "tce", "-p", "eps_max=0.2")
+    assert ok.returncode == 0 and ok.stdout == ok.stderr == "", ok.stderr
+    bad = check("-j", "2x2", "--", "--set", "data.global_batch_size=6")
+    assert bad.returncode == 2 and bad.stdout == "", bad.stderr
+    line = "data.global_batch_size=6: not divisible by the world size 4; use a multiple of 4 (e.g. 4)"
+    assert bad.stderr.splitlines() == [f"denoisrec train: error: {line}"]

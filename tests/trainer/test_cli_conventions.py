@@ -22,6 +22,10 @@ MISTAKES = [
     (["train", "--modle", "fm", "--print-config"], ["--modle fm", "did you mean --model?"]),
     (["train", "--denoiser", "obsrvation", "--print-config"], ["unknown denoiser", "did you mean 'observation'"]),
     (["train", "--set", "optim.decay=cosin", "--print-config"], ["optim.decay='cosin'", "did you mean 'cosine'?"]),
+    (
+        ["train", "--denoiser", "observation", "-p", "form=examinaton", "--print-config"],
+        ["-p form=examinaton", "did you mean 'examination'?"],
+    ),
     (["trian"], ["invalid choice: 'trian'", "did you mean 'train'?"]),
     (["bench", "throughput", "--qiuck"], ["denoisrec bench throughput: error:", "did you mean --quick?"]),
     (["gen-data", "--out", "x", "--logging", "rnaker"], ["invalid choice: 'rnaker'", "did you mean 'ranker'?"]),

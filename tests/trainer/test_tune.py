@@ -66,7 +66,17 @@ def test_budget_and_candidates_parse() -> None:
     assert Budget.parse("3") == Budget(runs=3) and Budget.parse("30m") == Budget(minutes=30.0)
     assert Budget.parse("1.5h") == Budget(minutes=90.0)
     assert resolve_candidates("deca_p,bce,observation") == ["bce", "observation", "deca_p"]  # simplest first
-    assert resolve_candidates(None) == ["bce", "tce", "observation", "observation_ids", "observation_trusted", "deca_p"]
+    assert resolve_candidates(None) == [
+        "bce",
+        "tce",
+        "observation",
+        "observation_context",
+        "observation_ids",
+        "observation_ids_context",
+        "observation_trusted",
+        "observation_ids_context_trusted",
+        "deca_p",
+    ]
     assert resolve_candidates("rce,bce") == ["bce", "rce"]  # any denoiser, after the known ones
 
 
@@ -109,8 +119,10 @@ def test_data_without_a_trusted_signal_is_refused_unless_observed_is_asked(
 def test_observation_trusted_is_offered_only_when_train_has_trusted_labels() -> None:
     names = resolve_candidates(None)
     kept, why = offered(names, 0)
-    assert "observation_trusted" not in kept and kept == [n for n in names if n != "observation_trusted"]
-    assert len(why) == 1 and why[0].startswith("observation_trusted: skipped") and "--trusted-train-rows" in why[0]
+    trusted = ["observation_trusted", "observation_ids_context_trusted"]
+    assert kept == [n for n in names if n not in trusted] and len(kept) == len(names) - 2
+    assert [w.split(":")[0] for w in why] == trusted
+    assert all(": skipped" in w and "--trusted-train-rows" in w for w in why)
     assert offered(names, 5) == (names, [])
 
 
@@ -121,3 +133,43 @@ def test_tune_skips_observation_trusted_on_data_without_trusted_train_rows(
     out = capsys.readouterr()
     assert code == 2 and "observation_trusted: skipped" in out.out
     assert "1 candidate(s) left to run" in out.err and not (tmp_path / "o").exists()
+
+
+def test_context_candidates_let_f_read_the_context_and_train_it(trusted_tiny: Path, tmp_path: Path) -> None:
+    """``observation_context``: the observation model with ``model.context=features``, so the exported target
+    model reads the context columns (the plain ``observation`` candidate's does not).
+    """
+    import json
+
+    import torch
+
+    from denoisrec.trainer.commands.tune import base_config, selection_of
+    from denoisrec.trainer.tuning import candidate_config, train_candidate
+
+    args = _tune(trusted_tiny, tmp_path / "t", "--candidates", "bce,observation")
+    from denoisrec.trainer.cli import build_parser
+
+    a = build_parser().parse_args(args)
+    base = base_config(a)
+    base.run.max_steps = 3
+    selection, _, _ = selection_of(base, "trusted")
+    names = {}
+    for name in ("observation", "observation_context"):
+        cfg = candidate_config(base, name, str(tmp_path / "t"), selection)
+        assert cfg.denoiser.name == "observation"
+        assert cfg.model.context == ("features" if name == "observation_context" else "auto")
+        r = train_candidate(cfg)
+        assert r.selection["select_on"] == "trusted"
+        summary = json.loads((tmp_path / "t" / "runs" / name / "summary.json").read_text())
+        assert summary["config"]["model"]["context"] == cfg.model.context
+        state = torch.load(tmp_path / "t" / "runs" / name / "model.pt", weights_only=False, map_location="cpu")
+        names[name] = " ".join(str(k) for k in _keys(state))
+    assert "position" in names["observation_context"] and "position" not in names["observation"]
+
+
+def _keys(obj: object) -> list:
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in [key, *_keys(v)]]
+    if isinstance(obj, (list, tuple)):
+        return [k for v in obj for k in _keys(v)]
+    return []

@@ -1,4 +1,6 @@
-"""The ``denoisrec bench`` command group.
+"""The ``denoisrec bench`` command group: one sub-command per bench module.
+
+Example::
 
     denoisrec bench throughput [--quick] [--out DIR] ...
     denoisrec bench quality    [--quick] ...

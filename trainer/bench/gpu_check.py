@@ -1,5 +1,6 @@
-"""``denoisrec bench gpu_check`` (what ``make gpu-check`` runs once the GPU environment exists): does the
-GPU path work here, and how fast is it?
+"""``denoisrec bench gpu_check``: does the GPU path work here, and how fast is it?
+
+What ``make gpu-check`` runs once the GPU environment exists.
 
 1. **Tests**: ``pytest -m gpu`` (``tests/trainer/test_gpu.py``: the sharded model on ``cuda:0`` for every sharding
    type the planner offers, ``TrainPipelineSparseDist`` against the plain step, checkpoint save/resume,

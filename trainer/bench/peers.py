@@ -1,9 +1,7 @@
 """``denoisrec bench peers``: DeepFM in denoisrec against well-known CTR libraries, same data, same shape.
 
 Peers (the ``bench`` extra, never the core install): **DeepCTR-Torch** (``deepctr-torch``) and
-**pytorch-fm** (``torchfm``). FuxiCTR is not among them: its PyPI package (2.3.10) requires ``ray[data]``,
-``polars``, ``h5py``, ``pandas`` and ``pydantic``, and ships no DeepFM (that lives in the repository's
-``model_zoo/``), so it does not install cleanly as a peer.
+**pytorch-fm** (``torchfm``); docs/benchmarks.md says why FuxiCTR is not among them.
 
 **Same data**: a synthetic preset, read from the same Parquet files. torchfm's DeepFM takes one id per field,
 so every system sees the preset's single-valued categorical features only (no multi-hot, no dense): the bench

@@ -7,6 +7,8 @@ planner's estimated step time of the embedding part at ``--batch-size`` per rank
 bytes the all-to-alls move per step, and the reader cores each GPU needs to feed that step rate at
 ``--reader-us-per-row`` CPU µs per row.
 
+Example::
+
     denoisrec bench plan --preset product --scales 1,10,100 --world-sizes 8,64,512 --out runs/bench-plan
     denoisrec bench plan --quick          # the tiny preset on 2 and 8 GPUs, seconds
 

@@ -6,6 +6,8 @@ reports the artefact's size and load time, then scores the first ``--rows`` rows
 model ``denoisrec predict`` runs) on the same prebuilt inputs, so the ratios are robust to other load on the
 machine. It checks that the artefacts' logits equal the model's (max |diff| in the table).
 
+Example::
+
     denoisrec bench serving --run runs/dlrm --data data/small/test --out runs/dlrm/bench_serving
 
 Writes ``serving.json`` (the numbers and the environment), ``serving.md`` and ``serving.png`` into ``--out``.

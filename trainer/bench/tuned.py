@@ -127,6 +127,34 @@ def selection_accuracy(
     return out
 
 
+REFERENCES = ("clean_no_context", "withheld", "oracle_noise")
+"""Rows that are not candidates (they need what a user does not have, or withhold what the model could use):
+Clean without the context features, BCE with the context withheld, and the observation model with the
+generator's true noise (``<data>/noise_model.json``; only where the family has the examination step)."""
+
+
+def reference_configs(base: Any, out: str, selection: Any) -> List[Any]:
+    """``[(name, config)]`` of the :data:`REFERENCES` rows that apply to ``base``'s data."""
+    from denoisrec.trainer.tuning import OBSERVATION_OPTIONS, candidate_config
+
+    rows = []
+    for name in REFERENCES:
+        cfg = candidate_config(base, "bce", out, selection)
+        cfg.run.out = os.path.join(out, "runs", name)
+        if name == "clean_no_context":
+            cfg.data.train_label, cfg.model.context = "clean_label", "withhold"
+        elif name == "withheld":
+            cfg.model.context = "withhold"
+        else:
+            noise = os.path.join(base.data.path, "noise_model.json")
+            if not os.path.isfile(noise):
+                continue
+            cfg.denoiser.name = "observation"
+            cfg.denoiser.params = {**OBSERVATION_OPTIONS, "noise_file": noise}
+        rows.append((name, cfg))
+    return rows
+
+
 def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: List[int]) -> Dict[str, Any]:
     """Every candidate and the Clean run on one dataset and seed; the two choices; the selection accuracy."""
     import copy
@@ -144,6 +172,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     ccfg = candidate_config(base, "bce", out, selection)
     ccfg.data.train_label, ccfg.run.out = "clean_label", os.path.join(out, "runs", "clean")
     clean_run = train_candidate(copy.deepcopy(ccfg))
+    references = {name: train_candidate(cfg).test_clean_auc for name, cfg in reference_configs(base, out, selection)}
     clean = [float(r.test_clean_auc if r.test_clean_auc is not None else math.nan) for r in runs]
     trusted = choose([as_candidate(r) for r in runs], base.eval.ci_level)
     rnd = [random_scores(r.cfg.run.out, data) for r in runs]
@@ -162,6 +191,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
         "skipped": left_out,
         "test_clean_auc": dict(zip(names, clean)),
         "clean_oracle": clean_run.test_clean_auc,
+        "references": references,
         "selection_auc": {r.name: r.selection["auc"] for r in runs},
         "random_auc": {c.name: c.auc for c in random_cands},
         "tuned_trusted": names[trusted.chosen],
@@ -172,7 +202,7 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
     }
 
 
-def _ms(xs: List[float]) -> Dict[str, float]:
+def _ms(xs: List[float]) -> Dict[str, Any]:
     v = np.asarray(xs, np.float64)
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
 
@@ -188,7 +218,17 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
             rows.setdefault(n, []).append(p["test_clean_auc"][n])
         rows.setdefault("tuned (trusted)", []).append(p["test_clean_auc"][p["tuned_trusted"]])
         rows.setdefault("tuned (random)", []).append(p["test_clean_auc"][p["tuned_random"]])
-    stats = {k: _ms(v) for k, v in rows.items()}
+        for n, v in (p.get("references") or {}).items():
+            rows.setdefault(f"ref: {n}", []).append(v)
+    stats: Dict[str, Dict[str, Any]] = {k: _ms(v) for k, v in rows.items()}
+    for k, v in rows.items():  # per seed against that seed's own BCE and Clean (each seed is its own world)
+        stats[k]["gap_per_seed"] = [
+            (x - b) / (c - b) if c != b else math.nan for x, b, c in zip(v, rows["bce"], rows["clean"])
+        ]
+    for t in ("tuned (trusted)", "tuned (random)"):  # paired over seeds: each seed is its own world
+        key = "tuned_trusted" if "trusted" in t else "tuned_random"
+        d = [p["test_clean_auc"][p[key]] - p["test_clean_auc"]["bce"] for p in points]
+        stats[t]["minus_bce_paired"] = _ms(d)
     b, c = stats["bce"], stats["clean"]
     for s in stats.values():
         s["gap_closure"] = (s["mean"] - b["mean"]) / (c["mean"] - b["mean"]) if c["mean"] != b["mean"] else math.nan
@@ -212,11 +252,18 @@ def summarise(points: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def markdown(families: Dict[str, Dict[str, Any]]) -> str:
     """The report's tables: clean-test AUC per family, then the selection accuracy."""
-    lines = ["| family | row | clean-test AUC (mean ± std) | gap closure |", "|---|---|---|---|"]
+    lines = [
+        "| family | row | clean-test AUC (mean ± std) | gap closure | − BCE, paired per seed |",
+        "|---|---|---|---|---|",
+    ]
     for fam, s in families.items():
         for row, v in s["rows"].items():
             mark = " (best row)" if row == s["best_row"] else ""
-            lines.append(f"| {fam} | {row}{mark} | {v['mean']:.4f} ± {v['std']:.4f} | {v['gap_closure']:+.2f} |")
+            pd = v.get("minus_bce_paired")
+            paired = f"{pd['mean']:+.4f} ± {pd['std']:.4f}" if pd else ""
+            lines.append(
+                f"| {fam} | {row}{mark} | {v['mean']:.4f} ± {v['std']:.4f} | {v['gap_closure']:+.2f} | {paired} |"
+            )
     lines += ["", "| family | choices (trusted / random / clean-best, per seed) | checks |", "|---|---|---|"]
     for fam, s in families.items():
         ch = s["choices"]
@@ -279,6 +326,65 @@ def run(a: argparse.Namespace) -> int:
     return 0
 
 
+def figure(families: Dict[str, Dict[str, Any]], path: str) -> str:
+    """``tuned.png``: one panel per family, each row's gap closure per seed (dots) and of the means (bar);
+    0 is BCE, 1 is Clean; the tuned choices drawn in their own colour.
+
+    Args:
+        families: :func:`summarise`'s output per family.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from denoisrec.trainer.outputs import plot_style
+
+    n = len(families)
+    cols = min(n, 4)
+    nrows = -(-n // cols)
+    rows: List[str] = []
+    for fam_stats in families.values():
+        rows += [r for r in fam_stats["rows"] if r not in ("bce", "clean") and r not in rows]
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.2 * cols + 1.5, 0.3 * len(rows) * nrows + 1), squeeze=False, sharey=True
+    )
+    for ax, (fam, s) in zip(axes.flat, families.items()):
+        for y, r in enumerate(rows):
+            v = s["rows"].get(r)
+            if v is None:
+                continue
+            colour = "tab:red" if r.startswith("tuned") else ("0.55" if r.startswith("ref:") else "tab:blue")
+            ax.barh(y, v["gap_closure"], color=colour, alpha=0.35, height=0.7)
+            seeds = v.get("gap_per_seed", [])
+            ax.plot(seeds, [y] * len(seeds), "o", color=colour, ms=3)
+            ax.annotate(
+                f"{v['gap_closure']:+.2f}",
+                (v["gap_closure"], y),
+                xytext=(3 if v["gap_closure"] >= 0 else -3, 0),
+                textcoords="offset points",
+                va="center",
+                ha="left" if v["gap_closure"] >= 0 else "right",
+                fontsize=7,
+            )
+        ax.axvline(0, color="k", lw=0.8)
+        ax.axvline(1, color="k", lw=0.8, ls="--")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_title(fam, fontsize=9)
+        ax.set_xlabel("gap closure (0: BCE, 1: Clean)", fontsize=8)
+        ax.margins(x=0.15)
+    axes.flat[0].invert_yaxis()
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    return plot_style.save(
+        fig, path, title="denoisrec bench tuned: clean-test AUC as gap closure (bar: of the means; dots: per seed)"
+    )
+
+
 def _write(out: str, families: Dict[str, Any], points: Dict[str, Any], seconds: float) -> Optional[str]:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "tuned.json"), "w") as f:
@@ -286,4 +392,5 @@ def _write(out: str, families: Dict[str, Any], points: Dict[str, Any], seconds: 
     path = os.path.join(out, "tuned.md")
     with open(path, "w") as f:
         f.write(markdown(families))
+    figure(families, os.path.join(out, "tuned.png"))
     return path

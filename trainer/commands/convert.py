@@ -2,6 +2,10 @@
 
 The converters themselves are :mod:`denoisrec.trainer.datasets.convert`; this module is
 kept apart from them so that building the ``denoisrec`` parser imports neither torch nor pyarrow.
+
+Example::
+
+    denoisrec convert movielens ../shared/data/ml-100k --out data/ml100k --seed 0
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import os
 import re
+import shlex
 import sys
 from typing import Dict, List, NoReturn, Optional
 
@@ -48,6 +49,9 @@ HELP = (
     "(see docs/launch.md)"
 )
 RAW = True  # the command line after ``launch`` is torchx's and the component's: the denoisrec parser never reads it
+PRECHECKED_ENV = "DENOISREC_PRECHECKED"
+"""The trainer options this command has checked (shell-quoted), for the train component, which then does not
+check them again (launch/components.py's ``PRECHECKED_ENV``: the same name, which a test ties)."""
 COMPONENTS = ("train", "bench", "gen_data")
 _LIST_OPTIONS = {"--set": "--set", "-p": "-p", "--denoiser-param": "-p"}
 
@@ -115,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dryrun", action="store_true", help="print the AppDef and the scheduler request; run nothing")
     p.add_argument("--component", default="train", choices=COMPONENTS, help="which component")
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="check the trainer options after -- (torch-free, as every rank would) and submit nothing: exit 0, "
+        "or 2 with the one line (the train component runs this before it returns its AppDef)",
+    )
     return p
 
 
@@ -126,6 +136,8 @@ def torchx_argv(argv: List[str], python: Optional[str] = None) -> List[str]:
     else:
         head, tail = argv, []
     ours, component_opts = _parser().parse_known_args(head)
+    if ours.check_only:
+        raise ValueError("--check-only runs no torchx")
     cmd = ["run", "-s", ours.scheduler]
     cfg = ours.scheduler_args
     if ours.scheduler.startswith("local") and ours.component in ("train", "bench") and "log_dir=" not in (cfg or ""):
@@ -158,10 +170,15 @@ def check_trainer_args(argv: List[str]) -> None:
     from denoisrec.trainer.commands.train import add_arguments as train_arguments
     from denoisrec.trainer.commands.train import config_from_args
     from denoisrec.trainer.config.check import check_config
+    from denoisrec.trainer.config.close_names import did_you_mean
     from denoisrec.trainer.errors import UsageError
 
     class _Refuse(argparse.ArgumentParser):
         def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+            if message.startswith("unrecognized arguments: "):
+                flags = [w.split("=", 1)[0] for w in message.split(": ", 1)[1].split() if w.startswith("--")]
+                known = [s for s in self._option_string_actions if s.startswith("--")]
+                message += next((h for h in (did_you_mean(f, known) for f in flags) if h), "")
             raise UsageError(f"trainer options after --: {message}")
 
     p = _Refuse(prog="denoisrec launch -- ", add_help=False, allow_abbrev=False)
@@ -190,11 +207,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from denoisrec.trainer.errors import UsageError
 
+    check_only = "--check-only" in (argv[: argv.index("--")] if "--" in argv else argv)
     try:
         check_trainer_args(argv)
     except UsageError as e:
-        print(f"denoisrec launch: error: {e}", file=sys.stderr)
+        print(f"denoisrec {'train' if check_only else 'launch'}: error: {e}", file=sys.stderr)
         return 2
+    if check_only:
+        return 0
+    os.environ[PRECHECKED_ENV] = shlex.join(merge_list_options(argv[argv.index("--") + 1 :] if "--" in argv else []))
     cmd = [sys.executable, "-m", "torchx.cli.main", *torchx_argv(argv, python=sys.executable)]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)

@@ -3,7 +3,9 @@
 For each run directory (``metrics.jsonl`` and ``summary.json`` written by training): the denoiser, the final
 clean-test AUC, the best clean-test AUC over the epochs and where it was, the final validation AUC, and the
 clean-test AUC by epoch. The figure is :func:`~denoisrec.trainer.outputs.curves.write_curves` with one colour per run.
-"BCE vs my denoiser" is one command::
+"BCE vs my denoiser" is one command.
+
+Example::
 
     make train DENOISER=bce OUT=runs/bce && make train OUT=runs/deca_p
     denoisrec report runs/bce runs/deca_p      # runs/reports/bce-vs-deca_p/{report.png,table.json}

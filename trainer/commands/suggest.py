@@ -1,80 +1,18 @@
-"""Did you mean ...?: the nearest accepted names for a mistyped option, choice or key.
+"""The command line's help formatter (each option's default shown) and the launcher-says-errors variable.
 
-Example:
->>> did_you_mean("--modle", ["--model", "--out", "--seed"])
-'; did you mean --model?'
->>> did_you_mean("obsrvation", ["bce", "observation"], quote=True)
-"; did you mean 'observation'?"
->>> with_suggestion("--denoiser 'obsrvation': unknown denoiser; expected one of bce, tce, observation")
-"--denoiser 'obsrvation': unknown denoiser; expected one of bce, tce, observation; did you mean 'observation'?"
+``denoisrec torchrun`` sets :data:`LAUNCHER_SAYS` for its ranks; the "did you mean" of a mistyped name is
+:mod:`denoisrec.trainer.config.close_names`.
+
+Example::
+
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds")  # --help: "timed rounds (default: 3)"
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import re
-from typing import Iterable, List, Optional
-
-CUTOFF = 0.6
-"""difflib's similarity ratio a name must reach to be suggested (its default)."""
-
-
-def close_matches(word: str, names: Iterable[str], n: int = 2) -> List[str]:
-    """The up to ``n`` names nearest to ``word`` (difflib), best first.
-
-    Args:
-        word: what was typed.
-        names: what is accepted.
-        n: how many to return at most.
-
-    Returns:
-        The close names; empty when none is close.
-    """
-    return difflib.get_close_matches(word, list(dict.fromkeys(names)), n=n, cutoff=CUTOFF)
-
-
-def did_you_mean(word: str, names: Iterable[str], quote: bool = False) -> str:
-    """``"; did you mean X?"`` (or ``"X or Y"``) to append to an error line, ``""`` when nothing is close.
-
-    Args:
-        word: what was typed.
-        names: what is accepted.
-        quote: write the names as ``'name'`` (choices) rather than bare (flags).
-
-    Returns:
-        The suffix, starting with ``"; "``, or ``""``.
-    """
-    found = close_matches(word, names)
-    if not found:
-        return ""
-    return "; did you mean " + " or ".join(repr(f) if quote else f for f in found) + "?"
-
-
-# "<where> 'value'... expected one of a, b, c" or "... expected one of ['a', 'b']" (the trainer's own lines)
-_ONE_OF = re.compile(r"'(?P<value>[^']*)'.*expected one of (?P<choices>.+?)(?: \(or unset\))?$")
-
-
-def with_suggestion(line: str) -> str:
-    """``line`` with a "did you mean" appended when it refuses a quoted value and lists the accepted ones
-    (``... 'x': ... expected one of a, b, c``), unchanged otherwise.
-
-    Args:
-        line: a one-line error message.
-
-    Returns:
-        The line, perhaps with ``"; did you mean 'a'?"`` at its end.
-    """
-    m = _ONE_OF.search(line)
-    if m is None or "did you mean" in line:
-        return line
-    raw = m.group("choices").strip().strip("[]()")
-    choices = [c.strip().strip("'\"") for c in raw.split(",") if c.strip()]
-    return line + did_you_mean(m.group("value"), choices, quote=True)
-
-
-__all__ = ["close_matches", "did_you_mean", "with_suggestion"]
-
+from typing import Optional
 
 LAUNCHER_SAYS = "DENOISREC_LAUNCHER_SAYS_ERRORS"
 """Set to ``1`` by ``denoisrec torchrun``: the ranks leave their one-line errors in torchelastic's error files
@@ -93,3 +31,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if action.default in (None, [], argparse.SUPPRESS):
             return text + " (default: none)"
         return text + " (default: %(default)s)"
+
+
+__all__ = ["LAUNCHER_SAYS", "HelpFormatter"]

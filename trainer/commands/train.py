@@ -14,16 +14,53 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
-from denoisrec.trainer.config.tree import Config, apply_overrides, parse_params
+from denoisrec.trainer.config.options import DEVICES, MODEL_OPTIONS, SHARDING_TYPES
+from denoisrec.trainer.config.tree import Config, about, apply_overrides, parse_params
 
 HELP = "train and evaluate a model (one process, or under torchrun/torchx)"
 
 
+#: flag -> (config key it sets, metavar, help; ``None``: the field's own). The default shown is the field's.
+FLAGS: Dict[str, Tuple[str, str, Optional[str]]] = {
+    "--data": ("data.path", "DIR", None),
+    "--out": ("run.out", "DIR", None),
+    "--model": ("model.name", "NAME", " | ".join(MODEL_OPTIONS)),
+    "--denoiser": ("denoiser.name", "NAME", "the loss layer; names and their -p options below"),
+    "--batch-size": ("data.batch_size", "N", None),
+    "--epochs": ("run.epochs", "N", None),
+    "--steps": ("run.max_steps", "N", None),
+    "--seed": ("run.seed", "N", None),
+    "--sharding": (
+        "sharding.sharding_type",
+        "TYPE",
+        " | ".join(SHARDING_TYPES) + " for every table (row_wise on GPU only)",
+    ),
+    "--device": ("run.device", "DEV", " | ".join(DEVICES)),
+    "--baseline": ("run.baseline", "RUN", None),
+    "--resume": ("run.resume", "WHAT", "auto (<out>/checkpoints/latest if present), never, or a checkpoint directory"),
+}
+
+
+def flag_help(key: str, text: Optional[str] = None) -> str:
+    """A flag's help built from its config field: ``"passes over the train split (run.epochs; default: 1)"``.
+
+    Args:
+        key: the ``section.field`` the flag sets.
+        text: what the flag says before the parenthesis; default: the field's own help.
+
+    Returns:
+        The help line, with the field's default (or what its ``None`` means).
+    """
+    info = about(key)
+    default = info["unset"] if info["default"] is None else info["default"]
+    return f"{text or info['help']} ({key}; default: {default})"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The train options; ``--set`` reaches any config key."""
-    from denoisrec.trainer.config.options import DEVICES, MODEL_OPTIONS, PRESETS, SHARDING_TYPES
+    from denoisrec.trainer.config.options import PRESETS
 
     p.add_argument("--config", metavar="FILE", help="YAML config file: any part of the tree --print-config shows")
     p.add_argument(
@@ -32,14 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"a named set-up: {', '.join(PRESETS)} (applied after --config, before the other flags; "
         "which is for which data: below)",
     )
-    p.add_argument("--data", metavar="DIR", help="dataset directory (data.path; default: data/small)")
-    p.add_argument("--out", metavar="DIR", help="run output directory (run.out; default: runs/default)")
-    p.add_argument("--model", metavar="NAME", help=f"{' | '.join(MODEL_OPTIONS)} (model.name; default: dlrm)")
-    p.add_argument(
-        "--denoiser",
-        metavar="NAME",
-        help="the loss layer (denoiser.name; default: bce); names and their -p options below",
-    )
+    for flag, (key, metavar, text) in FLAGS.items():
+        numeric = about(key)["type"] in (int, Optional[int])  # --batch-size abc: refused by argparse, with the flag
+        p.add_argument(flag, metavar=metavar, help=flag_help(key, text), type=int if numeric else str)
     p.add_argument(
         "-p",
         "--denoiser-param",
@@ -48,27 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="denoiser option(s) (denoiser.params.NAME), repeatable: -p a=1 b=2 or -p a=1 -p b=2",
-    )
-    p.add_argument(
-        "--batch-size", type=int, metavar="N", help="rows per rank per step (data.batch_size; default: 2048)"
-    )
-    p.add_argument("--epochs", type=int, metavar="N", help="passes over the train split (run.epochs; default: 1)")
-    p.add_argument("--steps", type=int, metavar="N", help="step budget (run.max_steps; default: none)")
-    p.add_argument("--seed", type=int, metavar="N", help="run.seed (default: 0)")
-    p.add_argument(
-        "--sharding",
-        metavar="TYPE",
-        help=f"{' | '.join(SHARDING_TYPES)} for every table "
-        "(sharding.sharding_type; default: the planner chooses; row_wise on GPU only)",
-    )
-    p.add_argument("--device", metavar="DEV", help=f"{' | '.join(DEVICES)} (run.device; default: auto)")
-    p.add_argument(
-        "--baseline", metavar="RUN", help="run directory whose summary.json is the RealImp baseline (run.baseline)"
-    )
-    p.add_argument(
-        "--resume",
-        metavar="WHAT",
-        help="auto (default: <out>/checkpoints/latest if present), never, or a checkpoint directory (run.resume)",
     )
     p.add_argument(
         "--set",
@@ -109,20 +120,7 @@ def config_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Co
     """
 
     def flags_and_sets(cfg: Config) -> Config:
-        direct = {
-            "data.path": a.data,
-            "run.out": a.out,
-            "model.name": a.model,
-            "denoiser.name": a.denoiser,
-            "data.batch_size": a.batch_size,
-            "run.epochs": a.epochs,
-            "run.max_steps": a.steps,
-            "run.seed": a.seed,
-            "sharding.sharding_type": a.sharding,
-            "run.device": a.device,
-            "run.baseline": a.baseline,
-            "run.resume": a.resume,
-        }
+        direct = {key: getattr(a, flag[2:].replace("-", "_")) for flag, (key, _, _) in FLAGS.items()}
         for key, value in direct.items():
             if value is not None:
                 section, name = key.split(".")

@@ -35,20 +35,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Data, budget, candidates, selection, the base set-up of every run, and where to write."""
     from denoisrec.trainer.config.options import MODEL_OPTIONS, PRESETS
     from denoisrec.trainer.evaluation.selection import SELECT_ON
+    from denoisrec.trainer.tuning import DEFAULT_CANDIDATES
 
     p.add_argument("--data", metavar="DIR", required=True, help="dataset directory (data.path)")
     p.add_argument("--out", metavar="DIR", default="runs/tune", help="where the runs go (default: runs/tune)")
     p.add_argument(
         "--budget",
         metavar="N|MINUTES",
-        default="6",
-        help="candidate runs (6: the default) or training time (30m, 1.5h); the simplest candidates run first",
+        default=str(len(DEFAULT_CANDIDATES)),
+        help=f"candidate runs (default: {len(DEFAULT_CANDIDATES)}, every default candidate) or training time "
+        "(30m, 1.5h); the simplest candidates run first",
     )
     p.add_argument(
         "--candidates",
         metavar="LIST",
-        help="comma-separated candidates (default: bce,tce,observation,observation_ids,observation_trusted,"
-        "deca_p); any denoiser name is one, "
+        help=f"comma-separated candidates (default: {','.join(DEFAULT_CANDIDATES)}); any denoiser name is one, "
         "with its defaults; simpler ones first",
     )
     p.add_argument(

@@ -1,10 +1,10 @@
 """Check a whole :class:`~denoisrec.trainer.config.tree.Config` before anything heavy starts.
 
 Every field is checked against its dataclass annotation (``int``, ``float``, ``bool``, ``str``,
-``Optional[...]``, ``List[str]``, ``Dict``, ``Literal[...]`` choices), then against :data:`RULES` (interval
-or choices) when the field is listed there; model and denoiser hyperparameters against
-:mod:`denoisrec.trainer.config.options`. A new config field is therefore type-checked from its annotation alone;
-add a line to :data:`RULES` to bound it.
+``Optional[...]``, ``List[str]``, ``Dict``, ``Literal[...]`` choices) and against the interval or choices
+written on the field itself (:func:`~denoisrec.trainer.config.tree.setting`); model and denoiser
+hyperparameters against :mod:`denoisrec.trainer.config.options`. A new config field is therefore type-checked
+from its annotation alone; give its ``setting`` a ``lo``/``hi`` to bound it.
 Each mistake raises one :class:`~denoisrec.trainer.config.options.UsageError` naming the key, the value and what
 is accepted. Numbers are normalised in place (``lr: 1`` becomes ``1.0``).
 
@@ -15,7 +15,7 @@ Example::
 
     cfg = Config()
     cfg.run.epochs = "abc"
-    check_config(cfg)  # UsageError: run.epochs='abc': expected an integer >= 1 (passes over the train split)
+    check_config(cfg)  # UsageError: run.epochs='abc': expected an integer in [1, inf) (passes over the train split)
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from typing import Any, Dict, Literal, Optional, Tuple, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
+from denoisrec.trainer.config.close_names import did_you_mean
 from denoisrec.trainer.config.options import (
     CONTEXT_TOWER_DENOISERS,
     DENOISER_OPTIONS,
     DENSE_MODELS,
-    DENSE_OPTIMIZERS,
-    DEVICES,
-    MODEL_OPTIONS,
-    SHARDING_TYPES,
-    SPARSE_OPTIMIZERS,
     Opt,
     UsageError,
     check_choice,
@@ -45,39 +41,6 @@ from denoisrec.trainer.config.tree import Config
 
 EVAL_SPLITS = ("valid", "test_clean", "test_observed", "valid_trusted", "valid_random")
 
-#: ``section.field`` -> an :class:`Opt` (type and interval) or a tuple of accepted strings.
-RULES: Dict[str, Union[Opt, Tuple[str, ...]]] = {
-    "data.batch_size": Opt("int", 2048, "rows per rank per step", 1),
-    "data.global_batch_size": Opt("int", None, "rows per step over all ranks", 1, none_ok=True),
-    "data.eval_batch_size": Opt("int", 8192, "rows per evaluation batch", 1),
-    "data.shuffle_buffer": Opt("int", 262144, "rows", 0),
-    "data.prefetch": Opt("int", 4, "batches kept ready", 0),
-    "data.workers": Opt("int", 1, "threads per rank assembling batches", 1, 256),
-    "model.name": tuple(MODEL_OPTIONS),
-    "model.embedding_dim": Opt("int", 16, "embedding width", 1),
-    "model.embedding_init": Opt("float", None, "uniform init bound", 0, lo_open=True, none_ok=True),
-    "optim.dense": DENSE_OPTIMIZERS,
-    "optim.lr": Opt("float", 1e-3, "dense learning rate", 0, lo_open=True),
-    "optim.weight_decay": Opt("float", 0.0, "dense weight decay", 0),
-    "optim.sparse": SPARSE_OPTIMIZERS,
-    "optim.sparse_lr": Opt("float", 0.05, "sparse learning rate", 0, lo_open=True),
-    "optim.sparse_weight_decay": Opt("float", 0.0, "sparse weight decay", 0),
-    "optim.warmup_steps": Opt("int", 0, "steps of linear warm-up", 0),
-    "optim.min_lr_ratio": Opt("float", 0.0, "final lr / lr", 0, 1),
-    "optim.clip_grad_norm": Opt("float", None, "dense gradient norm bound", 0, lo_open=True, none_ok=True),
-    "sharding.sharding_type": SHARDING_TYPES,
-    "run.epochs": Opt("int", 1, "passes over the train split", 1),
-    "run.max_steps": Opt("int", None, "step budget", 1, none_ok=True),
-    "run.log_every": Opt("int", 50, "steps between log lines", 1),
-    "run.device": DEVICES,
-    "run.early_stop_patience": Opt("int", 0, "validations without improvement; 0: off", 0),
-    "run.early_stop_min_delta": Opt("float", 0.0, "AUC improvement that counts", 0),
-    "run.checkpoint_every": Opt("int", 0, "steps between checkpoints; 0: never", 0),
-    "run.keep_checkpoints": Opt("int", 2, "checkpoints kept", 1),
-    "run.stop_after_steps": Opt("int", None, "steps in this session", 1, none_ok=True),
-    "eval.ci_level": Opt("float", 0.95, "confidence level of the selection metric's interval", 0, 1, True, True),
-}
-_NULLABLE_CHOICES = {"sharding.sharding_type"}
 _KIND = {int: "int", float: "float", bool: "bool", str: "str"}
 
 
@@ -98,7 +61,7 @@ def check_config(cfg: Config, world_size: Optional[int] = None) -> Config:
         hints = typing.get_type_hints(type(obj))
         for f in dataclasses.fields(obj):
             key = f"{section.name}.{f.name}"
-            setattr(obj, f.name, _check_field(key, getattr(obj, f.name), hints.get(f.name, Any)))
+            setattr(obj, f.name, _check_field(key, getattr(obj, f.name), hints.get(f.name, Any), f.metadata))
     _check_eval(cfg)
     check_model_params(cfg.model.name, cfg.model.params)
     _check_denoiser(cfg)
@@ -145,17 +108,22 @@ def _check_schema(cfg: Config) -> None:
         )
 
 
-def _check_field(key: str, v: Any, hint: Any) -> Any:
-    rule = RULES.get(key)
-    if isinstance(rule, tuple):
-        check_choice(key, v, rule, none_ok=key in _NULLABLE_CHOICES)
+def _check_field(key: str, v: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+    """One field against its annotation and the bounds or choices :func:`~denoisrec.trainer.config.tree.setting`
+    put on it.
+    """
+    optional = typing.get_origin(hint) is Union and type(None) in typing.get_args(hint)
+    if meta.get("choices"):
+        check_choice(key, v, meta["choices"], none_ok=optional)
         return v
-    if isinstance(rule, Opt):
-        return check_value(f"{key}={v!r}", v, rule)
-    return _check_type(key, v, hint)
+    if meta.get("lo") is not None or meta.get("hi") is not None:
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
+        bounds = {k: meta[k] for k in ("lo", "hi", "lo_open", "hi_open")}
+        return check_value(f"{key}={v!r}", v, Opt(_KIND[inner[0]], None, meta["help"], **bounds, none_ok=optional))
+    return _check_type(key, v, hint, meta.get("help") or key.split(".")[-1].replace("_", " "))
 
 
-def _check_type(key: str, v: Any, hint: Any) -> Any:
+def _check_type(key: str, v: Any, hint: Any, help: str) -> Any:
     """Type check from the annotation alone (fields without a rule)."""
     args = typing.get_args(hint)
     origin = typing.get_origin(hint)
@@ -163,14 +131,14 @@ def _check_type(key: str, v: Any, hint: Any) -> Any:
         if v is None and type(None) in args:
             return v
         inner = [a for a in args if a is not type(None)]
-        return _check_type(key, v, inner[0]) if len(inner) == 1 else v
+        return _check_type(key, v, inner[0], help) if len(inner) == 1 else v
     if origin is Literal:  # an enum: the annotation lists the choices
         if isinstance(v, bool) and ("on" if v else "off") in args:
             v = "on" if v else "off"  # YAML 1.1 reads on/off as booleans: the documented words come back
         check_choice(key, v, [str(a) for a in args])
         return v
     if hint in _KIND:
-        return check_value(f"{key}={v!r}", v, Opt(_KIND[hint], None, key.split(".")[-1].replace("_", " ")))
+        return check_value(f"{key}={v!r}", v, Opt(_KIND[hint], None, help))
     if origin in (list, typing.List) and not isinstance(v, (list, tuple)):
         raise UsageError(f"{key}={v!r}: expected a list, e.g. [a, b]")
     if origin in (dict, typing.Dict) and not isinstance(v, dict):
@@ -199,7 +167,10 @@ def _check_denoiser(cfg: Config) -> None:
         from denoisrec.denoisers import DENOISERS
 
         if name not in DENOISERS:
-            raise UsageError(f"--denoiser {name!r}: unknown denoiser; expected one of {', '.join(DENOISERS)}")
+            raise UsageError(
+                f"--denoiser {name!r}: unknown denoiser; expected one of {', '.join(DENOISERS)}"
+                + did_you_mean(name, DENOISERS, quote=True)
+            )
     cfg.denoiser.params = check_denoiser_params(name, cfg.denoiser.params)
 
 

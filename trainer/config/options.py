@@ -11,15 +11,16 @@ registered but missing here is still accepted (checked by its constructor only, 
 Example::
 
     check_denoiser_params("tce", {"eps_max": 1.5})
-    # UsageError: -p eps_max=1.5: tce's eps_max must lie in [0, 1) (the largest share of positives dropped)
+    # UsageError: -p eps_max=1.5: tce's eps_max: out of range, expected a number in [0, 1) (the largest share ...)
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from denoisrec.trainer.config.close_names import did_you_mean
 from denoisrec.trainer.errors import UsageError
 
 
@@ -27,7 +28,7 @@ from denoisrec.trainer.errors import UsageError
 class Opt:
     """One option: ``kind`` ``int``, ``float``, ``bool``, ``str`` or ``ints`` (a list of positive ints);
     ``lo``/``hi`` bound numbers (``lo_open``/``hi_open``: the bound itself is excluded); ``none_ok``: ``null``
-    is accepted.
+    is accepted; ``multiple_of``: an int must be a multiple of it.
     """
 
     kind: str
@@ -39,8 +40,10 @@ class Opt:
     hi_open: bool = False
     none_ok: bool = False
     choices: Tuple[str, ...] = ()
+    multiple_of: int = 1
 
     def interval(self) -> str:
+        """The accepted interval as written in messages and ``--help`` (``[0, 1)``), ``""`` when unbounded."""
         if self.lo is None and self.hi is None:
             return ""
         lo = "-inf" if self.lo is None else _num(self.lo)
@@ -87,7 +90,7 @@ _DECA = {
     "alpha": _prob(1.0, "share of the KL term"),
     "user_feature": Opt("str", "user_id", "sparse feature that identifies the user (MF tables)"),
     "item_feature": Opt("str", "item_id", "sparse feature that identifies the item (MF tables)"),
-    "mf_dim": Opt("int", 32, "width of the MF noise models' embeddings", 1),
+    "mf_dim": Opt("int", 32, "width of the MF noise models' embeddings (factors plus a bias)", 2),
 }
 _LCD = {
     "alpha_b": Opt("float", 2.0, "Beta CDF shape a", 0, lo_open=True),
@@ -102,10 +105,10 @@ _OBSERVATION = {
         "how the context enters the noise model (denoisers/observation.py)",
         choices=("mixture", "examination", "product"),
     ),
-    "dim": Opt("int", 4, "context embedding width, a multiple of 4", 4),
+    "dim": Opt("int", 4, "context embedding width, a multiple of 4", 4, multiple_of=4),
     "hidden": Opt("ints", (), "hidden widths of the observation MLP; [] for none"),
-    "h_init": _prob(0.1, "initial P(observed 1 | true 0)"),
-    "h_prime_init": _prob(0.9, "initial P(observed 1 | true 1)"),
+    "h_init": Opt("float", 0.1, "initial P(observed 1 | true 0), below h_prime_init", 0, 1, True, True),
+    "h_prime_init": Opt("float", 0.9, "initial P(observed 1 | true 1)", 0, 1, True, True),
     "eps_max": _prob(0.0, "largest share of positives dropped by the T-CE part", hi_open=True),
     "num_gradual": _steps(0, "steps over which eps ramps up to eps_max"),
     "diag_decay": _prob(0.99, "decay of the diagnostics' running means", hi_open=True),
@@ -242,7 +245,7 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
     elif o.kind == "bool" and not isinstance(v, bool):
         raise UsageError(f"{where}: expected true or false")
     elif o.kind == "str" and (not isinstance(v, str) or (o.choices and v not in o.choices)):
-        raise UsageError(f"{where}: expected {_accepts(o)}")
+        raise UsageError(f"{where}: expected {_accepts(o)}{did_you_mean(v, o.choices, quote=True)}")
     elif o.kind == "span":
         if not (_is_int(v) or (isinstance(v, float) and v.is_integer()) or (isinstance(v, str) and _SPAN.match(v))):
             raise UsageError(f"{where}: expected {_accepts(o)}")
@@ -257,6 +260,8 @@ def check_value(where: str, v: Any, o: Opt) -> Any:
         )
         if bad:
             raise UsageError(f"{where}: out of range, expected {_accepts(o)}")
+        if o.kind == "int" and v % o.multiple_of:
+            raise UsageError(f"{where}: expected a multiple of {o.multiple_of} ({o.help})")
     return v
 
 
@@ -284,11 +289,23 @@ def _accepts(o: Opt) -> str:
     return f"{kind}{' in ' + iv if iv else ''}{' or null' if o.none_ok else ''} ({o.help})"
 
 
-def check_choice(where: str, v: Any, choices: Tuple[str, ...] | list, none_ok: bool = False) -> None:
+def check_choice(where: str, v: Any, choices: Sequence[str], none_ok: bool = False) -> None:
+    """Refuse ``v`` unless it is one of ``choices`` (or ``None`` with ``none_ok``), with the nearest choice.
+
+    Args:
+        where: the key or flag the value was given to (``optim.decay``).
+        v: the value.
+        choices: the accepted strings.
+        none_ok: ``None`` (unset) is accepted too.
+
+    Raises:
+        UsageError: ``optim.decay='cosin': expected one of none, linear, cosine; did you mean 'cosine'?``.
+    """
     if v is None and none_ok:
         return
     if v not in choices:
-        raise UsageError(f"{where}={v!r}: expected one of {', '.join(choices)}{' (or unset)' if none_ok else ''}")
+        unset = " (or unset)" if none_ok else ""
+        raise UsageError(f"{where}={v!r}: expected one of {', '.join(choices)}{unset}{did_you_mean(v, choices, True)}")
 
 
 def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p") -> Dict[str, Any]:
@@ -305,6 +322,7 @@ def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p"
         if k not in accepted:
             raise UsageError(
                 f"{flag} {k}={v}: {name} has no option {k!r}; its options: {', '.join(accepted) or 'none'}"
+                + did_you_mean(k, accepted, quote=True)
             )
     return {
         k: check_value(f"{flag} {k}={v}: {name}'s {k}", v, accepted[k]) if k in accepted else v
@@ -313,6 +331,15 @@ def check_denoiser_params(name: str, params: Mapping[str, Any], flag: str = "-p"
 
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check ``model.params`` of model ``name`` against :data:`MODEL_OPTIONS` (a model not listed passes).
+
+    Args:
+        name: the model (``model.name``).
+        params: its options.
+
+    Raises:
+        UsageError: an unknown option (with the nearest name) or a value out of its range.
+    """
     if name not in MODEL_OPTIONS:
         return
     accepted = MODEL_OPTIONS[name]
@@ -320,6 +347,7 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
         if k not in accepted:
             raise UsageError(
                 f"model.params.{k}: {name} has no option {k!r}; its options: {', '.join(accepted) or 'none'}"
+                + did_you_mean(k, accepted, quote=True)
             )
         check_value(f"model.params.{k}={v}: {name}'s {k}", v, accepted[k])
 

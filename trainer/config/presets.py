@@ -1,5 +1,6 @@
-"""Presets: named training set-ups as bundles of config values (``denoisrec train --preset``, ``preset:`` in a
-YAML config, ``-- --preset NAME`` under torchx and Slurm).
+"""Presets: named training set-ups as bundles of config values (``denoisrec train --preset NAME``).
+
+Also ``preset: NAME`` in a YAML config, and ``-- --preset NAME`` under torchx and Slurm.
 
 - ``recommended``: ``--denoiser observation -p form=examination tower_warmup=25% rates_lr_scale=50``, 3
   epochs; for impression logs with context columns (``role: context``; the synthetic ``tiny``, ``small``,

@@ -1,5 +1,7 @@
 """One dataclass config tree (data, model, denoiser, optim, sharding, run, eval), from YAML and the command line.
 
+Each field carries its default, its one-line help and its bounds or choices (:func:`setting`): the torch-free
+check (``trainer/config/check.py``) and the ``--help`` of ``denoisrec train`` read them from the field.
 Every run writes the resolved tree to ``<out>/config.yaml``; loading that file reproduces the run.
 
 Example::
@@ -13,12 +15,85 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
-from denoisrec.trainer.config.options import UsageError
+from denoisrec.trainer.config.close_names import did_you_mean
+from denoisrec.trainer.config.options import (
+    DENSE_OPTIMIZERS,
+    DEVICES,
+    MODEL_OPTIONS,
+    SHARDING_TYPES,
+    SPARSE_OPTIMIZERS,
+    UsageError,
+)
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Optional[Callable[[], Any]] = None,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: Tuple[str, ...] = (),
+    unset: str = "none",
+) -> Any:
+    """A config field with its help and its bounds beside its default (read back with :func:`about`).
+
+    Args:
+        default: the value (or ``factory`` for a list or a mapping).
+        help: what the value means, one line (``--help`` and the check's messages show it).
+        factory: builds the default of a mutable field instead of ``default``.
+        lo: the smallest accepted number (``lo_open``: excluded), ``None`` for none.
+        hi: the largest accepted number (``hi_open``: excluded), ``None`` for none.
+        lo_open: ``lo`` itself is refused.
+        hi_open: ``hi`` itself is refused.
+        choices: the accepted strings of a free-text field (a ``Literal`` annotation lists its own).
+        unset: what a ``None`` default means, for the help (``default: the planner chooses``).
+
+    Returns:
+        A :func:`dataclasses.field`.
+
+    Example::
+
+        batch_size: int = setting(2048, "rows per rank per step", lo=1)
+    """
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices}
+    meta["unset"] = unset
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def about(key: str) -> Dict[str, Any]:
+    """The default, help, bounds and choices that :func:`setting` put on config field ``key``.
+
+    Args:
+        key: ``section.field`` (``data.batch_size``).
+
+    Returns:
+        The field's metadata with ``default`` (its default, built when it has a factory) and ``type`` (its
+        annotation, resolved) added.
+
+    Example::
+
+        about("data.batch_size")["default"]  # 2048
+    """
+    section, name = key.split(".")
+    cls = type(getattr(Config(), section))
+    f = {x.name: x for x in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    hint = typing.get_type_hints(cls)[name]
+    return {"help": "", "unset": "none", "choices": (), **f.metadata, "default": default, "type": hint}
 
 
 @dataclass
@@ -32,24 +107,24 @@ class DataConfig:
     (JSON or YAML); a mapping is the schema itself. ``oov_policy`` / ``nan_policy`` override the schema's.
     ``shuffle_buffer`` is in rows (0: row-group order only); ``prefetch`` is the number of batches background
     threads keep ready (0: none). ``workers``: threads per rank that assemble batches (and build the shuffle
-    window) in parallel, 1–256; the batches do not depend on it (with ``prefetch: 0`` everything runs in the
+    window) in parallel; the batches do not depend on it (with ``prefetch: 0`` everything runs in the
     training thread). ``preflight_row_groups``: before training, decode about this many row groups of
     each of ``valid`` and ``test`` with the checks of ``denoisrec validate`` (0: off; ``trainer/data/preflight.py``).
     """
 
-    path: str = "data/small"
-    batch_size: int = 2048
-    global_batch_size: Optional[int] = None
-    eval_batch_size: int = 8192
-    shuffle: bool = True
-    train_label: Literal["label", "clean_label"] = "label"
-    schema: Any = None
-    oov_policy: Optional[Literal["error", "hash"]] = None
-    nan_policy: Optional[Literal["error", "impute"]] = None
-    shuffle_buffer: int = 262144
-    prefetch: int = 4
-    workers: int = 1
-    preflight_row_groups: int = 32
+    path: str = setting("data/small", "dataset directory")
+    batch_size: int = setting(2048, "rows per rank per step", lo=1)
+    global_batch_size: Optional[int] = setting(None, "rows per step over all ranks", lo=1)
+    eval_batch_size: int = setting(8192, "rows per evaluation batch", lo=1)
+    shuffle: bool = setting(True, "shuffle the train split every epoch")
+    train_label: Literal["label", "clean_label"] = setting("label", "the label column training sees")
+    schema: Any = setting(None, "schema file or mapping", unset="<path>/schema.json")
+    oov_policy: Optional[Literal["error", "hash"]] = setting(None, "out-of-table ids", unset="the schema's")
+    nan_policy: Optional[Literal["error", "impute"]] = setting(None, "missing dense values", unset="the schema's")
+    shuffle_buffer: int = setting(262144, "rows in the shuffle window", lo=0)
+    prefetch: int = setting(4, "batches kept ready", lo=0)
+    workers: int = setting(1, "threads per rank assembling batches", lo=1, hi=256)
+    preflight_row_groups: int = setting(32, "row groups of valid and test decoded before training; 0: off")
 
 
 @dataclass
@@ -63,20 +138,20 @@ class ModelConfig:
     ``trainer/denoising/feature_views.py``).
     """
 
-    name: str = "dlrm"
-    embedding_dim: int = 16
-    params: Dict[str, Any] = field(default_factory=dict)
-    tables: Dict[str, Dict[str, int]] = field(default_factory=dict)
-    embedding_init: Optional[float] = None
-    context: Literal["auto", "features", "withhold"] = "auto"
+    name: str = setting("dlrm", "the model", choices=tuple(MODEL_OPTIONS))
+    embedding_dim: int = setting(16, "embedding width", lo=1)
+    params: Dict[str, Any] = setting(factory=dict, help="the model's options")
+    tables: Dict[str, Dict[str, int]] = setting(factory=dict, help="per-table overrides")
+    embedding_init: Optional[float] = setting(None, "uniform init bound", lo=0, lo_open=True, unset="the model's")
+    context: Literal["auto", "features", "withhold"] = setting("auto", "how the context features are used")
 
 
 @dataclass
 class DenoiserConfig:
     """``name`` from :data:`denoisrec.denoisers.DENOISERS`; ``params`` are its hyperparameters."""
 
-    name: str = "bce"
-    params: Dict[str, Any] = field(default_factory=dict)
+    name: str = setting("bce", "the loss layer")
+    params: Dict[str, Any] = setting(factory=dict, help="the denoiser's options")
 
 
 @dataclass
@@ -88,16 +163,16 @@ class OptimConfig:
     clips the dense gradients' global L2 norm (the fused sparse update happens inside backward, unclipped).
     """
 
-    dense: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    sparse: str = "rowwise_adagrad"
-    sparse_lr: float = 0.05
-    sparse_weight_decay: float = 0.0
-    warmup_steps: int = 0
-    decay: Literal["none", "linear", "cosine"] = "none"
-    min_lr_ratio: float = 0.0
-    clip_grad_norm: Optional[float] = None
+    dense: str = setting("adam", "dense optimizer", choices=DENSE_OPTIMIZERS)
+    lr: float = setting(1e-3, "dense learning rate", lo=0, lo_open=True)
+    weight_decay: float = setting(0.0, "dense weight decay", lo=0)
+    sparse: str = setting("rowwise_adagrad", "sparse optimizer (fused into backward)", choices=SPARSE_OPTIMIZERS)
+    sparse_lr: float = setting(0.05, "sparse learning rate", lo=0, lo_open=True)
+    sparse_weight_decay: float = setting(0.0, "sparse weight decay", lo=0)
+    warmup_steps: int = setting(0, "steps of linear warm-up", lo=0)
+    decay: Literal["none", "linear", "cosine"] = setting("none", "learning-rate decay after the warm-up")
+    min_lr_ratio: float = setting(0.0, "final lr / lr", lo=0, hi=1)
+    clip_grad_norm: Optional[float] = setting(None, "dense gradient norm bound", lo=0, lo_open=True)
 
 
 @dataclass
@@ -106,7 +181,9 @@ class ShardingConfig:
     ``column_wise``, ``row_wise`` (GPU only), ``data_parallel``); ``None`` lets the planner choose.
     """
 
-    sharding_type: Optional[str] = None
+    sharding_type: Optional[str] = setting(
+        None, "one sharding type for every table", choices=SHARDING_TYPES, unset="the planner chooses"
+    )
 
 
 @dataclass
@@ -138,30 +215,30 @@ class RunConfig:
       identification; :mod:`denoisrec.trainer.outputs.curves`) at the end.
     """
 
-    out: str = "runs/default"
-    epochs: int = 1
-    max_steps: Optional[int] = None
-    log_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    eval_every: Any = "auto"
-    eval_during: List[str] = field(default_factory=lambda: ["valid", "test_clean"])
-    early_stop_patience: int = 0
-    early_stop_min_delta: float = 0.0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    resume: str = "auto"
-    stop_after_steps: Optional[int] = None
-    overwrite: bool = False
-    nonfinite: Literal["stop", "skip", "off"] = "stop"
-    nonfinite_check_every: int = 10
-    nonfinite_max_skips: int = 10
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    pipeline: Literal["auto", "on", "off"] = "auto"
-    progress: Literal["auto", "bar", "log", "none"] = "auto"
-    baseline: Optional[str] = None
-    export: bool = True
-    curves: bool = True
+    out: str = setting("runs/default", "run output directory")
+    epochs: int = setting(1, "passes over the train split", lo=1)
+    max_steps: Optional[int] = setting(None, "step budget", lo=1)
+    log_every: int = setting(50, "steps between log lines", lo=1)
+    seed: int = setting(0, "the run's seed")
+    device: str = setting("auto", "where to train", choices=DEVICES)
+    eval_every: Any = setting("auto", "steps between validations, epoch or auto")
+    eval_during: List[str] = setting(factory=lambda: ["valid", "test_clean"], help="splits validated during the run")
+    early_stop_patience: int = setting(0, "validations without improvement; 0: off", lo=0)
+    early_stop_min_delta: float = setting(0.0, "AUC improvement that counts", lo=0)
+    checkpoint_every: int = setting(0, "steps between checkpoints; 0: never", lo=0)
+    keep_checkpoints: int = setting(2, "checkpoints kept", lo=1)
+    resume: str = setting("auto", "auto, never, or a checkpoint directory")
+    stop_after_steps: Optional[int] = setting(None, "steps in this session", lo=1)
+    overwrite: bool = setting(False, "replace a run already in out instead of refusing")
+    nonfinite: Literal["stop", "skip", "off"] = setting("stop", "what a non-finite loss or gradient does")
+    nonfinite_check_every: int = setting(10, "steps between non-finite checks", lo=1)
+    nonfinite_max_skips: int = setting(10, "skipped batches in a row before the run stops", lo=1)
+    precision: Literal["fp32", "bf16", "fp16"] = setting("fp32", "autocast of the forward pass")
+    pipeline: Literal["auto", "on", "off"] = setting("auto", "TorchRec's sparse-dist train pipeline")
+    progress: Literal["auto", "bar", "log", "none"] = setting("auto", "progress display")
+    baseline: Optional[str] = setting(None, "run directory whose summary.json is the RealImp baseline")
+    export: bool = setting(True, "write <out>/model.pt at the end")
+    curves: bool = setting(True, "draw <out>/curves.png at the end")
 
 
 @dataclass
@@ -177,12 +254,14 @@ class EvalConfig:
       selection metric (the selected evaluation) and restore and export it at the end, early stopping on or
       off; ``false``: the last step's model, unless early stopping restores its best.
     - ``ci_level``: the confidence level of the selection metric's interval (DeLong's,
-    ``trainer/evaluation/auc_interval.py``).
+      ``trainer/evaluation/auc_interval.py``).
     """
 
-    select_on: Literal["auto", "observed", "trusted", "random"] = "auto"
-    keep_selected: bool = True
-    ci_level: float = 0.95
+    select_on: Literal["auto", "observed", "trusted", "random"] = setting("auto", "the selection split")
+    keep_selected: bool = setting(True, "restore and export the selected model")
+    ci_level: float = setting(
+        0.95, "confidence level of the selection metric's interval", lo=0, hi=1, lo_open=True, hi_open=True
+    )
 
 
 @dataclass
@@ -199,13 +278,23 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
+        """A config from a nested mapping (as ``config.yaml`` holds it); an unknown key is a :class:`UsageError`."""
         return _build(cls, d, "")
 
     def to_dict(self) -> Dict[str, Any]:
+        """The whole tree as a nested mapping (what ``--print-config`` and ``config.yaml`` show)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def load(cls, path: str) -> "Config":
+        """A config from a YAML file (a ``preset: NAME`` key resolved); a bad file is a one-line :class:`UsageError`.
+
+        Args:
+            path: the ``--config`` file.
+
+        Returns:
+            The config (not yet checked: :func:`~denoisrec.trainer.config.check.check_config`).
+        """
         try:
             with open(path) as f:
                 d = yaml.safe_load(f) or {}
@@ -223,6 +312,7 @@ class Config:
             raise UsageError(f"--config {path}: {e}") from None
 
     def save(self, path: str) -> None:
+        """Write the tree to ``path`` as YAML (``Config.load`` reads it back)."""
         with open(path, "w") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
@@ -262,7 +352,8 @@ def _build(cls: Any, d: Dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+        hint = did_you_mean(sorted(unknown)[0], fields, quote=True)
+        raise UsageError(f"config {where or 'root'}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}{hint}")
     kwargs = {}
     for k, v in d.items():
         f = fields[k]
@@ -315,14 +406,17 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             elif hasattr(obj, p):
                 obj = getattr(obj, p)
             else:
-                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}")
+                known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+                hint = did_you_mean(p, known, quote=True)
+                raise UsageError(f"--set {key}: unknown config key {'.'.join(parts[: i + 1])!r}{hint}")
         last = parts[-1]
         if isinstance(obj, dict):
             obj[last] = value
         elif dataclasses.is_dataclass(obj) and last in {f.name for f in dataclasses.fields(obj)}:
             setattr(obj, last, value)
         else:
-            raise UsageError(f"--set {key}: unknown config key {key!r}")
+            known = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+            raise UsageError(f"--set {key}: unknown config key {key!r}{did_you_mean(last, known, quote=True)}")
     return cfg
 
 

@@ -13,6 +13,12 @@ Shapes (B = this rank's batch size, which may differ between ranks and may be 0 
 
 It subclasses :class:`torchrec.datasets.utils.Batch`, so TorchRec utilities and ``TrainPipelineSparseDist``
 accept it (``to``, ``record_stream`` and ``pin_memory`` carry the extra fields).
+
+Example::
+
+    batch = next(iter(reader))              # a ParquetBatchReader
+    batch.labels.shape, batch.sample_ids.dtype  # (torch.Size([B]), torch.int64)
+    batch = batch.to(torch.device("cuda"), non_blocking=True)
 """
 
 from __future__ import annotations

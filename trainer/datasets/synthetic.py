@@ -859,7 +859,10 @@ def with_trusted(
 
 def preset_by_name(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"--preset {name!r}: unknown preset, expected one of {sorted(PRESETS)}")
+        from denoisrec.trainer.config.close_names import did_you_mean
+
+        hint = did_you_mean(name, PRESETS, quote=True)
+        raise ValueError(f"--preset {name!r}: unknown preset, expected one of {sorted(PRESETS)}{hint}")
     return PRESETS[name]
 
 

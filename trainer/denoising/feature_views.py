@@ -5,7 +5,8 @@ Three ways, for every model (``model.context``):
 - ``features``: the context is an ordinary input of the model (a schema without roles has no context);
 - ``withhold``: the model and the readers never see the context columns;
 - the observation model (``--denoiser observation``): the target model sees the preference features only,
-  the denoiser's context tower reads the context (``model.context=auto`` picks this split for it).
+  the denoiser's context tower reads the context (``model.context=auto`` picks this split for it); with
+  ``features`` the target model reads the context too (``denoisrec tune``'s ``observation_context``).
 
 ``auto`` (the default) means ``features``, except under a denoiser with a context tower, where the target
 model does not see the context. :func:`feature_views` returns the schema the readers use and the schema the
@@ -64,9 +65,10 @@ def feature_views(cfg: Any, schema: DataSchema) -> Tuple[DataSchema, DataSchema]
             )
         if mode == "features":
             warnings.warn(
-                f"--denoiser {name} with model.context=features: the target model also sees the context "
-                f"{context}, so it can absorb the observation process the context tower should model; "
-                "model.context=auto keeps the context out of the target model",
+                f"--denoiser {name} with model.context=features: the target model also reads the context "
+                f"{context}, so it and the context tower share what the context explains (the split is not "
+                "identified by observed labels); judge it on the trusted signal against model.context=auto "
+                "(denoisrec tune runs both: observation and observation_context)",
                 stacklevel=2,
             )
             return schema, schema

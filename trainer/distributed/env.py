@@ -4,6 +4,12 @@ Under ``torchrun`` (or a torchx ``dist.ddp``-style component) the ``RANK``/``WOR
 variables are set and the group is created from them: NCCL on CUDA, gloo on CPU. Without them a one-rank
 gloo group is created on a free loopback port, because ``DistributedModelParallel`` needs a group even
 for one process.
+
+Example::
+
+    env = init_distributed("auto")    # under torchrun: RANK, WORLD_SIZE; else one rank
+    env.rank, env.world_size, env.device
+    shutdown()
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ DeCA's MF heads (``deca_g_*``, ``deca_h_*``, ``deca_hp_*``) and the observation 
 (``obs_<feature>``) have embedding tables of their own (:class:`~denoisrec.denoisers.shared_tables.SharedTables`,
 declared by the denoiser in ``DenoiserNeeds.shared_tables``). Kept in their own ``EmbeddingBagCollection``
 they cost a second sharded module per step: a second input distribution (KJT all-to-all), a second pooled
-all-to-all forward and backward, and a second fused optimizer update; on 2 gloo ranks that was most of the
-observation model's 12% and DeCA's 23% deficit against BCE (benchmarks/README.md). :func:`fold_denoiser_tables`
+all-to-all forward and backward, and a second fused optimizer update (benchmarks/README.md has the measured
+cost). :func:`fold_denoiser_tables`
 moves those tables into the model's own collection before sharding (TorchRec collections hold tables of
 different widths and poolings, and several tables may read one feature), so one sharded module looks up
 both; :class:`SharedLookup` hands the collection's output to the denoiser's parts in each forward.

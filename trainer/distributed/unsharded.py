@@ -1,5 +1,4 @@
-"""Sharded ↔ unsharded state: a sharded model's tensors gathered whole to rank 0, and whole tensors copied
-back into the shards.
+"""Sharded ↔ unsharded state: a sharded model's tensors gathered whole to rank 0, and copied back into shards.
 
 :func:`unsharded_state_dict` is what ``Checkpointer.export_model`` writes as the model file
 (``<out>/model.pt``, :mod:`denoisrec.models.model_file`): every rank takes part (the embedding tables are

@@ -1,5 +1,6 @@
-"""Confidence intervals for AUC: DeLong's variance of the Mann-Whitney AUC, alone and for the paired difference
-of two scorers on the same rows.
+"""Confidence intervals for AUC: DeLong's variance, for one scorer and for the paired difference of two.
+
+The paired difference is of two scorers on the same rows.
 
 DeLong, DeLong & Clarke-Pearson (1988), "Comparing the areas under two or more correlated receiver operating
 characteristic curves: a nonparametric approach", *Biometrics* 44(3), 837-845, eq. (2)-(4): with ``m`` positives

@@ -1,5 +1,6 @@
-"""Early stopping on validation AUC (the DART thesis trains "until convergence with an early stopper of two
-trials": stop after ``patience`` validations in a row without a better AUC).
+"""Early stopping on validation AUC: stop after ``patience`` validations in a row without a better AUC.
+
+The DART thesis trains "until convergence with an early stopper of two trials".
 
 Its state is plain data, saved in checkpoints' ``meta.json``.
 

@@ -1,5 +1,4 @@
-"""The training job's evaluations: when validation is due, on which splits, selection, early stopping, the
-final pass.
+"""The training job's evaluations: when validation is due, on which splits, selection, early stop, final pass.
 
 The one place the job calls :mod:`~denoisrec.trainer.evaluation.scoring`. Every ``run.eval_every`` steps (or at each
 epoch's end) the splits of ``run.eval_during`` and the selection split (``eval.select_on``,

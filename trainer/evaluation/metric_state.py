@@ -5,8 +5,7 @@ every row's score at once, so the state keeps this rank's rows and ``compute`` g
 computes the metrics and broadcasts the scalars; the other ranks never hold more than their own share. Per
 row it keeps the logit (float32, the model's output precision), one float32 label per target (the batch's
 label dtype; ``label_dtype=torch.float64`` for labels read from arbitrary input) and the int64 group id:
-16 bytes a row for one target, where gathering ``(logit, label, group)`` as float64 to every rank held
-``3·8·N`` bytes on every rank (about 263 MB on the ``product`` test split, plus its padded gather buffers).
+16 bytes a row for one target.
 
 The gather receives each rank's rows straight into one exact-size buffer on rank 0 (``send``/``recv`` in rank
 order: no padding, no concatenation copy), so the rows arrive in the same order as a one-process scoring of

@@ -1,5 +1,6 @@
-"""Ranking and calibration metrics on gathered predictions: AUC, GAUC, logloss, RealImp, and calibration
-(mean predicted / observed rate), normalised entropy and ECE.
+"""Ranking and calibration metrics on gathered predictions: AUC, GAUC, logloss, RealImp, calibration, NE, ECE.
+
+Calibration is the mean predicted over the observed rate; NE the normalised entropy.
 
 The ranking metrics are exact (no binning): AUC is the Mann-Whitney statistic with average ranks for tied
 scores, so the result does not depend on the order in which ranks' predictions were gathered. ECE bins the

@@ -1,6 +1,7 @@
-"""Distributed evaluation: every rank scores its share into a metric state
-(:class:`~denoisrec.trainer.evaluation.metric_state.MetricState`), which gathers the rows
-to rank 0 only, computes the metrics there and broadcasts the scalars.
+"""Distributed evaluation: every rank scores its share of a split into one metric state.
+
+The state (:class:`~denoisrec.trainer.evaluation.metric_state.MetricState`) gathers the rows to rank 0 only,
+computes the metrics there and broadcasts the scalars.
 
 The metrics are identical to a single process scoring the whole split. The test split is scored against
 ``clean_label`` when the data has ground truth: that is the number that tells whether a denoiser learned the

@@ -1,5 +1,7 @@
-"""The training scalars of one log window: every ``run.log_every`` steps (and at the last step), the mean loss,
-samples/s, learning rate, gradient norm and the denoiser's statistics go to the run log and the console.
+"""The training scalars of one log window (``run.log_every`` steps), for the run log and the console.
+
+Every window (and at the last step) the mean loss, samples/s, learning rate, gradient norm and the denoiser's
+statistics are written.
 
 The window keeps device tensors, so the host waits on the device once per log line, not once per step.
 Time spent evaluating or checkpointing is taken out of the window (:meth:`TrainLogger.paused`).

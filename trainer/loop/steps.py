@@ -1,5 +1,6 @@
-"""The one training step (training, DeCA(p)'s phase 1, ``bench throughput``, ``bench ingest``), two ways: a
-plain loop, or TorchRec's ``TrainPipelineSparseDist``.
+"""The one training step, two ways: a plain loop, or TorchRec's ``TrainPipelineSparseDist``.
+
+Training, DeCA(p)'s phase 1, ``bench throughput`` and ``bench ingest`` all step with it.
 
 Both run ``zero_grad → forward (under autocast) → backward → step`` on the ``TrainOptimizer``'s combined
 optimizer and yield the module's outputs ``(loss value, logits, LossOutput)`` once per step. The pipeline

@@ -109,3 +109,24 @@ def test_yaml_on_off_reach_string_choice_fields_as_the_documented_words() -> Non
     assert check_config(apply_overrides(Config(), ["run.pipeline=on"])).run.pipeline == "on"
     with pytest.raises(UsageError, match="run.nonfinite=True"):  # no "on" among nonfinite's choices
         check_config(apply_overrides(Config(), ["run.nonfinite=on"]))
+
+
+def test_the_checks_say_the_nearest_name_themselves() -> None:
+    """Each refusal of a mistyped name carries its own "did you mean" (nothing parses the message later)."""
+    from denoisrec.trainer.config.options import check_choice
+    from denoisrec.trainer.config.tree import apply_overrides
+
+    for call, words in [
+        (lambda: check_choice("optim.decay", "cosin", ("none", "linear", "cosine")), "did you mean 'cosine'?"),
+        (lambda: check_denoiser_params("observation", {"form": "examinaton"}), "did you mean 'examination'?"),
+        (lambda: check_denoiser_params("rce", {"bta": 0.2}), "did you mean 'beta'?"),
+        (lambda: apply_overrides(Config(), ["run.epoch=2"]), "did you mean 'epochs'?"),
+        (lambda: apply_overrides(Config(), ["optm.lr=2"]), "did you mean 'optim'?"),
+        (lambda: Config.from_dict({"data": {"batchsize": 2}}), "did you mean 'batch_size' or 'eval_batch_size'?"),
+    ]:
+        with pytest.raises(UsageError) as e:
+            call()
+        assert str(e.value).endswith(words) and str(e.value).count("did you mean") == 1, str(e.value)
+    with pytest.raises(UsageError) as e:
+        check_choice("run.device", "tpu", ("auto", "cuda"))
+    assert "did you mean" not in str(e.value)  # nothing close: no guess
