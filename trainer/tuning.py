@@ -56,7 +56,7 @@ import numpy as np
 import yaml
 
 from denoisrec.trainer.config.options import UsageError
-from denoisrec.trainer.config.tree import Config
+from denoisrec.trainer.config.tree import Config, apply_overrides
 from denoisrec.trainer.evaluation.selection import Selection
 from denoisrec.trainer.evaluation.selection_rule import Candidate, Choice, choose
 
@@ -161,9 +161,7 @@ def candidate_config(base: Config, name: str, out: str, selection: Selection) ->
     cfg = copy.deepcopy(base)
     denoiser, params, settings = CANDIDATES.get(name, (name, {}, {}))
     cfg.denoiser.name, cfg.denoiser.params = denoiser, dict(params)
-    for key, value in settings.items():
-        section, fieldname = key.split(".")
-        setattr(getattr(cfg, section), fieldname, value)
+    apply_overrides(cfg, [f"{key}={value}" for key, value in settings.items()])
     cfg.run.out = os.path.join(out, "runs", name)
     cfg.run.eval_every, cfg.eval.keep_selected = "epoch", True
     cfg.eval.select_on = selection.mode  # type: ignore[assignment]  # one of SELECT_ON, resolved
