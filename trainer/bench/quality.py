@@ -59,6 +59,14 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from denoisrec.trainer.bench.harness import read_spec, run_spec, worker_main, write_result
+from denoisrec.trainer.bench.references import (
+    CLEAN,
+    NOISE_MODEL_FILE,
+    ORACLE_NOISE,
+    WITHHELD,
+    noise_model_path,
+    set_reference,
+)
 from denoisrec.trainer.bench.report import apply_quick
 from denoisrec.trainer.bench.throughput import (
     BASELINE,
@@ -71,9 +79,6 @@ from denoisrec.trainer.bench.throughput import (
 if TYPE_CHECKING:  # torch-free at import: the denoisers are imported where the sweep runs
     from denoisrec.denoisers import Denoiser
 
-CLEAN = "clean"
-WITHHELD = "withheld"  # BCE without the context features (model.context=withhold)
-ORACLE_NOISE = "oracle_noise"  # the observation model with the generator's true noise model (<data>/noise_model.json)
 PSEUDO = (WITHHELD, ORACLE_NOISE)  # methods named in --denoisers that are not denoisers
 
 # DART thesis, Table 2 (AUC on the clean test set; MovieLens-100K, rating <= 3 noisy, 1:1 negatives, 8:1:1).
@@ -299,11 +304,11 @@ def identification(records: List[Dict[str, Any]], points: int) -> Dict[str, Any]
 
 def oracle_noise_file(data: str) -> str:
     """``<data>/noise_model.json`` (the generator's true noise, written by ``gen-data``), or a one-line error."""
-    path = os.path.join(data, "noise_model.json")
-    if not os.path.isfile(path):
+    path = noise_model_path(data)
+    if path is None:
         raise ValueError(
-            f"--denoisers {ORACLE_NOISE}: {path} is missing; it holds the true noise model that "
-            "`denoisrec gen-data` writes (real data has none)"
+            f"--denoisers {ORACLE_NOISE}: {os.path.join(data, NOISE_MODEL_FILE)} is missing; it holds the true noise "
+            "model that `denoisrec gen-data` writes (real data has none)"
         )
     return path
 
@@ -333,13 +338,10 @@ def run_one(spec: Dict[str, Any], method: str, params: Dict[str, Any], seed: int
     cfg.run.eval_during = ["valid", "test_clean", "test_observed"]
     cfg.run.early_stop_patience = spec["patience"]  # 0: every epoch, the selected one reported
     cfg.eval.select_on = spec.get("select_on", "auto")
-    if method == CLEAN:
-        cfg.denoiser.name, cfg.denoiser.params, cfg.data.train_label = BASELINE, {}, "clean_label"
-    elif method == WITHHELD:
-        cfg.denoiser.name, cfg.denoiser.params, cfg.model.context = BASELINE, {}, "withhold"
-    elif method == ORACLE_NOISE:
-        cfg.denoiser.name = "observation"
-        cfg.denoiser.params = {"form": "examination", "noise_file": oracle_noise_file(spec["data"]), **params}
+    if method == ORACLE_NOISE:
+        oracle_noise_file(spec["data"])  # the one-line error where the data has no true noise model
+    if method in (CLEAN, WITHHELD, ORACLE_NOISE):
+        set_reference(cfg, method, params)
     else:
         cfg.denoiser.name, cfg.denoiser.params = method, dict(params)
     from denoisrec.trainer.tuning import finished_with

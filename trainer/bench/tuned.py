@@ -30,6 +30,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from denoisrec.trainer.bench.references import CLEAN, CLEAN_NO_CONTEXT, ORACLE_NOISE, WITHHELD, set_reference
+
 SIZES = (1000, 5000, 20000)
 EVAL_DURING = "run.eval_during=[valid,test_clean,valid_random]"
 
@@ -127,31 +129,22 @@ def selection_accuracy(
     return out
 
 
-REFERENCES = ("clean_no_context", "withheld", "oracle_noise")
-"""Rows that are not candidates (they need what a user does not have, or withhold what the model could use):
-Clean without the context features, BCE with the context withheld, and the observation model with the
-generator's true noise (``<data>/noise_model.json``; only where the family has the examination step)."""
+TUNED_REFERENCES = (CLEAN_NO_CONTEXT, WITHHELD, ORACLE_NOISE)
+"""Rows that are not candidates (:mod:`denoisrec.trainer.bench.references`; they need what a user does not have,
+or withhold what the model could use): Clean without the context features, BCE with the context withheld, and
+the observation model with the generator's true noise (only where the family has the examination step)."""
 
 
 def reference_configs(base: Any, out: str, selection: Any) -> List[Any]:
-    """``[(name, config)]`` of the :data:`REFERENCES` rows that apply to ``base``'s data."""
+    """``[(name, config)]`` of the :data:`TUNED_REFERENCES` rows that apply to ``base``'s data."""
     from denoisrec.trainer.tuning import OBSERVATION_OPTIONS, candidate_config
 
     rows = []
-    for name in REFERENCES:
+    for name in TUNED_REFERENCES:
         cfg = candidate_config(base, "bce", out, selection)
         cfg.run.out = os.path.join(out, "runs", name)
-        if name == "clean_no_context":
-            cfg.data.train_label, cfg.model.context = "clean_label", "withhold"
-        elif name == "withheld":
-            cfg.model.context = "withhold"
-        else:
-            noise = os.path.join(base.data.path, "noise_model.json")
-            if not os.path.isfile(noise):
-                continue
-            cfg.denoiser.name = "observation"
-            cfg.denoiser.params = {**OBSERVATION_OPTIONS, "noise_file": noise}
-        rows.append((name, cfg))
+        if set_reference(cfg, name, dict(OBSERVATION_OPTIONS)):
+            rows.append((name, cfg))
     return rows
 
 
@@ -170,7 +163,8 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
         print(f"  {line}")
     runs = [train_candidate(candidate_config(base, n, out, selection)) for n in names]
     ccfg = candidate_config(base, "bce", out, selection)
-    ccfg.data.train_label, ccfg.run.out = "clean_label", os.path.join(out, "runs", "clean")
+    set_reference(ccfg, CLEAN)
+    ccfg.run.out = os.path.join(out, "runs", "clean")
     clean_run = train_candidate(copy.deepcopy(ccfg))
     references = {name: train_candidate(cfg).test_clean_auc for name, cfg in reference_configs(base, out, selection)}
     clean = [float(r.test_clean_auc if r.test_clean_auc is not None else math.nan) for r in runs]
