@@ -101,6 +101,13 @@ def _check_schema(cfg: Config) -> None:
             f"--model {cfg.model.name}: it needs at least one dense feature and {path} has none; "
             "use dcnv2, deepfm, fm or widedeep"
         )
+    for name in cfg.eval.marginalise:
+        if name not in schema.context_names:
+            raise UsageError(
+                f"eval.marginalise: {name!r} is not a context feature of {path} (role: context); "
+                f"its context features: {', '.join(schema.context_names) or 'none'}"
+                + did_you_mean(name, schema.context_names)
+            )
     if cfg.denoiser.name in CONTEXT_TOWER_DENOISERS and not schema.context_names:
         raise UsageError(
             f"--denoiser {cfg.denoiser.name}: the schema of {path} has no context features (role: context); "

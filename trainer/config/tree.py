@@ -255,12 +255,19 @@ class EvalConfig:
       off; ``false``: the last step's model, unless early stopping restores its best.
     - ``ci_level``: the confidence level of the selection metric's interval (DeLong's,
       ``trainer/evaluation/auc_interval.py``).
+    - ``marginalise``: context features a serving request does not know (the list ``position``: the ranking
+      decides it). Every evaluation — valid, the selection rows, the tests — scores each row as the mean served
+      probability over their training distribution (``trainer/evaluation/scoring.py``), so a model that reads
+      the logged position is not credited with the old ranker's knowledge. ``[]``: scored on the logged values.
     """
 
     select_on: Literal["auto", "observed", "trusted", "random"] = setting("auto", "the selection split")
     keep_selected: bool = setting(True, "restore and export the selected model")
     ci_level: float = setting(
         0.95, "confidence level of the selection metric's interval", lo=0, hi=1, lo_open=True, hi_open=True
+    )
+    marginalise: List[str] = setting(
+        factory=list, help="context features scored marginalised over train (unknown at serving, e.g. [position])"
     )
 
 

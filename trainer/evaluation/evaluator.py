@@ -36,7 +36,7 @@ from denoisrec.trainer.config.tree import Config
 from denoisrec.trainer.distributed.env import DistEnv
 from denoisrec.trainer.evaluation.early_stop import EarlyStopping
 from denoisrec.trainer.evaluation.metric_state import Rows
-from denoisrec.trainer.evaluation.scoring import evaluate, evaluate_targets
+from denoisrec.trainer.evaluation.scoring import Marginal, evaluate, evaluate_targets
 from denoisrec.trainer.evaluation.selection import Selection, resolve_selection
 from denoisrec.trainer.outputs.console import resolve_eval_every
 from denoisrec.trainer.outputs.loggers import numeric
@@ -78,6 +78,8 @@ class Evaluator:
         self.every = resolve_eval_every(cfg.run.eval_every, signal)
         self.keeps_best = stopper.enabled or (cfg.eval.keep_selected and bool(self.every))
         self._save_scores = False  # the final evaluation of the exported model writes its selection rows
+        names = list(cfg.eval.marginalise)
+        self.marginal = Marginal.from_reader(readers["train"], names) if names and "train" in readers else None
 
     def due(self, step: int) -> bool:
         """A periodic evaluation after ``step`` steps (never at the last step: :meth:`final` does that)."""
@@ -121,19 +123,28 @@ class Evaluator:
         if wanted:
             sel_t = [t for t, s in wanted.items() if s == self.sel]
             m = evaluate_targets(
-                self.model, self.readers["valid"], self.env.device, list(wanted), self.autocast, sel_t, level, keep
+                self.model,
+                self.readers["valid"],
+                self.env.device,
+                list(wanted),
+                self.autocast,
+                sel_t,
+                level,
+                keep,
+                self.marginal,
             )
             out.update({wanted[t]: v for t, v in m.items()})
         for s in splits:
             if s == "valid_random":
                 iv = ["observed"] if s == self.sel else []
                 r = self.readers["valid_random"]
-                out[s] = evaluate_targets(self.model, r, self.env.device, ["observed"], self.autocast, iv, level, keep)[
-                    "observed"
-                ]
+                out[s] = evaluate_targets(
+                    self.model, r, self.env.device, ["observed"], self.autocast, iv, level, keep, self.marginal
+                )["observed"]
             elif s not in on_valid:
                 target = "clean" if s == "test_clean" else "observed"
-                out[s] = evaluate(self.model, self.readers["test"], self.env.device, target, self.autocast)
+                test = self.readers["test"]
+                out[s] = evaluate(self.model, test, self.env.device, target, self.autocast, self.marginal)
         return {s: out[s] for s in splits}
 
     def run(self, step: int, splits: List[str]) -> Dict[str, Any]:
