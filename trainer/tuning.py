@@ -19,18 +19,21 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | ``observation_ids`` | observation model + user × item noise MFs | the same options |
 | ``observation_ids_context`` | the same, ``f`` also reads the context | the same, ``model.context=features`` |
 | ``observation_trusted`` | observation model + trusted rows in training | the same, ``trusted_weight=10`` |
+| ``observation_ids_trusted`` | id noise MFs and trusted rows | the same |
 | ``observation_ids_context_trusted`` | all three: id noise MFs, ``f`` reads the context, trusted rows | the same |
 | ``deca_p`` | DeCA(p) | its defaults |
 
-The ``_context`` candidates let ``f`` read the context features too, beside the tower that explains the
-noise by them: under a ranker the position carries preference (the old ranker put liked items on top), which
-the plain observation model withholds from ``f``; the cost is identifiability (``f`` may absorb part of the
-observation process), which the trusted signal judges. They are scored, exported and served like BCE, on the
-logged context.
+The ``_context`` candidates (:data:`READS_CONTEXT`) let ``f`` read the context features too, beside the tower
+that explains the noise by them. Under a ranker the logged position carries preference (the old ranker put
+liked items on top); a model that reads it is credited, on logged rows, with the old ranker's knowledge, which a
+served model does not have: the position is what its ranking decides. So they are offered only when the run
+scores such features as served, marginalised over their training distribution (``--set
+eval.marginalise=[position]``, :class:`~denoisrec.trainer.evaluation.scoring.Marginal`; the selection rows too),
+or when ``--candidates`` names them; otherwise each is skipped with one line saying why.
 
-``observation_trusted`` and ``observation_ids_context_trusted`` (:data:`NEEDS_TRAIN_TRUSTED`) are offered only
-when the training split carries trusted labels (``gen-data --trusted-train-rows``);
-otherwise each is skipped with one line saying why.
+``observation_trusted``, ``observation_ids_trusted`` and ``observation_ids_context_trusted``
+(:data:`NEEDS_TRAIN_TRUSTED`) are offered only when the training split carries trusted labels
+(``gen-data --trusted-train-rows``); otherwise each is skipped with one line saying why.
 
 Example::
 
@@ -73,6 +76,7 @@ CANDIDATES: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "observation_ids": ("observation_ids", dict(OBSERVATION_OPTIONS), {}),
     "observation_ids_context": ("observation_ids", dict(OBSERVATION_OPTIONS), dict(_F_READS_CONTEXT)),
     "observation_trusted": ("observation", {**OBSERVATION_OPTIONS, "trusted_weight": 10}, {}),
+    "observation_ids_trusted": ("observation_ids", {**OBSERVATION_OPTIONS, "trusted_weight": 10}, {}),
     "observation_ids_context_trusted": (
         "observation_ids",
         {**OBSERVATION_OPTIONS, "trusted_weight": 10},
@@ -82,7 +86,9 @@ CANDIDATES: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
 }
 DEFAULT_CANDIDATES = list(CANDIDATES)
 #: candidates that train on the training split's trusted labels: offered only when it has some.
-NEEDS_TRAIN_TRUSTED = ("observation_trusted", "observation_ids_context_trusted")
+NEEDS_TRAIN_TRUSTED = ("observation_trusted", "observation_ids_trusted", "observation_ids_context_trusted")
+#: candidates whose ``f`` reads the logged context: offered only with ``eval.marginalise`` or by name.
+READS_CONTEXT = tuple(n for n, (_, _, settings) in CANDIDATES.items() if settings == _F_READS_CONTEXT)
 TUNED_FILE = "tuned.yaml"
 # A floor on one run's time for a budget given in minutes: train rows × epochs at this many samples/s (faster
 # than this trainer's CPU runs; a budget below it cannot hold one run).
@@ -136,21 +142,37 @@ def resolve_candidates(spec: Optional[str]) -> List[str]:
     return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), names.index(n)))
 
 
-def offered(names: List[str], train_trusted_rows: int) -> Tuple[List[str], List[str]]:
-    """``(names to run, one line per candidate left out and why)``: those of :data:`NEEDS_TRAIN_TRUSTED` are
-    left out when the training split has no trusted label (``train_trusted_rows`` is 0).
+def offered(
+    names: List[str], train_trusted_rows: int, marginalised: bool = False, named: bool = False
+) -> Tuple[List[str], List[str]]:
+    """``(names to run, one line per candidate left out and why)``.
+
+    Args:
+        names: the candidates asked for.
+        train_trusted_rows: trusted labels in the training split; with none, :data:`NEEDS_TRAIN_TRUSTED` are left out.
+        marginalised: the run scores context features as served (``eval.marginalise`` is set).
+        named: ``--candidates`` named the candidates; else :data:`READS_CONTEXT` need ``marginalised``.
+
+    Returns:
+        The candidates to run (in order) and the reasons for the others.
 
     Example: ``offered(["bce", "observation_trusted"], 0)`` is ``(["bce"], ["observation_trusted: ..."])``.
     """
-    if train_trusted_rows > 0:
-        return list(names), []
-    keep = [n for n in names if n not in NEEDS_TRAIN_TRUSTED]
-    why = [
-        f"{n}: skipped, the training split has no trusted labels to train on (gen-data --trusted-train-rows, "
-        "or a trusted_label column in train)"
-        for n in names
-        if n in NEEDS_TRAIN_TRUSTED
-    ]
+    keep, why = [], []
+    for n in names:
+        if n in NEEDS_TRAIN_TRUSTED and train_trusted_rows <= 0:
+            why.append(
+                f"{n}: skipped, the training split has no trusted labels to train on (gen-data --trusted-train-rows, "
+                "or a trusted_label column in train)"
+            )
+        elif n in READS_CONTEXT and not (marginalised or named):
+            why.append(
+                f"{n}: skipped, its f reads the logged context, and under a ranker the logged position carries the "
+                "old ranker's knowledge that a served model lacks; --set eval.marginalise=[position] scores it as "
+                "served (or name it in --candidates)"
+            )
+        else:
+            keep.append(n)
     return keep, why
 
 

@@ -74,6 +74,7 @@ def test_budget_and_candidates_parse() -> None:
         "observation_ids",
         "observation_ids_context",
         "observation_trusted",
+        "observation_ids_trusted",
         "observation_ids_context_trusted",
         "deca_p",
     ]
@@ -118,12 +119,23 @@ def test_data_without_a_trusted_signal_is_refused_unless_observed_is_asked(
 
 def test_observation_trusted_is_offered_only_when_train_has_trusted_labels() -> None:
     names = resolve_candidates(None)
-    kept, why = offered(names, 0)
-    trusted = ["observation_trusted", "observation_ids_context_trusted"]
-    assert kept == [n for n in names if n not in trusted] and len(kept) == len(names) - 2
+    kept, why = offered(names, 0, marginalised=True)
+    trusted = ["observation_trusted", "observation_ids_trusted", "observation_ids_context_trusted"]
+    assert kept == [n for n in names if n not in trusted] and len(kept) == len(names) - 3
     assert [w.split(":")[0] for w in why] == trusted
     assert all(": skipped" in w and "--trusted-train-rows" in w for w in why)
-    assert offered(names, 5) == (names, [])
+    assert offered(names, 5, marginalised=True) == (names, [])
+
+
+def test_context_candidates_need_the_served_scoring_or_a_name() -> None:
+    names = resolve_candidates(None)
+    reads = ["observation_context", "observation_ids_context", "observation_ids_context_trusted"]
+    kept, why = offered(names, 5)
+    assert kept == [n for n in names if n not in reads]
+    assert [w.split(":")[0] for w in why] == reads
+    assert all("eval.marginalise=[position]" in w for w in why)
+    assert offered(names, 5, named=True) == (names, [])  # --candidates named them: run as asked
+    assert offered(["bce", "observation_context"], 5, marginalised=True) == (["bce", "observation_context"], [])
 
 
 def test_tune_skips_observation_trusted_on_data_without_trusted_train_rows(

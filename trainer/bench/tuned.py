@@ -158,7 +158,9 @@ def one_dataset(data: str, seed: int, out: str, a: argparse.Namespace, sizes: Li
 
     base = _base(data, seed, a)
     selection, _, train_trusted = selection_of(base, "trusted")
-    names, left_out = offered(resolve_candidates(a.candidates), train_trusted)
+    names, left_out = offered(
+        resolve_candidates(a.candidates), train_trusted, bool(base.eval.marginalise), bool(a.candidates)
+    )
     for line in left_out:
         print(f"  {line}")
     runs = [train_candidate(candidate_config(base, n, out, selection)) for n in names]

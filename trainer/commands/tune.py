@@ -115,7 +115,7 @@ def run(a: argparse.Namespace) -> int:
     selection, train_rows, train_trusted = selection_of(base, a.select_on)
     from denoisrec.trainer.tuning import offered
 
-    names, left_out = offered(names, train_trusted)
+    names, left_out = offered(names, train_trusted, bool(base.eval.marginalise), bool(a.candidates))
     for line in left_out:
         print(f"tune: {line}")
     if len(names) < 2:
