@@ -13,6 +13,7 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | name | method | options |
 |---|---|---|
 | ``bce`` | plain BCE | – |
+| ``bce_no_context`` | plain BCE, the context withheld (the baseline a served ranker can use as is) | ``model.context=withhold`` |
 | ``tce`` | T-CE (truncated loss) | its defaults |
 | ``observation`` | observation model | ``form=examination tower_warmup=25% rates_lr_scale=50`` (recommended) |
 | ``observation_context`` | observation model, ``f`` also reads the context | the same, ``model.context=features`` |
@@ -70,6 +71,7 @@ _F_READS_CONTEXT = {"model.context": "features"}
 #: breaks ties within the interval.
 CANDIDATES: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "bce": ("bce", {}, {}),
+    "bce_no_context": ("bce", {}, {"model.context": "withhold"}),
     "tce": ("tce", {}, {}),
     "observation": ("observation", dict(OBSERVATION_OPTIONS), {}),
     "observation_context": ("observation", dict(OBSERVATION_OPTIONS), dict(_F_READS_CONTEXT)),

@@ -68,6 +68,7 @@ def test_budget_and_candidates_parse() -> None:
     assert resolve_candidates("deca_p,bce,observation") == ["bce", "observation", "deca_p"]  # simplest first
     assert resolve_candidates(None) == [
         "bce",
+        "bce_no_context",
         "tce",
         "observation",
         "observation_context",
