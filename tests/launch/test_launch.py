@@ -247,7 +247,14 @@ def test_bad_input_on_one_rank_brings_both_nodes_down_with_its_message(tiny_data
     # the launcher passes the rank's error file on: torchx's status carries the line (YAML-wrapped)
     status = text[text.index("AppStatus:") :]
     assert "errorCode: 1" in status and "labels must be 0 or 1'" in status, status
-    assert "Connection closed by peer" in text  # the other node's worker was released, not left waiting
+    # the other node's worker was released, not left waiting, and says so in one line (no gloo traceback)
+    assert "Traceback" not in text and "Connection closed by peer" not in text, text[-6000:]
+    stopped = [
+        x
+        for x in text.splitlines()
+        if x.endswith("denoisrec train: rank 0 stopped: its peer failed; see rank 1's error above")
+    ]
+    assert len(stopped) <= 1 and (stopped or any("rendezvous error" in x for x in summaries)), text[-6000:]
     assert "timed out" not in text.lower() and not (out / "summary.json").exists()
 
 
