@@ -69,8 +69,8 @@ TRAIN_ARGS = --preset $(TRAIN_PRESET) --data $(DATA) --out $(OUT) $(if $(DENOISE
 
 train: $(STAMP) $(DATA)/schema.json
 	@$(VENV)/bin/denoisrec train $(TRAIN_ARGS) --print-config > /dev/null  # a mistake: one line, before torchrun
-	$(if $(filter 1,$(NPROC)),,OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}) $(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) \
-		-m denoisrec.trainer $(TRAIN_ARGS)
+	$(if $(filter 1,$(NPROC)),,OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}) $(VENV)/bin/denoisrec torchrun --standalone \
+		--nproc_per_node $(NPROC) -- $(TRAIN_ARGS)
 
 # NOLINT=1 skips make lint (e.g. between merges, before .ci/lint-fix has formatted the tree); CI keeps it on.
 NOLINT ?=
