@@ -7,10 +7,12 @@ The options before ``--`` are torchrun's (all of them: ``--rdzv_*``, ``--nnodes`
 after it, ``denoisrec train``'s, or ``bench`` and ``denoisrec bench``'s arguments. It runs
 ``torch.distributed.run`` in this process with ``-m denoisrec.trainer`` (``-m denoisrec.trainer.cli bench``)
 and catches its ``ChildFailedError``: the ranks leave their one-line errors in torchelastic's error files, and
-this launcher prints each distinct line once, then one summary line (which ranks failed, with what status)
-instead of torchrun's traceback. Under an outer agent (torchx) the first failure's error file is copied to
-this process's own (``TORCHELASTIC_ERROR_FILE``), as torchrun's ``@record`` does, so the scheduler's status
-carries the line too. The torchx components start their workers with this command.
+this launcher prints each distinct line once, then a line for each rank that the failure stopped
+(:func:`failure_lines`), then one summary line (which ranks failed, with what status) instead of torchrun's
+traceback; a launcher stopped by a signal (the scheduler ending every node) says one summary line too. Under an
+outer agent (torchx) the failing rank's error file is copied to this process's own
+(``TORCHELASTIC_ERROR_FILE``), as torchrun's ``@record`` does, so the scheduler's status carries the line too.
+The torchx components start their workers with this command.
 """
 
 from __future__ import annotations
@@ -85,9 +87,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(line, file=sys.stderr)
         ranks = ", ".join(f"rank {r} ({_status(f.exitcode)}, pid {f.pid})" for r, f in failed)
         print(f"denoisrec torchrun: the job failed: {ranks}", file=sys.stderr)
-        # the failure itself, not a rank it stopped, goes on to the outer agent and gives the exit status
-        first = next((f for r, f in failed if r == roots[0]), None) if roots else e.get_first_failure()[1]
-        if outer_error_file and first and os.path.isfile(first.error_file):  # what torchrun's @record does
+        # the failure itself, not a rank it stopped, goes on to the outer agent (what torchrun's @record does)
+        # and gives the exit status; a node whose ranks were only stopped passes nothing on: torchx reports the
+        # oldest error file of all nodes, and the failing node's is the one that says why
+        first = next((f for r, f in failed if r == roots[0]), None) if roots else None
+        if outer_error_file and first and os.path.isfile(first.error_file):
             get_error_handler().dump_error_file(first.error_file, first.exitcode)
         return exit_status([(r, f.exitcode) for r, f in failed], roots)
     except SignalException as e:  # the agent stopped its workers with the signal; the scheduler stops the job
