@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Optional
+from typing import Any, Optional
 
 FAILED_KEY = "denoisrec/failed_rank"
 """The store key where the first failing rank leaves its rank."""
@@ -110,7 +110,7 @@ def failed_rank() -> Optional[int]:
         return None
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store() -> Optional[Any]:
     """The default process group's store with a short timeout, ``None`` outside a multi-rank group."""
     import torch.distributed as dist
 
