@@ -157,7 +157,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         # once, by rank 0; anything else may be one rank's own
         if not said_by_launcher and (not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0"):
             print(line, file=sys.stderr)
-        _record_for_torchelastic(line)
+        from denoisrec.trainer.distributed.peers import AGREED_ERROR  # (torch-free)
+
+        _record_for_torchelastic(line, {AGREED_ERROR: 1} if isinstance(e, AGREED) else None)
         return code
     except RuntimeError as e:
         stopped = _peer_failure(e)

@@ -117,7 +117,7 @@ def test_the_launcher_names_the_failure_whatever_each_rank_left() -> None:
     named it, and one whose failure was on another node.
     """
     from denoisrec.trainer.commands.torchrun import exit_status, failure_lines
-    from denoisrec.trainer.distributed.peers import PEER_FAILED
+    from denoisrec.trainer.distributed.peers import AGREED_ERROR, PEER_FAILED
 
     def said(line: str, **extra: int) -> dict:
         return {"message": {"message": line, "extraInfo": {"py_callstack": line, "timestamp": "0", **extra}}}
@@ -143,5 +143,8 @@ def test_the_launcher_names_the_failure_whatever_each_rank_left() -> None:
     # a failure killed before it said anything: the summary line says it; no "see rank N's error" for it
     roots, lines = failure_lines([(0, -15, None), (1, -9, None)], "bench")
     assert (roots, lines) == ([1], [])
+    # a mistake every rank refuses alike: the rank stopped before it said so gets no "stopped" line
+    roots, lines = failure_lines([(0, 2, said(error, **{AGREED_ERROR: 1})), (1, -15, None)])
+    assert (roots, lines) == ([0], [error])
     roots, lines = failure_lines([(0, 1, said(unknown, **{PEER_FAILED: -1})), (1, -9, None)])
     assert (roots, lines) == ([1], ["denoisrec train: rank 0 stopped: its peer failed (rank 1: SIGKILL)"])

@@ -135,7 +135,8 @@ def failure_lines(failed: List[Tuple[int, int, Any]], command: str = "train") ->
 
     A rank stopped by a peer's failure either left that line itself (its collective lost the peer, see
     :mod:`denoisrec.trainer.distributed.peers`) or was stopped by the agent (``SIGTERM``) before it could; the
-    failures are the other ranks.
+    failures are the other ranks. A rank the agent stopped gets no line when the failure is one every rank raises
+    alike (a usage mistake: it would have said the same).
 
     Args:
         failed: ``(rank, exit code, error-file JSON)`` of each failed rank, in rank order.
@@ -144,7 +145,7 @@ def failure_lines(failed: List[Tuple[int, int, Any]], command: str = "train") ->
     Returns:
         The failures' ranks, and the lines.
     """
-    from denoisrec.trainer.distributed.peers import PEER_FAILED, peer_line
+    from denoisrec.trainer.distributed.peers import AGREED_ERROR, PEER_FAILED, peer_line
 
     stopped: Dict[int, Optional[int]] = {}  # rank -> the failed rank it named (None: not known)
     own: Dict[int, str] = {}
@@ -162,7 +163,10 @@ def failure_lines(failed: List[Tuple[int, int, Any]], command: str = "train") ->
     said = [r for r in roots if r in own]
     wrote = {r for r, _, d in failed if PEER_FAILED in _info(d)}
     codes = {r: c for r, c, _ in failed}
+    agreed = any(AGREED_ERROR in _info(d) for r, _, d in failed if r in roots)  # the stopped ranks shared it
     for rank, named in stopped.items():
+        if agreed and rank not in wrote:
+            continue
         how: Optional[str] = None
         if named is None and roots:
             named = said[0] if said else roots[0]

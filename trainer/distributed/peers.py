@@ -31,6 +31,10 @@ PEER_FAILED = "denoisrecPeerFailed"
 """The torchelastic error file's ``extraInfo`` key of a rank stopped by a peer's failure: the failed rank, -1 when
 not known (``denoisrec torchrun`` names it from the ranks it sees, and prints these lines after the failures')."""
 
+AGREED_ERROR = "denoisrecAgreed"
+"""The error file's ``extraInfo`` key of an error that every rank raises alike (a usage mistake, the run lock):
+a rank the agent stopped before it said it was not stopped by that failure, it shared it."""
+
 STORE_WAIT = timedelta(seconds=2)
 """How long a store call may take here: a store that went with its host must not hold the rank 600 s."""
 
@@ -124,4 +128,13 @@ def _store() -> Optional[Any]:
         return None
 
 
-__all__ = ["PEER_FAILED", "PeerFailed", "as_peer_failure", "failed_rank", "is_peer_loss", "note_failure", "peer_line"]
+__all__ = [
+    "AGREED_ERROR",
+    "PEER_FAILED",
+    "PeerFailed",
+    "as_peer_failure",
+    "failed_rank",
+    "is_peer_loss",
+    "note_failure",
+    "peer_line",
+]
