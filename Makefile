@@ -9,7 +9,8 @@ DATA ?= data/$(PRESET)
 OUT ?= runs/default
 # The training set-up: a preset of trainer/config/presets.py. `recommended` is the observation model in its examination
 # form with the tower held for the first quarter of the run, 3 epochs (benchmarks/README.md); the same run is
-# `denoisrec train --preset recommended --data data/small`.
+# `denoisrec torchrun --standalone --nproc_per_node 2 -- --preset recommended --data data/small` (one process,
+# `denoisrec train --preset recommended ...`, is the same set-up on a global batch of 2048: another run).
 TRAIN_PRESET ?= recommended
 # DENOISER=bce (or any other) replaces the preset's denoiser and its options; EPOCHS=N its 3 epochs.
 DENOISER ?=
@@ -69,8 +70,8 @@ TRAIN_ARGS = --preset $(TRAIN_PRESET) --data $(DATA) --out $(OUT) $(if $(DENOISE
 
 train: $(STAMP) $(DATA)/schema.json
 	@$(VENV)/bin/denoisrec train $(TRAIN_ARGS) --print-config > /dev/null  # a mistake: one line, before torchrun
-	$(if $(filter 1,$(NPROC)),,OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}) $(PY) -m torch.distributed.run --standalone --nproc_per_node $(NPROC) \
-		-m denoisrec.trainer $(TRAIN_ARGS)
+	$(if $(filter 1,$(NPROC)),,OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}) $(VENV)/bin/denoisrec torchrun --standalone \
+		--nproc_per_node $(NPROC) -- $(TRAIN_ARGS)
 
 # NOLINT=1 skips make lint (e.g. between merges, before .ci/lint-fix has formatted the tree); CI keeps it on.
 NOLINT ?=

@@ -47,21 +47,22 @@ def logged_step(out: Path) -> int:
     return max(steps, default=0)
 
 
-def data_bad_on_rank_1(tiny_data: Path, tmp_path: Path) -> Path:
+def data_bad_on_rank_1(tiny_data: Path, tmp_path: Path, part: str = "part-00002.parquet") -> Path:
     """A copy of ``tiny_data`` whose last train row group, read only by rank 1 of 2 when the order is not
     shuffled, holds a label 2 (its row 493): rank 1 fails mid-epoch while rank 0 waits in a collective.
+    With ``part="part-00000.parquet"`` the row group is rank 0's; with 3 ranks, part-00002's is rank 2's.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
-    part = data / "train" / "part-00002.parquet"
-    t = pq.read_table(part)
+    part_file = data / "train" / part
+    t = pq.read_table(part_file)
     labels = t.column("label").to_numpy().copy()
     labels[-7] = 2
     i = t.schema.get_field_index("label")
     pq.write_table(
-        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part, row_group_size=500
+        t.set_column(i, t.schema.field(i), pa.array(labels, t.schema.field(i).type)), part_file, row_group_size=500
     )
     return data

@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, List, NoReturn, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, NoReturn, Optional, Sequence, Tuple
 
 from denoisrec.trainer.bench import cli as bench_cli
 from denoisrec.trainer.commands import COMMANDS as _COMMANDS
@@ -44,6 +44,9 @@ from denoisrec.trainer.errors import (
     StorageError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from denoisrec.trainer.distributed.peers import PeerFailed
 
 # every sub-command, ``bench`` before ``report`` (the benches use the commands: they are registered here)
 COMMANDS = {**{k: v for k, v in _COMMANDS.items() if k != "report"}, "bench": bench_cli, "report": _COMMANDS["report"]}
@@ -144,6 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(raw.run(argparse.Namespace(command=argv[0], argv=argv)))
     args = build_parser().parse_args(argv)
     args.argv = argv  # which options were typed (bench: explicit flags win over --quick)
+    said_by_launcher = os.environ.get(LAUNCHER_SAYS) == "1" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
     try:
         return run_quietly(args)
     except (ValueError, OSError) as e:
@@ -151,11 +155,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         line = f"denoisrec {args.command}: error: {_one_line(e)}"  # a mistyped name's message says its suggestion
         # an error every rank agrees on (a usage mistake, the lock, the checkpoint rank 0 chose, ...) is said
         # once, by rank 0; anything else may be one rank's own
-        said_by_launcher = os.environ.get(LAUNCHER_SAYS) == "1" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
         if not said_by_launcher and (not isinstance(e, AGREED) or os.environ.get("RANK", "0") == "0"):
             print(line, file=sys.stderr)
-        _record_for_torchelastic(line)
+        from denoisrec.trainer.distributed.peers import AGREED_ERROR  # (torch-free)
+
+        _record_for_torchelastic(line, {AGREED_ERROR: 1} if isinstance(e, AGREED) else None)
         return code
+    except RuntimeError as e:
+        stopped = _peer_failure(e)
+        if stopped is None:
+            raise
+        # the echo of another rank's failure (its collective lost the peer): one line, after that rank's own
+        line = f"denoisrec {args.command}: {stopped}"
+        if not said_by_launcher:
+            print(line, file=sys.stderr)
+        from denoisrec.trainer.distributed.peers import PEER_FAILED
+
+        _record_for_torchelastic(line, {PEER_FAILED: -1 if stopped.failed is None else stopped.failed})
+        return 1
 
 
 QUIET = ("bench", "export", "predict")
@@ -202,7 +219,20 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _record_for_torchelastic(line: str) -> None:
+def _peer_failure(e: RuntimeError) -> Optional[PeerFailed]:
+    """``e`` as a :class:`~denoisrec.trainer.distributed.peers.PeerFailed` when it is the process group's report
+    of a peer gone (``train`` names the failed rank; elsewhere it is not known), else ``None``.
+    """
+    if "torch.distributed" not in sys.modules or os.environ.get("WORLD_SIZE", "1") == "1":
+        return None  # no peer (and no torch import here)
+    from denoisrec.trainer.distributed.peers import PeerFailed, is_peer_loss
+
+    if isinstance(e, PeerFailed):
+        return e
+    return PeerFailed(int(os.environ.get("RANK", "0")), None) if is_peer_loss(e) else None
+
+
+def _record_for_torchelastic(line: str, extra: Optional[dict] = None) -> None:
     """Under torchrun/torchx, write the one-line message to this worker's error file (torchelastic's format,
     the line as the traceback too): the agent's failure summary then shows that line for the rank, instead of
     the worker's traceback or only an exit code.
@@ -210,7 +240,7 @@ def _record_for_torchelastic(line: str) -> None:
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         with open(path, "w") as f:
-            info = {"py_callstack": line, "timestamp": str(int(time.time()))}
+            info = {"py_callstack": line, "timestamp": str(int(time.time())), **(extra or {})}
             json.dump({"message": {"message": line, "extraInfo": info}}, f)
 
 

@@ -193,12 +193,15 @@ def run(a: argparse.Namespace) -> int:
     os.makedirs(a.out, exist_ok=True)
     data = ensure_data(a.data, a.preset, a.out, a.quick, a.rows)
     results: Dict[int, Dict[str, Any]] = {}
+    said = None  # the timed step, said once (the report's "Timed step:" line says it again)
     for ws in timed + counted:
         mode = "time" if ws in timed else "count"
         print(f"bench throughput: {ws} rank(s), mode {mode}, methods {', '.join(methods)}", flush=True)
         results[ws] = launch_worker(a, data, methods, params, ws, mode)
-        if results[ws].get("timed_step"):
-            print(f"bench throughput: timed {results[ws]['timed_step']['step']}", flush=True)
+        step = (results[ws].get("timed_step") or {}).get("step")
+        if step and step != said:
+            print(f"bench throughput: timed {step}", flush=True)
+            said = step
     rep = build_report(a, data, methods, params, results)
     paths = rep.write(a.out, plot=lambda fig: plot(fig, rep))
     print(rep.markdown)

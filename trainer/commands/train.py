@@ -171,9 +171,15 @@ def train_from_args(a: argparse.Namespace, base: Optional[Config] = None) -> Opt
     if isinstance(path, str) and "://" not in path and not os.path.exists(path):
         raise FileNotFoundError(2, "no such dataset directory (--data / data.path; denoisrec gen-data makes one)", path)
     from denoisrec.trainer.distributed.env import shutdown
+    from denoisrec.trainer.distributed.peers import as_peer_failure
     from denoisrec.trainer.train import train
 
     try:
         return train(cfg)
+    except Exception as e:  # before shutdown(): a peer's echo of this failure reads the failed rank from the store
+        raised = as_peer_failure(e, int(os.environ.get("RANK", "0")))
+        if raised is e:
+            raise
+        raise raised from e
     finally:
         shutdown()

@@ -72,7 +72,7 @@ def test_grid_points_take_an_empty_list_and_an_empty_tuple_as_one_point() -> Non
 
 
 @pytest.mark.dist
-def test_bench_throughput_quick(tmp_path: Path) -> None:
+def test_bench_throughput_quick(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # One rank in this process, three under torchrun (an odd world size; one launch keeps the test short).
     out = tmp_path / "b"
     assert (
@@ -95,6 +95,8 @@ def test_bench_throughput_quick(tmp_path: Path) -> None:
     )
     d = json.loads((out / "throughput.json").read_text())
     assert (out / "throughput.md").exists() and (out / "throughput.png").exists()
+    said = capsys.readouterr().out
+    assert said.count("bench throughput: timed ") == 1, said  # the same step on 1 and 3 ranks: said once
     raw = d["raw"]["per_world_size"]
     assert sorted(raw) == ["1", "3"] and raw["3"]["mode"] == "time" and raw["3"]["world_size"] == 3
     rows = {(r["world_size"], r["method"]): r for r in d["rows"]}
