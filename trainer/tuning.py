@@ -13,7 +13,7 @@ registered denoiser name is a candidate with its defaults, placed after the know
 | name | method | options |
 |---|---|---|
 | ``bce`` | plain BCE | – |
-| ``bce_no_context`` | plain BCE, the context withheld (the baseline a served ranker can use as is) | ``model.context=withhold`` |
+| ``bce_no_context`` | plain BCE, the context withheld (served as is) | ``model.context=withhold`` |
 | ``tce`` | T-CE (truncated loss) | its defaults |
 | ``observation`` | observation model | ``form=examination tower_warmup=25% rates_lr_scale=50`` (recommended) |
 | ``observation_context`` | observation model, ``f`` also reads the context | the same, ``model.context=features`` |
