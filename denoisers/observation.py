@@ -520,7 +520,8 @@ class ObservationModel(Denoiser):
         else:  # the trusted rows' cross-entropy on f, never dropped (module docstring, trusted)
             t_bce, known = trusted_term(logits, trusted)
             kf = known.to(f.dtype)
-            per_sample = weight * nll + self.trusted_weight * t_bce
+            kept = nll if self.eps_max == 0 else weight * nll  # (weight is all ones without T-CE)
+            per_sample = kept + self.trusted_weight * t_bce
             loss, value, sums = self.global_mean(
                 per_sample, torch.ones_like(weight), weight.sum(), extra=[*extra, kf.sum(), (kf * f).sum()]
             )
