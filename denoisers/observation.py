@@ -202,18 +202,24 @@ class ContextTower(SharedTables):
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*layers, out)
 
+    def _bag_weights(self, kjt: KeyedJaggedTensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[B, F]`` ``1 / max(len, 1)`` of each row's bag of each feature (1 for a single-valued feature)."""
+        bags = kjt.to_dict()  # cached on the KJT
+        return torch.stack([bags[f].lengths() for f in self.features], 1).clamp_min(1).to(dtype).reciprocal()
+
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
         pooled = self.lookup(kjt)  # {obs_<feature>: [B, dim]} sums, its own lookup or the model's (folded)
-        sums = torch.stack([pooled[f"{TABLE_PREFIX}{f}"] for f in self.features], 1)  # [B, F, dim]
-        emb = sums
-        if kjt.stride() > 0:  # (a KJT of no rows cannot be split by feature; its sums are empty anyway)
-            bags = kjt.to_dict()  # cached on the KJT
-            sizes = torch.stack([bags[f].lengths() for f in self.features], 1).clamp_min(1)  # [B, F]
-            emb = sums * sizes.to(sums.dtype).reciprocal().unsqueeze(2)  # [B, F, dim]: mean pooling
+        sums = [pooled[f"{TABLE_PREFIX}{f}"] for f in self.features]  # F × [B, dim]
         if self.mlp is None:
-            ab = emb[:, :, :2].sum(1)  # [B, 2]: additive effects
+            emb = torch.stack([t[:, :2] for t in sums])  # [F, B, 2]
+            if kjt.stride() > 0:  # mean pooling (a KJT of no rows cannot be split by feature; nothing to divide)
+                emb = emb * self._bag_weights(kjt, emb.dtype).t().unsqueeze(2)
+            ab = emb.sum(0)  # [B, 2]: additive effects
         else:
+            emb = torch.stack(sums, 1)  # [B, F, dim]
+            if kjt.stride() > 0:
+                emb = emb * self._bag_weights(kjt, emb.dtype).unsqueeze(2)
             ab = self.mlp(emb.flatten(1))  # [B, 2]
         ab = ab + self.bias
         return ab[:, 0], ab[:, 1]

@@ -1,4 +1,4 @@
-"""The observation model's cheaper step gives the loss and gradients of the plain formulation it replaced.
+"""The observation model's cheaper step and the MF heads' product give the loss and gradients of what they replaced.
 
 Each reference below is the earlier code written out on a hand-made batch: the context tower mean-pooled by its own
 ``EmbeddingBagCollection`` (the tables now pool by sum and the tower divides by the bag length), and the warm-up's held
@@ -190,3 +190,31 @@ def test_live_step_still_reads_the_tower_and_the_id_channels() -> None:
     log_p, log_q = with_id_noise(log_p, log_q, km["fp"].detach() + k0, km["fn"].detach() + k0)
     want = -(y * log_p + (1 - y) * log_q) + 10.0 * trusted_term(z.detach(), b.trusted_labels)[0]
     assert float(out.value) == pytest.approx(float(want.mean()), rel=1e-6)
+
+
+def test_mf_heads_give_the_two_slices_product_and_its_gradients() -> None:
+    from denoisrec.denoisers.mf import MFHeads
+
+    torch.manual_seed(0)
+    mf = MFHeads(["fp", "fn"], "user_id", "item_id", 5, 4, dim=4, prefix="x_", device=torch.device("cpu"))
+    with torch.no_grad():  # a large bias column, so a bias leaking into the factor product would show
+        for p in mf.parameters():
+            p.normal_(0, 0.5)
+            p[:, -1] += 3.0
+    ref = copy.deepcopy(mf)
+    kjt = KeyedJaggedTensor.from_lengths_sync(
+        ["user_id", "item_id"], torch.tensor([0, 4, 2, 2, 3, 0, 1, 3]), torch.ones(8, dtype=torch.int32)
+    )
+    got = mf(kjt)
+    kt = ref.lookup(kjt)  # {table: [B, dim]}
+    w = torch.tensor([0.5, -1.0, 2.0, 0.3])
+    loss, ref_loss = torch.zeros(()), torch.zeros(())
+    for k, h in enumerate(("fp", "fn")):
+        u, i = kt[f"x_{h}_user_id"], kt[f"x_{h}_item_id"]
+        want = (u[:, :-1] * i[:, :-1]).sum(1) + u[:, -1] + i[:, -1]  # the earlier formulation
+        assert torch.allclose(got[h], want, atol=1e-6), h
+        loss, ref_loss = loss + (k + 1) * (w * got[h]).sum(), ref_loss + (k + 1) * (w * want).sum()
+    loss.backward()
+    ref_loss.backward()
+    for (name, p), (_, q) in zip(mf.named_parameters(), ref.named_parameters()):
+        assert float(q.grad.abs().sum()) > 0 and torch.allclose(p.grad, q.grad, atol=1e-6), name
