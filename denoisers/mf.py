@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
@@ -77,6 +77,7 @@ class MFHeads(SharedTables):
         super().__init__(EmbeddingBagCollection(tables=tables, device=device), "MF")
         self.heads, self.table = heads, table
         self.user_feature, self.item_feature, self.dim = user_feature, item_feature, int(dim)
+        self._masks: Dict[Tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def forward(self, features: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
         """``{head: [B] logit}``: each head's user-item embedding product plus its biases."""
@@ -84,5 +85,16 @@ class MFHeads(SharedTables):
         out = {}
         for h in self.heads:
             u, i = pooled[self.table[h][self.user_feature]], pooled[self.table[h][self.item_feature]]
-            out[h] = (u[:, :-1] * i[:, :-1]).sum(1) + u[:, -1] + i[:, -1]
+            # ⟨u[:-1], i[:-1]⟩ as a product of whole rows with the bias column zeroed (contiguous, cheaper than
+            # the product of the two column slices)
+            out[h] = (u * (i * self._factors_mask(i))).sum(1) + u[:, -1] + i[:, -1]
         return out
+
+    def _factors_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """``[dim]`` ones with a 0 in the bias column, on ``like``'s device and dtype (made once)."""
+        key = (like.device, like.dtype)
+        if key not in self._masks:
+            mask = torch.ones(self.dim, device=like.device, dtype=like.dtype)
+            mask[-1] = 0
+            self._masks[key] = mask
+        return self._masks[key]

@@ -47,7 +47,8 @@ for an oracle) instead of learnt; ``f`` alone trains. The oracle bounds what any
 :mod:`~denoisrec.denoisers.span`): for the first ``tower_warmup`` steps the tower's output is held at its initial
 value (``h = h_init``, ``h' = h_prime_init`` everywhere; zero gradient to the tower and to ``q₀, q₁``), so ``f``
 first learns the preference from ``x`` before the context may explain anything: under a confounded logging policy an
-early tower otherwise absorbs the preference signal that ``f`` has not yet learnt.
+early tower otherwise absorbs the preference signal that ``f`` has not yet learnt. (A held step computes neither
+the tower nor the id channels: their rates are one value for every row.)
 
 ``form="product"`` is the simpler factorisation ``P(ỹ=1 | x, c) = a(c)·f(x)`` with ``a = σ(b)`` (no false
 positives: ``h ≡ 0``, ``h' = a``), the position-bias model of unbiased learning to rank.
@@ -138,6 +139,9 @@ class ContextTower(SharedTables):
     """Two noise logits ``(a, b)`` per sample from the context features.
 
     One mean-pooled table per feature (``obs_<feature>``, sharded by the planner like the model's, initialised near 0).
+    The tables pool by sum and the tower divides by the bag's length (``max(len, 1)``; 1 for a single-valued feature):
+    the same mean, and the tables then share the model's sum-pooled lookup (FBGEMM groups a collection's tables by
+    pooling; its CPU mean pooling is several times slower than its sum).
 
     With ``hidden=[]`` (the default) the logits are additive in the features,
     ``a = a₀ + Σ_k E_k[c_k, 0]``, ``b = b₀ + Σ_k E_k[c_k, 1]``: every parameter is an embedding row, trained
@@ -175,7 +179,7 @@ class ContextTower(SharedTables):
                     embedding_dim=dim,
                     num_embeddings=int(n),
                     feature_names=[f],
-                    pooling=PoolingType.MEAN,
+                    pooling=PoolingType.SUM,  # the mean is taken in forward (class docstring)
                     weight_init_min=-init_scale,
                     weight_init_max=init_scale,
                 )
@@ -198,14 +202,25 @@ class ContextTower(SharedTables):
             nn.init.zeros_(out.bias)
             self.mlp = nn.Sequential(*layers, out)
 
+    def _bag_weights(self, kjt: KeyedJaggedTensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[B, F]`` ``1 / max(len, 1)`` of each row's bag of each feature (1 for a single-valued feature)."""
+        bags = kjt.to_dict()  # cached on the KJT
+        return torch.stack([bags[f].lengths() for f in self.features], 1).clamp_min(1).to(dtype).reciprocal()
+
     def forward(self, kjt: KeyedJaggedTensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(a, b)`` ``[B]`` logits each: ``h = σ(a)``, ``h' = h + (1 − h)·σ(b)``."""
-        pooled = self.lookup(kjt)  # {obs_<feature>: [B, dim]}, its own lookup or the model's (folded)
-        kt = {f: pooled[f"{TABLE_PREFIX}{f}"] for f in self.features}
+        pooled = self.lookup(kjt)  # {obs_<feature>: [B, dim]} sums, its own lookup or the model's (folded)
+        sums = [pooled[f"{TABLE_PREFIX}{f}"] for f in self.features]  # F × [B, dim]
         if self.mlp is None:
-            ab = torch.stack([kt[f][:, :2] for f in self.features]).sum(0)  # [B, 2]: additive effects
+            emb = torch.stack([t[:, :2] for t in sums])  # [F, B, 2]
+            if kjt.stride() > 0:  # mean pooling (a KJT of no rows cannot be split by feature; nothing to divide)
+                emb = emb * self._bag_weights(kjt, emb.dtype).t().unsqueeze(2)
+            ab = emb.sum(0)  # [B, 2]: additive effects
         else:
-            ab = self.mlp(torch.cat([kt[f] for f in self.features], dim=1))  # [B, 2]
+            emb = torch.stack(sums, 1)  # [B, F, dim]
+            if kjt.stride() > 0:
+                emb = emb * self._bag_weights(kjt, emb.dtype).unsqueeze(2)
+            ab = self.mlp(emb.flatten(1))  # [B, 2]
         ab = ab + self.bias
         return ab[:, 0], ab[:, 1]
 
@@ -456,24 +471,28 @@ class ObservationModel(Denoiser):
         """NLL of the observed labels under ``f·h' + (1 − f)·h`` (DeCA Eq. 3, context rates)."""
         if batch is None or getattr(batch, "sparse_features", None) is None:
             raise ValueError("observation: needs the batch's context features (pass batch=...)")
-        za, zb = self.tower(batch.sparse_features)
         u = None if self.u is None else self.u * self.rates_lr_scale
+        held = self.noise is None and self.tower_frozen()
+        if held:  # the initial rates, one value for every row (0-dim); the tower gets a zero gradient
+            zero = self.tower.held_zero(batch.sparse_features)
+            za, zb = self.tower.bias[0] + zero, self.tower.bias[1] + zero
+            u = None if u is None else u.detach() + 0.0 * u
+        else:
+            za, zb = self.tower(batch.sparse_features)
         if self.noise is not None:  # a given noise model: the tower in the graph with a zero gradient
             za = self.noise.attention_logit(batch.sparse_features).to(za.dtype) + 0.0 * za
             zb = 0.0 * zb
             u = None if u is None else self.noise.rates_logits(u) + 0.0 * u
-        elif self.tower_frozen():  # the initial rates, every tower parameter in the graph with a zero gradient
-            za = self.tower.bias[0] + 0.0 * za
-            zb = self.tower.bias[1] + 0.0 * zb
-            u = None if u is None else u.detach() + 0.0 * u
         log_p, log_q, log_h, log_hp = observed_log_likelihood(logits, za, zb, self.form, u)
+        log_h, log_hp = log_h.expand_as(logits), log_hp.expand_as(logits)  # [B] (0-dim while held)
         id_km: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         if self.id_heads is not None:  # the user × item channels, composed after the context's rates
-            km = self.id_heads(batch.sparse_features)
             k0 = _logit(self.id_noise_init)
-            k, m = km["fp"] + k0, km["fn"] + k0
-            if self.tower_frozen():  # held at the initial rates with the tower
-                k, m = k0 + 0.0 * k, k0 + 0.0 * m
+            if held:  # held at the initial rates with the tower (0-dim)
+                k = m = k0 + self.id_heads.held_zero(batch.sparse_features)
+            else:
+                km = self.id_heads(batch.sparse_features)
+                k, m = km["fp"] + k0, km["fn"] + k0
             log_p, log_q = with_id_noise(log_p, log_q, k, m)
             id_km = (k, m)
         nll = -(labels * log_p + (1 - labels) * log_q)  # [B]
@@ -493,12 +512,6 @@ class ObservationModel(Denoiser):
             if id_km is not None:  # the rows' total rates: h ← h·(1 − p₁₀) + (1 − h)·p₀₁, alike for h'
                 p01, p10 = torch.sigmoid(id_km[0].detach()), torch.sigmoid(id_km[1].detach())
                 h, hp = h * (1 - p10) + (1 - h) * p01, hp * (1 - p10) + (1 - hp) * p01
-            # P(y=1 | ỹ, x, c): f·h'/P(ỹ=1) for positives, f·(1 − h')/P(ỹ=0) for negatives.
-            post = torch.where(
-                pos,
-                f * hp / log_p.detach().exp().clamp_min(1e-30),
-                f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30),
-            )
             self._accumulate_context(batch.sparse_features, h, hp, clean_labels(batch, labels))
         # One all-reduce: [Σ w·nll, Σ w, Σ f, Σ h, Σ h', B, n_dropped(, trusted rows, Σ f on them)].
         extra = [f.sum(), h.sum(), hp.sum(), torch.ones_like(f).sum(), dropped.sum()]
@@ -513,7 +526,8 @@ class ObservationModel(Denoiser):
         else:  # the trusted rows' cross-entropy on f, never dropped (module docstring, trusted)
             t_bce, known = trusted_term(logits, trusted)
             kf = known.to(f.dtype)
-            per_sample = weight * nll + self.trusted_weight * t_bce
+            kept = nll if self.eps_max == 0 else weight * nll  # (weight is all ones without T-CE)
+            per_sample = kept + self.trusted_weight * t_bce
             loss, value, sums = self.global_mean(
                 per_sample, torch.ones_like(weight), weight.sum(), extra=[*extra, kf.sum(), (kf * f).sum()]
             )
@@ -531,8 +545,16 @@ class ObservationModel(Denoiser):
         if self.eps_max > 0:
             stats["eps"] = eps.float()
             stats["drop_share"] = (sums[6] / n).float()
-        handled = torch.where(pos, 1 - post, post)  # believed-flipped amount, never used to decide
-        self.track_truth(batch, labels, bce_per_sample(logits.detach(), labels), handled, posterior=post)
+        if getattr(batch, "is_noisy", None) is not None:  # ground-truth diagnostics (synthetic data only)
+            with torch.no_grad():
+                # P(y=1 | ỹ, x, c): f·h'/P(ỹ=1) for positives, f·(1 − h')/P(ỹ=0) for negatives.
+                post = torch.where(
+                    pos,
+                    f * hp / log_p.detach().exp().clamp_min(1e-30),
+                    f * (1 - hp) / log_q.detach().exp().clamp_min(1e-30),
+                )
+                handled = torch.where(pos, 1 - post, post)  # believed-flipped amount, never used to decide
+            self.track_truth(batch, labels, bce_per_sample(logits.detach(), labels), handled, posterior=post)
         return LossOutput(loss, value, weight, labels.detach(), dropped, torch.zeros_like(dropped), stats)
 
     # ---- per-context-value diagnostics -------------------------------------------------------------------

@@ -77,6 +77,20 @@ class SharedTables(nn.Module):
         """
         self.pooled = pooled
 
+    def held_zero(self, kjt: KeyedJaggedTensor) -> torch.Tensor:
+        """A 0-dim zero in the graph of this step's lookup and of the part's dense parameters.
+
+        For a step that holds the part's output at a constant: its tables and parameters still get a zero gradient
+        (as ``0 · output`` would give them), without computing the output. Folded, the tables need no term: the
+        shared output's one split (its backward) fills the columns nobody read with zeros.
+        """
+        pooled = self.lookup(kjt)
+        dense = [p for n, p in self.named_parameters() if not n.startswith("ebc.")]
+        terms = ([] if self.folded else [t.sum() for t in pooled.values()]) + [p.sum() for p in dense]
+        if not terms:
+            return torch.zeros((), device=kjt.values().device)
+        return 0.0 * torch.stack(terms).sum()
+
     def lookup(self, kjt: KeyedJaggedTensor) -> Dict[str, torch.Tensor]:
         """``{table: [B, D]}`` pooled embeddings of this step, from the received output once folded."""
         if self.ebc is None:

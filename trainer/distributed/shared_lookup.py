@@ -15,8 +15,9 @@ name (:func:`denoisrec.models.embeddings.ordered_values`, TorchRec's DLRM), so t
 interacted. Where a folded table reads a feature the model reads too (the MF's ``user_id``, ``item_id``: its
 own tables, of another width and meaning), TorchRec names both outputs ``<feature>@<table>``; the hook
 renames the model's back to ``<feature>`` (a view, no copy; applied when TorchRec's awaitable is waited, so
-the all-to-all still overlaps what the model computes before reading it). Evaluation, ``predict`` and the
-export use ``f`` alone: the export drops the folded tables (:attr:`SharedLookup.tables`).
+the all-to-all still overlaps what the model computes before reading it). The model and the parts read the
+output through one split (:class:`SplitOnce`), so its backward assembles the gradient once. Evaluation,
+``predict`` and the export use ``f`` alone: the export drops the folded tables (:attr:`SharedLookup.tables`).
 
 Sharding: TorchRec distributes a sharded collection once per *sharding type* (one input and one output
 all-to-all each), so a folded table saves its all-to-alls only if it is sharded the way the model's own tables
@@ -62,9 +63,28 @@ def _model_collection(model: nn.Module) -> Optional[Tuple[str, EmbeddingBagColle
     return None
 
 
-def _renamed(kt: KeyedTensor, names: Dict[str, str]) -> KeyedTensor:
-    """``kt`` with its keys renamed by ``names`` (the same values tensor)."""
-    return KeyedTensor(
+class SplitOnce(KeyedTensor):
+    """A ``KeyedTensor`` whose :meth:`to_dict` splits its values once and hands every caller the same views.
+
+    The model and each denoiser part read the collection's one output by name (``to_dict``); split separately, each
+    split's backward would rebuild a full ``[B, Σ D]`` gradient (zeros where that reader took nothing) and autograd
+    would add them up. One split has one backward, which concatenates the readers' gradients once.
+    """
+
+    def __init__(self, keys: List[str], length_per_key: List[int], values: torch.Tensor, key_dim: int = 1) -> None:
+        super().__init__(keys=keys, length_per_key=length_per_key, values=values, key_dim=key_dim)
+        self._split: Optional[Dict[str, torch.Tensor]] = None
+
+    def to_dict(self) -> Dict[str, torch.Tensor]:
+        """``{key: [B, D_key]}`` views of the values, split on the first call."""
+        if self._split is None:
+            self._split = super().to_dict()
+        return self._split
+
+
+def _split_once(kt: KeyedTensor, names: Dict[str, str]) -> SplitOnce:
+    """``kt`` with its keys renamed by ``names``, as a :class:`SplitOnce` (the same values tensor)."""
+    return SplitOnce(
         keys=[names.get(k, k) for k in kt.keys()],
         length_per_key=kt.length_per_key(),
         values=kt.values(),
@@ -87,11 +107,11 @@ class SharedLookup:
         self._hooked: Optional[Tuple[int, Any]] = None  # (id of the hooked module, hook handle)
 
     def _hook(self, _module: nn.Module, _inputs: Any, out: Any) -> Any:
-        if self.renames:
-            if isinstance(out, KeyedTensor):
-                out = _renamed(out, self.renames)
-            else:  # TorchRec's (lazy) awaitable of the sharded output: renamed when it is waited on
-                out.callbacks.append(lambda kt: _renamed(kt, self.renames))
+        # The model and the parts share one split of the output (SplitOnce), with the model's keys renamed back.
+        if isinstance(out, KeyedTensor):
+            out = _split_once(out, self.renames)
+        else:  # TorchRec's (lazy) awaitable of the sharded output: wrapped when it is waited on
+            out.callbacks.append(lambda kt: _split_once(kt, self.renames))
         for part in self.parts:
             part.receive(out)
         return out

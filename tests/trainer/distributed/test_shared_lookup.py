@@ -80,6 +80,76 @@ def test_folded_tower_gives_the_unfolded_loss_and_gradients(name: str) -> None:
     assert set(state) == set(ref_model.state_dict())
 
 
+def _graph_nodes(root: object, name: str) -> int:
+    """How many autograd nodes called ``name`` the graph below ``root`` holds."""
+    seen, todo, n = set(), [root], 0
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        n += type(node).__name__ == name
+        todo.extend(f for f, _ in node.next_functions)
+    return n
+
+
+@pytest.mark.parametrize("name", ["dlrm", "dcnv2"])
+def test_model_and_parts_read_the_collections_output_through_one_split(name: str) -> None:
+    # Split per reader, each split's backward would rebuild the whole [B, ΣD] gradient and autograd would add them.
+    from denoisrec.denoisers import build_denoiser
+
+    spec = ModelSpec(name, features=[("user_id", 20), ("item_id", 15)], dense_in_features=2, embedding_dim=8)
+    den = build_denoiser(
+        "observation_ids",
+        context={"context_tables": CTX, "tables": {"user_id": 20, "item_id": 15}, "device": torch.device("cpu")},
+    )
+    module = TrainModule(spec.build(torch.device("cpu")), den)
+    b = _batch(6)
+    b.sparse_features = KeyedJaggedTensor.from_lengths_sync(
+        ["user_id", "item_id", "position", "scene"],
+        torch.cat([b.sparse_features.values()[:6], torch.arange(6) % 15, b.sparse_features.values()[6:]]),
+        torch.ones(24, dtype=torch.int32),
+    )
+    module.train()
+    loss, _ = module(b)
+    assert _graph_nodes(loss.grad_fn, "SplitWithSizesBackward0") == 1
+    loss.backward()
+    bags = module.model.get_submodule(module.shared_lookup.path).embedding_bags
+    assert all(bags[t].weight.grad is not None for t in module.shared_lookup.tables)
+
+
+def test_held_warmup_step_folded_gives_the_unfolded_loss_and_zero_table_gradients() -> None:
+    from denoisrec.denoisers import build_denoiser
+
+    torch.manual_seed(0)
+    spec = ModelSpec("dlrm", features=[("user_id", 20), ("item_id", 15)], dense_in_features=2, embedding_dim=8)
+    model = spec.build(torch.device("cpu"))
+    ctx = {"context_tables": CTX, "tables": {"user_id": 20, "item_id": 15}, "device": torch.device("cpu")}
+    den = build_denoiser("observation_ids", context=ctx, form="examination", tower_warmup=2, hidden=[4])
+    ref_model, ref_den = copy.deepcopy(model), copy.deepcopy(den)
+    module = TrainModule(model, den)
+    b = _batch(6)
+    b.sparse_features = KeyedJaggedTensor.from_lengths_sync(
+        ["user_id", "item_id", "position", "scene"],
+        torch.cat([b.sparse_features.values()[:6], torch.arange(6) % 15, b.sparse_features.values()[6:]]),
+        torch.ones(24, dtype=torch.int32),
+    )
+    module.train()
+    ref_den.train()
+    assert den.tower_frozen() and ref_den.tower_frozen()
+    loss, (value, logits, _) = module(b)
+    loss.backward()
+    ref = ref_den(ref_model(b.dense_features, b.sparse_features).squeeze(-1), b.labels, b.sample_ids, b)
+    ref.loss.backward()
+    assert float(value) == pytest.approx(float(ref.value), rel=1e-6)
+    bags = module.model.get_submodule(module.shared_lookup.path).embedding_bags
+    for t in module.shared_lookup.tables:  # held: a zero gradient, as the unfolded tables get
+        got = bags[t].weight.grad
+        assert got is not None and float(got.abs().sum()) == 0.0, t
+    for p in [*den.tower.mlp.parameters(), den.u]:  # the dense parameters stay in the graph (DDP)
+        assert p.grad is not None and float(p.grad.abs().sum()) == 0.0
+
+
 def test_tower_without_the_shared_output_says_so() -> None:
     spec = ModelSpec("dlrm", features=[("user_id", 20)], dense_in_features=2, embedding_dim=8)
     module = TrainModule(spec.build(torch.device("cpu")), ObservationModel(CTX, device=torch.device("cpu")))
