@@ -25,7 +25,7 @@ ORDER = [
     ("obs_ids_trusted", "observation_ids_trusted"),
     ("ids_ctx_trusted", "observation_ids_context_trusted"),
 ]
-FAMS = ["examination", "shifted", "clickbait_context", "clickbait"]
+FAMS = ["examination", "shifted", "clickbait_context", "clickbait", "mix", "random_clickers", "context_item"]
 out = {"what": __doc__, "families": {}}
 lines = []
 for fam in FAMS:
