@@ -1,5 +1,6 @@
 #!/bin/bash
-# the item-driven family (clickbait) for the served scoring: every candidate but deca_p and the _context ones, plus the references.
+# one noise family for the served scoring: every candidate but deca_p and observation_ids_context, plus the references.
+# usage: run6.sh FAMILY "SEEDS" (ran as: run6.sh clickbait "0 1 2", then mix, random_clickers, context_item)
 cd /work/main
 P="form=examination tower_warmup=25% rates_lr_scale=50"
 F=$1

@@ -39,6 +39,18 @@ def _batch(n: int) -> SimpleNamespace:
     )
 
 
+def _batch_with_items(n: int) -> SimpleNamespace:
+    """:func:`_batch` with an ``item_id`` feature after ``user_id`` (the id noise MFs read both)."""
+    b = _batch(n)
+    values = b.sparse_features.values()
+    b.sparse_features = KeyedJaggedTensor.from_lengths_sync(
+        ["user_id", "item_id", "position", "scene"],
+        torch.cat([values[:n], torch.arange(n) % 15, values[n:]]),
+        torch.ones(4 * n, dtype=torch.int32),
+    )
+    return b
+
+
 @pytest.mark.parametrize("name", ["dlrm", "deepfm"])
 def test_folded_tower_gives_the_unfolded_loss_and_gradients(name: str) -> None:
     torch.manual_seed(0)
@@ -104,12 +116,7 @@ def test_model_and_parts_read_the_collections_output_through_one_split(name: str
         context={"context_tables": CTX, "tables": {"user_id": 20, "item_id": 15}, "device": torch.device("cpu")},
     )
     module = TrainModule(spec.build(torch.device("cpu")), den)
-    b = _batch(6)
-    b.sparse_features = KeyedJaggedTensor.from_lengths_sync(
-        ["user_id", "item_id", "position", "scene"],
-        torch.cat([b.sparse_features.values()[:6], torch.arange(6) % 15, b.sparse_features.values()[6:]]),
-        torch.ones(24, dtype=torch.int32),
-    )
+    b = _batch_with_items(6)
     module.train()
     loss, _ = module(b)
     assert _graph_nodes(loss.grad_fn, "SplitWithSizesBackward0") == 1
@@ -128,12 +135,7 @@ def test_held_warmup_step_folded_gives_the_unfolded_loss_and_zero_table_gradient
     den = build_denoiser("observation_ids", context=ctx, form="examination", tower_warmup=2, hidden=[4])
     ref_model, ref_den = copy.deepcopy(model), copy.deepcopy(den)
     module = TrainModule(model, den)
-    b = _batch(6)
-    b.sparse_features = KeyedJaggedTensor.from_lengths_sync(
-        ["user_id", "item_id", "position", "scene"],
-        torch.cat([b.sparse_features.values()[:6], torch.arange(6) % 15, b.sparse_features.values()[6:]]),
-        torch.ones(24, dtype=torch.int32),
-    )
+    b = _batch_with_items(6)
     module.train()
     ref_den.train()
     assert den.tower_frozen() and ref_den.tower_frozen()
